@@ -1,0 +1,226 @@
+"""Campaign files (TOML): parse, validate every key and value, store by name."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from notify.errors import ConfigError, NotFound
+from notify.models import CHANNELS, Campaign
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Per-channel rates (messages per second, global), concurrency and retry cap."""
+
+    email_per_second: float = 20.0
+    sms_per_second: float = 1.0
+    concurrency: int = 10
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """Every field of a campaign file, validated; templates see them as ``campaign.*``."""
+
+    name: str
+    organization: str
+    sender_email: str
+    sender_name: str = ""
+    reply_to: str = ""
+    sms_from: str = ""
+    incident_date: str = ""
+    discovered_date: str = ""
+    description: str = ""
+    support_phone: str = ""
+    support_email: str = ""
+    support_url: str = ""
+    reset_url: str = ""
+    reset_token_ttl_days: int = 14
+    channels: tuple[str, ...] = ("email", "sms")
+    fallback: str = "none"
+    templates: str | None = None
+    throttle: Throttle = field(default_factory=Throttle)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for storage and template context."""
+        data = asdict(self)
+        data["channels"] = list(self.channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CampaignConfig:
+        """Inverse of :meth:`as_dict` (stored settings are already validated)."""
+        data = dict(data)
+        data["throttle"] = Throttle(**data.get("throttle", {}))
+        data["channels"] = tuple(data.get("channels", ()))
+        return cls(**data)
+
+    @property
+    def sender_domain(self) -> str:
+        """Domain of the sender address, used in deterministic Message-IDs."""
+        return self.sender_email.rsplit("@", 1)[-1]
+
+
+_REQUIRED = ("name", "organization", "sender_email")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+_SID_RE = re.compile(r"^MG[0-9a-fA-F]{32}$")
+
+
+def _fail(path: Path, where: str, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: {where}: {problem}")
+
+
+def _check_email(path: Path, key: str, value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise _fail(path, key, f"{value!r} is not an email address ({exc})") from None
+
+
+def _check_types(path: Path, raw: dict[str, Any]) -> None:
+    known = {f.name: f for f in fields(CampaignConfig)}
+    for key, value in raw.items():
+        if key not in known:
+            raise _fail(path, key, "unknown key (known: " + ", ".join(sorted(known)) + ")")
+        if key == "throttle":
+            if not isinstance(value, dict):
+                raise _fail(path, key, "must be a table [throttle]")
+            tknown = {f.name for f in fields(Throttle)}
+            for tkey in value:
+                if tkey not in tknown:
+                    raise _fail(path, f"throttle.{tkey}", "unknown key (known: "
+                                + ", ".join(sorted(tknown)) + ")")
+        elif key == "channels":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _fail(path, key, "must be a list of channel names")
+        elif key == "reset_token_ttl_days":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _fail(path, key, f"{value!r} must be a whole number of days")
+        elif not isinstance(value, str) and not (key.endswith("_date") and isinstance(value, date)):
+            raise _fail(path, key, f"{value!r} must be a string")
+
+
+def _positive(path: Path, key: str, value: Any, kind: type) -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        noun = "a positive whole number" if kind is int else "a positive number"
+        raise _fail(path, f"throttle.{key}", f"{value!r} must be {noun}")
+    return kind(value)
+
+
+def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
+    _check_types(path, raw)
+    for key in _REQUIRED:
+        if not str(raw.get(key, "")).strip():
+            raise _fail(path, key, "is required")
+    data = dict(raw)
+    if not _NAME_RE.match(data["name"]):
+        raise _fail(path, "name", f"{data['name']!r} must be letters, digits, '.', '_' or '-'")
+    data["sender_email"] = _check_email(path, "sender_email", data["sender_email"])
+    for key in ("reply_to", "support_email"):
+        if data.get(key):
+            data[key] = _check_email(path, key, data[key])
+    for key in ("incident_date", "discovered_date"):
+        if key in data:
+            value = data[key]
+            try:
+                data[key] = (value if isinstance(value, date) else date.fromisoformat(value)).isoformat()
+            except ValueError:
+                raise _fail(path, key, f"{value!r} is not a date (YYYY-MM-DD)") from None
+    sms_from = data.get("sms_from", "")
+    if sms_from and not (_E164_RE.match(sms_from) or _SID_RE.match(sms_from)):
+        raise _fail(path, "sms_from", f"{sms_from!r} is not an E.164 number or a Messaging "
+                    "Service SID (MG...)")
+    reset_url = data.get("reset_url", "")
+    if reset_url and (not re.match(r"^https?://", reset_url) or "{token}" not in reset_url):
+        raise _fail(path, "reset_url", f"{reset_url!r} must be an http(s) URL containing {{token}}")
+    if data.get("reset_token_ttl_days", 14) < 1:
+        raise _fail(path, "reset_token_ttl_days", "must be at least 1")
+    channels = data.get("channels", ["email", "sms"])
+    bad = [c for c in channels if c not in CHANNELS]
+    if bad or not channels:
+        raise _fail(path, "channels", f"{channels!r} must be a non-empty list of "
+                    + " and ".join(repr(c) for c in CHANNELS))
+    data["channels"] = tuple(dict.fromkeys(channels))
+    if data.get("fallback", "none") not in ("sms", "none"):
+        raise _fail(path, "fallback", f"{data['fallback']!r} must be \"sms\" or \"none\"")
+    throttle = dict(data.get("throttle", {}))
+    for key in ("email_per_second", "sms_per_second"):
+        if key in throttle:
+            throttle[key] = _positive(path, key, throttle[key], float)
+    for key in ("concurrency", "max_attempts"):
+        if key in throttle:
+            throttle[key] = _positive(path, key, throttle[key], int)
+    data["throttle"] = Throttle(**throttle)
+    if data.get("templates"):
+        folder = (path.parent / data["templates"]).resolve()
+        if not folder.is_dir():
+            raise _fail(path, "templates", f"{data['templates']!r}: no such folder ({folder})")
+    return CampaignConfig(**data)
+
+
+def parse_campaign_file(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign file; any problem is one ConfigError naming the key."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a campaign file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _validate(path, raw)
+
+
+def load_campaign(session: Session, path: str | Path) -> tuple[Campaign, bool]:
+    """Create or update the campaign the file names; returns (campaign, created)."""
+    path = Path(path)
+    config = parse_campaign_file(path)
+    templates_dir = str((path.parent / config.templates).resolve()) if config.templates else None
+    campaign = session.scalar(select(Campaign).where(Campaign.name == config.name))
+    created = campaign is None
+    if created:
+        campaign = Campaign(name=config.name)
+        session.add(campaign)
+    campaign.settings = config.as_dict()
+    campaign.templates_dir = templates_dir
+    campaign.source_path = str(path.resolve())
+    session.flush()
+    return campaign, created
+
+
+def get_campaign(session: Session, name: str) -> Campaign:
+    """The campaign called ``name``, or NotFound with a hint."""
+    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+    if campaign is None:
+        raise NotFound(f"unknown campaign {name!r} (load it with: notify campaign load FILE)")
+    return campaign
+
+
+def config_of(campaign: Campaign) -> CampaignConfig:
+    """The validated configuration stored with a campaign."""
+    return CampaignConfig.from_dict(campaign.settings)
+
+
+def list_campaigns(session: Session) -> list[Campaign]:
+    """All campaigns, oldest first."""
+    return list(session.scalars(select(Campaign).order_by(Campaign.id)))

@@ -1,0 +1,83 @@
+"""`notify init` and `notify campaign load|list`."""
+
+from __future__ import annotations
+
+import click
+
+from notify import audit as audit_log
+from notify import campaigns, db
+from notify.cli import main
+from notify.cli.common import App, echo_json, pass_app
+
+
+@main.command()
+@pass_app
+def init(app: App) -> None:
+    """Create or upgrade the database schema (safe to run again).
+
+    \b
+    Example:
+      NOTIFY_DATABASE_URL=postgresql+psycopg://notify@db/notify notify init
+    """
+    engine = db.make_engine(app.settings.database_url)
+    before = db.current_revision(engine)
+    head = db.upgrade(engine)
+    with db.session_scope(engine) as session:
+        audit_log.record(session, "init", arguments={"from": before, "to": head},
+                         actor=app.actor)
+    state = "already at" if before == head else "upgraded to"
+    click.echo(f"Database {db.mask_url(app.settings.database_url)} {state} schema {head}.")
+
+
+@main.group()
+def campaign() -> None:
+    """Load and list campaigns (one TOML file each)."""
+
+
+@campaign.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@pass_app
+def campaign_load(app: App, file: str) -> None:
+    """Create or update the campaign described by FILE.
+
+    Loading the same name again updates it. An unknown key or a bad value is an error
+    naming it, and nothing is stored.
+
+    \b
+    Example:
+      notify campaign load campaigns/example.toml
+    """
+    config = campaigns.parse_campaign_file(file)  # validate before opening the database
+    with app.session() as session:
+        record, created = campaigns.load_campaign(session, file)
+        audit_log.record(session, "campaign load", campaign=record.name,
+                         arguments={"file": file}, counts={"created": int(created)},
+                         actor=app.actor)
+    verb = "Created" if created else "Updated"
+    click.echo(f"{verb} campaign {config.name!r} ({config.organization}); "
+               f"channels: {', '.join(config.channels)}.")
+
+
+@campaign.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_app
+def campaign_list(app: App, as_json: bool) -> None:
+    """List the loaded campaigns.
+
+    \b
+    Example:
+      notify campaign list
+    """
+    with app.session() as session:
+        rows = [
+            {"name": c.name, "organization": c.settings.get("organization"),
+             "channels": c.settings.get("channels"), "updated_at": c.updated_at.isoformat()}
+            for c in campaigns.list_campaigns(session)
+        ]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("No campaigns yet. Load one with: notify campaign load FILE")
+    for row in rows:
+        click.echo(f"{row['name']}\t{row['organization']}\t{','.join(row['channels'])}")

@@ -1,0 +1,60 @@
+"""What every command shares: settings, the database, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import click
+from sqlalchemy import Engine
+
+from notify import db
+from notify.config import Settings, load_settings
+from notify.errors import NotifyError
+
+
+@dataclass
+class App:
+    """Lazily built per-invocation state: commands that need no database never open one."""
+
+    actor: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @cached_property
+    def settings(self) -> Settings:
+        return self._settings or load_settings()
+
+    @cached_property
+    def engine(self) -> Engine:
+        return db.connect(self.settings.database_url)
+
+    def session(self):
+        """A transaction scope (commit on success, rollback on error)."""
+        return db.session_scope(self.engine)
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+def echo_json(data: Any) -> None:
+    """One JSON object on one line (the last line of stdout for --json)."""
+    click.echo(json.dumps(data, ensure_ascii=False, default=str, sort_keys=False))
+
+
+class NotifyGroup(click.Group):
+    """Turns foreseeable errors into one line on stderr and a non-zero exit, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NotifyError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; nothing half-done was kept.", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(1)

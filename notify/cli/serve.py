@@ -1,0 +1,1 @@
+"""Commands of this area (see the module's owner issue)."""

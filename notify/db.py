@@ -1,0 +1,125 @@
+"""Engines, sessions and schema upgrades for SQLite (default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from notify.errors import ConfigError, NotifyError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """True for the embedded default; PostgreSQL is the multi-worker engine."""
+    return engine.dialect.name == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine with the pragmas and pool settings notify relies on."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            # pysqlite's own transaction handling defers BEGIN; emit it ourselves so a
+            # transaction (including DDL) is atomic, as on PostgreSQL.
+            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+
+            @event.listens_for(engine, "connect")
+            def _no_pysqlite_tx(dbapi_conn, _record):
+                dbapi_conn.isolation_level = None
+
+            return engine
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise ConfigError(f"NOTIFY_DATABASE_URL: cannot use {mask_url(url)!r}: {exc}") from None
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, safe to print."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _head() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(create_engine("sqlite://")))
+    return script.get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at, or None when it has no notify schema."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> str:
+    """Create or upgrade the schema to the newest revision; safe to run any number of times."""
+    try:
+        if current_revision(engine) == _head():
+            return _head()
+        command.upgrade(_alembic_config(engine), "head")
+    except OperationalError as exc:
+        raise NotifyError(f"cannot open database {mask_url(str(engine.url))}: {exc.orig}") from None
+    return _head()
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def connect(url: str) -> Engine:
+    """An engine whose schema is current (upgraded on first use), cached per URL."""
+    return _engine_for(url)
+
+
+def sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit (objects outlive their transaction)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on any error (all-or-nothing)."""
+    session = sessionmaker_for(engine)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,248 @@
+"""SQLAlchemy 2 models: the schema every module shares.
+
+Message rows are the unit of "told exactly once": one per (campaign, contact, channel, notice,
+sequence), enforced by a unique constraint, so no code path can create a second first notice.
+Events and audit records are append-only: the code only ever inserts them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Statuses in the order they may move; the four finals share the top rank (DESIGN.md).
+MESSAGE_STATUSES = (
+    "pending", "sending", "sent", "delivered", "failed", "bounced", "undelivered", "skipped",
+)
+STATUS_RANK = {
+    "pending": 0, "sending": 1, "sent": 2,
+    "delivered": 3, "undelivered": 3, "failed": 3, "bounced": 3, "skipped": 3,
+}
+FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "bounced", "skipped"})
+REACHED_STATUSES = frozenset({"sent", "delivered"})
+CHANNELS = ("email", "sms")
+NOTICES = ("notice", "reminder")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC; every stored time is UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class JSONText(TypeDecorator):
+    """JSON in a TEXT column: portable, and readable in any SQL shell."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect) -> str | None:
+        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+    def process_result_value(self, value: str | None, dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Every field of the campaign file, validated (see notify.campaigns).
+    settings: Mapped[dict] = mapped_column(JSONText)
+    # Absolute folder of template overrides, resolved against the campaign file; None = defaults.
+    templates_dir: Mapped[str | None] = mapped_column(Text)
+    source_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "key", name="uq_contacts_campaign_key"),
+        Index("ix_contacts_email", "email"),
+        Index("ix_contacts_phone", "phone"),
+        Index("ix_contacts_key", "key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(String(320))  # normalized; domain IDNA ascii
+    phone: Mapped[str | None] = mapped_column(String(32))  # E.164
+    # Rank-ordered, ";"-joined kinds (notify.exposures.join): "identity;passwords".
+    exposures: Mapped[str] = mapped_column(String(64))
+    country: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(64))
+    locale: Mapped[str | None] = mapped_column(String(32))
+    extra: Mapped[dict | None] = mapped_column(JSONText)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint(
+            "campaign_id", "contact_id", "channel", "notice", "sequence",
+            name="uq_messages_once",
+        ),
+        Index("ix_messages_queue", "campaign_id", "status", "channel", "id"),
+        Index("ix_messages_contact", "contact_id"),
+        Index("ix_messages_provider_id", "provider_message_id"),
+        Index("ix_messages_address", "address"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(8))  # email | sms
+    notice: Mapped[str] = mapped_column(String(16), default="notice")  # notice | reminder
+    sequence: Mapped[int] = mapped_column(Integer, default=0)  # 0 first notice, 1.. reminders
+    is_fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(String(320))
+    template: Mapped[str | None] = mapped_column(String(64))  # e.g. "identity/email"
+    template_version: Mapped[str | None] = mapped_column(String(64))  # hash of the sources
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Event(Base):
+    """Append-only log: every status change, callback, bounce, reset, with where it came from."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_message", "message_id"),
+        Index("ix_events_campaign", "campaign_id", "id"),
+        Index("ix_events_pending_sid", "provider_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    # For callbacks that arrive before their SID is stored: applied once it is.
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(32))  # send, webhook, sync, bounce, reset, ...
+    kind: Mapped[str] = mapped_column(String(32))  # usually the status it reports
+    applied: Mapped[bool] = mapped_column(Boolean, default=True)
+    detail: Mapped[dict | None] = mapped_column(JSONText)
+
+
+class PasswordReset(Base):
+    """One per contact with exposed passwords in a campaign."""
+
+    __tablename__ = "password_resets"
+    __table_args__ = (UniqueConstraint("campaign_id", "contact_id", name="uq_resets_contact"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | completed
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_via: Mapped[str | None] = mapped_column(String(32))
+    links_sent: Mapped[int] = mapped_column(Integer, default=0)
+    link_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ResetToken(Base):
+    """A link's token, stored only as its SHA-256; the raw token lives only in the message."""
+
+    __tablename__ = "reset_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    reset_id: Mapped[int] = mapped_column(ForeignKey("password_resets.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditRecord(Base):
+    """Who did what, when, with which (masked) arguments and what it counted. Append-only."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_campaign", "campaign", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    command: Mapped[str] = mapped_column(String(64))
+    campaign: Mapped[str | None] = mapped_column(String(200))
+    arguments: Mapped[dict | None] = mapped_column(JSONText)
+    counts: Mapped[dict | None] = mapped_column(JSONText)
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")
+
+
+class Throttle(Base):
+    """Global per-channel send schedule shared by every worker (token bucket of depth 1).
+
+    ``next_slot`` is the epoch second at which the next message of this channel may leave;
+    workers reserve slots by advancing it in one UPDATE, so the total rate holds whatever the
+    number of workers.
+    """
+
+    __tablename__ = "throttles"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    next_slot: Mapped[float] = mapped_column(Float, default=0.0)

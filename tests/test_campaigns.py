@@ -1,0 +1,81 @@
+"""Campaign files: load, update, list, and one-line errors naming the bad key."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from notify import campaigns, db
+from notify.cli import main
+from notify.errors import ConfigError
+from notify.models import AuditRecord, Campaign
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_load_then_reload_updates(env, campaign_file):
+    result = run("campaign", "load", str(campaign_file))
+    assert result.exit_code == 0, result.output
+    assert "Created campaign 'acme-2026-11'" in result.output
+    campaign_file.write_text(campaign_file.read_text().replace('"Acme Corp"', '"Acme Inc"'))
+    result = run("campaign", "load", str(campaign_file))
+    assert "Updated campaign 'acme-2026-11' (Acme Inc)" in result.output
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    with db.session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 1
+        stored = campaigns.get_campaign(session, "acme-2026-11")
+        assert campaigns.config_of(stored).organization == "Acme Inc"
+        assert campaigns.config_of(stored).throttle.sms_per_second == 1.0
+        commands = [a.command for a in session.scalars(select(AuditRecord))]
+        assert commands.count("campaign load") == 2
+    listing = run("campaign", "list")
+    assert "acme-2026-11\tAcme Inc\temail,sms" in listing.output
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (("channels = [\"email\", \"sms\"]", "channels = [\"fax\"]"), "channels"),
+        (("fallback = \"sms\"", "fallbak = \"sms\""), "fallbak: unknown key"),
+        (("email_per_second = 20", "email_per_second = -3"), "throttle.email_per_second"),
+        (("concurrency = 10", "concurrency = 2.5"), "throttle.concurrency"),
+        (("incident_date = \"2026-11-20\"", "incident_date = \"20/11/2026\""), "incident_date"),
+        (("sms_from = \"+14155550199\"", "sms_from = \"call me\""), "sms_from"),
+        (("reset_url = \"https://acme.example/reset?token={token}\"",
+          "reset_url = \"https://acme.example/reset\""), "reset_url"),
+        (("sender_email = \"security@acme.example\"", "sender_email = \"nope\""), "sender_email"),
+        (("[throttle]", "[throttle]\nburst = 3"), "throttle.burst: unknown key"),
+    ],
+)
+def test_bad_values_are_one_line_errors(env, campaign_file, edit, expected):
+    campaign_file.write_text(campaign_file.read_text().replace(*edit))
+    result = CliRunner().invoke(main, ["campaign", "load", str(campaign_file)])
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert str(campaign_file) in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    with db.session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        campaigns.parse_campaign_file(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        campaigns.parse_campaign_file(bad)
+
+
+def test_init_is_idempotent(env):
+    first = run("init")
+    second = run("init")
+    assert first.exit_code == 0 and second.exit_code == 0
+    assert "already at schema 0001" in second.output
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    assert db.current_revision(engine) == "0001"
