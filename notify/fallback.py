@@ -1,0 +1,46 @@
+"""Email -> SMS fallback: when an email failed for good, queue an SMS if the campaign says so."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from notify import events
+from notify.campaigns import CampaignConfig
+from notify.models import Contact, Message
+
+
+def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> Message | None:
+    """Create the pending fallback SMS for a failed/bounced email, once; None if not wanted.
+
+    Applies only when ``fallback = "sms"``, SMS is not already a campaign channel, and the
+    contact has a phone. The unique (contact, channel, notice, sequence) row makes it once.
+    """
+    if config.fallback != "sms" or "sms" in config.channels or email.channel != "email":
+        return None
+    if email.status not in ("failed", "bounced"):
+        return None
+    contact = session.get(Contact, email.contact_id)
+    if contact is None or not contact.phone:
+        return None
+    existing = session.scalar(
+        select(Message).where(
+            Message.campaign_id == email.campaign_id,
+            Message.contact_id == email.contact_id,
+            Message.channel == "sms",
+            Message.notice == email.notice,
+            Message.sequence == email.sequence,
+        )
+    )
+    if existing is not None:
+        return None
+    sms = Message(
+        campaign_id=email.campaign_id, contact_id=email.contact_id, channel="sms",
+        notice=email.notice, sequence=email.sequence, is_fallback=True, status="pending",
+        address=contact.phone,
+    )
+    session.add(sms)
+    session.flush()
+    events.record(session, source="fallback", kind="pending", message=sms,
+                  detail={"because": f"email {email.id} {email.status}"})
+    return sms
