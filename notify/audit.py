@@ -7,10 +7,11 @@ import os
 import re
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
-from notify.models import AuditRecord
+from notify.errors import NotifyError
+from notify.models import AuditRecord, Event
 
 _SECRET_NAME = re.compile(r"(password|secret|token|auth|key_?secret|api_?key)", re.I)
 
@@ -74,3 +75,75 @@ def records(session: Session, campaign: str | None = None, limit: int | None = N
     if limit:
         query = query.limit(limit)
     return list(session.scalars(query))
+
+
+# --- Append-only guard -------------------------------------------------------------------
+#
+# The audit trail and the event log are evidence: once written, a row must never change or
+# disappear. These hooks make any ORM attempt to do so fail loudly (and roll the transaction
+# back) instead of silently rewriting history. The only sanctioned change is linking an early
+# Twilio callback (stored before its SID was known) to its message once the SID is stored:
+# ``applied`` False -> True and the ids None -> a value (notify.tracking.apply_early_events).
+
+APPEND_ONLY_TABLES = frozenset({AuditRecord.__tablename__, Event.__tablename__})
+_EARLY_LINK_COLUMNS = frozenset({"applied", "message_id", "contact_id", "campaign_id"})
+
+
+class AppendOnlyError(NotifyError):
+    """Code tried to change or delete an audit record or an event."""
+
+
+def _changed_columns(target: object) -> dict[str, tuple[list, list]]:
+    state = inspect(target)
+    changes = {}
+    for attr in state.mapper.column_attrs:
+        history = state.attrs[attr.key].history
+        if history.has_changes():
+            changes[attr.key] = (list(history.deleted), list(history.added))
+    return changes
+
+
+def _is_early_link(changes: dict[str, tuple[list, list]]) -> bool:
+    """True when the only change is marking an unapplied early callback applied and linked."""
+    if not changes or not set(changes) <= _EARLY_LINK_COLUMNS:
+        return False
+    for name, (old, new) in changes.items():
+        before = old[0] if old else None
+        after = new[0] if new else None
+        if name == "applied" and not (before in (False, None) and after is True):
+            return False
+        if name != "applied" and not (before is None and after is not None):
+            return False
+    return True
+
+
+@event.listens_for(AuditRecord, "before_update")
+def _no_audit_update(_mapper, _conn, target: AuditRecord) -> None:
+    raise AppendOnlyError(f"audit record {target.id} is append-only: it cannot be changed")
+
+
+@event.listens_for(AuditRecord, "before_delete")
+def _no_audit_delete(_mapper, _conn, target: AuditRecord) -> None:
+    raise AppendOnlyError(f"audit record {target.id} is append-only: it cannot be deleted")
+
+
+@event.listens_for(Event, "before_update")
+def _no_event_update(_mapper, _conn, target: Event) -> None:
+    if not _is_early_link(_changed_columns(target)):
+        raise AppendOnlyError(f"event {target.id} is append-only: it cannot be changed")
+
+
+@event.listens_for(Event, "before_delete")
+def _no_event_delete(_mapper, _conn, target: Event) -> None:
+    raise AppendOnlyError(f"event {target.id} is append-only: it cannot be deleted")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _no_bulk_rewrite(state: ORMExecuteState) -> None:
+    """Also refuse ORM bulk UPDATE/DELETE statements aimed at the append-only tables."""
+    if not (state.is_update or state.is_delete):
+        return
+    table = getattr(state.statement, "table", None)
+    if getattr(table, "name", None) in APPEND_ONLY_TABLES:
+        verb = "update" if state.is_update else "delete"
+        raise AppendOnlyError(f"{table.name} is append-only: bulk {verb} refused")

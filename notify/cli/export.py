@@ -1,1 +1,98 @@
-"""Commands of this area (see the module's owner issue)."""
+"""`notify export deliveries|events|unreached`: compliance CSVs, streamed and atomic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from notify import audit as audit_log
+from notify.cli import main
+from notify.cli.common import App, echo_json, pass_app
+
+_OUTPUT = click.option("-o", "--output", required=True, metavar="FILE.csv",
+                       type=click.Path(dir_okay=False, path_type=Path),
+                       help="CSV file to write (replaced only once complete).")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+
+
+@main.group()
+def export() -> None:
+    """Compliance exports as CSV (streamed at any size; written atomically)."""
+
+
+def _run(app: App, what: str, name: str, output: Path, as_json: bool,
+         write: Callable[..., int]) -> None:
+    rows = write(app.engine, name, output)
+    # Exports carry personal data out of the system: the trail records who took what.
+    with app.session() as session:
+        audit_log.record(session, f"export {what}", campaign=name,
+                         arguments={"campaign": name, "output": str(output)},
+                         counts={"rows": rows}, actor=app.actor)
+    if as_json:
+        echo_json({"campaign": name, "export": what, "rows": rows, "output": str(output)})
+    else:
+        click.echo(f"Wrote {rows:,} {what} row(s) of {name} to {output}.")
+
+
+@export.command("deliveries")
+@click.argument("name")
+@_OUTPUT
+@_JSON
+@pass_app
+def deliveries(app: App, name: str, output: Path, as_json: bool) -> None:
+    """One row per message of campaign NAME: who, which channel and address, status,
+    attempts, provider id, errors, timestamps (ISO-8601 UTC), content hash, reset state.
+
+    Columns: campaign, contact_key, name, channel, address, exposures, template, status,
+    attempts, provider_message_id, error_code, error_message, first_attempt_at, sent_at,
+    delivered_at, last_event_at, content_sha256, reset_status, reset_completed_at.
+
+    \b
+    Example:
+      notify export deliveries acme-2026-11 -o deliveries.csv
+    """
+    from notify import export as exports
+
+    _run(app, "deliveries", name, output, as_json, exports.export_deliveries)
+
+
+@export.command("events")
+@click.argument("name")
+@_OUTPUT
+@_JSON
+@pass_app
+def events(app: App, name: str, output: Path, as_json: bool) -> None:
+    """The raw event log of campaign NAME (every status change, callback, bounce, reset).
+
+    Columns: id, at, campaign, contact_key, message_id, channel, source, kind, applied,
+    detail (JSON).
+
+    \b
+    Example:
+      notify export events acme-2026-11 -o events.csv
+    """
+    from notify import export as exports
+
+    _run(app, "events", name, output, as_json, exports.export_events)
+
+
+@export.command("unreached")
+@click.argument("name")
+@_OUTPUT
+@_JSON
+@pass_app
+def unreached(app: App, name: str, output: Path, as_json: bool) -> None:
+    """Contacts of campaign NAME that no channel reached (no message sent or delivered),
+    for postal or substitute notice, with why: the last status of each channel.
+
+    Columns: key, name, email, phone, exposures, country, state, why.
+
+    \b
+    Example:
+      notify export unreached acme-2026-11 -o unreached.csv
+    """
+    from notify import export as exports
+
+    _run(app, "unreached", name, output, as_json, exports.export_unreached)

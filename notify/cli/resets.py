@@ -1,1 +1,185 @@
-"""Commands of this area (see the module's owner issue)."""
+"""`notify resets export|complete` and `notify remind`: forced password resets."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import timedelta
+
+import click
+from sqlalchemy import func, select
+
+from notify import audit as audit_log
+from notify import campaigns, sender
+from notify import resets as reset_lib
+from notify.cli import main
+from notify.cli.common import App, echo_json, pass_app
+from notify.cli.send import build_options, run_and_report, send_options
+from notify.errors import NotifyError
+from notify.models import Message
+
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``72h``, ``3d``, ``90m``, ``1h30m``, ``2w`` -> timedelta; NotifyError otherwise.
+
+    A bare number is refused rather than guessed (hours? days?): a wrong guess would nag
+    people too early or far too late.
+    """
+    compact = (text or "").strip().lower().replace(" ", "")
+    match = _DURATION.match(compact)
+    if not compact or not match or not any(match.groups()):
+        raise NotifyError(f"--after: {text!r} is not a duration (examples: 72h, 3d, 90m, 1h30m)")
+    parts = {unit: int(value) for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
+             if value}
+    return timedelta(**parts)
+
+
+@main.group()
+def resets() -> None:
+    """Forced password resets: who must reset, and who did."""
+
+
+@resets.command("export")
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="CSV file to write (replaced atomically).")
+@pass_app
+def resets_export(app: App, name: str, output: str) -> None:
+    """Write the password resets of campaign NAME as CSV.
+
+    One row per contact with exposed passwords: campaign, contact_key, email, phone,
+    reset_status (pending, completed or expired: every link sent has expired),
+    reset_completed_at, links_sent, link_expires_at. Give it to the identity provider to
+    force the resets.
+
+    \b
+    Example:
+      notify resets export acme-2026-11 -o resets.csv
+    """
+    with app.session() as session:
+        campaign = campaigns.get_campaign(session, name)
+        rows = reset_lib.export_resets(session, campaign, output)
+        # Exports of personal data are recorded too: compliance asks who took a copy.
+        audit_log.record(session, "resets export", campaign=name,
+                         arguments={"output": output}, counts={"rows": rows}, actor=app.actor)
+    click.echo(f"Wrote {rows} reset(s) of {name!r} to {output}.")
+
+
+@resets.command("complete")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--campaign", "campaign_name", required=True, help="Campaign name.")
+@click.option("--rejects", type=click.Path(dir_okay=False),
+              help="Write rows that could not be applied here (line, reason, source columns).")
+@click.option("--dry-run", is_flag=True, help="Check and count; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (last line).")
+@pass_app
+def resets_complete(app: App, file: str, campaign_name: str, rejects: str | None,
+                    dry_run: bool, as_json: bool) -> None:
+    """Apply password-reset completions reported by the identity provider.
+
+    FILE is a CSV with a key or email column and completed_at (ISO-8601). Rows already
+    completed are counted, not errors, so the same file can be applied again safely. Rows
+    that match no contact with exposed passwords are rejected (line numbers: header = 1).
+    A file that cannot be read changes nothing.
+
+    \b
+    Example:
+      notify resets complete idp-resets.csv --campaign acme-2026-11 --rejects rejected.csv
+    """
+    with app.session() as session:
+        campaign = campaigns.get_campaign(session, campaign_name)
+        summary = reset_lib.import_completions(session, campaign, file, rejects_path=rejects,
+                                               dry_run=dry_run)
+        if not dry_run:
+            audit_log.record(session, "resets complete", campaign=campaign_name,
+                             arguments={"file": file, "rejects": rejects},
+                             counts=summary.as_dict(), actor=app.actor)
+    for line in summary.lines():
+        click.echo(line)
+    if rejects and summary.rejected:
+        click.echo(f"Rejected rows written to {rejects}.")
+    if as_json:
+        echo_json(summary.as_dict())
+
+
+@main.command()
+@click.argument("name")
+@click.option("--after", "after_text", required=True,
+              help="Remind when the last notice was sent at least this long ago: 72h, 3d, "
+              "90m, 1h30m.")
+@click.option("--max-reminders", default=2, show_default=True, type=click.IntRange(min=1),
+              help="At most this many reminders per contact and channel, ever.")
+@send_options
+@pass_app
+def remind(app: App, name: str, after_text: str, max_reminders: int, channel: str,
+           dry_run: bool, limit: int | None, email_rate: float | None, sms_rate: float | None,
+           concurrency: int | None, assume_yes: bool, as_json: bool) -> None:
+    """Send the reminder notice to contacts who have not reset their password.
+
+    A contact with exposed passwords and no completed reset gets a reminder on a channel
+    when the last notice there (first notice or reminder) was sent at least --after ago,
+    up to --max-reminders. Each reminder is its own message row, with a fresh reset link,
+    sent once through the same engine as `notify send`: safe to run from cron. --dry-run
+    counts the reminders due and plans nothing.
+
+    \b
+    Examples:
+      notify remind acme-2026-11 --after 72h --max-reminders 2 --yes
+      notify remind acme-2026-11 --after 3d --channel email --dry-run
+    """
+    after = parse_duration(after_text)
+    options = build_options(channel, False, limit, email_rate, sms_rate, concurrency,
+                            assume_yes=True, notice="reminder")
+    # The engine's own view of the campaign: same channels as `notify send`, and broken
+    # reminder templates are refused before anything is planned.
+    job = sender.load_job(app.engine, app.settings, name, options)
+    with app.session() as session:
+        due = reset_lib.plan_reminders(session, job.campaign, after, max_reminders,
+                                       job.channels, dry_run=True, limit=limit)
+        waiting = _unsent_reminders(session, job.campaign.id, job.channels)
+    if dry_run:
+        _report_dry_run(name, due, waiting, job.channels, as_json)
+        return
+    if not assume_yes and due + waiting and not _confirmed(name, due + waiting):
+        click.echo("Nothing planned or sent.")
+        return
+    # A fresh transaction whose first statement writes: on SQLite it takes the write lock
+    # before reading, so two overlapping cron runs queue instead of failing.
+    with app.session() as session:
+        created = reset_lib.plan_reminders(session, job.campaign, after, max_reminders,
+                                           job.channels, limit=limit)
+    if not as_json:
+        click.echo(f"Planned {created} reminder(s).")
+    run_and_report(app, "remind", name, options, as_json,
+                   extra_counts={"reminders_planned": created})
+
+
+def _unsent_reminders(session, campaign_id: int, channels: tuple[str, ...]) -> int:
+    """Reminders planned earlier and not sent yet (an interrupted run): sent by this one."""
+    return session.scalar(
+        select(func.count()).select_from(Message).where(
+            Message.campaign_id == campaign_id, Message.notice == "reminder",
+            Message.channel.in_(channels), Message.status.in_(("pending", "sending")))
+    ) or 0
+
+
+def _report_dry_run(name: str, due: int, waiting: int, channels: tuple[str, ...],
+                    as_json: bool) -> None:
+    if as_json:
+        echo_json({"campaign": name, "dry_run": True, "reminders_due": due,
+                   "reminders_unsent": waiting, "channels": list(channels)})
+        return
+    click.echo(f"Dry run: {due} reminder(s) due for {name!r} on {', '.join(channels)}"
+               + (f", {waiting} planned earlier and not sent yet" if waiting else "")
+               + "; nothing planned or sent.")
+
+
+def _confirmed(name: str, total: int) -> bool:
+    """Ask on a terminal; without one, --yes is required (as for `notify send`)."""
+    if not sys.stdin.isatty():
+        raise NotifyError(f"about to send {total} reminder(s) for {name}; add --yes to "
+                          "confirm when not running on a terminal")
+    return click.confirm(f"Send {total} reminder(s) for campaign {name}?", default=False)

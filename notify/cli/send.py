@@ -1,1 +1,112 @@
-"""Commands of this area (see the module's owner issue)."""
+"""`notify send`: plan and send a campaign's notices."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from notify import audit as audit_log
+from notify import sender
+from notify.cli import main
+from notify.cli.common import App, echo_json, pass_app
+from notify.errors import NotifyError
+
+
+def send_options(func):
+    """The flags `notify send` and `notify remind` share."""
+    options = [
+        click.option("--channel", "channel", type=click.Choice(["email", "sms", "all"]),
+                     default="all", show_default=True, help="Which channel to send."),
+        click.option("--dry-run", is_flag=True, help="Render and count; send nothing."),
+        click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages."),
+        click.option("--email-rate", type=click.FloatRange(min=0),
+                     help="Emails per second across all workers (0 = no limit)."),
+        click.option("--sms-rate", type=click.FloatRange(min=0),
+                     help="SMS per second across all workers (0 = no limit)."),
+        click.option("--concurrency", type=click.IntRange(min=1),
+                     help="Messages in flight per channel."),
+        click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the summary as one JSON object."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: float | None,
+                  sms_rate: float | None, concurrency: int | None, assume_yes: bool,
+                  notice: str | None = None) -> sender.SendOptions:
+    """SendOptions from the shared flags."""
+    return sender.SendOptions(
+        channels=None if channel == "all" else (channel,), dry_run=dry_run, limit=limit,
+        email_rate=email_rate, sms_rate=sms_rate, concurrency=concurrency,
+        assume_yes=assume_yes, notice=notice,
+    )
+
+
+def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
+    """Ask before sending for real; refuses without --yes when nobody can answer."""
+    if options.dry_run or options.assume_yes:
+        return True
+    counts = sender.pending_counts(app.engine, app.settings, name, options)
+    total = sum(counts.values())
+    if total == 0:
+        return True
+    if not sys.stdin.isatty():
+        raise NotifyError(f"about to send {total} messages for {name}; add --yes to confirm "
+                          "when not running on a terminal")
+    what = ", ".join(f"{n} {ch}" for ch, n in counts.items())
+    return click.confirm(f"Send {what} for campaign {name}?", default=False)
+
+
+def run_and_report(app: App, command: str, name: str, options: sender.SendOptions,
+                   as_json: bool, extra_counts: dict | None = None) -> None:
+    """Run the engine, print the summary, write the audit record, set the exit status."""
+    summary = sender.send_campaign(app.engine, app.settings, name, options)
+    if not options.dry_run:
+        with app.session() as session:
+            audit_log.record(
+                session, command, campaign=name, actor=app.actor,
+                arguments={"channels": options.channels, "limit": options.limit,
+                           "email_rate": options.email_rate, "sms_rate": options.sms_rate,
+                           "concurrency": options.concurrency, "notice": options.notice},
+                counts={**(extra_counts or {}), **summary.as_dict()["run"]},
+                outcome="interrupted" if summary.interrupted else "ok",
+            )
+    if as_json:
+        echo_json({**(extra_counts or {}), **summary.as_dict()})
+    else:
+        for line in summary.lines():
+            click.echo(line)
+    if summary.interrupted:
+        sys.exit(130)
+
+
+@main.command()
+@click.argument("name")
+@send_options
+@pass_app
+def send(app: App, name: str, channel: str, dry_run: bool, limit: int | None,
+         email_rate: float | None, sms_rate: float | None, concurrency: int | None,
+         assume_yes: bool, as_json: bool) -> None:
+    """Send campaign NAME's notices: every contact once per channel.
+
+    Safe to run again at any time (after a crash, Ctrl-C, or in several processes at
+    once): it resumes and sends only what was not sent. Rates are global per channel.
+    Email goes to NOTIFY_SMTP_HOST (else the outbox folder), SMS to Twilio (else the
+    outbox).
+
+    \b
+    Examples:
+      notify send acme-2026-11 --dry-run
+      notify send acme-2026-11 --yes
+      notify send acme-2026-11 --channel email --email-rate 50 --concurrency 20 --yes
+    """
+    options = build_options(channel, dry_run, limit, email_rate, sms_rate, concurrency,
+                            assume_yes)
+    if not confirm_send(app, name, options):
+        click.echo("Nothing sent.")
+        return
+    run_and_report(app, "send", name, options, as_json)

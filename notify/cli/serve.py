@@ -1,1 +1,50 @@
-"""Commands of this area (see the module's owner issue)."""
+"""`notify serve`: the webhook server (Twilio status callbacks, reset completions, health)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from notify import audit as audit_log
+from notify.cli import main
+from notify.cli.common import App, pass_app
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; loopback unless a proxy or Twilio must reach it "
+                   "directly.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
+              help="TCP port to listen on.")
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Receive Twilio status callbacks and password-reset completions over HTTP.
+
+    Routes: POST /webhooks/twilio/status (checked with X-Twilio-Signature against
+    NOTIFY_PUBLIC_URL + path, using TWILIO_AUTH_TOKEN), POST /webhooks/resets (signed with
+    NOTIFY_WEBHOOK_SECRET), GET /healthz. Unsigned or badly signed requests get 403 and
+    change nothing. Stop it with Ctrl-C.
+
+    \b
+    Example:
+      NOTIFY_PUBLIC_URL=https://notify.acme.example notify serve --port 8080
+    """
+    from notify import server  # aiohttp is only loaded by the command that needs it
+
+    settings = app.settings
+    engine = app.engine  # connects and upgrades the schema before we listen
+    with app.session() as session:
+        audit_log.record(session, "serve", arguments={"host": host, "port": port},
+                         actor=app.actor)
+    if settings.status_callback_url and settings.twilio_auth_token:
+        click.echo(f"Twilio status callbacks expected at {settings.status_callback_url}")
+    else:
+        click.echo("Warning: Twilio status callbacks will be refused (403): set "
+                   "NOTIFY_PUBLIC_URL and TWILIO_AUTH_TOKEN to verify their signatures. "
+                   "Without them, use: notify sync sms NAME", err=True)
+    if not settings.webhook_secret:
+        click.echo("Warning: NOTIFY_WEBHOOK_SECRET is not set: reset completions will be "
+                   "refused.", err=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server.serve(engine, settings, host, port, announce=click.echo)

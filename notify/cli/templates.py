@@ -1,1 +1,169 @@
-"""Commands of this area (see the module's owner issue)."""
+"""`notify templates check` and `notify preview`: see the notices before anyone gets them."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+from email import policy as email_policy
+
+import click
+from sqlalchemy import select
+
+from notify import campaigns
+from notify import templates as notices_mod
+from notify.cli import main
+from notify.cli.common import App, pass_app
+from notify.errors import NotFound, NotifyError
+from notify.models import CHANNELS, NOTICES, Campaign, Contact
+from notify.resources import data_dir
+from notify.templates import PREVIEW_TOKEN, ContactView, Notices, TemplateError
+
+
+@main.group("templates")
+def templates_group() -> None:
+    """Check the notice templates: the built-in ones or a campaign's overrides."""
+
+
+@templates_group.command("check")
+@click.option("--campaign", "campaign_name", metavar="NAME",
+              help="Check this campaign's notices (its overrides over the defaults) with its "
+                   "fields. Default: the built-in notices with the example campaign.")
+@pass_app
+def templates_check(app: App, campaign_name: str | None) -> None:
+    """Render every notice for every case, and fail on any problem.
+
+    Renders the notice and the reminder, email and SMS, for all 7 combinations of exposures,
+    with and without a name, with and without a reset link. Exits 1, naming file and line, on
+    a syntax error, an undefined name, a missing required heading, a missing reset link, an
+    SMS over 3 segments or one that does not point to the full notice, or an override file
+    that notify would never read. `notify send` runs the same check before sending.
+
+    \b
+    Example:
+      notify templates check
+      notify templates check --campaign acme-2026-11
+    """
+    if campaign_name:
+        with app.session() as session:
+            notices = notices_mod.notices_for(campaigns.get_campaign(session, campaign_name))
+        what = f"campaign {campaign_name!r}"
+    else:
+        example = data_dir("campaigns") / "example.toml"
+        notices = Notices(campaigns.parse_campaign_file(example), None)
+        what = f"the built-in notices (with the fields of {example.name})"
+    problems = notices.check()
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise TemplateError(f"{len(problems)} problem(s) in the notices of {what}; "
+                            "fix them before sending")
+    source = f"{notices.override} over the defaults" if notices.override else "the defaults"
+    click.echo(f"Templates OK for {what}: notice and reminder, email and SMS, all 7 exposure "
+               f"combinations ({source}).")
+
+
+def _find_contact(session, campaign: Campaign, key: str) -> Contact:
+    contact = session.scalar(
+        select(Contact).where(Contact.campaign_id == campaign.id, Contact.key == key)
+    )
+    if contact is None:
+        raise NotFound(f"no contact with key {key!r} in campaign {campaign.name!r} "
+                       "(search by email or phone with: notify lookup QUERY)")
+    return contact
+
+
+def _check_request(view: ContactView, channel: str, notice: str) -> None:
+    address = view.email if channel == "email" else view.phone
+    if not address:
+        other = "sms" if channel == "email" else "email"
+        noun = "an email address" if channel == "email" else "a phone number"
+        raise NotifyError(f"contact {view.key!r} has no {noun}, so nothing is sent to them by "
+                          f"{channel} (try --channel {other})")
+    if notice == "reminder" and not notices_mod.needs_reset(view):
+        raise NotifyError(f"reminders go only to contacts whose password was exposed; "
+                          f"{view.key!r} had: {', '.join(view.exposures)}")
+
+
+def _print_email(notices: Notices, campaign: Campaign, view: ContactView, notice: str,
+                 show_html: bool, raw: bool) -> None:
+    config = notices.config
+    reset = notices_mod.reset_link(config, PREVIEW_TOKEN) if notices_mod.needs_reset(view) else None
+    rendered = notices.render_email(view, notice=notice, reset_url=reset)
+    data = notices_mod.build_email(config, rendered, view.email or "",
+                                   notices_mod.preview_message_id(config, campaign.id))
+    if raw:  # byte for byte what the relay gets (only the Date and Message-ID will differ)
+        click.echo(data.decode("utf-8", "replace").replace("\r\n", "\n"), nl=False)
+        return
+    message = message_from_bytes(data, policy=email_policy.default)
+    for header in ("From", "To", "Reply-To", "Subject"):
+        if message[header]:
+            click.echo(f"{header}: {message[header]}")
+    click.echo(f"Template: {rendered.template}/{notice} (version {rendered.version})")
+    if reset:
+        click.echo(f"Reset link: shown as {PREVIEW_TOKEN}; the real token is issued at send.")
+    click.echo("")
+    click.echo(message.get_body(("plain",)).get_content(), nl=False)
+    if show_html:
+        click.echo("\n----- HTML part -----")
+        click.echo(message.get_body(("html",)).get_content(), nl=False)
+
+
+def _print_sms(app: App, notices: Notices, view: ContactView, notice: str) -> None:
+    config = notices.config
+    token = notices_mod.sample_token()
+    # Rendered with a token of the real length, so the segment count is the real one.
+    reset = notices_mod.reset_link(config, token) if notices_mod.needs_reset(view) else None
+    rendered = notices.render_sms(view, notice=notice, reset_url=reset)
+    text = rendered.text.replace(token, PREVIEW_TOKEN) if reset else rendered.text
+    click.echo(f"To: {view.phone}")
+    click.echo(f"From: {app.settings.sms_from or config.sms_from or '(not set)'}")
+    click.echo(f"Template: {rendered.template}/{notice} (version {rendered.version})")
+    encoding = notices_mod.sms_encoding(rendered.text)
+    click.echo(f"Segments: {rendered.segments} ({encoding}, {len(rendered.text)} characters)")
+    if reset:
+        click.echo(f"Reset link: shown as {PREVIEW_TOKEN}; the real token "
+                   f"({notices_mod.TOKEN_LENGTH} characters, counted above) is issued at send.")
+    click.echo("")
+    click.echo(text)
+
+
+@main.command()
+@click.option("--campaign", "campaign_name", required=True, metavar="NAME",
+              help="The campaign.")
+@click.option("--contact", "key", required=True, metavar="KEY", help="The contact's key.")
+@click.option("--channel", type=click.Choice(CHANNELS),
+              help="email or sms (default: email, or sms for a contact without email).")
+@click.option("--notice", type=click.Choice(NOTICES), default="notice", show_default=True,
+              help="The first notice, or the password reminder.")
+@click.option("--html", "show_html", is_flag=True, help="Also print the HTML part of the email.")
+@click.option("--raw", is_flag=True, help="Print the whole email as sent (MIME, all parts).")
+@pass_app
+def preview(app: App, campaign_name: str, key: str, channel: str | None, notice: str,
+            show_html: bool, raw: bool) -> None:
+    """Print exactly what one contact gets, without sending anything.
+
+    Email: the headers and the text part (--html adds the HTML part, --raw prints the whole
+    MIME message). SMS: the text and its segment count. No reset token is issued: the reset
+    link shows the placeholder <issued-at-send> where the contact's own token will be, e.g.
+    https://acme.example/reset?token=<issued-at-send>.
+
+    \b
+    Example:
+      notify preview --campaign acme-2026-11 --contact C-1001
+      notify preview --campaign acme-2026-11 --contact C-1001 --channel sms
+      notify preview --campaign acme-2026-11 --contact C-1001 --notice reminder --html
+    """
+    with app.session() as session:
+        campaign = campaigns.get_campaign(session, campaign_name)
+        view = ContactView.from_model(_find_contact(session, campaign, key))
+        notices = notices_mod.notices_for(campaign)
+    channel = channel or ("email" if view.email else "sms")
+    _check_request(view, channel, notice)
+    config = notices.config
+    if channel not in config.channels:
+        when = ("only as the fallback when email fails" if config.fallback == channel
+                else "never (not among its channels)")
+        click.echo(f"Note: campaign {config.name!r} sends {channel} {when}.", err=True)
+    if channel == "email":
+        _print_email(notices, campaign, view, notice, show_html, raw)
+    else:
+        _print_sms(app, notices, view, notice)

@@ -1,0 +1,58 @@
+"""Messengers: how a rendered message reaches a provider (see docs/architecture.md).
+
+``make_messenger`` picks the transport from the settings: SMTP when ``NOTIFY_SMTP_HOST`` is
+set, else the email outbox; Twilio when ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN`` are
+set, else the SMS outbox.
+"""
+
+from __future__ import annotations
+
+from notify.campaigns import CampaignConfig
+from notify.config import Settings
+from notify.transports.base import (
+    Found,
+    Messenger,
+    Outgoing,
+    Result,
+    TransportConfigError,
+    TransportError,
+    parse_retry_after,
+)
+
+__all__ = [
+    "Found",
+    "Messenger",
+    "Outgoing",
+    "Result",
+    "TransportConfigError",
+    "TransportError",
+    "make_messenger",
+    "parse_retry_after",
+]
+
+
+def make_messenger(channel: str, settings: Settings, config: CampaignConfig,
+                   concurrency: int) -> Messenger:
+    """The messenger for ``channel`` ("email" or "sms") under these settings.
+
+    The default sender is the campaign's ``sender_email`` for email, and ``NOTIFY_SMS_FROM``
+    (else the campaign's ``sms_from``) for SMS; ``Outgoing.sender`` overrides it per item.
+    """
+    if channel == "email":
+        if settings.smtp_host:
+            from notify.transports.smtp import SmtpMessenger
+
+            return SmtpMessenger(settings, concurrency, default_sender=config.sender_email)
+        from notify.transports.outbox import OutboxEmail
+
+        return OutboxEmail(settings.outbox)
+    if channel == "sms":
+        sender = settings.sms_from or config.sms_from or None
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            from notify.transports.twilio_sms import TwilioMessenger
+
+            return TwilioMessenger(settings, concurrency, default_sender=sender)
+        from notify.transports.outbox import OutboxSms
+
+        return OutboxSms(settings.outbox, sender)
+    raise ValueError(f"unknown channel {channel!r}")

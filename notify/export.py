@@ -1,0 +1,289 @@
+"""Compliance exports as CSV: deliveries, the raw event log, and the unreached contacts.
+
+Every export streams: rows are fetched in bounded batches (a server-side cursor on
+PostgreSQL, id-keyset pages on SQLite, whose driver would otherwise buffer) and written as
+they come, so memory stays flat at any size. The CSV is written to a temporary file next to
+the target and renamed over it at the end: a failed export never leaves a half file that
+looks like a good one. Cells a spreadsheet would run as formulas are neutralized.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Select, String, Text, and_, select, type_coerce
+from sqlalchemy.orm import Session
+
+from notify import db
+from notify.campaigns import get_campaign
+from notify.csvsafe import neutralize
+from notify.errors import NotifyError
+from notify.models import REACHED_STATUSES, Contact, Event, Message, PasswordReset, utcnow
+from notify.reports import reset_state
+
+DELIVERY_COLUMNS = (
+    "campaign", "contact_key", "name", "channel", "address", "exposures", "template", "status",
+    "attempts", "provider_message_id", "error_code", "error_message", "first_attempt_at",
+    "sent_at", "delivered_at", "last_event_at", "content_sha256", "reset_status",
+    "reset_completed_at",
+)
+EVENT_COLUMNS = (
+    "id", "at", "campaign", "contact_key", "message_id", "channel", "source", "kind",
+    "applied", "detail",
+)
+UNREACHED_COLUMNS = ("key", "name", "email", "phone", "exposures", "country", "state", "why")
+
+BATCH = 5000
+
+
+def iso(value: datetime | str | None) -> str:
+    """ISO-8601 UTC with a Z, to the second (``2026-11-27T10:02:03Z``); "" for None.
+
+    Accepts what :func:`raw_time` columns return: SQLite's stored text
+    (``2026-11-27 10:02:03.000000``, naive UTC) or a driver's datetime (UTC).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return f"{value[:10]}T{value[11:19]}Z"
+    return f"{value:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def raw_time(column: Any) -> Any:
+    """A timestamp column without SQLAlchemy's per-value conversion.
+
+    Parsing SQLite's text into aware datetimes and formatting them back costs more than the
+    rest of an export together; the stored value is already naive UTC.
+    """
+    return type_coerce(column, String).label(column.key)
+
+
+@contextmanager
+def atomic_csv(path: str | Path) -> Iterator[Any]:
+    """A csv writer on a temporary file beside ``path``, renamed to ``path`` on success.
+
+    The file is created readable by its owner only: exports hold personal data.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise NotifyError(f"{target}: is a folder; give a file name, e.g. {target}/export.csv")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise NotifyError(f"{target}: folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+    except OSError as exc:
+        raise NotifyError(f"{target}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            yield csv.writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_sqlite(session: Session) -> bool:
+    """SQLite pages by keyset; PostgreSQL streams one statement on a server-side cursor."""
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def campaign_filter(column: Any, campaign_id: int, keyset: bool) -> Any:
+    """``column == campaign_id``; for keyset pages written so that SQLite walks the primary
+    key in order instead of picking a campaign index and sorting the whole campaign for
+    every page (``+ 0`` keeps the term out of index selection)."""
+    return (column + 0 == campaign_id) if keyset else (column == campaign_id)
+
+
+def stream_rows(session: Session, query: Select, key: Any,
+                batch: int | None = None) -> Iterator[Any]:
+    """Rows of ``query`` ordered by ``key`` (its first column), in bounded memory.
+
+    PostgreSQL: one statement on a server-side cursor. SQLite: keyset pages
+    (``key > last ORDER BY key LIMIT batch``), each a short range scan.
+    """
+    batch = batch or BATCH
+    if not is_sqlite(session):
+        # Core execution on the session's connection: no ORM row processing per row.
+        result = session.connection().execute(
+            query.order_by(key).execution_options(stream_results=True, yield_per=batch)
+        )
+        yield from result
+        return
+    last = None
+    while True:
+        page = query.order_by(key).limit(batch)
+        if last is not None:
+            page = page.where(key > last)
+        rows = session.connection().execute(page).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = rows[-1][0]
+
+
+def _write(engine: Engine, name: str, path: str | Path, header: Sequence[str],
+           produce: Callable[[Session, Any, Any], int]) -> int:
+    """Open one read transaction, look up the campaign, write the CSV; returns row count."""
+    with db.session_scope(engine) as session:
+        campaign = get_campaign(session, name)
+        with atomic_csv(path) as writer:
+            writer.writerow(header)
+            return produce(session, campaign, writer)
+
+
+# --- deliveries --------------------------------------------------------------------------------
+
+
+def _deliveries_query(campaign_id: int, keyset: bool) -> Select:
+    return (
+        select(
+            Message.id, Contact.key, Contact.name, Message.channel, Message.address,
+            Contact.exposures, Message.template, Message.status, Message.attempts,
+            Message.provider_message_id, Message.error_code, Message.error_message,
+            raw_time(Message.first_attempt_at), raw_time(Message.sent_at),
+            raw_time(Message.delivered_at), raw_time(Message.last_event_at),
+            Message.content_sha256, PasswordReset.status, PasswordReset.link_expires_at,
+            raw_time(PasswordReset.completed_at),
+        )
+        .join(Contact, Contact.id == Message.contact_id)
+        .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Message.campaign_id,
+                                       PasswordReset.contact_id == Message.contact_id))
+        .where(campaign_filter(Message.campaign_id, campaign_id, keyset))
+    )
+
+
+def _write_deliveries(session: Session, campaign, writer) -> int:
+    now = utcnow()
+    name = neutralize(campaign.name)
+    rows = 0
+    for (_id, key, person, channel, address, kinds, template, status, attempts, provider_id,
+         code, error, first, sent, delivered, last, sha, reset, expires, completed) in \
+            stream_rows(session, _deliveries_query(campaign.id, is_sqlite(session)),
+                        Message.id):
+        writer.writerow((
+            name, neutralize(key), neutralize(person), channel, neutralize(address),
+            neutralize(kinds), neutralize(template), status, attempts, neutralize(provider_id),
+            neutralize(code), neutralize(error), iso(first), iso(sent), iso(delivered),
+            iso(last), sha or "", reset_state(reset, expires, now) or "", iso(completed),
+        ))
+        rows += 1
+    return rows
+
+
+def export_deliveries(engine: Engine, campaign: str, path: str | Path) -> int:
+    """One CSV row per message of the campaign (DESIGN.md columns); returns the row count."""
+    return _write(engine, campaign, path, DELIVERY_COLUMNS, _write_deliveries)
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def _events_query(campaign_id: int) -> Select:
+    return (
+        select(
+            Event.id, raw_time(Event.at), Contact.key, Event.message_id, Message.channel, Event.source,
+            Event.kind, Event.applied, type_coerce(Event.detail, Text).label("detail"),
+        )
+        .outerjoin(Contact, Contact.id == Event.contact_id)
+        .outerjoin(Message, Message.id == Event.message_id)
+        .where(Event.campaign_id == campaign_id)
+    )
+
+
+def _write_events(session: Session, campaign, writer) -> int:
+    name = neutralize(campaign.name)
+    rows = 0
+    for event_id, at, key, message_id, channel, source, kind, applied, detail in stream_rows(
+            session, _events_query(campaign.id), Event.id):
+        writer.writerow((
+            event_id, iso(at), name, neutralize(key), message_id if message_id else "",
+            channel or "", neutralize(source), neutralize(kind),
+            "true" if applied else "false", neutralize(detail),
+        ))
+        rows += 1
+    return rows
+
+
+def export_events(engine: Engine, campaign: str, path: str | Path) -> int:
+    """The campaign's raw event log, oldest first; returns the row count."""
+    return _write(engine, campaign, path, EVENT_COLUMNS, _write_events)
+
+
+# --- unreached ---------------------------------------------------------------------------------
+
+
+def _contact_pages(session: Session, campaign_id: int, batch: int) -> Iterator[list[Any]]:
+    """The campaign's contacts in id-keyset pages (both databases: each page needs a second
+    query for its messages anyway)."""
+    keyset = is_sqlite(session)
+    last = 0
+    while True:
+        page = session.execute(
+            select(Contact.id, Contact.key, Contact.name, Contact.email, Contact.phone,
+                   Contact.exposures, Contact.country, Contact.state)
+            .where(campaign_filter(Contact.campaign_id, campaign_id, keyset), Contact.id > last)
+            .order_by(Contact.id)
+            .limit(batch)
+        ).all()
+        if not page:
+            return
+        yield page
+        last = page[-1][0]
+
+
+def _channel_reason(status: str, code: str | None, error: str | None,
+                    skip_reason: str | None) -> str:
+    if status == "skipped":
+        return f"skipped ({skip_reason})" if skip_reason else "skipped"
+    details = " ".join(p for p in (code, error) if p)
+    return f"{status} ({details})" if details else status
+
+
+def _why(messages: list[tuple]) -> str | None:
+    """None when some message reached the contact; else the last status per channel."""
+    last: dict[str, tuple] = {}
+    for row in messages:
+        if row[1] in REACHED_STATUSES:
+            return None
+        last[row[0]] = row  # rows come in (channel, sequence, id) order: the latest wins
+    if not last:
+        return "no message planned yet"
+    return "; ".join(f"{channel}: {_channel_reason(*row[1:])}"
+                     for channel, row in sorted(last.items()))
+
+
+def _write_unreached(session: Session, campaign, writer) -> int:
+    rows = 0
+    for page in _contact_pages(session, campaign.id, BATCH):  # read at call time (tests)
+        by_contact: dict[int, list[tuple]] = {row[0]: [] for row in page}
+        for contact_id, *rest in session.execute(
+            select(Message.contact_id, Message.channel, Message.status, Message.error_code,
+                   Message.error_message, Message.skip_reason)
+            .where(Message.contact_id.in_(list(by_contact)),
+                   Message.campaign_id == campaign.id)
+            .order_by(Message.contact_id, Message.channel, Message.sequence, Message.id)
+        ):
+            by_contact[contact_id].append(tuple(rest))
+        for contact_id, key, person, email, phone, kinds, country, state in page:
+            why = _why(by_contact[contact_id])
+            if why is None:
+                continue
+            writer.writerow(tuple(neutralize(v) for v in (
+                key, person, email, phone, kinds, country, state, why)))
+            rows += 1
+    return rows
+
+
+def export_unreached(engine: Engine, campaign: str, path: str | Path) -> int:
+    """Contacts that no channel reached (no message sent or delivered), with why."""
+    return _write(engine, campaign, path, UNREACHED_COLUMNS, _write_unreached)

@@ -1,0 +1,494 @@
+"""`notify status` (campaign counts) and `notify lookup` (one customer, for support).
+
+Both must be instant at a million contacts, so they only run a few aggregate or indexed
+queries: ``status`` groups on ``ix_messages_queue`` / the contacts and resets unique keys, and
+``lookup`` goes through the key, email and phone indexes, then the message and event indexes
+of the few rows found. Nothing iterates over rows in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import phonenumbers
+from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from notify import exposures
+from notify.campaigns import get_campaign
+from notify.errors import NotFound
+from notify.models import (
+    CHANNELS,
+    MESSAGE_STATUSES,
+    REACHED_STATUSES,
+    Campaign,
+    Contact,
+    Event,
+    Message,
+    PasswordReset,
+    utcnow,
+)
+
+IN_FLIGHT_STATUSES = ("pending", "sending")
+CHANNEL_LABEL = {"email": "email", "sms": "SMS"}
+
+
+def percent(part: int, whole: int) -> float:
+    """``part`` of ``whole`` in percent, one decimal; 0.0 for an empty whole."""
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def reset_state_expr(now: datetime):
+    """SQL for the reset status users see: a pending reset whose link expired is ``expired``."""
+    return case(
+        (and_(PasswordReset.status == "pending", PasswordReset.link_expires_at < now),
+         literal("expired")),
+        else_=PasswordReset.status,
+    )
+
+
+def reset_state(status: str | None, link_expires_at: datetime | None,
+                now: datetime | None = None) -> str | None:
+    """Python twin of :func:`reset_state_expr`, for rows already loaded."""
+    if status is None:
+        return None
+    if status == "pending" and link_expires_at is not None and link_expires_at < (now or utcnow()):
+        return "expired"
+    return status
+
+
+# --- notify status --------------------------------------------------------------------------
+
+
+def _message_counts(session: Session, campaign_id: int) -> dict[str, dict[str, int]]:
+    rows = session.execute(
+        select(Message.channel, Message.status, func.count())
+        .where(Message.campaign_id == campaign_id)
+        .group_by(Message.status, Message.channel)  # index order: (campaign, status, channel)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for channel, status, n in rows:
+        counts.setdefault(channel, dict.fromkeys(MESSAGE_STATUSES, 0))[status] = n
+    return {channel: counts[channel] for channel in sorted(counts, key=_channel_order)}
+
+
+def _channel_order(channel: str) -> int:
+    return CHANNELS.index(channel) if channel in CHANNELS else len(CHANNELS)
+
+
+def _reach_counts(session: Session, campaign_id: int) -> dict[str, int]:
+    """Contacts by reach class, in one pass over the campaign's (contact, status, channel).
+
+    Per contact: 2 = some message sent/delivered, 1 = none yet but one pending/sending,
+    0 = every message ended without reaching. Plus how many were reached per channel.
+    """
+    reached = Message.status.in_(REACHED_STATUSES)
+    per_contact = (
+        select(
+            func.max(case((reached, 2), (Message.status.in_(IN_FLIGHT_STATUSES), 1), else_=0))
+            .label("cls"),
+            func.max(case((and_(reached, Message.channel == "email"), 1), else_=0))
+            .label("by_email"),
+            func.max(case((and_(reached, Message.channel == "sms"), 1), else_=0))
+            .label("by_sms"),
+        )
+        .where(Message.campaign_id == campaign_id)
+        .group_by(Message.contact_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(per_contact.c.cls, func.count(), func.sum(per_contact.c.by_email),
+               func.sum(per_contact.c.by_sms))
+        .group_by(per_contact.c.cls)
+    )
+    out = {"reached": 0, "pending": 0, "not_reached": 0, "by_email": 0, "by_sms": 0}
+    names = {2: "reached", 1: "pending", 0: "not_reached"}
+    for cls, n, by_email, by_sms in rows:
+        out[names[int(cls)]] += n
+        out["by_email"] += int(by_email or 0)
+        out["by_sms"] += int(by_sms or 0)
+    return out
+
+
+def _reset_counts(session: Session, campaign_id: int, now: datetime) -> dict[str, Any]:
+    state = reset_state_expr(now).label("state")
+    rows = session.execute(
+        select(state, func.count())
+        .where(PasswordReset.campaign_id == campaign_id)
+        .group_by(state)
+    )
+    counts = {"pending": 0, "completed": 0, "expired": 0}
+    for name, n in rows:
+        counts[name] = counts.get(name, 0) + n
+    total = sum(counts.values())
+    return {"total": total, **counts,
+            "completed_pct": percent(counts["completed"], total)}
+
+
+def campaign_status(session: Session, name: str, now: datetime | None = None) -> dict[str, Any]:
+    """Counts by channel and status, contacts reached / not reached / pending, and resets.
+
+    Contacts without any message row yet (not planned by ``notify send``) count as pending.
+    """
+    campaign = get_campaign(session, name)
+    contacts = session.scalar(
+        select(func.count()).select_from(Contact).where(Contact.campaign_id == campaign.id)
+    )
+    reach = _reach_counts(session, campaign.id)
+    planned = reach["reached"] + reach["pending"] + reach["not_reached"]
+    reach["pending"] += max(0, contacts - planned)
+    messages = _message_counts(session, campaign.id)
+    return {
+        "campaign": campaign.name,
+        "contacts": contacts,
+        "messages": messages,
+        "totals": {channel: sum(by.values()) for channel, by in messages.items()},
+        "reach": {
+            **reach,
+            "reached_pct": percent(reach["reached"], contacts),
+            "not_reached_pct": percent(reach["not_reached"], contacts),
+            "pending_pct": percent(reach["pending"], contacts),
+        },
+        "resets": _reset_counts(session, campaign.id, now or utcnow()),
+    }
+
+
+def format_status(report: dict[str, Any]) -> list[str]:
+    """The status report as aligned text lines for a terminal."""
+    lines = [f"Campaign {report['campaign']}: {report['contacts']:,} contacts"]
+    shown = [s for s in MESSAGE_STATUSES
+             if any(by.get(s) for by in report["messages"].values())]
+    if report["messages"]:
+        header = ["channel", *shown, "total"]
+        table = [header] + [
+            [CHANNEL_LABEL.get(ch, ch), *(f"{by[s]:,}" for s in shown),
+             f"{report['totals'][ch]:,}"]
+            for ch, by in report["messages"].items()
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for row in table:
+            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
+                                                                            strict=True)]
+            lines.append("  " + "  ".join(cells))
+    else:
+        lines.append("  No messages yet (plan and send them with: notify send "
+                     f"{report['campaign']})")
+    reach = report["reach"]
+    lines += [
+        f"Reached:     {reach['reached']:,} ({reach['reached_pct']}%) - by email "
+        f"{reach['by_email']:,}, by SMS {reach['by_sms']:,}",
+        f"Not reached: {reach['not_reached']:,} ({reach['not_reached_pct']}%)",
+        f"Pending:     {reach['pending']:,} ({reach['pending_pct']}%)",
+    ]
+    resets = report["resets"]
+    if resets["total"]:
+        lines.append(
+            f"Resets:      {resets['completed']:,} of {resets['total']:,} completed "
+            f"({resets['completed_pct']}%), {resets['pending']:,} pending, "
+            f"{resets['expired']:,} expired"
+        )
+    else:
+        lines.append("Resets:      none (no contact with exposed passwords)")
+    if reach["not_reached"]:
+        lines.append(f"For postal or substitute notice: notify export unreached "
+                     f"{report['campaign']} -o unreached.csv")
+    return lines
+
+
+# --- notify lookup --------------------------------------------------------------------------
+
+_PHONE_CHARS = re.compile(r"^[\d\s+().\-/]{5,}$")
+
+
+def normalize_email(text: str) -> str | None:
+    """``Local@Domain`` with the domain in lower-case IDNA form, or None if not an email."""
+    local, at, domain = text.strip().rpartition("@")
+    if not at or not local or not domain:
+        return None
+    domain = domain.strip().rstrip(".")
+    try:
+        import idna
+
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    except Exception:  # not IDNA-encodable: compare as typed, lower-cased
+        domain = domain.lower()
+    return f"{local}@{domain.lower()}"
+
+
+def normalize_phone(text: str, region: str = "US") -> str | None:
+    """E.164 form of a phone number typed in any format, or None if it is not one."""
+    if not _PHONE_CHARS.match(text.strip()):
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def email_case_variants(email: str) -> set[str]:
+    """The usual spellings of an address's local part (as typed, lower, upper, Capitalized
+    words): looked up through the email index, which compares exactly."""
+    local, _, domain = email.rpartition("@")
+    capitalized = re.sub(r"[^._+\-]+", lambda m: m.group(0).capitalize(), local.lower())
+    return {f"{variant}@{domain}" for variant in (local, local.lower(), local.upper(),
+                                                  capitalized)}
+
+
+def _find_contacts(session: Session, query: str, campaign_id: int | None) -> list[tuple]:
+    query = query.strip()
+    conditions = [Contact.key == query]
+    email = normalize_email(query)
+    if email:
+        conditions.append(Contact.email.in_(email_case_variants(email)))
+    phone = normalize_phone(query)
+    if phone:
+        conditions.append(Contact.phone == phone)
+    rows = _contacts_where(session, or_(*conditions), campaign_id)
+    if not rows and email:
+        # Local parts are stored as imported. An unusual mix of cases is still found, by a
+        # case-insensitive comparison (a scan, so only when the indexed forms found nothing).
+        rows = _contacts_where(session, func.lower(Contact.email) == email.lower(), campaign_id)
+    return rows
+
+
+def _contacts_where(session: Session, condition, campaign_id: int | None) -> list[tuple]:
+    query = (
+        select(Contact, Campaign.name)
+        .join(Campaign, Campaign.id == Contact.campaign_id)
+        .where(condition)
+        .order_by(Contact.campaign_id, Contact.id)
+        .limit(50)
+    )
+    if campaign_id is not None:
+        query = query.where(Contact.campaign_id == campaign_id)
+    return [tuple(row) for row in session.execute(query)]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def human_time(value: datetime | None) -> str:
+    """``2026-11-27 10:02 UTC``: how support reads times."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def _message_view(message: Message, timeline: list[Event]) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "channel": message.channel,
+        "notice": message.notice,
+        "sequence": message.sequence,
+        "is_fallback": message.is_fallback,
+        "status": message.status,
+        "skip_reason": message.skip_reason,
+        "address": message.address,
+        "template": message.template,
+        "attempts": message.attempts,
+        "provider_message_id": message.provider_message_id,
+        "error_code": message.error_code,
+        "error_message": message.error_message,
+        "first_attempt_at": _iso(message.first_attempt_at),
+        "sent_at": _iso(message.sent_at),
+        "delivered_at": _iso(message.delivered_at),
+        "last_event_at": _iso(message.last_event_at),
+        "timeline": [
+            {"at": _iso(e.at), "source": e.source, "kind": e.kind, "applied": e.applied,
+             "detail": e.detail}
+            for e in timeline
+        ],
+    }
+
+
+def _reset_view(reset: PasswordReset | None, now: datetime) -> dict[str, Any] | None:
+    if reset is None:
+        return None
+    return {
+        "status": reset_state(reset.status, reset.link_expires_at, now),
+        "completed_at": _iso(reset.completed_at),
+        "completed_via": reset.completed_via,
+        "links_sent": reset.links_sent,
+        "link_expires_at": _iso(reset.link_expires_at),
+    }
+
+
+def _error_text(message: dict[str, Any]) -> str:
+    if message["status"] == "skipped":
+        return message["skip_reason"] or "skipped"
+    parts = [p for p in (message["error_code"], message["error_message"]) if p]
+    return " ".join(parts)
+
+
+def _channel_clause(message: dict[str, Any]) -> str:
+    label = CHANNEL_LABEL.get(message["channel"], message["channel"])
+    status = message["status"]
+    if status in REACHED_STATUSES:
+        when = message["delivered_at"] or message["sent_at"]
+        return f"{label} {status} on {_human_iso(when)}"
+    if status == "pending":
+        return f"{label} pending (not sent yet)"
+    if status == "sending":
+        return f"{label} sending (outcome not known yet)"
+    why = _error_text(message)
+    return f"{label} {status}" + (f" ({why})" if why else "")
+
+
+def _human_iso(value: str | None) -> str:
+    if not value:
+        return "an unknown time"
+    return value.replace("T", " ")[:16] + " UTC"
+
+
+def _best_per_channel(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per channel, the message that best answers "did it reach them": a reaching one
+    (earliest), else the latest attempt."""
+    best: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        current = best.get(message["channel"])
+        if current is None:
+            best[message["channel"]] = message
+            continue
+        reached_now = message["status"] in REACHED_STATUSES
+        reached_before = current["status"] in REACHED_STATUSES
+        if reached_now and not reached_before:
+            best[message["channel"]] = message
+        elif reached_now == reached_before and not reached_now:
+            best[message["channel"]] = message  # later row = later attempt
+    return best
+
+
+def verdict(messages: list[dict[str, Any]]) -> str:
+    """One line answering "did we reach this customer, how, and when?"."""
+    if not messages:
+        return "Not contacted yet: no message planned (notify send has not run for them)."
+    best = _best_per_channel(messages)
+    ordered = sorted(best.values(), key=lambda m: _channel_order(m["channel"]))
+    reached = sorted((m for m in ordered if m["status"] in REACHED_STATUSES),
+                     key=lambda m: m["delivered_at"] or m["sent_at"] or "")
+    others = [m for m in ordered if m["status"] not in REACHED_STATUSES]
+    if reached:
+        first = reached[0]
+        label = CHANNEL_LABEL.get(first["channel"], first["channel"])
+        when = _human_iso(first["delivered_at"] or first["sent_at"])
+        head = f"Reached by {label} on {when} ({first['status']})"
+        rest = [f"also {_channel_clause(m)}" for m in reached[1:]]
+        return "; ".join([head, *rest, *(_channel_clause(m) for m in others)])
+    if any(m["status"] in IN_FLIGHT_STATUSES for m in others):
+        return "Not reached yet: " + "; ".join(_channel_clause(m) for m in others)
+    return "NOT reached: " + "; ".join(_channel_clause(m) for m in others)
+
+
+def lookup(session: Session, query: str, campaign: str | None = None,
+           now: datetime | None = None) -> dict[str, Any]:
+    """Contacts matching ``query`` (key, email in any case, phone in any format).
+
+    Each comes with its exposures, every message with its event timeline, its reset state,
+    and a one-line ``verdict``. Raises NotFound when nothing matches.
+    """
+    now = now or utcnow()
+    campaign_id = get_campaign(session, campaign).id if campaign else None
+    found = _find_contacts(session, query, campaign_id)
+    if not found:
+        where = f" in campaign {campaign!r}" if campaign else ""
+        raise NotFound(f"no contact matches {query.strip()!r}{where} (searched key, email "
+                       "and phone)")
+    contact_ids = [contact.id for contact, _ in found]
+    messages = list(session.scalars(
+        select(Message).where(Message.contact_id.in_(contact_ids))
+        .order_by(Message.contact_id, Message.channel, Message.sequence, Message.id)
+    ))
+    timelines: dict[int, list[Event]] = defaultdict(list)
+    if messages:
+        for event in session.scalars(
+            select(Event).where(Event.message_id.in_([m.id for m in messages]))
+            .order_by(Event.at, Event.id)
+        ):
+            timelines[event.message_id].append(event)
+    resets = {r.contact_id: r for r in session.scalars(
+        select(PasswordReset).where(PasswordReset.contact_id.in_(contact_ids)))}
+    by_contact: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for message in messages:
+        by_contact[message.contact_id].append(_message_view(message, timelines[message.id]))
+    results = []
+    for contact, campaign_name in found:
+        views = by_contact[contact.id]
+        results.append({
+            "verdict": verdict(views),
+            "reached": any(m["status"] in REACHED_STATUSES for m in views),
+            "campaign": campaign_name,
+            "key": contact.key,
+            "name": contact.name,
+            "email": contact.email,
+            "phone": contact.phone,
+            "exposures": exposures.split(contact.exposures),
+            "country": contact.country,
+            "state": contact.state,
+            "messages": views,
+            "reset": _reset_view(resets.get(contact.id), now),
+        })
+    return {"query": query, "matches": len(results), "contacts": results}
+
+
+def _describe_event(event: dict[str, Any]) -> str:
+    detail = event.get("detail") or {}
+    extras = [f"{k}={v}" for k, v in detail.items()
+              if k in ("provider_status", "error_code", "error_message", "status_code",
+                       "diagnostic", "reason", "because", "early_event_id", "file")]
+    note = "" if event["applied"] else " (recorded only)"
+    return (f"{_human_iso(event['at'])}  {event['source']:<9} {event['kind']}{note}"
+            + (f"  {' '.join(extras)}" if extras else ""))
+
+
+def format_lookup(result: dict[str, Any]) -> list[str]:
+    """The lookup result as text: per contact the verdict first, then the details."""
+    lines: list[str] = []
+    for contact in result["contacts"]:
+        if lines:
+            lines.append("")
+        lines.append(contact["verdict"])
+        who = contact["name"] or contact["key"]
+        addresses = ", ".join(a for a in (contact["email"], contact["phone"]) if a) or "-"
+        lines.append(f"Contact: {who} (key {contact['key']}, campaign {contact['campaign']})"
+                     f" - {addresses}")
+        where = ", ".join(x for x in (contact["state"], contact["country"]) if x)
+        lines.append(f"Exposures: {', '.join(contact['exposures']) or '-'}"
+                     + (f"  Location: {where}" if where else ""))
+        lines.append("Reset: " + _format_reset(contact["reset"]))
+        lines.append("Messages:" if contact["messages"] else "Messages: none")
+        for message in contact["messages"]:
+            lines.extend(_format_message(message))
+    return lines
+
+
+def _format_reset(reset: dict[str, Any] | None) -> str:
+    if reset is None:
+        return "not required (passwords were not exposed)"
+    text = f"{reset['status']}, {reset['links_sent']} link(s) sent"
+    if reset["completed_at"]:
+        text += f", completed {_human_iso(reset['completed_at'])}"
+        if reset["completed_via"]:
+            text += f" via {reset['completed_via']}"
+    elif reset["link_expires_at"]:
+        text += f", link expires {_human_iso(reset['link_expires_at'])}"
+    return text
+
+
+def _format_message(message: dict[str, Any]) -> list[str]:
+    label = CHANNEL_LABEL.get(message["channel"], message["channel"])
+    kind = message["notice"] + (f" {message['sequence']}" if message["sequence"] else "")
+    if message["is_fallback"]:
+        kind += ", fallback"
+    head = f"  {label} {kind}: {message['status']} to {message['address'] or '-'}"
+    why = _error_text(message) if message["status"] not in REACHED_STATUSES else ""
+    if why:
+        head += f" ({why})"
+    head += f"; attempts {message['attempts']}"
+    if message["provider_message_id"]:
+        head += f"; id {message['provider_message_id']}"
+    return [head, *(f"      {_describe_event(e)}" for e in message["timeline"])]

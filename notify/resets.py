@@ -1,0 +1,1073 @@
+"""Forced password resets: reset records, link tokens (hash only), completions, reminders.
+
+Every contact whose exposures include ``passwords`` has one ``PasswordReset`` per campaign.
+Each message that carries the reset link gets its own fresh token; only its SHA-256 is stored,
+so a database leak does not hand out working links. Any unexpired, unrevoked token of the
+contact completes the reset, once, and revokes the others.
+
+Completions arrive three ways, all through :func:`complete`: a link token (the identity
+provider's webhook), or the contact's key or email (webhook or the ``resets complete`` CSV).
+Errors never change anything: every check runs before the first write.
+
+Campaign resolution for the webhook: a token identifies its campaign by itself; for ``key`` or
+``email`` the body may name a ``campaign``; without it, the key or email must match a contact
+with exposed passwords in exactly one campaign (several campaigns -> 400, none -> 404).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import insert as generic_insert
+from sqlalchemy.orm import Session, aliased
+
+from notify import csvsafe, events
+from notify.campaigns import CampaignConfig, config_of
+from notify.config import Settings
+from notify.errors import ConfigError, NotifyError
+from notify.exposures import squash
+from notify.models import (
+    CHANNELS,
+    REACHED_STATUSES,
+    Campaign,
+    Contact,
+    Event,
+    JSONText,
+    Message,
+    PasswordReset,
+    ResetToken,
+    UTCDateTime,
+    utcnow,
+)
+
+PENDING = "pending"
+COMPLETED = "completed"
+EXPIRED = "expired"  # derived, never stored: pending and every link has expired
+
+EXPORT_COLUMNS = (
+    "campaign", "contact_key", "email", "phone", "reset_status", "reset_completed_at",
+    "links_sent", "link_expires_at",
+)
+SIGNATURE_HEADER = "X-Notify-Signature"
+
+# secrets.token_urlsafe(32): 256 random bits, 43 characters of the URL-safe alphabet.
+TOKEN_BYTES = 32
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,512}$")
+_BATCH = 500
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def hash_token(raw_token: str) -> str:
+    """The stored form of a token: hex SHA-256 (the raw token is never stored)."""
+    return hashlib.sha256(raw_token.encode("ascii", "replace")).hexdigest()
+
+
+def iso(value: datetime | None) -> str:
+    """ISO-8601 UTC to the second with a Z (``2026-11-22T10:00:00Z``), as the other exports;
+    empty for None."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 date or date-time as aware UTC; a time without offset is taken as UTC.
+
+    Raises ValueError for anything else.
+    """
+    value = datetime.fromisoformat(str(text).strip())
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def has_passwords(exposures: ColumnElement[str] | Any = Contact.exposures) -> ColumnElement[bool]:
+    """SQL condition: the stored ``;``-joined exposures include ``passwords``."""
+    return (literal(";") + exposures + literal(";")).like("%;passwords;%")
+
+
+def _exposes_passwords(stored: str | None) -> bool:
+    return "passwords" in (stored or "").split(";")
+
+
+def _insert(session: Session, table):
+    """An INSERT that can skip rows hitting a unique constraint (both dialects support it)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - notify supports SQLite and PostgreSQL only
+        return generic_insert(table)
+    return insert(table)
+
+
+def _insert_ignoring_duplicates(session: Session, table, columns: list[str], source) -> int:
+    stmt = _insert(session, table).from_select(columns, source)
+    if hasattr(stmt, "on_conflict_do_nothing"):
+        stmt = stmt.on_conflict_do_nothing()
+    # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.x).
+    return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount or 0
+
+
+def status_expression(now: datetime) -> ColumnElement[str]:
+    """SQL for the reported status (pending | completed | expired) of a joined reset row.
+
+    Shared with the exports and reports, so every place agrees on what "expired" means: a
+    pending reset whose newest link expired before ``now``. A contact with exposed passwords
+    but no reset row yet is ``pending``.
+    """
+    return case(
+        (PasswordReset.status == COMPLETED, literal(COMPLETED)),
+        (
+            and_(PasswordReset.link_expires_at.is_not(None),
+                 PasswordReset.link_expires_at < literal(now, UTCDateTime())),
+            literal(EXPIRED),
+        ),
+        else_=literal(PENDING),
+    )
+
+
+def status_of(reset: PasswordReset | None, now: datetime | None = None) -> str:
+    """The reported status of one reset record (same rule as :func:`status_expression`)."""
+    now = now or utcnow()
+    if reset is None:
+        return PENDING
+    if reset.status == COMPLETED:
+        return COMPLETED
+    if reset.link_expires_at is not None and reset.link_expires_at < now:
+        return EXPIRED
+    return PENDING
+
+
+def counts(session: Session, campaign: Campaign, now: datetime | None = None) -> dict[str, int]:
+    """How many resets are pending, completed and expired (for ``notify status``)."""
+    now = now or utcnow()
+    status = status_expression(now)
+    rows = session.execute(
+        select(status, func.count())
+        .select_from(PasswordReset)
+        .where(PasswordReset.campaign_id == campaign.id)
+        .group_by(status)
+    )
+    result = {PENDING: 0, COMPLETED: 0, EXPIRED: 0}
+    result.update({name: int(n) for name, n in rows})
+    return result
+
+
+# --------------------------------------------------------------------------- records, tokens
+
+
+def ensure_resets(session: Session, campaign: Campaign) -> int:
+    """Create the missing reset records of the campaign's password contacts; returns how many.
+
+    One INSERT ... SELECT ... WHERE NOT EXISTS, so it is fast at a million contacts and safe to
+    run again (or concurrently: duplicates are skipped by the unique constraint).
+    """
+    now = utcnow()
+    source = select(
+        Contact.campaign_id, Contact.id, literal(PENDING), literal(0), literal(now, UTCDateTime()),
+    ).where(
+        Contact.campaign_id == campaign.id,
+        has_passwords(),
+        ~exists().where(
+            PasswordReset.campaign_id == Contact.campaign_id,
+            PasswordReset.contact_id == Contact.id,
+        ),
+    )
+    columns = ["campaign_id", "contact_id", "status", "links_sent", "created_at"]
+    return _insert_ignoring_duplicates(session, PasswordReset.__table__, columns, source)
+
+
+def _reset_of(session: Session, campaign_id: int, contact_id: int, *, lock: bool = False,
+              create: bool = False) -> PasswordReset | None:
+    """The contact's reset record; created first when asked and passwords were exposed."""
+    query = (
+        select(PasswordReset)
+        .where(PasswordReset.campaign_id == campaign_id, PasswordReset.contact_id == contact_id)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        query = query.with_for_update()
+    reset = session.scalar(query)
+    if reset is not None or not create:
+        return reset
+    source = select(
+        Contact.campaign_id, Contact.id, literal(PENDING), literal(0),
+        literal(utcnow(), UTCDateTime()),
+    ).where(Contact.id == contact_id, Contact.campaign_id == campaign_id, has_passwords())
+    columns = ["campaign_id", "contact_id", "status", "links_sent", "created_at"]
+    _insert_ignoring_duplicates(session, PasswordReset.__table__, columns, source)
+    return session.scalar(query)
+
+
+def issue_token(session: Session, campaign: Campaign, contact_id: int, message_id: int | None,
+                now: datetime | None = None) -> str | None:
+    """A fresh reset-link token for one message to this contact, or None when there is no link.
+
+    The raw token (256 random bits, URL-safe) is returned for rendering and never stored: the
+    database keeps only its SHA-256. The reset record counts the link and remembers the latest
+    expiry. None means: the contact has no exposed password, its reset is already completed,
+    or the campaign has no ``reset_url`` to carry a link.
+    """
+    config = config_of(campaign)
+    if not config.reset_url:
+        return None
+    now = _as_utc(now or utcnow())
+    reset = _reset_of(session, campaign.id, contact_id, create=True)
+    if reset is None or reset.status == COMPLETED:
+        return None
+    raw = secrets.token_urlsafe(TOKEN_BYTES)
+    expires = now + timedelta(days=config.reset_token_ttl_days)
+    session.add(ResetToken(reset_id=reset.id, message_id=message_id, token_hash=hash_token(raw),
+                           created_at=now, expires_at=expires))
+    # In SQL, so concurrent workers issuing links to the same contact all count.
+    newest = case(
+        (or_(PasswordReset.link_expires_at.is_(None),
+             PasswordReset.link_expires_at < literal(expires, UTCDateTime())),
+         literal(expires, UTCDateTime())),
+        else_=PasswordReset.link_expires_at,
+    )
+    session.execute(
+        update(PasswordReset)
+        .where(PasswordReset.id == reset.id)
+        .values(links_sent=PasswordReset.links_sent + 1, link_expires_at=newest)
+        .execution_options(synchronize_session="fetch")
+    )
+    session.flush()
+    return raw
+
+
+def reset_url(config: CampaignConfig, raw_token: str) -> str:
+    """The contact's link: the campaign's ``reset_url`` with ``{token}`` replaced."""
+    if not config.reset_url:
+        raise ConfigError(f"campaign {config.name!r} has no reset_url")
+    return config.reset_url.replace("{token}", raw_token)
+
+
+def needs_reminder(session: Session, campaign_id: int, contact_id: int) -> bool:
+    """True while the contact's reset is not completed (the engine checks it before sending
+    a reminder planned earlier, so nobody who already reset is nagged)."""
+    completed = session.scalar(
+        select(func.count()).select_from(PasswordReset).where(
+            PasswordReset.campaign_id == campaign_id,
+            PasswordReset.contact_id == contact_id,
+            PasswordReset.status == COMPLETED,
+        )
+    )
+    return not completed
+
+
+# --------------------------------------------------------------------------- completions
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    """Outcome of one completion: an HTTP-style status and a message without secrets."""
+
+    status: int
+    message: str
+    campaign: str | None = None
+    contact_key: str | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    def body(self) -> dict[str, Any]:
+        """The webhook's JSON answer (never the token)."""
+        if self.ok:
+            return {"status": COMPLETED, "campaign": self.campaign,
+                    "contact_key": self.contact_key, "completed_at": iso(self.completed_at)}
+        return {"status": "error", "error": self.message}
+
+
+@dataclass
+class _Target:
+    campaign: Campaign
+    contact_id: int
+    contact_key: str
+    reset: PasswordReset
+    token: ResetToken | None = None
+
+
+def _fail(status: int, message: str) -> CompletionResult:
+    return CompletionResult(status=status, message=message)
+
+
+def complete(session: Session, campaign: Campaign | None, *, token: str | None = None,
+             key: str | None = None, email: str | None = None, completed_at: datetime,
+             source: str) -> CompletionResult:
+    """Mark a contact's reset completed, by link token, key or email; once.
+
+    Status 200 completed; 400 bad request (not exactly one of token/key/email, ambiguous
+    match); 404 unknown; 409 already completed or link revoked/used; 410 link expired at
+    ``completed_at``. Nothing is written unless the result is 200. ``campaign`` may be None:
+    a token finds its own, a key/email must match in exactly one campaign. ``source``
+    (``webhook``, ``import``...) is kept as ``completed_via`` and in the event.
+    """
+    given = [name for name, value in (("token", token), ("key", key), ("email", email))
+             if value not in (None, "")]
+    if len(given) != 1:
+        return _fail(400, "give exactly one of token, key or email")
+    completed_at = _as_utc(completed_at)
+    if token:
+        target = _target_by_token(session, campaign, token)
+    else:
+        target = _target_by_identity(session, campaign, key=key, email=email)
+    if isinstance(target, CompletionResult):
+        return target
+    problem = _check_target(target, completed_at)
+    if problem is not None:
+        return problem
+    _apply(session, target, completed_at, source, by=given[0])
+    return CompletionResult(200, "password reset completed", campaign=target.campaign.name,
+                            contact_key=target.contact_key, completed_at=completed_at)
+
+
+def _target_by_token(session: Session, campaign: Campaign | None,
+                     token: str) -> _Target | CompletionResult:
+    if not isinstance(token, str) or not _TOKEN_SHAPE.match(token):
+        return _fail(404, "unknown token")
+    row = session.execute(
+        select(ResetToken.id, ResetToken.reset_id, PasswordReset.campaign_id,
+               PasswordReset.contact_id)
+        .join(PasswordReset, PasswordReset.id == ResetToken.reset_id)
+        .where(ResetToken.token_hash == hash_token(token))
+    ).first()
+    if row is None or (campaign is not None and row.campaign_id != campaign.id):
+        return _fail(404, "unknown token")
+    # Lock the reset first: completions of one contact then run one after the other, and the
+    # token re-read below sees any revocation the previous one made.
+    reset = _reset_of(session, row.campaign_id, row.contact_id, lock=True)
+    token_row = session.scalar(
+        select(ResetToken).where(ResetToken.id == row.id)
+        .execution_options(populate_existing=True)
+    )
+    owner = campaign if campaign is not None else session.get(Campaign, row.campaign_id)
+    key = session.scalar(select(Contact.key).where(Contact.id == row.contact_id))
+    return _Target(owner, row.contact_id, key, reset, token_row)
+
+
+def _normalize_email(value: str) -> str:
+    """As the importer stores it: domain lower-cased, in IDNA (``xn--``) form."""
+    local, at, domain = value.strip().rpartition("@")
+    if not at:
+        return value.strip()
+    domain = domain.strip().lower()
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return f"{local}@{domain}"
+
+
+def _contacts_matching(session: Session, campaign: Campaign | None, *, key: str | None,
+                       email: str | None) -> list[tuple[int, int, str, str]]:
+    """(contact id, campaign id, key, exposures) of contacts with this key or email."""
+    base = select(Contact.id, Contact.campaign_id, Contact.key, Contact.exposures)
+    if campaign is not None:
+        base = base.where(Contact.campaign_id == campaign.id)
+    if key is not None:
+        return list(session.execute(base.where(Contact.key == key.strip())))
+    wanted = _normalize_email(email or "")
+    rows = list(session.execute(base.where(Contact.email == wanted)))
+    if not rows:  # the provider may spell the local part in another case
+        rows = list(session.execute(base.where(func.lower(Contact.email) == wanted.lower())))
+    return rows
+
+
+def _target_by_identity(session: Session, campaign: Campaign | None, *, key: str | None,
+                        email: str | None) -> _Target | CompletionResult:
+    what = "key" if key else "email"
+    if not isinstance(key if key else email, str):
+        return _fail(400, f"{what} must be a string")
+    rows = _contacts_matching(session, campaign, key=key if key else None,
+                              email=email if not key else None)
+    if not rows:
+        return _fail(404, f"no contact with this {what}")
+    rows = [row for row in rows if _exposes_passwords(row.exposures)]
+    if not rows:
+        return _fail(404, f"the contact with this {what} has no exposed password to reset")
+    campaign_ids = {row.campaign_id for row in rows}
+    if len(campaign_ids) > 1:
+        return _fail(400, f"this {what} matches contacts in {len(campaign_ids)} campaigns; "
+                     "name the campaign")
+    if len(rows) > 1:
+        return _fail(400, f"this {what} matches {len(rows)} contacts; use their key")
+    row = rows[0]
+    owner = campaign if campaign is not None else session.get(Campaign, row.campaign_id)
+    # Created here when the engine has not made it yet: a pending reset, completed below.
+    reset = _reset_of(session, row.campaign_id, row.id, lock=True, create=True)
+    return _Target(owner, row.id, row.key, reset)
+
+
+def _check_target(target: _Target, completed_at: datetime) -> CompletionResult | None:
+    if target.reset.status == COMPLETED:
+        return _fail(409, "password reset already completed")
+    token = target.token
+    if token is not None:
+        if token.revoked_at is not None or token.used_at is not None:
+            return _fail(409, "this link was revoked")
+        if token.expires_at <= completed_at:
+            return _fail(410, "this link has expired")
+    return None
+
+
+def _apply(session: Session, target: _Target, completed_at: datetime, source: str,
+           *, by: str) -> None:
+    reset = target.reset
+    reset.status = COMPLETED
+    reset.completed_at = completed_at
+    reset.completed_via = source
+    if target.token is not None:
+        target.token.used_at = completed_at
+    _revoke_open_tokens(session, [reset.id], utcnow())
+    events.record(session, source="reset", kind="reset_completed",
+                  campaign_id=target.campaign.id, contact_id=target.contact_id,
+                  at=completed_at, detail={"via": source, "by": by})
+    session.flush()
+
+
+def _revoke_open_tokens(session: Session, reset_ids: list[int], at: datetime) -> None:
+    session.execute(
+        update(ResetToken)
+        .where(ResetToken.reset_id.in_(reset_ids), ResetToken.revoked_at.is_(None),
+               ResetToken.used_at.is_(None))
+        .values(revoked_at=at)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def signature_for(secret: str, body: bytes) -> str:
+    """The ``X-Notify-Signature`` value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str | None, body: bytes, header: str | None) -> bool:
+    """True when ``header`` is the HMAC-SHA256 of ``body`` under ``secret``.
+
+    Compared in constant time. Without a configured secret nothing is accepted: an
+    unauthenticated completion endpoint would let anyone mark resets done.
+    """
+    if not secret or not header:
+        return False
+    expected = signature_for(secret, body).encode("ascii")
+    given = header.strip()
+    scheme, sep, digest = given.partition("=")
+    if not sep or scheme.strip().lower() != "sha256":
+        return False
+    given_bytes = ("sha256=" + digest.strip().lower()).encode("utf-8", "replace")
+    return hmac.compare_digest(expected, given_bytes)
+
+
+def handle_webhook(session: Session, settings: Settings, body: bytes,
+                   signature: str | None) -> tuple[int, dict[str, Any]]:
+    """POST /webhooks/resets: verify, parse, complete; returns (HTTP status, JSON body).
+
+    Body: ``{"token": ..., "completed_at": "<ISO-8601>"}``, or ``key``/``email`` in place of
+    ``token`` with an optional ``campaign`` name. ``completed_at`` defaults to the time of
+    receipt. 403 bad/missing signature, 400 malformed, 404 unknown, 409 already completed or
+    revoked, 410 expired, 200 completed. Nothing is written on any error; the caller commits
+    on 2xx.
+    """
+    if not settings.webhook_secret:
+        return 403, {"status": "error",
+                     "error": "reset webhook disabled: NOTIFY_WEBHOOK_SECRET is not set"}
+    if not verify_signature(settings.webhook_secret, body, signature):
+        return 403, {"status": "error", "error": f"missing or invalid {SIGNATURE_HEADER}"}
+    request = _parse_webhook_body(body)
+    if isinstance(request, CompletionResult):
+        return request.status, request.body()
+    fields, completed_at, campaign_name = request
+    campaign = None
+    if campaign_name is not None:
+        campaign = session.scalar(select(Campaign).where(Campaign.name == campaign_name))
+        if campaign is None:
+            return 404, {"status": "error", "error": "unknown campaign"}
+    result = complete(session, campaign, completed_at=completed_at, source="webhook", **fields)
+    return result.status, result.body()
+
+
+def _parse_webhook_body(
+    body: bytes,
+) -> tuple[dict[str, str], datetime, str | None] | CompletionResult:
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return _fail(400, "body is not JSON")
+    if not isinstance(payload, dict):
+        return _fail(400, "body must be a JSON object")
+    fields = {name: payload[name] for name in ("token", "key", "email")
+              if payload.get(name) not in (None, "")}
+    if len(fields) != 1:
+        return _fail(400, "give exactly one of token, key or email")
+    if not all(isinstance(value, str) for value in fields.values()):
+        return _fail(400, f"{next(iter(fields))} must be a string")
+    raw_time = payload.get("completed_at")
+    if raw_time is None:
+        completed_at = utcnow()
+    else:
+        try:
+            completed_at = parse_time(raw_time) if isinstance(raw_time, str) else None
+        except ValueError:
+            completed_at = None
+        if completed_at is None:
+            return _fail(400, "completed_at must be an ISO-8601 date-time")
+    campaign_name = payload.get("campaign")
+    if campaign_name is not None and not isinstance(campaign_name, str):
+        return _fail(400, "campaign must be a string")
+    return fields, completed_at, campaign_name or None
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_resets(session: Session, campaign: Campaign, path: str | Path,
+                  now: datetime | None = None) -> int:
+    """Write who must reset (and who did) as CSV; returns the number of rows.
+
+    Columns: campaign, contact_key, email, phone, reset_status (pending|completed|expired),
+    reset_completed_at, links_sent, link_expires_at. Every contact with exposed passwords is
+    listed, even before a reset record exists. Streamed in batches, written to a temporary
+    file renamed into place at the end, so a reader never sees half a file.
+    """
+    now = _as_utc(now or utcnow())
+    query = (
+        select(Contact.key, Contact.email, Contact.phone, status_expression(now),
+               PasswordReset.completed_at, PasswordReset.links_sent,
+               PasswordReset.link_expires_at)
+        .select_from(Contact)
+        .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Contact.campaign_id,
+                                       PasswordReset.contact_id == Contact.id))
+        .where(Contact.campaign_id == campaign.id,
+               or_(PasswordReset.id.is_not(None), has_passwords()))
+        .order_by(Contact.id)
+        .execution_options(yield_per=1000)
+    )
+    rows = (
+        (campaign.name, key, email, phone, status, iso(done), sent or 0, iso(expires))
+        for key, email, phone, status, done, sent, expires in session.execute(query)
+    )
+    return write_csv(path, EXPORT_COLUMNS, rows)
+
+
+def write_csv(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> int:
+    """Write rows (cells neutralized) atomically: temp file in the same folder, then rename."""
+    target = Path(path)
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", newline="", dir=target.parent or Path("."),
+            prefix=f".{target.name}.", suffix=".tmp", delete=False,
+        )
+    except OSError as exc:
+        raise NotifyError(f"{target}: cannot write: {exc.strerror}") from None
+    count = 0
+    try:
+        with handle:
+            writer = csv.writer(handle)
+            writer.writerow(list(header))
+            for row in rows:
+                writer.writerow([csvsafe.neutralize(cell) for cell in row])
+                count += 1
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return count
+
+
+# --------------------------------------------------------------------------- import
+
+
+_KEY_HEADERS = {squash(n) for n in (
+    "key", "contact key", "id", "customer id", "client id", "account id", "account", "user id",
+)}
+_EMAIL_HEADERS = {squash(n) for n in ("email", "e-mail", "email address", "mail")}
+_TIME_HEADERS = {squash(n) for n in (
+    "completed_at", "completed", "completed at", "completion time", "reset at",
+    "reset completed at", "reset_completed_at", "reset time", "timestamp", "date",
+)}
+
+
+@dataclass
+class ImportSummary:
+    """Counts of one ``resets complete`` run (also its ``--json`` output)."""
+
+    read: int = 0
+    completed: int = 0
+    already_completed: int = 0
+    rejected: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "completed": self.completed,
+                "already_completed": self.already_completed, "rejected": self.rejected,
+                "dry_run": self.dry_run}
+
+    def lines(self) -> list[str]:
+        verb = "would complete" if self.dry_run else "completed"
+        return [
+            f"Read {self.read} row(s): {verb} {self.completed} reset(s), "
+            f"{self.already_completed} already completed, {self.rejected} rejected."
+        ]
+
+
+@dataclass
+class _Row:
+    line: int
+    cells: list[str]
+    key: str = ""
+    email: str = ""
+    completed_at: datetime | None = None
+    reason: str | None = None
+    contact_id: int | None = None
+
+
+@dataclass
+class _Columns:
+    header: list[str]
+    key: int | None
+    email: int | None
+    time: int
+
+
+@dataclass
+class _Rejects:
+    """Rejected rows streamed to a temp file that replaces ``path`` at the end."""
+
+    path: Path | None
+    _handle: Any = None
+    _writer: Any = None
+
+    def open(self, header: list[str]) -> None:
+        if self.path is None:
+            return
+        try:
+            self._handle = tempfile.NamedTemporaryFile(
+                "w", encoding="utf-8", newline="", dir=self.path.parent or Path("."),
+                prefix=f".{self.path.name}.", suffix=".tmp", delete=False,
+            )
+        except OSError as exc:
+            raise NotifyError(f"{self.path}: cannot write: {exc.strerror}") from None
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(["line", "reason", *header])
+
+    def add(self, row: _Row) -> None:
+        if self._writer is not None:
+            self._writer.writerow([row.line, row.reason,
+                                   *(csvsafe.neutralize(c) for c in row.cells)])
+
+    def finish(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            os.replace(self._handle.name, self.path)
+            self._handle = None
+
+    def discard(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            Path(self._handle.name).unlink(missing_ok=True)
+            self._handle = None
+
+
+def import_completions(session: Session, campaign: Campaign, path: str | Path, *,
+                       rejects_path: str | Path | None = None,
+                       dry_run: bool = False) -> ImportSummary:
+    """Apply the identity provider's completions (CSV: key or email, completed_at).
+
+    Rows that cannot be applied are rejected with their line number (header = line 1) and a
+    reason; rows of contacts already completed are counted, not rejected, so running the same
+    file again completes nothing new. All-or-nothing: the work runs in a savepoint that is
+    rolled back when the file turns out unreadable halfway, or for ``dry_run``.
+    """
+    source = Path(path)
+    rejects = _Rejects(Path(rejects_path) if rejects_path else None)
+    summary = ImportSummary(dry_run=dry_run)
+    session.flush()
+    savepoint = session.begin_nested()
+    try:
+        with _open_text(source) as handle:
+            reader = csv.reader(handle, dialect=_sniff(source))
+            columns = _columns(source, reader)
+            rejects.open(columns.header)
+            done: set[int] = set()
+            for batch in _batches(_rows(source, reader, columns)):
+                _import_batch(session, campaign, batch, summary, done, rejects)
+    except BaseException:
+        savepoint.rollback()
+        rejects.discard()
+        raise
+    if dry_run:
+        savepoint.rollback()
+    else:
+        savepoint.commit()
+    rejects.finish()
+    return summary
+
+
+def _open_text(path: Path) -> TextIO:
+    try:
+        # Strict decoding: a bad byte anywhere fails the whole import (nothing applied).
+        return open(path, encoding="utf-8-sig", errors="strict", newline="")
+    except FileNotFoundError:
+        raise NotifyError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise NotifyError(f"{path}: is a folder, not a CSV file") from None
+    except OSError as exc:
+        raise NotifyError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _sniff(path: Path) -> type[csv.Dialect] | str:
+    with open(path, "rb") as raw:
+        sample = codecs.decode(raw.read(64 * 1024), "utf-8", "replace")
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        return "excel"
+
+
+def _columns(path: Path, reader: Iterator[list[str]]) -> _Columns:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise NotifyError(f"{path}: the file is empty (expected a header line)") from None
+    except UnicodeDecodeError:
+        raise NotifyError(f"{path}: not UTF-8 text (line 1)") from None
+    names = [squash(name) for name in header]
+
+    def find(choices: set[str]) -> int | None:
+        return next((i for i, name in enumerate(names) if name in choices), None)
+
+    key, email, time = find(_KEY_HEADERS), find(_EMAIL_HEADERS), find(_TIME_HEADERS)
+    if key is None and email is None:
+        raise NotifyError(f"{path}: no key or email column (found: {', '.join(header)})")
+    if time is None:
+        raise NotifyError(f"{path}: no completed_at column (found: {', '.join(header)})")
+    return _Columns(header=header, key=key, email=email, time=time)
+
+
+def _rows(path: Path, reader, columns: _Columns) -> Iterator[_Row]:
+    """Data rows with their first line number; each parsed or given a reject reason."""
+    line = 2
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            raise NotifyError(f"{path}: not UTF-8 text (after line {line - 1}); "
+                              "nothing was applied") from None
+        except csv.Error as exc:
+            raise NotifyError(f"{path}, line {line}: {exc}; nothing was applied") from None
+        start, line = line, reader.line_num + 1
+        if not any(cell.strip() for cell in cells):
+            continue
+        yield _parse_row(start, cells, columns)
+
+
+def _cell(cells: list[str], index: int | None) -> str:
+    return cells[index].strip() if index is not None and index < len(cells) else ""
+
+
+def _parse_row(line: int, cells: list[str], columns: _Columns) -> _Row:
+    row = _Row(line=line, cells=cells, key=_cell(cells, columns.key),
+               email=_cell(cells, columns.email))
+    text = _cell(cells, columns.time)
+    if not row.key and not row.email:
+        row.reason = "no key or email"
+    elif not text:
+        row.reason = "completed_at is empty"
+    else:
+        try:
+            row.completed_at = parse_time(text)
+        except ValueError:
+            row.reason = f"completed_at {text!r} is not an ISO-8601 date or time"
+    return row
+
+
+def _batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
+    batch: list[_Row] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _import_batch(session: Session, campaign: Campaign, batch: list[_Row],
+                  summary: ImportSummary, done: set[int], rejects: _Rejects) -> None:
+    summary.read += len(batch)
+    _resolve_contacts(session, campaign, [r for r in batch if r.reason is None])
+    wanted = {r.contact_id for r in batch if r.reason is None}
+    states = _locked_resets(session, campaign, wanted)
+    completing: list[tuple[_Row, int]] = []
+    for row in batch:
+        if row.reason is not None:
+            summary.rejected += 1
+            rejects.add(row)
+            continue
+        reset_id, status = states[row.contact_id]
+        if status == COMPLETED or row.contact_id in done:
+            summary.already_completed += 1
+            continue
+        done.add(row.contact_id)
+        completing.append((row, reset_id))
+    _complete_many(session, campaign, completing)
+    summary.completed += len(completing)
+
+
+def _resolve_contacts(session: Session, campaign: Campaign, rows: list[_Row]) -> None:
+    """Set ``contact_id`` on each row, or a reject reason; a key wins over an email."""
+    base = select(Contact.id, Contact.key, Contact.email, Contact.exposures).where(
+        Contact.campaign_id == campaign.id)
+    keys = {r.key for r in rows if r.key}
+    by_key = {c.key: c for c in session.execute(base.where(Contact.key.in_(keys)))} if keys else {}
+    need_email = [r for r in rows if r.key not in by_key and r.email]
+    by_email = _contacts_by_email(session, base, {_normalize_email(r.email) for r in need_email})
+    for row in rows:
+        matches = [by_key[row.key]] if row.key in by_key else []
+        if not matches and row.email:
+            normalized = _normalize_email(row.email)
+            matches = by_email.get(normalized) or by_email.get(normalized.lower(), [])
+        if not matches:
+            row.reason = f"unknown key {row.key!r}" if row.key and not row.email else (
+                f"no contact with key {row.key!r} or email {row.email!r}" if row.key
+                else f"no contact with email {row.email!r}")
+        elif len(matches) > 1:
+            row.reason = f"email {row.email!r} matches {len(matches)} contacts; give the key"
+        elif not _exposes_passwords(matches[0].exposures):
+            row.reason = "this contact has no exposed password (no reset to complete)"
+        else:
+            row.contact_id = matches[0].id
+
+
+def _contacts_by_email(session: Session, base, emails: set[str]) -> dict[str, list]:
+    """Contacts by exact stored email, and by lower-cased email for the ones not found."""
+    found: dict[str, list] = {}
+    if not emails:
+        return found
+    for contact in session.execute(base.where(Contact.email.in_(emails))):
+        found.setdefault(contact.email, []).append(contact)
+    missing = {e.lower() for e in emails if e not in found}
+    if missing:
+        query = base.where(func.lower(Contact.email).in_(missing))
+        for contact in session.execute(query):
+            found.setdefault(contact.email.lower(), []).append(contact)
+    return found
+
+
+def _locked_resets(session: Session, campaign: Campaign,
+                   contact_ids: set[int | None]) -> dict[int, tuple[int, str]]:
+    """(reset id, status) by contact, created where missing, rows locked for the update.
+
+    Plain columns, not ORM objects: the batch is then written with a few bulk statements.
+    """
+    ids = [i for i in contact_ids if i is not None]
+    if not ids:
+        return {}
+    table = PasswordReset.__table__
+    query = (
+        select(table.c.contact_id, table.c.id, table.c.status)
+        .where(table.c.campaign_id == campaign.id, table.c.contact_id.in_(ids))
+        .with_for_update()
+    )
+    states = {row.contact_id: (row.id, row.status) for row in session.execute(query)}
+    missing = [i for i in ids if i not in states]
+    if missing:
+        source = select(
+            Contact.campaign_id, Contact.id, literal(PENDING), literal(0),
+            literal(utcnow(), UTCDateTime()),
+        ).where(Contact.campaign_id == campaign.id, Contact.id.in_(missing))
+        columns = ["campaign_id", "contact_id", "status", "links_sent", "created_at"]
+        _insert_ignoring_duplicates(session, table, columns, source)
+        states = {row.contact_id: (row.id, row.status) for row in session.execute(query)}
+    return states
+
+
+def _complete_many(session: Session, campaign: Campaign,
+                   items: list[tuple[_Row, int]]) -> None:
+    """Complete a batch with three bulk statements (resets, events, revocations)."""
+    if not items:
+        return
+    resets_table = PasswordReset.__table__
+    session.execute(
+        resets_table.update()
+        .where(resets_table.c.id == bindparam("reset_id"))
+        .values(status=COMPLETED, completed_at=bindparam("done_at"), completed_via="import"),
+        [{"reset_id": reset_id, "done_at": row.completed_at} for row, reset_id in items],
+    )
+    session.execute(Event.__table__.insert(), [
+        {"campaign_id": campaign.id, "message_id": None, "contact_id": row.contact_id,
+         "provider_message_id": None, "at": row.completed_at, "source": "reset",
+         "kind": "reset_completed", "applied": True,
+         "detail": {"via": "import", "by": "key" if row.key else "email", "line": row.line}}
+        for row, _ in items
+    ])
+    tokens = ResetToken.__table__
+    session.execute(
+        tokens.update()
+        .where(tokens.c.reset_id.in_([reset_id for _, reset_id in items]),
+               tokens.c.revoked_at.is_(None), tokens.c.used_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    # Objects the caller holds for these rows are now stale: reload them on next access.
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, (PasswordReset, ResetToken)):
+            session.expire(obj)
+
+
+# --------------------------------------------------------------------------- reminders
+
+
+def plan_reminders(session: Session, campaign: Campaign, after: timedelta, max_reminders: int,
+                   channels: Iterable[str], now: datetime | None = None, *,
+                   dry_run: bool = False, limit: int | None = None) -> int:
+    """Create the due reminder rows (pending); returns how many (would be) created.
+
+    Due, per contact and channel: passwords exposed and reset not completed; the channel's
+    latest message (highest sequence, first notice or reminder) is ``sent`` or ``delivered``
+    and was sent at least ``after`` ago (so nothing is pending there); fewer than
+    ``max_reminders`` reminders on that channel so far. The new row is ``notice="reminder"``
+    with the next sequence, addressed to the contact's current address. One INSERT ... SELECT
+    per channel; the unique message constraint makes concurrent or repeated runs create
+    nothing twice. ``dry_run`` only counts. ``limit`` caps the rows created in this run.
+    """
+    channels = list(dict.fromkeys(channels))
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise NotifyError(f"unknown channel {unknown[0]!r} (known: {', '.join(CHANNELS)})")
+    if after < timedelta(0):
+        raise NotifyError("the reminder delay cannot be negative")
+    if max_reminders < 1:
+        return 0
+    now = _as_utc(now or utcnow())
+    if not dry_run:
+        # Keep the records in step (the engine issues tokens against them at send time).
+        ensure_resets(session, campaign)
+    total = 0
+    for channel in channels:
+        budget = None if limit is None else limit - total
+        if budget is not None and budget <= 0:
+            break
+        due = _due_reminders(campaign.id, channel, now - after, max_reminders, now, budget)
+        if dry_run:
+            total += session.scalar(select(func.count()).select_from(due.subquery())) or 0
+        else:
+            total += _insert_ignoring_duplicates(
+                session, Message.__table__,
+                ["campaign_id", "contact_id", "channel", "notice", "sequence", "is_fallback",
+                 "status", "address", "attempts", "created_at"], due)
+    if total and not dry_run:
+        _record_planned(session, campaign, now)
+    return total
+
+
+def _due_reminders(campaign_id: int, channel: str, cutoff: datetime, max_reminders: int,
+                   now: datetime, limit: int | None):
+    """SELECT of the Message rows to insert for one channel (see :func:`plan_reminders`)."""
+    messages = Message.__table__
+    stats = (
+        select(
+            messages.c.contact_id,
+            func.max(messages.c.sequence).label("last_sequence"),
+            func.sum(case((messages.c.notice == "reminder", 1), else_=0)).label("reminders"),
+        )
+        .where(messages.c.campaign_id == campaign_id, messages.c.channel == channel)
+        .group_by(messages.c.contact_id)
+        .subquery("stats")
+    )
+    last = aliased(messages, name="last_message")
+    address = Contact.email if channel == "email" else Contact.phone
+    completed = exists().where(
+        PasswordReset.campaign_id == Contact.campaign_id,
+        PasswordReset.contact_id == Contact.id,
+        PasswordReset.status == COMPLETED,
+    )
+    query = (
+        select(
+            Contact.campaign_id, Contact.id, literal(channel), literal("reminder"),
+            stats.c.last_sequence + 1, literal(False), literal("pending"), address,
+            literal(0), literal(now, UTCDateTime()),
+        )
+        .select_from(Contact)
+        .join(stats, stats.c.contact_id == Contact.id)
+        .join(last, and_(last.c.campaign_id == Contact.campaign_id,
+                         last.c.contact_id == Contact.id, last.c.channel == channel,
+                         last.c.sequence == stats.c.last_sequence))
+        .where(
+            Contact.campaign_id == campaign_id,
+            has_passwords(),
+            ~completed,
+            address.is_not(None),
+            last.c.status.in_(sorted(REACHED_STATUSES)),
+            func.coalesce(last.c.sent_at, last.c.delivered_at) <= literal(cutoff, UTCDateTime()),
+            stats.c.reminders < max_reminders,
+        )
+        .order_by(Contact.id)
+    )
+    return query.limit(limit) if limit is not None else query
+
+
+def _record_planned(session: Session, campaign: Campaign, now: datetime) -> None:
+    """One "pending" event per reminder row just planned (rows that have no event yet).
+
+    A row and its event commit together, so a concurrent run sees both or neither and no
+    row gets two.
+    """
+    messages = Message.__table__
+    event_table = Event.__table__
+    source = select(
+        messages.c.campaign_id, messages.c.id, messages.c.contact_id, literal(now, UTCDateTime()),
+        literal("reset"), literal("pending"), literal(True),
+        literal({"planned": "reminder"}, JSONText()),
+    ).where(
+        messages.c.campaign_id == campaign.id,
+        messages.c.status == "pending",
+        messages.c.notice == "reminder",
+        ~exists().where(event_table.c.message_id == messages.c.id),
+    )
+    session.execute(
+        event_table.insert().from_select(
+            ["campaign_id", "message_id", "contact_id", "at", "source", "kind", "applied",
+             "detail"], source)
+    )

@@ -1,0 +1,902 @@
+"""The send engine: every contact told once per channel, at the campaign's rates, on record.
+
+How "nobody skipped, nobody told twice" holds:
+
+* Planning inserts one message row per (campaign, contact, channel, notice, sequence); the
+  unique constraint makes a second plan, a second worker or a re-run create nothing new.
+* Workers claim batches of rows with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
+  serializes writers), renewed while the worker lives. A dead worker's lease runs out and its
+  rows are taken over.
+* ``sending`` is committed (with the attempt count) before the provider is called, and the
+  provider's answer is committed before the worker moves on. A row found ``sending`` with an
+  expired lease is "in doubt": an email is sent again with the same Message-ID (the only
+  repeats possible, at most ``concurrency`` of them); an SMS is first looked up at the
+  provider by recipient and time, and adopted if it was sent.
+* Transient failures wait in ``sending`` with ``next_attempt_at`` set (exponential backoff,
+  at least Retry-After); permanent ones end ``failed`` at once with the provider's code.
+
+Each channel has its own pipeline: a producer that claims rows and ``concurrency`` consumers
+that render, wait for a throttle slot and push to the channel's messenger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from notify import campaigns as campaigns_mod
+from notify import fallback, templates
+from notify.campaigns import CampaignConfig
+from notify.config import Settings
+from notify.db import is_sqlite, session_scope
+from notify.errors import NotifyError
+from notify.models import Campaign, Contact, Event, Message, UTCDateTime, utcnow
+from notify.throttle import Throttle
+from notify.transports import Outgoing, Result, TransportConfigError, make_messenger
+
+LEASE_SECONDS = 30.0
+RETRY_CAP_SECONDS = 300.0
+# A reconciliation looks this far before the first attempt, for clock differences.
+RECONCILE_SLACK = timedelta(minutes=2)
+
+
+@dataclass
+class SendOptions:
+    """What `notify send` (and `notify remind`) asked for; None means the campaign's value."""
+
+    channels: tuple[str, ...] | None = None
+    dry_run: bool = False
+    limit: int | None = None
+    email_rate: float | None = None  # messages per second; 0 = no limit
+    sms_rate: float | None = None
+    concurrency: int | None = None
+    notice: str | None = None  # None: every pending row (first notices and planned reminders)
+    progress: bool = True
+    assume_yes: bool = False
+    retry_base: float = 1.0  # seconds before the second attempt; doubles each time
+    lease_seconds: float = LEASE_SECONDS
+    batch_size: int | None = None
+    worker_id: str | None = None
+
+
+@dataclass
+class SendSummary:
+    """What one run did, and where the campaign stands afterwards."""
+
+    campaign: str
+    dry_run: bool = False
+    planned: Counter = field(default_factory=Counter)  # new rows, by channel
+    done: Counter = field(default_factory=Counter)  # (channel, outcome) -> n, this run
+    totals: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> status -> n
+    elapsed: float = 0.0
+    interrupted: bool = False
+
+    def count(self, outcome: str, channel: str | None = None) -> int:
+        """How many messages of this run ended in ``outcome`` (sent, failed, retry, ...)."""
+        return sum(n for (ch, out), n in self.done.items()
+                   if out == outcome and (channel is None or ch == channel))
+
+    def lines(self) -> list[str]:
+        """Printable summary, one line per channel plus a headline."""
+        head = "Dry run (nothing sent)" if self.dry_run else "Sent"
+        if self.interrupted:
+            head = "Interrupted; in-flight messages were recorded. Run again to resume"
+        out = [f"{head}: campaign {self.campaign} in {self.elapsed:.1f}s."]
+        for channel in sorted(self.totals):
+            statuses = self.totals[channel]
+            total = sum(statuses.values())
+            parts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+            verb = "would send" if self.dry_run else "this run"
+            run = ", ".join(f"{n} {out}" for (ch, out), n in sorted(self.done.items())
+                            if ch == channel)
+            out.append(f"  {channel}: {total} messages ({parts}); {verb}: {run or 'nothing'}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for audit records and --json."""
+        return {
+            "campaign": self.campaign,
+            "dry_run": self.dry_run,
+            "planned": dict(self.planned),
+            "run": {f"{ch}.{out}": n for (ch, out), n in sorted(self.done.items())},
+            "totals": self.totals,
+            "elapsed_s": round(self.elapsed, 3),
+            "interrupted": self.interrupted,
+        }
+
+
+@dataclass
+class Item:
+    """One claimed message with what rendering it needs."""
+
+    id: int
+    contact_id: int
+    channel: str
+    notice: str
+    sequence: int
+    status: str
+    attempts: int
+    first_attempt_at: datetime | None
+    address: str | None
+    view: templates.ContactView
+
+
+@dataclass
+class Job:
+    """Everything fixed for the duration of a run."""
+
+    campaign: Campaign
+    config: CampaignConfig
+    notices: templates.Notices
+    channels: tuple[str, ...]
+    rates: dict[str, float | None]
+    concurrency: int
+    max_attempts: int
+
+
+# ---------------------------------------------------------------- preparing a run
+
+
+def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions) -> Job:
+    """Resolve the campaign, channels, rates and templates; refuse broken templates."""
+    with session_scope(engine) as session:
+        campaign = campaigns_mod.get_campaign(session, name)
+    config = campaigns_mod.config_of(campaign)
+    notices = templates.notices_for(campaign)
+    problems = notices.check()
+    if problems:
+        more = f" (and {len(problems) - 1} more; see notify templates check)" \
+            if len(problems) > 1 else ""
+        raise NotifyError(f"templates: {problems[0]}{more}")
+    return Job(
+        campaign=campaign,
+        config=config,
+        notices=notices,
+        channels=_channels(config, options),
+        rates={
+            "email": config.throttle.email_per_second if options.email_rate is None
+            else options.email_rate,
+            "sms": config.throttle.sms_per_second if options.sms_rate is None
+            else options.sms_rate,
+        },
+        concurrency=options.concurrency or config.throttle.concurrency,
+        max_attempts=config.throttle.max_attempts,
+    )
+
+
+def _channels(config: CampaignConfig, options: SendOptions) -> tuple[str, ...]:
+    wanted = list(config.channels)
+    if config.fallback == "sms" and "sms" not in wanted:
+        wanted.append("sms")  # fallback SMS rows are planned as emails fail
+    if options.channels:
+        unknown = [c for c in options.channels if c not in ("email", "sms")]
+        if unknown:
+            raise NotifyError(f"--channel: {unknown[0]!r} is not email, sms or all")
+        wanted = [c for c in wanted if c in options.channels]
+        if not wanted:
+            raise NotifyError(f"--channel {','.join(options.channels)}: the campaign "
+                              f"{config.name} does not use it (channels: "
+                              f"{', '.join(config.channels)})")
+    return tuple(wanted)
+
+
+_PLAN_SQL = """
+INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, is_fallback, status,
+                      skip_reason, address, attempts, created_at)
+SELECT c.campaign_id, c.id, CAST(:channel AS VARCHAR(8)), 'notice', 0, :false,
+       CASE WHEN c.{col} IS NULL OR c.{col} = '' THEN 'skipped' ELSE 'pending' END,
+       CASE WHEN c.{col} IS NULL OR c.{col} = '' THEN CAST(:reason AS TEXT) END,
+       c.{col}, 0, :now
+FROM contacts c
+WHERE c.campaign_id = :campaign_id
+  AND NOT EXISTS (SELECT 1 FROM messages m
+                  WHERE m.campaign_id = c.campaign_id AND m.contact_id = c.id
+                    AND m.channel = CAST(:channel AS VARCHAR(8)) AND m.notice = 'notice'
+                    AND m.sequence = 0)
+ON CONFLICT DO NOTHING
+"""
+
+_SKIP_EVENTS_SQL = """
+INSERT INTO events (campaign_id, message_id, contact_id, at, source, kind, applied, detail)
+SELECT m.campaign_id, m.id, m.contact_id, :now, 'plan', 'skipped', :true, :detail
+FROM messages m
+WHERE m.campaign_id = :campaign_id AND m.channel = :channel AND m.status = 'skipped'
+  AND m.created_at = :now
+"""
+
+
+def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Counter:
+    """Create the first-notice rows that do not exist yet; returns how many, by channel.
+
+    Contacts without an address for a channel get a ``skipped`` row with the reason, so the
+    record shows they were considered. Only the campaign's own channels get first notices
+    (fallback SMS rows are created as emails fail).
+    """
+    config = campaigns_mod.config_of(campaign)
+    now = utcnow()
+    created: Counter = Counter()
+    for channel in channels:
+        if channel not in config.channels:
+            continue
+        col = "email" if channel == "email" else "phone"
+        reason = "no email address" if channel == "email" else "no phone number"
+        params = {"channel": channel, "campaign_id": campaign.id, "reason": reason,
+                  "now": now, "false": False, "true": True}
+        stmt = text(_PLAN_SQL.format(col=col)).bindparams(bindparam("now", type_=UTCDateTime()))
+        created[channel] = session.execute(stmt, params).rowcount or 0
+        skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
+        session.execute(skip, {**params, "detail": f'{{"reason": "{reason}"}}'})
+    _ensure_resets(session, campaign)
+    return created
+
+
+def _ensure_resets(session: Session, campaign: Campaign) -> None:
+    try:
+        from notify import resets
+    except ImportError:  # resets module not installed in this build
+        return
+    resets.ensure_resets(session, campaign)
+
+
+def status_totals(session: Session, campaign_id: int) -> dict[str, dict[str, int]]:
+    """Counts of message rows by channel and status."""
+    rows = session.execute(
+        select(Message.channel, Message.status, func.count())
+        .where(Message.campaign_id == campaign_id)
+        .group_by(Message.channel, Message.status)
+    )
+    totals: dict[str, dict[str, int]] = {}
+    for channel, status, n in rows:
+        totals.setdefault(channel, {})[status] = n
+    return totals
+
+
+def pending_counts(engine: Engine, settings: Settings, name: str,
+                   options: SendOptions) -> dict[str, int]:
+    """How many messages a send would attempt now, by channel (plans, then rolls back)."""
+    job = load_job(engine, settings, name, options)
+    session = Session(engine)
+    try:
+        with session.begin():
+            plan(session, job.campaign, job.channels)
+            session.flush()
+            rows = session.execute(
+                select(Message.channel, func.count())
+                .where(Message.campaign_id == job.campaign.id,
+                       Message.status.in_(("pending", "sending")),
+                       Message.channel.in_(job.channels),
+                       *_notice_filter(options))
+                .group_by(Message.channel)
+            )
+            counts = dict(rows.all())
+            session.rollback()
+    finally:
+        session.close()
+    return {ch: counts.get(ch, 0) for ch in job.channels}
+
+
+def _notice_filter(options: SendOptions) -> list:
+    return [Message.notice == options.notice] if options.notice else []
+
+
+# ---------------------------------------------------------------- claiming work
+
+
+def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: int,
+          lease_seconds: float, notice: str | None = None) -> list[Item]:
+    """Lease up to ``count`` claimable rows of one channel to ``worker``; oldest first.
+
+    Claimable: pending or sending (in doubt or waiting to retry), not leased by a live
+    worker, and due. ``SKIP LOCKED`` lets concurrent workers take disjoint batches.
+    """
+    now = utcnow()
+    conditions = [
+        Message.campaign_id == campaign_id,
+        Message.channel == channel,
+        Message.status.in_(("pending", "sending")),
+        or_(Message.lease_expires_at.is_(None), Message.lease_expires_at < now),
+        or_(Message.next_attempt_at.is_(None), Message.next_attempt_at <= now),
+    ]
+    if notice:
+        conditions.append(Message.notice == notice)
+    candidates = select(Message.id).where(and_(*conditions)).order_by(Message.id).limit(count)
+    if not is_sqlite(engine):
+        candidates = candidates.with_for_update(skip_locked=True)
+    with Session(engine) as session, session.begin():
+        ids = list(session.scalars(
+            update(Message)
+            .where(Message.id.in_(candidates.scalar_subquery()))
+            .values(lease_owner=worker,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(Message.id)
+            .execution_options(synchronize_session=False)
+        ))
+        if not ids:
+            return []
+        rows = session.execute(
+            select(Message, Contact)
+            .join(Contact, Contact.id == Message.contact_id)
+            .where(Message.id.in_(ids))
+            .order_by(Message.id)
+        ).all()
+        return [
+            Item(id=m.id, contact_id=m.contact_id, channel=m.channel, notice=m.notice,
+                 sequence=m.sequence, status=m.status, attempts=m.attempts,
+                 first_attempt_at=m.first_attempt_at, address=m.address,
+                 view=templates.ContactView.from_model(c))
+            for m, c in rows
+        ]
+
+
+def outstanding(engine: Engine, campaign_id: int, channel: str,
+                notice: str | None = None) -> float | None:
+    """None when the channel has nothing left to do; else seconds until something may be.
+
+    Rows leased by other live workers, and rows waiting to retry, keep a run going: `notify
+    send` returns only when nothing is pending or leased.
+    """
+    now = utcnow()
+    with Session(engine) as session:
+        query = select(func.count(), func.min(Message.lease_expires_at),
+                       func.min(Message.next_attempt_at)).where(
+            Message.campaign_id == campaign_id,
+            Message.channel == channel,
+            Message.status.in_(("pending", "sending")),
+        )
+        if notice:
+            query = query.where(Message.notice == notice)
+        n, lease_min, retry_min = session.execute(query).one()
+    if not n:
+        return None
+    soonest = [t for t in (lease_min, retry_min) if t is not None and t > now]
+    if not soonest:
+        return 0.1
+    return max(0.05, min(1.0, (min(soonest) - now).total_seconds()))
+
+
+def release(engine: Engine, worker: str) -> None:
+    """Give back every row this worker still leases (a clean stop leaves none in flight)."""
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(Message).where(Message.lease_owner == worker)
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def renew(engine: Engine, worker: str, lease_seconds: float) -> None:
+    """Extend this worker's leases: it is alive."""
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(Message)
+            .where(Message.lease_owner == worker, Message.status.in_(("pending", "sending")))
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+
+
+# ---------------------------------------------------------------- recording (writer thread)
+
+
+def _event(session: Session, item: Item, campaign_id: int, kind: str, source: str,
+           now: datetime, detail: dict | None = None) -> None:
+    session.execute(insert(Event).values(
+        campaign_id=campaign_id, message_id=item.id, contact_id=item.contact_id, at=now,
+        source=source, kind=kind, applied=True, detail=detail,
+    ))
+
+
+def _begin_attempt(session: Session, job: Job, item: Item, worker: str, lease_seconds: float,
+                   want_token: bool) -> tuple[bool, str | None]:
+    """Commit `sending` (and issue the reset token) before the provider is called."""
+    now = utcnow()
+    result = session.execute(
+        update(Message)
+        .where(Message.id == item.id, Message.lease_owner == worker,
+               Message.status.in_(("pending", "sending")))
+        .values(status="sending", attempts=Message.attempts + 1,
+                first_attempt_at=func.coalesce(Message.first_attempt_at, now),
+                next_attempt_at=None, last_event_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False, None  # lease lost to another worker, or already final
+    _event(session, item, job.campaign.id, "sending", "send", now,
+           {"attempt": item.attempts + 1, "worker": worker})
+    token = None
+    if want_token:
+        from notify import resets
+
+        token = resets.issue_token(session, job.campaign, item.contact_id, item.id, now=now)
+    return True, token
+
+
+def _record_sent(session: Session, job: Job, item: Item, provider_id: str | None,
+                 provider_status: str | None, content: dict, source: str = "send",
+                 sent_at: datetime | None = None) -> None:
+    now = utcnow()
+    session.execute(
+        update(Message).where(Message.id == item.id)
+        .values(status="sent", sent_at=sent_at or now, provider_message_id=provider_id,
+                last_event_at=now, lease_owner=None, lease_expires_at=None,
+                next_attempt_at=None, **content)
+        .execution_options(synchronize_session=False)
+    )
+    detail = {"provider_id": provider_id}
+    if provider_status:
+        detail["provider_status"] = provider_status
+    _event(session, item, job.campaign.id, "sent", source, now, detail)
+    if item.channel == "sms" and provider_id:
+        _apply_early(session, item.id)
+
+
+def _apply_early(session: Session, message_id: int) -> None:
+    try:
+        from notify import tracking
+    except ImportError:
+        return
+    message = session.get(Message, message_id)
+    if message is not None:
+        tracking.apply_early_events(session, message)
+
+
+def _record_retry(session: Session, job: Job, item: Item, result: Result, delay: float,
+                  content: dict) -> None:
+    now = utcnow()
+    session.execute(
+        update(Message).where(Message.id == item.id)
+        .values(next_attempt_at=now + timedelta(seconds=delay), lease_owner=None,
+                lease_expires_at=None, error_code=result.error_code,
+                error_message=(result.error_message or "")[:2000], last_event_at=now,
+                **content)
+        .execution_options(synchronize_session=False)
+    )
+    _event(session, item, job.campaign.id, "retry", "send", now,
+           {"code": result.error_code, "message": (result.error_message or "")[:500],
+            "retry_in_s": round(delay, 3), "attempt": item.attempts + 1})
+
+
+def _record_failed(session: Session, job: Job, item: Item, code: str | None,
+                   message: str | None, content: dict) -> None:
+    now = utcnow()
+    session.execute(
+        update(Message).where(Message.id == item.id)
+        .values(status="failed", error_code=code, error_message=(message or "")[:2000],
+                last_event_at=now, lease_owner=None, lease_expires_at=None,
+                next_attempt_at=None, **content)
+        .execution_options(synchronize_session=False)
+    )
+    _event(session, item, job.campaign.id, "failed", "send", now,
+           {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1})
+    row = session.get(Message, item.id)
+    if row is not None:
+        session.refresh(row)
+        fallback.plan_fallback(session, job.config, row)
+
+
+def _known_provider_ids(engine: Engine, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    with Session(engine) as session:
+        return set(session.scalars(
+            select(Message.provider_message_id).where(Message.provider_message_id.in_(ids))
+        ))
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Runner:
+    """One worker's run over one campaign: a pipeline per channel."""
+
+    def __init__(self, engine: Engine, settings: Settings, job: Job, options: SendOptions
+                 ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.job = job
+        self.options = options
+        self.worker = options.worker_id or (
+            f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+        self.summary = SendSummary(campaign=job.campaign.name)
+        self.stop = asyncio.Event()
+        self.claimed = 0
+        self.fatal: NotifyError | None = None
+        self.finished: set[str] = set()
+        self.progress = None
+        self.sms_from = settings.sms_from or job.config.sms_from or None
+        if "sms" in job.channels and not self.sms_from:
+            raise NotifyError("no SMS sender: set sms_from in the campaign or NOTIFY_SMS_FROM")
+
+    def _batch_size(self, channel: str) -> int:
+        if self.options.batch_size:
+            return self.options.batch_size
+        size = max(50, self.job.concurrency * 4)
+        rate = self.job.rates.get(channel)
+        if rate:  # about 15 s of work at that rate: leases stay short to take over
+            size = min(size, max(self.job.concurrency * 2, int(rate * 15)))
+        return min(size, 500)
+
+    def _remaining(self) -> int | None:
+        if self.options.limit is None:
+            return None
+        return max(0, self.options.limit - self.claimed)
+
+    async def run(self) -> SendSummary:
+        """Send until nothing is pending or leased for the chosen channels (or stopped)."""
+        started = time.monotonic()
+        self.recorder = _recorder(self.engine)
+        self._install_signals()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        messengers = {
+            ch: make_messenger(ch, self.settings, self.job.config, self.job.concurrency)
+            for ch in self.job.channels
+        }
+        try:
+            with _progress_bar(self) as self.progress:
+                await asyncio.gather(*(self._pipeline(ch, messengers[ch])
+                                       for ch in self.job.channels))
+        finally:
+            heartbeat.cancel()
+            for messenger in messengers.values():
+                await messenger.close()
+            await asyncio.to_thread(self.recorder.close)
+            await asyncio.to_thread(release, self.engine, self.worker)
+            self._restore_signals()
+        if self.fatal is not None:
+            raise self.fatal
+        self.summary.elapsed = time.monotonic() - started
+        self.summary.interrupted = self.stop.is_set() and not self._limit_reached()
+        with session_scope(self.engine) as session:
+            self.summary.totals = status_totals(session, self.job.campaign.id)
+        return self.summary
+
+    def _limit_reached(self) -> bool:
+        remaining = self._remaining()
+        return remaining is not None and remaining <= 0
+
+    async def _pipeline(self, channel: str, messenger) -> None:
+        queue: asyncio.Queue[Item | None] = asyncio.Queue()
+        throttle = Throttle(self.engine, self.job.campaign.id, channel,
+                            self.job.rates.get(channel))
+        consumers = [asyncio.create_task(self._consume(queue, messenger, throttle))
+                     for _ in range(self.job.concurrency)]
+        try:
+            await self._produce(channel, queue)
+        finally:
+            for _ in consumers:
+                queue.put_nowait(None)
+            await asyncio.gather(*consumers)
+            await messenger.flush()
+            self.finished.add(channel)
+
+    def _fallback_may_come(self, channel: str) -> bool:
+        """True while the email pipeline runs and its failures may still queue SMS."""
+        config = self.job.config
+        return (channel == "sms" and config.fallback == "sms" and "sms" not in config.channels
+                and "email" in self.job.channels and "email" not in self.finished)
+
+    async def _produce(self, channel: str, queue: asyncio.Queue) -> None:
+        size = self._batch_size(channel)
+        while not self.stop.is_set():
+            remaining = self._remaining()
+            if remaining == 0:
+                return
+            # Keep one batch queued ahead so consumers never starve between claims.
+            if queue.qsize() >= size:
+                await asyncio.sleep(0.01)
+                continue
+            want = size if remaining is None else min(size, remaining)
+            batch = await asyncio.to_thread(
+                claim, self.engine, self.job.campaign.id, channel, self.worker, want,
+                self.options.lease_seconds, self.options.notice)
+            if batch:
+                self.claimed += len(batch)
+                for item in batch:
+                    queue.put_nowait(item)
+                continue
+            await queue.join()
+            wait = await asyncio.to_thread(outstanding, self.engine, self.job.campaign.id,
+                                           channel, self.options.notice)
+            if wait is None:
+                if not self._fallback_may_come(channel):
+                    return
+                wait = 0.2
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def _consume(self, queue: asyncio.Queue, messenger, throttle: Throttle) -> None:
+        while True:
+            item = await queue.get()
+            try:
+                if item is None:
+                    return
+                if self.stop.is_set():
+                    continue  # not started: its lease is released at the end
+                await self._deliver(item, messenger, throttle)
+            finally:
+                queue.task_done()
+
+    async def _deliver(self, item: Item, messenger, throttle: Throttle) -> None:
+        job = self.job
+        if item.channel == "sms" and item.attempts > 0 and item.first_attempt_at:
+            if await self._reconciled(item, messenger):
+                return
+        want_token = (templates.needs_reset(item.view) and bool(job.config.reset_url))
+        ok, token = await self.recorder.call(
+            _begin_attempt, job, item, self.worker, self.options.lease_seconds, want_token)
+        if not ok:
+            return
+        try:
+            outgoing, content = self._render(item, token)
+        except NotifyError as exc:
+            await self.recorder.call(_record_failed, job, item, "template", str(exc), {})
+            self._done(item, "failed")
+            return
+        await throttle.acquire()
+        try:
+            result = await messenger.push(outgoing)
+        except TransportConfigError as exc:
+            # Wrong credentials or relay setup: every message would fail the same way. Put
+            # this one back (due now) and stop the run with the reason.
+            back = Result(outcome="retry", error_code="config", error_message=str(exc))
+            await self.recorder.call(_record_retry, job, item, back, 0.0, content)
+            self.fatal = self.fatal or exc
+            self.stop.set()
+            return
+        if result.outcome == "retry" and result.error_code == "429":
+            # Too fast for the provider: slow the whole channel, not just this message.
+            throttle.pause(result.retry_after or 1.0)
+        await self._record(item, result, content)
+
+    def _render(self, item: Item, token: str | None) -> tuple[Outgoing, dict]:
+        job = self.job
+        reset_url = None
+        if token:
+            from notify import resets
+
+            reset_url = resets.reset_url(job.config, token)
+        if item.channel == "email":
+            rendered = job.notices.render_email(item.view, notice=item.notice,
+                                                reset_url=reset_url)
+            message_id = templates.message_id_for(job.config, job.campaign.id, item.id)
+            data = templates.build_email(job.config, rendered, item.address, message_id)
+            outgoing = Outgoing(row_id=item.id, channel="email", to=item.address, data=data,
+                                message_id=message_id, sender=job.config.sender_email)
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            rendered = job.notices.render_sms(item.view, notice=item.notice,
+                                              reset_url=reset_url)
+            outgoing = Outgoing(row_id=item.id, channel="sms", to=item.address,
+                                body=rendered.text, sender=self.sms_from)
+            digest = hashlib.sha256(rendered.text.encode()).hexdigest()
+        content = {"template": f"{rendered.template}/{item.notice}",
+                   "template_version": rendered.version, "content_sha256": digest}
+        return outgoing, content
+
+    async def _record(self, item: Item, result: Result, content: dict) -> None:
+        job = self.job
+        if result.outcome == "sent":
+            provider_id = result.provider_id
+            await self.recorder.call(_record_sent, job, item, provider_id,
+                                     result.provider_status, content)
+            self._done(item, "sent")
+        elif result.outcome == "retry" and item.attempts + 1 < self._attempt_cap(result):
+            delay = self._backoff(item.attempts + 1, result.retry_after)
+            await self.recorder.call(_record_retry, job, item, result, delay, content)
+            self._done(item, "retry", final=False)
+        else:
+            await self.recorder.call(_record_failed, job, item, result.error_code,
+                                     result.error_message, content)
+            self._done(item, "failed")
+
+    def _attempt_cap(self, result: Result) -> int:
+        # Being told to slow down says nothing about the message: allow more of those.
+        if result.error_code == "429":
+            return self.job.max_attempts * 4
+        return self.job.max_attempts
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(RETRY_CAP_SECONDS, self.options.retry_base * (2 ** (attempt - 1)))
+        delay *= random.uniform(1.0, 1.2)  # spread retries of a burst apart
+        return max(delay, retry_after or 0.0)
+
+    async def _reconciled(self, item: Item, messenger) -> bool:
+        """True when the provider already has this in-doubt SMS (then it is adopted)."""
+        since = item.first_attempt_at - RECONCILE_SLACK
+        found = await messenger.find_sent(item.address, since)
+        known = await asyncio.to_thread(
+            _known_provider_ids, self.engine, [f.provider_id for f in found])
+        fresh = sorted((f for f in found if f.provider_id not in known),
+                       key=lambda f: f.created_at or since)
+        if not fresh:
+            return False
+        match = fresh[0]
+        await self.recorder.call(_record_sent, self.job, item, match.provider_id,
+                                 match.status, {}, "reconcile", match.created_at)
+        self._done(item, "reconciled")
+        return True
+
+    def _done(self, item: Item, outcome: str, final: bool = True) -> None:
+        self.summary.done[(item.channel, outcome)] += 1
+        if self.progress is not None and final:
+            self.progress.advance(outcome == "failed")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.lease_seconds / 3)
+            try:
+                await asyncio.to_thread(renew, self.engine, self.worker,
+                                        self.options.lease_seconds)
+            except Exception:  # a missed renewal is retried; the lease still has time
+                continue
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._signals = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._request_stop)
+                self._signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _restore_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+
+    def _request_stop(self) -> None:
+        if not self.stop.is_set():
+            print("\nStopping: finishing and recording the messages in flight...",
+                  file=sys.stderr)
+        self.stop.set()
+
+
+def _recorder(engine: Engine):
+    from notify.recorder import Recorder
+
+    return Recorder(engine)
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing otherwise."""
+
+    def __init__(self, runner: Runner, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.failed = 0
+        self.started = time.monotonic()
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TaskProgressColumn(), TextColumn("{task.fields[rate]:.1f}/s"),
+            TextColumn("failed {task.fields[failed]}"), TimeRemainingColumn(),
+            transient=False,
+        )
+        self.task = self.bar.add_task(f"Sending {runner.job.campaign.name}", total=total,
+                                      rate=0.0, failed=0)
+
+    def __enter__(self) -> _Progress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def advance(self, failed: bool) -> None:
+        self.failed += int(failed)
+        done = self.bar.tasks[0].completed + 1
+        rate = done / max(1e-6, time.monotonic() - self.started)
+        self.bar.update(self.task, advance=1, rate=rate, failed=self.failed)
+
+
+class _NoProgress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _progress_bar(runner: Runner):
+    if not runner.options.progress or not sys.stderr.isatty():
+        return _NoProgress()
+    with Session(runner.engine) as session:
+        total = session.scalar(
+            select(func.count()).where(
+                Message.campaign_id == runner.job.campaign.id,
+                Message.status.in_(("pending", "sending")),
+                Message.channel.in_(runner.job.channels),
+                *_notice_filter(runner.options),
+            ))
+    if runner.options.limit is not None:
+        total = min(total, runner.options.limit)
+    return _Progress(runner, total)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
+    """Plan and render everything that would be sent, then roll it all back."""
+    started = time.monotonic()
+    summary = SendSummary(campaign=job.campaign.name, dry_run=True)
+    placeholder = "https://example.invalid/reset?token=<issued-at-send>"
+    session = Session(engine)
+    try:
+        with session.begin():
+            summary.planned = plan(session, job.campaign, job.channels)
+            session.flush()
+            query = (
+                select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
+                .where(Message.campaign_id == job.campaign.id,
+                       Message.status.in_(("pending", "sending")),
+                       Message.channel.in_(job.channels), *_notice_filter(options))
+                .order_by(Message.id)
+            )
+            if options.limit is not None:
+                query = query.limit(options.limit)
+            for message, contact in session.execute(query):
+                view = templates.ContactView.from_model(contact)
+                url = placeholder if templates.needs_reset(view) and job.config.reset_url \
+                    else None
+                if message.channel == "email":
+                    job.notices.render_email(view, notice=message.notice, reset_url=url)
+                else:
+                    job.notices.render_sms(view, notice=message.notice, reset_url=url)
+                summary.done[(message.channel, "would send")] += 1
+            summary.totals = status_totals(session, job.campaign.id)
+            session.rollback()
+    finally:
+        session.close()
+    summary.elapsed = time.monotonic() - started
+    return summary
+
+
+async def run_campaign(engine: Engine, settings: Settings, name: str,
+                       options: SendOptions) -> SendSummary:
+    """Plan the campaign's rows and send everything pending (async entry point)."""
+    job = await asyncio.to_thread(load_job, engine, settings, name, options)
+    if options.dry_run:
+        return await asyncio.to_thread(_dry_run, engine, job, options)
+    with session_scope(engine) as session:
+        planned = plan(session, job.campaign, job.channels)
+    runner = Runner(engine, settings, job, options)
+    summary = await runner.run()
+    summary.planned = planned
+    return summary
+
+
+def send_campaign(engine: Engine, settings: Settings, name: str,
+                  options: SendOptions | None = None) -> SendSummary:
+    """Plan and send a campaign to completion; safe to run again, and in several processes."""
+    return asyncio.run(run_campaign(engine, settings, name, options or SendOptions()))
+
+
+__all__ = [
+    "SendOptions", "SendSummary", "send_campaign", "run_campaign", "plan", "claim",
+    "pending_counts", "status_totals",
+]

@@ -1,0 +1,837 @@
+"""Notices: pick the template for a contact's exposures, render it safely, build the email.
+
+One message per channel per contact, from the folder of the highest-ranked exposure
+(``identity`` > ``card`` > ``passwords``); that template lists every exposed kind and the
+advice for each. Templates are looked up in the campaign's override folder first, then in the
+shipped defaults (``notify.resources.default_templates()``).
+
+Rendering is sandboxed (contact data and override templates are not trusted), undefined names
+are errors, HTML autoescapes, and the subject can never carry a line break. Everything that
+can be done once per campaign (compiling, hashing the sources, the sender headers) is, because
+the send engine renders and builds one message in a fraction of a millisecond.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import html as html_lib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email import policy as email_policy
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.utils import format_datetime
+from functools import lru_cache
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import idna
+import jinja2
+import markupsafe
+from jinja2 import meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from notify import exposures as kinds_mod
+from notify.campaigns import CampaignConfig, config_of
+from notify.errors import NotifyError
+from notify.models import NOTICES, Campaign, Contact
+from notify.resources import default_templates
+
+# The files of one exposure folder, by (notice, channel); an email is (subject, text, html).
+FILES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("notice", "email"): ("email.subject.j2", "email.txt.j2", "email.html.j2"),
+    ("notice", "sms"): ("sms.txt.j2",),
+    ("reminder", "email"): ("reminder.subject.j2", "reminder.txt.j2", "reminder.html.j2"),
+    ("reminder", "sms"): ("reminder.sms.txt.j2",),
+}
+KNOWN_FILES = frozenset(name for names in FILES.values() for name in names)
+SHARED = "_shared"
+ADVICE = SHARED + "/advice/{kind}.txt.j2"
+# `{% extends "defaults/identity/email.txt.j2" %}` reaches a shipped file from an override of
+# the same name (the override would otherwise shadow it).
+DEFAULTS_PREFIX = "defaults"
+
+REQUIRED_HEADINGS = (
+    "Notice of Data Breach",
+    "What Happened",
+    "What Information Was Involved",
+    "What We Are Doing",
+    "What You Can Do",
+    "For More Information",
+)
+MAX_SMS_SEGMENTS = 3
+# resets issue secrets.token_urlsafe(32): 43 characters. Previews and checks use this length
+# so that the segment count they show is the one the real message will have.
+TOKEN_LENGTH = 43
+# What `notify preview` shows instead of a token: previews must never issue a real one.
+PREVIEW_TOKEN = "<issued-at-send>"
+
+# How the notices name each kind: `labels` for the list of what was involved (see
+# _labels), `short_labels` in sentences ("your identity information and password").
+SHORT_LABELS = {
+    "identity": "identity information",
+    "card": "payment card information",
+    "passwords": "password",
+}
+
+
+def _labels(organization: str) -> dict[str, str]:
+    return {
+        "identity": "Identity information, such as your Social Security number, driver's "
+                    "license number or date of birth",
+        "card": "Payment card information, such as your card number and expiration date",
+        "passwords": f"The password for your {organization} account",
+    }
+
+
+class TemplateError(NotifyError):
+    """A notice template cannot be used: ``file, line N: problem``."""
+
+
+class MessageError(NotifyError, ValueError):
+    """An email cannot be built: bad recipient or Message-ID."""
+
+
+@dataclass(frozen=True)
+class ContactView:
+    """What templates see as ``contact``: plain data, detached from the database."""
+
+    key: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    exposures: list[str]  # rank order: ["identity", "passwords"]
+    extra: dict = field(default_factory=dict)  # other columns of the imported file
+    country: str | None = None
+    state: str | None = None
+    locale: str | None = None
+
+    @classmethod
+    def from_model(cls, contact: Contact) -> ContactView:
+        """The view of a stored contact (exposures split into their rank-ordered list)."""
+        return cls(
+            key=contact.key,
+            name=(contact.name or "").strip() or None,
+            email=contact.email or None,
+            phone=contact.phone or None,
+            exposures=kinds_mod.split(contact.exposures),
+            extra=dict(contact.extra or {}),
+            country=contact.country,
+            state=contact.state,
+            locale=contact.locale,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """One exposure's advice, from ``_shared/advice/<kind>.txt.j2``: a title and steps."""
+
+    title: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+    template: str  # exposure folder used, e.g. "identity"
+    version: str  # sha256 (16 hex) of every template source this message can use
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedSms:
+    text: str
+    template: str
+    version: str
+    segments: int
+
+
+@dataclass(slots=True)
+class _Set:
+    """The compiled templates of one (folder, notice, channel), or why they are unusable."""
+
+    names: tuple[str, ...]
+    templates: tuple[jinja2.Template, ...] | None
+    version: str
+    problem: str | None
+
+
+def needs_reset(contact: ContactView) -> bool:
+    """True when the contact's passwords were exposed (they get a reset link)."""
+    return "passwords" in contact.exposures
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _longdate(value: Any) -> str:
+    """``2026-11-20`` -> ``November 20, 2026``; anything unparseable is left as it is."""
+    if not value:
+        return ""
+    try:
+        day = value if isinstance(value, date) else date.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    return f"{day:%B} {day.day}, {day.year}"
+
+
+def _and_join(items: Iterable[Any]) -> str:
+    """``["a", "b", "c"]`` -> ``a, b and c``."""
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _describe(kinds: Iterable[str]) -> str:
+    """The exposed kinds in a sentence: ``identity information and password``."""
+    return _and_join(SHORT_LABELS.get(k, k) for k in kinds)
+
+
+_URL = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)\]]")
+
+
+def _linkify(value: Any) -> markupsafe.Markup:
+    """Escape plain text for HTML and make its http(s) addresses links. (Jinja's urlize does
+    more, at ~50 times the cost, which the send budget cannot afford.)"""
+    text = str(value)
+    if "://" not in text:
+        return markupsafe.escape(text)
+    escape = markupsafe.escape
+    out: list[str] = []
+    pos = 0
+    for match in _URL.finditer(text):
+        url = escape(match[0])
+        out += (escape(text[pos:match.start()]), '<a href="', url, '">', url, "</a>")
+        pos = match.end()
+    out.append(escape(text[pos:]))
+    return markupsafe.Markup("".join(out))  # every piece from the text went through escape()
+
+
+def _finalize(value: Any) -> Any:
+    # A missing optional value (contact.name, reset_url) prints as nothing, never "None".
+    return "" if value is None else value
+
+
+def _make_env(override: Path | None, defaults: Path) -> ImmutableSandboxedEnvironment:
+    loaders: list[jinja2.BaseLoader] = []
+    if override is not None:
+        loaders.append(jinja2.FileSystemLoader(str(override)))
+    loaders.append(jinja2.FileSystemLoader(str(defaults)))
+    loaders.append(jinja2.PrefixLoader({DEFAULTS_PREFIX: jinja2.FileSystemLoader(str(defaults))}))
+    # Immutable sandbox: the campaign dict is shared by every render, so a template must not
+    # be able to change it (or anything else) for the next contact.
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "htm", "html.j2", "htm.j2"),
+            default_for_string=False,
+            default=False,
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,  # compiled once per campaign; no stat() per render
+        cache_size=-1,
+        finalize=_finalize,
+    )
+    env.filters["longdate"] = _longdate
+    env.filters["and_join"] = _and_join
+    env.filters["describe"] = _describe
+    env.filters["linkify"] = _linkify
+    return env
+
+
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.M)
+_BLANK_LINES = re.compile(r"\n{3,}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _tidy(text: str) -> str:
+    """Plain text as a person would type it: no trailing blanks, at most one empty line."""
+    # The substring tests are much cheaper than the regexes, which usually find nothing.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
+        text = _TRAILING_SPACE.sub("", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip("\n") + "\n"
+
+
+def _one_line(text: str) -> str:
+    """A header value: every run of whitespace (CR, LF, tabs, U+2028...) becomes one space."""
+    return _CONTROL.sub("", " ".join(text.split()))
+
+
+# Context names that differ between renders; the rest are the campaign's constants.
+_PER_CONTACT = frozenset({"contact", "reset_url", "advice"})
+_PER_RENDER = frozenset({"exposures", "notice", "template", "link_expires"})
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class Notices:
+    """The compiled notices of one campaign: defaults, overridden by its templates folder."""
+
+    def __init__(self, config: CampaignConfig, templates_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.defaults = default_templates().resolve()
+        self.override = Path(templates_dir).resolve() if templates_dir else None
+        if self.override is not None and not self.override.is_dir():
+            raise TemplateError(f"{self.override}: templates folder not found")
+        self.env = _make_env(self.override, self.defaults)
+        self._roots = tuple(str(p) for p in (self.override, self.defaults) if p is not None)
+        self._sources: dict[str, tuple[str, str]] = {}  # name -> (source, filename)
+        self._problems: dict[str, str] = {}  # name -> why it cannot be compiled
+        self._compile_all()
+        campaign = config.as_dict()
+        self._base: dict[str, Any] = {
+            "campaign": campaign,
+            "organization": config.organization,
+            "labels": _labels(config.organization),
+            "short_labels": SHORT_LABELS,
+            "link_days": config.reset_token_ttl_days,
+        }
+        self._advice = {k: self._load(ADVICE.format(kind=k)) for k in kinds_mod.RANKED}
+        self._advice_keys = {k: self._cache_key_names(ADVICE.format(kind=k)) for k in self._advice}
+        self._advice_cache: dict[tuple, Advice] = {}
+        self._sets = {
+            (folder, notice, channel): self._make_set(folder, names)
+            for folder in kinds_mod.RANKED
+            for (notice, channel), names in FILES.items()
+        }
+        self._expiry: tuple[date, str] | None = None
+
+    # -- compiling --
+
+    def _compile_all(self) -> None:
+        """Compile every template once: syntax errors surface here, not mid-send."""
+        for name in self.env.list_templates():
+            if not name.startswith(DEFAULTS_PREFIX + "/") and name.endswith(".j2"):
+                self._load(name)
+
+    def _load(self, name: str) -> jinja2.Template | None:
+        if name in self._problems:
+            return None
+        try:
+            template = self.env.get_template(name)
+        except jinja2.TemplateNotFound:
+            where = " or ".join(self._roots)
+            self._problems[name] = f"{name}: not found in {where}"
+            return None
+        except jinja2.TemplateSyntaxError as exc:
+            self._problems[name] = self._describe_error(exc)
+            return None
+        return template
+
+    def _source(self, name: str) -> tuple[str, str] | None:
+        if name not in self._sources:
+            try:
+                source, filename, _ = self.env.loader.get_source(self.env, name)
+            except jinja2.TemplateNotFound:
+                return None
+            self._sources[name] = (source, filename or name)
+        return self._sources[name]
+
+    def _closure(self, names: Iterable[str]) -> list[str]:
+        """The templates ``names`` include, import or extend, recursively (for the version)."""
+        seen: list[str] = []
+        todo = list(names)
+        dynamic = False
+        while todo:
+            name = todo.pop()
+            if name in seen or (found := self._source(name)) is None:
+                continue
+            seen.append(name)
+            try:
+                refs = list(meta.find_referenced_templates(self.env.parse(found[0])))
+            except jinja2.TemplateSyntaxError:
+                continue
+            dynamic = dynamic or None in refs
+            todo.extend(r for r in refs if r)
+        if dynamic:  # a computed name could be any shared piece
+            seen.extend(n for n in self.env.list_templates() if n.startswith(SHARED + "/"))
+        return sorted(set(seen))
+
+    def _make_set(self, folder: str, files: tuple[str, ...]) -> _Set:
+        names = tuple(f"{folder}/{f}" for f in files)
+        used = self._closure(names + tuple(ADVICE.format(kind=k) for k in kinds_mod.RANKED))
+        digest = hashlib.sha256()
+        for name in used:
+            digest.update(name.encode() + b"\0" + self._sources[name][0].encode() + b"\0")
+        templates = tuple(self._load(n) for n in names)
+        problem = next((self._problems[n] for n in names if n in self._problems), None)
+        usable = None if problem else templates  # type: ignore[assignment]
+        return _Set(names, usable, digest.hexdigest()[:16], problem)
+
+    # -- errors --
+
+    def _display(self, filename: str) -> str:
+        """A template's path as the user should read it: relative to the working folder."""
+        path = Path(filename)
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    def path_of(self, name: str) -> str:
+        """The file a template name resolves to (override first), for messages."""
+        found = self._source(name)
+        return self._display(found[1]) if found else name
+
+    def _is_template_file(self, filename: str) -> bool:
+        return filename.endswith(".j2") or filename.startswith(self._roots)
+
+    def _describe_error(self, exc: Exception) -> str:
+        """``file, line N: problem`` for any failure raised while compiling or rendering."""
+        filename, lineno = None, None
+        if isinstance(exc, jinja2.TemplateSyntaxError):
+            filename, lineno = exc.filename or exc.name, exc.lineno
+            what = f"syntax error: {exc.message}"
+        else:
+            tb = exc.__traceback__
+            while tb is not None:  # the innermost template frame is where it failed
+                code_file = tb.tb_frame.f_code.co_filename
+                if self._is_template_file(code_file):
+                    filename, lineno = code_file, tb.tb_lineno
+                tb = tb.tb_next
+            if isinstance(exc, jinja2.UndefinedError):
+                what = f"undefined: {exc.message}"
+            elif isinstance(exc, SecurityError):
+                what = f"not allowed in a template: {exc}"
+            elif isinstance(exc, jinja2.TemplateNotFound):
+                what = f"includes {exc.name!r}, which is not in {' or '.join(self._roots)}"
+            else:
+                what = f"{type(exc).__name__}: {exc}"
+        if filename is None:
+            return what
+        where = self._display(filename)
+        return f"{where}, line {lineno}: {what}" if lineno else f"{where}: {what}"
+
+    # -- rendering --
+
+    def _link_expires(self) -> str:
+        today = date.today()
+        if self._expiry is None or self._expiry[0] != today:
+            days = timedelta(days=self.config.reset_token_ttl_days)
+            self._expiry = (today, _longdate(today + days))
+        return self._expiry[1]
+
+    def _context(
+        self, contact: ContactView, notice: str, reset_url: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        if notice not in NOTICES:
+            raise ValueError(f"notice must be one of {NOTICES}, not {notice!r}")
+        kinds = kinds_mod.ordered(contact.exposures)
+        if not kinds:
+            raise TemplateError(f"contact {contact.key!r} has no exposure, so no notice applies")
+        ctx = dict(self._base)
+        ctx["contact"] = contact
+        ctx["exposures"] = kinds
+        # The link is the contact's own, and only for exposed passwords.
+        ctx["reset_url"] = reset_url if "passwords" in kinds else None
+        ctx["notice"] = notice
+        ctx["template"] = kinds[0]
+        ctx["link_expires"] = self._link_expires()
+        return kinds[0], ctx
+
+    def _add_advice(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        """``advice[kind]`` for each exposed kind (rendered per contact: it may hold the link)."""
+        ctx["advice"] = {kind: self._render_advice(kind, ctx) for kind in ctx["exposures"]}
+        return ctx
+
+    def _cache_key_names(self, name: str) -> tuple[str, ...] | None:
+        """The per-render variables a template reads, or None when it reads the contact or
+        their link (then its output is the contact's own and is never reused)."""
+        found = self._source(name)
+        if found is None:
+            return None
+        try:
+            used = meta.find_undeclared_variables(self.env.parse(found[0]))
+        except jinja2.TemplateSyntaxError:
+            return None
+        if used & _PER_CONTACT:
+            return None
+        return tuple(sorted(used & _PER_RENDER))
+
+    def _render_advice(self, kind: str, ctx: dict[str, Any]) -> Advice:
+        template = self._advice[kind]
+        if template is None:
+            raise TemplateError(self._problems[ADVICE.format(kind=kind)])
+        names = self._advice_keys[kind]
+        key = None
+        if names is not None:  # same inputs, same advice: render it once
+            key = (kind, *(_hashable(ctx[n]) for n in names))
+            if key in self._advice_cache:
+                return self._advice_cache[key]
+        lines = [line.strip() for line in template.render(ctx).splitlines()]
+        lines = [line for line in lines if line]
+        advice = Advice(lines[0] if lines else "", tuple(lines[1:]))
+        if key is not None:
+            if len(self._advice_cache) > 4096:
+                self._advice_cache.clear()
+            self._advice_cache[key] = advice
+        return advice
+
+    def _templates(self, folder: str, notice: str, channel: str) -> _Set:
+        chosen = self._sets[(folder, notice, channel)]
+        if chosen.templates is None:
+            raise TemplateError(chosen.problem or f"{folder}/{notice}/{channel}: unusable")
+        return chosen
+
+    def render_email(
+        self, contact: ContactView, *, notice: str = "notice", reset_url: str | None = None
+    ) -> RenderedEmail:
+        """Subject, text and HTML of the email ``contact`` gets (``notice`` or ``reminder``)."""
+        folder, ctx = self._context(contact, notice, reset_url)
+        chosen = self._templates(folder, notice, "email")
+        subject_t, text_t, html_t = chosen.templates  # type: ignore[misc]
+        try:
+            self._add_advice(ctx)
+            subject = _one_line(subject_t.render(ctx))
+            text = _tidy(text_t.render(ctx))
+            html = html_t.render(ctx)
+        except TemplateError:
+            raise
+        except Exception as exc:  # anything a template raised: name its file and line
+            raise TemplateError(self._describe_error(exc)) from exc
+        if not subject:
+            raise TemplateError(f"{self.path_of(chosen.names[0])}: the subject is empty")
+        return RenderedEmail(subject, text, html, folder, chosen.version)
+
+    def render_sms(
+        self, contact: ContactView, *, notice: str = "notice", reset_url: str | None = None
+    ) -> RenderedSms:
+        """The SMS ``contact`` gets; more than MAX_SMS_SEGMENTS segments is a TemplateError."""
+        folder, ctx = self._context(contact, notice, reset_url)
+        chosen = self._templates(folder, notice, "sms")
+        try:
+            self._add_advice(ctx)
+            text = _tidy(chosen.templates[0].render(ctx)).strip()  # type: ignore[index]
+        except TemplateError:
+            raise
+        except Exception as exc:
+            raise TemplateError(self._describe_error(exc)) from exc
+        if not text:
+            raise TemplateError(f"{self.path_of(chosen.names[0])}: the SMS is empty")
+        segments = sms_segments(text)
+        if segments > MAX_SMS_SEGMENTS:
+            raise TemplateError(
+                f"{self.path_of(chosen.names[0])}: the SMS for contact {contact.key!r} needs "
+                f"{segments} segments (at most {MAX_SMS_SEGMENTS}; {sms_encoding(text)}, "
+                f"{len(text)} characters)"
+            )
+        return RenderedSms(text, folder, chosen.version, segments)
+
+    def version(self, folder: str, notice: str = "notice", channel: str = "email") -> str:
+        """The version a message from ``folder`` gets (changes whenever a source changes)."""
+        return self._sets[(folder, notice, channel)].version
+
+    # -- checking --
+
+    def check(self) -> list[str]:
+        """Every problem sending would hit, each ``path/to/file.j2, line N: what``.
+
+        Renders notice and reminder, email and SMS, for all 7 exposure combinations, with and
+        without a name, with a reset link where passwords are exposed (and without, as when
+        the contact reset already). Empty list: safe to send.
+        """
+        problems = list(self._problems.values()) + self._stray_files()
+        for notice, view, reset in _samples(self.config):
+            problems += self._check_email(view, notice, reset)
+            problems += self._check_sms(view, notice, reset)
+        return list(dict.fromkeys(problems))
+
+    def _check_email(self, view: ContactView, notice: str, reset: str | None) -> list[str]:
+        try:
+            mail = self.render_email(view, notice=notice, reset_url=reset)
+        except TemplateError as exc:
+            return [str(exc)]
+        _, text_name, html_name = self._sets[(mail.template, notice, "email")].names
+        html_text = html_lib.unescape(mail.html)
+        found: list[str] = []
+        if notice == "notice":
+            for heading in REQUIRED_HEADINGS:
+                for name, body in ((text_name, mail.text), (html_name, html_text)):
+                    if heading.casefold() not in body.casefold():
+                        found.append(f"{self.path_of(name)}: missing the heading {heading!r}")
+        if reset:
+            for name, body in ((text_name, mail.text), (html_name, html_text)):
+                if reset not in body:
+                    found.append(f"{self.path_of(name)}: does not show the reset link "
+                                 f"(reset_url) to a contact whose password was exposed")
+        return found
+
+    def _check_sms(self, view: ContactView, notice: str, reset: str | None) -> list[str]:
+        combo = "+".join(view.exposures)
+        try:
+            sms = self.render_sms(view, notice=notice, reset_url=reset)
+        except TemplateError as exc:
+            return [str(exc).replace(f"contact {view.key!r}", f"exposures {combo}")]
+        name = self.path_of(self._sets[(sms.template, notice, "sms")].names[0])
+        found: list[str] = []
+        if reset and reset not in sms.text:
+            found.append(f"{name}: does not show the reset link (reset_url) to a contact whose "
+                         f"password was exposed")
+        support = self.config.support_url
+        if notice == "notice" and support and support not in sms.text:
+            found.append(f"{name}: does not point to the full notice (campaign.support_url)")
+        return found
+
+    def _stray_files(self) -> list[str]:
+        """Override files notify would never read: usually a typo that silently sends the
+        default instead of the text someone wrote."""
+        if self.override is None:
+            return []
+        found: list[str] = []
+        expected = ", ".join(sorted(KNOWN_FILES))
+        for path in sorted(self.override.rglob("*.j2")):
+            rel = path.relative_to(self.override)
+            if rel.parts[0] == SHARED:
+                continue
+            shown = self._display(str(path))
+            if len(rel.parts) == 1:
+                found.append(f"{shown}: not used; notices live in a folder per exposure "
+                             f"({', '.join(kinds_mod.RANKED)})")
+            elif rel.parts[0] not in kinds_mod.RANKED:
+                if path.name in KNOWN_FILES:
+                    found.append(f"{shown}: not used; {rel.parts[0]!r} is not an exposure "
+                                 f"({', '.join(kinds_mod.RANKED)})")
+            elif len(rel.parts) == 2 and path.name not in KNOWN_FILES:
+                found.append(f"{shown}: not used; expected one of {expected}")
+        return found
+
+
+class _SampleExtra(dict):
+    """``contact.extra`` in checks: any column a template names exists (the real columns
+    depend on the imported file, which a check cannot know)."""
+
+    def __missing__(self, key: str) -> str:
+        return f"<{key}>"
+
+
+SAMPLE_NAME = "Alexandra Wójcik-Fitzgerald"  # long, and not GSM-7: the hard case for SMS
+
+
+def sample_token() -> str:
+    """A stand-in token of the real length (URL-safe characters)."""
+    return ("Sample-Token_" * 4)[:TOKEN_LENGTH]
+
+
+def reset_link(config: CampaignConfig, token: str) -> str | None:
+    """The campaign's reset URL with ``token`` in place of ``{token}`` (None without one)."""
+    return config.reset_url.replace("{token}", token) if config.reset_url else None
+
+
+def exposure_combinations() -> list[list[str]]:
+    """All 7 non-empty sets of kinds, rank-ordered."""
+    ranked = kinds_mod.RANKED
+    return [list(c) for n in range(1, len(ranked) + 1) for c in combinations(ranked, n)]
+
+
+def _samples(config: CampaignConfig) -> Iterator[tuple[str, ContactView, str | None]]:
+    """(notice, contact, reset_url) for every case a campaign can send."""
+    link = reset_link(config, sample_token())
+    for kinds in exposure_combinations():
+        has_passwords = "passwords" in kinds
+        for name in (SAMPLE_NAME, None):
+            view = ContactView(key="sample-0001", name=name, email="alexandra@example.com",
+                               phone="+14155550123", exposures=kinds, extra=_SampleExtra())
+            links = [link, None] if has_passwords and link else [None]
+            for reset in links:
+                yield "notice", view, reset
+                if has_passwords:  # reminders only go to contacts who must reset
+                    yield "reminder", view, reset
+
+
+def notices_for(campaign: Campaign) -> Notices:
+    """The compiled notices of a stored campaign (its overrides over the defaults)."""
+    return Notices(config_of(campaign), campaign.templates_dir)
+
+
+# --- SMS segments -------------------------------------------------------------------------
+
+# GSM 03.38 default alphabet (without ESC) and the extension table (two septets each).
+_GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+_GSM7 = _GSM7_BASIC | _GSM7_EXTENDED
+
+
+def sms_encoding(text: str) -> str:
+    """``GSM-7`` when every character is in the GSM alphabet, else ``UCS-2``."""
+    return "GSM-7" if set(text) <= _GSM7 else "UCS-2"
+
+
+def _pack(text: str, wide: frozenset[str] | None, per_part: int) -> int:
+    """Parts needed when a two-unit character (GSM escape, UTF-16 surrogate pair) may not be
+    split across parts, as phones and carriers do."""
+    parts, used = 1, 0
+    for char in text:
+        cost = 2 if (char in wide if wide is not None else ord(char) > 0xFFFF) else 1
+        if used + cost > per_part:
+            parts, used = parts + 1, 0
+        used += cost
+    return parts
+
+
+def sms_segments(text: str) -> int:
+    """Segments an SMS takes: GSM-7 160 alone or 153 per part (extension characters count 2),
+    otherwise UCS-2 70 alone or 67 per part (UTF-16 units). 0 for an empty text."""
+    if not text:
+        return 0
+    chars = set(text)
+    if chars <= _GSM7:
+        extended = chars & _GSM7_EXTENDED
+        length = len(text) + sum(text.count(c) for c in extended)
+        if length <= 160:
+            return 1
+        return _pack(text, _GSM7_EXTENDED, 153) if extended else -(-length // 153)
+    units = len(text.encode("utf-16-le")) // 2
+    if units <= 70:
+        return 1
+    return _pack(text, None, 67) if units != len(text) else -(-units // 67)
+
+
+# --- email --------------------------------------------------------------------------------
+
+_SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+_MESSAGE_ID = re.compile(r"<[!-=?-~]+@[A-Za-z0-9.-]+>")  # printable ASCII, no '>' inside
+_7BIT_TEXT = b"\t\r\n" + bytes(range(0x20, 0x7F))  # what a 7bit text part may hold
+MAX_LINE = 998  # RFC 5322: at most 998 characters a line
+
+
+def _ascii_domain(domain: str) -> str:
+    """Domains go on the wire in IDNA (``xn--``) form."""
+    domain = domain.lower()
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise MessageError(f"{domain!r} is not a valid domain ({exc})") from None
+
+
+def _fold(policy: email_policy.EmailPolicy, name: str, value: str) -> bytes:
+    # Through the header registry, so non-ASCII becomes RFC 2047 (policy.fold on a plain
+    # string would pass it through raw).
+    return policy.header_factory(name, value).fold(policy=policy).encode("utf-8")
+
+
+@lru_cache(maxsize=256)
+def _address_header(name: str, display: str, addr: str) -> bytes:
+    """A folded address header; RFC 2047 for a non-ASCII name, UTF-8 (RFC 6532) for a
+    non-ASCII mailbox (which needs an SMTPUTF8 relay)."""
+    if any(c in display + addr for c in "\r\n"):
+        raise MessageError(f"{name}: line break in {display or addr!r}")
+    local, sep, domain = addr.rpartition("@")
+    if not sep or not local:
+        raise MessageError(f"{name}: {addr!r} is not an email address")
+    try:
+        address = Address(display_name=display, addr_spec=f"{local}@{_ascii_domain(domain)}")
+    except (ValueError, HeaderParseError) as exc:
+        raise MessageError(f"{name}: {addr!r} is not an email address ({exc})") from None
+    policy = email_policy.SMTP if local.isascii() else email_policy.SMTPUTF8
+    return _fold(policy, name, str(address))
+
+
+def _to_header(to: str) -> bytes:
+    if _SIMPLE_ADDRESS.fullmatch(to):  # the usual case, already normalized by the importer
+        return b"To: " + to.encode("ascii") + b"\r\n"
+    return _address_header("To", "", to)
+
+
+@lru_cache(maxsize=1024)
+def _subject_header(subject: str) -> bytes:
+    # Subjects repeat across contacts: fold and encode each distinct one once.
+    return _fold(email_policy.SMTP, "Subject", _one_line(subject))
+
+
+def _encode_part(text: str) -> tuple[bytes, str]:
+    """(body with CRLF line ends, Content-Transfer-Encoding): 7bit when it is plain ASCII in
+    short lines (readable, the usual case), else base64 (always safe)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    text = text.replace("\n", "\r\n")
+    if text.isascii():
+        data = text.encode("ascii")
+        plain = not data.translate(None, _7BIT_TEXT)  # no control characters left over
+        if plain and (len(data) <= MAX_LINE or max(map(len, data.split(b"\r\n"))) <= MAX_LINE):
+            return data, "7bit"
+    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
+    lines = [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
+    return b"\r\n".join(lines) + b"\r\n", "base64"
+
+
+def _part(content_type: str, body: bytes, cte: str) -> bytes:
+    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\n"
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode("ascii") + body
+
+
+def build_email(
+    config: CampaignConfig,
+    rendered: RenderedEmail,
+    to: str,
+    message_id: str,
+    *,
+    when: datetime | None = None,
+) -> bytes:
+    """The message as bytes for SMTP DATA (CRLF): multipart/alternative, text then HTML.
+
+    ``to`` is the recipient address (domain in IDNA form; a Unicode domain is converted),
+    ``message_id`` the row's :func:`message_id_for`; ``when`` the Date (default now).
+    """
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise MessageError(f"Message-ID {message_id!r} is not <local@domain>")
+    text, text_cte = _encode_part(rendered.text)
+    html, html_cte = _encode_part(rendered.html)
+    # "=_" cannot occur in base64; a 7bit body is searched (and the boundary lengthened).
+    boundary = "=_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+    while f"--{boundary}".encode() in text or f"--{boundary}".encode() in html:
+        boundary += "_"
+    date_header = format_datetime((when or datetime.now(UTC)).astimezone(UTC))
+    head = [
+        _address_header("From", config.sender_name, config.sender_email),
+        _to_header(to),
+        _address_header("Reply-To", "", config.reply_to) if config.reply_to else b"",
+        _subject_header(rendered.subject),
+        f"Date: {date_header}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n".encode("ascii"),
+    ]
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    return b"".join([
+        *head,
+        delimiter, _part("text/plain", text, text_cte),
+        b"\r\n", delimiter, _part("text/html", html, html_cte),
+        f"\r\n--{boundary}--\r\n".encode("ascii"),
+    ])
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "campaign"
+
+
+def message_id_for(config: CampaignConfig, campaign_id: int, row_id: int) -> str:
+    """The Message-ID of a message row: the same on every (re)send of that row, so a resend
+    after a crash is recognizably the same message and bounces match it."""
+    domain = _ascii_domain(config.sender_domain)
+    return f"<notify.{campaign_id}.{row_id}.{_slug(config.name)}@{domain}>"
+
+
+def preview_message_id(config: CampaignConfig, campaign_id: int) -> str:
+    """A stand-in Message-ID for previews (the real one needs the message row)."""
+    domain = _ascii_domain(config.sender_domain)
+    return f"<notify.{campaign_id}.assigned-at-send.{_slug(config.name)}@{domain}>"

@@ -1,0 +1,119 @@
+"""The messenger interface every transport implements (listmonk's: name, push, flush, close).
+
+The send engine owns rate, retries, backoff and records; a messenger only delivers one item
+and says what happened, as a :class:`Result`. ``push`` never raises for a delivery problem:
+a refused recipient, a 4xx/5xx answer, a dropped connection or a timeout are all classified.
+It raises :class:`TransportConfigError` only for problems no retry can fix and that concern
+every message alike (wrong credentials, no sender configured), so the run stops instead of
+failing a whole campaign one message at a time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+from notify.errors import ConfigError, NotifyError
+
+Outcome = Literal["sent", "retry", "failed"]
+
+
+class TransportError(NotifyError):
+    """A provider could not be asked (lookups: ``find_sent``, ``fetch_status``)."""
+
+
+class TransportConfigError(ConfigError):
+    """The transport is misconfigured (bad credentials, no sender): stop, do not retry."""
+
+
+@dataclass
+class Outgoing:
+    """One message to hand to a provider."""
+
+    row_id: int  # messages.id
+    channel: str  # "email" | "sms"
+    to: str  # email address (domain already IDNA) or E.164 number
+    body: str = ""  # SMS text
+    data: bytes = b""  # email: the complete RFC 5322 message (CRLF), Message-ID included
+    message_id: str | None = None  # email Message-ID header value, "<...>"
+    sender: str | None = None  # envelope MAIL FROM / From number or MG... SID
+
+
+@dataclass
+class Result:
+    """What the provider answered for one push."""
+
+    outcome: Outcome
+    provider_id: str | None = None  # Twilio SID; for email the Message-ID
+    provider_status: str | None = None  # Twilio "queued"/"accepted"; SMTP the 250 reply text
+    error_code: str | None = None  # "451", "550", "21211", "429", "500", "timeout", ...
+    error_message: str | None = None
+    retry_after: float | None = None  # seconds, from Retry-After when the provider gave one
+
+
+@dataclass
+class Found:
+    """A message the provider knows about (reconcile and status sync)."""
+
+    provider_id: str
+    status: str
+    to: str
+    created_at: datetime | None
+    body: str | None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class Messenger(ABC):
+    """A transport for one channel; ``push`` may be called concurrently on one event loop."""
+
+    name: str
+    channel: str
+
+    @abstractmethod
+    async def push(self, item: Outgoing) -> Result:
+        """Deliver one message; classify every delivery problem instead of raising."""
+
+    async def flush(self) -> None:
+        """Make everything pushed so far durable/handed over (no-op by default)."""
+        return None
+
+    async def close(self) -> None:
+        """Release connections and files (no-op by default)."""
+        return None
+
+    async def find_sent(self, to: str, since: datetime) -> list[Found]:
+        """Messages to ``to`` the provider accepted at or after ``since`` (SMS reconcile)."""
+        return []
+
+    async def fetch_status(self, provider_id: str) -> Found | None:
+        """The provider's current view of one message, or None if it does not know it."""
+        return None
+
+    async def __aenter__(self) -> Messenger:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), else None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    now = now or datetime.now(when.tzinfo)
+    return max(0.0, (when - now).total_seconds())

@@ -1,0 +1,228 @@
+"""Email through an SMTP relay with aiosmtplib, over a pool of reused connections.
+
+At most ``concurrency`` connections are open; a push takes an idle one (or opens one), sends
+the raw message with ``sendmail`` and gives the connection back. A connection that broke,
+timed out or was told ``421`` is closed and dropped; the next push opens a fresh one.
+
+Classification of the relay's answers:
+
+* 2xx -> ``sent``, provider id = the Message-ID, provider status = the 250 reply text
+  (often carries the relay's queue id, useful proof);
+* 4xx (at MAIL, RCPT or DATA) -> ``retry`` with the code, e.g. ``"451"``;
+* 5xx -> ``failed`` with the code, e.g. ``"550"``, and the server's text;
+* connection refused or dropped -> ``retry`` ``"disconnected"``; timeout -> ``"timeout"``.
+
+Wrong credentials, a relay without STARTTLS (mode ``starttls``) or AUTH (username set), and
+an untrusted certificate raise :class:`TransportConfigError`: no retry can fix them. Clients
+trust the system CAs; ``SSL_CERT_FILE`` adds others (e.g. a test relay's self-signed one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+
+import aiosmtplib
+
+from notify.config import Settings
+from notify.transports.base import Messenger, Outgoing, Result, TransportConfigError
+
+DEFAULT_TIMEOUT = 30.0
+# An idle connection older than this is probed with NOOP before use: relays close idle
+# sessions (RFC 5321 suggests a 5-minute server timeout) and the loss only shows on write.
+IDLE_PROBE_AFTER = 15.0
+
+
+class _Conn:
+    """A pooled SMTP connection and when it was last used."""
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+        self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing a broken transport must never fail a push
+            pass
+
+
+def _mode_kwargs(mode: str) -> dict:
+    """aiosmtplib's TLS flags for NOTIFY_SMTP_TLS."""
+    if mode == "tls":
+        return {"use_tls": True, "start_tls": False}
+    if mode == "none":
+        return {"use_tls": False, "start_tls": False}
+    return {"use_tls": False, "start_tls": True}  # starttls: required, not opportunistic
+
+
+def _classify_code(code: int, message: str) -> Result:
+    outcome = "retry" if 400 <= code < 500 else "failed"
+    return Result(outcome, error_code=str(code), error_message=message.strip()[:500])
+
+
+def _is_config_problem(exc: BaseException) -> bool:
+    """Failures of the setup itself (TLS mode, certificate, AUTH), not of the moment."""
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return True
+    # aiosmtplib raises a bare SMTPException when the relay lacks STARTTLS or AUTH.
+    return type(exc) is aiosmtplib.SMTPException and (
+        "STARTTLS" in str(exc) or "AUTH" in str(exc))
+
+
+def _needs_utf8(*addresses: str | None) -> bool:
+    return any(a is not None and not a.isascii() for a in addresses)
+
+
+class SmtpMessenger(Messenger):
+    """Email through ``settings.smtp_host`` over up to ``concurrency`` reused connections."""
+
+    name = "smtp"
+    channel = "email"
+
+    def __init__(
+        self,
+        settings: Settings,
+        concurrency: int = 10,
+        *,
+        default_sender: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if not settings.smtp_host:
+            raise TransportConfigError("NOTIFY_SMTP_HOST is not set")
+        self.host = settings.smtp_host
+        self.port = settings.smtp_port
+        self.mode = settings.smtp_tls
+        self.username = settings.smtp_username
+        self.password = settings.smtp_password
+        self.default_sender = default_sender
+        self.timeout = timeout
+        self.tls_context = tls_context
+        self.concurrency = max(1, concurrency)
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._idle: list[_Conn] = []
+        self._local_hostname: str | None = None
+        self.connections_opened = 0  # for tests and the summary: proves reuse
+        self._closed = False
+
+    async def _connect(self) -> _Conn:
+        if self._local_hostname is None:
+            # getfqdn may block on DNS: do it once, off the loop.
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            local_hostname=self._local_hostname,
+            timeout=self.timeout,
+            tls_context=self.tls_context,
+            **_mode_kwargs(self.mode),
+        )
+        try:
+            await client.connect()  # also STARTTLS and AUTH when configured
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            client.close()
+            if exc.code < 500:  # e.g. 454: the relay cannot check credentials right now
+                raise
+            raise TransportConfigError(
+                f"SMTP login to {self.host} as {self.username!r} refused: "
+                f"{exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            if _is_config_problem(exc):
+                raise TransportConfigError(
+                    f"SMTP relay {self.host}:{self.port} (NOTIFY_SMTP_TLS={self.mode}): "
+                    f"{exc}") from None
+            raise
+        self.connections_opened += 1
+        return _Conn(client)
+
+    async def _checkout(self) -> _Conn:
+        """An idle live connection, probed if it idled long, else a new one."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.client.is_connected:
+                conn.close()
+                continue
+            if time.monotonic() - conn.last_used > IDLE_PROBE_AFTER:
+                try:
+                    await conn.client.noop()
+                except (aiosmtplib.SMTPException, OSError):
+                    conn.close()
+                    continue
+            return conn
+        return await self._connect()
+
+    def _checkin(self, conn: _Conn) -> None:
+        if conn.client.is_connected and not self._closed:
+            conn.last_used = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def push(self, item: Outgoing) -> Result:
+        """Send ``item.data`` from ``item.sender`` to ``item.to``; classify the answer."""
+        self._closed = False
+        sender = item.sender or self.default_sender
+        if not sender:
+            raise TransportConfigError("no envelope sender for email (campaign sender_email)")
+        async with self._slots:
+            try:
+                conn = await self._checkout()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return self._connection_failure(exc)
+            try:
+                result = await self._send(conn, sender, item)
+            except BaseException:
+                # Cancelled or a bug mid-dialogue: the session state is unknown, drop it.
+                conn.close()
+                raise
+            self._checkin(conn)
+            return result
+
+    async def _send(self, conn: _Conn, sender: str, item: Outgoing) -> Result:
+        options = ["SMTPUTF8"] if _needs_utf8(sender, item.to) else None
+        try:
+            _errors, reply = await conn.client.sendmail(
+                sender, [item.to], item.data, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0]
+            return _classify_code(refused.code, refused.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:  # the server is closing this session
+                conn.close()
+            return _classify_code(exc.code, exc.message)
+        except aiosmtplib.SMTPNotSupported as exc:
+            return Result("failed", error_code="smtputf8", error_message=str(exc))
+        except ValueError as exc:  # an address aiosmtplib cannot put on the wire
+            return Result("failed", error_code="address", error_message=str(exc))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            conn.close()
+            return self._connection_failure(exc)
+        return Result("sent", provider_id=item.message_id,
+                      provider_status=("250 " + reply.strip())[:200])
+
+    def _connection_failure(self, exc: BaseException) -> Result:
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return _classify_code(exc.code, exc.message)  # e.g. a 421/554 greeting
+        code = "timeout" if isinstance(exc, TimeoutError) else "disconnected"
+        return Result("retry", error_code=code,
+                      error_message=f"{self.host}:{self.port}: {exc}"[:500])
+
+    async def close(self) -> None:
+        """QUIT every idle connection (politely, but never waiting long).
+
+        Connections still busy are closed when their push returns; a later push reopens.
+        """
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                await asyncio.wait_for(conn.client.quit(), timeout=min(self.timeout, 5.0))
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                pass
+            conn.close()

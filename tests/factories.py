@@ -1,0 +1,65 @@
+"""Build campaigns and contacts straight through the models, for engine-level tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from notify import campaigns, db
+from notify.models import Campaign, Contact
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
+
+
+def campaign_toml(tmp_path: Path, **changes: str) -> Path:
+    """A copy of the example campaign with top-level ``key = value`` lines replaced/added.
+
+    Values are TOML literals (``channels='["email"]'``, ``fallback='"sms"'``); throttle keys
+    are given as ``email_per_second="100"`` and land in [throttle].
+    """
+    throttle_keys = {"email_per_second", "sms_per_second", "concurrency", "max_attempts"}
+    lines = EXAMPLE.read_text().splitlines()
+    out: list[str] = []
+    for line in lines:
+        key = line.split("=", 1)[0].strip()
+        if key in changes:
+            out.append(f"{key} = {changes[key]}")
+        else:
+            out.append(line)
+    present = {line.split("=", 1)[0].strip() for line in lines}
+    top = [f"{k} = {v}" for k, v in changes.items() if k not in present and k not in throttle_keys]
+    path = tmp_path / "campaign.toml"
+    path.write_text("\n".join(top + out) + "\n")
+    return path
+
+
+def make_campaign(engine, path: Path) -> Campaign:
+    """Load the campaign file into the database."""
+    with db.session_scope(engine) as session:
+        campaign, _ = campaigns.load_campaign(session, path)
+    return campaign
+
+
+def add_contacts(engine, campaign: Campaign, count: int, *, exposures: str = "card",
+                 phones: bool = True, emails: bool = True, start: int = 0,
+                 domain: str = "example.com") -> list[str]:
+    """Insert ``count`` contacts C-00000.. with email/phone; returns their keys."""
+    keys = []
+    with db.session_scope(engine) as session:
+        for i in range(start, start + count):
+            key = f"C-{i:05d}"
+            keys.append(key)
+            session.add(Contact(
+                campaign_id=campaign.id, key=key, name=f"Customer {i}",
+                email=f"user{i}@{domain}" if emails else None,
+                phone=f"+1415555{i:04d}" if phones else None,
+                exposures=exposures, extra={},
+            ))
+    return keys
+
+
+def count(session: Session, model, *where) -> int:
+    from sqlalchemy import func, select
+
+    return session.scalar(select(func.count()).select_from(model).where(*where))

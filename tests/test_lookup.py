@@ -1,0 +1,123 @@
+"""`notify lookup`: one customer by key, email (any case, IDNA) or phone (any format)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from notify import campaigns, db, reports
+from notify.cli import main
+from notify.errors import NotFound
+from notify.models import Contact
+from tests.test_status import NOW, seed_sample
+
+
+def find(engine, query, campaign=None):
+    with db.session_scope(engine) as session:
+        return reports.lookup(session, query, campaign, now=NOW)
+
+
+@pytest.mark.parametrize("query", [
+    "c1", "Ann.Example@example.com", "ann.example@EXAMPLE.COM", "ANN.EXAMPLE@Example.Com ",
+    "aNn.ExAmPlE@example.com",
+    "(415) 555-0101", "+1 415-555-0101", "4155550101", "415.555.0101",
+])
+def test_finds_by_key_email_any_case_and_phone_any_format(engine, campaign_file, query):
+    seed_sample(engine, campaign_file)
+    result = find(engine, query)
+    assert result["matches"] == 1
+    assert result["contacts"][0]["key"] == "c1"
+
+
+def test_internationalized_domain_is_matched_in_idna_form(engine, campaign_file):
+    seed_sample(engine, campaign_file)
+    assert find(engine, "bob@BÜCHER.example")["contacts"][0]["key"] == "c2"
+
+
+def test_reached_contact_verdict_messages_timeline_and_reset(engine, campaign_file):
+    seed_sample(engine, campaign_file)
+    contact = find(engine, "c1")["contacts"][0]
+    assert contact["verdict"] == ("Reached by email on 2026-11-27 10:02 UTC (delivered); "
+                                  "SMS failed (21610 opted out)")
+    assert contact["reached"] is True
+    assert contact["exposures"] == ["identity", "passwords"]
+    assert [(m["channel"], m["status"]) for m in contact["messages"]] == [
+        ("email", "delivered"), ("sms", "failed")]
+    assert contact["messages"][0]["timeline"][0]["source"] == "send"
+    assert contact["messages"][0]["delivered_at"] == "2026-11-27T10:02:03Z"
+    assert contact["reset"] == {"status": "completed", "completed_at": "2026-11-27T13:02:03Z",
+                                "completed_via": "webhook", "links_sent": 1,
+                                "link_expires_at": "2026-12-11T10:02:03Z"}
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("c2", "NOT reached: email bounced (5.1.1 =cmd|' /C calc'!A0); "
+           "SMS undelivered (30003 unreachable handset)"),
+    ("c3", "Not reached yet: email pending (not sent yet); SMS skipped (no phone)"),
+    ("c4", "Not contacted yet: no message planned (notify send has not run for them)."),
+    ("c5", "Reached by email on 2026-11-27 10:02 UTC (sent); "
+           "also SMS delivered on 2026-11-27 10:02 UTC"),
+])
+def test_verdicts(engine, campaign_file, key, expected):
+    seed_sample(engine, campaign_file)
+    assert find(engine, key)["contacts"][0]["verdict"] == expected
+
+
+def test_expired_reset_and_no_reset(engine, campaign_file):
+    seed_sample(engine, campaign_file)
+    assert find(engine, "c5")["contacts"][0]["reset"]["status"] == "expired"
+    assert find(engine, "c2")["contacts"][0]["reset"]["status"] == "pending"
+    assert find(engine, "c3")["contacts"][0]["reset"] is None
+
+
+def test_same_person_in_two_campaigns_and_campaign_filter(engine, campaign_file, tmp_path):
+    seed_sample(engine, campaign_file)
+    other = tmp_path / "other.toml"
+    other.write_text(campaign_file.read_text().replace('"acme-2026-11"', '"acme-2027-01"'))
+    with db.session_scope(engine) as session:
+        second, _ = campaigns.load_campaign(session, other)
+        session.add(Contact(campaign_id=second.id, key="z9", email="ann.example@example.com",
+                            exposures="card"))
+    for query in ("ann.example@example.com", "Ann.Example@example.com"):
+        both = find(engine, query)
+        assert {c["campaign"] for c in both["contacts"]} == {"acme-2026-11", "acme-2027-01"}
+    assert find(engine, "aNN.exAMPLE@example.com")["matches"] == 2  # unusual case: a scan
+    assert find(engine, "z9", "acme-2027-01")["contacts"][0]["key"] == "z9"
+    with pytest.raises(NotFound):
+        find(engine, "c1", "acme-2027-01")
+
+
+def test_unknown_query_is_not_found(engine, campaign_file):
+    seed_sample(engine, campaign_file)
+    for query in ("nobody@example.com", "+1 212 555 0199", "no-such-key"):
+        with pytest.raises(NotFound, match="no contact matches"):
+            find(engine, query)
+
+
+def test_lookup_cli_prints_verdict_first_and_json(env, campaign_file):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    seed_sample(engine, campaign_file)
+    runner = CliRunner()
+    result = runner.invoke(main, ["lookup", "ANN.example@example.com"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("Reached by email on 2026-11-27 10:02 UTC (delivered); "
+                        "SMS failed (21610 opted out)")
+    assert lines[1].startswith("Contact: Ann Example (key c1, campaign acme-2026-11)")
+    assert "Reset: completed, 1 link(s) sent, completed 2026-11-27 13:02 UTC via webhook" \
+        in result.output
+    assert any("SMS notice: failed to +14155550101 (21610 opted out)" in line
+               for line in lines)
+    assert any("send" in line and "delivered" in line for line in lines if line.startswith(" "))
+    result = runner.invoke(main, ["lookup", "(415) 555-0105", "--campaign", "acme-2026-11",
+                                  "--json"], catch_exceptions=False)
+    data = json.loads(result.output)
+    assert data["matches"] == 1 and data["contacts"][0]["key"] == "c5"
+    missing = runner.invoke(main, ["lookup", "ghost@example.com"])
+    assert missing.exit_code == 1
+    assert missing.output.strip() == ("Error: no contact matches 'ghost@example.com' "
+                                      "(searched key, email and phone)")
+    bad = runner.invoke(main, ["lookup", "c1", "--campaign", "nope"])
+    assert bad.exit_code == 1 and "unknown campaign 'nope'" in bad.output

@@ -1,0 +1,94 @@
+"""The engine through a real aiosmtpd server: retries, permanent failures, fallback, rates."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+
+from sqlalchemy import select
+
+from notify import db, sender
+from notify.config import load_settings
+from notify.models import Event, Message
+from tests.factories import add_contacts, campaign_toml, count, make_campaign
+from tests.smtp_sink import SmtpSink
+
+
+def _smtp_env(monkeypatch, sink: SmtpSink) -> None:
+    monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
+    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
+    monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
+
+
+def test_transient_failures_are_retried_until_sent(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
+                                                   fallback='"none"'))
+    add_contacts(engine, campaign, 20)
+    with SmtpSink(fail_every=4, drop_every=7) as sink:
+        _smtp_env(monkeypatch, sink)
+        summary = sender.send_campaign(
+            engine, load_settings(), campaign.name,
+            sender.SendOptions(email_rate=0, concurrency=3, retry_base=0.05, progress=False))
+        received = {r.rcpt_tos[0] for r in sink.received}
+        assert sink.failed > 0 and sink.dropped > 0
+    assert received == {f"user{i}@example.com" for i in range(20)}
+    assert summary.count("sent") == 20 and summary.count("retry") > 0
+    with db.session_scope(engine) as session:
+        rows = session.scalars(select(Message)).all()
+        assert {m.status for m in rows} == {"sent"}
+        assert any(m.attempts > 1 for m in rows)
+        assert count(session, Event, Event.kind == "retry") == summary.count("retry")
+
+
+def test_permanent_failure_is_final_with_code_and_falls_back_to_sms(env, tmp_path,
+                                                                    monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
+                                                   fallback='"sms"'))
+    add_contacts(engine, campaign, 3)
+    with SmtpSink(reject={"user1@example.com"}) as sink:
+        _smtp_env(monkeypatch, sink)
+        sender.send_campaign(engine, load_settings(), campaign.name,
+                             sender.SendOptions(email_rate=0, sms_rate=0, progress=False))
+        assert sink.count == 2
+    with db.session_scope(engine) as session:
+        failed = session.scalars(select(Message).where(Message.status == "failed")).one()
+        assert failed.address == "user1@example.com"
+        assert failed.error_code == "550" and failed.attempts == 1
+        sms = session.scalars(select(Message).where(Message.channel == "sms")).all()
+        assert [(m.contact_id, m.is_fallback, m.status) for m in sms] == [
+            (failed.contact_id, True, "sent")]
+
+
+def test_message_id_is_deterministic_per_row(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, 3)
+    with SmtpSink() as sink:
+        _smtp_env(monkeypatch, sink)
+        sender.send_campaign(engine, load_settings(), campaign.name,
+                             sender.SendOptions(email_rate=0, progress=False))
+        ids = {r.rcpt_tos[0]: message_from_bytes(r.data)["Message-ID"] for r in sink.received}
+        parts = [message_from_bytes(r.data).get_content_type() for r in sink.received]
+    assert parts == ["multipart/alternative"] * 3
+    with db.session_scope(engine) as session:
+        for m in session.scalars(select(Message)):
+            assert m.provider_message_id == ids[m.address]
+            assert f".{m.id}." in m.provider_message_id or f".{m.id}@" in \
+                m.provider_message_id
+
+
+def test_rate_is_held_in_every_one_second_window(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, 70)
+    with SmtpSink(parse=False) as sink:
+        _smtp_env(monkeypatch, sink)
+        summary = sender.send_campaign(
+            engine, load_settings(), campaign.name,
+            sender.SendOptions(email_rate=20, concurrency=8, progress=False))
+        assert sink.count == 70
+        assert sink.window_max(1.0) <= 21
+        assert sink.connections <= 8  # connections are reused
+    # 70 messages at 20/s take at least (70 - 1) / 20 seconds
+    assert summary.elapsed >= 69 / 20 - 0.05
