@@ -26,7 +26,7 @@ from notify.campaigns import get_campaign
 from notify.csvsafe import neutralize
 from notify.errors import NotifyError
 from notify.models import REACHED_STATUSES, Contact, Event, Message, PasswordReset, utcnow
-from notify.reports import reset_state
+from notify.reports import reset_state_expr
 
 DELIVERY_COLUMNS = (
     "campaign", "contact_key", "name", "channel", "address", "exposures", "template", "status",
@@ -144,7 +144,7 @@ def _write(engine: Engine, name: str, path: str | Path, header: Sequence[str],
 # --- deliveries --------------------------------------------------------------------------------
 
 
-def _deliveries_query(campaign_id: int, keyset: bool) -> Select:
+def _deliveries_query(campaign_id: int, keyset: bool, now: datetime) -> Select:
     return (
         select(
             Message.id, Contact.key, Contact.name, Message.channel, Message.address,
@@ -152,7 +152,7 @@ def _deliveries_query(campaign_id: int, keyset: bool) -> Select:
             Message.provider_message_id, Message.error_code, Message.error_message,
             raw_time(Message.first_attempt_at), raw_time(Message.sent_at),
             raw_time(Message.delivered_at), raw_time(Message.last_event_at),
-            Message.content_sha256, PasswordReset.status, PasswordReset.link_expires_at,
+            Message.content_sha256, reset_state_expr(now).label("reset_status"),
             raw_time(PasswordReset.completed_at),
         )
         .join(Contact, Contact.id == Message.contact_id)
@@ -163,18 +163,17 @@ def _deliveries_query(campaign_id: int, keyset: bool) -> Select:
 
 
 def _write_deliveries(session: Session, campaign, writer) -> int:
-    now = utcnow()
     name = neutralize(campaign.name)
+    query = _deliveries_query(campaign.id, is_sqlite(session), utcnow())
     rows = 0
     for (_id, key, person, channel, address, kinds, template, status, attempts, provider_id,
-         code, error, first, sent, delivered, last, sha, reset, expires, completed) in \
-            stream_rows(session, _deliveries_query(campaign.id, is_sqlite(session)),
-                        Message.id):
+         code, error, first, sent, delivered, last, sha, reset, completed) in \
+            stream_rows(session, query, Message.id):
         writer.writerow((
             name, neutralize(key), neutralize(person), channel, neutralize(address),
             neutralize(kinds), neutralize(template), status, attempts, neutralize(provider_id),
             neutralize(code), neutralize(error), iso(first), iso(sent), iso(delivered),
-            iso(last), sha or "", reset_state(reset, expires, now) or "", iso(completed),
+            iso(last), sha or "", reset or "", iso(completed),
         ))
         rows += 1
     return rows
@@ -191,8 +190,9 @@ def export_deliveries(engine: Engine, campaign: str, path: str | Path) -> int:
 def _events_query(campaign_id: int) -> Select:
     return (
         select(
-            Event.id, raw_time(Event.at), Contact.key, Event.message_id, Message.channel, Event.source,
-            Event.kind, Event.applied, type_coerce(Event.detail, Text).label("detail"),
+            Event.id, raw_time(Event.at), Contact.key, Event.message_id, Message.channel,
+            Event.source, Event.kind, Event.applied,
+            type_coerce(Event.detail, Text).label("detail"),
         )
         .outerjoin(Contact, Contact.id == Event.contact_id)
         .outerjoin(Message, Message.id == Event.message_id)

@@ -79,11 +79,16 @@ def _channel_order(channel: str) -> int:
     return CHANNELS.index(channel) if channel in CHANNELS else len(CHANNELS)
 
 
+def _count_if(condition) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
 def _reach_counts(session: Session, campaign_id: int) -> dict[str, int]:
     """Contacts by reach class, in one pass over the campaign's (contact, status, channel).
 
     Per contact: 2 = some message sent/delivered, 1 = none yet but one pending/sending,
-    0 = every message ended without reaching. Plus how many were reached per channel.
+    0 = every message ended without reaching. Plus how many were reached per channel. The
+    outer query sums instead of grouping, so no temporary B-tree is built.
     """
     reached = Message.status.in_(REACHED_STATUSES)
     per_contact = (
@@ -99,33 +104,35 @@ def _reach_counts(session: Session, campaign_id: int) -> dict[str, int]:
         .group_by(Message.contact_id)
         .subquery()
     )
-    rows = session.execute(
-        select(per_contact.c.cls, func.count(), func.sum(per_contact.c.by_email),
-               func.sum(per_contact.c.by_sms))
-        .group_by(per_contact.c.cls)
-    )
-    out = {"reached": 0, "pending": 0, "not_reached": 0, "by_email": 0, "by_sms": 0}
-    names = {2: "reached", 1: "pending", 0: "not_reached"}
-    for cls, n, by_email, by_sms in rows:
-        out[names[int(cls)]] += n
-        out["by_email"] += int(by_email or 0)
-        out["by_sms"] += int(by_sms or 0)
-    return out
+    row = session.execute(
+        select(
+            _count_if(per_contact.c.cls == 2),
+            _count_if(per_contact.c.cls == 1),
+            _count_if(per_contact.c.cls == 0),
+            func.coalesce(func.sum(per_contact.c.by_email), 0),
+            func.coalesce(func.sum(per_contact.c.by_sms), 0),
+        )
+    ).one()
+    names = ("reached", "pending", "not_reached", "by_email", "by_sms")
+    return {name: int(value) for name, value in zip(names, row, strict=True)}
 
 
 def _reset_counts(session: Session, campaign_id: int, now: datetime) -> dict[str, Any]:
-    state = reset_state_expr(now).label("state")
-    rows = session.execute(
-        select(state, func.count())
-        .where(PasswordReset.campaign_id == campaign_id)
-        .group_by(state)
-    )
-    counts = {"pending": 0, "completed": 0, "expired": 0}
-    for name, n in rows:
-        counts[name] = counts.get(name, 0) + n
-    total = sum(counts.values())
-    return {"total": total, **counts,
-            "completed_pct": percent(counts["completed"], total)}
+    """One pass over the campaign's resets, summed (no GROUP BY, no temporary B-tree)."""
+    pending = PasswordReset.status == "pending"
+    expired = and_(pending, PasswordReset.link_expires_at < now)
+    total, completed, expired_n, pending_n = session.execute(
+        select(
+            func.count(),
+            _count_if(PasswordReset.status == "completed"),
+            _count_if(expired),
+            _count_if(pending),
+        ).where(PasswordReset.campaign_id == campaign_id)
+    ).one()
+    counts = {"pending": int(pending_n) - int(expired_n), "completed": int(completed),
+              "expired": int(expired_n)}
+    return {"total": int(total), **counts,
+            "completed_pct": percent(counts["completed"], int(total))}
 
 
 def campaign_status(session: Session, name: str, now: datetime | None = None) -> dict[str, Any]:

@@ -75,8 +75,8 @@ def _check_request(view: ContactView, channel: str, notice: str) -> None:
     address = view.email if channel == "email" else view.phone
     if not address:
         other = "sms" if channel == "email" else "email"
-        noun = "an email address" if channel == "email" else "a phone number"
-        raise NotifyError(f"contact {view.key!r} has no {noun}, so nothing is sent to them by "
+        noun = "no email address" if channel == "email" else "no phone number"
+        raise NotifyError(f"contact {view.key!r} has {noun}, so nothing is sent to them by "
                           f"{channel} (try --channel {other})")
     if notice == "reminder" and not notices_mod.needs_reset(view):
         raise NotifyError(f"reminders go only to contacts whose password was exposed; "
