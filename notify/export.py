@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, String, Text, and_, select, type_coerce
+from sqlalchemy import Engine, Select, String, Text, and_, case, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
 from notify import db
@@ -43,26 +43,64 @@ UNREACHED_COLUMNS = ("key", "name", "email", "phone", "exposures", "country", "s
 BATCH = 5000
 
 
-def iso(value: datetime | str | None) -> str:
-    """ISO-8601 UTC with a Z, to the second (``2026-11-27T10:02:03Z``); "" for None.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-    Accepts what :func:`raw_time` columns return: SQLite's stored text
-    (``2026-11-27 10:02:03.000000``, naive UTC) or a driver's datetime (UTC).
+
+def iso_sql(column: Any, sqlite: bool) -> Any:
+    """SQL formatting a stored (naive UTC) timestamp as ``2026-11-27T10:02:03Z``, NULL kept.
+
+    Done by the database: parsing a million timestamps into Python datetimes and formatting
+    them back would cost more than the rest of an export together.
     """
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return f"{value[:10]}T{value[11:19]}Z"
-    return f"{value:%Y-%m-%dT%H:%M:%S}Z"
+    if sqlite:  # stored as text "2026-11-27 10:02:03.000000"
+        raw = type_coerce(column, String)
+        return (func.substr(raw, 1, 10, type_=String) + "T"
+                + func.substr(raw, 12, 8, type_=String) + "Z")
+    return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS"Z"', type_=String)
 
 
-def raw_time(column: Any) -> Any:
-    """A timestamp column without SQLAlchemy's per-value conversion.
+def first_chars(sqlite: bool, *columns: Any, phones: Sequence[Any] = ()) -> Any:
+    """SQL: the first characters of ``columns`` run together (NULL as ""), for a one-step
+    test in Python of whether a row may hold a formula cell.
 
-    Parsing SQLite's text into aware datetimes and formatting them back costs more than the
-    rest of an export together; the stored value is already naive UTC.
+    In ``phones``, a value that is "+" then digits (E.164) contributes nothing: neutralize
+    leaves it alone anyway, and this keeps every SMS row off the slow path.
     """
-    return type_coerce(column, String).label(column.key)
+    parts = [func.coalesce(func.substr(type_coerce(c, String), 1, 1, type_=String), "")
+             for c in columns]
+    for column in phones:
+        text = type_coerce(column, String)
+        glob = {"is_comparison": True}
+        digits = (and_(text.op("GLOB", **glob)("+[0-9]*"),
+                       ~func.substr(text, 2, type_=String).op("GLOB", **glob)("*[^0-9]*"))
+                  if sqlite else text.op("~", **glob)(r"^\+[0-9]+$"))
+        parts.append(case((digits, ""), else_=func.coalesce(
+            func.substr(text, 1, 1, type_=String), "")))
+    expression = parts[0]
+    for part in parts[1:]:
+        expression = expression + part
+    return type_coerce(expression, String)
+
+
+def _write_safe(writer: Any, rows: Iterator[Any], out: slice,
+                suspects: Sequence[int]) -> int:
+    """Write ``row[out]`` per row; ``neutralize`` the ``suspects`` cells (positions in
+    ``row[out]``) of rows whose last column, :func:`first_chars`, holds a formula start.
+
+    Nearly every row takes the fast path, which keeps a million-row export fast.
+    """
+    starts = frozenset("".join(FORMULA_START))
+    count = 0
+    for row in rows:
+        if starts.isdisjoint(row[-1]):
+            writer.writerow(row[out])
+        else:
+            values = list(row[out])
+            for i in suspects:
+                values[i] = neutralize(values[i])
+            writer.writerow(values)
+        count += 1
+    return count
 
 
 @contextmanager
@@ -144,39 +182,37 @@ def _write(engine: Engine, name: str, path: str | Path, header: Sequence[str],
 # --- deliveries --------------------------------------------------------------------------------
 
 
-def _deliveries_query(campaign_id: int, keyset: bool, now: datetime) -> Select:
+def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
     return (
         select(
-            Message.id, Contact.key, Contact.name, Message.channel, Message.address,
-            Contact.exposures, Message.template, Message.status, Message.attempts,
-            Message.provider_message_id, Message.error_code, Message.error_message,
-            raw_time(Message.first_attempt_at), raw_time(Message.sent_at),
-            raw_time(Message.delivered_at), raw_time(Message.last_event_at),
-            Message.content_sha256, reset_state_expr(now).label("reset_status"),
-            raw_time(PasswordReset.completed_at),
+            Message.id,
+            literal(neutralize(campaign.name), String), Contact.key, Contact.name,
+            Message.channel, Message.address, Contact.exposures, Message.template,
+            Message.status, Message.attempts, Message.provider_message_id, Message.error_code,
+            Message.error_message, iso_sql(Message.first_attempt_at, sqlite),
+            iso_sql(Message.sent_at, sqlite), iso_sql(Message.delivered_at, sqlite),
+            iso_sql(Message.last_event_at, sqlite), Message.content_sha256,
+            reset_state_expr(now), iso_sql(PasswordReset.completed_at, sqlite),
+            first_chars(sqlite, Contact.key, Contact.name, Contact.exposures,
+                        Message.template, Message.provider_message_id, Message.error_code,
+                        Message.error_message, phones=[Message.address]),
         )
         .join(Contact, Contact.id == Message.contact_id)
         .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Message.campaign_id,
                                        PasswordReset.contact_id == Message.contact_id))
-        .where(campaign_filter(Message.campaign_id, campaign_id, keyset))
+        .where(campaign_filter(Message.campaign_id, campaign.id, sqlite))
     )
 
 
+# Positions in a deliveries row of the cells that may hold formulas (contact and provider
+# data); the others are our own vocabulary, numbers or formatted times.
+_DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11)
+
+
 def _write_deliveries(session: Session, campaign, writer) -> int:
-    name = neutralize(campaign.name)
-    query = _deliveries_query(campaign.id, is_sqlite(session), utcnow())
-    rows = 0
-    for (_id, key, person, channel, address, kinds, template, status, attempts, provider_id,
-         code, error, first, sent, delivered, last, sha, reset, completed) in \
-            stream_rows(session, query, Message.id):
-        writer.writerow((
-            name, neutralize(key), neutralize(person), channel, neutralize(address),
-            neutralize(kinds), neutralize(template), status, attempts, neutralize(provider_id),
-            neutralize(code), neutralize(error), iso(first), iso(sent), iso(delivered),
-            iso(last), sha or "", reset or "", iso(completed),
-        ))
-        rows += 1
-    return rows
+    query = _deliveries_query(campaign, is_sqlite(session), utcnow())
+    rows = stream_rows(session, query, Message.id)
+    return _write_safe(writer, rows, slice(1, 1 + len(DELIVERY_COLUMNS)), _DELIVERY_SUSPECTS)
 
 
 def export_deliveries(engine: Engine, campaign: str, path: str | Path) -> int:
@@ -187,31 +223,27 @@ def export_deliveries(engine: Engine, campaign: str, path: str | Path) -> int:
 # --- events ------------------------------------------------------------------------------------
 
 
-def _events_query(campaign_id: int) -> Select:
+def _events_query(campaign: Any, sqlite: bool) -> Select:
+    detail = type_coerce(Event.detail, Text)  # the stored JSON text, not decoded
     return (
         select(
-            Event.id, raw_time(Event.at), Contact.key, Event.message_id, Message.channel,
-            Event.source, Event.kind, Event.applied,
-            type_coerce(Event.detail, Text).label("detail"),
+            Event.id, iso_sql(Event.at, sqlite), literal(neutralize(campaign.name), String),
+            Contact.key, Event.message_id, Message.channel, Event.source, Event.kind,
+            case((Event.applied, "true"), else_="false"), detail,
+            first_chars(sqlite, Contact.key, Event.source, Event.kind, detail),
         )
         .outerjoin(Contact, Contact.id == Event.contact_id)
         .outerjoin(Message, Message.id == Event.message_id)
-        .where(Event.campaign_id == campaign_id)
+        .where(Event.campaign_id == campaign.id)  # ix_events_campaign (campaign_id, id)
     )
 
 
+_EVENT_SUSPECTS = (3, 6, 7, 9)
+
+
 def _write_events(session: Session, campaign, writer) -> int:
-    name = neutralize(campaign.name)
-    rows = 0
-    for event_id, at, key, message_id, channel, source, kind, applied, detail in stream_rows(
-            session, _events_query(campaign.id), Event.id):
-        writer.writerow((
-            event_id, iso(at), name, neutralize(key), message_id if message_id else "",
-            channel or "", neutralize(source), neutralize(kind),
-            "true" if applied else "false", neutralize(detail),
-        ))
-        rows += 1
-    return rows
+    rows = stream_rows(session, _events_query(campaign, is_sqlite(session)), Event.id)
+    return _write_safe(writer, rows, slice(0, len(EVENT_COLUMNS)), _EVENT_SUSPECTS)
 
 
 def export_events(engine: Engine, campaign: str, path: str | Path) -> int:

@@ -299,6 +299,8 @@ def normalize_email(raw: str) -> tuple[str | None, str | None]:
 _NANP = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
 _PHONE_PUNCT = re.compile(r"[\s().\-/\u00a0\u2010-\u2015]")
 _EXTENSION = re.compile(r"(?:;?\s*(?:ext\.?|extension|x|#)\s*\d{1,7})\s*$", re.IGNORECASE)
+_LETTER = re.compile(r"[^\W\d_]")
+_DIGITS = re.compile(r"\+?\d+")
 _NANP_DIGITS = re.compile(r"(?:\+1|1)?([2-9]\d{2}[2-9]\d{6})")
 # (415) 555-0134, 415.555.0134, +1 415 555 0134, 1-415-555-0134, 4155550134; group 1 is "+1".
 _US_FORMAT = re.compile(
@@ -368,7 +370,7 @@ def normalize_phone(raw: str, region: str = "US") -> tuple[str | None, str | Non
     if len(value) > MAX_PHONE:
         return None, f"is {len(value)} characters long (limit {MAX_PHONE})"
     value = _EXTENSION.sub("", value)
-    if re.search(r"[^\W\d_]", value):
+    if _LETTER.search(value):
         return None, "not a phone number (letters)"
     digits = _PHONE_PUNCT.sub("", value)
     if digits.startswith("00"):
@@ -378,7 +380,7 @@ def normalize_phone(raw: str, region: str = "US") -> tuple[str | None, str | Non
     match = _NANP_DIGITS.fullmatch(digits)
     if match and (digits.startswith("+1") or (region in _NANP and not digits.startswith("+"))):
         return _nanp_result(match.group(1))
-    if not re.fullmatch(r"\+?\d+", digits):
+    if not _DIGITS.fullmatch(digits):
         return _slow_phone(value, region)
     return _slow_phone(digits, region)
 
@@ -415,11 +417,6 @@ def _snake(header: str) -> str:
     return "_".join(re.findall(r"[0-9a-z]+", header.lower()))
 
 
-def _one_line(value: str) -> str:
-    """Names and places on one line: a quoted newline in a name must not reach a header."""
-    return " ".join(value.split()) if ("\n" in value or "\r" in value or "\t" in value) else value
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -447,7 +444,8 @@ def _open_source(path: Path) -> Iterator[tuple[_Header, Iterator[tuple[int, list
                           ".xlsx without a password, or as CSV UTF-8")
     encoding = _text_encoding(path, sample)
     with open(path, encoding=encoding, newline="") as handle:
-        sheet = _csv_sheet(path, handle, _delimiter(path, sample.decode(encoding, "replace")))
+        delimiter, hinted = _delimiter(path, sample.decode(encoding, "replace"))
+        sheet = _csv_sheet(path, handle, delimiter, skip_hint=hinted)
         yield sheet.header, sheet.rows
 
 
@@ -499,33 +497,34 @@ def _not_utf8(path: Path) -> NotifyError:
     return NotifyError(f"{path}: not UTF-8 text; re-save the file as UTF-8")
 
 
-def _delimiter(path: Path, sample: str) -> str:
-    """Tab for .tsv; else the candidate the header line holds most often (Sniffer breaks ties).
+def _delimiter(path: Path, sample: str) -> tuple[str, bool]:
+    """(delimiter, whether the first line is Excel's ``sep=X`` hint).
 
-    The header decides because data rows legitimately hold commas and semicolons
+    Tab for .tsv; else the candidate the header line holds most often, csv.Sniffer breaking
+    ties. The header decides because data rows legitimately hold commas and semicolons
     (``passwords; card``) while header names almost never do.
     """
-    if path.suffix.lower() in (".tsv", ".tab"):
-        return "\t"
     first = sample.lstrip("\ufeff").splitlines()[0] if sample.strip() else ""
     if re.fullmatch(r"sep=.", first.strip()):
-        return first.strip()[4]
+        return first.strip()[4], True
+    if path.suffix.lower() in (".tsv", ".tab"):
+        return "\t", False
     counts = {d: _count_outside_quotes(first, d) for d in (",", ";", "\t", "|")}
     best = max(counts.values())
     winners = [d for d, n in counts.items() if n == best]
     if best and len(winners) == 1:
-        return winners[0]
+        return winners[0], False
     try:
-        return csv.Sniffer().sniff(sample[:SAMPLE // 4], delimiters=",;\t|").delimiter
+        return csv.Sniffer().sniff(sample[:SAMPLE // 4], delimiters=",;\t|").delimiter, False
     except csv.Error:
-        return ","
+        return ",", False
 
 
 def _count_outside_quotes(line: str, char: str) -> int:
     return sum(part.count(char) for part in line.split('"')[::2])
 
 
-def _csv_sheet(path: Path, handle: IO[str], delimiter: str) -> _Sheet:
+def _csv_sheet(path: Path, handle: IO[str], delimiter: str, *, skip_hint: bool) -> _Sheet:
     csv.field_size_limit(CSV_CELL_LIMIT)
     reader = csv.reader(handle, delimiter=delimiter, strict=True)
     state = {"prev": 0}
@@ -560,13 +559,13 @@ def _csv_sheet(path: Path, handle: IO[str], delimiter: str) -> _Sheet:
     first = next(stream, None)
     if first is None:
         raise NotifyError(f"{path}: the file is empty (expected a header row)")
+    if skip_hint:  # Excel's "sep=;" line comes before the header
+        first = next(stream, None)
+        if first is None:
+            raise NotifyError(f"{path}: the file is empty (no header row after the sep= line)")
     line, header = first
     if isinstance(header, str):
         raise NotifyError(f"{path}, line {line}: cannot read the header row: {header}")
-    if line == 1 and header and re.fullmatch(r"sep=.", header[0].strip()) and len(header) == 1:
-        line, header = next(stream, (line, []))  # Excel's "sep=;" hint line
-        if isinstance(header, str) or not header:
-            raise NotifyError(f"{path}: no header row after the sep= line")
     header_obj = _Header(line, [h.strip().lstrip("\ufeff") for h in header])
 
     return _Sheet(header_obj, stream)  # type: ignore[arg-type]
@@ -666,10 +665,11 @@ def _layout(path: Path, header: _Header, mapping: dict[str, str]) -> _Layout:
             exposure_cols.append(index)
         elif target in _BITS:
             flag_cols.append((index, target, name))
-        if target is None or target in ("first_name", "last_name"):
-            # First/last names are kept too: "Dear {{ contact.extra.first_name }}".
-            if squashed:
-                extra_cols.append((index, _snake(name), name))
+        if target in ("first_name", "last_name"):
+            # Kept under their field name too: "Dear {{ contact.extra.first_name }}".
+            extra_cols.append((index, target, name))
+        elif target is None and squashed:
+            extra_cols.append((index, _snake(name), name))
     for target, indexes in claims.items():
         if len(indexes) > 1:
             a, b = (names[i] for i in indexes[:2])
@@ -706,13 +706,15 @@ def _explicit_columns(
 
 
 class _NullWriter:
-    """Dry run: accepts everything, writes nothing."""
+    """Dry run: the same calls as a real writer, nothing written."""
 
-    def add(self, row: tuple) -> None:
-        """Queue one new contact."""
+    def __init__(self) -> None:
+        self.pending: list[tuple] = []  # new contacts, in _DB_COLUMNS order
+        self.stamp: Any = utcnow().replace(tzinfo=None)  # created_at/updated_at, naive UTC
 
     def flush(self) -> None:
         """Write what is queued."""
+        self.pending = []
 
     def update(self, campaign_id: int, changes: dict[str, dict[str, Any]]) -> None:
         """Apply merged changes, keyed by contact key."""
@@ -722,16 +724,14 @@ class _Writer(_NullWriter):
     """Inserts in chunks through the driver: no ORM objects and no per-row type processing."""
 
     def __init__(self, conn: Connection) -> None:
+        super().__init__()
         self.conn = conn
-        self.pending: list[tuple] = []
+        # The exact value models.UTCDateTime would bind (a string on SQLite), computed once.
+        process = Contact.__table__.c.created_at.type.bind_processor(conn.dialect)
+        self.stamp = process(self.stamp) if process else self.stamp
         marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         self.sql = (f"INSERT INTO contacts ({', '.join(_DB_COLUMNS)}) "
                     f"VALUES ({', '.join([marker] * len(_DB_COLUMNS))})")
-
-    def add(self, row: tuple) -> None:
-        self.pending.append(row)
-        if len(self.pending) >= CHUNK:
-            self.flush()
 
     def flush(self) -> None:
         if self.pending:
@@ -825,13 +825,19 @@ class _RejectsFile:
 
 
 class _Importer:
-    """Per-row cleaning, validation and merging; holds one small state per known key."""
+    """Per-row cleaning, validation and merging; holds one small state per known key.
+
+    ``row`` is the hot loop of a million-row import: positions are resolved once, optional
+    fields cost nothing when absent, and the slow paths (messages, oversized cells, merges)
+    live in helpers that ordinary rows never call.
+    """
 
     def __init__(
         self, layout: _Layout, region: str, campaign_id: int, summary: ImportSummary,
         writer: _NullWriter,
     ) -> None:
         self.layout = layout
+        self.width = layout.width
         self.region = region
         self.campaign_id = campaign_id
         self.summary = summary
@@ -840,9 +846,16 @@ class _Importer:
         # key -> [exposure mask, email (lower-cased), phone, filled bits, first line or 0 (DB)]
         self.known: dict[str, list[Any]] = {}
         self.changes: dict[str, dict[str, Any]] = {}
-        self.now = utcnow().replace(tzinfo=None)  # stored naive UTC, as models.UTCDateTime does
+        single = layout.single
+        self.i_key, self.i_email, self.i_phone, self.i_name, self.i_country = (
+            single.get(f, -1) for f in ("key", "email", "phone", "name", "country"))
+        # (index, field) of the optional text fields other than country, in _FILL order.
+        self.texts = [(single[f], f) for f in ("state", "locale") if f in single]
+        self.names = [single[f] for f in ("first_name", "last_name") if f in single]
+        # The common layout, one exposure column and no flags, skips the general loop.
+        self.one_exposure = (layout.exposure_cols[0] if len(layout.exposure_cols) == 1
+                             and not layout.flag_cols else -1)
         self.has_exposure = bool(layout.exposure_cols or layout.flag_cols)
-        self.pos = {f: layout.single.get(f, -1) for f in SINGLE_FIELDS}
 
     def load_existing(self, conn: Connection) -> None:
         """Key -> state of every contact the campaign already has, read once, streamed."""
@@ -854,9 +867,8 @@ class _Importer:
             mask = 0
             for kind in exposures.split(stored):
                 mask |= _BITS.get(kind, 0)
-            filled = sum(bit for bit, v in zip(_FILL.values(), (name, country, state, locale),
-                                               strict=True) if v)
-            self.known[key] = [mask, email.lower() if email else None, phone, filled, 0]
+            self.known[key] = [mask, email.lower() if email else None, phone,
+                               _filled(name, country, state, locale), 0]
 
     def reject(self, line: int, reason: str, cells: list[str]) -> None:
         """Count a rejected row and report it (summary list, rejects file)."""
@@ -869,92 +881,115 @@ class _Importer:
     def row(self, line: int, cells: list[str] | str) -> None:
         """Clean one data row: import it, merge it into a known contact, or reject it."""
         self.summary.read += 1
-        if isinstance(cells, str):  # the csv reader could not parse this row
-            self.reject(line, cells, [])
+        if cells.__class__ is str:  # the csv reader could not parse this row
+            self.reject(line, cells, [])  # type: ignore[arg-type]
             return
-        layout = self.layout
-        if len(cells) > layout.width and any(c.strip() for c in cells[layout.width:]):
-            self.reject(line, f"{len(cells)} cells but the header has {layout.width} columns "
-                        "(a delimiter inside an unquoted value?)", cells)
-            return
-        if len(cells) < layout.width:
-            cells = cells + [""] * (layout.width - len(cells))
-        pos = self.pos
-        notes: list[str] = []  # warnings: the row is imported with something dropped
-        problems: list[str] = []  # reasons to reject the row
-
-        raw_email = cells[pos["email"]] if pos["email"] >= 0 else ""
-        raw_phone = cells[pos["phone"]] if pos["phone"] >= 0 else ""
-        country = self._text(cells, "country", notes)
-        email, email_problem = normalize_email(raw_email)
+        if len(cells) != self.width:
+            cells = self._fit(line, cells)  # type: ignore[arg-type]
+            if cells is None:
+                return
+        raw_email = cells[self.i_email] if self.i_email >= 0 else ""
+        raw_phone = cells[self.i_phone] if self.i_phone >= 0 else ""
+        country = cells[self.i_country].strip() if self.i_country >= 0 else ""
         region = _region_for_country(country, self.region) if country else self.region
-        phone, phone_problem = normalize_phone(raw_phone, region)
-        contact_notes = []
-        if email_problem:
-            contact_notes.append(f"email {_show(raw_email.strip())}: {email_problem}")
-        if phone_problem:
-            contact_notes.append(f"phone {_show(raw_phone.strip())}: {phone_problem}")
-        if email is None and phone is None:
-            problems.append("no usable email or phone (" + "; ".join(contact_notes) + ")"
-                            if contact_notes else "no email and no phone")
-        mask = self._exposures(cells, notes, problems)
-        key = self._key(cells, email, phone)
-        if key and len(key) > MAX_KEY:
-            problems.append(f"key is {len(key)} characters long (limit {MAX_KEY})")
-        if problems:
-            self.reject(line, "; ".join(problems), cells)
+        email, email_problem = normalize_email(raw_email) if raw_email else (None, None)
+        phone, phone_problem = normalize_phone(raw_phone, region) if raw_phone else (None, None)
+        notes: list[str] = []  # warnings: the row is imported with something dropped
+        if self.one_exposure >= 0:
+            mask, unknown = _exposure_cell(cells[self.one_exposure][:MAX_TEXT])
+        else:
+            mask, unknown = self._exposures(cells, notes)
+        key = cells[self.i_key].strip() if self.i_key >= 0 else ""
+        if not key:  # explicit key, else the email (Ana@X and ana@x are one person), else phone
+            key = email.lower() if email else phone or ""
+        if (email is None and phone is None) or not mask or len(key) > MAX_KEY:
+            reason = self._reasons(raw_email, email_problem, raw_phone, phone_problem,
+                                   email or phone, mask, unknown, key)
+            self.reject(line, reason, cells)  # type: ignore[arg-type]
             return
-        notes[:0] = [f"{note}; imported without it" for note in contact_notes]
-        name = self._name(cells, notes)
-        state = self._text(cells, "state", notes)
-        locale = self._text(cells, "locale", notes)
-        extra = self._extra(cells, notes)
-        values = (key, name, email, phone, mask, country, state, locale, extra)
+        if email_problem:
+            notes.append(f"email {_show(raw_email.strip())}: {email_problem}; "
+                         "imported without it")
+        if phone_problem:
+            notes.append(f"phone {_show(raw_phone.strip())}: {phone_problem}; "
+                         "imported without it")
+        if unknown:
+            notes.append("unknown exposure " + ", ".join(_show(u) for u in unknown[:3])
+                         + " ignored")
+        if self.i_name >= 0:
+            name = _text(cells[self.i_name], "name", MAX_TEXT, notes)
+        else:
+            name = " ".join(filter(None, (_text(cells[i], "name", MAX_TEXT, notes)
+                                          for i in self.names))) or None
+        country = _text(country, "country", 64, notes) if country else None
+        state = locale = None
+        for index, field_name in self.texts:
+            value = _text(cells[index], field_name, _COLUMN_LIMITS[field_name], notes)
+            if field_name == "state":
+                state = value
+            else:
+                locale = value
+        extra = self._extra(cells, notes) if self.layout.extra_cols else None
         known = self.known.get(key)
         if known is None:
-            self._add(line, values)
+            self.known[key] = [mask, email.lower() if email else None, phone,
+                               _filled(name, country, state, locale), line]
+            self.summary.imported += 1
+            pending = self.writer.pending
+            pending.append((self.campaign_id, key, name, email, phone, _JOINED[mask], country,
+                            state, locale, extra, self.writer.stamp, self.writer.stamp))
+            if len(pending) >= CHUNK:
+                self.writer.flush()
         else:
             self.summary.merged += 1
-            self._merge(known, values, notes)
+            self._merge(known, key, (name, email, phone, mask, country, state, locale), notes)
         if notes:
             self.summary.warnings += 1
             if len(self.summary.warned) < PROBLEM_CAP:
                 self.summary.warned.append(Problem(line, "; ".join(notes)))
 
-    def _key(self, cells: list[str], email: str | None, phone: str | None) -> str:
-        # Explicit key, else the email (lower-cased: Ana@X and ana@x are one person), else phone.
-        if self.pos["key"] >= 0:
-            explicit = cells[self.pos["key"]].strip()
-            if explicit:
-                return explicit
-        return email.lower() if email else phone or ""
-
-    def _text(self, cells: list[str], field_name: str, notes: list[str]) -> str | None:
-        index = self.pos[field_name]
-        if index < 0:
+    def _fit(self, line: int, cells: list[str]) -> list[str] | None:
+        """Pad a short row (trailing blanks trimmed); reject one with extra non-empty cells."""
+        width = self.width
+        if len(cells) > width and any(c.strip() for c in cells[width:]):
+            self.reject(line, f"{len(cells)} cells but the header has {width} columns "
+                        "(a delimiter inside an unquoted value?)", cells)
             return None
-        value = _one_line(cells[index].strip())
-        limit = _COLUMN_LIMITS.get(field_name, MAX_TEXT)
-        if len(value) > limit:
-            notes.append(f"{field_name} is {len(value)} characters long (limit {limit}); dropped")
-            return None
-        return value or None
+        return cells[:width] + [""] * (width - len(cells))
 
-    def _name(self, cells: list[str], notes: list[str]) -> str | None:
-        if self.pos["name"] >= 0:
-            return self._text(cells, "name", notes)
-        parts = [self._text(cells, f, notes) for f in ("first_name", "last_name")]
-        joined = " ".join(p for p in parts if p)
-        return joined or None
+    def _reasons(
+        self, raw_email: str, email_problem: str | None, raw_phone: str,
+        phone_problem: str | None, reachable: str | None, mask: int, unknown: tuple[str, ...],
+        key: str,
+    ) -> str:
+        """Why a row is rejected, every reason at once so one fix is enough."""
+        reasons = []
+        if not reachable:
+            details = []
+            if email_problem:
+                details.append(f"email {_show(raw_email.strip())}: {email_problem}")
+            if phone_problem:
+                details.append(f"phone {_show(raw_phone.strip())}: {phone_problem}")
+            reasons.append("no usable email or phone (" + "; ".join(details) + ")" if details
+                           else "no email and no phone")
+        if not mask:
+            if not self.has_exposure:
+                reasons.append("no recognized exposure (the file has no exposure column)")
+            elif unknown:
+                reasons.append("no recognized exposure ("
+                               + ", ".join(_show(u) for u in unknown[:3]) + ")")
+            else:
+                reasons.append("no exposure (the cell is empty)")
+        if len(key) > MAX_KEY:
+            reasons.append(f"key is {len(key)} characters long (limit {MAX_KEY})")
+        return "; ".join(reasons)
 
-    def _exposures(self, cells: list[str], notes: list[str], problems: list[str]) -> int:
-        if not self.has_exposure:
-            problems.append("no recognized exposure (the file has no exposure column)")
-            return 0
+    def _exposures(self, cells: list[str], notes: list[str]) -> tuple[int, tuple[str, ...]]:
+        """Exposure columns and yes/no flag columns, united (the general layout)."""
         mask = 0
         unknown: list[str] = []
         for index in self.layout.exposure_cols:
-            cell_mask, cell_unknown = _exposure_cell(cells[index].strip()[:MAX_TEXT])
+            cell_mask, cell_unknown = _exposure_cell(cells[index][:MAX_TEXT])
             mask |= cell_mask
             unknown.extend(cell_unknown)
         for index, kind, header in self.layout.flag_cols:
@@ -964,18 +999,9 @@ class _Importer:
             elif flag not in _FALSE:
                 notes.append(f"column {header!r}: {_show(cells[index].strip())} is not yes/no; "
                              "ignored")
-        if not mask:
-            shown = ", ".join(_show(u) for u in unknown[:3])
-            problems.append(f"no recognized exposure ({shown})" if unknown
-                            else "no exposure (the cell is empty)")
-        elif unknown:
-            notes.append("unknown exposure " + ", ".join(_show(u) for u in unknown[:3])
-                         + " ignored")
-        return mask
+        return mask, tuple(unknown)
 
-    def _extra(self, cells: list[str], notes: list[str]) -> str | None:
-        if not self.layout.extra_cols:
-            return None
+    def _extra(self, cells: list[str], notes: list[str]) -> str:
         extra: dict[str, str] = {}
         for index, key, header in self.layout.extra_cols:
             value = cells[index].strip()
@@ -986,18 +1012,9 @@ class _Importer:
             extra[key] = value
         return _EXTRA_JSON(extra)
 
-    def _add(self, line: int, values: tuple) -> None:
-        key, name, email, phone, mask, country, state, locale, extra = values
-        filled = sum(bit for bit, v in zip(_FILL.values(), (name, country, state, locale),
-                                           strict=True) if v)
-        self.known[key] = [mask, email.lower() if email else None, phone, filled, line]
-        self.summary.imported += 1
-        self.writer.add((self.campaign_id, key, name, email, phone, _JOINED[mask], country,
-                         state, locale, extra, self.now, self.now))
-
-    def _merge(self, known: list[Any], values: tuple, notes: list[str]) -> None:
+    def _merge(self, known: list[Any], key: str, values: tuple, notes: list[str]) -> None:
         """Unite exposures, fill blanks; a different email or phone keeps the first, with a note."""
-        key, name, email, phone, mask, country, state, locale, _extra = values
+        name, email, phone, mask, country, state, locale = values
         changes: dict[str, Any] = {}
         where = f"line {known[4]}" if known[4] else "the stored contact"
         if mask | known[0] != known[0]:
@@ -1027,7 +1044,24 @@ class _Importer:
     def finish(self) -> None:
         """Write the last chunk, then every merged change (one UPDATE per changed contact)."""
         self.writer.flush()
-        stored = {k for k, v in self.known.items() if v[4] == 0}
-        self.summary.updated = len(stored & self.changes.keys())
+        self.summary.updated = sum(1 for key in self.changes if self.known[key][4] == 0)
         if self.changes:
             self.writer.update(self.campaign_id, self.changes)
+
+
+def _filled(name: str | None, country: str | None, state: str | None, locale: str | None) -> int:
+    """Bits (see _FILL) of the optional fields a contact has."""
+    return (1 if name else 0) | (2 if country else 0) | (4 if state else 0) | (8 if locale else 0)
+
+
+def _text(value: str, label: str, limit: int, notes: list[str]) -> str | None:
+    """An optional text field: stripped, on one line, dropped with a note when absurdly long."""
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > limit:
+        notes.append(f"{label} is {len(value)} characters long (limit {limit}); dropped")
+        return None
+    if not value.isprintable():  # a quoted newline or tab must not reach a mail header
+        value = " ".join(value.split())
+    return value or None

@@ -21,11 +21,16 @@ from sqlalchemy.orm import Session
 # Enough to amortize a commit, small enough that one slow group does not stall senders long.
 MAX_GROUP = 256
 
-Op = tuple[Callable[..., Any], tuple, asyncio.Future, asyncio.AbstractEventLoop]
+Op = tuple[Callable[..., Any], tuple, asyncio.Future, asyncio.AbstractEventLoop, bool]
 
 
 class Recorder:
-    """Runs ``fn(session, *args)`` calls in shared transactions on one writer thread."""
+    """Runs ``fn(session, *args)`` calls in shared transactions on one writer thread.
+
+    :meth:`batched` calls that name the same batch function are handed over together
+    (``batch_fn(session, [arg, ...]) -> [result, ...]``), so the hot path can use one
+    executemany per group instead of a statement per message.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -35,9 +40,16 @@ class Recorder:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(session, *args)``; returns its result once the transaction has committed."""
+        return await self._submit(fn, args, False)
+
+    async def batched(self, batch_fn: Callable[[Session, list], list], arg: Any) -> Any:
+        """Run ``arg`` through ``batch_fn`` with whatever else is ready; returns its result."""
+        return await self._submit(batch_fn, (arg,), True)
+
+    async def _submit(self, fn: Callable[..., Any], args: tuple, batched: bool) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((fn, args, future, loop))
+        self._queue.put((fn, args, future, loop, batched))
         return await future
 
     def close(self) -> None:
@@ -63,33 +75,56 @@ class Recorder:
                 group.append(nxt)
             self._commit_group(group)
 
+    @staticmethod
+    def _execute(session: Session, group: list[Op]) -> list[Any]:
+        results: list[Any] = [None] * len(group)
+        batches: dict[Callable, list[int]] = {}
+        for index, (fn, args, _, _, batched) in enumerate(group):
+            if batched:
+                batches.setdefault(fn, []).append(index)
+            else:
+                results[index] = fn(session, *args)
+        for fn, indexes in batches.items():
+            out = fn(session, [group[i][1][0] for i in indexes])
+            for i, result in zip(indexes, out, strict=True):
+                results[i] = result
+        return results
+
     def _commit_group(self, group: list[Op]) -> None:
         try:
             with Session(self.engine) as session, session.begin():
-                results = [fn(session, *args) for fn, args, _, _ in group]
+                results = self._execute(session, group)
         except Exception:
             # One bad write must not sink the others: retry each alone to find it.
             for op in group:
                 self._commit_one(op)
             return
-        for (_, _, future, loop), result in zip(group, results, strict=True):
-            loop.call_soon_threadsafe(_resolve, future, result, None)
+        _hand_back([(op, result, None) for op, result in zip(group, results, strict=True)])
 
     def _commit_one(self, op: Op) -> None:
-        fn, args, future, loop = op
         try:
             with Session(self.engine) as session, session.begin():
-                result = fn(session, *args)
+                result = self._execute(session, [op])[0]
         except Exception as exc:  # handed to the awaiting caller, which decides
-            loop.call_soon_threadsafe(_resolve, future, None, exc)
+            _hand_back([(op, None, exc)])
             return
-        loop.call_soon_threadsafe(_resolve, future, result, None)
+        _hand_back([(op, result, None)])
 
 
-def _resolve(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
+def _hand_back(outcomes: list[tuple[Op, Any, BaseException | None]]) -> None:
+    """Wake the callers: one thread-safe call per event loop, not one per message."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for (_, _, future, loop, _), result, exc in outcomes:
+        by_loop.setdefault(loop, []).append((future, result, exc))
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_resolve_all, items)
+
+
+def _resolve_all(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, exc in items:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)

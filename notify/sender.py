@@ -400,49 +400,110 @@ def _event(session: Session, item: Item, campaign_id: int, kind: str, source: st
     ))
 
 
-def _begin_attempt(session: Session, job: Job, item: Item, worker: str, lease_seconds: float,
-                   want_token: bool) -> tuple[bool, str | None]:
-    """Commit `sending` (and issue the reset token) before the provider is called."""
+_BEGIN_SQL = text(
+    "UPDATE messages SET status = 'sending', attempts = attempts + 1, "
+    "first_attempt_at = COALESCE(first_attempt_at, :now), next_attempt_at = NULL, "
+    "last_event_at = :now, lease_expires_at = :until "
+    "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
+
+
+@dataclass
+class Begin:
+    """One message about to be handed to its provider."""
+
+    job: Job
+    item: Item
+    worker: str
+    lease_seconds: float
+    want_token: bool
+
+
+def begin_attempts(session: Session, begins: list[Begin]
+                   ) -> list[tuple[bool, str | None, datetime]]:
+    """Commit `sending` (and issue reset tokens) for a group, before the provider is called.
+
+    Returns (ok, raw token, attempt time) per message; not ok when the lease was lost to
+    another worker or the row is already final, and then it must not be sent.
+    """
     now = utcnow()
-    result = session.execute(
-        update(Message)
-        .where(Message.id == item.id, Message.lease_owner == worker,
-               Message.status.in_(("pending", "sending")))
-        .values(status="sending", attempts=Message.attempts + 1,
-                first_attempt_at=func.coalesce(Message.first_attempt_at, now),
-                next_attempt_at=None, last_event_at=now,
-                lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return False, None  # lease lost to another worker, or already final
-    _event(session, item, job.campaign.id, "sending", "send", now,
-           {"attempt": item.attempts + 1, "worker": worker})
-    token = None
-    if want_token:
-        from notify import resets
+    params = [{"id": b.item.id, "worker": b.worker, "now": now,
+               "until": now + timedelta(seconds=b.lease_seconds)} for b in begins]
+    conn = session.connection()
+    updated = conn.execute(_BEGIN_SQL, params).rowcount
+    ok_ids = {b.item.id for b in begins}
+    if updated != len(begins):  # rare: find which rows this statement really moved
+        ok_ids = set(session.scalars(select(Message.id).where(
+            Message.id.in_(ok_ids), Message.lease_owner == begins[0].worker,
+            Message.status == "sending", Message.last_event_at == now)))
+    events = [_event_row(b.job.campaign.id, b.item, "sending", "send", now,
+                         {"attempt": b.item.attempts + 1, "worker": b.worker})
+              for b in begins if b.item.id in ok_ids]
+    if events:
+        conn.execute(insert(Event), events)
+    results: list[tuple[bool, str | None, datetime]] = []
+    for b in begins:
+        token = None
+        if b.item.id in ok_ids and b.want_token:
+            from notify import resets
 
-        token = resets.issue_token(session, job.campaign, item.contact_id, item.id, now=now)
-    return True, token
+            token = resets.issue_token(session, b.job.campaign, b.item.contact_id, b.item.id,
+                                       now=now)
+        results.append((b.item.id in ok_ids, token, now))
+    return results
 
 
-def _record_sent(session: Session, job: Job, item: Item, provider_id: str | None,
-                 provider_status: str | None, content: dict, source: str = "send",
-                 sent_at: datetime | None = None) -> None:
+def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: datetime,
+               detail: dict | None) -> dict:
+    return {"campaign_id": campaign_id, "message_id": item.id, "contact_id": item.contact_id,
+            "provider_message_id": None, "at": now, "source": source, "kind": kind,
+            "applied": True, "detail": detail}
+
+
+_SENT_SQL = text(
+    "UPDATE messages SET status = 'sent', sent_at = :sent_at, provider_message_id = :pid, "
+    "last_event_at = :now, lease_owner = NULL, lease_expires_at = NULL, "
+    "next_attempt_at = NULL, "
+    "template = COALESCE(:template, template), "
+    "template_version = COALESCE(:template_version, template_version), "
+    "content_sha256 = COALESCE(:content_sha256, content_sha256) "
+    "WHERE id = :id AND status IN ('pending', 'sending')"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("sent_at", type_=UTCDateTime()))
+
+
+@dataclass
+class Sent:
+    """A provider's acceptance of one message, to record."""
+
+    job: Job
+    item: Item
+    provider_id: str | None
+    provider_status: str | None
+    content: dict
+    source: str = "send"
+    sent_at: datetime | None = None
+
+
+def record_sent(session: Session, sents: list[Sent]) -> list[None]:
+    """Commit `sent` with the provider's id for a group (one executemany)."""
     now = utcnow()
-    session.execute(
-        update(Message).where(Message.id == item.id)
-        .values(status="sent", sent_at=sent_at or now, provider_message_id=provider_id,
-                last_event_at=now, lease_owner=None, lease_expires_at=None,
-                next_attempt_at=None, **content)
-        .execution_options(synchronize_session=False)
-    )
-    detail = {"provider_id": provider_id}
-    if provider_status:
-        detail["provider_status"] = provider_status
-    _event(session, item, job.campaign.id, "sent", source, now, detail)
-    if item.channel == "sms" and provider_id:
-        _apply_early(session, item.id)
+    conn = session.connection()
+    conn.execute(_SENT_SQL, [
+        {"id": x.item.id, "now": now, "sent_at": x.sent_at or now, "pid": x.provider_id,
+         "template": x.content.get("template"),
+         "template_version": x.content.get("template_version"),
+         "content_sha256": x.content.get("content_sha256")} for x in sents])
+    events = []
+    for x in sents:
+        detail = {"provider_id": x.provider_id}
+        if x.provider_status:
+            detail["provider_status"] = x.provider_status
+        events.append(_event_row(x.job.campaign.id, x.item, "sent", x.source, now, detail))
+    conn.execute(insert(Event), events)
+    for x in sents:
+        if x.item.channel == "sms" and x.provider_id:
+            _apply_early(session, x.item.id)
+    return [None] * len(sents)
 
 
 def _apply_early(session: Session, message_id: int) -> None:
@@ -639,10 +700,12 @@ class Runner:
             if await self._reconciled(item, messenger):
                 return
         want_token = (templates.needs_reset(item.view) and bool(job.config.reset_url))
-        ok, token = await self.recorder.call(
-            _begin_attempt, job, item, self.worker, self.options.lease_seconds, want_token)
+        ok, token, attempt_at = await self.recorder.batched(
+            begin_attempts, Begin(job, item, self.worker, self.options.lease_seconds, want_token))
         if not ok:
             return
+        if item.first_attempt_at is None:
+            item.first_attempt_at = attempt_at
         try:
             outgoing, content = self._render(item, token)
         except NotifyError as exc:
@@ -676,7 +739,9 @@ class Runner:
             rendered = job.notices.render_email(item.view, notice=item.notice,
                                                 reset_url=reset_url)
             message_id = templates.message_id_for(job.config, job.campaign.id, item.id)
-            data = templates.build_email(job.config, rendered, item.address, message_id)
+            # Date = the first attempt, so a re-send after a crash is the same message.
+            data = templates.build_email(job.config, rendered, item.address, message_id,
+                                         when=item.first_attempt_at or utcnow())
             outgoing = Outgoing(row_id=item.id, channel="email", to=item.address, data=data,
                                 message_id=message_id, sender=job.config.sender_email)
             digest = hashlib.sha256(data).hexdigest()
@@ -694,8 +759,8 @@ class Runner:
         job = self.job
         if result.outcome == "sent":
             provider_id = result.provider_id
-            await self.recorder.call(_record_sent, job, item, provider_id,
-                                     result.provider_status, content)
+            await self.recorder.batched(
+                record_sent, Sent(job, item, provider_id, result.provider_status, content))
             self._done(item, "sent")
         elif result.outcome == "retry" and item.attempts + 1 < self._attempt_cap(result):
             delay = self._backoff(item.attempts + 1, result.retry_after)
@@ -728,8 +793,9 @@ class Runner:
         if not fresh:
             return False
         match = fresh[0]
-        await self.recorder.call(_record_sent, self.job, item, match.provider_id,
-                                 match.status, {}, "reconcile", match.created_at)
+        await self.recorder.batched(
+            record_sent, Sent(self.job, item, match.provider_id, match.status, {}, "reconcile",
+                              match.created_at))
         self._done(item, "reconciled")
         return True
 
@@ -844,7 +910,8 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
     """Plan and render everything that would be sent, then roll it all back."""
     started = time.monotonic()
     summary = SendSummary(campaign=job.campaign.name, dry_run=True)
-    placeholder = "https://example.invalid/reset?token=<issued-at-send>"
+    # A link as long as a real one, so SMS segment counts are what sending will see.
+    placeholder = templates.reset_link(job.config, templates.sample_token())
     session = Session(engine)
     try:
         with session.begin():
@@ -861,8 +928,7 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
                 query = query.limit(options.limit)
             for message, contact in session.execute(query):
                 view = templates.ContactView.from_model(contact)
-                url = placeholder if templates.needs_reset(view) and job.config.reset_url \
-                    else None
+                url = placeholder if templates.needs_reset(view) else None
                 if message.channel == "email":
                     job.notices.render_email(view, notice=message.notice, reset_url=url)
                 else:

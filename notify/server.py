@@ -70,9 +70,9 @@ async def _run_db(app: web.Application, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await loop.run_in_executor(app[EXECUTOR], fn, *args)
         except OperationalError as exc:
-            if attempt == 2 or "locked" not in str(exc.orig).lower() and "busy" not in str(
-                exc.orig
-            ).lower():
+            reason = str(exc.orig).lower()
+            busy = "locked" in reason or "busy" in reason
+            if attempt == 2 or not busy:
                 raise
             await asyncio.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")

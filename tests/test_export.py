@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 from notify import db, export
 from notify.cli import main
 from notify.errors import NotifyError
-from notify.models import AuditRecord, Event, PasswordReset, utcnow
+from notify.models import AuditRecord, Event, Message, PasswordReset, utcnow
 from tests.test_status import seed_sample
 
 NAME = "acme-2026-11"
@@ -66,6 +66,21 @@ def test_deliveries_columns_values_and_safe_cells(engine, campaign_file, tmp_pat
     assert bob[0]["reset_status"] == "pending"
     assert {r["reset_status"] for r in rows if r["contact_key"] == "c3"} == {""}
     assert {r["reset_status"] for r in rows if r["contact_key"] == "c5"} == {"expired"}
+
+
+def test_phone_exemption_is_exact(engine, campaign_file, tmp_path):
+    ids = seed_sample(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        for n, address in enumerate(["+12+cmd|' /C calc'!A0", "+", "+44 20 7946 0958"]):
+            session.add(Message(campaign_id=1, contact_id=ids["c4"], channel="sms",
+                                notice="reminder", sequence=n + 1, status="pending",
+                                address=address))
+    out = tmp_path / "d.csv"
+    export.export_deliveries(engine, NAME, out)
+    addresses = [r["address"] for r in rows_by(out) if r["contact_key"] == "c4"]
+    assert addresses == ["'+12+cmd|' /C calc'!A0", "'+", "'+44 20 7946 0958"]
+    plain = [r["address"] for r in rows_by(out) if r["channel"] == "sms"]
+    assert "+14155550101" in plain
 
 
 def _selects(engine):

@@ -88,7 +88,8 @@ def test_preview_reminder(loaded):
 def test_preview_defaults_to_sms_without_email(loaded):
     result = run("preview", "--campaign", "acme-2026-11", "--contact", "C-1002")
     assert result.exit_code == 0, result.output
-    assert "Segments: 1 (GSM-7" in result.output or "Segments: 2 (GSM-7" in result.output
+    assert "To: +14155550124\n" in result.output
+    assert "Segments: 2 (GSM-7, " in result.output
     assert "payment card information was involved" in result.output
     assert "reset" not in result.output.lower()
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from email import message_from_bytes
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -10,7 +16,9 @@ from notify import db, sender
 from notify.config import load_settings
 from notify.models import Event, Message
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
-from tests.smtp_sink import SmtpSink
+from tests.smtp_sink import SmtpSink, window_max
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _smtp_env(monkeypatch, sink: SmtpSink) -> None:
@@ -78,17 +86,40 @@ def test_message_id_is_deterministic_per_row(env, tmp_path, monkeypatch):
                 m.provider_message_id
 
 
+@contextmanager
+def sink_process(tmp_path: Path):
+    """The sink in a process of its own, so arrival times carry no GIL contention of ours."""
+    port_file, record = tmp_path / "sink.port", tmp_path / "sink.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.smtp_sink", "--port", "0",
+                             "--port-file", str(port_file), "--record", str(record),
+                             "--no-parse"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "sink did not start"
+            time.sleep(0.05)
+        yield int(port_file.read_text()), record
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def test_rate_is_held_in_every_one_second_window(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 70)
-    with SmtpSink(parse=False) as sink:
-        _smtp_env(monkeypatch, sink)
+    with sink_process(tmp_path) as (port, record):
+        monkeypatch.setenv("NOTIFY_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("NOTIFY_SMTP_PORT", str(port))
+        monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
         summary = sender.send_campaign(
             engine, load_settings(), campaign.name,
             sender.SendOptions(email_rate=20, concurrency=8, progress=False))
-        assert sink.count == 70
-        assert sink.window_max(1.0) <= 21
-        assert sink.connections <= 8  # connections are reused
+        arrivals = [json.loads(line)["monotonic"] for line in record.read_text().splitlines()]
+        connections = {json.loads(line)["connection"] for line in record.read_text()
+                       .splitlines()}
+    assert len(arrivals) == 70
+    assert window_max(arrivals, 1.0) <= 21
+    assert len(connections) <= 8  # connections are reused
     # 70 messages at 20/s take at least (70 - 1) / 20 seconds
     assert summary.elapsed >= 69 / 20 - 0.05

@@ -135,6 +135,16 @@ def test_html_escapes_contact_data_and_text_keeps_it(notices):
     assert f"Dear {name}," in mail.text
 
 
+def test_advice_is_escaped_in_html_and_its_links_are_clickable(tmp_path, config):
+    folder = override(tmp_path, {"_shared/advice/card.txt.j2": (
+        'Your card\nSee https://bank.example/help?a=1&b=2. Or <b>call</b> "us".\n')})
+    mail = Notices(config, folder).render_email(person("card", name="Eve"))
+    assert ('See <a href="https://bank.example/help?a=1&amp;b=2">'
+            'https://bank.example/help?a=1&amp;b=2</a>. Or &lt;b&gt;call&lt;/b&gt; '
+            '&#34;us&#34;.') in mail.html
+    assert 'See https://bank.example/help?a=1&b=2. Or <b>call</b> "us".' in mail.text
+
+
 def test_missing_name_gets_a_polite_greeting(notices):
     mail = notices.render_email(person("identity", name=None))
     assert "Dear Customer," in mail.text and "Dear Customer," in mail.html
@@ -239,15 +249,16 @@ def test_override_can_extend_the_default_of_the_same_name(tmp_path, config):
     assert "What You Can Do" in text
 
 
-def test_version_follows_the_sources(tmp_path, config):
-    folder = override(tmp_path, {"passwords/sms.txt.j2": "{{ organization }} v1 {{ campaign.support_url }}"})
+def test_version_follows_the_sources(tmp_path, config, notices):
+    sms = "{{ organization }} %s {{ campaign.support_url }}"
+    folder = override(tmp_path, {"passwords/sms.txt.j2": sms % "v1"})
     first = Notices(config, folder).render_sms(person("passwords")).version
-    (folder / "passwords/sms.txt.j2").write_text("{{ organization }} v2 {{ campaign.support_url }}")
+    (folder / "passwords/sms.txt.j2").write_text(sms % "v2")
     second = Notices(config, folder).render_sms(person("passwords")).version
     assert len(first) == 16 and first != second
-    # a shared piece the template includes counts too
-    assert Notices(config, folder).version("card") != Notices(config, override(
-        tmp_path, {"_shared/advice/card.txt.j2": "Your card\nCall your bank.\n"})).version("card")
+    # a shared piece the template uses counts too
+    advice = override(tmp_path / "b", {"_shared/advice/card.txt.j2": "Your card\nCall your bank."})
+    assert Notices(config, advice).version("card") != notices.version("card")
 
 
 def test_missing_override_folder_is_an_error(tmp_path, config):
@@ -270,7 +281,7 @@ def test_defaults_pass_check_for_a_campaign_with_only_the_required_fields(tmp_pa
 
 def test_check_flags_missing_headings_missing_link_and_stray_files(tmp_path, config):
     folder = override(tmp_path, {
-        "identity/email.txt.j2": "Notice of Data Breach\n\nWhat Happened\n{{ campaign.description }}\n",
+        "identity/email.txt.j2": "Notice of Data Breach\n\nWhat Happened\n{{ organization }}\n",
         "passwords/reminder.sms.txt.j2": "{{ organization }}: please reset your password.",
         "card/email.text.j2": "typo in the name",
     })
@@ -400,3 +411,12 @@ def test_message_id_is_deterministic_per_row(config):
     assert message_id_for(config, 1, 7) != message_id_for(config, 2, 7)
     odd = dataclasses.replace(config, name="Big..Sale_2026", sender_email="it@Bücher.example")
     assert message_id_for(odd, 1, 7) == "<notify.1.7.big-sale-2026@xn--bcher-kva.example>"
+
+
+def test_check_skips_a_channel_the_campaign_never_uses(config):
+    # é and è are GSM-7, but "ç" (lower case) is not: every SMS becomes UCS-2 (201 characters)
+    accented = dataclasses.replace(config, organization="Françoise Ltd")
+    problems = Notices(accented, None).check()
+    assert any("needs 4 segments" in p and "UCS-2" in p for p in problems)
+    email_only = dataclasses.replace(accented, channels=("email",), fallback="none")
+    assert Notices(email_only, None).check() == []

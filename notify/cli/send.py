@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 
 import click
 
@@ -10,7 +12,11 @@ from notify import audit as audit_log
 from notify import sender
 from notify.cli import main
 from notify.cli.common import App, echo_json, pass_app
-from notify.errors import NotifyError
+from notify.errors import ConfigError, NotifyError
+
+# DESIGN.md: a lease lasts at most 30 s. Below a second, a busy database could let a live
+# worker's lease run out between two renewals (every third of the lease).
+LEASE_RANGE = (1.0, sender.LEASE_SECONDS)
 
 
 def send_options(func):
@@ -38,12 +44,32 @@ def send_options(func):
 def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: float | None,
                   sms_rate: float | None, concurrency: int | None, assume_yes: bool,
                   notice: str | None = None) -> sender.SendOptions:
-    """SendOptions from the shared flags."""
+    """SendOptions from the shared flags (and NOTIFY_LEASE_SECONDS from the environment)."""
     return sender.SendOptions(
         channels=None if channel == "all" else (channel,), dry_run=dry_run, limit=limit,
         email_rate=email_rate, sms_rate=sms_rate, concurrency=concurrency,
-        assume_yes=assume_yes, notice=notice,
+        assume_yes=assume_yes, notice=notice, lease_seconds=lease_seconds(),
     )
+
+
+def lease_seconds(env: Mapping[str, str] | None = None) -> float:
+    """How long a claimed batch stays leased without renewal: NOTIFY_LEASE_SECONDS, else 30.
+
+    A shorter lease makes survivors take a dead worker's batch over sooner, at the price of
+    more frequent renewals (every third of the lease).
+    """
+    text = (os.environ if env is None else env).get("NOTIFY_LEASE_SECONDS", "").strip()
+    if not text:
+        return sender.LEASE_SECONDS
+    low, high = LEASE_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # also rejects nan and inf
+        raise ConfigError(f"NOTIFY_LEASE_SECONDS: {text!r} is not a number of seconds "
+                          f"from {low:g} to {high:g}")
+    return value
 
 
 def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:

@@ -1,0 +1,204 @@
+"""Three `notify send` workers on one PostgreSQL campaign: shared work, one global rate.
+
+Worker A and B start together, C joins once the run is under way, B is killed with -9 in the
+middle. Then, at the recording SMTP sink and in the database:
+
+* every contact got the notice exactly once, apart from at most --concurrency emails that B
+  had in flight at the instant of the kill, re-sent with the same Message-ID;
+* no one-second window held more than rate + 1 messages (DESIGN.md: bucket depth 1), and the
+  total rate stayed at the configured rate while C joined and B left;
+* all three workers sent; the survivors took B's leased batch over, only once its lease
+  (NOTIFY_LEASE_SECONDS) had run out;
+* each survivor exited 0 only when nothing was pending or leased any more (its own final
+  summary shows every message sent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from notify import db
+from notify.models import Event, Message
+from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.smtp_sink import Received, SmtpSink, window_max
+
+CONTACTS = 1500
+RATE = 100  # emails per second, all workers together: ~15 s of sending
+CONCURRENCY = 4
+LEASE = 3.0  # seconds; the default 30 would make the takeover wait half a minute
+JOIN_AT = 200  # C starts once this many emails arrived
+KILL_AT = 700  # B is killed once this many arrived (C has been sending for a while)
+RUN_TIMEOUT = 120.0
+
+
+def _worker_env(pg_url: str, tmp_path: Path, sink: SmtpSink) -> dict[str, str]:
+    """The environment of a worker: this test's schema and sink, nothing from the caller."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "TWILIO_"))}
+    return {**base, "NOTIFY_DATABASE_URL": pg_url, "NOTIFY_OUTBOX": str(tmp_path / "outbox"),
+            "NOTIFY_SMTP_HOST": sink.host, "NOTIFY_SMTP_PORT": str(sink.port),
+            "NOTIFY_SMTP_TLS": "none", "NOTIFY_LEASE_SECONDS": str(LEASE)}
+
+
+def _start_worker(env: dict[str, str], cwd: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "notify", "send", name, "--yes", "--json",
+         "--email-rate", str(RATE), "--concurrency", str(CONCURRENCY)],
+        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_count(sink: SmtpSink, count: int, workers: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while sink.count < count:
+        assert time.monotonic() < deadline, f"only {sink.count} emails arrived"
+        for worker in workers:
+            if worker.poll() is not None:
+                pytest.fail(f"worker exited early ({worker.returncode}): {worker.communicate()}")
+        time.sleep(0.01)
+
+
+def _leased_by(engine: Engine, pid: int) -> dict[int, tuple[str, datetime]]:
+    """Rows a (dead) worker still leases: id -> (status, lease expiry)."""
+    with db.session_scope(engine) as session:
+        rows = session.execute(
+            select(Message.id, Message.status, Message.lease_expires_at)
+            .where(Message.lease_owner.like(f"%:{pid}:%")))
+        return {mid: (status, expires) for mid, status, expires in rows}
+
+
+def _attempts(engine: Engine) -> dict[int, list[tuple[datetime, str]]]:
+    """Every row's `sending` events in order: (when, which worker)."""
+    out: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
+    with db.session_scope(engine) as session:
+        for at, mid, detail in session.execute(
+                select(Event.at, Event.message_id, Event.detail)
+                .where(Event.kind == "sending").order_by(Event.id)):
+            out[mid].append((at, detail["worker"]))
+    return out
+
+
+def _pid_of(worker_id: str) -> int:
+    return int(worker_id.split(":")[-2])  # host:pid:random
+
+
+def _phase_rate(times: list[float], start: float, end: float) -> tuple[int, float]:
+    """How many arrivals fell in [start, end), and their rate (first to last)."""
+    inside = [t for t in times if start <= t < end]
+    if len(inside) < 2:
+        return len(inside), 0.0
+    return len(inside), (len(inside) - 1) / (inside[-1] - inside[0])
+
+
+def _windows(times: list[float]) -> Counter:
+    """How many arrivals each whole second from the first one held (for the report)."""
+    first = times[0]
+    return Counter(int(t - first) for t in times)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_workers_one_killed_everyone_told_once_at_one_global_rate(pg_url, tmp_path):
+    engine = db.make_engine(pg_url)
+    db.upgrade(engine)
+    try:
+        campaign = make_campaign(engine, campaign_toml(
+            tmp_path, channels='["email"]', fallback='"none"'))
+        add_contacts(engine, campaign, CONTACTS, exposures="passwords;card")
+        with SmtpSink() as sink:
+            env = _worker_env(pg_url, tmp_path, sink)
+            run = _run_workers(engine, env, tmp_path, campaign.name, sink)
+            received = sink.received
+            connections = sink.connections
+        _check(engine, run, received, connections)
+    finally:
+        engine.dispose()
+
+
+def _run_workers(engine: Engine, env: dict[str, str], cwd: Path, name: str,
+                 sink: SmtpSink) -> dict:
+    """A and B, then C joins, then B is killed; returns what the checks need."""
+    a, b = _start_worker(env, cwd, name), _start_worker(env, cwd, name)
+    _wait_for_count(sink, JOIN_AT, [a, b])
+    joined_at = time.monotonic()
+    c = _start_worker(env, cwd, name)
+    _wait_for_count(sink, KILL_AT, [a, b, c])
+    b.send_signal(signal.SIGKILL)
+    b.wait()
+    killed_at = time.monotonic()
+    orphans = _leased_by(engine, b.pid)  # durable: B is dead
+    outputs = {}
+    for worker in (a, c):
+        out, err = worker.communicate(timeout=RUN_TIMEOUT)
+        assert worker.returncode == 0, err
+        outputs[worker.pid] = json.loads(out.strip().splitlines()[-1])
+    return {"pids": (a.pid, b.pid, c.pid), "joined_at": joined_at, "killed_at": killed_at,
+            "orphans": orphans, "outputs": outputs}
+
+
+def _check(engine: Engine, run: dict, received: list[Received], connections: int) -> None:
+    a_pid, b_pid, c_pid = run["pids"]
+    orphans = run["orphans"]
+    assert orphans, "B held no lease when killed: it was not killed in the middle"
+    in_flight = {mid for mid, (status, _) in orphans.items() if status == "sending"}
+
+    # Nobody skipped; nobody told twice except B's in-flight emails, with the same Message-ID.
+    by_rcpt: dict[str, set[str | None]] = defaultdict(set)
+    for r in received:
+        by_rcpt[r.rcpt_tos[0]].add(r.message_id)
+    counts = Counter(r.rcpt_tos[0] for r in received)
+    assert set(counts) == {f"user{i}@example.com" for i in range(CONTACTS)}
+    repeated = {rcpt for rcpt, n in counts.items() if n > 1}
+    assert max(counts.values()) <= 2
+    assert len(repeated) <= min(CONCURRENCY, len(in_flight)), (repeated, in_flight)
+    assert all(len(by_rcpt[rcpt]) == 1 for rcpt in repeated), "repeat with a new Message-ID"
+    with db.session_scope(engine) as session:
+        statuses = Counter(session.scalars(select(Message.status)))
+        address_of = dict(session.execute(select(Message.address, Message.id)).all())
+        leased = session.scalar(select(Message.id).where(Message.lease_owner.is_not(None)))
+    assert statuses == {"sent": CONTACTS}
+    assert leased is None, "a lease outlived the run"
+    assert {address_of[rcpt] for rcpt in repeated} <= in_flight
+
+    # Each survivor returned only once nothing was pending or leased: its own final count.
+    for pid, summary in run["outputs"].items():
+        assert summary["totals"] == {"email": {"sent": CONTACTS}}, (pid, summary)
+
+    # All three sent; the survivors took B's batch over once its lease had run out.
+    attempts = _attempts(engine)
+    senders = Counter(_pid_of(w) for tries in attempts.values() for _, w in tries)
+    assert set(senders) == {a_pid, b_pid, c_pid}, senders
+    assert min(senders.values()) >= 50, senders
+    for mid, (_, expires) in orphans.items():
+        at, worker = attempts[mid][-1]
+        assert _pid_of(worker) in (a_pid, c_pid), (mid, attempts[mid])
+        assert at >= expires, f"row {mid} taken over at {at}, before B's lease ran out {expires}"
+
+    # One global rate: no one-second window above rate + 1, and the rate held while C joined
+    # and B left (no phase well below it either).
+    times = sorted(r.monotonic for r in received)
+    busiest = window_max(times, 1.0)
+    phases = {
+        "A+B": _phase_rate(times, times[0], run["joined_at"]),
+        "A+B+C": _phase_rate(times, run["joined_at"], run["killed_at"]),
+        "A+C": _phase_rate(times, run["killed_at"], times[-1] + 1),
+    }
+    report = (f"busiest 1 s window {busiest} (limit {RATE + 1}); phases "
+              + ", ".join(f"{k}: {n} at {r:.1f}/s" for k, (n, r) in phases.items())
+              + f"; per second {sorted(_windows(times).values())}; taken over {len(orphans)}"
+              f" ({len(in_flight)} in flight, {len(repeated)} re-sent); sent by "
+              f"A {senders[a_pid]}, B {senders[b_pid]}, C {senders[c_pid]}; "
+              f"{connections} SMTP connections")
+    print(report)
+    assert busiest <= RATE + 1, report
+    for name, (_, rate) in phases.items():
+        assert 0.9 * RATE <= rate <= 1.01 * RATE, f"{name}: {report}"
