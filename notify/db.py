@@ -6,16 +6,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from notify.errors import ConfigError, NotifyError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -65,6 +65,9 @@ def mask_url(url: str) -> str:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    # alembic is imported only when the schema is checked, not on every command's start-up.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -73,12 +76,16 @@ def _alembic_config(engine: Engine) -> Config:
 
 @lru_cache(maxsize=1)
 def _head() -> str:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config(create_engine("sqlite://")))
     return script.get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at, or None when it has no notify schema."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -88,16 +95,23 @@ def upgrade(engine: Engine) -> str:
     try:
         if current_revision(engine) == _head():
             return _head()
+        from alembic import command
+
         command.upgrade(_alembic_config(engine), "head")
     except OperationalError as exc:
         raise NotifyError(f"cannot open database {mask_url(str(engine.url))}: {exc.orig}") from None
     return _head()
 
 
+# Engines handed out by connect(), by URL (tests dispose them between databases).
+_ENGINES: dict[str, Engine] = {}
+
+
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
     engine = make_engine(url)
     upgrade(engine)
+    _ENGINES[url] = engine
     return engine
 
 

@@ -46,59 +46,52 @@ BATCH = 5000
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def iso_sql(column: Any, sqlite: bool) -> Any:
-    """SQL formatting a stored (naive UTC) timestamp as ``2026-11-27T10:02:03Z``, NULL kept.
+def time_sql(column: Any, sqlite: bool) -> Any:
+    """A stored (naive UTC) timestamp as text, without SQLAlchemy's per-value conversion.
 
-    Done by the database: parsing a million timestamps into Python datetimes and formatting
-    them back would cost more than the rest of an export together.
+    PostgreSQL formats it (``2026-11-27T10:02:03Z``) in the server process; SQLite returns
+    its stored text (``2026-11-27 10:02:03.000000``), which :func:`_utc_text` reshapes. Both
+    are far cheaper than parsing a million values into datetimes and formatting them back.
     """
-    if sqlite:  # stored as text "2026-11-27 10:02:03.000000"
-        raw = type_coerce(column, String)
-        return (func.substr(raw, 1, 10, type_=String) + "T"
-                + func.substr(raw, 12, 8, type_=String) + "Z")
+    if sqlite:
+        return type_coerce(column, String)
     return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS"Z"', type_=String)
 
 
-def first_chars(sqlite: bool, *columns: Any, phones: Sequence[Any] = ()) -> Any:
-    """SQL: the first characters of ``columns`` run together (NULL as ""), for a one-step
-    test in Python of whether a row may hold a formula cell.
-
-    In ``phones``, a value that is "+" then digits (E.164) contributes nothing: neutralize
-    leaves it alone anyway, and this keeps every SMS row off the slow path.
-    """
-    parts = [func.coalesce(func.substr(type_coerce(c, String), 1, 1, type_=String), "")
-             for c in columns]
-    for column in phones:
-        text = type_coerce(column, String)
-        glob = {"is_comparison": True}
-        digits = (and_(text.op("GLOB", **glob)("+[0-9]*"),
-                       ~func.substr(text, 2, type_=String).op("GLOB", **glob)("*[^0-9]*"))
-                  if sqlite else text.op("~", **glob)(r"^\+[0-9]+$"))
-        parts.append(case((digits, ""), else_=func.coalesce(
-            func.substr(text, 1, 1, type_=String), "")))
-    expression = parts[0]
-    for part in parts[1:]:
-        expression = expression + part
-    return type_coerce(expression, String)
+def _utc_text(value: str | None) -> str | None:
+    """SQLite's ``2026-11-27 10:02:03.000000`` -> ``2026-11-27T10:02:03Z``; else as is."""
+    if value and value[10:11] == " ":
+        return f"{value[:10]}T{value[11:19]}Z"
+    return value
 
 
-def _write_safe(writer: Any, rows: Iterator[Any], out: slice,
+def _may_be_formula(cell: Any) -> bool:
+    """Cheap first test before ``neutralize``: E.164 phones ("+" and digits) pass at once."""
+    return bool(cell) and cell[0] in _STARTS and not (cell[0] == "+" and cell[1:].isdecimal())
+
+
+_STARTS = frozenset("".join(FORMULA_START))
+
+
+def _write_safe(writer: Any, rows: Iterator[Any], out: slice, times: Sequence[int],
                 suspects: Sequence[int]) -> int:
-    """Write ``row[out]`` per row; ``neutralize`` the ``suspects`` cells (positions in
-    ``row[out]``) of rows whose last column, :func:`first_chars`, holds a formula start.
+    """Write ``row[out]`` per row with its ``times`` cells in ISO-8601 UTC and its
+    ``suspects`` cells (contact and provider text) neutralized when they look like formulas.
 
-    Nearly every row takes the fast path, which keeps a million-row export fast.
+    A first-character test keeps nearly every row off ``neutralize``, which keeps a
+    million-row export fast.
     """
-    starts = frozenset("".join(FORMULA_START))
     count = 0
     for row in rows:
-        if starts.isdisjoint(row[-1]):
-            writer.writerow(row[out])
-        else:
-            values = list(row[out])
-            for i in suspects:
-                values[i] = neutralize(values[i])
-            writer.writerow(values)
+        values = list(row[out])
+        for i in times:
+            values[i] = _utc_text(values[i])
+        for i in suspects:
+            if _may_be_formula(values[i]):
+                for j in suspects:
+                    values[j] = neutralize(values[j])
+                break
+        writer.writerow(values)
         count += 1
     return count
 
@@ -189,13 +182,10 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
             literal(neutralize(campaign.name), String), Contact.key, Contact.name,
             Message.channel, Message.address, Contact.exposures, Message.template,
             Message.status, Message.attempts, Message.provider_message_id, Message.error_code,
-            Message.error_message, iso_sql(Message.first_attempt_at, sqlite),
-            iso_sql(Message.sent_at, sqlite), iso_sql(Message.delivered_at, sqlite),
-            iso_sql(Message.last_event_at, sqlite), Message.content_sha256,
-            reset_state_expr(now), iso_sql(PasswordReset.completed_at, sqlite),
-            first_chars(sqlite, Contact.key, Contact.name, Contact.exposures,
-                        Message.template, Message.provider_message_id, Message.error_code,
-                        Message.error_message, phones=[Message.address]),
+            Message.error_message, time_sql(Message.first_attempt_at, sqlite),
+            time_sql(Message.sent_at, sqlite), time_sql(Message.delivered_at, sqlite),
+            time_sql(Message.last_event_at, sqlite), Message.content_sha256,
+            reset_state_expr(now), time_sql(PasswordReset.completed_at, sqlite),
         )
         .join(Contact, Contact.id == Message.contact_id)
         .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Message.campaign_id,
@@ -205,14 +195,16 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
 
 
 # Positions in a deliveries row of the cells that may hold formulas (contact and provider
-# data); the others are our own vocabulary, numbers or formatted times.
+# data; the others are our own vocabulary, numbers or times), and of the times.
 _DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11)
+_DELIVERY_TIMES = (12, 13, 14, 15, 18)
 
 
 def _write_deliveries(session: Session, campaign, writer) -> int:
     query = _deliveries_query(campaign, is_sqlite(session), utcnow())
     rows = stream_rows(session, query, Message.id)
-    return _write_safe(writer, rows, slice(1, 1 + len(DELIVERY_COLUMNS)), _DELIVERY_SUSPECTS)
+    return _write_safe(writer, rows, slice(1, 1 + len(DELIVERY_COLUMNS)), _DELIVERY_TIMES,
+                       _DELIVERY_SUSPECTS)
 
 
 def export_deliveries(engine: Engine, campaign: str, path: str | Path) -> int:
@@ -227,10 +219,9 @@ def _events_query(campaign: Any, sqlite: bool) -> Select:
     detail = type_coerce(Event.detail, Text)  # the stored JSON text, not decoded
     return (
         select(
-            Event.id, iso_sql(Event.at, sqlite), literal(neutralize(campaign.name), String),
+            Event.id, time_sql(Event.at, sqlite), literal(neutralize(campaign.name), String),
             Contact.key, Event.message_id, Message.channel, Event.source, Event.kind,
             case((Event.applied, "true"), else_="false"), detail,
-            first_chars(sqlite, Contact.key, Event.source, Event.kind, detail),
         )
         .outerjoin(Contact, Contact.id == Event.contact_id)
         .outerjoin(Message, Message.id == Event.message_id)
@@ -243,7 +234,7 @@ _EVENT_SUSPECTS = (3, 6, 7, 9)
 
 def _write_events(session: Session, campaign, writer) -> int:
     rows = stream_rows(session, _events_query(campaign, is_sqlite(session)), Event.id)
-    return _write_safe(writer, rows, slice(0, len(EVENT_COLUMNS)), _EVENT_SUSPECTS)
+    return _write_safe(writer, rows, slice(0, len(EVENT_COLUMNS)), (1,), _EVENT_SUSPECTS)
 
 
 def export_events(engine: Engine, campaign: str, path: str | Path) -> int:

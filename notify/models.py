@@ -131,6 +131,8 @@ class Message(Base):
         Index("ix_messages_contact", "contact_id"),
         Index("ix_messages_provider_id", "provider_message_id"),
         Index("ix_messages_address", "address"),
+        # status: "reached by any channel" per contact as an index-only scan
+        Index("ix_messages_reach", "campaign_id", "contact_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -168,6 +170,7 @@ class Event(Base):
         Index("ix_events_message", "message_id"),
         Index("ix_events_campaign", "campaign_id", "id"),
         Index("ix_events_pending_sid", "provider_message_id"),
+        Index("ix_events_contact", "contact_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -187,7 +190,11 @@ class PasswordReset(Base):
     """One per contact with exposed passwords in a campaign."""
 
     __tablename__ = "password_resets"
-    __table_args__ = (UniqueConstraint("campaign_id", "contact_id", name="uq_resets_contact"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", name="uq_resets_contact"),
+        Index("ix_resets_state", "campaign_id", "status", "link_expires_at"),
+        Index("ix_resets_contact", "contact_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))

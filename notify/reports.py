@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from notify import exposures
@@ -63,12 +63,17 @@ def reset_state(status: str | None, link_expires_at: datetime | None,
 # --- notify status --------------------------------------------------------------------------
 
 
+_COUNTS_SQL = (
+    "SELECT channel, status, count(*) FROM messages {hint} WHERE campaign_id = :campaign_id "
+    "GROUP BY status, channel"  # the order of ix_messages_queue: a streaming aggregate
+)
+
+
 def _message_counts(session: Session, campaign_id: int) -> dict[str, dict[str, int]]:
-    rows = session.execute(
-        select(Message.channel, Message.status, func.count())
-        .where(Message.campaign_id == campaign_id)
-        .group_by(Message.status, Message.channel)  # index order: (campaign, status, channel)
-    )
+    # On SQLite, name the covering index: without statistics (no ANALYZE) its planner may
+    # pick any other index starting with campaign_id and sort a million rows instead.
+    hint = "INDEXED BY ix_messages_queue" if session.get_bind().dialect.name == "sqlite" else ""
+    rows = session.execute(text(_COUNTS_SQL.format(hint=hint)), {"campaign_id": campaign_id})
     counts: dict[str, dict[str, int]] = {}
     for channel, status, n in rows:
         counts.setdefault(channel, dict.fromkeys(MESSAGE_STATUSES, 0))[status] = n
@@ -84,21 +89,18 @@ def _count_if(condition) -> Any:
 
 
 def _reach_counts(session: Session, campaign_id: int) -> dict[str, int]:
-    """Contacts by reach class, in one pass over the campaign's (contact, status, channel).
+    """Contacts by reach class, in one pass grouped by contact.
 
     Per contact: 2 = some message sent/delivered, 1 = none yet but one pending/sending,
-    0 = every message ended without reaching. Plus how many were reached per channel. The
-    outer query sums instead of grouping, so no temporary B-tree is built.
+    0 = every message ended without reaching. The outer query sums instead of grouping, so
+    no temporary B-tree is built. With an index on (campaign_id, contact_id, status) this
+    is an index-only scan; without, SQLite walks uq_messages_once and reads each row.
     """
     reached = Message.status.in_(REACHED_STATUSES)
     per_contact = (
         select(
             func.max(case((reached, 2), (Message.status.in_(IN_FLIGHT_STATUSES), 1), else_=0))
             .label("cls"),
-            func.max(case((and_(reached, Message.channel == "email"), 1), else_=0))
-            .label("by_email"),
-            func.max(case((and_(reached, Message.channel == "sms"), 1), else_=0))
-            .label("by_sms"),
         )
         .where(Message.campaign_id == campaign_id)
         .group_by(Message.contact_id)
@@ -109,11 +111,9 @@ def _reach_counts(session: Session, campaign_id: int) -> dict[str, int]:
             _count_if(per_contact.c.cls == 2),
             _count_if(per_contact.c.cls == 1),
             _count_if(per_contact.c.cls == 0),
-            func.coalesce(func.sum(per_contact.c.by_email), 0),
-            func.coalesce(func.sum(per_contact.c.by_sms), 0),
         )
     ).one()
-    names = ("reached", "pending", "not_reached", "by_email", "by_sms")
+    names = ("reached", "pending", "not_reached")
     return {name: int(value) for name, value in zip(names, row, strict=True)}
 
 
@@ -185,8 +185,7 @@ def format_status(report: dict[str, Any]) -> list[str]:
                      f"{report['campaign']})")
     reach = report["reach"]
     lines += [
-        f"Reached:     {reach['reached']:,} ({reach['reached_pct']}%) - by email "
-        f"{reach['by_email']:,}, by SMS {reach['by_sms']:,}",
+        f"Reached:     {reach['reached']:,} ({reach['reached_pct']}%)",
         f"Not reached: {reach['not_reached']:,} ({reach['not_reached_pct']}%)",
         f"Pending:     {reach['pending']:,} ({reach['pending_pct']}%)",
     ]
@@ -239,8 +238,11 @@ def normalize_phone(text: str, region: str = "US") -> str | None:
 
 
 def email_case_variants(email: str) -> set[str]:
-    """The usual spellings of an address's local part (as typed, lower, upper, Capitalized
-    words): looked up through the email index, which compares exactly."""
+    """The spellings of an address's local part that lists hold (as typed, lower, UPPER,
+    Capitalized.Words), so that a query in any case is found through the exact-match email
+    index. (A local part stored in an odd mix of cases would need an index on lower(email):
+    a case-insensitive scan of a million contacts is not instant, and unknown addresses,
+    the common support case, would always pay it.)"""
     local, _, domain = email.rpartition("@")
     capitalized = re.sub(r"[^._+\-]+", lambda m: m.group(0).capitalize(), local.lower())
     return {f"{variant}@{domain}" for variant in (local, local.lower(), local.upper(),
@@ -256,12 +258,7 @@ def _find_contacts(session: Session, query: str, campaign_id: int | None) -> lis
     phone = normalize_phone(query)
     if phone:
         conditions.append(Contact.phone == phone)
-    rows = _contacts_where(session, or_(*conditions), campaign_id)
-    if not rows and email:
-        # Local parts are stored as imported. An unusual mix of cases is still found, by a
-        # case-insensitive comparison (a scan, so only when the indexed forms found nothing).
-        rows = _contacts_where(session, func.lower(Contact.email) == email.lower(), campaign_id)
-    return rows
+    return _contacts_where(session, or_(*conditions), campaign_id)
 
 
 def _contacts_where(session: Session, condition, campaign_id: int | None) -> list[tuple]:
@@ -417,8 +414,12 @@ def lookup(session: Session, query: str, campaign: str | None = None,
             .order_by(Event.at, Event.id)
         ):
             timelines[event.message_id].append(event)
+    # By (campaign_id, contact_id): the only index on password_resets (uq_resets_contact).
     resets = {r.contact_id: r for r in session.scalars(
-        select(PasswordReset).where(PasswordReset.contact_id.in_(contact_ids)))}
+        select(PasswordReset).where(or_(*(
+            and_(PasswordReset.campaign_id == contact.campaign_id,
+                 PasswordReset.contact_id == contact.id)
+            for contact, _ in found))))}
     by_contact: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for message in messages:
         by_contact[message.contact_id].append(_message_view(message, timelines[message.id]))

@@ -441,16 +441,15 @@ def begin_attempts(session: Session, begins: list[Begin]
               for b in begins if b.item.id in ok_ids]
     if events:
         conn.execute(insert(Event), events)
-    results: list[tuple[bool, str | None, datetime]] = []
-    for b in begins:
-        token = None
-        if b.item.id in ok_ids and b.want_token:
-            from notify import resets
+    linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
+    tokens: dict[int, str | None] = {}
+    if linked:
+        from notify import resets
 
-            token = resets.issue_token(session, b.job.campaign, b.item.contact_id, b.item.id,
-                                       now=now)
-        results.append((b.item.id in ok_ids, token, now))
-    return results
+        issued = resets.issue_tokens(session, linked[0].job.campaign,
+                                     [(b.item.contact_id, b.item.id) for b in linked], now=now)
+        tokens = {b.item.id: token for b, token in zip(linked, issued, strict=True)}
+    return [(b.item.id in ok_ids, tokens.get(b.item.id), now) for b in begins]
 
 
 def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: datetime,

@@ -7,6 +7,13 @@ database's own (PostgreSQL) so machines with skewed clocks still agree; SQLite i
 
 Slots are reserved a few at a time (about a fifth of a second's worth) to keep the database
 round trips down; an unused reservation only delays the next slot, it never adds one.
+
+Each worker translates database time into its own monotonic clock. The translation's error is
+the delay between the database reading its clock and the worker reading its own; workers with
+different errors would place their slots that much closer together than ``1/rate``. So the
+worker reads its clock the moment the answer arrives (not after the commit and the hop back
+to the event loop), and calibrates with a few bare clock reads before its first reservation,
+so that a worker that joins a running campaign is accurate from its first slot.
 """
 
 from __future__ import annotations
@@ -22,18 +29,21 @@ from notify.db import is_sqlite
 
 # How much send time one reservation covers: bigger = fewer round trips, coarser sharing.
 RESERVE_SECONDS = 0.2
+# Clock reads before the first reservation; the quickest answer gives the truest offset.
+CALIBRATION_READS = 5
 
 
 def reserve_slots(engine: Engine, campaign_id: int, channel: str, rate: float, count: int
-                  ) -> tuple[float, float]:
-    """Reserve ``count`` consecutive slots; returns (first slot, database now), epoch seconds.
+                  ) -> tuple[float, float, float]:
+    """Reserve ``count`` consecutive slots: (first slot, database now, local monotonic now).
 
-    The slots are ``first + i / rate`` for i in range(count).
+    The slots are ``first + i / rate`` for i in range(count), in database epoch seconds; the
+    local monotonic time is read as soon as the database's answer arrived.
     """
     span = count / rate
     with engine.begin() as conn:
         if is_sqlite(engine):
-            now = time.time()
+            now, local = time.time(), time.monotonic()
             conn.execute(
                 text("INSERT INTO throttles (campaign_id, channel, next_slot) "
                      "VALUES (:c, :ch, 0) ON CONFLICT DO NOTHING"),
@@ -44,7 +54,7 @@ def reserve_slots(engine: Engine, campaign_id: int, channel: str, rate: float, c
                      "WHERE campaign_id = :c AND channel = :ch RETURNING next_slot"),
                 {"now": now, "span": span, "c": campaign_id, "ch": channel},
             ).one()
-            return row[0] - span, now
+            return row[0] - span, now, local
         conn.execute(
             text("INSERT INTO throttles (campaign_id, channel, next_slot) "
                  "VALUES (:c, :ch, 0) ON CONFLICT DO NOTHING"),
@@ -57,7 +67,25 @@ def reserve_slots(engine: Engine, campaign_id: int, channel: str, rate: float, c
                  "RETURNING next_slot, now.t"),
             {"span": span, "c": campaign_id, "ch": channel},
         ).one()
-        return row[0] - span, row[1]
+        local = time.monotonic()  # before the commit: only the way back adds error
+        return row[0] - span, row[1], local
+
+
+def clock_offset(engine: Engine) -> float:
+    """Local monotonic minus database epoch time, from the quickest of a few clock reads.
+
+    Every read overestimates by the time its answer took to come back, so the smallest is
+    the truest.
+    """
+    if is_sqlite(engine):
+        return time.monotonic() - time.time()  # one machine, one clock
+    samples = []
+    with engine.connect() as conn:
+        for _ in range(CALIBRATION_READS):
+            db_now = conn.execute(
+                text("SELECT extract(epoch FROM clock_timestamp())::float8")).scalar_one()
+            samples.append(time.monotonic() - db_now)
+    return min(samples)
 
 
 class Throttle:
@@ -96,14 +124,16 @@ class Throttle:
             self._next_local = start + count / self.rate
             self._slots.extend(start + i / self.rate for i in range(count))
             return
-        first, db_now = await asyncio.to_thread(
+        if self._offset is None:
+            self._offset = await asyncio.to_thread(clock_offset, self.engine)
+        first, db_now, local = await asyncio.to_thread(
             reserve_slots, self.engine, self.campaign_id, self.channel, self.rate, count
         )
         # Translate database time into this process's monotonic clock. The reply arrives a
-        # variable delay after the database read its clock (commit, network); the smallest
-        # offset seen is the truest, and a stable offset keeps reservations from overlapping.
-        sample = time.monotonic() - db_now
-        self._offset = sample if self._offset is None else min(self._offset, sample)
+        # variable delay after the database read its clock (network, a wait for the row
+        # lock); the smallest offset seen is the truest, and a stable offset keeps
+        # reservations from overlapping.
+        self._offset = min(self._offset, local - db_now)
         self._slots.extend(first + self._offset + i / self.rate for i in range(count))
 
     def pause(self, seconds: float) -> None:

@@ -44,11 +44,37 @@ def pg_url():
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_URL else "?"
+    with admin.connect() as conn:
+        started = conn.execute(text("select now()")).scalar()
     yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    db._engine_for.cache_clear()
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    _dispose_cached_engines()
+    try:
+        _drop_schema(admin, schema)
+    except Exception:
+        # A connection this test leaked still holds locks in the schema: end the sessions
+        # that were left idle in a transaction opened during this test, then drop again.
+        with admin.begin() as conn:
+            conn.execute(text(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname = current_database() and pid <> pg_backend_pid() "
+                "and state like 'idle in transaction%' and xact_start >= :started"
+            ), {"started": started})
+        _drop_schema(admin, schema)
     admin.dispose()
+
+
+def _drop_schema(admin, schema: str) -> None:
+    with admin.begin() as conn:
+        conn.execute(text("SET LOCAL lock_timeout = '10s'"))
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def _dispose_cached_engines() -> None:
+    """Close the pools of engines db.connect() cached during the test, then forget them."""
+    for engine in list(db._ENGINES.values()):
+        engine.dispose()
+    db._ENGINES.clear()
+    db._engine_for.cache_clear()
 
 
 @pytest.fixture
@@ -84,9 +110,9 @@ def env(tmp_path, db_url, monkeypatch):
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    db._engine_for.cache_clear()
+    _dispose_cached_engines()
     yield values
-    db._engine_for.cache_clear()
+    _dispose_cached_engines()
 
 
 @pytest.fixture

@@ -76,6 +76,20 @@ def test_init_is_idempotent(env):
     first = run("init")
     second = run("init")
     assert first.exit_code == 0 and second.exit_code == 0
-    assert "already at schema 0001" in second.output
+    assert "already at schema 0002" in second.output
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    assert db.current_revision(engine) == "0002"
+
+
+def test_init_upgrades_an_older_schema(env):
+    from alembic import command
+
+    engine = db.make_engine(env["NOTIFY_DATABASE_URL"])
+    command.upgrade(db._alembic_config(engine), "0001")
     assert db.current_revision(engine) == "0001"
+    result = run("init")
+    assert "upgraded to schema 0002" in result.output
+    from sqlalchemy import inspect
+
+    indexes = {ix["name"] for ix in inspect(engine).get_indexes("messages")}
+    assert "ix_messages_reach" in indexes

@@ -15,6 +15,7 @@ middle. Then, at the recording SMTP sink and in the database:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -30,15 +32,24 @@ from sqlalchemy import Engine, select
 
 from notify import db
 from notify.models import Event, Message
+from notify.throttle import Throttle
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import Received, SmtpSink, window_max
 
-CONTACTS = 1500
-RATE = 100  # emails per second, all workers together: ~15 s of sending
-CONCURRENCY = 4
+# The rate: one that three workers hold on a loaded 2-core machine, and whose slot (1/rate)
+# is wider than that machine's scheduling stalls. A window holds rate + 2 only when a message
+# 1 + 1/rate seconds after another arrives less than a second after it: with other jobs
+# running, the SMTP dialogue alone was measured to bunch arrivals by 50-170 ms at 20-25/s
+# (so 22 and 27-28 in a window), about 50 ms at 10/s. 10/s still needs all three workers to
+# share one bucket (each alone sends several times that). NOTIFY_TEST_SCALE_RATE=100 runs
+# the same test at 100/s on a quiet machine.
+RATE = int(os.environ.get("NOTIFY_TEST_SCALE_RATE", "10"))  # emails/s, all workers together
+SECONDS = 24  # of sending at that rate
+CONTACTS = RATE * SECONDS
+CONCURRENCY = 8
 LEASE = 3.0  # seconds; the default 30 would make the takeover wait half a minute
-JOIN_AT = 200  # C starts once this many emails arrived
-KILL_AT = 700  # B is killed once this many arrived (C has been sending for a while)
+JOIN_AT = CONTACTS // 8  # C starts once this many emails arrived (~3 s in)
+KILL_AT = CONTACTS * 4 // 9  # B is killed once this many arrived (~11 s in, C at work)
 RUN_TIMEOUT = 120.0
 
 
@@ -99,6 +110,17 @@ def _phase_rate(times: list[float], start: float, end: float) -> tuple[int, floa
     return len(inside), (len(inside) - 1) / (inside[-1] - inside[0])
 
 
+def _busiest(times: list[float]) -> tuple[int, float]:
+    """The most arrivals in any one-second window [t, t + 1), and where it starts."""
+    best, at, start = 0, times[0], 0
+    for end, t in enumerate(times):
+        while times[start] <= t - 1.0:
+            start += 1
+        if end - start + 1 > best:
+            best, at = end - start + 1, times[start]
+    return best, at
+
+
 def _windows(times: list[float]) -> Counter:
     """How many arrivals each whole second from the first one held (for the report)."""
     first = times[0]
@@ -114,7 +136,7 @@ def test_three_workers_one_killed_everyone_told_once_at_one_global_rate(pg_url, 
         campaign = make_campaign(engine, campaign_toml(
             tmp_path, channels='["email"]', fallback='"none"'))
         add_contacts(engine, campaign, CONTACTS, exposures="passwords;card")
-        with SmtpSink() as sink:
+        with SmtpSink(parse=False) as sink:  # no parsing: less jitter
             env = _worker_env(pg_url, tmp_path, sink)
             run = _run_workers(engine, env, tmp_path, campaign.name, sink)
             received = sink.received
@@ -177,7 +199,7 @@ def _check(engine: Engine, run: dict, received: list[Received], connections: int
     attempts = _attempts(engine)
     senders = Counter(_pid_of(w) for tries in attempts.values() for _, w in tries)
     assert set(senders) == {a_pid, b_pid, c_pid}, senders
-    assert min(senders.values()) >= 50, senders
+    assert min(senders.values()) >= RATE, senders  # a second's worth each, at least
     for mid, (_, expires) in orphans.items():
         at, worker = attempts[mid][-1]
         assert _pid_of(worker) in (a_pid, c_pid), (mid, attempts[mid])
@@ -186,13 +208,17 @@ def _check(engine: Engine, run: dict, received: list[Received], connections: int
     # One global rate: no one-second window above rate + 1, and the rate held while C joined
     # and B left (no phase well below it either).
     times = sorted(r.monotonic for r in received)
-    busiest = window_max(times, 1.0)
+    busiest, busiest_at = _busiest(times)
+    assert busiest == window_max(times, 1.0)
     phases = {
         "A+B": _phase_rate(times, times[0], run["joined_at"]),
         "A+B+C": _phase_rate(times, run["joined_at"], run["killed_at"]),
         "A+C": _phase_rate(times, run["killed_at"], times[-1] + 1),
     }
-    report = (f"busiest 1 s window {busiest} (limit {RATE + 1}); phases "
+    first = times[0]
+    report = (f"busiest 1 s window {busiest} (limit {RATE + 1}) from {busiest_at - first:.2f} s "
+              f"(C joined at {run['joined_at'] - first:.2f} s, B killed at "
+              f"{run['killed_at'] - first:.2f} s); phases "
               + ", ".join(f"{k}: {n} at {r:.1f}/s" for k, (n, r) in phases.items())
               + f"; per second {sorted(_windows(times).values())}; taken over {len(orphans)}"
               f" ({len(in_flight)} in flight, {len(repeated)} re-sent); sent by "
@@ -200,5 +226,38 @@ def _check(engine: Engine, run: dict, received: list[Received], connections: int
               f"{connections} SMTP connections")
     print(report)
     assert busiest <= RATE + 1, report
-    for name, (_, rate) in phases.items():
-        assert 0.9 * RATE <= rate <= 1.01 * RATE, f"{name}: {report}"
+    for name, (_, rate) in phases.items():  # too fast is the windows' business
+        assert rate >= 0.9 * RATE, f"{name}: {report}"
+
+
+@pytest.mark.postgres
+async def test_slots_of_several_workers_keep_one_over_rate_apart(pg_url, tmp_path):
+    """The throttle itself, without the noise of processes and SMTP: three workers (each its
+    own engine, one joining after the other) translate the shared schedule into their own
+    clocks; all their slots together must stay 1/rate apart. A translation off by the
+    database's reply time (a few ms under load) put slots of different workers 1-6 ms apart
+    at 100/s, instead of 10."""
+    rate = 100.0
+    engine = db.make_engine(pg_url)
+    db.upgrade(engine)
+    campaign = make_campaign(engine, campaign_toml(tmp_path))
+    engines = [db.make_engine(pg_url) for _ in range(3)]
+    slots: list[float] = []
+
+    async def worker(throttle: Throttle, joins_after: float) -> None:
+        await asyncio.sleep(joins_after)
+        for _ in range(10):
+            await throttle._refill()  # the slots themselves are what is under test
+            slots.extend(throttle._slots)
+            throttle._slots.clear()
+
+    try:
+        await asyncio.gather(*(worker(Throttle(e, campaign.id, "email", rate), 0.05 * i)
+                               for i, e in enumerate(engines)))
+    finally:
+        for e in (engine, *engines):
+            e.dispose()
+    slots.sort()
+    gaps = sorted(b - a for a, b in pairwise(slots))
+    assert len(slots) == 3 * 10 * 20
+    assert gaps[0] >= 0.8 / rate, f"slots {gaps[0] * 1000:.2f} ms apart (1/rate = 10 ms)"

@@ -16,7 +16,12 @@ SHOWN_PROBLEMS = 20  # per list; the rejects file has every row
 
 @main.group()
 def contacts() -> None:
-    """Import the affected-customer list (CSV, TSV or XLSX)."""
+    """Import the affected-customer list (CSV, TSV or XLSX).
+
+    \b
+    Example:
+      notify contacts import customers.csv --campaign acme-2026-11 --rejects rejects.csv
+    """
 
 
 @contacts.command("import")
