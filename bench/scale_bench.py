@@ -105,11 +105,18 @@ def run_together(commands: list[list[str]], env: dict[str, str], cwd: Path
             cpu_s=usage.ru_utime + usage.ru_stime, ended=time.perf_counter() - started,
             output=outputs[index].read().decode(errors="replace"))
 
-    threads = [threading.Thread(target=reap, args=(i, p)) for i, p in enumerate(popens)]
+    threads = [threading.Thread(target=reap, args=(i, p), daemon=True)
+               for i, p in enumerate(popens)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # Ctrl-C: leave no worker running behind the benchmark
+        for proc in popens:
+            if proc.returncode is None:
+                proc.kill()
+        raise
     wall = time.perf_counter() - started
     procs = [r for r in results if r is not None]
     for cmd, proc in zip(commands, procs, strict=True):

@@ -266,6 +266,7 @@ def _sentence(exc: Exception) -> str:
 
 @lru_cache(maxsize=65536)
 def _slow_email(value: str) -> tuple[str | None, str | None]:
+    """email-validator itself, for what the fast path does not cover (quoted, UTF-8...)."""
     try:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -333,12 +334,14 @@ def _nanp_prefix_valid(prefix6: str) -> bool | None:
 
 @lru_cache(maxsize=65536)
 def _nanp_valid(national: str) -> bool:
+    """phonenumbers' verdict on one Caribbean/territory number (no prefix shortcut)."""
     number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
     return phonenumbers.is_valid_number(number)
 
 
 @lru_cache(maxsize=65536)
 def _slow_phone(value: str, region: str) -> tuple[str | None, str | None]:
+    """phonenumbers itself: parse in ``region``, validate, format E.164 (~60 us a call)."""
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
@@ -395,6 +398,7 @@ def normalize_phone(raw: str, region: str = "US") -> tuple[str | None, str | Non
 
 @lru_cache(maxsize=4096)
 def _exposure_cell(value: str) -> tuple[int, tuple[str, ...]]:
+    """An exposure cell as a bit mask and its unknown parts; lists repeat few spellings."""
     known, unknown = exposures.parse_exposures(value)
     mask = 0
     for kind in known:
@@ -458,6 +462,7 @@ def _open_source(path: Path) -> Iterator[tuple[_Header, Iterator[tuple[int, list
 
 
 def _read_sample(path: Path) -> bytes:
+    """The first bytes, to tell XLSX / text / binary apart; missing or empty is an error."""
     try:
         with open(path, "rb") as handle:
             sample = handle.read(SAMPLE)
@@ -476,6 +481,7 @@ def _read_sample(path: Path) -> bytes:
 
 
 def _text_encoding(path: Path, sample: bytes) -> str:
+    """UTF-16 (BOM) or UTF-8 (BOM optional); NUL or control bytes mean binary: an error."""
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     nul = sample.find(b"\x00")
@@ -529,10 +535,12 @@ def _delimiter(path: Path, sample: str) -> tuple[str, bool]:
 
 
 def _count_outside_quotes(line: str, char: str) -> int:
+    """How often ``char`` occurs in ``line`` outside double quotes."""
     return sum(part.count(char) for part in line.split('"')[::2])
 
 
 def _csv_sheet(path: Path, handle: IO[str], delimiter: str, *, skip_hint: bool) -> _Sheet:
+    """Header and rows of a CSV; each row carries the physical line it starts on."""
     csv.field_size_limit(CSV_CELL_LIMIT)
     reader = csv.reader(handle, delimiter=delimiter, strict=True)
     state = {"prev": 0}
@@ -824,12 +832,14 @@ def _big_page_cache(conn: Connection, wanted: bool) -> Iterator[None]:
 
 
 def _make_writer(conn: Connection) -> _Writer:
+    """COPY on PostgreSQL with psycopg 3, executemany elsewhere."""
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         return _CopyWriter(conn)
     return _Writer(conn)
 
 
 def _check_rejects_path(rejects_path: str | os.PathLike[str] | None, source: Path) -> Path | None:
+    """Refuse a --rejects target that cannot be written before any work is done."""
     if rejects_path is None:
         return None
     target = Path(rejects_path)

@@ -45,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import insert as generic_insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from notify import csvsafe, events
 from notify.campaigns import CampaignConfig, config_of
@@ -194,20 +194,15 @@ def counts(session: Session, campaign: Campaign, now: datetime | None = None) ->
 def ensure_resets(session: Session, campaign: Campaign) -> int:
     """Create the missing reset records of the campaign's password contacts; returns how many.
 
-    One INSERT ... SELECT ... WHERE NOT EXISTS, so it is fast at a million contacts and safe to
-    run again (or concurrently: duplicates are skipped by the unique constraint).
+    One INSERT ... SELECT ... ON CONFLICT DO NOTHING: the unique (campaign, contact) key skips
+    the contacts that already have one, so it is safe to run again or concurrently, and fast
+    at a million contacts. (No NOT EXISTS on password_resets: a statement that reads the
+    table it fills can turn quadratic on PostgreSQL when the planner thinks it is empty.)
     """
-    now = utcnow()
     source = select(
-        Contact.campaign_id, Contact.id, literal(PENDING), literal(0), literal(now, UTCDateTime()),
-    ).where(
-        Contact.campaign_id == campaign.id,
-        has_passwords(),
-        ~exists().where(
-            PasswordReset.campaign_id == Contact.campaign_id,
-            PasswordReset.contact_id == Contact.id,
-        ),
-    )
+        Contact.campaign_id, Contact.id, literal(PENDING), literal(0),
+        literal(utcnow(), UTCDateTime()),
+    ).where(Contact.campaign_id == campaign.id, has_passwords())
     columns = ["campaign_id", "contact_id", "status", "links_sent", "created_at"]
     return _insert_ignoring_duplicates(session, PasswordReset.__table__, columns, source)
 
@@ -1077,19 +1072,30 @@ def _insert_reminders(session: Session, campaign: Campaign, due, now: datetime) 
 
 def _due_reminders(campaign_id: int, channel: str, cutoff: datetime, max_reminders: int,
                    now: datetime, limit: int | None):
-    """SELECT of the Message rows to insert for one channel (see :func:`plan_reminders`)."""
+    """SELECT of the Message rows to insert for one channel (see :func:`plan_reminders`).
+
+    One aggregate pass over the channel's messages per contact: the highest sequence, the
+    highest sequence that was reached before ``cutoff``, and the reminder count. The contact
+    is due when both sequences are equal (its latest message was reached long enough ago).
+    No self-join on messages, so the INSERT never re-reads rows it is adding.
+    """
     messages = Message.__table__
+    reached_early = and_(
+        messages.c.status.in_(sorted(REACHED_STATUSES)),
+        func.coalesce(messages.c.sent_at, messages.c.delivered_at)
+        <= literal(cutoff, UTCDateTime()),
+    )
     stats = (
         select(
             messages.c.contact_id,
             func.max(messages.c.sequence).label("last_sequence"),
+            func.max(case((reached_early, messages.c.sequence))).label("reached_sequence"),
             func.sum(case((messages.c.notice == "reminder", 1), else_=0)).label("reminders"),
         )
         .where(messages.c.campaign_id == campaign_id, messages.c.channel == channel)
         .group_by(messages.c.contact_id)
         .subquery("stats")
     )
-    last = aliased(messages, name="last_message")
     address = Contact.email if channel == "email" else Contact.phone
     completed = exists().where(
         PasswordReset.campaign_id == Contact.campaign_id,
@@ -1104,16 +1110,12 @@ def _due_reminders(campaign_id: int, channel: str, cutoff: datetime, max_reminde
         )
         .select_from(Contact)
         .join(stats, stats.c.contact_id == Contact.id)
-        .join(last, and_(last.c.campaign_id == Contact.campaign_id,
-                         last.c.contact_id == Contact.id, last.c.channel == channel,
-                         last.c.sequence == stats.c.last_sequence))
         .where(
             Contact.campaign_id == campaign_id,
             has_passwords(),
             ~completed,
             address.is_not(None),
-            last.c.status.in_(sorted(REACHED_STATUSES)),
-            func.coalesce(last.c.sent_at, last.c.delivered_at) <= literal(cutoff, UTCDateTime()),
+            stats.c.reached_sequence == stats.c.last_sequence,
             stats.c.reminders < max_reminders,
         )
         .order_by(Contact.id)

@@ -314,12 +314,20 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
     if notice:
         conditions.append(Message.notice == notice)
     candidates = select(Message.id).where(and_(*conditions)).order_by(Message.id).limit(count)
-    if not is_sqlite(engine):
-        candidates = candidates.with_for_update(skip_locked=True)
+    if is_sqlite(engine):
+        target = Message.id.in_(candidates.scalar_subquery())
+    else:
+        # Lock the batch exactly once. As `id IN (subquery)` PostgreSQL may plan a nested
+        # loop that re-runs the locking subquery for every row of messages (it does on a
+        # table not yet analyzed): quadratic, and it keeps rows locked that it then does not
+        # claim, so other workers' status updates wait for the whole statement.
+        picked = (candidates.with_for_update(skip_locked=True)
+                  .cte("claimable").prefix_with("MATERIALIZED"))
+        target = Message.id == picked.c.id
     with Session(engine) as session, session.begin():
         ids = list(session.scalars(
             update(Message)
-            .where(Message.id.in_(candidates.scalar_subquery()))
+            .where(target)
             .values(lease_owner=worker,
                     lease_expires_at=now + timedelta(seconds=lease_seconds))
             .returning(Message.id)
