@@ -39,6 +39,8 @@ from notify.models import Contact  # noqa: E402
 from tests.smtp_sink import window_max  # noqa: E402
 
 CONCURRENCY = 10
+# Enough messages in flight to cover one message's round trip at 200/s on a busy machine.
+RATE_CONCURRENCY = 20
 
 
 def start_process(args: list[str], port_file: Path) -> tuple[subprocess.Popen, int]:
@@ -205,11 +207,12 @@ def part_c(port: int, record: Path, seconds: float) -> None:
         skip = len(record.read_text().splitlines()) if record.exists() else 0
         res = run_notify(base_env(url, folder, port),
                          ["send", name, "--yes", "--email-rate", str(rate),
-                          "--concurrency", str(CONCURRENCY)])
+                          "--concurrency", str(RATE_CONCURRENCY)])
         times = sorted(read_times(record, skip))
         measured = (len(times) - 1) / (times[-1] - times[0])
         busiest = window_max(times, 1.0)
-        print(f"(c) --email-rate {rate} for {contacts:,} messages ({res['wall']:.1f} s): "
+        print(f"(c) --email-rate {rate} --concurrency {RATE_CONCURRENCY} for {contacts:,} "
+              f"messages ({res['wall']:.1f} s): "
               f"measured {measured:.1f}/s ({(measured / rate - 1) * 100:+.2f}%, goal within "
               f"3%), busiest one-second window {busiest} (goal <= {rate + 2})")
 

@@ -211,6 +211,7 @@ class ResetToken(Base):
     """A link's token, stored only as its SHA-256; the raw token lives only in the message."""
 
     __tablename__ = "reset_tokens"
+    __table_args__ = (Index("ix_reset_tokens_reset", "reset_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     reset_id: Mapped[int] = mapped_column(ForeignKey("password_resets.id", ondelete="CASCADE"))

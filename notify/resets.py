@@ -1050,24 +1050,37 @@ def _insert_reminders(session: Session, campaign: Campaign, due, now: datetime) 
     """Insert the due rows (skipping any a concurrent run made) and one "pending" event each.
 
     RETURNING gives exactly the rows this statement created, so each gets one event, in the
-    same transaction, whatever other runs do at the same time.
+    same transaction, whatever other runs do at the same time. On PostgreSQL both inserts are
+    one statement (a data-modifying CTE), so the ids never travel to Python and back.
     """
-    messages = Message.__table__
+    messages, event_table = Message.__table__, Event.__table__
     columns = ["campaign_id", "contact_id", "channel", "notice", "sequence", "is_fallback",
                "status", "address", "attempts", "created_at"]
-    stmt = (_insert(session, messages).from_select(columns, due)
-            .on_conflict_do_nothing()
-            .returning(messages.c.id, messages.c.contact_id))
-    created = session.execute(stmt).all()
+    created = (_insert(session, messages).from_select(columns, due)
+               .on_conflict_do_nothing()
+               .returning(messages.c.id, messages.c.contact_id))
     detail = {"planned": "reminder"}
-    for start in range(0, len(created), 1000):
-        session.execute(Event.__table__.insert(), [
+    if session.get_bind().dialect.name == "postgresql":
+        new = created.cte("new_reminders")
+        source = select(
+            literal(campaign.id), new.c.id, new.c.contact_id, literal(now, UTCDateTime()),
+            literal("reset"), literal("pending"), literal(True),
+            literal(detail, event_table.c.detail.type),
+        )
+        stmt = (event_table.insert()
+                .from_select(["campaign_id", "message_id", "contact_id", "at", "source", "kind",
+                              "applied", "detail"], source)
+                .add_cte(new))
+        return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount or 0
+    rows = session.execute(created).all()
+    for start in range(0, len(rows), 1000):
+        session.execute(event_table.insert(), [
             {"campaign_id": campaign.id, "message_id": message_id, "contact_id": contact_id,
              "provider_message_id": None, "at": now, "source": "reset", "kind": "pending",
              "applied": True, "detail": detail}
-            for message_id, contact_id in created[start:start + 1000]
+            for message_id, contact_id in rows[start:start + 1000]
         ])
-    return len(created)
+    return len(rows)
 
 
 def _due_reminders(campaign_id: int, channel: str, cutoff: datetime, max_reminders: int,

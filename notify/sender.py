@@ -272,8 +272,9 @@ def pending_counts(engine: Engine, settings: Settings, name: str,
     session = Session(engine)
     try:
         with session.begin():
-            plan(session, job.campaign, job.channels)
-            session.flush()
+            if options.notice != "reminder":
+                plan(session, job.campaign, job.channels)
+                session.flush()
             rows = session.execute(
                 select(Message.channel, func.count())
                 .where(Message.campaign_id == job.campaign.id,
@@ -301,38 +302,28 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
     """Lease up to ``count`` claimable rows of one channel to ``worker``; oldest first.
 
     Claimable: pending or sending (in doubt or waiting to retry), not leased by a live
-    worker, and due. ``SKIP LOCKED`` lets concurrent workers take disjoint batches.
+    worker, and due; in-doubt rows and due retries go before new ones. ``SKIP LOCKED`` lets
+    concurrent workers take disjoint batches.
     """
     now = utcnow()
     conditions = [
         Message.campaign_id == campaign_id,
         Message.channel == channel,
-        Message.status.in_(("pending", "sending")),
         or_(Message.lease_expires_at.is_(None), Message.lease_expires_at < now),
         or_(Message.next_attempt_at.is_(None), Message.next_attempt_at <= now),
     ]
     if notice:
         conditions.append(Message.notice == notice)
-    candidates = select(Message.id).where(and_(*conditions)).order_by(Message.id).limit(count)
-    if is_sqlite(engine):
-        target = Message.id.in_(candidates.scalar_subquery())
-    else:
-        # Lock the batch exactly once. As `id IN (subquery)` PostgreSQL may plan a nested
-        # loop that re-runs the locking subquery for every row of messages (it does on a
-        # table not yet analyzed): quadratic, and it keeps rows locked that it then does not
-        # claim, so other workers' status updates wait for the whole statement.
-        picked = (candidates.with_for_update(skip_locked=True)
-                  .cte("claimable").prefix_with("MATERIALIZED"))
-        target = Message.id == picked.c.id
+    until = now + timedelta(seconds=lease_seconds)
     with Session(engine) as session, session.begin():
-        ids = list(session.scalars(
-            update(Message)
-            .where(target)
-            .values(lease_owner=worker,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .returning(Message.id)
-            .execution_options(synchronize_session=False)
-        ))
+        ids: list[int] = []
+        # One status at a time, each a range of ix_messages_queue in id order: a single scan
+        # in id order over both statuses walks past every row already sent, on every claim,
+        # so the cost of a claim would grow with the campaign.
+        for status in ("sending", "pending"):
+            if len(ids) < count:
+                ids += _lease(session, [*conditions, Message.status == status],
+                              count - len(ids), worker, until)
         if not ids:
             return []
         rows = session.execute(
@@ -348,6 +339,29 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
                  view=templates.ContactView.from_model(c))
             for m, c in rows
         ]
+
+
+def _lease(session: Session, conditions: list, count: int, worker: str,
+           until: datetime) -> list[int]:
+    """Lease up to ``count`` rows matching ``conditions`` (lowest ids first); their ids."""
+    candidates = select(Message.id).where(and_(*conditions)).order_by(Message.id).limit(count)
+    if is_sqlite(session.get_bind()):
+        target = Message.id.in_(candidates.scalar_subquery())
+    else:
+        # Lock the batch exactly once. As `id IN (subquery)` PostgreSQL may plan a nested
+        # loop that re-runs the locking subquery for every row of messages (it does on a
+        # table not yet analyzed): quadratic, and it keeps rows locked that it then does not
+        # claim, so other workers' status updates wait for the whole statement.
+        picked = (candidates.with_for_update(skip_locked=True)
+                  .cte("claimable").prefix_with("MATERIALIZED"))
+        target = Message.id == picked.c.id
+    return list(session.scalars(
+        update(Message)
+        .where(target)
+        .values(lease_owner=worker, lease_expires_at=until)
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    ))
 
 
 def outstanding(engine: Engine, campaign_id: int, channel: str,
@@ -457,7 +471,25 @@ def begin_attempts(session: Session, begins: list[Begin]
         issued = resets.issue_tokens(session, linked[0].job.campaign,
                                      [(b.item.contact_id, b.item.id) for b in linked], now=now)
         tokens = {b.item.id: token for b, token in zip(linked, issued, strict=True)}
+    # A reminder exists only to carry a fresh link: if the reset was completed since it was
+    # planned, there is nothing to remind of.
+    done = [b for b in linked if b.item.notice == "reminder" and tokens.get(b.item.id) is None]
+    for b in done:
+        _skip_completed(session, b, now)
+        ok_ids.discard(b.item.id)
     return [(b.item.id in ok_ids, tokens.get(b.item.id), now) for b in begins]
+
+
+def _skip_completed(session: Session, begin: Begin, now: datetime) -> None:
+    session.execute(
+        update(Message).where(Message.id == begin.item.id)
+        .values(status="skipped", skip_reason="reset completed", last_event_at=now,
+                lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(insert(Event).values(**_event_row(
+        begin.job.campaign.id, begin.item, "skipped", "send", now,
+        {"reason": "reset completed"})))
 
 
 def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: datetime,
@@ -922,8 +954,9 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
     session = Session(engine)
     try:
         with session.begin():
-            summary.planned = plan(session, job.campaign, job.channels)
-            session.flush()
+            if options.notice != "reminder":
+                summary.planned = plan(session, job.campaign, job.channels)
+                session.flush()
             query = (
                 select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
                 .where(Message.campaign_id == job.campaign.id,
@@ -955,8 +988,10 @@ async def run_campaign(engine: Engine, settings: Settings, name: str,
     job = await asyncio.to_thread(load_job, engine, settings, name, options)
     if options.dry_run:
         return await asyncio.to_thread(_dry_run, engine, job, options)
-    with session_scope(engine) as session:
-        planned = plan(session, job.campaign, job.channels)
+    planned: Counter = Counter()
+    if options.notice != "reminder":  # reminders are planned by resets.plan_reminders
+        with session_scope(engine) as session:
+            planned = plan(session, job.campaign, job.channels)
     runner = Runner(engine, settings, job, options)
     summary = await runner.run()
     summary.planned = planned

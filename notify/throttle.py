@@ -29,6 +29,8 @@ from notify.db import is_sqlite
 
 # How much send time one reservation covers: bigger = fewer round trips, coarser sharing.
 RESERVE_SECONDS = 0.2
+# How late (in intervals) a slot may still be used; must stay below 1 for the rate + 1 rule.
+LATE_FRACTION = 0.9
 # Clock reads before the first reservation; the quickest answer gives the truest offset.
 CALIBRATION_READS = 5
 
@@ -105,6 +107,7 @@ class Throttle:
         self._lock = asyncio.Lock()
         self._offset: float | None = None
         self._paused_until = 0.0
+        self._refilling: asyncio.Future | None = None
 
     @property
     def limited(self) -> bool:
@@ -136,6 +139,14 @@ class Throttle:
         self._offset = min(self._offset, local - db_now)
         self._slots.extend(first + self._offset + i / self.rate for i in range(count))
 
+    def _prefetch(self) -> None:
+        """Reserve the next slots while half of these remain, so senders never wait on it."""
+        if self._refilling is not None and self._refilling.done():
+            self._refilling.result()  # surface a database error to the sender
+            self._refilling = None
+        if self._refilling is None and len(self._slots) <= self._batch_size() // 2:
+            self._refilling = asyncio.ensure_future(self._refill())
+
     def pause(self, seconds: float) -> None:
         """Hold every sender of this channel for ``seconds`` (the provider said 429)."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
@@ -148,13 +159,16 @@ class Throttle:
             return
         async with self._lock:
             while True:
+                self._prefetch()
                 if not self._slots:
-                    await self._refill()
+                    await self._refilling
+                    continue
                 slot = self._slots.popleft()
-                # A slot already well past was missed (we were busy, or another worker's
-                # reservation ran out unused): skip it rather than burst to catch up, which
-                # would put more than rate + 1 messages in some one-second window.
-                if slot >= time.monotonic() - 0.25 / self.rate:
+                # A slot may be used up to LATE_FRACTION of an interval late: then every
+                # send lies in [slot, slot + 0.9/rate), and any one-second window still
+                # holds at most rate + 1 of them. A slot missed by more (we were busy, or a
+                # reservation ran out unused) is skipped rather than burst to catch up.
+                if slot >= time.monotonic() - LATE_FRACTION / self.rate:
                     break
             delay = slot - time.monotonic()
             if delay > 0:

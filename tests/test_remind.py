@@ -258,7 +258,10 @@ def test_cli_remind_end_to_end_sends_through_the_engine(env, campaign_file, tmp_
         text = path.read_text()
         tokens = set(re.findall(r"reset\?token=([A-Za-z0-9_-]{43,})", text))
         assert len(tokens) == 1 and resets.hash_token(tokens.pop()) in hashes
-        audit = session.scalar(select(AuditRecord).where(AuditRecord.command == "remind"))
-        assert audit.counts["reminders_planned"] == 2
     again = run("remind", "acme-2026-11", "--after", "72h", "--channel", "email", "--yes")
     assert "Planned 0 reminder(s)." in again.output
+    with db.session_scope(engine) as session:
+        audits = session.scalars(select(AuditRecord).where(AuditRecord.command == "remind")
+                                 .order_by(AuditRecord.id)).all()
+        assert [a.counts["reminders_planned"] for a in audits] == [2, 0]
+        assert audits[0].counts["email.sent"] == 2

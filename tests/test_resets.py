@@ -159,6 +159,31 @@ def test_issue_token_none_without_passwords_or_when_completed(session, campaign)
     assert session.scalar(select(func.count()).select_from(ResetToken)) == 1
 
 
+def test_issue_tokens_in_bulk_follows_the_same_rules(session, campaign):
+    now = utcnow()
+    linked = add_contact(session, campaign, "a")
+    card = add_contact(session, campaign, "card", "card")
+    done = add_contact(session, campaign, "done")
+    first = add_message(session, campaign, linked, status="pending")
+    second = add_message(session, campaign, linked, channel="sms", status="pending")
+    resets.ensure_resets(session, campaign)
+    assert resets.complete(session, campaign, key="done", completed_at=now,
+                           source="import").status == 200
+    issued = resets.issue_tokens(session, campaign, [
+        (linked.id, first.id), (linked.id, second.id), (card.id, None), (done.id, None)],
+        now=now)
+    assert issued[2:] == [None, None]
+    assert all(TOKEN_RE.match(t) for t in issued[:2]) and issued[0] != issued[1]
+    stored = dict(session.execute(select(ResetToken.message_id, ResetToken.token_hash)).all())
+    assert stored == {first.id: resets.hash_token(issued[0]),
+                      second.id: resets.hash_token(issued[1])}
+    session.expire_all()
+    reset = session.scalar(select(PasswordReset).where(PasswordReset.contact_id == linked.id))
+    assert (reset.links_sent, reset.link_expires_at) == (2, now + timedelta(days=14))
+    assert resets.complete(session, campaign, token=issued[1], completed_at=now,
+                           source="webhook").status == 200
+
+
 # --------------------------------------------------------------------------- completions
 
 

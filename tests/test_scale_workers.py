@@ -149,20 +149,28 @@ def test_three_workers_one_killed_everyone_told_once_at_one_global_rate(pg_url, 
 def _run_workers(engine: Engine, env: dict[str, str], cwd: Path, name: str,
                  sink: SmtpSink) -> dict:
     """A and B, then C joins, then B is killed; returns what the checks need."""
-    a, b = _start_worker(env, cwd, name), _start_worker(env, cwd, name)
-    _wait_for_count(sink, JOIN_AT, [a, b])
-    joined_at = time.monotonic()
-    c = _start_worker(env, cwd, name)
-    _wait_for_count(sink, KILL_AT, [a, b, c])
-    b.send_signal(signal.SIGKILL)
-    b.wait()
-    killed_at = time.monotonic()
-    orphans = _leased_by(engine, b.pid)  # durable: B is dead
-    outputs = {}
-    for worker in (a, c):
-        out, err = worker.communicate(timeout=RUN_TIMEOUT)
-        assert worker.returncode == 0, err
-        outputs[worker.pid] = json.loads(out.strip().splitlines()[-1])
+    workers = [_start_worker(env, cwd, name), _start_worker(env, cwd, name)]
+    a, b = workers
+    try:
+        _wait_for_count(sink, JOIN_AT, workers)
+        joined_at = time.monotonic()
+        c = _start_worker(env, cwd, name)
+        workers.append(c)
+        _wait_for_count(sink, KILL_AT, workers)
+        b.send_signal(signal.SIGKILL)
+        b.wait()
+        killed_at = time.monotonic()
+        orphans = _leased_by(engine, b.pid)  # durable: B is dead
+        outputs = {}
+        for worker in (a, c):
+            out, err = worker.communicate(timeout=RUN_TIMEOUT)
+            assert worker.returncode == 0, err
+            outputs[worker.pid] = json.loads(out.strip().splitlines()[-1])
+    finally:  # a failed check must not leave workers sending behind the test
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
     return {"pids": (a.pid, b.pid, c.pid), "joined_at": joined_at, "killed_at": killed_at,
             "orphans": orphans, "outputs": outputs}
 
@@ -187,7 +195,10 @@ def _check(engine: Engine, run: dict, received: list[Received], connections: int
         statuses = Counter(session.scalars(select(Message.status)))
         address_of = dict(session.execute(select(Message.address, Message.id)).all())
         leased = session.scalar(select(Message.id).where(Message.lease_owner.is_not(None)))
+        sent_events = Counter(session.scalars(
+            select(Event.message_id).where(Event.kind == "sent")))
     assert statuses == {"sent": CONTACTS}
+    assert len(sent_events) == CONTACTS and set(sent_events.values()) == {1}  # recorded once
     assert leased is None, "a lease outlived the run"
     assert {address_of[rcpt] for rcpt in repeated} <= in_flight
 

@@ -131,3 +131,35 @@ def test_reset_links_are_issued_per_message(env, tmp_path):
 
     assert hashlib.sha256(token.encode()).hexdigest() in hashes
     assert token not in str(hashes)
+
+
+def test_reminder_after_a_completed_reset_is_skipped_not_sent(env, tmp_path):
+    from datetime import timedelta
+
+    from notify import campaigns, resets
+    from notify.models import utcnow
+
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, 2, exposures="passwords")
+    options = sender.SendOptions(email_rate=0, progress=False)
+    sender.send_campaign(engine, load_settings(), campaign.name, options)
+    later = utcnow() + timedelta(hours=80)
+    with db.session_scope(engine) as session:
+        stored = campaigns.get_campaign(session, campaign.name)
+        planned = resets.plan_reminders(session, stored, timedelta(hours=72), 2, ["email"],
+                                        now=later)
+        assert planned == 2
+        done = resets.complete(session, stored, key="C-00000", completed_at=utcnow(),
+                               source="test")
+        assert done.status == 200
+    summary = sender.send_campaign(engine, load_settings(), campaign.name,
+                                   sender.SendOptions(email_rate=0, progress=False,
+                                                      notice="reminder"))
+    assert summary.count("sent") == 1
+    with db.session_scope(engine) as session:
+        reminders = {m.contact_id: (m.status, m.skip_reason) for m in session.scalars(
+            select(Message).where(Message.notice == "reminder"))}
+        first_notices = count(session, Message, Message.notice == "notice")
+    assert sorted(reminders.values()) == [("sent", None), ("skipped", "reset completed")]
+    assert first_notices == 2  # remind planned no new first notices
