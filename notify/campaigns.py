@@ -136,7 +136,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
         if key in data:
             value = data[key]
             try:
-                data[key] = (value if isinstance(value, date) else date.fromisoformat(value)).isoformat()
+                parsed = value if isinstance(value, date) else date.fromisoformat(value)
+                data[key] = parsed.isoformat()
             except ValueError:
                 raise _fail(path, key, f"{value!r} is not a date (YYYY-MM-DD)") from None
     sms_from = data.get("sms_from", "")

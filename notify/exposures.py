@@ -21,7 +21,7 @@ _ALIASES = {
 
 
 def squash(text: str) -> str:
-    """Lower-case and drop everything but letters and digits: ``E-mail Address`` -> ``emailaddress``.
+    """Lower-case and keep only letters and digits: ``E-mail Address`` -> ``emailaddress``.
 
     Used to match headers and exposure values the way a person reads them.
     """
