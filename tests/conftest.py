@@ -121,3 +121,13 @@ def campaign_file(tmp_path) -> Path:
     target = tmp_path / "campaign.toml"
     target.write_text(EXAMPLE_CAMPAIGN.read_text())
     return target
+
+
+@pytest.fixture
+def loaded(engine, campaign_file):
+    """The example campaign, loaded into this test's database; returns the engine."""
+    from notify import campaigns
+
+    with db.session_scope(engine) as session:
+        campaigns.load_campaign(session, campaign_file)
+    return engine

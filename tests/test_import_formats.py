@@ -8,34 +8,12 @@ import json
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
 
-from notify import campaigns, db, importer
+from notify import db
 from notify.cli import main
 from notify.errors import NotifyError
-from notify.models import Contact
 from tests.conftest import ROOT
-
-CAMPAIGN = "acme-2026-11"
-
-
-@pytest.fixture
-def loaded(engine, campaign_file):
-    """The example campaign, loaded into this test's database."""
-    with db.session_scope(engine) as session:
-        campaigns.load_campaign(session, campaign_file)
-    return engine
-
-
-def do_import(engine, path, **options) -> importer.ImportSummary:
-    with db.session_scope(engine) as session:
-        campaign = campaigns.get_campaign(session, CAMPAIGN)
-        return importer.import_contacts(session, campaign, path, **options)
-
-
-def stored(engine) -> dict[str, Contact]:
-    with db.session_scope(engine) as session:
-        return {c.key: c for c in session.scalars(select(Contact))}
+from tests.import_helpers import CAMPAIGN, do_import, stored
 
 
 def write_rows(path, rows, delimiter=","):

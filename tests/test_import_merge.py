@@ -10,24 +10,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from notify import campaigns, db, importer
+from notify import db, importer
 from notify.cli import main
 from notify.models import AuditRecord, Contact
-
-CAMPAIGN = "acme-2026-11"
-
-
-@pytest.fixture
-def loaded(engine, campaign_file):
-    with db.session_scope(engine) as session:
-        campaigns.load_campaign(session, campaign_file)
-    return engine
-
-
-def do_import(engine, path, **options) -> importer.ImportSummary:
-    with db.session_scope(engine) as session:
-        campaign = campaigns.get_campaign(session, CAMPAIGN)
-        return importer.import_contacts(session, campaign, path, **options)
+from tests.import_helpers import CAMPAIGN, do_import, stored
 
 
 def snapshot(engine) -> list[tuple]:
@@ -37,9 +23,6 @@ def snapshot(engine) -> list[tuple]:
         return [tuple(row) for row in conn.execute(select(table).order_by(table.c.key))]
 
 
-def stored(engine) -> dict[str, Contact]:
-    with db.session_scope(engine) as session:
-        return {c.key: c for c in session.scalars(select(Contact))}
 
 
 def write_rows(path, rows):

@@ -9,32 +9,10 @@ import phonenumbers
 import pytest
 from click.testing import CliRunner
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
 
-from notify import campaigns, db, importer
 from notify.cli import main
 from notify.importer import normalize_email, normalize_phone
-from notify.models import Contact
-
-CAMPAIGN = "acme-2026-11"
-
-
-@pytest.fixture
-def loaded(engine, campaign_file):
-    with db.session_scope(engine) as session:
-        campaigns.load_campaign(session, campaign_file)
-    return engine
-
-
-def do_import(engine, path, **options) -> importer.ImportSummary:
-    with db.session_scope(engine) as session:
-        campaign = campaigns.get_campaign(session, CAMPAIGN)
-        return importer.import_contacts(session, campaign, path, **options)
-
-
-def stored(engine) -> dict[str, Contact]:
-    with db.session_scope(engine) as session:
-        return {c.key: c for c in session.scalars(select(Contact))}
+from tests.import_helpers import CAMPAIGN, do_import, stored
 
 
 def write_rows(path, rows):
