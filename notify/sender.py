@@ -229,6 +229,7 @@ def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Cou
     config = campaigns_mod.config_of(campaign)
     now = utcnow()
     created: Counter = Counter()
+    restore = _hash_anti_joins(session)
     for channel in channels:
         if channel not in config.channels:
             continue
@@ -240,8 +241,26 @@ def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Cou
         created[channel] = session.execute(stmt, params).rowcount or 0
         skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
         session.execute(skip, {**params, "detail": f'{{"reason": "{reason}"}}'})
+    restore()
     _ensure_resets(session, campaign)
     return created
+
+
+def _hash_anti_joins(session: Session):
+    """Keep PostgreSQL off nested loops for the plan's NOT EXISTS; returns the undo.
+
+    With statistics that say messages is (nearly) empty, as they do until autovacuum has
+    analyzed the rows the first worker just planned, PostgreSQL picks a nested loop that
+    compares every contact with every existing row: a worker joining or resuming a planned
+    campaign then spent 40 s at 20,000 contacts, hours at a million. A hash anti join is
+    linear. Transaction-local, so an error needs no undo.
+    """
+    if is_sqlite(session.get_bind()):
+        return lambda: None
+    before = session.scalar(text("SELECT current_setting('enable_nestloop')"))
+    session.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
+    return lambda: session.execute(text("SELECT set_config('enable_nestloop', :v, true)"),
+                                   {"v": before})
 
 
 def _ensure_resets(session: Session, campaign: Campaign) -> None:
