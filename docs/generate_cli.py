@@ -35,8 +35,10 @@ def walk(command: click.Command, path: list[str]):
 
 def help_text(path: list[str], command: click.Command) -> str:
     """The --help output exactly as a user sees it, at a fixed width."""
+    # The same help option names a real invocation inherits from `main` (click caches the
+    # help option per command, so they must agree whatever ran first).
     ctx = click.Context(command, info_name=" ".join(path), terminal_width=100,
-                        max_content_width=100)
+                        max_content_width=100, help_option_names=["-h", "--help"])
     return command.get_help(ctx)
 
 
