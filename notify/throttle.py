@@ -30,7 +30,7 @@ from notify.db import is_sqlite
 # How much send time one reservation covers: bigger = fewer round trips, coarser sharing.
 RESERVE_SECONDS = 0.2
 # How late (in intervals) a slot may still be used; must stay below 1 for the rate + 1 rule.
-LATE_FRACTION = 0.9
+LATE_FRACTION = 0.5
 # Clock reads before the first reservation; the quickest answer gives the truest offset.
 CALIBRATION_READS = 5
 
@@ -165,7 +165,7 @@ class Throttle:
                     continue
                 slot = self._slots.popleft()
                 # A slot may be used up to LATE_FRACTION of an interval late: then every
-                # send lies in [slot, slot + 0.9/rate), and any one-second window still
+                # send lies in [slot, slot + 0.5/rate), and any one-second window still
                 # holds at most rate + 1 of them. A slot missed by more (we were busy, or a
                 # reservation ran out unused) is skipped rather than burst to catch up.
                 if slot >= time.monotonic() - LATE_FRACTION / self.rate:
