@@ -239,6 +239,42 @@ class AuditRecord(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
 
 
+class Tally(Base):
+    """A maintained count, kept by database triggers (migration 0004), never by Python code.
+
+    ``name`` says what is counted: ``contacts``, ``message:{channel}:{status}``,
+    ``reach:{reached|pending|not_reached}`` (contacts with messages, by reach class) or
+    ``reset:{status}``. On PostgreSQL every connection adds to its own ``shard`` (its backend
+    pid), so concurrent workers never wait on one hot row; the count is the sum of the shards.
+    """
+
+    __tablename__ = "tallies"
+
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ContactReach(Base):
+    """Per contact, how many of its messages reached it, are still open, or ended unreached.
+
+    Kept by the same triggers as :class:`Tally`; its class (reached > pending > not reached)
+    feeds the ``reach:*`` tallies.
+    """
+
+    __tablename__ = "contact_reach"
+
+    contact_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True,
+    )
+    campaign_id: Mapped[int] = mapped_column(Integer)
+    reached_n: Mapped[int] = mapped_column(Integer, default=0)
+    open_n: Mapped[int] = mapped_column(Integer, default=0)
+    closed_n: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Throttle(Base):
     """Global per-channel send schedule shared by every worker (token bucket of depth 1).
 

@@ -76,9 +76,9 @@ def test_init_is_idempotent(env):
     first = run("init")
     second = run("init")
     assert first.exit_code == 0 and second.exit_code == 0
-    assert "already at schema 0003" in second.output
+    assert "already at schema 0004" in second.output
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    assert db.current_revision(engine) == "0003"
+    assert db.current_revision(engine) == "0004"
 
 
 def test_init_upgrades_an_older_schema(env):
@@ -88,7 +88,7 @@ def test_init_upgrades_an_older_schema(env):
     command.upgrade(db._alembic_config(engine), "0001")
     assert db.current_revision(engine) == "0001"
     result = run("init")
-    assert "upgraded to schema 0003" in result.output
+    assert "upgraded to schema 0004" in result.output
     from sqlalchemy import inspect
 
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("messages")}

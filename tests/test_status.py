@@ -134,19 +134,6 @@ def test_status_is_a_few_aggregate_queries_whatever_the_size(engine, campaign_fi
         assert all(s.lstrip().upper().startswith("SELECT") for s in statements)
 
 
-def test_message_counts_use_the_queue_index(engine, campaign_file):
-    if not db.is_sqlite(engine):
-        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
-    seed_sample(engine, campaign_file)
-    sql = reports._COUNTS_SQL.format(hint="INDEXED BY ix_messages_queue")
-    with engine.connect() as conn:
-        # Even with a rival index on campaign_id, the counts stream from the covering one.
-        conn.exec_driver_sql("CREATE INDEX ix_rival ON messages (campaign_id, contact_id)")
-        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, {"campaign_id": 1}).all()
-    assert "COVERING INDEX ix_messages_queue" in str(plan)
-    assert "TEMP B-TREE" not in str(plan)
-
-
 def test_status_of_an_empty_campaign(engine, campaign_file):
     with db.session_scope(engine) as session:
         campaigns.load_campaign(session, campaign_file)
