@@ -770,7 +770,7 @@ class Runner:
             await self.recorder.call(_record_failed, job, item, "template", str(exc), {})
             self._done(item, "failed")
             return
-        await throttle.acquire()
+        outgoing.ready = throttle.acquire  # taken by the messenger just before hand-over
         try:
             result = await messenger.push(outgoing)
         except TransportConfigError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -208,3 +209,19 @@ async def test_close_quits_idle_connections(smtp_sink):
     idle = [conn.client for conn in smtp._idle]
     await smtp.close()
     assert idle and not any(client.is_connected for client in idle)
+
+
+async def test_rate_slot_is_taken_after_rcpt_and_before_data(smtp_sink):
+    """The wait for the rate slot comes last, and a refused recipient takes no slot."""
+    smtp_sink.reject.add("gone@example.com")
+    seen: list[tuple[int, int]] = []
+
+    async def ready() -> None:
+        seen.append((smtp_sink.data_commands, len(smtp_sink.received)))
+
+    async with messenger(smtp_sink) as smtp:
+        refused = await smtp.push(replace(email(1, to="gone@example.com"), ready=ready))
+        sent = await smtp.push(replace(email(2), ready=ready))
+    assert (refused.outcome, sent.outcome) == ("failed", "sent")
+    assert seen == [(0, 0)]  # one slot, taken before the DATA of the message that went out
+    assert smtp_sink.data_commands == 1 and len(smtp_sink.received) == 1

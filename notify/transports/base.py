@@ -11,7 +11,8 @@ failing a whole campaign one message at a time.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
@@ -40,6 +41,19 @@ class Outgoing:
     data: bytes = b""  # email: the complete RFC 5322 message (CRLF), Message-ID included
     message_id: str | None = None  # email Message-ID header value, "<...>"
     sender: str | None = None  # envelope MAIL FROM / From number or MG... SID
+    # The channel's rate slot, awaited by the messenger at the last moment before the message
+    # is handed over (after SMTP's MAIL and RCPT, before DATA), so that the time the provider
+    # sees a message varies as little as possible around its slot; None = no rate limit.
+    ready: Callable[[], Awaitable[None]] | None = field(default=None, repr=False,
+                                                        compare=False)
+
+    async def wait_ready(self) -> None:
+        """Wait for this message's rate slot: once, and only when about to hand it over.
+
+        A push that fails earlier (no connection, a refused recipient) takes no slot.
+        """
+        if self.ready is not None:
+            await self.ready()
 
 
 @dataclass

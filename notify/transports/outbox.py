@@ -63,6 +63,7 @@ class OutboxEmail(Messenger):
 
     async def push(self, item: Outgoing) -> Result:
         """Store the complete message bytes; the provider id is the Message-ID."""
+        await item.wait_ready()
         try:
             await asyncio.to_thread(_write_atomic, eml_path(self.outbox, item.row_id), item.data)
         except OSError as exc:
@@ -149,6 +150,7 @@ class OutboxSms(Messenger):
         if not sender:
             raise TransportConfigError(
                 "no SMS sender: set NOTIFY_SMS_FROM or the campaign's sms_from")
+        await item.wait_ready()
         record = {
             "sid": "SM" + uuid.uuid4().hex,
             "row_id": item.row_id,

@@ -190,6 +190,7 @@ class TwilioMessenger(Messenger):
         kwargs = self._create_kwargs(item)
         box: dict[str, Any] = {}
         token = _RESPONSE_BOX.set(box)
+        await item.wait_ready()
         started = datetime.now(UTC)
         try:
             message = await self.client.messages.create_async(**kwargs)
