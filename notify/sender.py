@@ -558,20 +558,30 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
             detail["provider_status"] = x.provider_status
         events.append(_event_row(x.job.campaign.id, x.item, "sent", x.source, now, detail))
     conn.execute(insert(Event), events)
-    for x in sents:
-        if x.item.channel == "sms" and x.provider_id:
-            _apply_early(session, x.item.id)
+    _apply_early(session, {x.provider_id: x.item.id for x in sents
+                           if x.item.channel == "sms" and x.provider_id})
     return [None] * len(sents)
 
 
-def _apply_early(session: Session, message_id: int) -> None:
-    try:
-        from notify import tracking
-    except ImportError:
+def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
+    """Apply status callbacks that arrived before these SMS ids were stored.
+
+    Rare (a callback must beat our own commit), so one indexed query per group finds the
+    ids that have any, and only those messages are loaded.
+    """
+    if not message_ids:
         return
-    message = session.get(Message, message_id)
-    if message is not None:
-        tracking.apply_early_events(session, message)
+    from notify import tracking
+
+    waiting = session.scalars(
+        select(Event.provider_message_id).distinct().where(
+            Event.provider_message_id.in_(list(message_ids)),
+            Event.message_id.is_(None), Event.applied.is_(False))
+    ).all()
+    for sid in waiting:
+        message = session.get(Message, message_ids[sid])
+        if message is not None:
+            tracking.apply_early_events(session, message)
 
 
 def _record_retry(session: Session, job: Job, item: Item, result: Result, delay: float,

@@ -219,6 +219,34 @@ async def test_early_callback_is_kept_then_applied_when_sid_is_stored(
         assert tracking.apply_early_events(session, session.get(Message, row)) == 0
 
 
+async def test_send_engine_applies_early_callbacks_when_it_records_sent(
+        engine, campaign_file, client):
+    """record_sent (the engine's group write) links and applies a callback that came first."""
+    from types import SimpleNamespace
+
+    from notify import sender
+
+    row = seed(engine, campaign_file, sid=None, status="sending")
+    early_sid, other_sid = "SM" + "d" * 32, "SM" + "e" * 32
+    assert (await post(client, callback("delivered", sid=early_sid))).status == 202
+    with db.session_scope(engine) as session:
+        message = session.get(Message, row)
+        other = Message(campaign_id=message.campaign_id, contact_id=message.contact_id,
+                        channel="sms", notice="reminder", status="sending",
+                        address=message.address)
+        session.add(other)
+        session.flush()
+        job = SimpleNamespace(campaign=SimpleNamespace(id=message.campaign_id))
+        sents = [sender.Sent(job, SimpleNamespace(id=m.id, contact_id=m.contact_id,
+                                                  channel="sms"), sid, "queued", {})
+                 for m, sid in ((message, early_sid), (other, other_sid))]
+        other_id = other.id
+    with db.session_scope(engine) as session:
+        sender.record_sent(session, sents)
+    assert state(engine, row)[0].status == "delivered"
+    assert state(engine, other_id)[0].status == "sent"  # no callback of its own yet
+
+
 async def test_early_callback_applied_if_sid_stored_meanwhile(engine, campaign_file, client,
                                                                monkeypatch):
     row = seed(engine, campaign_file, sid=None, status="sent")
