@@ -9,6 +9,9 @@ from pathlib import Path
 
 from notify.errors import ConfigError
 
+# DESIGN.md: a claimed batch is leased for at most 30 s without renewal.
+LEASE_SECONDS = 30.0
+
 SMTP_TLS_MODES = ("starttls", "tls", "none")
 
 

@@ -8,8 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from notify.errors import ConfigError, NotifyError
@@ -90,8 +90,24 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+# The newest migration. Checked against alembic's scripts by the tests; with it, a command on
+# a current database starts without importing alembic (a quarter of a second of start-up).
+HEAD = "0004"
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """``alembic_version`` read with one plain query; None if absent or unreadable."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:
+        return None
+
+
 def upgrade(engine: Engine) -> str:
     """Create or upgrade the schema to the newest revision; safe to run any number of times."""
+    if _stored_revision(engine) == HEAD:
+        return HEAD
     try:
         if current_revision(engine) == _head():
             return _head()

@@ -41,14 +41,13 @@ from sqlalchemy.orm import Session
 from notify import campaigns as campaigns_mod
 from notify import fallback, templates
 from notify.campaigns import CampaignConfig
-from notify.config import Settings
+from notify.config import LEASE_SECONDS, Settings
 from notify.db import is_sqlite, session_scope
 from notify.errors import NotifyError
 from notify.models import Campaign, Contact, Event, Message, UTCDateTime, utcnow
 from notify.throttle import Throttle
 from notify.transports import Outgoing, Result, TransportConfigError, make_messenger
 
-LEASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 300.0
 # A reconciliation looks this far before the first attempt, for clock differences.
 RECONCILE_SLACK = timedelta(minutes=2)

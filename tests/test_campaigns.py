@@ -93,3 +93,8 @@ def test_init_upgrades_an_older_schema(env):
 
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("messages")}
     assert "ix_messages_reach" in indexes
+
+
+def test_head_constant_is_the_newest_migration():
+    """db.HEAD lets a command skip alembic on a current database; it must follow the scripts."""
+    assert db.HEAD == db._head()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from notify import audit as audit_log
-from notify import campaigns, importer
+from notify import campaigns
 from notify.cli import main
 from notify.cli.common import App, echo_json, pass_app
+
+if TYPE_CHECKING:
+    from notify import importer
 
 SHOWN_PROBLEMS = 20  # per list; the rejects file has every row
 
@@ -65,6 +69,8 @@ def contacts_import(
       notify contacts import export.tsv --campaign acme-2026-11 \\
           --map "Kundennummer=key" --map "Handy=phone" --default-region DE --json
     """
+    from notify import importer  # phonenumbers and email-validator: only for imports
+
     mapping = importer.parse_mapping(mappings)
     importer.check_region(default_region)
     show_progress = sys.stderr.isatty() and not as_json

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from notify import demo as demo_lib
 from notify.cli import main
 from notify.cli.common import App, pass_app
 
@@ -26,5 +25,7 @@ def demo(app: App, folder: str | None) -> None:
       notify demo
       notify demo --dir /tmp/breach-demo
     """
+    from notify import demo as demo_lib  # the whole library: only for the demo
+
     target = demo_lib.demo_folder(folder)
     demo_lib.run_demo(target, click.echo, actor=app.actor)

@@ -10,7 +10,7 @@ import click
 from sqlalchemy import func, select
 
 from notify import audit as audit_log
-from notify import campaigns, sender
+from notify import campaigns
 from notify import resets as reset_lib
 from notify.cli import main
 from notify.cli.common import App, echo_json, pass_app
@@ -135,6 +135,8 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
                             assume_yes=True, notice="reminder")
     # The engine's own view of the campaign: same channels as `notify send`, and broken
     # reminder templates are refused before anything is planned.
+    from notify import sender  # the send engine: only when reminders go out
+
     job = sender.load_job(app.engine, app.settings, name, options)
     with app.session() as session:
         due = reset_lib.plan_reminders(session, job.campaign, after, max_reminders,

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import click
 
 from notify import audit as audit_log
-from notify import sender
 from notify.cli import main
 from notify.cli.common import App, echo_json, pass_app
+from notify.config import LEASE_SECONDS
 from notify.errors import ConfigError, NotifyError
+
+if TYPE_CHECKING:  # the engine (jinja2, aiosmtplib, twilio) loads when a send starts
+    from notify import sender
 
 # DESIGN.md: a lease lasts at most 30 s. Below a second, a busy database could let a live
 # worker's lease run out between two renewals (every third of the lease).
-LEASE_RANGE = (1.0, sender.LEASE_SECONDS)
+LEASE_RANGE = (1.0, LEASE_SECONDS)
 
 
 def send_options(func):
@@ -45,6 +49,8 @@ def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: fl
                   sms_rate: float | None, concurrency: int | None, assume_yes: bool,
                   notice: str | None = None) -> sender.SendOptions:
     """SendOptions from the shared flags (and NOTIFY_LEASE_SECONDS from the environment)."""
+    from notify import sender
+
     return sender.SendOptions(
         channels=None if channel == "all" else (channel,), dry_run=dry_run, limit=limit,
         email_rate=email_rate, sms_rate=sms_rate, concurrency=concurrency,
@@ -60,7 +66,7 @@ def lease_seconds(env: Mapping[str, str] | None = None) -> float:
     """
     text = (os.environ if env is None else env).get("NOTIFY_LEASE_SECONDS", "").strip()
     if not text:
-        return sender.LEASE_SECONDS
+        return LEASE_SECONDS
     low, high = LEASE_RANGE
     try:
         value = float(text)
@@ -76,6 +82,8 @@ def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
     """Ask before sending for real; refuses without --yes when nobody can answer."""
     if options.dry_run or options.assume_yes:
         return True
+    from notify import sender
+
     counts = sender.pending_counts(app.engine, app.settings, name, options)
     total = sum(counts.values())
     if total == 0:
@@ -90,6 +98,8 @@ def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
 def run_and_report(app: App, command: str, name: str, options: sender.SendOptions,
                    as_json: bool, extra_counts: dict | None = None) -> None:
     """Run the engine, print the summary, write the audit record, set the exit status."""
+    from notify import sender
+
     summary = sender.send_campaign(app.engine, app.settings, name, options)
     if not options.dry_run:
         with app.session() as session:
