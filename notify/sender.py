@@ -545,11 +545,15 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
     """Commit `sent` with the provider's id for a group (one executemany)."""
     now = utcnow()
     conn = session.connection()
+    # In contact order: the status triggers update each contact's reach row, and workers that
+    # lock those rows in one order cannot deadlock each other (email and SMS of one contact
+    # may be recorded by two workers at once).
     conn.execute(_SENT_SQL, [
         {"id": x.item.id, "now": now, "sent_at": x.sent_at or now, "pid": x.provider_id,
          "template": x.content.get("template"),
          "template_version": x.content.get("template_version"),
-         "content_sha256": x.content.get("content_sha256")} for x in sents])
+         "content_sha256": x.content.get("content_sha256")}
+        for x in sorted(sents, key=lambda x: x.item.contact_id)])
     events = []
     for x in sents:
         detail = {"provider_id": x.provider_id}
