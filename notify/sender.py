@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import random
 import signal
@@ -49,6 +50,9 @@ from notify.throttle import Throttle
 from notify.transports import Outgoing, Result, TransportConfigError, make_messenger
 
 RETRY_CAP_SECONDS = 300.0
+# The furthest ahead of its rate slot a message may start (see Runner._consumers); relays
+# wait minutes between commands, so this keeps well inside that.
+SLOT_AHEAD = 10.0
 # A reconciliation looks this far before the first attempt, for clock differences.
 RECONCILE_SLACK = timedelta(minutes=2)
 
@@ -706,7 +710,7 @@ class Runner:
         throttle = Throttle(self.engine, self.job.campaign.id, channel,
                             self.job.rates.get(channel))
         consumers = [asyncio.create_task(self._consume(queue, messenger, throttle))
-                     for _ in range(self.job.concurrency)]
+                     for _ in range(self._consumers(channel))]
         try:
             await self._produce(channel, queue)
         finally:
@@ -715,6 +719,17 @@ class Runner:
             await asyncio.gather(*consumers)
             await messenger.flush()
             self.finished.add(channel)
+
+    def _consumers(self, channel: str) -> int:
+        """``--concurrency``, but no more than the rate lets start within SLOT_AHEAD seconds.
+
+        A consumer waits for its rate slot in the middle of its SMTP transaction (after RCPT);
+        at a slow rate, many consumers would keep the relay waiting long enough to time out.
+        """
+        rate = self.job.rates.get(channel)
+        if not rate:
+            return self.job.concurrency
+        return max(1, min(self.job.concurrency, math.ceil(rate * SLOT_AHEAD)))
 
     def _fallback_may_come(self, channel: str) -> bool:
         """True while the email pipeline runs and its failures may still queue SMS."""

@@ -124,3 +124,19 @@ def test_rate_is_held_in_every_one_second_window(env, tmp_path, monkeypatch):
     assert len(connections) <= 8  # connections are reused
     # 45 messages at 10/s take at least (45 - 1) / 10 seconds
     assert summary.elapsed >= 44 / 10 - 0.05
+
+
+def test_slow_rates_start_no_more_messages_than_fit_the_slot_horizon():
+    """At 0.5 email/s, 20 consumers would hold SMTP transactions open up to 40 s for their
+    slots; the engine starts only as many as the rate serves within SLOT_AHEAD seconds."""
+    from types import SimpleNamespace
+
+    from notify.config import Settings
+
+    job = SimpleNamespace(campaign=SimpleNamespace(name="x"), channels=("email",),
+                          rates={"email": 0.5, "sms": 50.0, "other": None}, concurrency=20,
+                          config=SimpleNamespace(sms_from=None))
+    runner = sender.Runner(None, Settings(), job, sender.SendOptions(progress=False))
+    assert runner._consumers("email") == int(0.5 * sender.SLOT_AHEAD) == 5
+    assert runner._consumers("sms") == 20  # the rate fills 20 in well under SLOT_AHEAD
+    assert runner._consumers("other") == 20  # no rate: --concurrency as given
