@@ -1,8 +1,18 @@
-"""CSV cells that a spreadsheet will not run as formulas (CSV injection)."""
+"""Safe CSV output: cells a spreadsheet will not run as formulas (CSV injection), and files
+written atomically (a failed write never leaves a half file under the final name)."""
 
 from __future__ import annotations
 
+import csv
+import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from notify.errors import NotifyError
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -23,3 +33,30 @@ def neutralize(value: object) -> str:
     if _NUMBER.match(text) or _E164.match(text):
         return text
     return "'" + text
+
+
+@contextmanager
+def atomic_csv(path: str | Path) -> Iterator[Any]:
+    """A csv writer on a temporary file beside ``path``, renamed to ``path`` on success.
+
+    The file is created readable by its owner only: exports hold personal data.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise NotifyError(f"{target}: is a folder; give a file name, e.g. {target}/export.csv")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise NotifyError(f"{target}: folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+    except OSError as exc:
+        raise NotifyError(f"{target}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            yield csv.writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -9,11 +9,7 @@ looks like a good one. Cells a spreadsheet would run as formulas are neutralized
 
 from __future__ import annotations
 
-import csv
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +19,7 @@ from sqlalchemy.orm import Session
 
 from notify import db
 from notify.campaigns import get_campaign
-from notify.csvsafe import neutralize
-from notify.errors import NotifyError
+from notify.csvsafe import atomic_csv, neutralize
 from notify.models import REACHED_STATUSES, Contact, Event, Message, PasswordReset, utcnow
 from notify.reports import reset_state_expr
 
@@ -94,33 +89,6 @@ def _write_safe(writer: Any, rows: Iterator[Any], out: slice, times: Sequence[in
         writer.writerow(values)
         count += 1
     return count
-
-
-@contextmanager
-def atomic_csv(path: str | Path) -> Iterator[Any]:
-    """A csv writer on a temporary file beside ``path``, renamed to ``path`` on success.
-
-    The file is created readable by its owner only: exports hold personal data.
-    """
-    target = Path(path)
-    if target.is_dir():
-        raise NotifyError(f"{target}: is a folder; give a file name, e.g. {target}/export.csv")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise NotifyError(f"{target}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
-    except OSError as exc:
-        raise NotifyError(f"{target}: cannot write: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            yield csv.writer(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_sqlite(session: Session) -> bool:

@@ -13,7 +13,6 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
@@ -187,11 +186,13 @@ def format_status(report: dict[str, Any]) -> list[str]:
 
 # --- notify lookup --------------------------------------------------------------------------
 
-_PHONE_CHARS = re.compile(r"^[\d\s+().\-/]{5,}$")
-
-
 def normalize_email(text: str) -> str | None:
-    """``Local@Domain`` with the domain in lower-case IDNA form, or None if not an email."""
+    """``Local@Domain`` with the domain in lower-case IDNA form, or None if not an email.
+
+    Not :func:`notify.importer.normalize_email`: that one validates (a trailing period or a
+    space after the ``@`` makes it None), this one only reshapes what was typed. Lookup and
+    bounce matching (``notify.bounces``) use this lenient form.
+    """
     local, at, domain = text.strip().rpartition("@")
     if not at or not local or not domain:
         return None
@@ -203,19 +204,6 @@ def normalize_email(text: str) -> str | None:
     except Exception:  # not IDNA-encodable: compare as typed, lower-cased
         domain = domain.lower()
     return f"{local}@{domain.lower()}"
-
-
-def normalize_phone(text: str, region: str = "US") -> str | None:
-    """E.164 form of a phone number typed in any format, or None if it is not one."""
-    if not _PHONE_CHARS.match(text.strip()):
-        return None
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def email_case_variants(email: str) -> set[str]:
@@ -231,12 +219,16 @@ def email_case_variants(email: str) -> set[str]:
 
 
 def _find_contacts(session: Session, query: str, campaign_id: int | None) -> list[tuple]:
+    # The importer's own normalization, so that a number typed in any format is compared in
+    # the form the import stored. Imported here: `notify status` must not pay for it.
+    from notify.importer import normalize_phone
+
     query = query.strip()
     conditions = [Contact.key == query]
     email = normalize_email(query)
     if email:
         conditions.append(Contact.email.in_(email_case_variants(email)))
-    phone = normalize_phone(query)
+    phone, _ = normalize_phone(query)
     if phone:
         conditions.append(Contact.phone == phone)
     return _contacts_where(session, or_(*conditions), campaign_id)

@@ -639,27 +639,14 @@ def export_resets(session: Session, campaign: Campaign, path: str | Path,
 
 
 def write_csv(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> int:
-    """Write rows (cells neutralized) atomically: temp file in the same folder, then rename."""
-    target = Path(path)
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", newline="", dir=target.parent or Path("."),
-            prefix=f".{target.name}.", suffix=".tmp", delete=False,
-        )
-    except OSError as exc:
-        raise NotifyError(f"{target}: cannot write: {exc.strerror}") from None
+    """Write rows (cells neutralized) atomically (:func:`notify.csvsafe.atomic_csv`: a temp
+    file in the same folder, renamed into place once complete); returns the row count."""
     count = 0
-    try:
-        with handle:
-            writer = csv.writer(handle)
-            writer.writerow(list(header))
-            for row in rows:
-                writer.writerow([csvsafe.neutralize(cell) for cell in row])
-                count += 1
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with csvsafe.atomic_csv(path) as writer:
+        writer.writerow(list(header))
+        for row in rows:
+            writer.writerow([csvsafe.neutralize(cell) for cell in row])
+            count += 1
     return count
 
 

@@ -124,6 +124,22 @@ def campaign_file(tmp_path) -> Path:
 
 
 @pytest.fixture
+def session(engine):
+    """A session on ``engine`` in one transaction, committed when the test ends."""
+    with db.session_scope(engine) as s:
+        yield s
+
+
+@pytest.fixture
+def campaign(session, campaign_file):
+    """The example campaign, loaded through the real loader in ``session``."""
+    from notify import campaigns
+
+    loaded_campaign, _ = campaigns.load_campaign(session, campaign_file)
+    return loaded_campaign
+
+
+@pytest.fixture
 def loaded(engine, campaign_file):
     """The example campaign, loaded into this test's database; returns the engine."""
     from notify import campaigns

@@ -42,7 +42,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import ssl
 import tempfile
 import threading
@@ -55,6 +54,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from tests.standalone import serve_until_signalled
 
 _MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
 
@@ -405,22 +406,12 @@ def main(argv: list[str] | None = None) -> None:
         reject=[a for a in args.reject.split(",") if a], parse=not args.no_parse,
         tls=args.tls, record_path=args.record,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sink.start()
-    try:
-        if args.port_file:
-            tmp = Path(args.port_file + ".tmp")
-            tmp.write_text(str(sink.port))
-            os.replace(tmp, args.port_file)
-        if sink.cafile:
-            print(f"cafile {sink.cafile}", flush=True)
-        print(f"listening {args.host}:{sink.port}", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        sink.stop()
+
+    def ready_lines() -> list[str]:
+        cafile = [f"cafile {sink.cafile}"] if sink.cafile else []
+        return [*cafile, f"listening {args.host}:{sink.port}"]
+
+    serve_until_signalled(sink, args.port_file, ready_lines)
 
 
 if __name__ == "__main__":

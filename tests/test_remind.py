@@ -21,17 +21,6 @@ from tests.test_resets import add_contact, add_message, make_campaign
 AFTER = timedelta(hours=72)
 
 
-@pytest.fixture
-def session(engine):
-    with db.session_scope(engine) as s:
-        yield s
-
-
-@pytest.fixture
-def campaign(session, campaign_file):
-    return make_campaign(session, campaign_file)
-
-
 def reminders(session, **where) -> list[Message]:
     query = select(Message).where(Message.notice == "reminder").order_by(Message.contact_id,
                                                                         Message.channel)

@@ -91,17 +91,6 @@ def signed(payload: dict) -> tuple[bytes, str]:
     return body, resets.signature_for(SECRET, body)
 
 
-@pytest.fixture
-def session(engine):
-    with db.session_scope(engine) as s:
-        yield s
-
-
-@pytest.fixture
-def campaign(session, campaign_file):
-    return make_campaign(session, campaign_file)
-
-
 # --------------------------------------------------------------------------- records and tokens
 
 

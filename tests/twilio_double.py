@@ -51,7 +51,6 @@ import json
 import math
 import os
 import re
-import signal
 import threading
 import time
 import uuid
@@ -68,6 +67,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 from tests.smtp_sink import window_max
+from tests.standalone import serve_until_signalled
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
 DEFAULT_AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -621,20 +621,7 @@ def main(argv: list[str] | None = None) -> None:
         undeliverable=_numbers(args.undeliverable), fail_every=args.fail_every,
         delay=args.delay, auto_deliver=args.auto_deliver, record_path=args.record,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    double.start()
-    try:
-        if args.port_file:
-            tmp = Path(args.port_file + ".tmp")
-            tmp.write_text(str(double.port))
-            os.replace(tmp, args.port_file)
-        print(f"listening {double.url}", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        double.stop()
+    serve_until_signalled(double, args.port_file, lambda: [f"listening {double.url}"])
 
 
 if __name__ == "__main__":

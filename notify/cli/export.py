@@ -22,26 +22,41 @@ def export() -> None:
     """Compliance exports as CSV (streamed at any size; written atomically)."""
 
 
-def _run(app: App, what: str, name: str, output: Path, as_json: bool,
-         write: Callable[..., int]) -> None:
-    rows = write(app.engine, name, output)
-    # Exports carry personal data out of the system: the trail records who took what.
-    with app.session() as session:
-        audit_log.record(session, f"export {what}", campaign=name,
-                         arguments={"campaign": name, "output": str(output)},
-                         counts={"rows": rows}, actor=app.actor)
-    if as_json:
-        echo_json({"campaign": name, "export": what, "rows": rows, "output": str(output)})
-    else:
-        click.echo(f"Wrote {rows:,} {what} row(s) of {name} to {output}.")
+def _export_command(what: str, writer: str) -> Callable[[Callable[[], None]], click.Command]:
+    """Register ``notify export WHAT NAME -o FILE.csv [--json]``, which writes the CSV with
+    ``notify.export.<writer>`` (imported only when the command runs) and records the export
+    in the audit trail. The decorated function only lends the command its help: its docstring.
+    """
+
+    def register(describe: Callable[[], None]) -> click.Command:
+        @export.command(what, help=describe.__doc__)
+        @click.argument("name")
+        @_OUTPUT
+        @_JSON
+        @pass_app
+        def command(app: App, name: str, output: Path, as_json: bool) -> None:
+            from notify import export as exports
+
+            write: Callable[..., int] = getattr(exports, writer)
+            rows = write(app.engine, name, output)
+            # Exports carry personal data out of the system: the trail records who took what.
+            with app.session() as session:
+                audit_log.record(session, f"export {what}", campaign=name,
+                                 arguments={"campaign": name, "output": str(output)},
+                                 counts={"rows": rows}, actor=app.actor)
+            if as_json:
+                echo_json({"campaign": name, "export": what, "rows": rows,
+                           "output": str(output)})
+            else:
+                click.echo(f"Wrote {rows:,} {what} row(s) of {name} to {output}.")
+
+        return command
+
+    return register
 
 
-@export.command("deliveries")
-@click.argument("name")
-@_OUTPUT
-@_JSON
-@pass_app
-def deliveries(app: App, name: str, output: Path, as_json: bool) -> None:
+@_export_command("deliveries", "export_deliveries")
+def deliveries() -> None:
     """One row per message of campaign NAME: who, which channel and address, status,
     attempts, provider id, errors, timestamps (ISO-8601 UTC), content hash, reset state.
 
@@ -53,17 +68,10 @@ def deliveries(app: App, name: str, output: Path, as_json: bool) -> None:
     Example:
       notify export deliveries acme-2026-11 -o deliveries.csv
     """
-    from notify import export as exports
-
-    _run(app, "deliveries", name, output, as_json, exports.export_deliveries)
 
 
-@export.command("events")
-@click.argument("name")
-@_OUTPUT
-@_JSON
-@pass_app
-def events(app: App, name: str, output: Path, as_json: bool) -> None:
+@_export_command("events", "export_events")
+def events() -> None:
     """The raw event log of campaign NAME (every status change, callback, bounce, reset).
 
     Columns: id, at, campaign, contact_key, message_id, channel, source, kind, applied,
@@ -73,17 +81,10 @@ def events(app: App, name: str, output: Path, as_json: bool) -> None:
     Example:
       notify export events acme-2026-11 -o events.csv
     """
-    from notify import export as exports
-
-    _run(app, "events", name, output, as_json, exports.export_events)
 
 
-@export.command("unreached")
-@click.argument("name")
-@_OUTPUT
-@_JSON
-@pass_app
-def unreached(app: App, name: str, output: Path, as_json: bool) -> None:
+@_export_command("unreached", "export_unreached")
+def unreached() -> None:
     """Contacts of campaign NAME that no channel reached (no message sent or delivered),
     for postal or substitute notice, with why: the last status of each channel.
 
@@ -93,6 +94,3 @@ def unreached(app: App, name: str, output: Path, as_json: bool) -> None:
     Example:
       notify export unreached acme-2026-11 -o unreached.csv
     """
-    from notify import export as exports
-
-    _run(app, "unreached", name, output, as_json, exports.export_unreached)
