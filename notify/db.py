@@ -34,6 +34,23 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _sqlite_begin(conn) -> None:
+    # BEGIN IMMEDIATE for writers() engines: a deferred transaction that reads, then writes
+    # after another connection committed, fails at once with "database is locked" (its
+    # snapshot is stale) instead of waiting; taking the write lock first makes it wait.
+    immediate = conn.get_execution_options().get("notify_immediate")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine for transactions that read, then write, while others write too.
+
+    On SQLite they take the write lock at BEGIN and so wait their turn (busy_timeout)
+    instead of failing; on PostgreSQL this is the engine itself.
+    """
+    return engine.execution_options(notify_immediate=True) if is_sqlite(engine) else engine
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine with the pragmas and pool settings notify relies on."""
     try:
@@ -42,7 +59,7 @@ def make_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
             # pysqlite's own transaction handling defers BEGIN; emit it ourselves so a
             # transaction (including DDL) is atomic, as on PostgreSQL.
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+            event.listen(engine, "begin", _sqlite_begin)
 
             @event.listens_for(engine, "connect")
             def _no_pysqlite_tx(dbapi_conn, _record):

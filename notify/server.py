@@ -123,6 +123,7 @@ def _parse_form(body: bytes) -> MultiDict:
 
 
 def _apply_callback(engine: Engine, report: tracking.StatusReport) -> dict[str, Any]:
+    engine = db.writer(engine)
     with db.session_scope(engine) as session:
         outcome = tracking.handle_callback(session, report)
     if outcome.get("early"):
@@ -169,7 +170,7 @@ def _apply_reset(
         from notify import resets  # written separately; the server must work without it
     except ImportError:
         return 503, {"error": "password resets are not available in this installation"}
-    session = db.sessionmaker_for(engine)()
+    session = db.sessionmaker_for(db.writer(engine))()
     try:
         status, payload = resets.handle_webhook(session, settings, body, signature)
         # "Nothing changes on any error": keep the work only for a success answer.

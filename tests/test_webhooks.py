@@ -330,3 +330,58 @@ def test_serve_binds_loopback_by_default_and_audits(env, monkeypatch):
     with db.session_scope(engine) as session:
         rows = list(session.scalars(select(AuditRecord).where(AuditRecord.command == "serve")))
     assert [(r.actor, r.arguments["port"]) for r in rows][-1] == ("ops", 9000)
+
+
+@pytest.mark.parametrize("path", ["server", "deferred"])
+def test_sqlite_callback_waits_for_a_concurrent_writer(sqlite_url, campaign_file, monkeypatch,
+                                                        path):
+    """A callback that reads, then writes while `notify send` writes: on SQLite the server
+    must wait for the other writer (BEGIN IMMEDIATE), not fail on a stale snapshot as a
+    plain deferred transaction does."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from notify import server
+
+    engine = db.make_engine(sqlite_url)  # PostgreSQL's row locks already make it wait
+    db.upgrade(engine)
+    row = seed(engine, campaign_file, status="sent")
+    report = tracking.StatusReport(sid=SID, provider_status="delivered")
+    real = tracking.handle_callback
+
+    def slow(session, report):
+        session.execute(select(Message.id)).all()  # a read: the snapshot starts here
+        time.sleep(0.3)  # meanwhile the other writer commits
+        return real(session, report)
+
+    monkeypatch.setattr(tracking, "handle_callback", slow)
+    other = db.writer(engine).connect()
+    other.begin()
+    other.execute(text("UPDATE messages SET attempts = attempts + 1 WHERE id <> :r"), {"r": row})
+    outcome: list = []
+
+    def callback() -> None:
+        try:
+            if path == "server":
+                outcome.append(server._apply_callback(engine, report))
+            else:
+                with db.session_scope(engine) as session:
+                    result = tracking.handle_callback(session, report)
+                outcome.append(result)
+        except OperationalError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=callback)
+    worker.start()
+    time.sleep(0.1)
+    other.commit()
+    other.close()
+    worker.join(30)
+    if path == "server":
+        assert outcome[0]["status"] == "delivered", outcome
+        assert state(engine, row)[0].status == "delivered"
+    else:
+        assert isinstance(outcome[0], OperationalError)
