@@ -29,8 +29,9 @@ from notify.db import is_sqlite
 
 # How much send time one reservation covers: bigger = fewer round trips, coarser sharing.
 RESERVE_SECONDS = 0.2
-# How late (in intervals) a slot may still be used; must stay below 1 for the rate + 1 rule.
-LATE_FRACTION = 0.5
+# How late (in intervals) a slot may still be used; must stay below 1 for the rate + 1 rule
+# (sends then lie in [slot, slot + 0.9/rate): any one-second window holds at most rate + 1).
+LATE_FRACTION = 0.9
 # Clock reads before the first reservation; the quickest answer gives the truest offset.
 CALIBRATION_READS = 5
 
@@ -95,6 +96,15 @@ class Throttle:
 
     ``rate`` of None or 0 means no limit. Callers acquire in the order they will send, and
     send immediately after acquiring, so the provider sees the same spacing.
+
+    The slots alone bound when messages *leave*; the provider counts when they *arrive*,
+    and the way there (the relay's event loop, a stall, a retransmit) can bunch them, so a
+    second at the provider may hold more than the rate. So each caller also ``release()``s
+    when the provider has answered, and ``acquire()`` hands out a slot only while the
+    messages answered in the last second plus those still in flight are fewer than the
+    rate + 1: any message arriving in a one-second window was either answered within the
+    second before the last hand-over of that window, or in flight at it, so no window at the
+    provider holds more than rate + 1 from this worker.
     """
 
     def __init__(self, engine: Engine | None, campaign_id: int, channel: str,
@@ -108,6 +118,10 @@ class Throttle:
         self._offset: float | None = None
         self._paused_until = 0.0
         self._refilling: asyncio.Future | None = None
+        self._answered: deque[float] = deque()  # when the provider answered, last second
+        self._in_flight = 0
+        # Answered in the last second + in flight must stay below this to hand one more over.
+        self._window_cap = math.floor(self.rate) + 1 if self.rate else 0
 
     @property
     def limited(self) -> bool:
@@ -165,7 +179,7 @@ class Throttle:
                     continue
                 slot = self._slots.popleft()
                 # A slot may be used up to LATE_FRACTION of an interval late: then every
-                # send lies in [slot, slot + 0.5/rate), and any one-second window still
+                # send lies in [slot, slot + 0.9/rate), and any one-second window still
                 # holds at most rate + 1 of them. A slot missed by more (we were busy, or a
                 # reservation ran out unused) is skipped rather than burst to catch up.
                 if slot >= time.monotonic() - LATE_FRACTION / self.rate:
@@ -173,3 +187,23 @@ class Throttle:
             delay = slot - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            await self._window_room()
+            self._in_flight += 1
+
+    def release(self) -> None:
+        """The provider answered a message this caller acquired a slot for."""
+        if self.rate is None:
+            return
+        self._in_flight -= 1
+        self._answered.append(time.monotonic())
+
+    async def _window_room(self) -> None:
+        """Wait until one more hand-over keeps every one-second window at the rate."""
+        while True:
+            now = time.monotonic()
+            while self._answered and self._answered[0] <= now - 1.0:
+                self._answered.popleft()
+            if len(self._answered) + self._in_flight < self._window_cap:
+                return
+            wait = self._answered[0] + 1.0 - now if self._answered else 0.001
+            await asyncio.sleep(max(wait, 0.0005))
