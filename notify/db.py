@@ -35,7 +35,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def _sqlite_begin(conn) -> None:
-    # BEGIN IMMEDIATE for writers() engines: a deferred transaction that reads, then writes
+    # BEGIN IMMEDIATE on writer() engines: a deferred transaction that reads, then writes
     # after another connection committed, fails at once with "database is locked" (its
     # snapshot is stale) instead of waiting; taking the write lock first makes it wait.
     immediate = conn.get_execution_options().get("notify_immediate")

@@ -120,6 +120,7 @@ class Throttle:
         self._refilling: asyncio.Future | None = None
         self._answered: deque[float] = deque()  # when the provider answered, last second
         self._in_flight = 0
+        self._released = asyncio.Event()  # set by release(): an answer to count from
         # Answered in the last second + in flight must stay below this to hand one more over.
         self._window_cap = math.floor(self.rate) + 1 if self.rate else 0
 
@@ -196,14 +197,22 @@ class Throttle:
             return
         self._in_flight -= 1
         self._answered.append(time.monotonic())
+        self._released.set()
 
     async def _window_room(self) -> None:
-        """Wait until one more hand-over keeps every one-second window at the rate."""
+        """Wait until one more hand-over keeps every one-second window within rate + 1.
+
+        Room comes only from an answer leaving the window, so wait for the oldest answer to
+        age out, or, with none yet (all in flight at a slow provider), for the first answer.
+        """
         while True:
             now = time.monotonic()
             while self._answered and self._answered[0] <= now - 1.0:
                 self._answered.popleft()
             if len(self._answered) + self._in_flight < self._window_cap:
                 return
-            wait = self._answered[0] + 1.0 - now if self._answered else 0.001
-            await asyncio.sleep(max(wait, 0.0005))
+            if self._answered:
+                await asyncio.sleep(self._answered[0] + 1.0 - now)
+            else:
+                self._released.clear()
+                await self._released.wait()

@@ -74,10 +74,10 @@ def _is_config_problem(exc: BaseException) -> bool:
         "STARTTLS" in str(exc) or "AUTH" in str(exc))
 
 
-@lru_cache(maxsize=1024)
-def _check_address(address: str) -> None:
-    """aiosmtplib's own check (ValueError for what it cannot put on the wire), remembered:
-    the envelope sender is the same for every message of a campaign."""
+@lru_cache(maxsize=16)
+def _check_sender(address: str) -> None:
+    """aiosmtplib's own address check (ValueError for what it cannot put on the wire),
+    remembered: the envelope sender is the same for every message of a campaign."""
     parse_address(address)
 
 
@@ -220,8 +220,8 @@ class SmtpMessenger(Messenger):
         that the wait for the rate slot comes last, after the round trips whose duration
         varies, and the server sees messages as evenly spaced as the slots.
         """
-        _check_address(sender)  # a ValueError before anything is on the wire
-        _check_address(item.to)
+        _check_sender(sender)  # a ValueError before anything is on the wire
+        parse_address(item.to)
         if client.is_ehlo_or_helo_needed:  # the extensions below come from EHLO
             try:
                 await client.ehlo()

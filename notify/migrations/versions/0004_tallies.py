@@ -177,12 +177,12 @@ def _pg_function(name: str, body: str) -> str:
             f"BEGIN\n{body}\nRETURN NULL;\nEND\n$fn$")
 
 
-def _pg_reach_delta(source: str, sign: str) -> str:
-    """contact_reach += (or -=) the buckets of the message rows in ``source``."""
+def _pg_reach_delta(source: str) -> str:
+    """contact_reach += the buckets of the message rows in ``source``."""
     b = bucket("status")
     return f"""INSERT INTO contact_reach AS r (contact_id, campaign_id, reached_n, open_n, closed_n)
-    SELECT contact_id, min(campaign_id), {sign}count(*) FILTER (WHERE {b} = 2),
-        {sign}count(*) FILTER (WHERE {b} = 1), {sign}count(*) FILTER (WHERE {b} = 0)
+    SELECT contact_id, min(campaign_id), count(*) FILTER (WHERE {b} = 2),
+        count(*) FILTER (WHERE {b} = 1), count(*) FILTER (WHERE {b} = 0)
     FROM {source} GROUP BY contact_id
     ON CONFLICT (contact_id) DO UPDATE SET reached_n = r.reached_n + EXCLUDED.reached_n,
         open_n = r.open_n + EXCLUDED.open_n, closed_n = r.closed_n + EXCLUDED.closed_n;"""
@@ -195,7 +195,7 @@ POSTGRES = [
         rows="SELECT campaign_id, 'contacts', -1 FROM removed")),
     _pg_function("tally_messages_insert", _PG_ADD.format(
         rows="SELECT campaign_id, 'message:' || channel || ':' || status, 1 FROM added")
-        + "\n" + _pg_reach_delta("added", "")),
+        + "\n" + _pg_reach_delta("added")),
     _pg_function("tally_messages_delete", _PG_ADD.format(
         rows="SELECT campaign_id, 'message:' || channel || ':' || status, -1 FROM removed")
         + "\n" + f"""UPDATE contact_reach r SET reached_n = r.reached_n - x.reached,
