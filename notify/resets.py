@@ -41,13 +41,12 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy import insert as generic_insert
 from sqlalchemy.orm import Session
 
-from notify import csvsafe, events
+from notify import bulk, csvsafe, events
 from notify.campaigns import CampaignConfig, config_of
 from notify.config import Settings
 from notify.errors import ConfigError, NotifyError
@@ -266,11 +265,13 @@ def issue_token(session: Session, campaign: Campaign, contact_id: int, message_i
     return raw
 
 
-_LINK_COUNT_SQL = text(
+_LINK_COUNT = bulk.Statement(
     "UPDATE password_resets SET links_sent = links_sent + 1, "
     "link_expires_at = CASE WHEN link_expires_at IS NULL OR link_expires_at < :expires "
-    "THEN :expires ELSE link_expires_at END WHERE id = :id"
-).bindparams(bindparam("expires", type_=UTCDateTime()))
+    "THEN :expires ELSE link_expires_at END WHERE id = :id",
+    expires=UTCDateTime())
+_INSERT_TOKEN = bulk.insert_into(ResetToken.__table__)
+_resets = PasswordReset.__table__
 
 
 def issue_tokens(session: Session, campaign: Campaign,
@@ -290,10 +291,10 @@ def issue_tokens(session: Session, campaign: Campaign,
     now = _as_utc(now or utcnow())
     expires = now + timedelta(days=config.reset_token_ttl_days)
     contact_ids = {contact_id for contact_id, _ in requests}
-    rows = session.execute(
-        select(PasswordReset.contact_id, PasswordReset.id, PasswordReset.status)
-        .where(PasswordReset.campaign_id == campaign.id,
-               PasswordReset.contact_id.in_(contact_ids))
+    conn = session.connection()
+    rows = conn.execute(
+        select(_resets.c.contact_id, _resets.c.id, _resets.c.status)
+        .where(_resets.c.campaign_id == campaign.id, _resets.c.contact_id.in_(contact_ids))
     ).all()
     found = {contact_id: (reset_id, status) for contact_id, reset_id, status in rows}
     for contact_id in contact_ids - found.keys():  # rare: contact added after planning
@@ -313,10 +314,8 @@ def issue_tokens(session: Session, campaign: Campaign,
                            "token_hash": hash_token(raw), "created_at": now,
                            "expires_at": expires, "revoked_at": None, "used_at": None})
         count_rows.append({"id": reset[0], "expires": expires})
-    if token_rows:
-        conn = session.connection()
-        conn.execute(generic_insert(ResetToken), token_rows)
-        conn.execute(_LINK_COUNT_SQL, count_rows)
+    _INSERT_TOKEN.execute(conn, token_rows)
+    _LINK_COUNT.execute(conn, count_rows)
     return tokens
 
 

@@ -39,8 +39,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from notify import bulk, fallback, templates
 from notify import campaigns as campaigns_mod
-from notify import fallback, templates
 from notify.campaigns import CampaignConfig
 from notify.config import LEASE_SECONDS, Settings
 from notify.db import is_sqlite, session_scope
@@ -53,6 +53,8 @@ RETRY_CAP_SECONDS = 300.0
 # The furthest ahead of its rate slot a message may start (see Runner._consumers); relays
 # wait minutes between commands, so this keeps well inside that.
 SLOT_AHEAD = 10.0
+# Messages begun in one group commit ahead of their hand-over.
+PREPARE_GROUP = 8
 # A reconciliation looks this far before the first attempt, for clock differences.
 RECONCILE_SLACK = timedelta(minutes=2)
 
@@ -444,12 +446,13 @@ def _event(session: Session, item: Item, campaign_id: int, kind: str, source: st
     ))
 
 
-_BEGIN_SQL = text(
+_BEGIN = bulk.Statement(
     "UPDATE messages SET status = 'sending', attempts = attempts + 1, "
     "first_attempt_at = COALESCE(first_attempt_at, :now), next_attempt_at = NULL, "
     "last_event_at = :now, lease_expires_at = :until "
-    "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
+    "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')",
+    now=UTCDateTime(), until=UTCDateTime())
+_INSERT_EVENT = bulk.insert_into(Event.__table__)
 
 
 @dataclass
@@ -474,7 +477,7 @@ def begin_attempts(session: Session, begins: list[Begin]
     params = [{"id": b.item.id, "worker": b.worker, "now": now,
                "until": now + timedelta(seconds=b.lease_seconds)} for b in begins]
     conn = session.connection()
-    updated = conn.execute(_BEGIN_SQL, params).rowcount
+    updated = _BEGIN.execute(conn, params)
     ok_ids = {b.item.id for b in begins}
     if updated != len(begins):  # rare: find which rows this statement really moved
         ok_ids = set(session.scalars(select(Message.id).where(
@@ -483,8 +486,7 @@ def begin_attempts(session: Session, begins: list[Begin]
     events = [_event_row(b.job.campaign.id, b.item, "sending", "send", now,
                          {"attempt": b.item.attempts + 1, "worker": b.worker})
               for b in begins if b.item.id in ok_ids]
-    if events:
-        conn.execute(insert(Event), events)
+    _INSERT_EVENT.execute(conn, events)
     linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
     tokens: dict[int, str | None] = {}
     if linked:
@@ -521,15 +523,15 @@ def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: dateti
             "applied": True, "detail": detail}
 
 
-_SENT_SQL = text(
+_SENT = bulk.Statement(
     "UPDATE messages SET status = 'sent', sent_at = :sent_at, provider_message_id = :pid, "
     "last_event_at = :now, lease_owner = NULL, lease_expires_at = NULL, "
     "next_attempt_at = NULL, "
     "template = COALESCE(:template, template), "
     "template_version = COALESCE(:template_version, template_version), "
     "content_sha256 = COALESCE(:content_sha256, content_sha256) "
-    "WHERE id = :id AND status IN ('pending', 'sending')"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("sent_at", type_=UTCDateTime()))
+    "WHERE id = :id AND status IN ('pending', 'sending')",
+    now=UTCDateTime(), sent_at=UTCDateTime())
 
 
 @dataclass
@@ -552,7 +554,7 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
     # In contact order: the status triggers update each contact's reach row, and workers that
     # lock those rows in one order cannot deadlock each other (email and SMS of one contact
     # may be recorded by two workers at once).
-    conn.execute(_SENT_SQL, [
+    _SENT.execute(conn, [
         {"id": x.item.id, "now": now, "sent_at": x.sent_at or now, "pid": x.provider_id,
          "template": x.content.get("template"),
          "template_version": x.content.get("template_version"),
@@ -564,7 +566,7 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
         if x.provider_status:
             detail["provider_status"] = x.provider_status
         events.append(_event_row(x.job.campaign.id, x.item, "sent", x.source, now, detail))
-    conn.execute(insert(Event), events)
+    _INSERT_EVENT.execute(conn, events)
     _apply_early(session, {x.provider_id: x.item.id for x in sents
                            if x.item.channel == "sms" and x.provider_id})
     return [None] * len(sents)
@@ -706,16 +708,26 @@ class Runner:
         return remaining is not None and remaining <= 0
 
     async def _pipeline(self, channel: str, messenger) -> None:
-        queue: asyncio.Queue[Item | None] = asyncio.Queue()
+        """Claim, prepare and hand over one channel's messages, each stage its own task(s).
+
+        The preparer commits `sending` (and reset links) for a few messages at a time and
+        renders them, while the consumers hand earlier ones to the provider: the commit of
+        one message's attempt is not on the critical path of another's hand-over.
+        """
+        claimed: asyncio.Queue[Item | None] = asyncio.Queue()
+        n_consumers = self._consumers(channel)
+        # Prepared messages are committed `sending`: keep no more of them than can be sent.
+        ready: asyncio.Queue[_Ready | None] = asyncio.Queue(maxsize=n_consumers)
         throttle = Throttle(self.engine, self.job.campaign.id, channel,
                             self.job.rates.get(channel))
-        consumers = [asyncio.create_task(self._consume(queue, messenger, throttle))
-                     for _ in range(self._consumers(channel))]
+        preparer = asyncio.create_task(self._prepare(claimed, ready, n_consumers))
+        consumers = [asyncio.create_task(self._consume(claimed, ready, messenger, throttle))
+                     for _ in range(n_consumers)]
         try:
-            await self._produce(channel, queue)
+            await self._produce(channel, claimed)
         finally:
-            for _ in consumers:
-                queue.put_nowait(None)
+            claimed.put_nowait(None)
+            await preparer
             await asyncio.gather(*consumers)
             await messenger.flush()
             self.finished.add(channel)
@@ -768,19 +780,82 @@ class Runner:
             except TimeoutError:
                 pass
 
-    async def _consume(self, queue: asyncio.Queue, messenger, throttle: Throttle) -> None:
-        while True:
-            item = await queue.get()
-            try:
-                if item is None:
-                    return
+    async def _prepare(self, claimed: asyncio.Queue, ready: asyncio.Queue,
+                       n_consumers: int) -> None:
+        """Begin and render claimed messages in small groups; queue them for the consumers.
+
+        Ends (telling every consumer to end) at the producer's end-of-work marker. Once the
+        run is stopping, claimed messages are left unstarted: their leases are released.
+        """
+        try:
+            while True:
+                items = await _take_some(claimed, min(PREPARE_GROUP, n_consumers))
+                end = items[-1] is None
+                items = [i for i in items if i is not None]
                 if self.stop.is_set():
-                    continue  # not started: its lease is released at the end
-                await self._deliver(item, messenger, throttle)
+                    for _ in items:
+                        claimed.task_done()
+                else:
+                    await self._prepare_group(items, claimed, ready)
+                if end:
+                    claimed.task_done()
+                    return
+        finally:
+            for _ in range(n_consumers):
+                await ready.put(None)
+
+    async def _prepare_group(self, items: list[Item], claimed: asyncio.Queue,
+                             ready: asyncio.Queue) -> None:
+        job = self.job
+        # An SMS in doubt is first looked up at the provider; its consumer does it all.
+        direct = [i for i in items if _in_doubt_sms(i)]
+        items = [i for i in items if not _in_doubt_sms(i)]
+        for item in direct:
+            await ready.put(_Ready(item))
+        begun = await asyncio.gather(*(
+            self.recorder.batched(begin_attempts, Begin(
+                job, item, self.worker, self.options.lease_seconds,
+                templates.needs_reset(item.view) and bool(job.config.reset_url)))
+            for item in items))
+        for item, (ok, token, attempt_at) in zip(items, begun, strict=True):
+            if not ok:  # lost to another worker, or already final
+                claimed.task_done()
+                continue
+            prepared = await self._rendered(item, token, attempt_at, claimed)
+            if prepared is not None:
+                await ready.put(prepared)
+
+    async def _rendered(self, item: Item, token: str | None, attempt_at: datetime,
+                        claimed: asyncio.Queue) -> _Ready | None:
+        if item.first_attempt_at is None:
+            item.first_attempt_at = attempt_at
+        try:
+            outgoing, content = self._render(item, token)
+        except NotifyError as exc:
+            await self.recorder.call(_record_failed, self.job, item, "template", str(exc), {})
+            self._done(item, "failed")
+            claimed.task_done()
+            return None
+        return _Ready(item, outgoing, content)
+
+    async def _consume(self, claimed: asyncio.Queue, ready: asyncio.Queue, messenger,
+                       throttle: Throttle) -> None:
+        while True:
+            prepared = await ready.get()
+            if prepared is None:
+                return
+            try:
+                if prepared.outgoing is None:
+                    await self._deliver(prepared.item, messenger, throttle)
+                else:
+                    await self._hand_over(prepared, messenger, throttle)
             finally:
-                queue.task_done()
+                claimed.task_done()
 
     async def _deliver(self, item: Item, messenger, throttle: Throttle) -> None:
+        """Reconcile, begin, render and hand over one message (an SMS in doubt)."""
+        if self.stop.is_set():
+            return  # not started: its lease is released at the end
         job = self.job
         if item.channel == "sms" and item.attempts > 0 and item.first_attempt_at:
             if await self._reconciled(item, messenger):
@@ -797,6 +872,20 @@ class Runner:
         except NotifyError as exc:
             await self.recorder.call(_record_failed, job, item, "template", str(exc), {})
             self._done(item, "failed")
+            return
+        await self._hand_over(_Ready(item, outgoing, content), messenger, throttle)
+
+    async def _hand_over(self, prepared: _Ready, messenger, throttle: Throttle) -> None:
+        """Push one begun message through its messenger, then record the answer.
+
+        A begun message is committed `sending`: it is handed over even while the run is
+        stopping (it is in flight), unless the transport's setup is known to be wrong.
+        """
+        job, item, content = self.job, prepared.item, prepared.content
+        outgoing = prepared.outgoing
+        if self.fatal is not None:
+            back = Result(outcome="retry", error_code="config", error_message=str(self.fatal))
+            await self.recorder.call(_record_retry, job, item, back, 0.0, content)
             return
         handed_over = False
 
@@ -929,6 +1018,28 @@ class Runner:
             print("\nStopping: finishing and recording the messages in flight...",
                   file=sys.stderr)
         self.stop.set()
+
+
+@dataclass
+class _Ready:
+    """A claimed message and, once begun and rendered, what to hand over."""
+
+    item: Item
+    outgoing: Outgoing | None = None
+    content: dict = field(default_factory=dict)
+
+
+def _in_doubt_sms(item: Item) -> bool:
+    """An SMS attempted before (a crash, or a lost answer): the provider may already have it."""
+    return item.channel == "sms" and item.attempts > 0 and item.first_attempt_at is not None
+
+
+async def _take_some(queue: asyncio.Queue, most: int) -> list:
+    """The next item (waiting for it), and whatever else is already queued, up to ``most``."""
+    items = [await queue.get()]
+    while len(items) < most and items[-1] is not None and not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 def _recorder(engine: Engine):

@@ -1,0 +1,98 @@
+"""Hot-path statements run straight on the database driver's cursor.
+
+The send engine writes a few rows per message (its status, an event, maybe a reset link) in
+group transactions. Through SQLAlchemy's execution layer each of those statements costs
+more Python time than the database's own work, and that time is taken from the event loop
+that paces and talks to the providers (one GIL). A :class:`Statement` is compiled once per
+dialect; executing it only converts each row's values with the column types' own bind
+processors (so what is stored is exactly what SQLAlchemy would store) and hands the rows
+to the driver's ``executemany``, inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, bindparam, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
+
+Processor = Callable[[Any], Any] | None
+
+
+class _Compiled:
+    """One statement in one dialect's SQL and parameter style."""
+
+    def __init__(self, sql: str, types: Mapping[str, TypeEngine], dialect: Dialect) -> None:
+        clause = text(sql).bindparams(*(bindparam(name, type_=type_)
+                                        for name, type_ in types.items()))
+        compiled = clause.compile(dialect=dialect)
+        self.sql = compiled.string
+        # qmark/format drivers take tuples in placeholder order; the others take dicts.
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positional else None)
+        names = self.order if self.order is not None else tuple(compiled.binds)
+        self.processors: list[tuple[str, Processor]] = [
+            (name, _processor(types.get(name), dialect)) for name in dict.fromkeys(names)]
+
+    def params(self, row: Mapping[str, Any]) -> tuple | dict:
+        values = {name: (proc(row[name]) if proc is not None and row[name] is not None
+                         else row[name])
+                  for name, proc in self.processors}
+        if self.order is None:
+            return values
+        return tuple(values[name] for name in self.order)
+
+
+def _processor(type_: TypeEngine | None, dialect: Dialect) -> Processor:
+    if type_ is None:
+        return None
+    # The dialect's own implementation: e.g. SQLite stores DateTime as a formatted string.
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+class Statement:
+    """A fixed SQL text with ``:name`` parameters, for many rows at a time.
+
+    ``types`` names the parameters that need conversion (times, JSON, booleans); the others
+    go to the driver as they are (strings, integers, None).
+    """
+
+    def __init__(self, sql: str, **types: TypeEngine) -> None:
+        self.source = sql
+        self.types = types
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def _compiled(self, dialect: Dialect) -> _Compiled:
+        key = f"{dialect.name}+{dialect.driver}"
+        found = self._by_dialect.get(key)
+        if found is None:
+            found = self._by_dialect[key] = _Compiled(self.source, self.types, dialect)
+        return found
+
+    def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run the statement once per row in ``conn``'s transaction; rows changed in all."""
+        if not rows:
+            return 0
+        compiled = self._compiled(conn.dialect)
+        cursor = conn.connection.cursor()
+        try:
+            params = [compiled.params(row) for row in rows]
+            if len(params) == 1:
+                cursor.execute(compiled.sql, params[0])
+            else:
+                cursor.executemany(compiled.sql, params)
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+
+def insert_into(table: Table, *columns: str) -> Statement:
+    """A plain INSERT of ``columns`` (default: all but an integer primary key) of ``table``,
+    converting each value with its column's type."""
+    names = columns or tuple(
+        c.name for c in table.columns if not (c.primary_key and c.autoincrement))
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
+           f"VALUES ({', '.join(':' + n for n in names)})")
+    return Statement(sql, **{n: table.c[n].type for n in names})
