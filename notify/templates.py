@@ -27,7 +27,7 @@ from email.utils import format_datetime
 from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import idna
 import jinja2
@@ -39,6 +39,9 @@ from notify import exposures as kinds_mod
 from notify.campaigns import CampaignConfig, config_of
 from notify.errors import NotifyError
 from notify.models import NOTICES, Campaign, Contact
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
 from notify.resources import default_templates
 
 # The files of one exposure folder, by (notice, channel); an email is (subject, text, html).
@@ -112,8 +115,9 @@ class ContactView:
     locale: str | None = None
 
     @classmethod
-    def from_model(cls, contact: Contact) -> ContactView:
-        """The view of a stored contact (exposures split into their rank-ordered list)."""
+    def from_model(cls, contact: Contact | Row) -> ContactView:
+        """The view of a stored contact (exposures split into their rank-ordered list): a
+        Contact, or a result row with its columns."""
         return cls(
             key=contact.key,
             name=(contact.name or "").strip() or None,

@@ -20,6 +20,7 @@ trust the system CAs; ``SSL_CERT_FILE`` adds others (e.g. a test relay's self-si
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -79,6 +80,28 @@ def _check_sender(address: str) -> None:
     """aiosmtplib's own address check (ValueError for what it cannot put on the wire),
     remembered: the envelope sender is the same for every message of a campaign."""
     parse_address(address)
+
+
+# An ASCII addr-spec that needs no quoting (what the importer stores): aiosmtplib's
+# quote_address would return it as "<address>" unchanged.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _plain_address(address: str) -> bool:
+    return _PLAIN_ADDRESS.fullmatch(address) is not None
+
+
+async def _envelope(client: aiosmtplib.SMTP, sender: str, to: str, options: list[str]) -> None:
+    """MAIL and RCPT for plain addresses, as aiosmtplib's ``mail``/``rcpt`` send them, without
+    parsing both addresses again for every message."""
+    reply = await client.execute_command(
+        b"MAIL", b"FROM:<" + sender.encode("ascii") + b">",
+        *(option.encode("ascii") for option in options))
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+    reply = await client.execute_command(b"RCPT", b"TO:<" + to.encode("ascii") + b">")
+    if reply.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, to)
 
 
 def _needs_utf8(*addresses: str | None) -> bool:
@@ -220,8 +243,10 @@ class SmtpMessenger(Messenger):
         that the wait for the rate slot comes last, after the round trips whose duration
         varies, and the server sees messages as evenly spaced as the slots.
         """
-        _check_sender(sender)  # a ValueError before anything is on the wire
-        parse_address(item.to)
+        plain = _plain_address(sender) and _plain_address(item.to)
+        if not plain:
+            _check_sender(sender)  # a ValueError before anything is on the wire
+            parse_address(item.to)
         if client.is_ehlo_or_helo_needed:  # the extensions below come from EHLO
             try:
                 await client.ehlo()
@@ -234,8 +259,11 @@ class SmtpMessenger(Messenger):
         options = [f"SIZE={len(item.data)}"] if client.supports_extension("size") else []
         if utf8:
             options.append("SMTPUTF8")
-        await client.mail(sender, options=options, encoding=encoding)
-        await client.rcpt(item.to, encoding=encoding)
+        if plain:
+            await _envelope(client, sender, item.to, options)
+        else:
+            await client.mail(sender, options=options, encoding=encoding)
+            await client.rcpt(item.to, encoding=encoding)
         await item.wait_ready()
         return (await client.data(item.data)).message
 
