@@ -33,16 +33,29 @@ class _Compiled:
         self.order: tuple[str, ...] | None = (
             tuple(compiled.positiontup) if compiled.positional else None)
         names = self.order if self.order is not None else tuple(compiled.binds)
-        self.processors: list[tuple[str, Processor]] = [
-            (name, _processor(types.get(name), dialect)) for name in dict.fromkeys(names)]
+        self.processors: dict[str, Processor] = {
+            name: _processor(types.get(name), dialect) for name in names}
 
-    def params(self, row: Mapping[str, Any]) -> tuple | dict:
-        values = {name: (proc(row[name]) if proc is not None and row[name] is not None
-                         else row[name])
-                  for name, proc in self.processors}
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> list:
+        """The driver's parameters for ``rows``; a value repeated across rows (the group's
+        time) is converted once."""
+        memo: dict[tuple[str, Any], Any] = {}
+
+        def convert(name: str, value: Any) -> Any:
+            proc = self.processors[name]
+            if proc is None or value is None:
+                return value
+            if isinstance(value, dict):  # JSON: unhashable, and different per row anyway
+                return proc(value)
+            key = (name, value)
+            if key not in memo:
+                memo[key] = proc(value)
+            return memo[key]
+
         if self.order is None:
-            return values
-        return tuple(values[name] for name in self.order)
+            return [{name: convert(name, row[name]) for name in self.processors}
+                    for row in rows]
+        return [tuple([convert(name, row[name]) for name in self.order]) for row in rows]
 
 
 def _processor(type_: TypeEngine | None, dialect: Dialect) -> Processor:
@@ -78,7 +91,7 @@ class Statement:
         compiled = self._compiled(conn.dialect)
         cursor = conn.connection.cursor()
         try:
-            params = [compiled.params(row) for row in rows]
+            params = compiled.params(rows)
             if len(params) == 1:
                 cursor.execute(compiled.sql, params[0])
             else:

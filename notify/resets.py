@@ -272,6 +272,12 @@ _LINK_COUNT = bulk.Statement(
     expires=UTCDateTime())
 _INSERT_TOKEN = bulk.insert_into(ResetToken.__table__)
 _resets = PasswordReset.__table__
+# Built once: the engine looks links up for every group of messages it sends.
+_RESETS_OF = (
+    select(_resets.c.contact_id, _resets.c.id, _resets.c.status)
+    .where(_resets.c.campaign_id == bindparam("campaign"),
+           _resets.c.contact_id.in_(bindparam("contacts", expanding=True)))
+)
 
 
 def issue_tokens(session: Session, campaign: Campaign,
@@ -292,10 +298,8 @@ def issue_tokens(session: Session, campaign: Campaign,
     expires = now + timedelta(days=config.reset_token_ttl_days)
     contact_ids = {contact_id for contact_id, _ in requests}
     conn = session.connection()
-    rows = conn.execute(
-        select(_resets.c.contact_id, _resets.c.id, _resets.c.status)
-        .where(_resets.c.campaign_id == campaign.id, _resets.c.contact_id.in_(contact_ids))
-    ).all()
+    rows = conn.execute(_RESETS_OF, {"campaign": campaign.id,
+                                     "contacts": list(contact_ids)}).all()
     found = {contact_id: (reset_id, status) for contact_id, reset_id, status in rows}
     for contact_id in contact_ids - found.keys():  # rare: contact added after planning
         reset = _reset_of(session, campaign.id, contact_id, create=True)
