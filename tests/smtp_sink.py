@@ -120,6 +120,15 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        reply = self.sink.reject_senders.get(address.lower())
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
         if address.lower() in self.sink.reject:
@@ -171,6 +180,7 @@ class SmtpSink:
         fail_every: int = 0,
         drop_every: int = 0,
         reject: Iterable[str] = (),
+        reject_senders: dict[str, str] | None = None,
         parse: bool = True,
         tls: str = "none",
         auth: dict[str, str] | None = None,
@@ -182,6 +192,8 @@ class SmtpSink:
         self.host, self.requested_port = host, port
         self.fail_every, self.drop_every = fail_every, drop_every
         self.reject = {a.lower() for a in reject}
+        # envelope sender -> the full reply to MAIL FROM (e.g. "553 5.7.1 not allowed")
+        self.reject_senders = {a.lower(): r for a, r in (reject_senders or {}).items()}
         self.parse, self.tls, self.auth = parse, tls, auth
         self.idle_timeout = idle_timeout
         self.record_path = Path(record_path) if record_path else None

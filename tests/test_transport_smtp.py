@@ -95,6 +95,23 @@ async def test_550_at_rcpt_is_failed_with_code_and_message():
         assert after.outcome == "sent" and sink.count == 1 and sink.connections == 1
 
 
+@pytest.mark.parametrize(("reply", "outcome"), [
+    ("553 5.7.1 Sender address not allowed", "failed"),
+    ("451 4.7.1 Try again later", "retry"),
+])
+async def test_refused_sender_at_mail_is_classified_by_its_code(reply, outcome):
+    other = "alerts@acme.example"
+    with SmtpSink(reject_senders={SENDER: reply}) as sink:
+        async with messenger(sink) as smtp:
+            refused = await smtp.push(email(1))
+            after = await smtp.push(replace(email(2), sender=other))
+        assert refused.outcome == outcome and refused.error_code == reply[:3]
+        assert reply[4:] in refused.error_message
+        # The envelope was reset: the next message goes through on the same connection.
+        assert after.outcome == "sent" and sink.count == 1 and sink.connections == 1
+        assert sink.received[0].mail_from == other
+
+
 async def test_dropped_connection_retries_then_reconnects():
     with SmtpSink(drop_every=2) as sink:
         async with messenger(sink) as smtp:
