@@ -34,7 +34,8 @@ class Recorder:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._queue: queue.Queue[Op | None] = queue.Queue()
+        # SimpleQueue: a put is one C call, not a lock and a condition in Python.
+        self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="notify-recorder", daemon=True)
         self._thread.start()
 
