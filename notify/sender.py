@@ -321,6 +321,10 @@ def _notice_filter(options: SendOptions) -> list:
 # ---------------------------------------------------------------- claiming work
 
 
+_messages = Message.__table__
+_contacts = Contact.__table__
+
+
 def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: int,
           lease_seconds: float, notice: str | None = None) -> list[Item]:
     """Lease up to ``count`` claimable rows of one channel to ``worker``; oldest first.
@@ -330,14 +334,15 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
     concurrent workers take disjoint batches.
     """
     now = utcnow()
+    m = _messages.c  # Core, not the ORM: nothing to synchronize, and less work per claim
     conditions = [
-        Message.campaign_id == campaign_id,
-        Message.channel == channel,
-        or_(Message.lease_expires_at.is_(None), Message.lease_expires_at < now),
-        or_(Message.next_attempt_at.is_(None), Message.next_attempt_at <= now),
+        m.campaign_id == campaign_id,
+        m.channel == channel,
+        or_(m.lease_expires_at.is_(None), m.lease_expires_at < now),
+        or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
     ]
     if notice:
-        conditions.append(Message.notice == notice)
+        conditions.append(m.notice == notice)
     until = now + timedelta(seconds=lease_seconds)
     with Session(engine) as session, session.begin():
         ids: list[int] = []
@@ -346,7 +351,7 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
         # so the cost of a claim would grow with the campaign.
         for status in ("sending", "pending"):
             if len(ids) < count:
-                ids += _lease(session, [*conditions, Message.status == status],
+                ids += _lease(session, [*conditions, m.status == status],
                               count - len(ids), worker, until)
         if not ids:
             return []
@@ -366,8 +371,6 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
         ]
 
 
-_messages = Message.__table__
-_contacts = Contact.__table__
 _CLAIM_MESSAGE = tuple(_messages.c[n] for n in (
     "id", "contact_id", "channel", "notice", "sequence", "status", "attempts",
     "first_attempt_at", "address"))
@@ -379,9 +382,10 @@ _CLAIM_CONTACT = tuple(_contacts.c[n] for n in (
 def _lease(session: Session, conditions: list, count: int, worker: str,
            until: datetime) -> list[int]:
     """Lease up to ``count`` rows matching ``conditions`` (lowest ids first); their ids."""
-    candidates = select(Message.id).where(and_(*conditions)).order_by(Message.id).limit(count)
+    m = _messages.c
+    candidates = select(m.id).where(and_(*conditions)).order_by(m.id).limit(count)
     if is_sqlite(session.get_bind()):
-        target = Message.id.in_(candidates.scalar_subquery())
+        target = m.id.in_(candidates.scalar_subquery())
     else:
         # Lock the batch exactly once. As `id IN (subquery)` PostgreSQL may plan a nested
         # loop that re-runs the locking subquery for every row of messages (it does on a
@@ -389,14 +393,13 @@ def _lease(session: Session, conditions: list, count: int, worker: str,
         # claim, so other workers' status updates wait for the whole statement.
         picked = (candidates.with_for_update(skip_locked=True)
                   .cte("claimable").prefix_with("MATERIALIZED"))
-        target = Message.id == picked.c.id
-    return list(session.scalars(
-        update(Message)
+        target = m.id == picked.c.id
+    return list(session.connection().execute(
+        update(_messages)
         .where(target)
         .values(lease_owner=worker, lease_expires_at=until)
-        .returning(Message.id)
-        .execution_options(synchronize_session=False)
-    ))
+        .returning(m.id)
+    ).scalars())
 
 
 def outstanding(engine: Engine, campaign_id: int, channel: str,
@@ -823,11 +826,10 @@ class Runner:
         items = [i for i in items if not _in_doubt_sms(i)]
         for item in direct:
             await ready.put(_Ready(item))
-        begun = await asyncio.gather(*(
-            self.recorder.batched(begin_attempts, Begin(
-                job, item, self.worker, self.options.lease_seconds,
-                templates.needs_reset(item.view) and bool(job.config.reset_url)))
-            for item in items))
+        begun = await self.recorder.batched_all(begin_attempts, [
+            Begin(job, item, self.worker, self.options.lease_seconds,
+                  templates.needs_reset(item.view) and bool(job.config.reset_url))
+            for item in items])
         for item, (ok, token, attempt_at) in zip(items, begun, strict=True):
             if not ok:  # lost to another worker, or already final
                 claimed.task_done()
