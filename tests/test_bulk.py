@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 
 from notify import bulk
 from notify.models import Event, Message, UTCDateTime
@@ -17,7 +17,8 @@ def _raw_events(conn, ids: list[int]) -> list[tuple]:
     rows = conn.execute(text(
         "SELECT campaign_id, message_id, contact_id, provider_message_id, "
         "CAST(at AS TEXT), source, kind, CAST(applied AS TEXT), detail "
-        "FROM events WHERE id IN (%s) ORDER BY id" % ",".join(map(str, ids))))
+        "FROM events WHERE id IN :ids ORDER BY id").bindparams(
+            bindparam("ids", expanding=True)), {"ids": ids})
     return [tuple(r) for r in rows]
 
 
