@@ -131,8 +131,6 @@ class Message(Base):
         Index("ix_messages_contact", "contact_id"),
         Index("ix_messages_provider_id", "provider_message_id"),
         Index("ix_messages_address", "address"),
-        # status: "reached by any channel" per contact as an index-only scan
-        Index("ix_messages_reach", "campaign_id", "contact_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
