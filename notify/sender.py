@@ -668,6 +668,7 @@ class Runner:
         self.stop = asyncio.Event()
         self.claimed = 0
         self.fatal: NotifyError | None = None
+        self.failure: BaseException | None = None  # a bug or a lost database: stop, re-raise
         self.finished: set[str] = set()
         self.progress = None
         self.sms_from = settings.sms_from or job.config.sms_from or None
@@ -709,6 +710,8 @@ class Runner:
             await asyncio.to_thread(self.recorder.close)
             await asyncio.to_thread(release, self.engine, self.worker)
             self._restore_signals()
+        if self.failure is not None:
+            raise self.failure
         if self.fatal is not None:
             raise self.fatal
         self.summary.elapsed = time.monotonic() - started
@@ -810,7 +813,12 @@ class Runner:
                     for _ in items:
                         claimed.task_done()
                 else:
-                    await self._prepare_group(items, claimed, ready)
+                    try:
+                        await self._prepare_group(items, claimed, ready)
+                    except Exception as exc:
+                        self._fail(exc)
+                        await _drain(claimed, end)  # the producer waits on every item
+                        return
                 if end:
                     claimed.task_done()
                     return
@@ -818,28 +826,49 @@ class Runner:
             for _ in range(n_consumers):
                 await ready.put(None)
 
+    def _fail(self, exc: BaseException) -> None:
+        """Stop the run on an unexpected error; :meth:`run` raises it once all is closed."""
+        if self.failure is None:
+            self.failure = exc
+        self.stop.set()
+
     async def _prepare_group(self, items: list[Item], claimed: asyncio.Queue,
                              ready: asyncio.Queue) -> None:
+        """Begin and render ``items``; each ends queued for a consumer (which marks it done)
+        or marked done here, even when this raises (the producer waits for every one)."""
+        left = list(items)
+        try:
+            await self._begin_and_render(left, ready, claimed)
+        finally:
+            for _ in left:
+                claimed.task_done()
+
+    async def _begin_and_render(self, left: list[Item], ready: asyncio.Queue,
+                                claimed: asyncio.Queue) -> None:
+        """Work through ``left``, removing each item once it is queued or finished."""
         job = self.job
         # An SMS in doubt is first looked up at the provider; its consumer does it all.
-        direct = [i for i in items if _in_doubt_sms(i)]
-        items = [i for i in items if not _in_doubt_sms(i)]
-        for item in direct:
+        for item in [i for i in left if _in_doubt_sms(i)]:
             await ready.put(_Ready(item))
+            left.remove(item)
+        items = list(left)
         begun = await self.recorder.batched_all(begin_attempts, [
             Begin(job, item, self.worker, self.options.lease_seconds,
                   templates.needs_reset(item.view) and bool(job.config.reset_url))
             for item in items])
         for item, (ok, token, attempt_at) in zip(items, begun, strict=True):
-            if not ok:  # lost to another worker, or already final
-                claimed.task_done()
-                continue
-            prepared = await self._rendered(item, token, attempt_at, claimed)
-            if prepared is not None:
-                await ready.put(prepared)
+            if ok:  # else lost to another worker, or already final: nothing to do
+                prepared = await self._rendered(item, token, attempt_at)
+                if prepared is not None:
+                    await ready.put(prepared)
+                    left.remove(item)
+                    continue
+            left.remove(item)
+            claimed.task_done()
 
-    async def _rendered(self, item: Item, token: str | None, attempt_at: datetime,
-                        claimed: asyncio.Queue) -> _Ready | None:
+    async def _rendered(self, item: Item, token: str | None, attempt_at: datetime
+                        ) -> _Ready | None:
+        """What to hand over, or None when the template failed (recorded as `failed`)."""
         if item.first_attempt_at is None:
             item.first_attempt_at = attempt_at
         try:
@@ -847,7 +876,6 @@ class Runner:
         except NotifyError as exc:
             await self.recorder.call(_record_failed, self.job, item, "template", str(exc), {})
             self._done(item, "failed")
-            claimed.task_done()
             return None
         return _Ready(item, outgoing, content)
 
@@ -862,6 +890,8 @@ class Runner:
                     await self._deliver(prepared.item, messenger, throttle)
                 else:
                     await self._hand_over(prepared, messenger, throttle)
+            except Exception as exc:
+                self._fail(exc)  # this consumer goes on taking (and dropping) its share
             finally:
                 claimed.task_done()
 
@@ -870,7 +900,7 @@ class Runner:
         if self.stop.is_set():
             return  # not started: its lease is released at the end
         job = self.job
-        if item.channel == "sms" and item.attempts > 0 and item.first_attempt_at:
+        if _in_doubt_sms(item):
             if await self._reconciled(item, messenger):
                 return
         want_token = (templates.needs_reset(item.view) and bool(job.config.reset_url))
@@ -896,6 +926,8 @@ class Runner:
         """
         job, item, content = self.job, prepared.item, prepared.content
         outgoing = prepared.outgoing
+        if self.failure is not None:
+            return  # its answer could not be recorded: it stays in doubt (resent later)
         if self.fatal is not None:
             back = Result(outcome="retry", error_code="config", error_message=str(self.fatal))
             await self.recorder.call(_record_retry, job, item, back, 0.0, content)
@@ -1053,6 +1085,18 @@ async def _take_some(queue: asyncio.Queue, most: int) -> list:
     while len(items) < most and items[-1] is not None and not queue.empty():
         items.append(queue.get_nowait())
     return items
+
+
+async def _drain(queue: asyncio.Queue, ended: bool) -> None:
+    """Mark every item as done, up to and including the end marker (unless seen already)."""
+    if ended:
+        queue.task_done()
+        return
+    while True:
+        item = await queue.get()
+        queue.task_done()
+        if item is None:
+            return
 
 
 def _recorder(engine: Engine):

@@ -1,0 +1,68 @@
+"""An unexpected error inside the send engine (a bug, a lost database) stops the run and is
+raised, instead of hanging; what was recorded stays recorded, and a re-run finishes the job."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from notify import db, sender
+from notify.config import load_settings
+from notify.models import Message
+from tests.factories import add_contacts, campaign_toml, make_campaign
+
+CONTACTS = 40
+
+
+def _statuses(engine) -> dict[str, int]:
+    with db.session_scope(engine) as session:
+        return dict(session.execute(
+            select(Message.status, func.count()).group_by(Message.status)).all())
+
+
+def _send_in_thread(engine, name: str, options) -> BaseException | None:
+    """Run a send with a deadline: a hang fails the test instead of blocking it."""
+    outcome: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            sender.send_campaign(engine, load_settings(), name, options)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome[0] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the send hung after an internal error"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("broken", ["begin_attempts", "record_sent"])
+def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkeypatch, broken):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, CONTACTS, exposures="passwords")
+    real = getattr(sender, broken)
+    calls = {"n": 0}
+
+    def flaky(session, rows):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # and from then on: the recorder retries a write alone once
+            raise RuntimeError("database went away")
+        return real(session, rows)
+
+    monkeypatch.setattr(sender, broken, flaky)
+    options = sender.SendOptions(email_rate=0, concurrency=4, progress=False)
+    error = _send_in_thread(engine, campaign.name, options)
+    assert isinstance(error, RuntimeError) and "database went away" in str(error)
+    first = _statuses(engine)
+    assert 0 < first.get("sent", 0) < CONTACTS
+    with db.session_scope(engine) as session:  # the stop released every lease
+        assert session.scalar(select(func.count()).where(
+            Message.lease_owner.is_not(None))) == 0
+
+    monkeypatch.setattr(sender, broken, real)
+    assert _send_in_thread(engine, campaign.name, options) is None
+    assert _statuses(engine) == {"sent": CONTACTS}
