@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from notify.errors import ConfigError, NotifyError
@@ -131,7 +131,7 @@ def upgrade(engine: Engine) -> str:
         from alembic import command
 
         command.upgrade(_alembic_config(engine), "head")
-    except OperationalError as exc:
+    except DBAPIError as exc:  # unreachable, refused, or a file that is not a database
         raise NotifyError(f"cannot open database {mask_url(str(engine.url))}: {exc.orig}") from None
     return _head()
 

@@ -111,3 +111,14 @@ def test_models_match_the_migrated_schema(engine):
 
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path, monkeypatch):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes, not a database\n")
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", f"sqlite:///{notes}")
+    result = run("status", "acme-2026-11")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: cannot open database sqlite:///{notes}: file is not a database")
+    assert notes.read_text() == "these are my notes, not a database\n"  # left untouched

@@ -66,3 +66,25 @@ def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkey
     monkeypatch.setattr(sender, broken, real)
     assert _send_in_thread(engine, campaign.name, options) is None
     assert _statuses(engine) == {"sent": CONTACTS}
+
+
+def test_database_failure_mid_send_is_one_line(env, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from sqlalchemy.exc import OperationalError
+
+    from notify.cli import main
+
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, 5)
+
+    def gone(session, rows):
+        raise OperationalError("UPDATE messages ...", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(sender, "begin_attempts", gone)
+    result = CliRunner().invoke(main, ["send", campaign.name, "--yes"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: the database failed: disk I/O error.")
+    assert "Traceback" not in result.output
+    assert _statuses(engine) == {"pending": 5}  # nothing half-done: all still to send

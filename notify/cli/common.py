@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from notify import db
 from notify.config import Settings, load_settings
@@ -44,6 +45,13 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, default=str, sort_keys=False))
 
 
+def db_failure(exc: DBAPIError) -> str:
+    """One line for a database failure in the middle of a command."""
+    reason = " ".join(str(exc.orig or exc).split())[:300]
+    return (f"the database failed: {reason}. Every committed change is kept; "
+            "run the command again once the database is back (a send resumes).")
+
+
 class NotifyGroup(click.Group):
     """Turns foreseeable errors into one line on stderr and a non-zero exit, no traceback."""
 
@@ -56,5 +64,8 @@ class NotifyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing half-done was kept.", err=True)
             sys.exit(130)
+        except DBAPIError as exc:  # e.g. the database restarted or the disk filled up
+            click.echo(f"Error: {db_failure(exc)}", err=True)
+            sys.exit(1)
         except BrokenPipeError:
             sys.exit(1)
