@@ -1,17 +1,42 @@
 """The `notify` command line: parses arguments and prints; the library does the work.
 
-Each area registers its commands from its own module below.
+Each area registers its commands on ``main`` from its own module, loaded when one of its
+commands is used (``COMMANDS``).
 """
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from notify import __version__
 from notify.cli.common import App, NotifyGroup
 
+# Which module under notify/cli/ defines each command. A command's module is imported only
+# when that command runs (or help lists them all), so `notify status` does not pay for
+# importing the send engine, Jinja2 or the importer.
+COMMANDS = {
+    "audit": "audit", "bounces": "tracking", "campaign": "campaign", "contacts": "contacts",
+    "demo": "demo", "export": "export", "init": "campaign", "lookup": "tracking",
+    "preview": "templates", "remind": "resets", "resets": "resets", "send": "send",
+    "serve": "serve", "status": "tracking", "sync": "tracking", "templates": "templates",
+}
 
-@click.group(cls=NotifyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(NotifyGroup):
+    """The top-level group: loads a command's module on first use (click's lazy pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"notify.cli.{COMMANDS[cmd_name]}")  # registers on main
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="notify")
 @click.option("--actor", envvar="NOTIFY_ACTOR", help="Name recorded in the audit trail "
               "(default: the OS user).")
@@ -33,16 +58,3 @@ def main(ctx: click.Context, actor: str | None) -> None:
     ctx.obj = App(actor=actor)
 
 
-# Import for their side effect: each module adds its commands to `main`.
-from notify.cli import (  # noqa: E402,F401
-    audit,
-    campaign,
-    contacts,
-    demo,
-    export,
-    resets,
-    send,
-    serve,
-    templates,
-    tracking,
-)
