@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -34,6 +33,7 @@ from notify import db, sender
 from notify.models import Event, Message
 from notify.throttle import Throttle
 from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.processes import notify_process, wait_for_sink
 from tests.smtp_sink import Received, SmtpSink, window_max
 
 # The rate: one that three workers hold on a loaded 2-core machine, and whose slot (1/rate)
@@ -62,20 +62,8 @@ def _worker_env(pg_url: str, tmp_path: Path, sink: SmtpSink) -> dict[str, str]:
 
 
 def _start_worker(env: dict[str, str], cwd: Path, name: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "notify", "send", name, "--yes", "--json",
-         "--email-rate", str(RATE), "--concurrency", str(CONCURRENCY)],
-        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_count(sink: SmtpSink, count: int, workers: list[subprocess.Popen]) -> None:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while sink.count < count:
-        assert time.monotonic() < deadline, f"only {sink.count} emails arrived"
-        for worker in workers:
-            if worker.poll() is not None:
-                pytest.fail(f"worker exited early ({worker.returncode}): {worker.communicate()}")
-        time.sleep(0.01)
+    return notify_process(env, "send", name, "--yes", "--json", "--email-rate", str(RATE),
+                          "--concurrency", str(CONCURRENCY), cwd=cwd)
 
 
 def _leased_by(engine: Engine, pid: int) -> dict[int, tuple[str, datetime]]:
@@ -152,11 +140,11 @@ def _run_workers(engine: Engine, env: dict[str, str], cwd: Path, name: str,
     workers = [_start_worker(env, cwd, name), _start_worker(env, cwd, name)]
     a, b = workers
     try:
-        _wait_for_count(sink, JOIN_AT, workers)
+        wait_for_sink(sink, JOIN_AT, workers, RUN_TIMEOUT)
         joined_at = time.monotonic()
         c = _start_worker(env, cwd, name)
         workers.append(c)
-        _wait_for_count(sink, KILL_AT, workers)
+        wait_for_sink(sink, KILL_AT, workers, RUN_TIMEOUT)
         b.send_signal(signal.SIGKILL)
         b.wait()
         killed_at = time.monotonic()

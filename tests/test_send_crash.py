@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from email import message_from_bytes
 
@@ -20,16 +17,12 @@ from sqlalchemy import select
 from notify import db
 from notify.models import Message
 from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.processes import notify_process, smtp_env, wait_for_sink
 from tests.smtp_sink import SmtpSink
 from tests.twilio_double import TwilioDouble
 
 CONTACTS = 150
 CONCURRENCY = 4
-
-
-def _notify(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "notify", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
@@ -38,21 +31,17 @@ def test_kill_9_mid_send_then_resume(env, tmp_path):
     campaign = make_campaign(engine, campaign_toml(tmp_path))
     add_contacts(engine, campaign, CONTACTS, exposures="passwords;card")
     with SmtpSink() as sink, TwilioDouble(delay=0.02) as tw:
-        child_env = {**os.environ, **env, **tw.env(), "NOTIFY_SMTP_HOST": sink.host,
-                     "NOTIFY_SMTP_PORT": str(sink.port), "NOTIFY_SMTP_TLS": "none"}
+        child_env = smtp_env({**os.environ, **env, **tw.env()}, sink)
         args = ["send", campaign.name, "--yes", "--email-rate", "120", "--sms-rate", "60",
                 "--concurrency", str(CONCURRENCY)]
-        first = _notify(child_env, *args)
-        deadline = time.monotonic() + 60
-        while sink.count < CONTACTS // 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert first.poll() is None, first.communicate()
+        first = notify_process(child_env, *args)
+        wait_for_sink(sink, CONTACTS // 3, [first])
         first.send_signal(signal.SIGKILL)
         first.wait()
         killed_at = (sink.count, len(tw.messages))
         assert 0 < killed_at[0] < CONTACTS
 
-        second = _notify(child_env, *args)
+        second = notify_process(child_env, *args)
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
@@ -16,15 +13,11 @@ from sqlalchemy import func, select
 from notify import db
 from notify.models import Message
 from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.processes import notify_process, smtp_env, wait_for_sink
 from tests.smtp_sink import SmtpSink
 
 CONTACTS = 200
 CONCURRENCY = 8
-
-
-def _notify(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "notify", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
@@ -33,15 +26,11 @@ def test_ctrl_c_records_what_is_in_flight_and_leaves_nothing_in_doubt(env, tmp_p
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, CONTACTS, exposures="passwords")
     with SmtpSink() as sink:
-        child_env = {**os.environ, **env, "NOTIFY_SMTP_HOST": sink.host,
-                     "NOTIFY_SMTP_PORT": str(sink.port), "NOTIFY_SMTP_TLS": "none"}
+        child_env = smtp_env({**os.environ, **env}, sink)
         args = ["send", campaign.name, "--yes", "--email-rate", "100",
                 "--concurrency", str(CONCURRENCY)]
-        first = _notify(child_env, *args)
-        deadline = time.monotonic() + 60
-        while sink.count < CONTACTS // 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert first.poll() is None, first.communicate()
+        first = notify_process(child_env, *args)
+        wait_for_sink(sink, CONTACTS // 4, [first])
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=60)
         assert "Stopping" in err
@@ -57,7 +46,7 @@ def test_ctrl_c_records_what_is_in_flight_and_leaves_nothing_in_doubt(env, tmp_p
         assert statuses["sent"] == stopped_at
         assert statuses["pending"] == CONTACTS - stopped_at
 
-        second = _notify(child_env, *args)
+        second = notify_process(child_env, *args)
         _, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
         received = Counter(r.rcpt_tos[0] for r in sink.received)
