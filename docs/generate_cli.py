@@ -29,8 +29,10 @@ def walk(command: click.Command, path: list[str]):
     """Yield (path, command) for every command and group, depth first, sorted by name."""
     yield path, command
     if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            yield from walk(command.commands[name], [*path, name])
+        # list_commands/get_command, not .commands: the top level loads its modules lazily.
+        ctx = click.Context(command, info_name=" ".join(path))
+        for name in sorted(command.list_commands(ctx)):
+            yield from walk(command.get_command(ctx, name), [*path, name])
 
 
 def help_text(path: list[str], command: click.Command) -> str:
