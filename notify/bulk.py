@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeEngine
 
 Processor = Callable[[Any], Any] | None
@@ -45,7 +46,7 @@ class _Compiled:
             proc = self.processors[name]
             if proc is None or value is None:
                 return value
-            if isinstance(value, dict):  # JSON: unhashable, and different per row anyway
+            if isinstance(value, dict | list):  # JSON: unhashable, and different per row
                 return proc(value)
             key = (name, value)
             if key not in memo:
@@ -88,15 +89,22 @@ class Statement:
         """Run the statement once per row in ``conn``'s transaction; rows changed in all."""
         if not rows:
             return 0
-        compiled = self._compiled(conn.dialect)
+        dialect = conn.dialect
+        compiled = self._compiled(dialect)
+        params = compiled.params(rows)
         cursor = conn.connection.cursor()
         try:
-            params = compiled.params(rows)
             if len(params) == 1:
                 cursor.execute(compiled.sql, params[0])
             else:
                 cursor.executemany(compiled.sql, params)
             return cursor.rowcount
+        except dialect.loaded_dbapi.Error as exc:
+            # The same exception classes SQLAlchemy raises (OperationalError, ...), so callers
+            # and the command line handle a failure here like any other database failure.
+            raise DBAPIError.instance(
+                compiled.sql, params, exc, dialect.loaded_dbapi.Error,
+                hide_parameters=True, dialect=dialect, ismulti=len(params) > 1) from exc
         finally:
             cursor.close()
 

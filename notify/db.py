@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from notify.errors import ConfigError, NotifyError
@@ -131,9 +137,17 @@ def upgrade(engine: Engine) -> str:
         from alembic import command
 
         command.upgrade(_alembic_config(engine), "head")
-    except DBAPIError as exc:  # unreachable, refused, or a file that is not a database
+    except DBAPIError as exc:
+        if not unavailable(exc):
+            raise
         raise NotifyError(f"cannot open database {mask_url(str(engine.url))}: {exc.orig}") from None
     return _head()
+
+
+def unavailable(exc: DBAPIError) -> bool:
+    """True when the database itself failed (unreachable, gone, locked, full, not a database
+    file), as opposed to a statement it rejected (a bug, which keeps its traceback)."""
+    return isinstance(exc, OperationalError | InterfaceError) or type(exc) is DatabaseError
 
 
 # Engines handed out by connect(), by URL (tests dispose them between databases).

@@ -54,7 +54,12 @@ class Recorder:
         futures = [loop.create_future() for _ in args]
         for arg, future in zip(args, futures, strict=True):
             self._queue.put((batch_fn, (arg,), future, loop, True))
-        return list(await asyncio.gather(*futures))
+        # Wait for all (each failure retrieved, none left unseen), then raise the first.
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)
 
     async def _submit(self, fn: Callable[..., Any], args: tuple, batched: bool) -> Any:
         loop = asyncio.get_running_loop()

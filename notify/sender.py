@@ -53,8 +53,9 @@ RETRY_CAP_SECONDS = 300.0
 # The furthest ahead of its rate slot a message may start (see Runner._consumers); relays
 # wait minutes between commands, so this keeps well inside that.
 SLOT_AHEAD = 10.0
-# Messages begun in one group commit ahead of their hand-over.
+# Messages begun in one group commit ahead of their hand-over (see Runner._ahead).
 PREPARE_GROUP = 8
+PREPARE_SECONDS = 0.25
 # A reconciliation looks this far before the first attempt, for clock differences.
 RECONCILE_SLACK = timedelta(minutes=2)
 
@@ -701,8 +702,12 @@ class Runner:
         }
         try:
             with _progress_bar(self) as self.progress:
-                await asyncio.gather(*(self._pipeline(ch, messengers[ch])
-                                       for ch in self.job.channels))
+                outcomes = await asyncio.gather(
+                    *(self._pipeline(ch, messengers[ch]) for ch in self.job.channels),
+                    return_exceptions=True)  # cleanup below runs only once all have ended
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    self._fail(outcome)
         finally:
             heartbeat.cancel()
             for messenger in messengers.values():
@@ -733,21 +738,36 @@ class Runner:
         """
         claimed: asyncio.Queue[Item | None] = asyncio.Queue()
         n_consumers = self._consumers(channel)
-        # Prepared messages are committed `sending`: keep no more of them than can be sent.
-        ready: asyncio.Queue[_Ready | None] = asyncio.Queue(maxsize=n_consumers)
+        ahead = self._ahead(channel, n_consumers)
+        # Prepared messages are committed `sending`, in flight: keep only a few waiting.
+        ready: asyncio.Queue[_Ready | None] = asyncio.Queue(maxsize=ahead)
         throttle = Throttle(self.engine, self.job.campaign.id, channel,
                             self.job.rates.get(channel))
-        preparer = asyncio.create_task(self._prepare(claimed, ready, n_consumers))
+        preparer = asyncio.create_task(self._prepare(claimed, ready, n_consumers, ahead))
         consumers = [asyncio.create_task(self._consume(claimed, ready, messenger, throttle))
                      for _ in range(n_consumers)]
         try:
             await self._produce(channel, claimed)
+        except Exception as exc:  # e.g. a claim the database refused: stop every channel
+            self._fail(exc)
         finally:
             claimed.put_nowait(None)
             await preparer
             await asyncio.gather(*consumers)
             await messenger.flush()
             self.finished.add(channel)
+
+    def _ahead(self, channel: str, n_consumers: int) -> int:
+        """How many messages may be begun before a consumer is free to hand them over.
+
+        Enough to hide a group commit at full speed; at a set rate, no more than a quarter
+        second's worth, so a stop (which still hands them over) ends promptly.
+        """
+        ahead = min(PREPARE_GROUP, n_consumers)
+        rate = self.job.rates.get(channel)
+        if rate:
+            ahead = min(ahead, math.ceil(rate * PREPARE_SECONDS))
+        return max(1, ahead)
 
     def _consumers(self, channel: str) -> int:
         """``--concurrency``, but no more than the rate lets start within SLOT_AHEAD seconds.
@@ -798,15 +818,16 @@ class Runner:
                 pass
 
     async def _prepare(self, claimed: asyncio.Queue, ready: asyncio.Queue,
-                       n_consumers: int) -> None:
+                       n_consumers: int, ahead: int) -> None:
         """Begin and render claimed messages in small groups; queue them for the consumers.
 
         Ends (telling every consumer to end) at the producer's end-of-work marker. Once the
         run is stopping, claimed messages are left unstarted: their leases are released.
         """
+        cancelled = False
         try:
             while True:
-                items = await _take_some(claimed, min(PREPARE_GROUP, n_consumers))
+                items = await _take_some(claimed, ahead)
                 end = items[-1] is None
                 items = [i for i in items if i is not None]
                 if self.stop.is_set():
@@ -822,9 +843,13 @@ class Runner:
                 if end:
                     claimed.task_done()
                     return
+        except asyncio.CancelledError:
+            cancelled = True  # torn down: the consumers are being cancelled too
+            raise
         finally:
-            for _ in range(n_consumers):
-                await ready.put(None)
+            if not cancelled:
+                for _ in range(n_consumers):
+                    await ready.put(None)
 
     def _fail(self, exc: BaseException) -> None:
         """Stop the run on an unexpected error; :meth:`run` raises it once all is closed."""

@@ -64,3 +64,28 @@ def test_update_many_counts_rows_and_repeats_a_parameter(engine, tmp_path):
     assert [r.attempts for r in rows] == [1, 2, 0]
     assert rows[0].last_event_at == rows[0].first_attempt_at == now
     assert rows[2].last_event_at is None
+
+
+def test_a_driver_error_is_raised_as_sqlalchemys(engine, tmp_path):
+    """Callers (the recorder, the command line) see the usual SQLAlchemy exception classes."""
+    import pytest
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    campaign = make_campaign(engine, campaign_toml(tmp_path))
+    statement = bulk.insert_into(Event.__table__)
+    row = {"campaign_id": campaign.id, "message_id": None, "contact_id": None,
+           "provider_message_id": None, "at": datetime.now(UTC), "source": "send",
+           "kind": "sent", "applied": True, "detail": None}
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only = ON")  # writes fail: readonly database
+        else:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        with pytest.raises(DBAPIError) as raised:
+            statement.execute(conn, [row, row])
+        conn.rollback()
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only = OFF")
+    assert "read" in str(raised.value.orig).lower()  # "readonly" / "read-only transaction"
+    if engine.dialect.name == "sqlite":
+        assert isinstance(raised.value, OperationalError)

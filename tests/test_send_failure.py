@@ -3,7 +3,9 @@ raised, instead of hanging; what was recorded stays recorded, and a re-run finis
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -88,3 +90,33 @@ def test_database_failure_mid_send_is_one_line(env, tmp_path, monkeypatch):
     assert lines[-1].startswith("Error: the database failed: disk I/O error.")
     assert "Traceback" not in result.output
     assert _statuses(engine) == {"pending": 5}  # nothing half-done: all still to send
+
+
+def test_claim_error_on_one_channel_stops_both_without_hanging(env, tmp_path, monkeypatch):
+    """A slow SMS pipeline (its prepared queue full) must not keep a failed run alive."""
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path))  # email and SMS
+    add_contacts(engine, campaign, 30, exposures="card")
+    real = sender.claim
+    calls = {"email": 0}
+
+    def flaky(engine, campaign_id, channel, *args, **kwargs):
+        if channel == "email":
+            calls["email"] += 1
+            if calls["email"] >= 2:
+                raise RuntimeError("claim refused")
+        return real(engine, campaign_id, channel, *args, **kwargs)
+
+    monkeypatch.setattr(sender, "claim", flaky)
+    options = sender.SendOptions(email_rate=0, sms_rate=5, concurrency=4, batch_size=5,
+                                 progress=False)
+    error = _send_in_thread(engine, campaign.name, options)
+    assert isinstance(error, RuntimeError) and "claim refused" in str(error)
+    monkeypatch.setattr(sender, "claim", real)
+    assert _send_in_thread(engine, campaign.name, options) is None
+    assert _statuses(engine) == {"sent": 60}
+    # Begun messages the failed run did not hand over were in doubt, not lost or doubled.
+    outbox = Path(env["NOTIFY_OUTBOX"])
+    assert len(list((outbox / "email").glob("*.eml"))) == 30
+    sms = [json.loads(line)["to"] for line in (outbox / "sms.jsonl").read_text().splitlines()]
+    assert len(sms) == len(set(sms)) == 30

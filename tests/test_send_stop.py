@@ -53,3 +53,27 @@ def test_ctrl_c_records_what_is_in_flight_and_leaves_nothing_in_doubt(env, tmp_p
 
     assert set(received) == {f"user{i}@example.com" for i in range(CONTACTS)}
     assert max(received.values()) == 1  # a clean stop repeats nobody
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_a_slow_rate_sends_only_what_was_in_flight(env, tmp_path):
+    """At a set rate, a stop hands over only the consumers' messages and a few prepared ones
+    (a quarter second's worth), not a long queue begun in advance."""
+    rate, concurrency = 4, 4
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, 60, exposures="card")
+    with SmtpSink() as sink:
+        child_env = smtp_env({**os.environ, **env}, sink)
+        first = notify_process(child_env, "send", campaign.name, "--yes", "--email-rate",
+                               str(rate), "--concurrency", str(concurrency))
+        wait_for_sink(sink, 8, [first])
+        at_stop = sink.count
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+        after = sink.count - at_stop
+    # consumers (each may hold one) + one prepared in the queue + one being prepared
+    assert after <= concurrency + 2, f"{after} sent after the stop"
+    with db.session_scope(engine) as session:
+        statuses = Counter(session.scalars(select(Message.status)))
+    assert statuses["sending"] == 0 and statuses["sent"] == at_stop + after

@@ -65,6 +65,8 @@ class NotifyGroup(click.Group):
             click.echo("Interrupted; nothing half-done was kept.", err=True)
             sys.exit(130)
         except DBAPIError as exc:  # e.g. the database restarted or the disk filled up
+            if not db.unavailable(exc):
+                raise
             click.echo(f"Error: {db_failure(exc)}", err=True)
             sys.exit(1)
         except BrokenPipeError:
