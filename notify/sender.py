@@ -609,19 +609,24 @@ def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
 
 
 def _record_retry(session: Session, job: Job, item: Item, result: Result, delay: float,
-                  content: dict) -> None:
+                  content: dict, handed_over: bool = True) -> None:
+    """Due again after ``delay``. A message that never reached the provider (the transport's
+    setup failed first) gives its attempt back: it was begun, not tried."""
     now = utcnow()
+    given_back = {} if handed_over else {"attempts": Message.attempts - 1}
     session.execute(
         update(Message).where(Message.id == item.id)
         .values(next_attempt_at=now + timedelta(seconds=delay), lease_owner=None,
                 lease_expires_at=None, error_code=result.error_code,
                 error_message=(result.error_message or "")[:2000], last_event_at=now,
-                **content)
+                **given_back, **content)
         .execution_options(synchronize_session=False)
     )
-    _event(session, item, job.campaign.id, "retry", "send", now,
-           {"code": result.error_code, "message": (result.error_message or "")[:500],
-            "retry_in_s": round(delay, 3), "attempt": item.attempts + 1})
+    detail = {"code": result.error_code, "message": (result.error_message or "")[:500],
+              "retry_in_s": round(delay, 3), "attempt": item.attempts + 1}
+    if not handed_over:
+        detail["handed_over"] = False
+    _event(session, item, job.campaign.id, "retry", "send", now, detail)
 
 
 def _record_failed(session: Session, job: Job, item: Item, code: str | None,
@@ -955,7 +960,7 @@ class Runner:
             return  # its answer could not be recorded: it stays in doubt (resent later)
         if self.fatal is not None:
             back = Result(outcome="retry", error_code="config", error_message=str(self.fatal))
-            await self.recorder.call(_record_retry, job, item, back, 0.0, content)
+            await self.recorder.call(_record_retry, job, item, back, 0.0, content, False)
             return
         handed_over = False
 
@@ -971,7 +976,8 @@ class Runner:
             # Wrong credentials or relay setup: every message would fail the same way. Put
             # this one back (due now) and stop the run with the reason.
             back = Result(outcome="retry", error_code="config", error_message=str(exc))
-            await self.recorder.call(_record_retry, job, item, back, 0.0, content)
+            await self.recorder.call(_record_retry, job, item, back, 0.0, content,
+                                     handed_over)
             self.fatal = self.fatal or exc
             self.stop.set()
             return

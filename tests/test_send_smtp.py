@@ -140,3 +140,33 @@ def test_slow_rates_start_no_more_messages_than_fit_the_slot_horizon():
     assert runner._consumers("email") == int(0.5 * sender.SLOT_AHEAD) == 5
     assert runner._consumers("sms") == 20  # the rate fills 20 in well under SLOT_AHEAD
     assert runner._consumers("other") == 20  # no rate: --concurrency as given
+
+
+def test_wrong_credentials_stop_the_run_and_cost_no_attempt(env, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from notify.cli import main
+
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, 30)
+    with SmtpSink(auth={"mailer": "s3cret"}) as sink:
+        _smtp_env(monkeypatch, sink)
+        monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
+        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
+        result = CliRunner().invoke(main, ["send", campaign.name, "--yes",
+                                           "--concurrency", "5"])
+        assert result.exit_code == 1
+        error = result.output.strip().splitlines()[-1]
+        assert error.startswith("Error: ") and "refused" in error and "guess" not in error
+        assert sink.count == 0
+        with db.session_scope(engine) as session:
+            rows = session.scalars(select(Message)).all()
+            # Put back, due now, unleased; begun ones give their attempt back.
+            assert {m.status for m in rows} <= {"pending", "sending"}
+            assert all(m.attempts == 0 and m.lease_owner is None for m in rows)
+        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "s3cret")
+        again = CliRunner().invoke(main, ["send", campaign.name, "--yes"])
+        assert again.exit_code == 0, again.output
+        received = [r.rcpt_tos[0] for r in sink.received]
+    assert sorted(received) == sorted(f"user{i}@example.com" for i in range(30))
