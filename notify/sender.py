@@ -868,33 +868,30 @@ class Runner:
         or marked done here, even when this raises (the producer waits for every one)."""
         left = list(items)
         try:
-            await self._begin_and_render(left, ready, claimed)
+            # An SMS in doubt is first looked up at the provider; its consumer does it all.
+            for item in [i for i in left if _in_doubt_sms(i)]:
+                await ready.put(_Ready(item))
+                left.remove(item)
+            begun = await self.recorder.batched_all(
+                begin_attempts, [self._begin_of(item) for item in left])
+            for item, (ok, token, attempt_at) in zip(list(left), begun, strict=True):
+                # Not ok: lost to another worker, or already final; nothing to do.
+                prepared = await self._rendered(item, token, attempt_at) if ok else None
+                if prepared is None:
+                    left.remove(item)
+                    claimed.task_done()
+                else:
+                    await ready.put(prepared)  # then its consumer marks it done
+                    left.remove(item)
         finally:
             for _ in left:
                 claimed.task_done()
 
-    async def _begin_and_render(self, left: list[Item], ready: asyncio.Queue,
-                                claimed: asyncio.Queue) -> None:
-        """Work through ``left``, removing each item once it is queued or finished."""
+    def _begin_of(self, item: Item) -> Begin:
+        """The `sending` commit of one message (with a reset link when it carries one)."""
         job = self.job
-        # An SMS in doubt is first looked up at the provider; its consumer does it all.
-        for item in [i for i in left if _in_doubt_sms(i)]:
-            await ready.put(_Ready(item))
-            left.remove(item)
-        items = list(left)
-        begun = await self.recorder.batched_all(begin_attempts, [
-            Begin(job, item, self.worker, self.options.lease_seconds,
-                  templates.needs_reset(item.view) and bool(job.config.reset_url))
-            for item in items])
-        for item, (ok, token, attempt_at) in zip(items, begun, strict=True):
-            if ok:  # else lost to another worker, or already final: nothing to do
-                prepared = await self._rendered(item, token, attempt_at)
-                if prepared is not None:
-                    await ready.put(prepared)
-                    left.remove(item)
-                    continue
-            left.remove(item)
-            claimed.task_done()
+        return Begin(job, item, self.worker, self.options.lease_seconds,
+                     templates.needs_reset(item.view) and bool(job.config.reset_url))
 
     async def _rendered(self, item: Item, token: str | None, attempt_at: datetime
                         ) -> _Ready | None:
@@ -929,24 +926,14 @@ class Runner:
         """Reconcile, begin, render and hand over one message (an SMS in doubt)."""
         if self.stop.is_set():
             return  # not started: its lease is released at the end
-        job = self.job
         if _in_doubt_sms(item):
             if await self._reconciled(item, messenger):
                 return
-        want_token = (templates.needs_reset(item.view) and bool(job.config.reset_url))
-        ok, token, attempt_at = await self.recorder.batched(
-            begin_attempts, Begin(job, item, self.worker, self.options.lease_seconds, want_token))
-        if not ok:
-            return
-        if item.first_attempt_at is None:
-            item.first_attempt_at = attempt_at
-        try:
-            outgoing, content = self._render(item, token)
-        except NotifyError as exc:
-            await self.recorder.call(_record_failed, job, item, "template", str(exc), {})
-            self._done(item, "failed")
-            return
-        await self._hand_over(_Ready(item, outgoing, content), messenger, throttle)
+        ok, token, attempt_at = await self.recorder.batched(begin_attempts,
+                                                            self._begin_of(item))
+        prepared = await self._rendered(item, token, attempt_at) if ok else None
+        if prepared is not None:
+            await self._hand_over(prepared, messenger, throttle)
 
     async def _hand_over(self, prepared: _Ready, messenger, throttle: Throttle) -> None:
         """Push one begun message through its messenger, then record the answer.
