@@ -38,24 +38,15 @@ class _Compiled:
             name: _processor(types.get(name), dialect) for name in names}
 
     def params(self, rows: Sequence[Mapping[str, Any]]) -> list:
-        """The driver's parameters for ``rows``; a value repeated across rows (the group's
-        time) is converted once."""
-        memo: dict[tuple[str, Any], Any] = {}
+        """The driver's parameters for ``rows``, each value converted by its type."""
+        processors = self.processors
 
         def convert(name: str, value: Any) -> Any:
-            proc = self.processors[name]
-            if proc is None or value is None:
-                return value
-            if isinstance(value, dict | list):  # JSON: unhashable, and different per row
-                return proc(value)
-            key = (name, value)
-            if key not in memo:
-                memo[key] = proc(value)
-            return memo[key]
+            proc = processors[name]
+            return value if proc is None or value is None else proc(value)
 
         if self.order is None:
-            return [{name: convert(name, row[name]) for name in self.processors}
-                    for row in rows]
+            return [{name: convert(name, row[name]) for name in processors} for row in rows]
         return [tuple([convert(name, row[name]) for name in self.order]) for row in rows]
 
 
