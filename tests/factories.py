@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from notify import campaigns, db
-from notify.models import Campaign, Contact
+from notify.models import Campaign, Contact, Message
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
 
@@ -63,3 +65,9 @@ def count(session: Session, model, *where) -> int:
     from sqlalchemy import func, select
 
     return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def message_statuses(engine) -> Counter:
+    """How many messages are in each status (all campaigns)."""
+    with db.session_scope(engine) as session:
+        return Counter(session.scalars(select(Message.status)))

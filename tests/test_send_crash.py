@@ -12,11 +12,9 @@ from collections import Counter
 from email import message_from_bytes
 
 import pytest
-from sqlalchemy import select
 
 from notify import db
-from notify.models import Message
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
 from tests.processes import notify_process, smtp_env, wait_for_sink
 from tests.smtp_sink import SmtpSink
 from tests.twilio_double import TwilioDouble
@@ -59,6 +57,4 @@ def test_kill_9_mid_send_then_resume(env, tmp_path):
     assert all(len(ids) == 1 for ids in ids_by_rcpt.values())  # same Message-ID on repeat
     assert set(sms) == {f"+1415555{i:04d}" for i in range(CONTACTS)}
     assert max(sms.values()) == 1  # no SMS ever repeated
-    with db.session_scope(engine) as session:
-        statuses = Counter(session.scalars(select(Message.status)))
-        assert statuses == {"sent": 2 * CONTACTS}
+    assert message_statuses(engine) == {"sent": 2 * CONTACTS}

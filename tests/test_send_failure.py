@@ -13,15 +13,9 @@ from sqlalchemy import func, select
 from notify import db, sender
 from notify.config import load_settings
 from notify.models import Message
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
 
 CONTACTS = 40
-
-
-def _statuses(engine) -> dict[str, int]:
-    with db.session_scope(engine) as session:
-        return dict(session.execute(
-            select(Message.status, func.count()).group_by(Message.status)).all())
 
 
 def _send_in_thread(engine, name: str, options) -> BaseException | None:
@@ -59,7 +53,7 @@ def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkey
     options = sender.SendOptions(email_rate=0, concurrency=4, progress=False)
     error = _send_in_thread(engine, campaign.name, options)
     assert isinstance(error, RuntimeError) and "database went away" in str(error)
-    first = _statuses(engine)
+    first = message_statuses(engine)
     assert 0 < first.get("sent", 0) < CONTACTS
     with db.session_scope(engine) as session:  # the stop released every lease
         assert session.scalar(select(func.count()).where(
@@ -67,7 +61,7 @@ def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkey
 
     monkeypatch.setattr(sender, broken, real)
     assert _send_in_thread(engine, campaign.name, options) is None
-    assert _statuses(engine) == {"sent": CONTACTS}
+    assert message_statuses(engine) == {"sent": CONTACTS}
 
 
 def test_database_failure_mid_send_is_one_line(env, tmp_path, monkeypatch):
@@ -89,7 +83,7 @@ def test_database_failure_mid_send_is_one_line(env, tmp_path, monkeypatch):
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("Error: the database failed: disk I/O error.")
     assert "Traceback" not in result.output
-    assert _statuses(engine) == {"pending": 5}  # nothing half-done: all still to send
+    assert message_statuses(engine) == {"pending": 5}  # nothing half-done: all still to send
 
 
 def test_claim_error_on_one_channel_stops_both_without_hanging(env, tmp_path, monkeypatch):
@@ -114,7 +108,7 @@ def test_claim_error_on_one_channel_stops_both_without_hanging(env, tmp_path, mo
     assert isinstance(error, RuntimeError) and "claim refused" in str(error)
     monkeypatch.setattr(sender, "claim", real)
     assert _send_in_thread(engine, campaign.name, options) is None
-    assert _statuses(engine) == {"sent": 60}
+    assert message_statuses(engine) == {"sent": 60}
     # Begun messages the failed run did not hand over were in doubt, not lost or doubled.
     outbox = Path(env["NOTIFY_OUTBOX"])
     assert len(list((outbox / "email").glob("*.eml"))) == 30

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from notify import db
 from notify.models import Message
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
 from tests.processes import notify_process, smtp_env, wait_for_sink
 from tests.smtp_sink import SmtpSink
 
@@ -37,8 +37,8 @@ def test_ctrl_c_records_what_is_in_flight_and_leaves_nothing_in_doubt(env, tmp_p
         stopped_at = sink.count
         assert stopped_at < CONTACTS
 
+        statuses = message_statuses(engine)
         with db.session_scope(engine) as session:
-            statuses = Counter(session.scalars(select(Message.status)))
             leased = session.scalar(select(func.count()).where(
                 Message.lease_owner.is_not(None)))
         # Every message begun was handed over and its answer recorded: none in doubt.
@@ -74,6 +74,5 @@ def test_ctrl_c_at_a_slow_rate_sends_only_what_was_in_flight(env, tmp_path):
         after = sink.count - at_stop
     # consumers (each may hold one) + one prepared in the queue + one being prepared
     assert after <= concurrency + 2, f"{after} sent after the stop"
-    with db.session_scope(engine) as session:
-        statuses = Counter(session.scalars(select(Message.status)))
+    statuses = message_statuses(engine)
     assert statuses["sending"] == 0 and statuses["sent"] == at_stop + after
