@@ -168,16 +168,20 @@ _DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11)
 _DELIVERY_TIMES = (12, 13, 14, 15, 18)
 
 
-def _write_deliveries(session: Session, campaign, writer) -> int:
-    query = _deliveries_query(campaign, is_sqlite(session), utcnow())
+def _write_deliveries(session: Session, campaign, writer, now: datetime | None = None) -> int:
+    query = _deliveries_query(campaign, is_sqlite(session), now or utcnow())
     rows = stream_rows(session, query, Message.id)
     return _write_safe(writer, rows, slice(1, 1 + len(DELIVERY_COLUMNS)), _DELIVERY_TIMES,
                        _DELIVERY_SUSPECTS)
 
 
-def export_deliveries(engine: Engine, campaign: str, path: str | Path) -> int:
-    """One CSV row per message of the campaign (DESIGN.md columns); returns the row count."""
-    return _write(engine, campaign, path, DELIVERY_COLUMNS, _write_deliveries)
+def export_deliveries(engine: Engine, campaign: str, path: str | Path,
+                      now: datetime | None = None) -> int:
+    """One CSV row per message of the campaign (DESIGN.md columns); returns the row count.
+
+    `now` decides which pending reset links count as expired (tests inject it)."""
+    return _write(engine, campaign, path, DELIVERY_COLUMNS,
+                  lambda session, campaign, writer: _write_deliveries(session, campaign, writer, now))
 
 
 # --- events ------------------------------------------------------------------------------------

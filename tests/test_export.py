@@ -14,7 +14,7 @@ from notify import db, export
 from notify.cli import main
 from notify.errors import NotifyError
 from notify.models import AuditRecord, Event, Message, PasswordReset, utcnow
-from tests.test_status import seed_sample
+from tests.test_status import NOW, seed_sample
 
 NAME = "acme-2026-11"
 
@@ -33,14 +33,14 @@ def expire_c5(engine, ids):
     with db.session_scope(engine) as session:
         reset = session.scalar(select(PasswordReset).where(
             PasswordReset.contact_id == ids["c5"]))
-        reset.link_expires_at = utcnow() - timedelta(days=1)
+        reset.link_expires_at = NOW - timedelta(days=1)
 
 
 def test_deliveries_columns_values_and_safe_cells(engine, campaign_file, tmp_path):
     ids = seed_sample(engine, campaign_file)
     expire_c5(engine, ids)
     out = tmp_path / "deliveries.csv"
-    assert export.export_deliveries(engine, NAME, out) == 8
+    assert export.export_deliveries(engine, NAME, out, now=NOW) == 8
     header = read(out)[0]
     assert header == [
         "campaign", "contact_key", "name", "channel", "address", "exposures", "template",
@@ -113,7 +113,7 @@ def test_failed_export_leaves_no_file(engine, campaign_file, tmp_path, monkeypat
     out = tmp_path / "deliveries.csv"
     out.write_text("the previous good export\n")
 
-    def broken(session, campaign, writer):
+    def broken(session, campaign, writer, now=None):
         writer.writerow(["half", "a", "row"])
         raise RuntimeError("database went away")
 
