@@ -21,7 +21,18 @@ command lacks help or an example.
 
 Configuration is read from the environment (see the README): `NOTIFY_DATABASE_URL`,
 `NOTIFY_OUTBOX`, `NOTIFY_SMTP_*`, `TWILIO_*`, `NOTIFY_SMS_FROM`, `NOTIFY_TWILIO_API_URL`,
-`NOTIFY_PUBLIC_URL`, `NOTIFY_WEBHOOK_SECRET`.
+`NOTIFY_PUBLIC_URL`, `NOTIFY_WEBHOOK_SECRET`, `NOTIFY_TIMEZONE`.
+
+## Output
+
+- **Lists** (`campaign list`, `audit`, `contacts list`, `users list`) take
+  `--format table|csv|json` (`--csv` and `--json` are short for the last two): an aligned
+  table with a header line for people (the default), CSV with a header line for
+  spreadsheets and scripts, or one JSON value on one line.
+- **Times** on screen are UTC unless `NOTIFY_TIMEZONE` names a zone (`Europe/Berlin`) or
+  `--local` asks for the machine's zone (`TZ`, `/etc/localtime`); the zone is printed with
+  every time (`2026-11-27 11:02 CET`). Files (CSV exports, `--format csv`) and JSON always
+  carry UTC ISO-8601 (`2026-11-27T10:02:03Z`).
 """
 
 

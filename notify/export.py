@@ -181,7 +181,7 @@ def export_deliveries(engine: Engine, campaign: str, path: str | Path,
 
     `now` decides which pending reset links count as expired (tests inject it)."""
     return _write(engine, campaign, path, DELIVERY_COLUMNS,
-                  lambda session, campaign, writer: _write_deliveries(session, campaign, writer, now))
+                  lambda session, found, writer: _write_deliveries(session, found, writer, now))
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -82,11 +82,13 @@ def test_audit_cli_lists_masked_records(env, campaign_file):
     result = runner.invoke(main, ["audit"], catch_exceptions=False)
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
-    assert len(lines) == 3
-    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  alice  campaign load \[acme-2026-11\]",
-                    lines[0])
-    assert "s3cret" not in result.output and '"smtp_password":"***"' in lines[1]
-    assert 'counts={"sent":5}' in lines[1]
+    assert len(lines) == 4
+    assert lines[0].split() == ["id", "at", "actor", "command", "campaign", "outcome",
+                                "arguments", "counts"]
+    assert re.match(r"^ *1  \d{4}-\d\d-\d\d \d\d:\d\d UTC  alice  campaign load  acme-2026-11 ",
+                    lines[1])
+    assert "s3cret" not in result.output and '"smtp_password":"***"' in lines[2]
+    assert '{"sent":5}' in lines[2]
     only = runner.invoke(main, ["audit", "--campaign", "acme-2026-11", "--json"],
                          catch_exceptions=False)
     assert len(only.output.strip().splitlines()) == 1

@@ -32,7 +32,9 @@ def test_load_then_reload_updates(env, campaign_file):
         commands = [a.command for a in session.scalars(select(AuditRecord))]
         assert commands.count("campaign load") == 2
     listing = run("campaign", "list")
-    assert "acme-2026-11\tAcme Inc\temail,sms" in listing.output
+    header, row = listing.output.splitlines()
+    assert header.split() == ["name", "organization", "channels", "updated_at"]
+    assert row.startswith("acme-2026-11  Acme Inc      email, sms  ")
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 from notify import db, export
 from notify.cli import main
 from notify.errors import NotifyError
-from notify.models import AuditRecord, Event, Message, PasswordReset, utcnow
+from notify.models import AuditRecord, Event, Message, PasswordReset
 from tests.test_status import NOW, seed_sample
 
 NAME = "acme-2026-11"

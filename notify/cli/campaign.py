@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
+
 import click
 
 from notify import audit as audit_log
 from notify import campaigns, db
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
+from notify.cli.common import App, pass_app
+from notify.cli.listing import Column, emit, list_options
 
 
 @main.command()
@@ -58,26 +61,26 @@ def campaign_load(app: App, file: str) -> None:
                f"channels: {', '.join(config.channels)}.")
 
 
+CAMPAIGN_COLUMNS = (Column("name"), Column("organization"), Column("channels"),
+                    Column("updated_at", time=True))
+
+
 @campaign.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@list_options
 @pass_app
-def campaign_list(app: App, as_json: bool) -> None:
-    """List the loaded campaigns.
+def campaign_list(app: App, fmt: str, zone: tzinfo) -> None:
+    """List the loaded campaigns: name, organization, channels, last loaded.
 
     \b
     Example:
       notify campaign list
+      notify campaign list --format csv > campaigns.csv
     """
     with app.session() as session:
         rows = [
             {"name": c.name, "organization": c.settings.get("organization"),
-             "channels": c.settings.get("channels"), "updated_at": c.updated_at.isoformat()}
+             "channels": c.settings.get("channels"), "updated_at": c.updated_at}
             for c in campaigns.list_campaigns(session)
         ]
-    if as_json:
-        echo_json(rows)
-        return
-    if not rows:
-        click.echo("No campaigns yet. Load one with: notify campaign load FILE")
-    for row in rows:
-        click.echo(f"{row['name']}\t{row['organization']}\t{','.join(row['channels'])}")
+    emit(rows, CAMPAIGN_COLUMNS, fmt, zone,
+         empty="No campaigns yet. Load one with: notify campaign load FILE")
