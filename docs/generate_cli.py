@@ -29,6 +29,12 @@ Configuration is read from the environment (see the README): `NOTIFY_DATABASE_UR
   `--format table|csv|json` (`--csv` and `--json` are short for the last two): an aligned
   table with a header line for people (the default), CSV with a header line for
   spreadsheets and scripts, or one JSON value on one line.
+- **Files:** every `-o FILE` takes `-` for standard output (byte for byte what the file
+  would hold); the summary then goes to standard error, so a pipe gets the CSV alone:
+  `notify export deliveries acme-2026-11 -o - | gzip > deliveries.csv.gz`.
+- **Progress** of the exports goes to standard error: on a terminal one line with the rows
+  done, the rate over the last minute and the time left; off a terminal (cron, CI, `| tee`)
+  a plain line every 30 seconds, so a log shows the export is alive.
 - **Times** on screen are UTC unless `NOTIFY_TIMEZONE` names a zone (`Europe/Berlin`) or
   `--local` asks for the machine's zone (`TZ`, `/etc/localtime`); the zone is printed with
   every time (`2026-11-27 11:02 CET`). Files (CSV exports, `--format csv`) and JSON always

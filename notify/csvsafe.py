@@ -4,8 +4,10 @@ written atomically (a failed write never leaves a half file under the final name
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,12 +37,25 @@ def neutralize(value: object) -> str:
     return "'" + text
 
 
+STDOUT = "-"
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """Whether ``path`` is ``-``: standard output, as every ``-o FILE`` accepts."""
+    return path is not None and str(path) == STDOUT
+
+
 @contextmanager
 def atomic_csv(path: str | Path) -> Iterator[Any]:
     """A csv writer on a temporary file beside ``path``, renamed to ``path`` on success.
 
-    The file is created readable by its owner only: exports hold personal data.
+    The file is created readable by its owner only: exports hold personal data. ``-``
+    writes to standard output instead (byte for byte what the file would hold), for a pipe.
     """
+    if is_stdout(path):
+        with _stdout_csv() as writer:
+            yield writer
+        return
     target = Path(path)
     if target.is_dir():
         raise NotifyError(f"{target}: is a folder; give a file name, e.g. {target}/export.csv")
@@ -60,3 +75,15 @@ def atomic_csv(path: str | Path) -> Iterator[Any]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _stdout_csv() -> Iterator[Any]:
+    """A csv writer on standard output's bytes, UTF-8 and CRLF as in the files."""
+    sys.stdout.flush()  # whatever was printed before comes first
+    handle = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+    try:
+        yield csv.writer(handle)
+        handle.flush()
+    finally:
+        handle.detach()  # standard output stays open for what follows

@@ -68,8 +68,12 @@ def _may_be_formula(cell: Any) -> bool:
 _STARTS = frozenset("".join(FORMULA_START))
 
 
+Progress = Callable[[int], None]
+PROGRESS_EVERY = 1000  # rows between two progress calls
+
+
 def _write_safe(writer: Any, rows: Iterator[Any], out: slice, times: Sequence[int],
-                suspects: Sequence[int]) -> int:
+                suspects: Sequence[int], progress: Progress | None = None) -> int:
     """Write ``row[out]`` per row with its ``times`` cells in ISO-8601 UTC and its
     ``suspects`` cells (contact and provider text) neutralized when they look like formulas.
 
@@ -88,6 +92,8 @@ def _write_safe(writer: Any, rows: Iterator[Any], out: slice, times: Sequence[in
                 break
         writer.writerow(values)
         count += 1
+        if progress is not None and not count % PROGRESS_EVERY:
+            progress(count)
     return count
 
 
@@ -132,7 +138,9 @@ def stream_rows(session: Session, query: Select, key: Any,
 
 def _write(engine: Engine, name: str, path: str | Path, header: Sequence[str],
            produce: Callable[[Session, Any, Any], int]) -> int:
-    """Open one read transaction, look up the campaign, write the CSV; returns row count."""
+    """Open one read transaction, look up the campaign, write the CSV; returns row count.
+
+    ``path`` ``-`` writes to standard output (see :func:`notify.csvsafe.atomic_csv`)."""
     with db.session_scope(engine) as session:
         campaign = get_campaign(session, name)
         with atomic_csv(path) as writer:
@@ -168,20 +176,33 @@ _DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11)
 _DELIVERY_TIMES = (12, 13, 14, 15, 18)
 
 
-def _write_deliveries(session: Session, campaign, writer, now: datetime | None = None) -> int:
+def _write_deliveries(session: Session, campaign, writer, now: datetime | None = None,
+                      progress: Progress | None = None) -> int:
     query = _deliveries_query(campaign, is_sqlite(session), now or utcnow())
     rows = stream_rows(session, query, Message.id)
     return _write_safe(writer, rows, slice(1, 1 + len(DELIVERY_COLUMNS)), _DELIVERY_TIMES,
-                       _DELIVERY_SUSPECTS)
+                       _DELIVERY_SUSPECTS, progress)
 
 
 def export_deliveries(engine: Engine, campaign: str, path: str | Path,
-                      now: datetime | None = None) -> int:
+                      now: datetime | None = None, progress: Progress | None = None) -> int:
     """One CSV row per message of the campaign (DESIGN.md columns); returns the row count.
 
-    `now` decides which pending reset links count as expired (tests inject it)."""
+    `now` decides which pending reset links count as expired (tests inject it); `progress`
+    is called with the rows written so far every PROGRESS_EVERY rows."""
     return _write(engine, campaign, path, DELIVERY_COLUMNS,
-                  lambda session, found, writer: _write_deliveries(session, found, writer, now))
+                  lambda session, found, writer: _write_deliveries(session, found, writer, now,
+                                                                   progress))
+
+
+def delivery_rows(engine: Engine, campaign: str) -> int:
+    """How many rows ``export deliveries`` will write (one per message), from the counts
+    the triggers keep: instant, for the progress bar's total."""
+    from notify.reports import read_tallies
+
+    with db.session_scope(engine) as session:
+        tallies = read_tallies(session, get_campaign(session, campaign).id)
+    return sum(n for name, n in tallies.items() if name.startswith("message:"))
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -204,14 +225,17 @@ def _events_query(campaign: Any, sqlite: bool) -> Select:
 _EVENT_SUSPECTS = (3, 6, 7, 9)
 
 
-def _write_events(session: Session, campaign, writer) -> int:
+def _write_events(session: Session, campaign, writer, progress: Progress | None = None) -> int:
     rows = stream_rows(session, _events_query(campaign, is_sqlite(session)), Event.id)
-    return _write_safe(writer, rows, slice(0, len(EVENT_COLUMNS)), (1,), _EVENT_SUSPECTS)
+    return _write_safe(writer, rows, slice(0, len(EVENT_COLUMNS)), (1,), _EVENT_SUSPECTS,
+                       progress)
 
 
-def export_events(engine: Engine, campaign: str, path: str | Path) -> int:
+def export_events(engine: Engine, campaign: str, path: str | Path,
+                  progress: Progress | None = None) -> int:
     """The campaign's raw event log, oldest first; returns the row count."""
-    return _write(engine, campaign, path, EVENT_COLUMNS, _write_events)
+    return _write(engine, campaign, path, EVENT_COLUMNS,
+                  lambda session, found, writer: _write_events(session, found, writer, progress))
 
 
 # --- unreached ---------------------------------------------------------------------------------
@@ -257,8 +281,10 @@ def _why(messages: list[tuple]) -> str | None:
                      for channel, row in sorted(last.items()))
 
 
-def _write_unreached(session: Session, campaign, writer) -> int:
+def _write_unreached(session: Session, campaign, writer,
+                     progress: Progress | None = None) -> int:
     rows = 0
+    read = 0
     for page in _contact_pages(session, campaign.id, BATCH):  # read at call time (tests)
         by_contact: dict[int, list[tuple]] = {row[0]: [] for row in page}
         for contact_id, *rest in session.execute(
@@ -276,9 +302,17 @@ def _write_unreached(session: Session, campaign, writer) -> int:
             writer.writerow(tuple(neutralize(v) for v in (
                 key, person, email, phone, kinds, country, state, why)))
             rows += 1
+        read += len(page)
+        if progress is not None:
+            progress(read)  # contacts looked at: the unreached are not known in advance
     return rows
 
 
-def export_unreached(engine: Engine, campaign: str, path: str | Path) -> int:
-    """Contacts that no channel reached (no message sent or delivered), with why."""
-    return _write(engine, campaign, path, UNREACHED_COLUMNS, _write_unreached)
+def export_unreached(engine: Engine, campaign: str, path: str | Path,
+                     progress: Progress | None = None) -> int:
+    """Contacts that no channel reached (no message sent or delivered), with why.
+
+    ``progress`` is called with the number of contacts looked at after each page."""
+    return _write(engine, campaign, path, UNREACHED_COLUMNS,
+                  lambda session, found, writer: _write_unreached(session, found, writer,
+                                                                  progress))

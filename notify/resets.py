@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -613,7 +613,8 @@ def _parse_webhook_body(
 
 
 def export_resets(session: Session, campaign: Campaign, path: str | Path,
-                  now: datetime | None = None) -> int:
+                  now: datetime | None = None,
+                  progress: Callable[[int], None] | None = None) -> int:
     """Write who must reset (and who did) as CSV; returns the number of rows.
 
     Columns: campaign, contact_key, email, phone, reset_status (pending|completed|expired),
@@ -638,18 +639,25 @@ def export_resets(session: Session, campaign: Campaign, path: str | Path,
         (campaign.name, key, email, phone, status, iso(done), sent or 0, iso(expires))
         for key, email, phone, status, done, sent, expires in session.execute(query)
     )
-    return write_csv(path, EXPORT_COLUMNS, rows)
+    return write_csv(path, EXPORT_COLUMNS, rows, progress)
 
 
-def write_csv(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> int:
+PROGRESS_EVERY = 1000  # rows between two progress calls of an export
+
+
+def write_csv(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]],
+              progress: Callable[[int], None] | None = None) -> int:
     """Write rows (cells neutralized) atomically (:func:`notify.csvsafe.atomic_csv`: a temp
-    file in the same folder, renamed into place once complete); returns the row count."""
+    file in the same folder, renamed into place once complete, or ``-`` for standard
+    output); returns the row count. ``progress`` gets the rows written every 1000 rows."""
     count = 0
     with csvsafe.atomic_csv(path) as writer:
         writer.writerow(list(header))
         for row in rows:
             writer.writerow([csvsafe.neutralize(cell) for cell in row])
             count += 1
+            if progress is not None and not count % PROGRESS_EVERY:
+                progress(count)
     return count
 
 

@@ -113,7 +113,7 @@ def test_failed_export_leaves_no_file(engine, campaign_file, tmp_path, monkeypat
     out = tmp_path / "deliveries.csv"
     out.write_text("the previous good export\n")
 
-    def broken(session, campaign, writer, now=None):
+    def broken(session, campaign, writer, now=None, progress=None):
         writer.writerow(["half", "a", "row"])
         raise RuntimeError("database went away")
 

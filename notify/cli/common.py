@@ -40,9 +40,14 @@ class App:
 pass_app = click.make_pass_decorator(App, ensure=True)
 
 
+def json_line(data: Any) -> str:
+    """``data`` as JSON on one line (keys snake_case: see docs/cli.md)."""
+    return json.dumps(data, ensure_ascii=False, default=str, sort_keys=False)
+
+
 def echo_json(data: Any) -> None:
     """One JSON object on one line (the last line of stdout for --json)."""
-    click.echo(json.dumps(data, ensure_ascii=False, default=str, sort_keys=False))
+    click.echo(json_line(data))
 
 
 def db_failure(exc: DBAPIError) -> str:

@@ -9,12 +9,27 @@ import click
 
 from notify import audit as audit_log
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
+from notify.cli.common import App, json_line, pass_app
+from notify.cli.progress import RowProgress
+from notify.csvsafe import is_stdout
 
 _OUTPUT = click.option("-o", "--output", required=True, metavar="FILE.csv",
                        type=click.Path(dir_okay=False, path_type=Path),
-                       help="CSV file to write (replaced only once complete).")
+                       help="CSV file to write (replaced only once complete); - for standard "
+                            "output.")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+
+
+def where(output: Path | str) -> str:
+    """How a summary names the output: the file, or standard output for ``-``."""
+    return "standard output" if is_stdout(output) else str(output)
+
+
+def summary(output: Path | str, as_json: bool, data: dict, text: str) -> None:
+    """Print an export's summary: to standard error when standard output holds the CSV
+    (``-o -``), so that a pipe gets the CSV alone."""
+    err = is_stdout(output)
+    click.echo(json_line(data) if as_json else text, err=err)
 
 
 @main.group()
@@ -38,17 +53,18 @@ def _export_command(what: str, writer: str) -> Callable[[Callable[[], None]], cl
             from notify import export as exports
 
             write: Callable[..., int] = getattr(exports, writer)
-            rows = write(app.engine, name, output)
+            total = exports.delivery_rows(app.engine, name) if what == "deliveries" else None
+            unit = "contacts looked at" if what == "unreached" else "rows"
+            with RowProgress(f"export {what} {name}", total, unit) as progress:
+                rows = write(app.engine, name, output, progress=progress.update)
             # Exports carry personal data out of the system: the trail records who took what.
             with app.session() as session:
                 audit_log.record(session, f"export {what}", campaign=name,
                                  arguments={"campaign": name, "output": str(output)},
                                  counts={"rows": rows}, actor=app.actor)
-            if as_json:
-                echo_json({"campaign": name, "export": what, "rows": rows,
-                           "output": str(output)})
-            else:
-                click.echo(f"Wrote {rows:,} {what} row(s) of {name} to {output}.")
+            summary(output, as_json, {"campaign": name, "export": what, "rows": rows,
+                                      "output": str(output)},
+                    f"Wrote {rows:,} {what} row(s) of {name} to {where(output)}.")
 
         return command
 

@@ -14,6 +14,8 @@ from notify import campaigns
 from notify import resets as reset_lib
 from notify.cli import main
 from notify.cli.common import App, echo_json, pass_app
+from notify.cli.export import summary, where
+from notify.cli.progress import RowProgress
 from notify.cli.send import build_options, run_and_report, send_options
 from notify.errors import NotifyError
 from notify.models import Message
@@ -45,9 +47,11 @@ def resets() -> None:
 @resets.command("export")
 @click.argument("name")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="CSV file to write (replaced atomically).")
+              metavar="FILE.csv",
+              help="CSV file to write (replaced atomically); - for standard output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
-def resets_export(app: App, name: str, output: str) -> None:
+def resets_export(app: App, name: str, output: str, as_json: bool) -> None:
     """Write the password resets of campaign NAME as CSV.
 
     One row per contact with exposed passwords: campaign, contact_key, email, phone,
@@ -58,14 +62,18 @@ def resets_export(app: App, name: str, output: str) -> None:
     \b
     Example:
       notify resets export acme-2026-11 -o resets.csv
+      notify resets export acme-2026-11 -o - | idp-import --force-reset
     """
     with app.session() as session:
         campaign = campaigns.get_campaign(session, name)
-        rows = reset_lib.export_resets(session, campaign, output)
+        with RowProgress(f"resets export {name}") as progress:
+            rows = reset_lib.export_resets(session, campaign, output, progress=progress.update)
         # Exports of personal data are recorded too: compliance asks who took a copy.
         audit_log.record(session, "resets export", campaign=name,
                          arguments={"output": output}, counts={"rows": rows}, actor=app.actor)
-    click.echo(f"Wrote {rows} reset(s) of {name!r} to {output}.")
+    summary(output, as_json, {"campaign": name, "export": "resets", "rows": rows,
+                              "output": output},
+            f"Wrote {rows:,} reset(s) of {name!r} to {where(output)}.")
 
 
 @resets.command("complete")
