@@ -2,7 +2,8 @@
 
 Message rows are the unit of "told exactly once": one per (campaign, contact, channel, notice,
 sequence), enforced by a unique constraint, so no code path can create a second first notice.
-Events and audit records are append-only: the code only ever inserts them.
+Events and audit records are append-only: the code only ever inserts them, and database
+triggers (migration 0006) refuse any UPDATE or DELETE.
 """
 
 from __future__ import annotations
@@ -169,12 +170,15 @@ class Event(Base):
         Index("ix_events_campaign", "campaign_id", "id"),
         Index("ix_events_pending_sid", "provider_message_id"),
         Index("ix_events_contact", "contact_id"),
+        Index("ix_events_replay_key", "replay_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    # Plain references, no foreign keys: the log outlives the rows it describes (a removed
+    # contact's events stay), and triggers refuse any DELETE here (migration 0006).
+    campaign_id: Mapped[int | None] = mapped_column(Integer)
+    message_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    contact_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     # For callbacks that arrive before their SID is stored: applied once it is.
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -182,6 +186,8 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))  # usually the status it reports
     applied: Mapped[bool] = mapped_column(Boolean, default=True)
     detail: Mapped[dict | None] = mapped_column(JSONText)
+    # SHA-256 of a status callback's signed parameters: a replayed callback is stored once.
+    replay_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class PasswordReset(Base):
@@ -198,7 +204,9 @@ class PasswordReset(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | completed
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # as the provider claims
+    # When notify received the completion (webhook or import): expiry is judged by this.
+    completion_received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_via: Mapped[str | None] = mapped_column(String(32))
     links_sent: Mapped[int] = mapped_column(Integer, default=0)
     link_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -467,7 +467,8 @@ _BEGIN = bulk.Statement(
     "last_event_at = :now, lease_expires_at = :until "
     "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')",
     now=UTCDateTime(), until=UTCDateTime())
-_INSERT_EVENT = bulk.insert_into(Event.__table__)
+_INSERT_EVENT = bulk.insert_into(Event.__table__, *(
+    name for name in Event.__table__.c.keys() if name not in ("id", "replay_key")))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from notify import db, tracking
-from notify.config import Settings
+from notify.config import Settings, check_webhook_secret
 
 log = logging.getLogger("notify.server")
 
@@ -41,7 +41,12 @@ T = TypeVar("T")
 
 
 def make_app(engine: Engine, settings: Settings) -> web.Application:
-    """Build the webhook application (routes, body limit, DB thread pool)."""
+    """Build the webhook application (routes, body limit, DB thread pool).
+
+    A NOTIFY_WEBHOOK_SECRET too short to resist guessing is refused here (ConfigError), so
+    no way of starting the server can run with it.
+    """
+    check_webhook_secret(settings.webhook_secret)
     app = web.Application(client_max_size=MAX_BODY)
     app[ENGINE] = engine
     app[SETTINGS] = settings

@@ -50,6 +50,101 @@ def test_records_are_append_only_through_the_orm(engine):
     assert count(engine, AuditRecord) == 1 and count(engine, Event) == 1
 
 
+def _seed_evidence(engine) -> tuple[int, int, int]:
+    """One audit record, one applied event and one early (unapplied, unlinked) event."""
+    with db.session_scope(engine) as session:
+        entry = audit.record(session, "send", campaign="c", counts={"sent": 1})
+        applied = events.record(session, source="send", kind="sent", campaign_id=7)
+        early = events.record(session, source="webhook", kind="delivered", applied=False,
+                              provider_message_id="SMearly", detail={"sid": "SMearly"})
+        session.flush()
+        return entry.id, applied.id, early.id
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_log SET outcome = 'ok!'",
+    "UPDATE audit_log SET actor = 'mallory' WHERE id = :audit",
+    "DELETE FROM audit_log",
+    "UPDATE events SET kind = 'failed' WHERE id = :applied",
+    "UPDATE events SET at = '1970-01-01 00:00:00' WHERE id = :applied",
+    "DELETE FROM events WHERE id = :applied",
+    "DELETE FROM events",
+    # The early-link exception allows linking and marking applied, nothing more:
+    "UPDATE events SET applied = TRUE, message_id = 1, kind = 'failed' WHERE id = :early",
+    "UPDATE events SET applied = FALSE WHERE id = :applied",
+    "UPDATE events SET message_id = 99 WHERE id = :applied",
+])
+def test_database_refuses_rewriting_the_evidence(engine, statement):
+    """Triggers guard the tables whatever client runs the SQL (here: plain SQL, no ORM)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    audit_id, applied_id, early_id = _seed_evidence(engine)
+    ids = {"audit": audit_id, "applied": applied_id, "early": early_id}
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(text(statement), {k: v for k, v in ids.items() if f":{k}" in statement})
+    with db.session_scope(engine) as session:
+        assert session.get(AuditRecord, audit_id).actor != "mallory"
+        kept = session.get(Event, applied_id)
+        assert (kept.kind, kept.applied, kept.message_id) == ("sent", True, None)
+    assert count(engine, AuditRecord) == 1 and count(engine, Event) == 2
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_truncating_the_evidence(pg_url):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    engine = db.make_engine(pg_url)
+    db.upgrade(engine)
+    _seed_evidence(engine)
+    for table in ("events", "audit_log"):
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {table}"))
+    assert count(engine, AuditRecord) == 1 and count(engine, Event) == 2
+    engine.dispose()
+
+
+def test_database_allows_linking_an_early_callback(engine):
+    """The one sanctioned change: an early event marked applied and linked to its message."""
+    from sqlalchemy import text
+
+    _, _, early_id = _seed_evidence(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE events SET applied = TRUE, message_id = 5, contact_id = 6, "
+                          "campaign_id = 7 WHERE id = :id"), {"id": early_id})
+    with db.session_scope(engine) as session:
+        linked = session.get(Event, early_id)
+        assert (linked.applied, linked.message_id, linked.kind) == (True, 5, "delivered")
+
+
+def test_removing_a_message_or_contact_keeps_its_events(engine, campaign_file):
+    """Events outlive the rows they describe: no cascade into the append-only log."""
+    from sqlalchemy import text
+
+    from notify import campaigns
+    from notify.models import Contact, Message
+
+    with db.session_scope(engine) as session:
+        campaign, _ = campaigns.load_campaign(session, campaign_file)
+        contact = Contact(campaign_id=campaign.id, key="k", email="a@example.com",
+                          exposures="card")
+        session.add(contact)
+        session.flush()
+        message = Message(campaign_id=campaign.id, contact_id=contact.id, channel="email",
+                          status="sent", address=contact.email)
+        session.add(message)
+        session.flush()
+        events.record(session, source="send", kind="sent", message=message)
+        contact_id = contact.id
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM contacts WHERE id = :id"), {"id": contact_id})
+    with db.session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Message)) == 0
+        kept = session.scalar(select(Event).where(Event.contact_id == contact_id))
+        assert kept is not None and kept.kind == "sent"
+
+
 _WRITE = re.compile(
     r"""(update|delete)\(\s*(AuditRecord|Event)\b"""  # ORM/Core statements
     r"""|(UPDATE|DELETE\s+FROM)\s+["']?(audit_log|events)\b"""  # raw SQL

@@ -27,7 +27,7 @@ from notify.models import (
     utcnow,
 )
 
-SECRET = "s3cret-webhook-key"
+SECRET = "s3cret-webhook-key-long-enough-for-hmac"
 SETTINGS = Settings(webhook_secret=SECRET)
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43,}$")
 

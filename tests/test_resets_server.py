@@ -13,7 +13,7 @@ from notify.models import Event, PasswordReset
 from notify.server import make_app
 from tests.test_resets import add_contact, make_campaign
 
-SECRET = "server-test-secret"
+SECRET = "server-test-secret-of-at-least-32-bytes"
 
 
 def seed_token(engine, campaign_file) -> str:

@@ -9,6 +9,7 @@ import click
 from notify import audit as audit_log
 from notify.cli import main
 from notify.cli.common import App, pass_app
+from notify.config import check_webhook_secret
 
 
 @main.command()
@@ -33,6 +34,7 @@ def serve(app: App, host: str, port: int) -> None:
     from notify import server  # aiohttp is only loaded by the command that needs it
 
     settings = app.settings
+    check_webhook_secret(settings.webhook_secret)  # before anything is opened or recorded
     engine = app.engine  # connects and upgrades the schema before we listen
     with app.session() as session:
         audit_log.record(session, "serve", arguments={"host": host, "port": port},
