@@ -26,6 +26,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -45,7 +46,15 @@ from notify.campaigns import CampaignConfig
 from notify.config import LEASE_SECONDS, Settings
 from notify.db import is_sqlite, session_scope
 from notify.errors import NotifyError
-from notify.models import Campaign, Contact, Event, Message, UTCDateTime, utcnow
+from notify.models import (
+    REACHED_STATUSES,
+    Campaign,
+    Contact,
+    Event,
+    Message,
+    UTCDateTime,
+    utcnow,
+)
 from notify.throttle import Throttle
 from notify.transports import Outgoing, Result, TransportConfigError, make_messenger
 
@@ -79,6 +88,16 @@ class SendOptions:
     worker_id: str | None = None
 
 
+def snake(word: str) -> str:
+    """``would send`` -> ``would_send``: JSON keys are snake_case identifiers (docs/cli.md)."""
+    return re.sub(r"[^a-z0-9]+", "_", word.lower()).strip("_")
+
+
+# Why a message is skipped, in the words of summaries: an address missing for the channel
+# reads the same on both channels.
+SKIP_WORDS = {"no email address": "no address", "no phone number": "no address"}
+
+
 @dataclass
 class SendSummary:
     """What one run did, and where the campaign stands afterwards."""
@@ -88,6 +107,7 @@ class SendSummary:
     planned: Counter = field(default_factory=Counter)  # new rows, by channel
     done: Counter = field(default_factory=Counter)  # (channel, outcome) -> n, this run
     totals: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> status -> n
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> reason -> n
     elapsed: float = 0.0
     interrupted: bool = False
 
@@ -103,26 +123,71 @@ class SendSummary:
             head = "Interrupted; in-flight messages were recorded. Run again to resume"
         out = [f"{head}: campaign {self.campaign} in {self.elapsed:.1f}s."]
         for channel in sorted(self.totals):
+            if self.dry_run:
+                out.append(f"  {channel}: {self.dry_run_text(channel)}")
+                continue
             statuses = self.totals[channel]
             total = sum(statuses.values())
             parts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-            verb = "would send" if self.dry_run else "this run"
             run = ", ".join(f"{n} {out}" for (ch, out), n in sorted(self.done.items())
                             if ch == channel)
-            out.append(f"  {channel}: {total} messages ({parts}); {verb}: {run or 'nothing'}")
+            out.append(f"  {channel}: {total} messages ({parts}); this run: {run or 'nothing'}")
         return out
 
+    def dry_run_text(self, channel: str) -> str:
+        """``203 would be sent, 3 skipped (no address)``: what a send would do on a channel."""
+        statuses = self.totals.get(channel, {})
+        parts = [f"{self.count('would send', channel):,} would be sent"]
+        already = sum(statuses.get(s, 0) for s in REACHED_STATUSES)
+        if already:
+            parts.append(f"{already:,} already sent")
+        reasons: Counter = Counter()
+        for reason, n in self.skipped.get(channel, {}).items():
+            reasons[SKIP_WORDS.get(reason, reason)] += n
+        parts += [f"{n:,} skipped ({reason})" for reason, n in sorted(reasons.items())]
+        ended = sum(n for s, n in statuses.items()
+                    if s not in REACHED_STATUSES and s not in ("pending", "sending", "skipped"))
+        if ended:
+            parts.append(f"{ended:,} failed earlier")
+        return ", ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for audit records and --json."""
-        return {
+        """JSON-ready form for audit records and --json (snake_case keys all through)."""
+        run: dict[str, dict[str, int]] = {}
+        for (channel, outcome), n in sorted(self.done.items()):
+            run.setdefault(channel, {})[snake(outcome)] = n
+        skipped: dict[str, dict[str, int]] = {}
+        for channel, reasons in self.skipped.items():
+            for reason, n in reasons.items():
+                key = snake(SKIP_WORDS.get(reason, reason))
+                skipped.setdefault(channel, {})[key] = skipped.get(channel, {}).get(key, 0) + n
+        data = {
             "campaign": self.campaign,
             "dry_run": self.dry_run,
             "planned": dict(self.planned),
-            "run": {f"{ch}.{out}": n for (ch, out), n in sorted(self.done.items())},
+            "run": run,
             "totals": self.totals,
             "elapsed_s": round(self.elapsed, 3),
             "interrupted": self.interrupted,
         }
+        if self.dry_run:
+            data["skipped"] = skipped
+        return data
+
+
+def skipped_counts(session: Session, campaign_id: int, channels: tuple[str, ...],
+                   options: SendOptions) -> dict[str, dict[str, int]]:
+    """Skipped messages by channel and reason (of the notices this send covers)."""
+    rows = session.execute(
+        select(Message.channel, Message.skip_reason, func.count())
+        .where(Message.campaign_id == campaign_id, Message.status == "skipped",
+               Message.channel.in_(channels), *_notice_filter(options))
+        .group_by(Message.channel, Message.skip_reason)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for channel, reason, n in rows:
+        counts.setdefault(channel, {})[reason or "no reason given"] = n
+    return counts
 
 
 @dataclass
@@ -1219,6 +1284,7 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
                     job.notices.render_sms(view, notice=message.notice, reset_url=url)
                 summary.done[(message.channel, "would send")] += 1
             summary.totals = status_totals(session, job.campaign.id)
+            summary.skipped = skipped_counts(session, job.campaign.id, job.channels, options)
             session.rollback()
     finally:
         session.close()

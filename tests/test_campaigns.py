@@ -78,7 +78,9 @@ def test_init_is_idempotent(env):
     first = run("init")
     second = run("init")
     assert first.exit_code == 0 and second.exit_code == 0
-    assert f"already at schema {db.HEAD}" in second.output
+    url = db.mask_url(env["NOTIFY_DATABASE_URL"])
+    assert first.output == f"Created database {url} (new database, schema {db.HEAD}).\n"
+    assert second.output == f"Database {url} is already at schema {db.HEAD}; nothing to do.\n"
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     assert db.current_revision(engine) == db.HEAD
 
@@ -90,7 +92,8 @@ def test_init_upgrades_an_older_schema(env):
     command.upgrade(db._alembic_config(engine), "0001")
     assert db.current_revision(engine) == "0001"
     result = run("init")
-    assert f"upgraded to schema {db.HEAD}" in result.output
+    assert result.output == (f"Upgraded database {db.mask_url(env['NOTIFY_DATABASE_URL'])} "
+                             f"from schema 0001 to {db.HEAD}.\n")
     from sqlalchemy import inspect
 
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("messages")}

@@ -253,4 +253,4 @@ def test_cli_remind_end_to_end_sends_through_the_engine(env, campaign_file, tmp_
         audits = session.scalars(select(AuditRecord).where(AuditRecord.command == "remind")
                                  .order_by(AuditRecord.id)).all()
         assert [a.counts["reminders_planned"] for a in audits] == [2, 0]
-        assert audits[0].counts["email.sent"] == 2
+        assert audits[0].counts["email"]["sent"] == 2

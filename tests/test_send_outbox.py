@@ -72,7 +72,7 @@ def test_dry_run_renders_and_counts_but_writes_nothing(env, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output.strip().splitlines()[-1])
     assert data["dry_run"] is True
-    assert data["run"] == {"email.would send": 4, "sms.would send": 4}
+    assert data["run"] == {"email": {"would_send": 4}, "sms": {"would_send": 4}}
     with db.session_scope(engine) as session:
         assert count(session, Message) == 0
     assert not (Path(env["NOTIFY_OUTBOX"]) / "email").exists()

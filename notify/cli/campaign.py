@@ -28,8 +28,16 @@ def init(app: App) -> None:
     with db.session_scope(engine) as session:
         audit_log.record(session, "init", arguments={"from": before, "to": head},
                          actor=app.actor)
-    state = "already at" if before == head else "upgraded to"
-    click.echo(f"Database {db.mask_url(app.settings.database_url)} {state} schema {head}.")
+    click.echo(init_text(db.mask_url(app.settings.database_url), before, head))
+
+
+def init_text(database: str, before: str | None, head: str) -> str:
+    """What `notify init` did, in its own words: created, upgraded from N to M, or nothing."""
+    if before is None:
+        return f"Created database {database} (new database, schema {head})."
+    if before == head:
+        return f"Database {database} is already at schema {head}; nothing to do."
+    return f"Upgraded database {database} from schema {before} to {head}."
 
 
 @main.group()
