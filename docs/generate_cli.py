@@ -35,6 +35,30 @@ Configuration is read from the environment (see the README): `NOTIFY_DATABASE_UR
 - **Progress** of the exports goes to standard error: on a terminal one line with the rows
   done, the rate over the last minute and the time left; off a terminal (cron, CI, `| tee`)
   a plain line every 30 seconds, so a log shows the export is alive.
+- **JSON** (`--json`, `--format json`) is one value on the last line of standard output.
+  Every key, at every depth, is a snake_case identifier (`^[a-z][a-z0-9_]*$`); values that
+  are names (campaigns, channels as data, skip reasons) appear as values or as snake_case
+  keys (`no_address`), never as free text keys. `tests/test_json_keys.py` runs every command
+  that prints JSON and checks this. The shapes:
+  - `send`, `remind`: `campaign`, `dry_run`, `planned` {channel: n}, `run` {channel:
+    {outcome: n}} (outcomes `sent`, `failed`, `retry`, ... and `would_send` in a dry run),
+    `totals` {channel: {status: n}}, `elapsed_s`, `interrupted`; a dry run adds `skipped`
+    {channel: {reason: n}} (`no_address`, `reset_completed`); `remind` adds
+    `reminders_planned`.
+  - `status`: `campaign`, `contacts`, `messages` and `totals` by channel and status,
+    `reach`, `resets`.
+  - `lookup`: `query`, `matches`, `contacts` [{`verdict`, `reached`, `campaign`, `key`,
+    ..., `messages` [{..., `timeline` [...]}], `reset`}].
+  - `audit`: `campaign`, `records` [{`id`, `at`, `actor`, `command`, `campaign`,
+    `outcome`, `arguments`, `counts`}]; `campaign list`: [{`name`, `organization`,
+    `channels`, `updated_at`}].
+  - `export ...`, `resets export`: `campaign`, `export`, `rows`, `output`.
+  - `bounces import`: the counts, `unmatched_items`, `unparseable_items` [{`file`,
+    `reason`}], `fallbacks_by_campaign` [{`campaign`, `fallbacks_queued`}].
+  - `contacts import`: `read`, `imported`, `merged`, `warnings`, `rejected`, ...;
+    `resets complete`: `read`, `completed`, `already_completed`, `rejected`, `dry_run`;
+    `sync sms`: `campaign`, `checked`, `changed`, `by_status`, `unchanged`, `not_found`,
+    `errors`, `early_applied`.
 - **Times** on screen are UTC unless `NOTIFY_TIMEZONE` names a zone (`Europe/Berlin`) or
   `--local` asks for the machine's zone (`TZ`, `/etc/localtime`); the zone is printed with
   every time (`2026-11-27 11:02 CET`). Files (CSV exports, `--format csv`) and JSON always

@@ -117,7 +117,9 @@ def bounces_import(app: App, path: Path, as_json: bool) -> None:
     if as_json:
         echo_json({**counts, "unmatched_items": report.unmatched,
                    "unparseable_items": [{"file": f, "reason": r} for f, r in report.unparseable],
-                   "fallbacks_by_campaign": report.fallbacks_by_campaign})
+                   "fallbacks_by_campaign": [
+                       {"campaign": name, "fallbacks_queued": n}
+                       for name, n in sorted(report.fallbacks_by_campaign.items())]})
         return
     _print_bounces(report)
 
