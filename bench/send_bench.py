@@ -129,7 +129,7 @@ def render_one(url: str) -> bytes:
     with db.session_scope(engine) as session:
         campaign = campaigns.get_campaign(session, "acme-2026-11")
         contact = session.query(Contact).first()
-        notices = templates.notices_for(campaign)
+        notices = templates.notices_for(session, campaign)
         view = templates.ContactView.from_model(contact)
         config = campaigns.config_of(campaign)
         rendered = notices.render_email(view, reset_url=None)

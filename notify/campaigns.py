@@ -13,8 +13,9 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from notify import template_versions
 from notify.errors import ConfigError, NotFound
-from notify.models import CHANNELS, Campaign
+from notify.models import CHANNELS, Campaign, TemplateVersion
 
 
 @dataclass(frozen=True)
@@ -165,10 +166,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
         if key in throttle:
             throttle[key] = _positive(path, key, throttle[key], int)
     data["throttle"] = Throttle(**throttle)
-    if data.get("templates"):
-        folder = (path.parent / data["templates"]).resolve()
-        if not folder.is_dir():
-            raise _fail(path, "templates", f"{data['templates']!r}: no such folder ({folder})")
+    if data.get("templates"):  # within the campaign file's folder, and a folder
+        template_versions.override_folder(path, data["templates"])
     return CampaignConfig(**data)
 
 
@@ -192,21 +191,57 @@ def parse_campaign_file(path: str | Path) -> CampaignConfig:
     return _validate(path, raw)
 
 
-def load_campaign(session: Session, path: str | Path) -> tuple[Campaign, bool]:
-    """Create or update the campaign the file names; returns (campaign, created)."""
+@dataclass(frozen=True)
+class Loaded:
+    """What ``campaign load`` did: the campaign, and the template version it now uses."""
+
+    campaign: Campaign
+    created: bool
+    template_version: str  # sha256 of the stored set
+    templates_changed: bool  # a new version for this campaign (always True when created)
+    warnings: list[str]  # template parts overridden without their counterpart
+
+
+def load(session: Session, path: str | Path) -> Loaded:
+    """Create or update the campaign the file names, and store its notices as a version.
+
+    The override folder and the defaults are read once, here (realpath-checked, see
+    notify.template_versions); sending renders from the stored version, so changing the
+    notices means loading again, and messages already sent keep the version they had.
+    """
     path = Path(path)
     config = parse_campaign_file(path)
-    templates_dir = str((path.parent / config.templates).resolve()) if config.templates else None
+    tset = template_versions.read_for_campaign(path, config.templates)
+    version = template_versions.store(session, tset)
     campaign = session.scalar(select(Campaign).where(Campaign.name == config.name))
     created = campaign is None
     if created:
         campaign = Campaign(name=config.name)
         session.add(campaign)
+    before = campaign.template_version_id
     campaign.settings = config.as_dict()
-    campaign.templates_dir = templates_dir
+    campaign.templates_dir = (
+        str(template_versions.override_folder(path, config.templates))
+        if config.templates else None)
+    campaign.template_version_id = version.id
     campaign.source_path = str(path.resolve())
     session.flush()
-    return campaign, created
+    return Loaded(campaign, created, version.sha256, before != version.id,
+                  template_versions.counterpart_warnings(tset))
+
+
+def load_campaign(session: Session, path: str | Path) -> tuple[Campaign, bool]:
+    """Create or update the campaign the file names; returns (campaign, created)."""
+    loaded = load(session, path)
+    return loaded.campaign, loaded.created
+
+
+def template_version_of(session: Session, campaign: Campaign) -> str | None:
+    """The sha256 of the template version the campaign sends from (None: never stored)."""
+    if campaign.template_version_id is None:
+        return None
+    version = session.get(TemplateVersion, campaign.template_version_id)
+    return version.sha256 if version is not None else None
 
 
 def get_campaign(session: Session, name: str) -> Campaign:

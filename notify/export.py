@@ -28,6 +28,8 @@ DELIVERY_COLUMNS = (
     "attempts", "provider_message_id", "error_code", "error_message", "first_attempt_at",
     "sent_at", "delivered_at", "last_event_at", "content_sha256", "reset_status",
     "reset_completed_at",
+    # Appended (DESIGN.md, December): read them by name.
+    "template_version",  # the stored template version the message was rendered from
 )
 EVENT_COLUMNS = (
     "id", "at", "campaign", "contact_key", "message_id", "channel", "source", "kind",
@@ -162,6 +164,7 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
             time_sql(Message.sent_at, sqlite), time_sql(Message.delivered_at, sqlite),
             time_sql(Message.last_event_at, sqlite), Message.content_sha256,
             reset_state_expr(now), time_sql(PasswordReset.completed_at, sqlite),
+            Message.template_version,
         )
         .join(Contact, Contact.id == Message.contact_id)
         .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Message.campaign_id,

@@ -82,6 +82,23 @@ class Base(DeclarativeBase):
     pass
 
 
+class TemplateVersion(Base):
+    """A campaign's notices as loaded: every file's name and text (notify.template_versions).
+
+    Content-addressed: ``sha256`` over the names and texts; the same files are one row.
+    Messages record the ``sha256`` they were rendered from; rows are never changed.
+    """
+
+    __tablename__ = "template_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # JSON: {"override": {name: text}, "defaults": {name: text}}
+    files: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str | None] = mapped_column(Text)  # the override folder, for messages
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Campaign(Base):
     __tablename__ = "campaigns"
 
@@ -89,8 +106,12 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     # Every field of the campaign file, validated (see notify.campaigns).
     settings: Mapped[dict] = mapped_column(JSONText)
-    # Absolute folder of template overrides, resolved against the campaign file; None = defaults.
+    # Where the template overrides were read from at load (absolute; shown, never read again:
+    # sending renders from the stored version). None = the defaults only.
     templates_dir: Mapped[str | None] = mapped_column(Text)
+    # The notices stored at the last `campaign load` (notify.template_versions).
+    template_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("template_versions.id", name="fk_campaigns_template_version"))
     source_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -145,7 +166,8 @@ class Message(Base):
     skip_reason: Mapped[str | None] = mapped_column(Text)
     address: Mapped[str | None] = mapped_column(String(320))
     template: Mapped[str | None] = mapped_column(String(64))  # e.g. "identity/email"
-    template_version: Mapped[str | None] = mapped_column(String(64))  # hash of the sources
+    # The stored template version it was rendered from (template_versions.sha256).
+    template_version: Mapped[str | None] = mapped_column(String(64))
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(String(255))

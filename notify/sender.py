@@ -226,8 +226,8 @@ def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions
     """Resolve the campaign, channels, rates and templates; refuse broken templates."""
     with session_scope(engine) as session:
         campaign = campaigns_mod.get_campaign(session, name)
+        notices = templates.notices_for(session, campaign)  # the stored version, no folder
     config = campaigns_mod.config_of(campaign)
-    notices = templates.notices_for(campaign)
     problems = notices.check()
     if problems:
         more = f" (and {len(problems) - 1} more; see notify templates check)" \

@@ -2,8 +2,9 @@
 
 One message per channel per contact, from the folder of the highest-ranked exposure
 (``identity`` > ``card`` > ``passwords``); that template lists every exposed kind and the
-advice for each. Templates are looked up in the campaign's override folder first, then in the
-shipped defaults (``notify.resources.default_templates()``).
+advice for each. Templates come from a stored set (``notify.template_versions``): the
+campaign's overrides first, then the shipped defaults, as they were when the campaign was
+loaded. Jinja resolves includes and extends among those names only, never on disk.
 
 Rendering is sandboxed (contact data and override templates are not trusted), undefined names
 are errors, HTML autoescapes, and the subject can never carry a line break. Everything that
@@ -36,13 +37,15 @@ from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from notify import exposures as kinds_mod
+from notify import template_versions
 from notify.campaigns import CampaignConfig, config_of
 from notify.errors import NotifyError
-from notify.models import NOTICES, Campaign, Contact
+from notify.models import NOTICES, Campaign, Contact, TemplateVersion
+from notify.template_versions import TemplateSet
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
-from notify.resources import default_templates
+    from sqlalchemy.orm import Session
 
 # The files of one exposure folder, by (notice, channel); an email is (subject, text, html).
 FILES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -147,7 +150,7 @@ class RenderedEmail:
     text: str
     html: str
     template: str  # exposure folder used, e.g. "identity"
-    version: str  # sha256 (16 hex) of every template source this message can use
+    version: str  # the stored template version (sha256 of the whole set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,6 @@ class _Set:
 
     names: tuple[str, ...]
     templates: tuple[jinja2.Template, ...] | None
-    version: str
     problem: str | None
 
 
@@ -258,16 +260,41 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return {**self.globals, **(d or {})}
 
 
-def _make_env(override: Path | None, defaults: Path) -> ImmutableSandboxedEnvironment:
-    loaders: list[jinja2.BaseLoader] = []
-    if override is not None:
-        loaders.append(jinja2.FileSystemLoader(str(override)))
-    loaders.append(jinja2.FileSystemLoader(str(defaults)))
-    loaders.append(jinja2.PrefixLoader({DEFAULTS_PREFIX: jinja2.FileSystemLoader(str(defaults))}))
+def _fresh() -> bool:
+    return True  # stored sources never change
+
+
+class _StoredLoader(jinja2.BaseLoader):
+    """Templates by name from a stored set: overrides, then defaults, then the defaults
+    again under ``defaults/`` (so an override can extend the default it replaces). A name
+    not in the set is not found: nothing is ever read from disk."""
+
+    def __init__(self, tset: TemplateSet) -> None:
+        origin = tset.origin or "templates"
+        self.sources: dict[str, tuple[str, str]] = {}  # name -> (source, shown filename)
+        for name, text in tset.defaults.items():
+            self.sources[f"{DEFAULTS_PREFIX}/{name}"] = (text, f"{DEFAULTS_PREFIX}/{name}")
+        for name, text in tset.defaults.items():
+            self.sources[name] = (text, f"{DEFAULTS_PREFIX}/{name}")
+        for name, text in tset.overrides.items():
+            self.sources[name] = (text, f"{origin}/{name}")
+
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Any]:
+        found = self.sources.get(template)
+        if found is None:
+            raise jinja2.TemplateNotFound(template)
+        return found[0], found[1], _fresh
+
+    def list_templates(self) -> list[str]:
+        return sorted(self.sources)
+
+
+def _make_env(tset: TemplateSet) -> ImmutableSandboxedEnvironment:
     # Immutable sandbox: the campaign dict is shared by every render, so a template must not
     # be able to change it (or anything else) for the next contact.
     env = _Sandbox(
-        loader=jinja2.ChoiceLoader(loaders),
+        loader=_StoredLoader(tset),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "htm", "html.j2", "htm.j2"),
@@ -319,16 +346,25 @@ def _hashable(value: Any) -> Any:
 
 
 class Notices:
-    """The compiled notices of one campaign: defaults, overridden by its templates folder."""
+    """The compiled notices of one campaign: a stored template set (overrides over defaults).
 
-    def __init__(self, config: CampaignConfig, templates_dir: str | Path | None = None) -> None:
+    ``templates`` is that set, or a folder of overrides to read now (with the checks of
+    :func:`notify.template_versions.read_set`; for checks and tests), or None for the
+    defaults alone.
+    """
+
+    def __init__(self, config: CampaignConfig,
+                 templates: TemplateSet | str | Path | None = None) -> None:
         self.config = config
-        self.defaults = default_templates().resolve()
-        self.override = Path(templates_dir).resolve() if templates_dir else None
-        if self.override is not None and not self.override.is_dir():
-            raise TemplateError(f"{self.override}: templates folder not found")
-        self.env = _make_env(self.override, self.defaults)
-        self._roots = tuple(str(p) for p in (self.override, self.defaults) if p is not None)
+        if not isinstance(templates, TemplateSet):
+            folder = Path(templates) if templates else None
+            templates = template_versions.read_set(folder)
+        self.templates = templates
+        self.origin = templates.origin  # the override folder, as messages name it
+        self.version = templates.sha256  # what every message rendered here records
+        self.env = _make_env(templates)
+        self._where = (f"{templates.origin} or the defaults" if templates.origin
+                       else "the default templates")
         self._sources: dict[str, tuple[str, str]] = {}  # name -> (source, filename)
         self._problems: dict[str, str] = {}  # name -> why it cannot be compiled
         self._compile_all()
@@ -364,8 +400,7 @@ class Notices:
         try:
             template = self.env.get_template(name)
         except jinja2.TemplateNotFound:
-            where = " or ".join(self._roots)
-            self._problems[name] = f"{name}: not found in {where}"
+            self._problems[name] = f"{name}: not found in {self._where}"
             return None
         except jinja2.TemplateSyntaxError as exc:
             self._problems[name] = self._describe_error(exc)
@@ -381,36 +416,12 @@ class Notices:
             self._sources[name] = (source, filename or name)
         return self._sources[name]
 
-    def _closure(self, names: Iterable[str]) -> list[str]:
-        """The templates ``names`` include, import or extend, recursively (for the version)."""
-        seen: list[str] = []
-        todo = list(names)
-        dynamic = False
-        while todo:
-            name = todo.pop()
-            if name in seen or (found := self._source(name)) is None:
-                continue
-            seen.append(name)
-            try:
-                refs = list(meta.find_referenced_templates(self.env.parse(found[0])))
-            except jinja2.TemplateSyntaxError:
-                continue
-            dynamic = dynamic or None in refs
-            todo.extend(r for r in refs if r)
-        if dynamic:  # a computed name could be any shared piece
-            seen.extend(n for n in self.env.list_templates() if n.startswith(SHARED + "/"))
-        return sorted(set(seen))
-
     def _make_set(self, folder: str, files: tuple[str, ...]) -> _Set:
         names = tuple(f"{folder}/{f}" for f in files)
-        used = self._closure(names + tuple(ADVICE.format(kind=k) for k in kinds_mod.RANKED))
-        digest = hashlib.sha256()
-        for name in used:
-            digest.update(name.encode() + b"\0" + self._sources[name][0].encode() + b"\0")
         templates = tuple(self._load(n) for n in names)
         problem = next((self._problems[n] for n in names if n in self._problems), None)
         usable = None if problem else templates  # type: ignore[assignment]
-        return _Set(names, usable, digest.hexdigest()[:16], problem)
+        return _Set(names, usable, problem)
 
     # -- errors --
 
@@ -428,7 +439,7 @@ class Notices:
         return self._display(found[1]) if found else name
 
     def _is_template_file(self, filename: str) -> bool:
-        return filename.endswith(".j2") or filename.startswith(self._roots)
+        return filename.endswith(".j2")  # every stored template is a *.j2 file
 
     def _describe_error(self, exc: Exception) -> str:
         """``file, line N: problem`` for any failure raised while compiling or rendering."""
@@ -448,7 +459,7 @@ class Notices:
             elif isinstance(exc, SecurityError):
                 what = f"not allowed in a template: {exc}"
             elif isinstance(exc, jinja2.TemplateNotFound):
-                what = f"includes {exc.name!r}, which is not in {' or '.join(self._roots)}"
+                what = f"includes {exc.name!r}, which is not in {self._where}"
             else:
                 what = f"{type(exc).__name__}: {exc}"
         if filename is None:
@@ -547,7 +558,7 @@ class Notices:
             raise TemplateError(self._describe_error(exc)) from exc
         if not subject:
             raise TemplateError(f"{self.path_of(chosen.names[0])}: the subject is empty")
-        return RenderedEmail(subject, text, html, folder, chosen.version)
+        return RenderedEmail(subject, text, html, folder, self.version)
 
     def render_sms(
         self, contact: ContactView, *, notice: str = "notice", reset_url: str | None = None
@@ -571,11 +582,7 @@ class Notices:
                 f"{segments} segments (at most {MAX_SMS_SEGMENTS}; {sms_encoding(text)}, "
                 f"{len(text)} characters)"
             )
-        return RenderedSms(text, folder, chosen.version, segments)
-
-    def version(self, folder: str, notice: str = "notice", channel: str = "email") -> str:
-        """The version a message from ``folder`` gets (changes whenever a source changes)."""
-        return self._sets[(folder, notice, channel)].version
+        return RenderedSms(text, folder, self.version, segments)
 
     # -- checking --
 
@@ -635,26 +642,29 @@ class Notices:
             found.append(f"{name}: does not point to the full notice (campaign.support_url)")
         return found
 
+    def warnings(self) -> list[str]:
+        """What may be a mistake without stopping a send (one part of a notice overridden,
+        its counterpart not)."""
+        return template_versions.counterpart_warnings(self.templates)
+
     def _stray_files(self) -> list[str]:
         """Override files notify would never read: usually a typo that silently sends the
         default instead of the text someone wrote."""
-        if self.override is None:
-            return []
         found: list[str] = []
         expected = ", ".join(sorted(KNOWN_FILES))
-        for path in sorted(self.override.rglob("*.j2")):
-            rel = path.relative_to(self.override)
+        for name in sorted(self.templates.overrides):
+            rel = Path(name)
             if rel.parts[0] == SHARED:
                 continue
-            shown = self._display(str(path))
+            shown = f"{self.origin}/{name}"
             if len(rel.parts) == 1:
                 found.append(f"{shown}: not used; notices live in a folder per exposure "
                              f"({', '.join(kinds_mod.RANKED)})")
             elif rel.parts[0] not in kinds_mod.RANKED:
-                if path.name in KNOWN_FILES:
+                if rel.name in KNOWN_FILES:
                     found.append(f"{shown}: not used; {rel.parts[0]!r} is not an exposure "
                                  f"({', '.join(kinds_mod.RANKED)})")
-            elif len(rel.parts) == 2 and path.name not in KNOWN_FILES:
+            elif len(rel.parts) == 2 and rel.name not in KNOWN_FILES:
                 found.append(f"{shown}: not used; expected one of {expected}")
         return found
 
@@ -701,9 +711,65 @@ def _samples(config: CampaignConfig) -> Iterator[tuple[str, ContactView, str | N
                     yield "reminder", view, reset
 
 
-def notices_for(campaign: Campaign) -> Notices:
-    """The compiled notices of a stored campaign (its overrides over the defaults)."""
-    return Notices(config_of(campaign), campaign.templates_dir)
+def notices_for(session: Session, campaign: Campaign) -> Notices:
+    """The compiled notices of a stored campaign: the template version stored at its last
+    ``campaign load`` (no folder is read)."""
+    return Notices(config_of(campaign), stored_templates(session, campaign))
+
+
+@dataclass
+class CheckResult:
+    """``notify templates check --campaign``: the stored notices, what stops a send
+    (``problems``) and what may be a mistake (``warnings``)."""
+
+    notices: Notices
+    problems: list[str]
+    warnings: list[str]
+
+
+def check_campaign(session: Session, campaign: Campaign) -> CheckResult:
+    """Check the version a campaign sends from; warn when its files on disk differ.
+
+    The folder is read with the same checks as at load (a link leaving it is an error even
+    here): editing the notices without loading again changes nothing that is sent, which is
+    worth saying.
+    """
+    notices = notices_for(session, campaign)
+    warnings = notices.warnings()
+    source = Path(campaign.source_path) if campaign.source_path else None
+    folder = notices.config.templates
+    if source is not None and folder and not (source.parent / folder).is_dir():
+        warnings.append(f"the templates folder {source.parent / folder} is gone; checked the "
+                        f"stored version {notices.version[:16]}, which sending uses")
+    elif source is not None and source.is_file():
+        on_disk = template_versions.read_for_campaign(source, folder)
+        if on_disk.sha256 != notices.version:
+            where = f"{on_disk.origin} or the defaults" if on_disk.origin else "the defaults"
+            warnings.append(
+                f"the notices on disk ({where}) differ from the stored version "
+                f"{notices.version[:16]} that sending uses; to send them, load the campaign "
+                f"again: notify campaign load {source}")
+    return CheckResult(notices, notices.check(), warnings)
+
+
+def stored_templates(session: Session, campaign: Campaign) -> TemplateSet:
+    """The template set stored with ``campaign``; a one-line error when it has none."""
+    version = (session.get(TemplateVersion, campaign.template_version_id)
+               if campaign.template_version_id is not None else None)
+    if version is None:
+        raise TemplateError(f"campaign {campaign.name!r} has no stored templates (it was "
+                            "loaded by an older notify); load it again: notify campaign load "
+                            f"{campaign.source_path or 'FILE'}")
+    return template_versions.from_row(version, _shown_origin(campaign.templates_dir))
+
+
+def _shown_origin(folder: str | None) -> str | None:
+    if not folder:
+        return None
+    try:
+        return str(Path(folder).relative_to(Path.cwd()))
+    except ValueError:
+        return folder
 
 
 # --- SMS segments -------------------------------------------------------------------------

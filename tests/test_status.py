@@ -62,7 +62,8 @@ def seed_sample(engine, campaign_file) -> dict[str, int]:
             return row
 
         msg("c1", "email", "delivered", provider_message_id="<1@acme.example>",
-            first_attempt_at=T0, sent_at=T0, delivered_at=T0, content_sha256="ab" * 32)
+            first_attempt_at=T0, sent_at=T0, delivered_at=T0, content_sha256="ab" * 32,
+            template_version="cd" * 32)
         msg("c1", "sms", "failed", provider_message_id="SM1", error_code="21610",
             error_message="opted out", first_attempt_at=T0 + timedelta(minutes=1))
         msg("c2", "email", "bounced", provider_message_id="<2@acme.example>", error_code="5.1.1",

@@ -12,6 +12,7 @@ import pytest
 
 from notify import templates as t
 from notify.campaigns import CampaignConfig, parse_campaign_file
+from notify.template_versions import TemplateSetError
 from notify.templates import (
     ContactView,
     MessageError,
@@ -236,7 +237,8 @@ def test_override_folder_first_then_defaults(tmp_path, config, notices):
     assert mail.version != notices.render_email(card).version  # a changed source, a new version
     ident = person("identity")
     assert custom.render_email(ident).subject == notices.render_email(ident).subject
-    assert custom.render_email(ident).version == notices.render_email(ident).version
+    # the version is the whole stored set's: every message rendered from it records it
+    assert custom.render_email(ident).version == mail.version == custom.version
 
 
 def test_override_can_extend_the_default_of_the_same_name(tmp_path, config):
@@ -255,14 +257,15 @@ def test_version_follows_the_sources(tmp_path, config, notices):
     first = Notices(config, folder).render_sms(person("passwords")).version
     (folder / "passwords/sms.txt.j2").write_text(sms % "v2")
     second = Notices(config, folder).render_sms(person("passwords")).version
-    assert len(first) == 16 and first != second
-    # a shared piece the template uses counts too
+    assert len(first) == 64 and first != second
+    # a shared piece counts too, and the same files read again are the same version
     advice = override(tmp_path / "b", {"_shared/advice/card.txt.j2": "Your card\nCall your bank."})
-    assert Notices(config, advice).version("card") != notices.version("card")
+    assert Notices(config, advice).version != notices.version
+    assert Notices(config, advice).version == Notices(config, advice).version
 
 
 def test_missing_override_folder_is_an_error(tmp_path, config):
-    with pytest.raises(TemplateError, match="templates folder not found"):
+    with pytest.raises(TemplateSetError, match="templates folder not found"):
         Notices(config, tmp_path / "nope")
 
 

@@ -49,10 +49,15 @@ def campaign() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @pass_app
 def campaign_load(app: App, file: str) -> None:
-    """Create or update the campaign described by FILE.
+    """Create or update the campaign described by FILE, and store its notices.
 
     Loading the same name again updates it. An unknown key or a bad value is an error
-    naming it, and nothing is stored.
+    naming it, and nothing is stored. The notices (the `templates` folder, relative to FILE
+    and within its folder, over the built-in defaults) are read once and stored in the
+    database as a version: sending renders from it, so workers need no templates folder.
+    To change the notices, edit them and load again: a new version; messages already sent
+    keep theirs. A symbolic link leaving the folder, or anything that is not a regular file,
+    is an error.
 
     \b
     Example:
@@ -60,13 +65,21 @@ def campaign_load(app: App, file: str) -> None:
     """
     config = campaigns.parse_campaign_file(file)  # validate before opening the database
     with app.session() as session:
-        record, created = campaigns.load_campaign(session, file)
-        audit_log.record(session, "campaign load", campaign=record.name,
-                         arguments={"file": file}, counts={"created": int(created)},
+        loaded = campaigns.load(session, file)
+        audit_log.record(session, "campaign load", campaign=loaded.campaign.name,
+                         arguments={"file": file, "template_version": loaded.template_version},
+                         counts={"created": int(loaded.created),
+                                 "templates_changed": int(loaded.templates_changed)},
                          actor=app.actor)
-    verb = "Created" if created else "Updated"
+    verb = "Created" if loaded.created else "Updated"
     click.echo(f"{verb} campaign {config.name!r} ({config.organization}); "
                f"channels: {', '.join(config.channels)}.")
+    source = f"{config.templates} over the defaults" if config.templates else "the defaults"
+    state = "new version" if loaded.templates_changed else "unchanged"
+    click.echo(f"Templates: {source}, stored as version {loaded.template_version[:16]} "
+               f"({state}).")
+    for warning in loaded.warnings:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 CAMPAIGN_COLUMNS = (Column("name"), Column("organization"), Column("channels"),

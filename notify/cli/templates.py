@@ -37,6 +37,12 @@ def templates_check(app: App, campaign_name: str | None) -> None:
     SMS over 3 segments or one that does not point to the full notice, or an override file
     that notify would never read. `notify send` runs the same check before sending.
 
+    With --campaign it checks the version stored at `notify campaign load` (what sending
+    renders), and warns when the files on disk have changed since, or when an override
+    replaces one part of a notice (email.txt.j2) but not its counterpart (email.html.j2).
+    A symbolic link leaving the templates folder, or anything not a regular file, is an
+    error.
+
     \b
     Example:
       notify templates check
@@ -44,19 +50,26 @@ def templates_check(app: App, campaign_name: str | None) -> None:
     """
     if campaign_name:
         with app.session() as session:
-            notices = notices_mod.notices_for(campaigns.get_campaign(session, campaign_name))
+            campaign = campaigns.get_campaign(session, campaign_name)
+            checked = notices_mod.check_campaign(session, campaign)
+            folder = campaign.templates_dir
+        notices, problems, warnings = checked.notices, checked.problems, checked.warnings
         what = f"campaign {campaign_name!r}"
+        source = (f"{folder} over the defaults" if folder else "the defaults") \
+            + f", stored version {notices.version[:16]}"
     else:
         example = data_dir("campaigns") / "example.toml"
         notices = Notices(campaigns.parse_campaign_file(example), None)
+        problems, warnings = notices.check(), notices.warnings()
         what = f"the built-in notices (with the fields of {example.name})"
-    problems = notices.check()
+        source = "the defaults"
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
         raise TemplateError(f"{len(problems)} problem(s) in the notices of {what}; "
                             "fix them before sending")
-    source = f"{notices.override} over the defaults" if notices.override else "the defaults"
     click.echo(f"Templates OK for {what}: notice and reminder, email and SMS, all 7 exposure "
                f"combinations ({source}).")
 
@@ -97,7 +110,7 @@ def _print_email(notices: Notices, campaign: Campaign, view: ContactView, notice
     for header in ("From", "To", "Reply-To", "Subject"):
         if message[header]:
             click.echo(f"{header}: {message[header]}")
-    click.echo(f"Template: {rendered.template}/{notice} (version {rendered.version})")
+    click.echo(f"Template: {rendered.template}/{notice} (version {rendered.version[:16]})")
     if reset:
         click.echo(f"Reset link: shown as {PREVIEW_TOKEN}; the real token is issued at send.")
     click.echo("")
@@ -116,7 +129,7 @@ def _print_sms(app: App, notices: Notices, view: ContactView, notice: str) -> No
     text = rendered.text.replace(token, PREVIEW_TOKEN) if reset else rendered.text
     click.echo(f"To: {view.phone}")
     click.echo(f"From: {app.settings.sms_from or config.sms_from or '(not set)'}")
-    click.echo(f"Template: {rendered.template}/{notice} (version {rendered.version})")
+    click.echo(f"Template: {rendered.template}/{notice} (version {rendered.version[:16]})")
     encoding = notices_mod.sms_encoding(rendered.text)
     click.echo(f"Segments: {rendered.segments} ({encoding}, {len(rendered.text)} characters)")
     if reset:
@@ -155,7 +168,7 @@ def preview(app: App, campaign_name: str, key: str, channel: str | None, notice:
     with app.session() as session:
         campaign = campaigns.get_campaign(session, campaign_name)
         view = ContactView.from_model(_find_contact(session, campaign, key))
-        notices = notices_mod.notices_for(campaign)
+        notices = notices_mod.notices_for(session, campaign)  # the stored version
     channel = channel or ("email" if view.email else "sms")
     _check_request(view, channel, notice)
     config = notices.config
