@@ -14,6 +14,10 @@ How "nobody skipped, nobody told twice" holds:
   provider by recipient and time, and adopted if it was sent.
 * Transient failures wait in ``sending`` with ``next_attempt_at`` set (exponential backoff,
   at least Retry-After); permanent ones end ``failed`` at once with the provider's code.
+* A provider outage (no connection, timeouts, 5xx in a row) pauses the channel instead: what
+  was begun goes back without spending an attempt, and one probe at a time (backing off to
+  60 s) finds out when the provider is back (:mod:`notify.outage`); after ``--max-outage``
+  the run ends with exit status 75 and everything unsent still pending.
 
 Each channel has its own pipeline: a producer that claims rows and ``concurrency`` consumers
 that render, wait for a throttle slot and push to the channel's messenger.
@@ -35,7 +39,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -55,8 +59,22 @@ from notify.models import (
     UTCDateTime,
     utcnow,
 )
+from notify.outage import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    MAX_OUTAGE,
+    ChannelOutage,
+    OutageState,
+    OutageTooLong,
+)
 from notify.throttle import Throttle
-from notify.transports import Outgoing, Result, TransportConfigError, make_messenger
+from notify.transports import (
+    Outgoing,
+    ProviderDown,
+    Result,
+    TransportConfigError,
+    make_messenger,
+)
 
 RETRY_CAP_SECONDS = 300.0
 # The furthest ahead of its rate slot a message may start (see Runner._consumers); relays
@@ -67,6 +85,30 @@ PREPARE_GROUP = 8
 PREPARE_SECONDS = 0.25
 # A reconciliation looks this far before the first attempt, for clock differences.
 RECONCILE_SLACK = timedelta(minutes=2)
+# How often the engine tells its observer that time passed (progress lines, outage lines).
+TICK_SECONDS = 1.0
+
+
+class SendObserver(Protocol):
+    """What the engine tells whoever shows progress (the CLI); called on the event loop."""
+
+    def begin(self, totals: dict[str, int], rates: dict[str, float | None]) -> None:
+        """Sending starts: messages to attempt per channel, and each channel's rate."""
+
+    def done(self, channel: str, outcome: str) -> None:
+        """One message ended this run: ``sent``, ``reconciled`` or ``failed``."""
+
+    def outage_started(self, state: OutageState) -> None:
+        """A channel's provider went down: the channel pauses."""
+
+    def outage_ended(self, state: OutageState, seconds: float) -> None:
+        """The provider answered again after ``seconds``: the channel resumes."""
+
+    def tick(self) -> None:
+        """About once a second while sending (periodic lines need no thread of their own)."""
+
+    def end(self) -> None:
+        """Sending ended (normally or not)."""
 
 
 @dataclass
@@ -86,6 +128,10 @@ class SendOptions:
     lease_seconds: float = LEASE_SECONDS
     batch_size: int | None = None
     worker_id: str | None = None
+    max_outage: float = MAX_OUTAGE  # seconds a provider may stay down before the run ends
+    outage_backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX)  # probe delays, seconds
+    provider_timeout: float | None = None  # per network step; None: the transport's default
+    observer: SendObserver | None = None  # progress and outage lines (the CLI's)
 
 
 def snake(word: str) -> str:
@@ -695,6 +741,63 @@ def _record_retry(session: Session, job: Job, item: Item, result: Result, delay:
     _event(session, item, job.campaign.id, "retry", "send", now, detail)
 
 
+def _record_put_back(session: Session, job: Job, item: Item, result: Result, content: dict,
+                     handed_over: bool, in_doubt: bool, kind: str) -> None:
+    """Due again at once, the attempt given back: the provider was down (``kind``
+    "outage") or the transport's setup is wrong ("retry"), nothing about this message.
+
+    A message claimed new that surely did not reach the provider is ``pending`` again, as
+    if never begun; one that may have (``in_doubt``), or was in doubt or retrying before,
+    stays ``sending`` (an SMS is then looked up before it is sent again).
+    """
+    now = utcnow()
+    values: dict[str, Any] = {"attempts": Message.attempts - 1}
+    if item.status == "pending" and not in_doubt:
+        values.update(status="pending", first_attempt_at=None)
+    session.execute(
+        update(Message).where(Message.id == item.id, Message.attempts > 0)
+        .values(next_attempt_at=None, lease_owner=None, lease_expires_at=None,
+                error_code=result.error_code,
+                error_message=(result.error_message or "")[:2000], last_event_at=now,
+                **values, **content)
+        .execution_options(synchronize_session=False)
+    )
+    detail = {"code": result.error_code, "message": (result.error_message or "")[:500],
+              "attempt": item.attempts + 1, "attempt_spent": False,
+              "handed_over": handed_over}
+    if in_doubt:
+        detail["in_doubt"] = True
+    _event(session, item, job.campaign.id, kind, "send", now, detail)
+
+
+def _refund_attempts(session: Session, job: Job, ids: list[int]) -> None:
+    """Give back the attempts that 5xx answers spent before they proved an outage."""
+    now = utcnow()
+    rows = session.execute(
+        update(Message)
+        .where(Message.id.in_(ids), Message.status == "sending", Message.attempts > 0)
+        .values(attempts=Message.attempts - 1, next_attempt_at=None)
+        .returning(Message.id, Message.contact_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for message_id, contact_id in rows:
+        session.execute(insert(Event).values(
+            campaign_id=job.campaign.id, message_id=message_id, contact_id=contact_id, at=now,
+            source="send", kind="outage", applied=True,
+            detail={"attempt_given_back": True,
+                    "reason": "the provider's 5xx answers turned out to be an outage"}))
+
+
+def _unlease(engine: Engine, message_id: int, worker: str) -> None:
+    """Give one claimed message back, not begun (due again at once)."""
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(Message).where(Message.id == message_id, Message.lease_owner == worker)
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _record_failed(session: Session, job: Job, item: Item, code: str | None,
                    message: str | None, content: dict) -> None:
     now = utcnow()
@@ -742,7 +845,8 @@ class Runner:
         self.fatal: NotifyError | None = None
         self.failure: BaseException | None = None  # a bug or a lost database: stop, re-raise
         self.finished: set[str] = set()
-        self.progress = None
+        self.outages: dict[str, ChannelOutage] = {}
+        self.observer = options.observer
         self.sms_from = settings.sms_from or job.config.sms_from or None
         if "sms" in job.channels and not self.sms_from:
             raise NotifyError("no SMS sender: set sms_from in the campaign or NOTIFY_SMS_FROM")
@@ -768,18 +872,35 @@ class Runner:
         self._install_signals()
         heartbeat = asyncio.create_task(self._heartbeat())
         messengers = {
-            ch: make_messenger(ch, self.settings, self.job.config, self.job.concurrency)
+            ch: make_messenger(ch, self.settings, self.job.config, self.job.concurrency,
+                               timeout=self.options.provider_timeout)
             for ch in self.job.channels
         }
+        low, high = self.options.outage_backoff
+        self.outages = {
+            ch: ChannelOutage(ch, messengers[ch].provider, backoff_min=low, backoff_max=high,
+                              max_outage=self.options.max_outage,
+                              on_start=self._outage_started, on_end=self._outage_ended)
+            for ch in self.job.channels
+        }
+        ticker = None
         try:
-            with _progress_bar(self) as self.progress:
-                outcomes = await asyncio.gather(
-                    *(self._pipeline(ch, messengers[ch]) for ch in self.job.channels),
-                    return_exceptions=True)  # cleanup below runs only once all have ended
+            if self.observer is not None:
+                totals = await asyncio.to_thread(_totals_to_send, self)
+                self.observer.begin(totals, {ch: self.job.rates.get(ch) or None
+                                             for ch in self.job.channels})
+            ticker = asyncio.create_task(self._tick())
+            outcomes = await asyncio.gather(
+                *(self._pipeline(ch, messengers[ch]) for ch in self.job.channels),
+                return_exceptions=True)  # cleanup below runs only once all have ended
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     self._fail(outcome)
         finally:
+            if ticker is not None:
+                ticker.cancel()
+            if self.observer is not None:
+                self.observer.end()
             heartbeat.cancel()
             for messenger in messengers.values():
                 await messenger.close()
@@ -814,8 +935,11 @@ class Runner:
         ready: asyncio.Queue[_Ready | None] = asyncio.Queue(maxsize=ahead)
         throttle = Throttle(self.engine, self.job.campaign.id, channel,
                             self.job.rates.get(channel))
-        preparer = asyncio.create_task(self._prepare(claimed, ready, n_consumers, ahead))
-        consumers = [asyncio.create_task(self._consume(claimed, ready, messenger, throttle))
+        preparer = asyncio.create_task(self._prepare(channel, claimed, ready, n_consumers,
+                                                     ahead))
+        outage = self.outages[channel]
+        consumers = [asyncio.create_task(self._consume(claimed, ready, messenger, throttle,
+                                                       outage))
                      for _ in range(n_consumers)]
         try:
             await self._produce(channel, claimed)
@@ -888,7 +1012,7 @@ class Runner:
             except TimeoutError:
                 pass
 
-    async def _prepare(self, claimed: asyncio.Queue, ready: asyncio.Queue,
+    async def _prepare(self, channel: str, claimed: asyncio.Queue, ready: asyncio.Queue,
                        n_consumers: int, ahead: int) -> None:
         """Begin and render claimed messages in small groups; queue them for the consumers.
 
@@ -896,22 +1020,39 @@ class Runner:
         run is stopping, claimed messages are left unstarted: their leases are released.
         """
         cancelled = False
+        outage = self.outages[channel]
+        items: list[Item] = []  # taken from the queue, not yet begun
+        end = False
         try:
             while True:
-                items = await _take_some(claimed, ahead)
-                end = items[-1] is None
-                items = [i for i in items if i is not None]
+                probe = None
+                if not items and not end:
+                    taken = await _take_some(claimed, ahead)
+                    end = taken[-1] is None
+                    items = [i for i in taken if i is not None]
+                if items and not self.stop.is_set():
+                    # While the provider is down, nothing is begun but one probe at a time.
+                    try:
+                        probe = await outage.admit(self.stop)
+                    except OutageTooLong as exc:
+                        self._give_up(exc)
+                        probe = None
                 if self.stop.is_set():
                     for _ in items:
                         claimed.task_done()
-                else:
+                    items = []
+                elif items:
+                    group = items[:1] if probe is not None else items
+                    items = items[len(group):]
                     try:
-                        await self._prepare_group(items, claimed, ready)
+                        await self._prepare_group(group, claimed, ready, probe)
                     except Exception as exc:
                         self._fail(exc)
+                        for _ in items:
+                            claimed.task_done()
                         await _drain(claimed, end)  # the producer waits on every item
                         return
-                if end:
+                if end and not items:
                     claimed.task_done()
                     return
         except asyncio.CancelledError:
@@ -928,15 +1069,49 @@ class Runner:
             self.failure = exc
         self.stop.set()
 
+    def _give_up(self, exc: NotifyError) -> None:
+        """End the run with ``exc`` (an outage that lasted too long): begun messages go back
+        unspent, unstarted ones are released, and :meth:`run` raises it at the end."""
+        self.fatal = self.fatal or exc
+        self.stop.set()
+
+    def _outage_started(self, state: OutageState) -> None:
+        if self.observer is not None:
+            self.observer.outage_started(state)
+
+    def _outage_ended(self, state: OutageState, seconds: float) -> None:
+        if self.observer is not None:
+            self.observer.outage_ended(state, seconds)
+
+    async def _tick(self) -> None:
+        """Tell the observer time passed, and end the run when an outage lasted too long
+        even while no message waits to probe (e.g. all were put back and are not yet due)."""
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            self._check_outages()
+            if self.observer is not None:
+                self.observer.tick()
+
+    def _check_outages(self) -> None:
+        for outage in self.outages.values():
+            expired = outage.too_long()
+            if expired is not None:
+                self._give_up(expired)
+
     async def _prepare_group(self, items: list[Item], claimed: asyncio.Queue,
-                             ready: asyncio.Queue) -> None:
+                             ready: asyncio.Queue, probe: int | None = None) -> None:
         """Begin and render ``items``; each ends queued for a consumer (which marks it done)
-        or marked done here, even when this raises (the producer waits for every one)."""
+        or marked done here, even when this raises (the producer waits for every one).
+
+        ``probe``: the outage ticket of the one item sent to find out whether the provider
+        is back (it is settled here when the item never reaches a consumer)."""
         left = list(items)
+        queued = False
         try:
             # An SMS in doubt is first looked up at the provider; its consumer does it all.
             for item in [i for i in left if _in_doubt_sms(i)]:
-                await ready.put(_Ready(item))
+                await ready.put(_Ready(item, probe=probe))
+                queued = True
                 left.remove(item)
             begun = await self.recorder.batched_all(
                 begin_attempts, [self._begin_of(item) for item in left])
@@ -947,11 +1122,15 @@ class Runner:
                     left.remove(item)
                     claimed.task_done()
                 else:
+                    prepared.probe = probe
                     await ready.put(prepared)  # then its consumer marks it done
+                    queued = True
                     left.remove(item)
         finally:
             for _ in left:
                 claimed.task_done()
+            if not queued and probe is not None:
+                self.outages[items[0].channel].settle(probe)
 
     def _begin_of(self, item: Item) -> Begin:
         """The `sending` commit of one message (with a reset link when it carries one)."""
@@ -973,47 +1152,67 @@ class Runner:
         return _Ready(item, outgoing, content)
 
     async def _consume(self, claimed: asyncio.Queue, ready: asyncio.Queue, messenger,
-                       throttle: Throttle) -> None:
+                       throttle: Throttle, outage: ChannelOutage) -> None:
         while True:
             prepared = await ready.get()
             if prepared is None:
                 return
             try:
                 if prepared.outgoing is None:
-                    await self._deliver(prepared.item, messenger, throttle)
+                    await self._deliver(prepared, messenger, throttle, outage)
                 else:
-                    await self._hand_over(prepared, messenger, throttle)
+                    await self._hand_over(prepared, messenger, throttle, outage)
             except Exception as exc:
                 self._fail(exc)  # this consumer goes on taking (and dropping) its share
             finally:
+                outage.settle(prepared.probe)  # a probe that got no answer: probe again
                 claimed.task_done()
 
-    async def _deliver(self, item: Item, messenger, throttle: Throttle) -> None:
+    async def _deliver(self, ready: _Ready, messenger, throttle: Throttle,
+                       outage: ChannelOutage) -> None:
         """Reconcile, begin, render and hand over one message (an SMS in doubt)."""
-        if self.stop.is_set():
-            return  # not started: its lease is released at the end
+        item = ready.item
+        if self.stop.is_set() or outage.hold_back(ready.probe):
+            await asyncio.to_thread(_unlease, self.engine, item.id, self.worker)
+            return  # not started: due again at once (at the end of the outage)
         if _in_doubt_sms(item):
-            if await self._reconciled(item, messenger):
+            try:
+                reconciled = await self._reconciled(item, messenger)
+            except ProviderDown as exc:
+                # The lookup could not reach the provider: the outage rule, not a stop.
+                outage.report(exc.kind, str(exc), item.id, ready.probe)
+                await asyncio.to_thread(_unlease, self.engine, item.id, self.worker)
+                return
+            outage.report(None, None)  # the provider answered
+            if reconciled:
                 return
         ok, token, attempt_at = await self.recorder.batched(begin_attempts,
                                                             self._begin_of(item))
         prepared = await self._rendered(item, token, attempt_at) if ok else None
         if prepared is not None:
-            await self._hand_over(prepared, messenger, throttle)
+            prepared.probe = ready.probe
+            await self._hand_over(prepared, messenger, throttle, outage)
 
-    async def _hand_over(self, prepared: _Ready, messenger, throttle: Throttle) -> None:
+    async def _hand_over(self, prepared: _Ready, messenger, throttle: Throttle,
+                         outage: ChannelOutage) -> None:
         """Push one begun message through its messenger, then record the answer.
 
         A begun message is committed `sending`: it is handed over even while the run is
-        stopping (it is in flight), unless the transport's setup is known to be wrong.
+        stopping (it is in flight), unless the transport's setup is known to be wrong or
+        its provider is down (then it goes back without spending its attempt).
         """
         job, item, content = self.job, prepared.item, prepared.content
         outgoing = prepared.outgoing
         if self.failure is not None:
             return  # its answer could not be recorded: it stays in doubt (resent later)
-        if self.fatal is not None:
-            back = Result(outcome="retry", error_code="config", error_message=str(self.fatal))
-            await self.recorder.call(_record_retry, job, item, back, 0.0, content, False)
+        if self.fatal is not None or outage.hold_back(prepared.probe):
+            kind = "outage" if outage.active or isinstance(self.fatal, OutageTooLong) \
+                else "retry"
+            error = self.fatal if self.fatal is not None else outage.state.error
+            back = Result(outcome="retry", error_code="config" if kind == "retry"
+                          else "outage", error_message=str(error))
+            await self.recorder.call(_record_put_back, job, item, back, content, False,
+                                     False, kind)
             return
         handed_over = False
 
@@ -1029,18 +1228,42 @@ class Runner:
             # Wrong credentials or relay setup: every message would fail the same way. Put
             # this one back (due now) and stop the run with the reason.
             back = Result(outcome="retry", error_code="config", error_message=str(exc))
-            await self.recorder.call(_record_retry, job, item, back, 0.0, content,
-                                     handed_over)
+            await self.recorder.call(_record_put_back, job, item, back, content,
+                                     handed_over, False, "retry")
             self.fatal = self.fatal or exc
             self.stop.set()
             return
         finally:
             if handed_over:
                 throttle.release()
+        if result.candidates:
+            result = await self._adoptable(result)
+        if outage.report(result.outage, result.error_message, item.id, prepared.probe):
+            # The provider is down: this message goes back unspent (and so do the earlier
+            # 5xx answers of the streak that turned out to be an outage).
+            await self.recorder.call(_record_put_back, job, item, result, content,
+                                     handed_over, result.in_doubt, "outage")
+            refund = outage.refund()
+            if refund:
+                await self.recorder.call(_refund_attempts, job, refund)
+            return
         if result.outcome == "retry" and result.error_code == "429":
             # Too fast for the provider: slow the whole channel, not just this message.
             throttle.pause(result.retry_after or 1.0)
         await self._record(item, result, content)
+
+    async def _adoptable(self, result: Result) -> Result:
+        """A timed-out SMS push found at the provider: adopt the first matching SID no row
+        holds; when every match belongs to another row, this one is still in doubt."""
+        known = await asyncio.to_thread(_known_provider_ids, self.engine,
+                                        list(result.candidates))
+        for sid in result.candidates:
+            if sid not in known:
+                return Result("sent", provider_id=sid, provider_status=result.provider_status,
+                              error_message=result.error_message)
+        return Result("retry", error_code="timeout", outage="connection", in_doubt=True,
+                      error_message="timed out; the matching SMS at the provider belongs "
+                                    "to another message")
 
     def _render(self, item: Item, token: str | None) -> tuple[Outgoing, dict]:
         job = self.job
@@ -1115,8 +1338,8 @@ class Runner:
 
     def _done(self, item: Item, outcome: str, final: bool = True) -> None:
         self.summary.done[(item.channel, outcome)] += 1
-        if self.progress is not None and final:
-            self.progress.advance(outcome == "failed")
+        if self.observer is not None and final:
+            self.observer.done(item.channel, outcome)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -1156,11 +1379,14 @@ class _Ready:
     item: Item
     outgoing: Outgoing | None = None
     content: dict = field(default_factory=dict)
+    probe: int | None = None  # the outage probe ticket it carries, if any
 
 
 def _in_doubt_sms(item: Item) -> bool:
-    """An SMS attempted before (a crash, or a lost answer): the provider may already have it."""
-    return item.channel == "sms" and item.attempts > 0 and item.first_attempt_at is not None
+    """An SMS attempted before (a crash, a lost answer, a retry): the provider may already
+    have it. Its attempt count may be 0 (given back after an outage), its status says."""
+    return item.channel == "sms" and item.status == "sending" \
+        and item.first_attempt_at is not None
 
 
 async def _take_some(queue: asyncio.Queue, most: int) -> list:
@@ -1189,66 +1415,22 @@ def _recorder(engine: Engine):
     return Recorder(engine)
 
 
-class _Progress:
-    """A rich progress bar on a terminal; nothing otherwise."""
-
-    def __init__(self, runner: Runner, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.failed = 0
-        self.started = time.monotonic()
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TaskProgressColumn(), TextColumn("{task.fields[rate]:.1f}/s"),
-            TextColumn("failed {task.fields[failed]}"), TimeRemainingColumn(),
-            transient=False,
-        )
-        self.task = self.bar.add_task(f"Sending {runner.job.campaign.name}", total=total,
-                                      rate=0.0, failed=0)
-
-    def __enter__(self) -> _Progress:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.stop()
-
-    def advance(self, failed: bool) -> None:
-        self.failed += int(failed)
-        done = self.bar.tasks[0].completed + 1
-        rate = done / max(1e-6, time.monotonic() - self.started)
-        self.bar.update(self.task, advance=1, rate=rate, failed=self.failed)
-
-
-class _NoProgress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def _progress_bar(runner: Runner):
-    if not runner.options.progress or not sys.stderr.isatty():
-        return _NoProgress()
+def _totals_to_send(runner: Runner) -> dict[str, int]:
+    """Messages this run is to attempt, per channel (for the observer's progress)."""
     with Session(runner.engine) as session:
-        total = session.scalar(
-            select(func.count()).where(
+        counts = dict(session.execute(
+            select(Message.channel, func.count()).where(
                 Message.campaign_id == runner.job.campaign.id,
                 Message.status.in_(("pending", "sending")),
                 Message.channel.in_(runner.job.channels),
                 *_notice_filter(runner.options),
-            ))
+            ).group_by(Message.channel)).all())
+    totals = {ch: counts.get(ch, 0) for ch in runner.job.channels}
     if runner.options.limit is not None:
-        total = min(total, runner.options.limit)
-    return _Progress(runner, total)
+        left = runner.options.limit
+        for ch in totals:
+            totals[ch] = min(totals[ch], left)
+    return totals
 
 
 # ---------------------------------------------------------------- entry points

@@ -21,10 +21,18 @@ certificate made on the spot; clients trust ``sink.cafile``. ``auth={"user": "pa
 turns on AUTH PLAIN/LOGIN (allowed without TLS, for tests). ``idle_timeout=S`` closes
 sessions idle for S seconds, as relays do.
 
+Relay outages: ``sink.go_down(mode, seconds=None)`` makes the relay unavailable until
+``sink.recover()`` (or for ``seconds``, then it comes back by itself): ``"refuse"`` (nothing
+listens: connection refused), ``"silent"`` (accepts connections and never says a word),
+``"421"`` (greets with ``421`` and closes), ``"reset"`` (drops each connection at once).
+``SmtpSink(down=("refuse", 3.0))`` starts that way. Sessions open when it goes down are cut
+(as a relay restart would); ``sink.refused_while_down`` counts connections turned away.
+
 Standalone (for subprocess, kill -9 and benchmark runs)::
 
     python -m tests.smtp_sink --port 2525 --record received.jsonl [--fail-every N]
         [--drop-every N] [--reject a@x,b@y] [--no-parse] [--port-file FILE]
+        [--down MODE:SECONDS]
 
 prints ``listening 127.0.0.1:PORT`` once ready and appends one JSON line per accepted
 message: ``{"message_id", "mail_from", "rcpt", "time", "monotonic", "connection"}``; each
@@ -35,6 +43,7 @@ line is written before the 250 reply is sent. ``--port 0`` picks a free port (se
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import email.parser
 import email.policy
@@ -150,18 +159,52 @@ class _Handler:
         return f"250 2.0.0 OK queued as {record.connection}.{number}"
 
 
+class _SinkSMTP(SMTP):
+    """aiosmtpd's server with the sink's outage modes applied to each new connection."""
+
+    _sink: SmtpSink | None = None
+
+    async def _handle_client(self) -> None:
+        sink = self._sink
+        fault = sink.fault if sink is not None else None
+        if fault is not None and sink is not None:
+            sink._count_refused()
+            if fault == "silent":
+                await asyncio.sleep(3600)  # cancelled when the client gives up
+                return
+            if fault == "421":
+                await self.push("421 4.3.2 Service not available, closing (test sink)")
+                self.transport.close()
+                return
+            self.transport.abort()  # "reset"
+            return
+        await super()._handle_client()
+
+
 class _Controller(Controller):
     """Controller that binds port 0 safely and counts accepted connections."""
 
     def __init__(self, sink: SmtpSink, **kwargs: Any) -> None:
         super().__init__(_Handler(sink), **kwargs)
         self.sink = sink
+        self.live: list[SMTP] = []
 
     def factory(self) -> SMTP:
         # aiosmtpd makes one SMTP protocol object per accepted connection.
-        smtp = super().factory()
+        smtp = _SinkSMTP(self.handler, **self.SMTP_kwargs)
+        smtp._sink = self.sink
         smtp._sink_connection = self.sink._count_connection()
+        self.live.append(smtp)
         return smtp
+
+    def cut_sessions(self) -> None:
+        """Abort every open session (from any thread)."""
+        def cut() -> None:
+            for smtp in self.live:
+                if smtp.transport is not None:
+                    smtp.transport.abort()
+            self.live.clear()
+        self.loop.call_soon_threadsafe(cut)
 
     def _trigger_server(self) -> None:
         if self.port == 0 and self.server is not None:
@@ -186,6 +229,7 @@ class SmtpSink:
         auth: dict[str, str] | None = None,
         idle_timeout: float | None = None,
         record_path: str | Path | None = None,
+        down: tuple[str, float | None] | None = None,
     ) -> None:
         if tls not in ("none", "starttls", "tls"):
             raise ValueError(f"tls must be none, starttls or tls, not {tls!r}")
@@ -208,6 +252,11 @@ class SmtpSink:
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self.cafile: Path | None = None
         self._controller: _Controller | None = None
+        self.fault: str | None = None  # the outage mode in force, if any
+        self.refused_while_down = 0
+        self._down_at_start = down
+        self._recovery: threading.Timer | None = None
+        self._kwargs: dict[str, Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -224,11 +273,49 @@ class SmtpSink:
         if self.record_path:
             self._record_fd = os.open(self.record_path,
                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._kwargs = kwargs
         self._controller = _Controller(self, **kwargs)
         self._controller.start()
         with self._lock:
             self._connections = 0  # start() opened one connection of its own
+        if self._down_at_start:
+            self.go_down(*self._down_at_start)
         return self
+
+    # -- outages ----------------------------------------------------------------------------
+
+    OUTAGE_MODES = ("refuse", "silent", "421", "reset")
+
+    def go_down(self, mode: str, seconds: float | None = None) -> None:
+        """Make the relay unavailable (see the module docstring); back after ``seconds``."""
+        if mode not in self.OUTAGE_MODES:
+            raise ValueError(f"outage mode must be one of {self.OUTAGE_MODES}, not {mode!r}")
+        assert self._controller is not None, "sink not started"
+        port = self._controller.port
+        self.fault = mode
+        self._controller.cut_sessions()
+        if mode == "refuse":  # nothing listens on the port until it recovers
+            self._controller.stop()
+            self._controller = None
+            self._kwargs["port"] = port
+        if seconds is not None:
+            self._recovery = threading.Timer(seconds, self.recover)
+            self._recovery.daemon = True
+            self._recovery.start()
+
+    def recover(self) -> None:
+        """End an outage: the relay serves again on the same port."""
+        if self._controller is None and self.fault == "refuse":
+            self._controller = _Controller(self, **self._kwargs)
+            self._controller.start()
+            with self._lock:
+                self._connections -= 1  # start() opened one connection of its own
+        self.fault = None
+
+    def _count_refused(self) -> None:
+        with self._lock:
+            self.refused_while_down += 1
+            self._connections -= 1  # turned away: not a session
 
     def _tls_kwargs(self) -> dict[str, Any]:
         self._tmpdir = tempfile.TemporaryDirectory(prefix="smtp-sink-")
@@ -252,6 +339,10 @@ class SmtpSink:
 
     def stop(self) -> None:
         """Stop serving and release the port, the record file and the certificate."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
+        self.fault = None
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
@@ -270,7 +361,9 @@ class SmtpSink:
 
     @property
     def port(self) -> int:
-        """The bound port (after start)."""
+        """The bound port (after start; also while down with nothing listening)."""
+        if self._controller is None and "port" in self._kwargs:
+            return self._kwargs["port"]
         assert self._controller is not None, "sink not started"
         return self._controller.port
 
@@ -412,11 +505,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reject", default="", help="comma-separated addresses to 550")
     parser.add_argument("--no-parse", action="store_true", help="benchmark mode")
     parser.add_argument("--tls", default="none", choices=["none", "starttls", "tls"])
+    parser.add_argument("--down", help="MODE:SECONDS: start unavailable (refuse, silent, "
+                                       "421, reset), back after SECONDS")
     args = parser.parse_args(argv)
+    down = None
+    if args.down:
+        mode, _, seconds = args.down.partition(":")
+        down = (mode, float(seconds) if seconds else None)
     sink = SmtpSink(
         host=args.host, port=args.port, fail_every=args.fail_every, drop_every=args.drop_every,
         reject=[a for a in args.reject.split(",") if a], parse=not args.no_parse,
-        tls=args.tls, record_path=args.record,
+        tls=args.tls, record_path=args.record, down=down,
     )
 
     def ready_lines() -> list[str]:

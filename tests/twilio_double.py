@@ -25,6 +25,10 @@ bucket ``rate`` per second (``burst`` deep, default one second's worth) -> 429 w
 ``Retry-After``, ``fail_every=N`` / ``fail_numbers`` -> 500 (``fail_status``, ``Retry-After:
 fail_retry_after`` if set), ``delay`` seconds before
 answering a create (the message IS created: a client timeout leaves it in doubt).
+Outages: ``double.go_down("5xx", seconds)`` answers every API request (create, list, fetch)
+with ``fail_status`` for ``seconds``; ``double.go_down("refuse", seconds)`` stops listening
+(connection refused) and serves again on the same port after ``seconds`` (None: until
+``double.recover()``).
 Messages start ``queued`` (``accepted`` through a Messaging Service) with ``date_sent`` null,
 as at Twilio; ``date_sent`` is set once advanced to ``sent``.
 
@@ -222,6 +226,9 @@ class TwilioDouble:
         self.rejected_429 = 0
         self.failed_5xx = 0
         self.callbacks: list[dict[str, Any]] = []  # every status callback attempted
+        self.down_until = 0.0  # monotonic time until which every API request answers 5xx
+        self.down_answers = 0  # API requests answered 5xx by an outage
+        self._site: web.TCPSite | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -270,6 +277,7 @@ class TwilioDouble:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.requested_port)
         await site.start()
+        self._site = site
         self.port = self._runner.addresses[0][1]
         self._session = aiohttp.ClientSession()
 
@@ -288,6 +296,47 @@ class TwilioDouble:
 
     def __enter__(self) -> TwilioDouble:
         return self.start()
+
+    # -- outages ----------------------------------------------------------------------------
+
+    def go_down(self, mode: str, seconds: float | None = None) -> None:
+        """Make the API unavailable: ``"5xx"`` answers (for ``seconds``) or ``"refuse"``d
+        connections (back after ``seconds``, or at :meth:`recover`)."""
+        if mode == "5xx":
+            self.down_until = time.monotonic() + (seconds if seconds is not None else 1e9)
+            return
+        if mode != "refuse":
+            raise ValueError(f"outage mode must be 5xx or refuse, not {mode!r}")
+        assert self._loop is not None, "double not started"
+
+        async def stop_listening() -> None:
+            if self._site is not None:
+                await self._site.stop()
+                self._site = None
+            if seconds is not None:
+                asyncio.get_running_loop().call_later(
+                    seconds, lambda: asyncio.ensure_future(self._listen_again()))
+
+        asyncio.run_coroutine_threadsafe(stop_listening(), self._loop).result(10)
+
+    def recover(self) -> None:
+        """End an outage at once."""
+        self.down_until = 0.0
+        if self._site is None and self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._listen_again(), self._loop).result(10)
+
+    async def _listen_again(self) -> None:
+        if self._site is None and self._runner is not None:
+            site = web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+            self._site = site
+
+    def _outage_answer(self) -> web.Response | None:
+        if time.monotonic() >= self.down_until:
+            return None
+        with self._lock:
+            self.down_answers += 1
+        return _error(self.fail_status, 20500, "Service Unavailable (test double outage)")
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -327,7 +376,7 @@ class TwilioDouble:
             return (1 - self._tokens) / self.rate
 
     async def _create(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
+        denied = self._authorized(request) or self._outage_answer()
         if denied:
             return denied
         form = {k: str(v) for k, v in (await request.post()).items()}
@@ -391,7 +440,7 @@ class TwilioDouble:
         return message
 
     async def _fetch(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
+        denied = self._authorized(request) or self._outage_answer()
         if denied:
             return denied
         with self._lock:
@@ -402,7 +451,7 @@ class TwilioDouble:
         return web.json_response(body)
 
     async def _list(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
+        denied = self._authorized(request) or self._outage_answer()
         if denied:
             return denied
         query = request.query

@@ -23,6 +23,21 @@ if TYPE_CHECKING:  # the engine (jinja2, aiosmtplib, twilio) loads when a send s
 LEASE_RANGE = (1.0, LEASE_SECONDS)
 
 
+def _max_outage(ctx: click.Context, param: click.Parameter, text: str) -> float:
+    """--max-outage DURATION -> seconds, kept in the context for :func:`build_options`."""
+    from notify.cli.resets import parse_duration
+
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except NotifyError:
+        raise click.BadParameter(f"{text!r} is not a duration (examples: 15m, 90s, 1h)"
+                                 ) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"{text!r}: must be longer than 0s")
+    ctx.meta["notify.max_outage"] = seconds
+    return seconds
+
+
 def send_options(func):
     """The flags `notify send` and `notify remind` share."""
     options = [
@@ -39,6 +54,11 @@ def send_options(func):
         click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print the summary as one JSON object."),
+        click.option("--max-outage", default="15m", show_default=True, metavar="DURATION",
+                     expose_value=False, callback=_max_outage,
+                     help="How long a provider may stay unavailable (the channel pauses, "
+                     "nothing is spent) before the run stops with exit status 75, "
+                     "everything unsent still pending: 90s, 15m, 1h."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -51,11 +71,15 @@ def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: fl
     """SendOptions from the shared flags (and NOTIFY_LEASE_SECONDS from the environment)."""
     from notify import sender
 
-    return sender.SendOptions(
+    options = sender.SendOptions(
         channels=None if channel == "all" else (channel,), dry_run=dry_run, limit=limit,
         email_rate=email_rate, sms_rate=sms_rate, concurrency=concurrency,
         assume_yes=assume_yes, notice=notice, lease_seconds=lease_seconds(),
     )
+    context = click.get_current_context(silent=True)
+    if context is not None and "notify.max_outage" in context.meta:
+        options.max_outage = context.meta["notify.max_outage"]
+    return options
 
 
 def lease_seconds(env: Mapping[str, str] | None = None) -> float:
@@ -99,7 +123,10 @@ def run_and_report(app: App, command: str, name: str, options: sender.SendOption
                    as_json: bool, extra_counts: dict | None = None) -> None:
     """Run the engine, print the summary, write the audit record, set the exit status."""
     from notify import sender
+    from notify.cli.send_progress import reporter
 
+    if options.observer is None:
+        options.observer = reporter(options.progress and not options.dry_run)
     summary = sender.send_campaign(app.engine, app.settings, name, options)
     if not options.dry_run:
         with app.session() as session:

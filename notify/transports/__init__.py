@@ -13,6 +13,7 @@ from notify.transports.base import (
     Found,
     Messenger,
     Outgoing,
+    ProviderDown,
     Result,
     TransportConfigError,
     TransportError,
@@ -23,6 +24,7 @@ __all__ = [
     "Found",
     "Messenger",
     "Outgoing",
+    "ProviderDown",
     "Result",
     "TransportConfigError",
     "TransportError",
@@ -32,17 +34,20 @@ __all__ = [
 
 
 def make_messenger(channel: str, settings: Settings, config: CampaignConfig,
-                   concurrency: int) -> Messenger:
+                   concurrency: int, timeout: float | None = None) -> Messenger:
     """The messenger for ``channel`` ("email" or "sms") under these settings.
 
     The default sender is the campaign's ``sender_email`` for email, and ``NOTIFY_SMS_FROM``
     (else the campaign's ``sms_from``) for SMS; ``Outgoing.sender`` overrides it per item.
+    ``timeout`` bounds every network step (None: the transport's default, 30 s).
     """
+    limits = {} if timeout is None else {"timeout": timeout}
     if channel == "email":
         if settings.smtp_host:
             from notify.transports.smtp import SmtpMessenger
 
-            return SmtpMessenger(settings, concurrency, default_sender=config.sender_email)
+            return SmtpMessenger(settings, concurrency, default_sender=config.sender_email,
+                                 **limits)
         from notify.transports.outbox import OutboxEmail
 
         return OutboxEmail(settings.outbox)
@@ -51,7 +56,7 @@ def make_messenger(channel: str, settings: Settings, config: CampaignConfig,
         if settings.twilio_account_sid and settings.twilio_auth_token:
             from notify.transports.twilio_sms import TwilioMessenger
 
-            return TwilioMessenger(settings, concurrency, default_sender=sender)
+            return TwilioMessenger(settings, concurrency, default_sender=sender, **limits)
         from notify.transports.outbox import OutboxSms
 
         return OutboxSms(settings.outbox, sender)

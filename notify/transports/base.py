@@ -6,6 +6,11 @@ a refused recipient, a 4xx/5xx answer, a dropped connection or a timeout are all
 It raises :class:`TransportConfigError` only for problems no retry can fix and that concern
 every message alike (wrong credentials, no sender configured), so the run stops instead of
 failing a whole campaign one message at a time.
+
+A failure that is about the provider rather than the message (no connection, a timeout, an
+SMTP 421 or a 4xx before MAIL, a Twilio 5xx) is marked with ``Result.outage``: the engine
+pauses the whole channel instead of spending the message's attempts on it (see
+:mod:`notify.outage`). Lookups raise :class:`ProviderDown` for the same failures.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ Outcome = Literal["sent", "retry", "failed"]
 
 class TransportError(NotifyError):
     """A provider could not be asked (lookups: ``find_sent``, ``fetch_status``)."""
+
+
+class ProviderDown(TransportError):
+    """A lookup could not reach the provider (connection, timeout, 5xx): an outage, not a
+    problem of the message looked up."""
+
+    def __init__(self, message: str, kind: str = "connection") -> None:
+        super().__init__(message)
+        self.kind = kind  # "connection" (down at once) or "server" (a 5xx answer)
 
 
 class TransportConfigError(ConfigError):
@@ -66,6 +80,16 @@ class Result:
     error_code: str | None = None  # "451", "550", "21211", "429", "500", "timeout", ...
     error_message: str | None = None
     retry_after: float | None = None  # seconds, from Retry-After when the provider gave one
+    # Provider-side failure: "connection" (refused, reset, DNS, TLS handshake, timeout, SMTP
+    # 421 or 4xx before MAIL: an outage at once) or "server" (a 5xx answer: an outage when
+    # several come in a row). None: an answer about this message.
+    outage: str | None = None
+    # True when the provider may have the message all the same (the connection broke or
+    # timed out after it was handed over): it must be looked up before an SMS is re-sent.
+    in_doubt: bool = False
+    # An SMS push that timed out and was then found at the provider: every SID whose body
+    # and creation time match, oldest first; the engine adopts the first no row holds.
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass
@@ -86,6 +110,11 @@ class Messenger(ABC):
 
     name: str
     channel: str
+
+    @property
+    def provider(self) -> str:
+        """Who this messenger talks to, for the operator's outage lines (no secrets)."""
+        return self.name
 
     @abstractmethod
     async def push(self, item: Outgoing) -> Result:

@@ -9,8 +9,16 @@ Classification of the relay's answers:
 * 2xx -> ``sent``, provider id = the Message-ID, provider status = the 250 reply text
   (often carries the relay's queue id, useful proof);
 * 4xx (at MAIL, RCPT or DATA) -> ``retry`` with the code, e.g. ``"451"``;
-* 5xx -> ``failed`` with the code, e.g. ``"550"``, and the server's text;
-* connection refused or dropped -> ``retry`` ``"disconnected"``; timeout -> ``"timeout"``.
+* 5xx (at MAIL, RCPT or DATA) -> ``failed`` with the code, e.g. ``"550"``, and the text;
+* the relay itself unavailable: connection refused, reset or closed, DNS failure, TLS
+  handshake failure, any timeout (``"timeout"``, else ``"disconnected"``), ``421`` at any
+  point, or any refusal of the connection, EHLO or a 4xx to AUTH -> ``retry`` marked
+  ``outage="connection"``: the engine pauses the channel and spends no attempt. When the
+  connection broke after DATA began, the result is also ``in_doubt``.
+
+Every step has a timeout (``timeout``, 30 s by default: connect, greeting, STARTTLS, EHLO,
+AUTH, each command and the data), so a relay that accepts the connection and never answers
+is an outage, not a hang.
 
 Wrong credentials, a relay without STARTTLS (mode ``starttls``) or AUTH (username set), and
 an untrusted certificate raise :class:`TransportConfigError`: no retry can fix them. Clients
@@ -142,8 +150,12 @@ class SmtpMessenger(Messenger):
 
     async def _connect(self) -> _Conn:
         if self._local_hostname is None:
-            # getfqdn may block on DNS: do it once, off the loop.
-            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+            # getfqdn may block on DNS: do it once, off the loop, and not for long.
+            try:
+                self._local_hostname = await asyncio.wait_for(
+                    asyncio.to_thread(socket.getfqdn), self.timeout)
+            except TimeoutError:
+                self._local_hostname = socket.gethostname()
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -217,13 +229,17 @@ class SmtpMessenger(Messenger):
             return result
 
     async def _send(self, conn: _Conn, sender: str, item: Outgoing) -> Result:
+        stage = ["envelope"]
         try:
-            reply = await self._transaction(conn.client, sender, item)
+            reply = await self._transaction(conn.client, sender, item, stage)
+        except aiosmtplib.SMTPHeloError as exc:  # the relay will not talk: not the message
+            conn.close()
+            return self._connection_failure(exc)
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code == 421:  # the server is closing this session
+            if exc.code == 421:  # the server is closing this session: it is unavailable
                 conn.close()
-            else:
-                await self._reset(conn)
+                return self._connection_failure(exc)
+            await self._reset(conn)
             return _classify_code(exc.code, exc.message)
         except aiosmtplib.SMTPNotSupported as exc:
             return Result("failed", error_code="smtputf8", error_message=str(exc))
@@ -231,12 +247,13 @@ class SmtpMessenger(Messenger):
             return Result("failed", error_code="address", error_message=str(exc))
         except (aiosmtplib.SMTPException, OSError) as exc:
             conn.close()
-            return self._connection_failure(exc)
+            return self._connection_failure(exc, in_doubt=stage[0] == "data")
         return Result("sent", provider_id=item.message_id,
                       provider_status=("250 " + reply.strip())[:200])
 
     @staticmethod
-    async def _transaction(client: aiosmtplib.SMTP, sender: str, item: Outgoing) -> str:
+    async def _transaction(client: aiosmtplib.SMTP, sender: str, item: Outgoing,
+                           stage: list[str]) -> str:
         """MAIL, RCPT, the rate slot, then DATA; returns the DATA reply.
 
         aiosmtplib's ``sendmail`` runs the three commands in one go; they are split here so
@@ -265,6 +282,7 @@ class SmtpMessenger(Messenger):
             await client.mail(sender, options=options, encoding=encoding)
             await client.rcpt(item.to, encoding=encoding)
         await item.wait_ready()
+        stage[0] = "data"  # from here on, a broken connection leaves the message in doubt
         return (await client.data(item.data)).message
 
     @staticmethod
@@ -275,12 +293,22 @@ class SmtpMessenger(Messenger):
         except (aiosmtplib.SMTPException, OSError):
             conn.close()
 
-    def _connection_failure(self, exc: BaseException) -> Result:
-        if isinstance(exc, aiosmtplib.SMTPResponseException):
-            return _classify_code(exc.code, exc.message)  # e.g. a 421/554 greeting
-        code = "timeout" if isinstance(exc, TimeoutError) else "disconnected"
+    def _connection_failure(self, exc: BaseException, in_doubt: bool = False) -> Result:
+        """The relay is unavailable (no session, a refused greeting, EHLO or AUTH, 421, a
+        timeout, a dropped connection): an outage of the channel, not the message's fault."""
+        if isinstance(exc, aiosmtplib.SMTPResponseException):  # e.g. a 421/554 greeting
+            code, text = str(exc.code), f"{exc.code} {exc.message.strip()}"
+        else:
+            code = "timeout" if isinstance(exc, TimeoutError) else "disconnected"
+            text = str(exc) or type(exc).__name__
         return Result("retry", error_code=code,
-                      error_message=f"{self.host}:{self.port}: {exc}"[:500])
+                      error_message=f"{self.host}:{self.port}: {text}"[:500],
+                      outage="connection", in_doubt=in_doubt)
+
+    @property
+    def provider(self) -> str:
+        """``smtp:HOST:PORT``."""
+        return f"smtp:{self.host}:{self.port}"
 
     async def close(self) -> None:
         """QUIT every idle connection (politely, but never waiting long).

@@ -15,15 +15,20 @@ Classification: 201 -> ``sent`` (SID, status ``queued``/``accepted``); 429 and 5
 ``retry`` with the HTTP status as code and ``retry_after`` from the header; other 4xx ->
 ``failed`` with Twilio's code (``21211`` invalid number, ``21610`` opted out, ``21408``,
 ``21614``, ...); 401 / 20003 / 404 on the account -> :class:`TransportConfigError`.
-Network errors -> ``retry`` ``"disconnected"``/``"timeout"``. When the request may have reached
-Twilio (timeout or connection lost after sending), push first looks the message up by
-recipient, creation time and body, and reports ``sent`` with its SID if Twilio has it: an SMS
-in doubt is reconciled, never blindly repeated.
+Network errors -> ``retry`` ``"disconnected"``/``"timeout"``. 5xx and network errors are
+marked ``Result.outage`` (``"server"`` for a 5xx answer, ``"connection"`` otherwise): the
+engine pauses the channel on them. When the request may have reached Twilio (timeout or
+connection lost after sending), push first looks the message up by recipient, creation time
+(at or after the push began) and exact body, and reports ``sent`` with the matching SIDs as
+``candidates`` (the engine adopts the first no row holds); an SMS in doubt is reconciled,
+never blindly repeated. Lookups raise :class:`ProviderDown` when Twilio cannot be reached or
+answers 5xx, and every request has a timeout.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from contextvars import ContextVar
@@ -41,6 +46,7 @@ from notify.transports.base import (
     Found,
     Messenger,
     Outgoing,
+    ProviderDown,
     Result,
     TransportConfigError,
     TransportError,
@@ -133,6 +139,11 @@ def _found(message: Any) -> Found:
     )
 
 
+def _network_text(exc: BaseException) -> str:
+    """A network failure in words ("timeout" for a timeout, whose text is empty)."""
+    return "timeout" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(getattr(exc, "msg", None) or getattr(exc, "detail", None) or exc)
     # The library prefixes Twilio's own message with "Unable to create record: ".
@@ -168,6 +179,12 @@ class TwilioMessenger(Messenger):
             self.client.edge = None
             self.client.region = None
 
+    @property
+    def provider(self) -> str:
+        """``twilio``, or ``twilio:URL`` when NOTIFY_TWILIO_API_URL replaces Twilio's."""
+        base = self.client.api.base_url
+        return "twilio" if base == "https://api.twilio.com" else f"twilio:{base}"
+
     def __repr__(self) -> str:  # never show the token
         return f"<TwilioMessenger {self.account_sid} via {self.client.api.base_url}>"
 
@@ -198,7 +215,8 @@ class TwilioMessenger(Messenger):
             return self._classify_rest(exc, box)
         except aiohttp.ClientConnectorError as exc:
             # Never connected: the request cannot have reached Twilio.
-            return Result("retry", error_code="disconnected", error_message=str(exc)[:500])
+            return Result("retry", error_code="disconnected", error_message=str(exc)[:500],
+                          outage="connection")
         except (TimeoutError, aiohttp.ClientError) as exc:
             return await self._in_doubt(item, kwargs, started, exc)
         finally:
@@ -218,7 +236,8 @@ class TwilioMessenger(Messenger):
             retry_after = parse_retry_after(headers.get("Retry-After"))
             error_code = str(status) if status == 429 or status >= 500 else str(code)
             return Result("retry", error_code=error_code, error_message=text,
-                          retry_after=retry_after)
+                          retry_after=retry_after,
+                          outage="server" if status >= 500 else None)
         return Result("failed", error_code=str(code or status), error_message=text)
 
     async def _in_doubt(self, item: Outgoing, kwargs: dict[str, Any], started: datetime,
@@ -233,15 +252,20 @@ class TwilioMessenger(Messenger):
                 detail += f"; lookup failed: {lookup_exc}"[:200]
             else:
                 sender = kwargs.get("from_")
-                for hit in found:
-                    if hit.body == item.body:
-                        log.info("in-doubt SMS to row %s found at Twilio as %s",
-                                 item.row_id, hit.provider_id)
-                        return Result("sent", provider_id=hit.provider_id,
-                                      provider_status=hit.status,
-                                      error_message=f"reconciled after {code}"
-                                      + ("" if sender else " (messaging service)"))
-        return Result("retry", error_code=code, error_message=detail)
+                # Proof: exactly this body, created at or after this push began.
+                hits = [hit for hit in found if hit.body == item.body
+                        and (hit.created_at is None
+                             or _utc(hit.created_at) >= _utc(started) - CREATED_SLACK)]
+                if hits:
+                    log.info("in-doubt SMS to row %s found at Twilio as %s",
+                             item.row_id, hits[0].provider_id)
+                    return Result("sent", provider_id=hits[0].provider_id,
+                                  provider_status=hits[0].status,
+                                  error_message=f"reconciled after {code}"
+                                  + ("" if sender else " (messaging service)"),
+                                  candidates=tuple(hit.provider_id for hit in hits))
+        return Result("retry", error_code=code, error_message=detail, outage="connection",
+                      in_doubt=True)
 
     async def find_sent(self, to: str, since: datetime) -> list[Found]:
         """Messages to ``to`` created at or after ``since`` (less 2 s), oldest first.
@@ -265,7 +289,8 @@ class TwilioMessenger(Messenger):
         except TwilioException as exc:
             self._raise_lookup(exc, f"listing messages to {to}")
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError(f"Twilio lookup of messages to {to} failed: {exc}") from None
+            raise ProviderDown(f"Twilio lookup of messages to {to} failed: "
+                               f"{_network_text(exc)}") from None
         found.sort(key=lambda f: f.created_at or datetime.max.replace(tzinfo=UTC))
         return found
 
@@ -280,7 +305,8 @@ class TwilioMessenger(Messenger):
         except TwilioException as exc:
             self._raise_lookup(exc, f"fetching {provider_id}")
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TransportError(f"Twilio lookup of {provider_id} failed: {exc}") from None
+            raise ProviderDown(f"Twilio lookup of {provider_id} failed: "
+                               f"{_network_text(exc)}") from None
         return _found(message)
 
     def _raise_lookup(self, exc: TwilioException, what: str) -> None:
@@ -291,8 +317,16 @@ class TwilioMessenger(Messenger):
             raise TransportConfigError(
                 f"Twilio refused account {self.account_sid} while {what} "
                 "(check TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)") from None
-        raise TransportError(f"Twilio error while {what}: HTTP {status}: "
-                             f"{_error_text(exc)}") from None
+        text = _error_text(exc)
+        if len(exc.args) > 1:  # a page error carries the response: Twilio's own message
+            try:
+                text = str(json.loads(exc.args[1].text)["message"])[:500]
+            except (AttributeError, TypeError, ValueError, KeyError):
+                pass
+        message = f"Twilio error while {what}: HTTP {status}: {text}"
+        if status is not None and status >= 500:
+            raise ProviderDown(message, kind="server") from None
+        raise TransportError(message) from None
 
     async def close(self) -> None:
         """Close the HTTP connection pool."""

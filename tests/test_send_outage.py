@@ -1,0 +1,266 @@
+"""Provider outages pause a channel, never fail it: through the real SMTP sink and the Twilio
+double, each made unavailable for a while (refused, silent, 421, 5xx)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from notify import db, sender
+from notify.cli import main
+from notify.config import load_settings
+from notify.models import Event, Message
+from notify.outage import OutageTooLong
+from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
+from tests.smtp_sink import SmtpSink
+from tests.twilio_double import TwilioDouble
+
+# Small probe backoff for the engine-level tests (the product's is 1 s to 60 s).
+FAST = {"outage_backoff": (0.1, 0.4), "retry_base": 0.05, "progress": False}
+
+
+class Seen:
+    """An observer that keeps what the engine told it."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[tuple[str, float]] = []
+
+    def begin(self, totals, rates) -> None:
+        self.totals = totals
+
+    def done(self, channel, outcome) -> None:
+        pass
+
+    def outage_started(self, state) -> None:
+        self.started.append(f"{state.channel} {state.provider} {state.error}")
+
+    def outage_ended(self, state, seconds) -> None:
+        self.ended.append((state.channel, seconds))
+
+    def tick(self) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+def _smtp(monkeypatch, sink: SmtpSink) -> None:
+    monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
+    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
+    monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
+
+
+def _twilio(monkeypatch, tw: TwilioDouble) -> None:
+    for key, value in tw.env().items():
+        monkeypatch.setenv(key, value)
+
+
+def _rows(engine) -> list[Message]:
+    with db.session_scope(engine) as session:
+        rows = session.scalars(select(Message).order_by(Message.id)).all()
+        session.expunge_all()
+        return rows
+
+
+def _event_kinds(engine) -> Counter:
+    with db.session_scope(engine) as session:
+        return Counter(session.scalars(select(Event.kind)))
+
+
+def _email_campaign(engine, tmp_path, contacts: int):
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
+                                                   fallback='"none"'))
+    add_contacts(engine, campaign, contacts)
+    return campaign
+
+
+@pytest.mark.parametrize("mode", ["refuse", "421", "reset"])
+def test_relay_down_then_back_sends_everyone_once_spending_nothing(env, tmp_path,
+                                                                   monkeypatch, mode):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = _email_campaign(engine, tmp_path, 12)
+    with SmtpSink() as sink:
+        _smtp(monkeypatch, sink)
+        sink.go_down(mode, 1.5)
+        seen = Seen()
+        summary = sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+            email_rate=0, concurrency=3, observer=seen, **FAST))
+        ids, port = sink.message_ids(), sink.port
+        assert sink.refused_while_down > 0 or mode == "refuse"
+    assert len(ids) == 12 and len(set(ids)) == 12  # everyone exactly once
+    assert summary.count("sent") == 12 and summary.count("failed") == 0
+    assert [r.attempts for r in _rows(engine)] == [1] * 12  # the outage spent nothing
+    assert len(seen.started) == 1 and len(seen.ended) == 1
+    assert seen.started[0].startswith(f"email smtp:127.0.0.1:{port} ")
+    assert seen.ended[0][1] >= 1.0
+    assert _event_kinds(engine)["outage"] >= 1  # the put-backs are on record
+
+
+def test_silent_relay_is_an_outage_not_a_hang(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = _email_campaign(engine, tmp_path, 6)
+    with SmtpSink() as sink:
+        _smtp(monkeypatch, sink)
+        sink.go_down("silent", 1.5)
+        seen = Seen()
+        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+            email_rate=0, concurrency=2, observer=seen, provider_timeout=0.3, **FAST))
+        ids = sink.message_ids()
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
+    assert "timeout" in seen.started[0] or "Timed out" in seen.started[0]
+    assert [r.attempts for r in _rows(engine)] == [1] * 6
+
+
+def test_outage_longer_than_max_outage_ends_the_run_with_everything_pending(env, tmp_path,
+                                                                          monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = _email_campaign(engine, tmp_path, 8)
+    with SmtpSink() as sink:
+        _smtp(monkeypatch, sink)
+        sink.go_down("silent")
+        outcome: list[BaseException | None] = [None]
+
+        def run() -> None:
+            try:
+                sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+                    email_rate=0, concurrency=3, max_outage=1.0, provider_timeout=0.3, **FAST))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                outcome[0] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), "a silent relay hung the run"
+    assert isinstance(outcome[0], OutageTooLong) and outcome[0].exit_code == 75
+    rows = _rows(engine)
+    assert {r.status for r in rows} == {"pending"}
+    assert all(r.attempts == 0 and r.lease_owner is None for r in rows)
+
+
+def test_cli_max_outage_exits_75_then_a_rerun_sends_everyone_once(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = _email_campaign(engine, tmp_path, 10)
+    with SmtpSink() as sink:
+        _smtp(monkeypatch, sink)
+        sink.go_down("refuse")
+        result = CliRunner().invoke(main, ["send", campaign.name, "--yes",
+                                           "--max-outage", "2s"])
+        assert result.exit_code == 75, result.output
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith("Error: email: smtp:127.0.0.1:") and "still pending" in last
+        assert "unavailable" in result.output  # the outage's start line came first
+        assert message_statuses(engine) == Counter({"pending": 10})
+        assert all(r.attempts == 0 and r.lease_owner is None for r in _rows(engine))
+        assert sink.count == 0
+        sink.recover()
+        again = CliRunner().invoke(main, ["send", campaign.name, "--yes"])
+        assert again.exit_code == 0, again.output
+        ids = sink.message_ids()
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert [r.attempts for r in _rows(engine)] == [1] * 10
+
+
+def test_cli_prints_when_an_outage_starts_and_ends(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = _email_campaign(engine, tmp_path, 6)
+    with SmtpSink() as sink:
+        _smtp(monkeypatch, sink)
+        sink.go_down("refuse", 2.5)
+        result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--email-rate", "0"])
+        ids, port = sink.message_ids(), sink.port
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = [n for n, line in enumerate(lines) if "is unavailable" in line]
+    end = [n for n, line in enumerate(lines) if "is back after" in line]
+    assert len(start) == 1 and len(end) == 1 and start[0] < end[0]
+    assert lines[start[0]].startswith(f"email: smtp:127.0.0.1:{port} is unavailable (")
+    assert len(ids) == 6 and len(set(ids)) == 6
+
+
+def test_twilio_5xx_for_a_while_is_an_outage_spending_nothing(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
+    add_contacts(engine, campaign, 10, emails=False)
+    with TwilioDouble() as tw:
+        _twilio(monkeypatch, tw)
+        tw.go_down("5xx", 1.5)
+        seen = Seen()
+        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+            sms_rate=0, concurrency=4, observer=seen, **FAST))
+        sent = [m["to"] for m in tw.messages]
+        assert tw.down_answers >= 3
+    assert sorted(sent) == sorted(set(sent)) and len(sent) == 10
+    assert len(seen.started) == 1 and len(seen.ended) == 1
+    # The 5xx answers before the streak proved an outage had their attempts given back.
+    assert [r.attempts for r in _rows(engine)] == [1] * 10
+    assert {r.status for r in _rows(engine)} == {"sent"}
+
+
+def test_twilio_refusing_connections_then_back(env, tmp_path, monkeypatch):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
+    add_contacts(engine, campaign, 6, emails=False)
+    with TwilioDouble() as tw:
+        _twilio(monkeypatch, tw)
+        tw.go_down("refuse", 1.5)
+        seen = Seen()
+        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+            sms_rate=0, concurrency=3, observer=seen, **FAST))
+        sent = [m["to"] for m in tw.messages]
+    assert sorted(sent) == sorted(set(sent)) and len(sent) == 6
+    assert len(seen.started) == 1 and len(seen.ended) == 1
+    assert [r.attempts for r in _rows(engine)] == [1] * 6
+
+
+def test_an_isolated_5xx_stays_a_per_message_failure(env, tmp_path, monkeypatch):
+    """One number Twilio always answers 500: it spends its attempts and fails; the others
+    go out, and the channel never pauses for it."""
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]',
+                                                   max_attempts="3"))
+    add_contacts(engine, campaign, 6, emails=False)
+    with TwilioDouble(fail_numbers={"+14155550002"}) as tw:
+        _twilio(monkeypatch, tw)
+        seen = Seen()
+        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+            sms_rate=0, concurrency=2, observer=seen, **FAST))
+    rows = {r.address: r for r in _rows(engine)}
+    bad = rows.pop("+14155550002")
+    assert (bad.status, bad.attempts, bad.error_code) == ("failed", 3, "500")
+    assert {r.status for r in rows.values()} == {"sent"}
+    assert seen.started == []
+
+
+def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_path,
+                                                                     monkeypatch):
+    """An SMS in doubt must be looked up before it is sent again; with Twilio unreachable
+    the lookup is an outage like any other (no "Error: Twilio lookup ... failed")."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from notify.models import utcnow
+
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
+    add_contacts(engine, campaign, 3, emails=False)
+    with TwilioDouble() as tw:
+        _twilio(monkeypatch, tw)
+        with db.session_scope(engine) as session:
+            sender.plan(session, session.merge(campaign), ("sms",))
+            session.execute(update(Message).values(
+                status="sending", attempts=1, first_attempt_at=utcnow(),
+                lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
+        tw.go_down("5xx", 1.5)
+        seen = Seen()
+        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+            sms_rate=0, concurrency=3, observer=seen, **FAST))
+        sent = [m["to"] for m in tw.messages]
+    assert sorted(sent) == sorted(set(sent)) and len(sent) == 3
+    assert len(seen.started) == 1 and "listing messages" in seen.started[0]
+    assert {r.status for r in _rows(engine)} == {"sent"}
