@@ -45,8 +45,9 @@ Configuration is read from the environment (see the README): `NOTIFY_DATABASE_UR
     `totals` {channel: {status: n}}, `elapsed_s`, `interrupted`; a dry run adds `skipped`
     {channel: {reason: n}} (`no_address`, `reset_completed`); `remind` adds
     `reminders_planned`.
-  - `status`: `campaign`, `contacts`, `messages` and `totals` by channel and status,
-    `reach`, `resets`.
+  - `status`: `campaign`, `contacts`, `messages` and `totals` by channel and status (all
+    rounds), `rounds` [{`notice`, `sequence`, `label`, `messages`, `totals`, `reached`}]
+    (the first notices and each reminder round apart), `as_of`, `reach`, `resets`.
   - `lookup`: `query`, `matches`, `contacts` [{`verdict`, `reached`, `campaign`, `key`,
     ..., `messages` [{..., `timeline` [...]}], `reset`}].
   - `audit`: `campaign`, `records` [{`id`, `at`, `actor`, `command`, `campaign`,

@@ -270,7 +270,7 @@ class AuditRecord(Base):
 class Tally(Base):
     """A maintained count, kept by database triggers (migration 0004), never by Python code.
 
-    ``name`` says what is counted: ``contacts``, ``message:{channel}:{status}``,
+    ``name`` says what is counted: ``contacts``, ``message:{channel}:{status}:{notice}:{sequence}``,
     ``reach:{reached|pending|not_reached}`` (contacts with messages, by reach class) or
     ``reset:{status}``. On PostgreSQL every connection adds to its own ``shard`` (its backend
     pid), so concurrent workers never wait on one hot row; the count is the sum of the shards.

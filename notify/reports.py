@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from notify import exposures
+from notify import exposures, localtime
 from notify.campaigns import get_campaign
 from notify.errors import NotFound
 from notify.models import (
@@ -77,13 +77,51 @@ def read_tallies(session: Session, campaign_id: int) -> dict[str, int]:
 
 
 def _message_counts(tallies: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Messages by channel and status, all rounds together."""
     counts: dict[str, dict[str, int]] = {}
-    for name, n in tallies.items():
-        kind, _, rest = name.partition(":")
-        channel, _, status = rest.partition(":")
-        if kind == "message" and n:
-            counts.setdefault(channel, dict.fromkeys(MESSAGE_STATUSES, 0))[status] = n
+    for (_, _), by_channel in _round_counts(tallies).items():
+        for channel, by_status in by_channel.items():
+            into = counts.setdefault(channel, dict.fromkeys(MESSAGE_STATUSES, 0))
+            for status, n in by_status.items():
+                into[status] = into.get(status, 0) + n
     return {channel: counts[channel] for channel in sorted(counts, key=_channel_order)}
+
+
+def _round_counts(tallies: dict[str, int]) -> dict[tuple[str, int], dict[str, dict[str, int]]]:
+    """Messages by round (notice, sequence), channel and status, from the tallies named
+    ``message:{channel}:{status}:{notice}:{sequence}`` (migration 0008_tallies_by_round)."""
+    rounds: dict[tuple[str, int], dict[str, dict[str, int]]] = {}
+    for name, n in tallies.items():
+        if not name.startswith("message:") or not n:
+            continue
+        _, channel, status, notice, sequence = (name.split(":") + ["notice", "0"])[:5]
+        by_channel = rounds.setdefault((notice, int(sequence)), {})
+        by_channel.setdefault(channel, dict.fromkeys(MESSAGE_STATUSES, 0))[status] = n
+    return {key: {ch: rounds[key][ch] for ch in sorted(rounds[key], key=_channel_order)}
+            for key in sorted(rounds, key=lambda k: (k[0] != "notice", k[1]))}
+
+
+def round_label(notice: str, sequence: int) -> str:
+    """``first notice``, ``reminder 1``, ``first notice, sent again 1``: a round in words."""
+    if notice == "notice":
+        return "first notice" if sequence == 0 else f"first notice, sent again {sequence}"
+    return f"{notice} {sequence}"
+
+
+def _rounds(tallies: dict[str, int]) -> list[dict[str, Any]]:
+    """The first notices and each reminder round apart (see :func:`campaign_status`)."""
+    out = []
+    for (notice, sequence), by_channel in _round_counts(tallies).items():
+        out.append({
+            "notice": notice,
+            "sequence": sequence,
+            "label": round_label(notice, sequence),
+            "messages": by_channel,
+            "totals": {channel: sum(by.values()) for channel, by in by_channel.items()},
+            "reached": {channel: sum(by.get(s, 0) for s in REACHED_STATUSES)
+                        for channel, by in by_channel.items()},
+        })
+    return out
 
 
 def _channel_order(channel: str) -> int:
@@ -119,10 +157,19 @@ def _reset_counts(session: Session, tallies: dict[str, int], campaign_id: int,
 def campaign_status(session: Session, name: str, now: datetime | None = None) -> dict[str, Any]:
     """Counts by channel and status, contacts reached / not reached / pending, and resets.
 
-    Read from the counts the database's triggers maintain (migration 0004), so the report
+    ``messages``/``totals`` cover every round; ``rounds`` has the first notices and each
+    reminder round apart: ``[{"notice": "notice", "sequence": 0, "label": "first notice",
+    "messages": {channel: {status: n}}, "totals": {channel: n}, "reached": {channel: n}},
+    {"notice": "reminder", "sequence": 1, "label": "reminder 1", ...}]``. A round is a
+    (notice, sequence) pair: the sequence numbers each contact's messages on a channel, so
+    reminder 1 is everyone's first reminder (or, after a first notice was sent again, the
+    reminder that followed it).
+
+    Read from the counts the database's triggers maintain (migrations 0004, 0008), so the report
     costs the same at a hundred contacts or ten million. Contacts without any message row
     yet (not planned by ``notify send``) count as pending.
     """
+    now = now or utcnow()
     campaign = get_campaign(session, name)
     tallies = read_tallies(session, campaign.id)
     contacts = tallies.get("contacts", 0)
@@ -133,33 +180,39 @@ def campaign_status(session: Session, name: str, now: datetime | None = None) ->
         "contacts": contacts,
         "messages": messages,
         "totals": {channel: sum(by.values()) for channel, by in messages.items()},
+        "rounds": _rounds(tallies),
+        "as_of": _iso(now),
         "reach": {
             **reach,
             "reached_pct": percent(reach["reached"], contacts),
             "not_reached_pct": percent(reach["not_reached"], contacts),
             "pending_pct": percent(reach["pending"], contacts),
         },
-        "resets": _reset_counts(session, tallies, campaign.id, now or utcnow()),
+        "resets": _reset_counts(session, tallies, campaign.id, now),
     }
 
 
-def format_status(report: dict[str, Any]) -> list[str]:
-    """The status report as aligned text lines for a terminal."""
-    lines = [f"Campaign {report['campaign']}: {report['contacts']:,} contacts"]
+def format_status(report: dict[str, Any], zone: tzinfo | None = None) -> list[str]:
+    """The status report as aligned text lines for a terminal: one table row per round
+    (first notices, then each reminder round) and channel; times in ``zone`` (UTC)."""
+    lines = [f"Campaign {report['campaign']}: {report['contacts']:,} contacts "
+             f"(as of {localtime.show(report.get('as_of'), zone)})"]
+    rounds = report.get("rounds") or []
     shown = [s for s in MESSAGE_STATUSES
              if any(by.get(s) for by in report["messages"].values())]
-    if report["messages"]:
-        header = ["channel", *shown, "total"]
-        table = [header] + [
-            [CHANNEL_LABEL.get(ch, ch), *(f"{by[s]:,}" for s in shown),
-             f"{report['totals'][ch]:,}"]
-            for ch, by in report["messages"].items()
-        ]
+    if rounds:
+        header = ["round", "channel", *shown, "total"]
+        table = [header]
+        for round_ in rounds:
+            for i, (ch, by) in enumerate(round_["messages"].items()):
+                table.append([round_["label"] if i == 0 else "", CHANNEL_LABEL.get(ch, ch),
+                              *(f"{by.get(s, 0):,}" for s in shown),
+                              f"{round_['totals'][ch]:,}"])
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         for row in table:
-            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
-                                                                            strict=True)]
-            lines.append("  " + "  ".join(cells))
+            cells = ([row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+                     + [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)])
+            lines.append(("  " + "  ".join(cells)).rstrip())
     else:
         lines.append("  No messages yet (plan and send them with: notify send "
                      f"{report['campaign']})")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -156,8 +157,9 @@ def test_status_cli_text_and_json(env, campaign_file):
     result = runner.invoke(main, ["status", "acme-2026-11"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "Campaign acme-2026-11: 5 contacts"
-    assert any(line.split()[:1] == ["email"] for line in lines)
+    assert re.fullmatch(r"Campaign acme-2026-11: 5 contacts "
+                        r"\(as of \d{4}-\d\d-\d\d \d\d:\d\d UTC\)", lines[0])
+    assert any(line.split()[:3] == ["first", "notice", "email"] for line in lines)
     assert "Reached:     2 (40.0%)" in result.output
     assert "Not reached: 1 (20.0%)" in result.output
     assert "notify export unreached acme-2026-11" in result.output

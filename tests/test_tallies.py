@@ -32,8 +32,9 @@ def recount(engine, campaign_id: int) -> dict[str, int]:
                 counts[name] = counts.get(name, 0) + n
 
         add("SELECT 'contacts', count(*) FROM contacts WHERE campaign_id = :c")
-        add("SELECT 'message:' || channel || ':' || status, count(*) FROM messages "
-            "WHERE campaign_id = :c GROUP BY channel, status")
+        add("SELECT 'message:' || channel || ':' || status || ':' || notice || ':' || sequence, "
+            "count(*) FROM messages WHERE campaign_id = :c "
+            "GROUP BY channel, status, notice, sequence")
         add("SELECT 'reset:' || status, count(*) FROM password_resets WHERE campaign_id = :c "
             "GROUP BY status")
         add(f"SELECT CASE WHEN max({BUCKET}) = 2 THEN 'reach:reached' "
@@ -64,8 +65,9 @@ def test_tallies_follow_a_send_tracking_and_deletes(env, tmp_path):
     options = sender.SendOptions(email_rate=0, sms_rate=0, progress=False)
     sender.send_campaign(engine, load_settings(), campaign.name, options)
     counts = assert_tallies_exact(engine, campaign.id)
-    assert counts["message:email:sent"] == 14 and counts["message:sms:sent"] == 10
-    assert counts["message:sms:skipped"] == 4 and counts["reach:reached"] == 14
+    assert counts["message:email:sent:notice:0"] == 14
+    assert counts["message:sms:sent:notice:0"] == 10
+    assert counts["message:sms:skipped:notice:0"] == 4 and counts["reach:reached"] == 14
     assert counts["reset:pending"] == 10
 
     # Tracking moves messages one by one through the ORM.
