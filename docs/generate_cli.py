@@ -44,7 +44,8 @@ Configuration is read from the environment (see the README): `NOTIFY_DATABASE_UR
     {outcome: n}} (outcomes `sent`, `failed`, `retry`, ... and `would_send` in a dry run),
     `totals` {channel: {status: n}}, `elapsed_s`, `interrupted`; a dry run adds `skipped`
     {channel: {reason: n}} (`no_address`, `reset_completed`); `remind` adds
-    `reminders_planned`.
+    `reminders_planned`; `remind --dry-run`: `campaign`, `dry_run`, `reminders_due`,
+    `reminders_unsent`, `channels`, `next_due` {`count`, `first_at`, `last_at`}.
   - `status`: `campaign`, `contacts`, `messages` and `totals` by channel and status (all
     rounds), `rounds` [{`notice`, `sequence`, `label`, `messages`, `totals`, `reached`}]
     (the first notices and each reminder round apart), `as_of`, `reach`, `resets`.

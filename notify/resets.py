@@ -1044,6 +1044,89 @@ def plan_reminders(session: Session, campaign: Campaign, after: timedelta, max_r
     return total
 
 
+@dataclass(frozen=True)
+class Upcoming:
+    """Reminders not due yet that will fall due if nothing changes (no reset completed)."""
+
+    count: int = 0
+    first_at: datetime | None = None  # when the earliest falls due
+    last_at: datetime | None = None  # when the latest of them falls due
+
+
+def upcoming_reminders(session: Session, campaign: Campaign, after: timedelta,
+                       max_reminders: int, channels: Iterable[str],
+                       now: datetime | None = None) -> Upcoming:
+    """The reminders that are not due yet but will be: how many, and when the first and
+    the last fall due (the latest message on the channel reached less than ``after`` ago,
+    reset not completed, fewer than ``max_reminders`` so far). What ``remind --dry-run``
+    names, so that an operator (or cron) knows when to run it again.
+    """
+    now = _as_utc(now or utcnow())
+    cutoff = now - after
+    count, first, last = 0, None, None
+    for channel in dict.fromkeys(channels):
+        reached_at = _upcoming_stats(campaign.id, channel, max_reminders, cutoff)
+        n, low, high = session.execute(
+            select(func.count(), func.min(reached_at.c.at), func.max(reached_at.c.at))
+            .select_from(reached_at)).one()
+        if not n:
+            continue
+        count += n
+        low, high = _stored_time(low), _stored_time(high)
+        first = low if first is None else min(first, low)
+        last = high if last is None else max(last, high)
+    if not count:
+        return Upcoming()
+    return Upcoming(count, first + after, last + after)
+
+
+def _stored_time(value: datetime | str) -> datetime:
+    """A stored time from an aggregate (SQLite may hand back its text) as aware UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return _as_utc(value)
+
+
+def _upcoming_stats(campaign_id: int, channel: str, max_reminders: int, cutoff: datetime):
+    """Per contact that will be due on ``channel``: when its latest message reached it."""
+    messages = Message.__table__
+    reached = messages.c.status.in_(sorted(REACHED_STATUSES))
+    at = func.coalesce(messages.c.sent_at, messages.c.delivered_at)
+    stats = (
+        select(
+            messages.c.contact_id,
+            func.max(messages.c.sequence).label("last_sequence"),
+            func.max(case((reached, messages.c.sequence))).label("reached_sequence"),
+            func.max(case((reached, at))).label("reached_at"),
+            func.sum(case((messages.c.notice == "reminder", 1), else_=0)).label("reminders"),
+        )
+        .where(messages.c.campaign_id == campaign_id, messages.c.channel == channel)
+        .group_by(messages.c.contact_id)
+        .subquery("stats")
+    )
+    address = Contact.email if channel == "email" else Contact.phone
+    completed = exists().where(
+        PasswordReset.campaign_id == Contact.campaign_id,
+        PasswordReset.contact_id == Contact.id,
+        PasswordReset.status == COMPLETED,
+    )
+    return (
+        select(stats.c.reached_at.label("at"))
+        .select_from(Contact)
+        .join(stats, stats.c.contact_id == Contact.id)
+        .where(
+            Contact.campaign_id == campaign_id,
+            has_passwords(),
+            ~completed,
+            address.is_not(None),
+            stats.c.reached_sequence == stats.c.last_sequence,
+            stats.c.reached_at > literal(cutoff, UTCDateTime()),
+            stats.c.reminders < max_reminders,
+        )
+        .subquery("upcoming")
+    )
+
+
 def _insert_reminders(session: Session, campaign: Campaign, due, now: datetime) -> int:
     """Insert the due rows (skipping any a concurrent run made) and one "pending" event each.
 

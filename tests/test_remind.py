@@ -215,7 +215,8 @@ def test_cli_remind_dry_run_plans_nothing(env, campaign_file):
     seed_due(env, campaign_file)
     result = run("remind", "acme-2026-11", "--after", "3d", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "Dry run: 2 reminder(s) due for 'acme-2026-11' on email, sms" in result.output
+    assert ("Dry run (nothing planned or sent): 2 reminders due now for 'acme-2026-11' on "
+            "email, sms.") in result.output
     later = run("remind", "acme-2026-11", "--after", "5d", "--dry-run", "--json")
     assert json.loads(later.output.strip().splitlines()[-1])["reminders_due"] == 0
     no_tty = run("remind", "acme-2026-11", "--after", "3d")  # no --yes, nobody to ask

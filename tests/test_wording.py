@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from click.testing import CliRunner
+from sqlalchemy import select
 
-from notify import db
+from notify import db, localtime, resets
 from notify.cli import main
-from notify.models import Message
+from notify.cli.resets import next_due_text
+from notify.models import Campaign, Contact, Message, PasswordReset, utcnow
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
+from tests.test_resets import add_contact, add_message
+from tests.test_resets import make_campaign as resets_make_campaign
 
 
 def run(*args, **kwargs):
@@ -36,3 +41,58 @@ def test_dry_run_says_what_would_be_sent_and_what_is_skipped_why(env, tmp_path):
     after = run("send", campaign.name, "--dry-run").output.splitlines()
     assert after[1:] == ["  email: 0 would be sent, 6 already sent, 2 skipped (no address)",
                          "  sms: 7 would be sent, 1 skipped (no address)"]
+
+
+def _reminder_campaign(env, campaign_file, sent: dict[str, datetime]):
+    """Contacts with exposed passwords whose first email was sent at the given times."""
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    with db.session_scope(engine) as session:
+        campaign = resets_make_campaign(session, campaign_file)
+        for key, at in sent.items():
+            add_message(session, campaign, add_contact(session, campaign, key), sent_at=at)
+    return engine
+
+
+def test_upcoming_reminders_with_the_clock_injected(env, campaign_file):
+    now = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    engine = _reminder_campaign(env, campaign_file, {
+        "due": now - timedelta(days=4), "soon": now - timedelta(days=2),
+        "later": now - timedelta(hours=30), "reset": now - timedelta(days=1)})
+    with db.session_scope(engine) as session:
+        campaign = session.scalar(select(Campaign))
+        resets.ensure_resets(session, campaign)
+        session.scalar(select(PasswordReset).join(Contact, Contact.id == PasswordReset.contact_id)
+                       .where(Contact.key == "reset")).status = "completed"
+        session.flush()
+        upcoming = resets.upcoming_reminders(session, campaign, timedelta(hours=72), 2,
+                                             ("email",), now=now)
+        assert upcoming == resets.Upcoming(2, now + timedelta(days=1),
+                                           now + timedelta(hours=42))
+        assert resets.plan_reminders(session, campaign, timedelta(hours=72), 2, ("email",),
+                                     now=now, dry_run=True) == 1
+        text = next_due_text("acme-2026-11", upcoming, "72h",
+                             localtime.named_zone("Europe/Berlin"))
+    assert text == ("Next: 2 reminders fall due from 2026-11-28 11:00 CET to 2026-11-29 "
+                    "05:00 CET (unless those contacts reset); run notify remind acme-2026-11 "
+                    "--after 72h then.")
+    assert next_due_text("x", resets.Upcoming(), "3d").startswith("Next: none will fall due")
+
+
+def test_remind_dry_run_names_when_the_next_reminders_fall_due(env, campaign_file):
+    sent = utcnow() - timedelta(days=1)
+    _reminder_campaign(env, campaign_file, {"a": sent, "b": sent - timedelta(hours=2),
+                                            "c": sent - timedelta(days=5)})
+    result = run("remind", "acme-2026-11", "--after", "3d", "--dry-run", "--channel", "email")
+    first, last = sent - timedelta(hours=2) + timedelta(days=3), sent + timedelta(days=3)
+    assert result.output.splitlines() == [
+        "Dry run (nothing planned or sent): 1 reminder due now for 'acme-2026-11' on email.",
+        f"Next: 2 reminders fall due from {localtime.show(first)} to {localtime.show(last)} "
+        "(unless those contacts reset); run notify remind acme-2026-11 --after 3d then."]
+    data = json.loads(run("remind", "acme-2026-11", "--after", "3d", "--dry-run",
+                          "--json").output)
+    assert data["next_due"] == {"count": 2, "first_at": localtime.iso_utc(first),
+                                "last_at": localtime.iso_utc(last)}
+    local = run("remind", "acme-2026-11", "--after", "3d", "--dry-run", "--channel", "email",
+                env={"NOTIFY_TIMEZONE": "Asia/Tokyo"}).output
+    assert f"to {localtime.show(last, localtime.named_zone('Asia/Tokyo'))} (unless" in local
+    assert "JST" in local

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 
 import click
 from sqlalchemy import func, select
 
 from notify import audit as audit_log
-from notify import campaigns
+from notify import campaigns, localtime
 from notify import resets as reset_lib
 from notify.cli import main
 from notify.cli.common import App, echo_json, pass_app
 from notify.cli.export import summary, where
+from notify.cli.listing import local_option
 from notify.cli.progress import RowProgress
 from notify.cli.send import build_options, run_and_report, send_options
 from notify.errors import NotifyError
@@ -121,17 +122,19 @@ def resets_complete(app: App, file: str, campaign_name: str, rejects: str | None
 @click.option("--max-reminders", default=2, show_default=True, type=click.IntRange(min=1),
               help="At most this many reminders per contact and channel, ever.")
 @send_options
+@local_option
 @pass_app
 def remind(app: App, name: str, after_text: str, max_reminders: int, channel: str,
            dry_run: bool, limit: int | None, email_rate: float | None, sms_rate: float | None,
-           concurrency: int | None, assume_yes: bool, as_json: bool) -> None:
+           concurrency: int | None, assume_yes: bool, as_json: bool, zone: tzinfo) -> None:
     """Send the reminder notice to contacts who have not reset their password.
 
     A contact with exposed passwords and no completed reset gets a reminder on a channel
     when the last notice there (first notice or reminder) was sent at least --after ago,
     up to --max-reminders. Each reminder is its own message row, with a fresh reset link,
     sent once through the same engine as `notify send`: safe to run from cron. --dry-run
-    counts the reminders due and plans nothing.
+    counts the reminders due now, says when the next ones fall due and how many (if no one
+    resets meanwhile), and plans nothing.
 
     \b
     Examples:
@@ -151,7 +154,10 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
                                        job.channels, dry_run=True, limit=limit)
         waiting = _unsent_reminders(session, job.campaign.id, job.channels)
     if dry_run:
-        _report_dry_run(name, due, waiting, job.channels, as_json)
+        with app.session() as session:
+            upcoming = reset_lib.upcoming_reminders(session, job.campaign, after,
+                                                    max_reminders, job.channels)
+        _report_dry_run(name, due, waiting, job.channels, upcoming, after_text, as_json, zone)
         return
     if not assume_yes and due + waiting and not _confirmed(name, due + waiting):
         click.echo("Nothing planned or sent.")
@@ -177,14 +183,37 @@ def _unsent_reminders(session, campaign_id: int, channels: tuple[str, ...]) -> i
 
 
 def _report_dry_run(name: str, due: int, waiting: int, channels: tuple[str, ...],
-                    as_json: bool) -> None:
+                    upcoming: reset_lib.Upcoming, after_text: str, as_json: bool,
+                    zone: tzinfo) -> None:
     if as_json:
         echo_json({"campaign": name, "dry_run": True, "reminders_due": due,
-                   "reminders_unsent": waiting, "channels": list(channels)})
+                   "reminders_unsent": waiting, "channels": list(channels),
+                   "next_due": {"count": upcoming.count,
+                                "first_at": localtime.iso_utc(upcoming.first_at),
+                                "last_at": localtime.iso_utc(upcoming.last_at)}})
         return
-    click.echo(f"Dry run: {due} reminder(s) due for {name!r} on {', '.join(channels)}"
-               + (f", {waiting} planned earlier and not sent yet" if waiting else "")
-               + "; nothing planned or sent.")
+    click.echo(f"Dry run (nothing planned or sent): {plural(due, 'reminder')} due now for "
+               f"{name!r} on {', '.join(channels)}"
+               + (f", {waiting} planned earlier and not sent yet" if waiting else "") + ".")
+    click.echo(next_due_text(name, upcoming, after_text, zone))
+
+
+def next_due_text(name: str, upcoming: reset_lib.Upcoming, after_text: str,
+                  zone: tzinfo | None = None) -> str:
+    """``Next: 26 reminders fall due from 2026-12-09 10:02 UTC to ...``: when to run again."""
+    if not upcoming.count:
+        return ("Next: none will fall due (every contact with exposed passwords has reset, "
+                "had the most reminders, or still waits for a notice to be sent).")
+    first = localtime.show(upcoming.first_at, zone)
+    when = (f"at {first}" if upcoming.first_at == upcoming.last_at
+            else f"from {first} to {localtime.show(upcoming.last_at, zone)}")
+    return (f"Next: {plural(upcoming.count, 'reminder')} fall due {when} (unless those "
+            f"contacts reset); run notify remind {name} --after {after_text} then.")
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 reminder``, ``26 reminders``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _confirmed(name: str, total: int) -> bool:
