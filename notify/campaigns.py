@@ -29,6 +29,18 @@ class Throttle:
 
 
 @dataclass(frozen=True)
+class Prices:
+    """What one message costs, for `notify plan` (0: not known)."""
+
+    email: float = 0.0
+    sms_segment: float = 0.0
+    currency: str = "USD"
+
+
+MONITORING_KEYS = ("provider", "months", "enroll_url")
+
+
+@dataclass(frozen=True)
 class CampaignConfig:
     """Every field of a campaign file, validated; templates see them as ``campaign.*``."""
 
@@ -50,11 +62,20 @@ class CampaignConfig:
     fallback: str = "none"
     templates: str | None = None
     throttle: Throttle = field(default_factory=Throttle)
+    # Breach-law facts (notify.rules): all optional.
+    determined_date: str = ""  # when the breach was determined (some deadlines count from it)
+    law_enforcement_delay_until: str = ""  # a law-enforcement delay of the notice ends then
+    regimes: tuple[str, ...] = ()  # sector regimes that apply, e.g. ("hipaa",)
+    credit_monitoring: dict[str, Any] | None = None  # {provider, months, enroll_url}
+    business_email_domains: tuple[str, ...] = ()  # email domains the business furnishes
+    prices: Prices = field(default_factory=Prices)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for storage and template context."""
         data = asdict(self)
         data["channels"] = list(self.channels)
+        data["regimes"] = list(self.regimes)
+        data["business_email_domains"] = list(self.business_email_domains)
         return data
 
     @classmethod
@@ -63,6 +84,9 @@ class CampaignConfig:
         data = dict(data)
         data["throttle"] = Throttle(**data.get("throttle", {}))
         data["channels"] = tuple(data.get("channels", ()))
+        data["regimes"] = tuple(data.get("regimes", ()))
+        data["business_email_domains"] = tuple(data.get("business_email_domains", ()))
+        data["prices"] = Prices(**data.get("prices", {}))
         return cls(**data)
 
     @property
@@ -101,9 +125,18 @@ def _check_types(path: Path, raw: dict[str, Any]) -> None:
                 if tkey not in tknown:
                     raise _fail(path, f"throttle.{tkey}", "unknown key (known: "
                                 + ", ".join(sorted(tknown)) + ")")
-        elif key == "channels":
+        elif key in ("channels", "regimes", "business_email_domains"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise _fail(path, key, "must be a list of channel names")
+                raise _fail(path, key, "must be a list of strings")
+        elif key in ("credit_monitoring", "prices"):
+            if not isinstance(value, dict):
+                raise _fail(path, key, f"must be a table [{key}]")
+            sub = MONITORING_KEYS if key == "credit_monitoring" else \
+                tuple(f.name for f in fields(Prices))
+            for skey in value:
+                if skey not in sub:
+                    raise _fail(path, f"{key}.{skey}", "unknown key (known: "
+                                + ", ".join(sorted(sub)) + ")")
         elif key == "reset_token_ttl_days":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise _fail(path, key, f"{value!r} must be a whole number of days")
@@ -133,7 +166,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
     for key in ("reply_to", "support_email"):
         if data.get(key):
             data[key] = _check_email(path, key, data[key])
-    for key in ("incident_date", "discovered_date"):
+    for key in ("incident_date", "discovered_date", "determined_date",
+                "law_enforcement_delay_until"):
         if key in data:
             value = data[key]
             try:
@@ -168,7 +202,52 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
     data["throttle"] = Throttle(**throttle)
     if data.get("templates"):  # within the campaign file's folder, and a folder
         template_versions.override_folder(path, data["templates"])
+    _validate_law_facts(path, data)
     return CampaignConfig(**data)
+
+
+def _validate_law_facts(path: Path, data: dict[str, Any]) -> None:
+    """The optional breach-law keys: regimes, credit_monitoring, business domains, prices."""
+    known_regimes = ("hipaa",)
+    regimes = [r.strip().lower() for r in data.get("regimes", [])]
+    bad = [r for r in regimes if r not in known_regimes]
+    if bad:
+        raise _fail(path, "regimes", f"{bad[0]!r} is not a known regime (known: "
+                    + ", ".join(known_regimes) + ")")
+    data["regimes"] = tuple(dict.fromkeys(regimes))
+    if "credit_monitoring" in data:
+        offer = dict(data["credit_monitoring"])
+        for key in MONITORING_KEYS:
+            if key not in offer:
+                raise _fail(path, f"credit_monitoring.{key}", "is required")
+        months = offer["months"]
+        if not isinstance(months, int) or isinstance(months, bool) or months < 1:
+            raise _fail(path, "credit_monitoring.months", f"{months!r} must be a positive "
+                        "whole number of months")
+        for key in ("provider", "enroll_url"):
+            if not isinstance(offer[key], str) or not offer[key].strip():
+                raise _fail(path, f"credit_monitoring.{key}", f"{offer[key]!r} must be a "
+                            "non-empty string")
+        if not re.match(r"^https?://", offer["enroll_url"]):
+            raise _fail(path, "credit_monitoring.enroll_url",
+                        f"{offer['enroll_url']!r} must be an http(s) URL")
+        data["credit_monitoring"] = offer
+    domains = []
+    for domain in data.get("business_email_domains", []):
+        cleaned = domain.strip().lower().lstrip("@")
+        if not re.match(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$", cleaned):
+            raise _fail(path, "business_email_domains", f"{domain!r} is not a domain")
+        domains.append(cleaned)
+    data["business_email_domains"] = tuple(dict.fromkeys(domains))
+    prices = dict(data.get("prices", {}))
+    for key in ("email", "sms_segment"):
+        value = prices.get(key, 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise _fail(path, f"prices.{key}", f"{value!r} must be a number, 0 or more")
+        prices[key] = float(value)
+    if not isinstance(prices.get("currency", "USD"), str):
+        raise _fail(path, "prices.currency", "must be a string such as \"USD\"")
+    data["prices"] = Prices(**prices)
 
 
 def parse_campaign_file(path: str | Path) -> CampaignConfig:

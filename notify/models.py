@@ -138,6 +138,9 @@ class Contact(Base):
     state: Mapped[str | None] = mapped_column(String(64))
     locale: Mapped[str | None] = mapped_column(String(32))
     extra: Mapped[dict | None] = mapped_column(JSONText)
+    # Credit-monitoring code from the campaign's pool (notify.codes; EnrollmentCode is the
+    # record of the assignment, this the copy notices read).
+    enrollment_code: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -318,3 +321,28 @@ class Throttle(Base):
     )
     channel: Mapped[str] = mapped_column(String(8), primary_key=True)
     next_slot: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class EnrollmentCode(Base):
+    """One credit-monitoring enrollment code of a campaign's pool (``notify codes import``).
+
+    ``contact_id`` is set when the code is given to a contact; the unique constraints make a
+    code go to at most one contact and a contact get at most one code, whatever the number of
+    workers (notify.codes.assign).
+    """
+
+    __tablename__ = "enrollment_codes"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "code", name="uq_enrollment_codes_code"),
+        UniqueConstraint("contact_id", name="uq_enrollment_codes_contact"),
+        Index("ix_enrollment_codes_free", "campaign_id", "contact_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(128))
+    contact_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("contacts.id", ondelete="SET NULL"))
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from notify import bulk, fallback, templates
+from notify import bulk, codes, fallback, templates
 from notify import campaigns as campaigns_mod
 from notify.campaigns import CampaignConfig
 from notify.config import LEASE_SECONDS, Settings
@@ -346,6 +346,9 @@ def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Cou
     config = campaigns_mod.config_of(campaign)
     now = utcnow()
     created: Counter = Counter()
+    # Monitoring codes first: it takes the campaign lock before any message row is written
+    # (the other order could deadlock two planning workers), and a pool too small refuses.
+    codes.assign(session, campaign, now)
     restore = _hash_anti_joins(session)
     for channel in channels:
         if channel not in config.channels:
@@ -488,7 +491,8 @@ _CLAIM_MESSAGE = tuple(_messages.c[n] for n in (
     "first_attempt_at", "address"))
 # The columns ContactView.from_model reads (their names do not clash with the above).
 _CLAIM_CONTACT = tuple(_contacts.c[n] for n in (
-    "key", "name", "email", "phone", "exposures", "extra", "country", "state", "locale"))
+    "key", "name", "email", "phone", "exposures", "extra", "country", "state", "locale",
+    "enrollment_code"))
 
 
 def _lease(session: Session, conditions: list, count: int, worker: str,

@@ -41,6 +41,8 @@ from notify import template_versions
 from notify.campaigns import CampaignConfig, config_of
 from notify.errors import NotifyError
 from notify.models import NOTICES, Campaign, Contact, TemplateVersion
+from notify.rules import residence
+from notify.rules.variants import NoticeRules, notice_rules
 from notify.template_versions import TemplateSet
 
 if TYPE_CHECKING:
@@ -116,6 +118,7 @@ class ContactView:
     country: str | None = None
     state: str | None = None
     locale: str | None = None
+    enrollment_code: str | None = None  # the contact's credit-monitoring code (notify.codes)
 
     @classmethod
     def from_model(cls, contact: Contact | Row) -> ContactView:
@@ -131,6 +134,7 @@ class ContactView:
             country=contact.country,
             state=contact.state,
             locale=contact.locale,
+            enrollment_code=getattr(contact, "enrollment_code", None),
         )
 
 
@@ -166,6 +170,7 @@ class RenderedSms:
 _DATA_FIELDS = {
     ContactView: frozenset(f.name for f in fields(ContactView)),
     Advice: frozenset(f.name for f in fields(Advice)),
+    NoticeRules: frozenset(f.name for f in fields(NoticeRules)),
 }
 
 
@@ -338,7 +343,8 @@ def _one_line(text: str) -> str:
 
 # Context names that differ between renders; the rest are the campaign's constants.
 _PER_CONTACT = frozenset({"contact", "reset_url", "advice"})
-_PER_RENDER = frozenset({"exposures", "notice", "template", "link_expires"})
+_PER_RENDER = frozenset({"exposures", "notice", "template", "link_expires", "jurisdiction",
+                         "rules"})
 
 
 def _hashable(value: Any) -> Any:
@@ -385,6 +391,8 @@ class Notices:
             for (notice, channel), names in FILES.items()
         }
         self._expiry: tuple[date, str] | None = None
+        offer = config.credit_monitoring or {}
+        self._monitoring_months = int(offer.get("months") or 0)
 
     # -- compiling --
 
@@ -492,6 +500,10 @@ class Notices:
         ctx["notice"] = notice
         ctx["template"] = kinds[0]
         ctx["link_expires"] = self._link_expires()
+        # The law of where the contact lives shapes the notice (notify.rules.variants).
+        code = residence(contact.country, contact.state)
+        ctx["jurisdiction"] = code
+        ctx["rules"] = notice_rules(code, tuple(kinds), self._monitoring_months)
         return kinds[0], ctx
 
     def _add_advice(self, ctx: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def loaded(env, campaign_file):
         session.add_all([
             Contact(campaign_id=campaign.id, key="C-1001", name="Jane <script>x</script>",
                     email="jane@xn--bcher-kva.example", phone="+14155550123",
-                    exposures="identity;passwords", extra={"enrollment_code": "EN-42"}),
+                    exposures="identity;passwords", extra={}, enrollment_code="EN-42"),
             Contact(campaign_id=campaign.id, key="C-1002", name=None, email=None,
                     phone="+14155550124", exposures="card", extra={}),
         ])

@@ -36,6 +36,8 @@ def templates_check(app: App, campaign_name: str | None) -> None:
     a syntax error, an undefined name, a missing required heading, a missing reset link, an
     SMS over 3 segments or one that does not point to the full notice, or an override file
     that notify would never read. `notify send` runs the same check before sending.
+    With --campaign, it also renders every jurisdiction variant the campaign's contacts need
+    (e.g. Massachusetts, Illinois, California) and checks each against its content rules.
 
     With --campaign it checks the version stored at `notify campaign load` (what sending
     renders), and warns when the files on disk have changed since, or when an override
@@ -48,12 +50,18 @@ def templates_check(app: App, campaign_name: str | None) -> None:
       notify templates check
       notify templates check --campaign acme-2026-11
     """
+    variants: list[str] = []
     if campaign_name:
+        from notify.rules.check import variant_problems
+
         with app.session() as session:
             campaign = campaigns.get_campaign(session, campaign_name)
             checked = notices_mod.check_campaign(session, campaign)
             folder = campaign.templates_dir
+            # The law of where the contacts live: every variant they need (notify.rules).
+            variants = variant_problems(session, campaign, checked.notices)
         notices, problems, warnings = checked.notices, checked.problems, checked.warnings
+        problems = problems + variants
         what = f"campaign {campaign_name!r}"
         source = (f"{folder} over the defaults" if folder else "the defaults") \
             + f", stored version {notices.version[:16]}"
