@@ -152,16 +152,17 @@ def test_exposure_flag_columns(loaded, tmp_path):
         ["a@example.com", "yes", "", "no"],
         ["b@example.com", "X", "TRUE", "1"],
         ["c@example.com", "no", "0", ""],  # line 4: rejected
-        ["d@example.com", "maybe", "y", "n"],  # line 5: imported with a warning
+        ["d@example.com", "maybe", "y", "n"],  # line 5: neither yes nor no: rejected
     ])
     summary = do_import(loaded, path)
     contacts = stored(loaded)
     assert contacts["a@example.com"].exposures == "passwords"
     assert contacts["b@example.com"].exposures == "identity;card;passwords"
-    assert contacts["d@example.com"].exposures == "card"
-    assert [p.line for p in summary.rejects] == [4]
-    assert [p.line for p in summary.warned] == [5]
-    assert summary.warned[0].reason == "column 'Passwords' is not yes/no (yes, true, 1, x); ignored"
+    assert "d@example.com" not in contacts
+    assert [p.line for p in summary.rejects] == [4, 5]
+    assert summary.rejects[1].reason == (
+        'column \'Passwords\' is "maybe", neither yes nor no '
+        "(yes, true, 1, x / no, false, 0, empty)")
 
 
 def test_example_list_through_the_cli(env, campaign_file, tmp_path):
