@@ -26,8 +26,12 @@ def record(
     at: datetime | None = None,
     applied: bool = True,
     provider_message_id: str | None = None,
+    replay_key: str | None = None,
 ) -> Event:
-    """Append one event (never updated afterwards except ``applied`` for early callbacks)."""
+    """Append one event (never updated afterwards except ``applied`` for early callbacks).
+
+    ``replay_key`` (unique) identifies a provider report, so a replayed one is stored once.
+    """
     event = Event(
         campaign_id=message.campaign_id if message is not None else campaign_id,
         message_id=message.id if message is not None else None,
@@ -38,6 +42,7 @@ def record(
         kind=kind,
         applied=applied,
         detail=detail,
+        replay_key=replay_key,
     )
     session.add(event)
     return event
@@ -56,6 +61,7 @@ def advance(
     source: str,
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
+    replay_key: str | None = None,
 ) -> bool:
     """Move ``message`` to ``status`` if that is forward, and log an event either way.
 
@@ -72,5 +78,5 @@ def advance(
             message.delivered_at = at
     message.last_event_at = max(message.last_event_at or at, at)
     record(session, source=source, kind=status, message=message, detail=detail, at=at,
-           applied=moved)
+           applied=moved, replay_key=replay_key)
     return moved

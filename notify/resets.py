@@ -79,6 +79,13 @@ TOKEN_BYTES = 32
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,512}$")
 _BATCH = 500
 
+# A webhook completion is judged at receipt (issue 13): the provider's ``completed_at`` may
+# run ahead of our clock by this much (clock skew), and before the link's issue by as much.
+CLOCK_SKEW = timedelta(minutes=5)
+# ... and may lag its receipt by at most this (a provider retrying for a day is plausible;
+# a completion claimed for last month is a replayed or forged body).
+MAX_COMPLETION_AGE = timedelta(hours=24)
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -383,7 +390,7 @@ def _fail(status: int, message: str) -> CompletionResult:
 
 def complete(session: Session, campaign: Campaign | None, *, token: str | None = None,
              key: str | None = None, email: str | None = None, completed_at: datetime,
-             source: str) -> CompletionResult:
+             source: str, received_at: datetime | None = None) -> CompletionResult:
     """Mark a contact's reset completed, by link token, key or email; once.
 
     Status 200 completed; 400 bad request (not exactly one of token/key/email, ambiguous
@@ -391,22 +398,28 @@ def complete(session: Session, campaign: Campaign | None, *, token: str | None =
     ``completed_at``. Nothing is written unless the result is 200. ``campaign`` may be None:
     a token finds its own, a key/email must match in exactly one campaign. ``source``
     (``webhook``, ``import``...) is kept as ``completed_via`` and in the event.
+
+    ``received_at`` (the webhook's time of receipt) makes the link's expiry judged at
+    receipt, not at the claimed ``completed_at``, and a ``completed_at`` more than
+    :data:`CLOCK_SKEW` before the link was issued a 400: a backdated body cannot complete an
+    expired link. Both times are stored.
     """
     given = [name for name, value in (("token", token), ("key", key), ("email", email))
              if value not in (None, "")]
     if len(given) != 1:
         return _fail(400, "give exactly one of token, key or email")
     completed_at = _as_utc(completed_at)
+    received = _as_utc(received_at) if received_at is not None else None
     if token:
         target = _target_by_token(session, campaign, token)
     else:
         target = _target_by_identity(session, campaign, key=key, email=email)
     if isinstance(target, CompletionResult):
         return target
-    problem = _check_target(target, completed_at)
+    problem = _check_target(target, completed_at, received)
     if problem is not None:
         return problem
-    _apply(session, target, completed_at, source, by=given[0])
+    _apply(session, target, completed_at, source, by=given[0], received_at=received)
     return CompletionResult(200, "password reset completed", campaign=target.campaign.name,
                             contact_key=target.contact_key, completed_at=completed_at)
 
@@ -488,30 +501,35 @@ def _target_by_identity(session: Session, campaign: Campaign | None, *, key: str
     return _Target(owner, row.id, row.key, reset)
 
 
-def _check_target(target: _Target, completed_at: datetime) -> CompletionResult | None:
+def _check_target(target: _Target, completed_at: datetime,
+                  received: datetime | None) -> CompletionResult | None:
     if target.reset.status == COMPLETED:
         return _fail(409, "password reset already completed")
     token = target.token
     if token is not None:
         if token.revoked_at is not None or token.used_at is not None:
             return _fail(409, "this link was revoked")
-        if token.expires_at <= completed_at:
+        if received is not None and completed_at < token.created_at - CLOCK_SKEW:
+            return _fail(400, "completed_at is before this link was issued")
+        if token.expires_at <= (received or completed_at):
             return _fail(410, "this link has expired")
     return None
 
 
 def _apply(session: Session, target: _Target, completed_at: datetime, source: str,
-           *, by: str) -> None:
+           *, by: str, received_at: datetime | None = None) -> None:
+    received = received_at or utcnow()
     reset = target.reset
     reset.status = COMPLETED
     reset.completed_at = completed_at
+    reset.completion_received_at = received
     reset.completed_via = source
     if target.token is not None:
         target.token.used_at = completed_at
     _revoke_open_tokens(session, [reset.id], utcnow())
     events.record(session, source="reset", kind="reset_completed",
                   campaign_id=target.campaign.id, contact_id=target.contact_id,
-                  at=completed_at, detail={"via": source, "by": by})
+                  at=completed_at, detail={"via": source, "by": by, "received_at": iso(received)})
     session.flush()
 
 
@@ -551,62 +569,90 @@ def verify_signature(secret: str | None, body: bytes, header: str | None) -> boo
 
 
 def handle_webhook(session: Session, settings: Settings, body: bytes,
-                   signature: str | None) -> tuple[int, dict[str, Any]]:
+                   signature: str | None,
+                   received_at: datetime | None = None) -> tuple[int, dict[str, Any]]:
     """POST /webhooks/resets: verify, parse, complete; returns (HTTP status, JSON body).
 
     Body: ``{"token": ..., "completed_at": "<ISO-8601>"}``, or ``key``/``email`` in place of
     ``token`` with an optional ``campaign`` name. ``completed_at`` defaults to the time of
-    receipt. 403 bad/missing signature, 400 malformed, 404 unknown, 409 already completed or
-    revoked, 410 expired, 200 completed. Nothing is written on any error; the caller commits
-    on 2xx.
+    receipt ``received_at`` (now when not given; the server passes the time the request
+    arrived). 403 bad/missing signature, 400 malformed or a ``completed_at`` implausible at
+    receipt (more than 5 minutes ahead, more than 24 hours before, or before the link was
+    issued), 404 unknown, 409 already completed or revoked, 410 expired at receipt, 200
+    completed. Nothing is written on any error; the caller commits on 2xx.
     """
+    received = _as_utc(received_at) if received_at is not None else utcnow()
     if not settings.webhook_secret:
         return 403, {"status": "error",
                      "error": "reset webhook disabled: NOTIFY_WEBHOOK_SECRET is not set"}
     if not verify_signature(settings.webhook_secret, body, signature):
         return 403, {"status": "error", "error": f"missing or invalid {SIGNATURE_HEADER}"}
-    request = _parse_webhook_body(body)
+    request = _parse_webhook_body(body, received)
     if isinstance(request, CompletionResult):
         return request.status, request.body()
     fields, completed_at, campaign_name = request
+    if completed_at > received + CLOCK_SKEW:
+        return 400, _fail(400, "completed_at is in the future").body()
+    if completed_at < received - MAX_COMPLETION_AGE:
+        return 400, _fail(400, "completed_at is more than 24 hours before its receipt").body()
     campaign = None
     if campaign_name is not None:
         campaign = session.scalar(select(Campaign).where(Campaign.name == campaign_name))
         if campaign is None:
             return 404, {"status": "error", "error": "unknown campaign"}
-    result = complete(session, campaign, completed_at=completed_at, source="webhook", **fields)
+    result = complete(session, campaign, completed_at=completed_at, source="webhook",
+                      received_at=received, **fields)
     return result.status, result.body()
 
 
 def _parse_webhook_body(
-    body: bytes,
+    body: bytes, received: datetime,
 ) -> tuple[dict[str, str], datetime, str | None] | CompletionResult:
+    # A signed body is still untrusted input (a leaked secret, a buggy provider): deep nesting
+    # (RecursionError), bad UTF-8, NUL or lone surrogates are a 400, never a 500.
     try:
         payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return _fail(400, "body is not JSON")
     if not isinstance(payload, dict):
         return _fail(400, "body must be a JSON object")
+    for name in ("token", "key", "email", "completed_at", "campaign"):
+        problem = _bad_text(name, payload.get(name))
+        if problem:
+            return _fail(400, problem)
     fields = {name: payload[name] for name in ("token", "key", "email")
               if payload.get(name) not in (None, "")}
     if len(fields) != 1:
         return _fail(400, "give exactly one of token, key or email")
-    if not all(isinstance(value, str) for value in fields.values()):
-        return _fail(400, f"{next(iter(fields))} must be a string")
     raw_time = payload.get("completed_at")
     if raw_time is None:
-        completed_at = utcnow()
+        completed_at = received
     else:
         try:
-            completed_at = parse_time(raw_time) if isinstance(raw_time, str) else None
-        except ValueError:
+            completed_at = parse_time(raw_time)
+        except (ValueError, OverflowError):  # year 1 with an offset overflows in UTC
             completed_at = None
         if completed_at is None:
             return _fail(400, "completed_at must be an ISO-8601 date-time")
     campaign_name = payload.get("campaign")
-    if campaign_name is not None and not isinstance(campaign_name, str):
-        return _fail(400, "campaign must be a string")
     return fields, completed_at, campaign_name or None
+
+
+def _bad_text(name: str, value: Any) -> str | None:
+    """Why a webhook field is unusable (not a string, too long, NUL, not UTF-8), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"{name} must be a string"
+    if len(value) > 512:
+        return f"{name} is longer than 512 characters"
+    if "\x00" in value:
+        return f"{name} contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name} is not valid UTF-8"
+    return None
 
 
 # --------------------------------------------------------------------------- export
@@ -980,7 +1026,8 @@ def _complete_many(session: Session, campaign: Campaign,
     session.execute(
         resets_table.update()
         .where(resets_table.c.id == bindparam("reset_id"))
-        .values(status=COMPLETED, completed_at=bindparam("done_at"), completed_via="import"),
+        .values(status=COMPLETED, completed_at=bindparam("done_at"), completed_via="import",
+                completion_received_at=utcnow()),
         [{"reset_id": reset_id, "done_at": row.completed_at} for row, reset_id in items],
     )
     session.execute(Event.__table__.insert(), [

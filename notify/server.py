@@ -2,14 +2,20 @@
 
 Every request that changes something is authenticated first (Twilio's X-Twilio-Signature,
 or the reset webhook's HMAC checked by ``notify.resets``); a request that fails any check
-changes nothing. Database work runs on a small thread pool so the event loop keeps
-answering while a transaction waits for a lock.
+changes nothing, and the refusal is logged (rate-limited). Database work runs on a small
+thread pool so the event loop keeps answering while a transaction waits for a lock; the
+health check has threads of its own and a one-second budget, so it answers even then.
+
+Slow or stalled clients cannot hold connections: a request must send its headers within the
+keep-alive timeout of connecting (or of its previous response) and its body within
+``BODY_TIMEOUT`` (408, then the connection is closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -17,11 +23,13 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from notify import db, tracking
 from notify.config import Settings, check_webhook_secret
+from notify.models import utcnow
 
 log = logging.getLogger("notify.server")
 
@@ -32,27 +40,53 @@ HEALTH_PATH = "/healthz"
 # much larger is not one of ours.
 MAX_BODY = 64 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
+# A webhook body is a few hundred bytes: a client still sending after this is stalled or
+# hostile (slow-body attack), not slow.
+BODY_TIMEOUT = 10.0
+# Headers of a request must arrive within this of connecting or of the previous response;
+# an idle keep-alive connection is closed after it.
+KEEPALIVE_TIMEOUT = 15.0
+# After an early answer (408, 413) unread body bytes are drained for at most this long.
+LINGERING_TIME = 2.0
+# GET /healthz answers within a second whatever the database does.
+HEALTH_TIMEOUT = 0.8
+# One log line per kind of refusal per this many seconds; the others are counted in it.
+REFUSAL_LOG_INTERVAL = 60.0
 
 ENGINE = web.AppKey("engine", Engine)
 SETTINGS = web.AppKey("settings", Settings)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+HEALTH = web.AppKey("health", "HealthProbe")
+CLOCK = web.AppKey("clock", Callable)
+REFUSALS = web.AppKey("refusals", "RefusalLog")
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
 
 T = TypeVar("T")
 
 
-def make_app(engine: Engine, settings: Settings) -> web.Application:
-    """Build the webhook application (routes, body limit, DB thread pool).
+def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], Any] = utcnow,
+             body_timeout: float = BODY_TIMEOUT,
+             keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> web.Application:
+    """Build the webhook application (routes, body limit, timeouts, DB thread pool).
 
-    A NOTIFY_WEBHOOK_SECRET too short to resist guessing is refused here (ConfigError), so
-    no way of starting the server can run with it.
+    ``clock`` gives the time a reset completion is received at (tests inject it). A
+    NOTIFY_WEBHOOK_SECRET too short to resist guessing is refused here (ConfigError), so no
+    way of starting the server can run with it.
     """
     check_webhook_secret(settings.webhook_secret)
-    app = web.Application(client_max_size=MAX_BODY)
+    # handler_args reach the connection handler however the app is run (run_app, test
+    # servers, an embedding AppRunner).
+    app = web.Application(client_max_size=MAX_BODY, handler_args={
+        "keepalive_timeout": keepalive_timeout, "lingering_time": LINGERING_TIME})
     app[ENGINE] = engine
     app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[BODY_TIMEOUT_KEY] = body_timeout
+    app[REFUSALS] = RefusalLog()
     # SQLite has one writer at a time: a single DB thread avoids pointless lock contention.
     workers = 1 if db.is_sqlite(engine) else 4
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify-db")
+    app[HEALTH] = HealthProbe(engine)
     app.router.add_post(TWILIO_STATUS_PATH, twilio_status)
     app.router.add_post(RESETS_PATH, reset_completion)
     app.router.add_get(HEALTH_PATH, healthz)
@@ -62,6 +96,35 @@ def make_app(engine: Engine, settings: Settings) -> web.Application:
 
 async def _shutdown_executor(app: web.Application) -> None:
     app[EXECUTOR].shutdown(wait=True)
+    app[HEALTH].close()
+
+
+class RefusalLog:
+    """Warnings about refused requests, at most one per kind per interval.
+
+    A forger or a misconfigured proxy can send thousands of bad requests: each kind is
+    logged at once, then at most every ``interval`` seconds with the count left out since.
+    """
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warn(self, kind: str, message: str) -> bool:
+        """Log ``message`` unless ``kind`` was logged within the interval; True if logged."""
+        now = self.clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        held = self._held.pop(kind, 0)
+        more = f" ({held} more refused since the last report)" if held else ""
+        log.warning("%s%s", message, more)
+        self._last[kind] = now
+        return True
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -84,13 +147,22 @@ async def _run_db(app: web.Application, fn: Callable[..., T], *args: Any) -> T:
 
 
 async def _read_body(request: web.Request) -> bytes | web.Response:
-    """The request body, or a 413 response when it is larger than any webhook of ours."""
+    """The request body; a 413 response when it is larger than any webhook of ours, a 408
+    (closing the connection) when it does not arrive within the body timeout."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, f"body larger than {MAX_BODY} bytes")
     try:
-        return await request.read()
+        async with asyncio.timeout(request.app[BODY_TIMEOUT_KEY]):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"body larger than {MAX_BODY} bytes")
+    except TimeoutError:
+        request.app[REFUSALS].warn("body-timeout", f"request to {request.path} from "
+                                   f"{request.remote}: body not received within "
+                                   f"{request.app[BODY_TIMEOUT_KEY]:g} s; connection closed")
+        response = _error(408, "request body not received in time")
+        response.force_close()
+        return response
 
 
 # --- Twilio status callbacks ---------------------------------------------------------------
@@ -122,15 +194,27 @@ def signature_ok(settings: Settings, request: web.Request, params: MultiDict) ->
 
 
 def _parse_form(body: bytes) -> MultiDict:
-    """Form fields of the body; ValueError when it is not a url-encoded UTF-8 form."""
-    pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+    """Form fields of the body; ValueError when it is not a url-encoded UTF-8 form, or holds
+    a NUL (PostgreSQL cannot store one, and no Twilio field has one)."""
+    pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
+                      errors="strict")
+    if any("\x00" in name or "\x00" in value for name, value in pairs):
+        raise ValueError("NUL in a form field")
     return MultiDict(pairs)
 
 
-def _apply_callback(engine: Engine, report: tracking.StatusReport) -> dict[str, Any]:
+def _apply_callback(engine: Engine, report: tracking.StatusReport,
+                    key: str | None = None) -> dict[str, Any]:
     engine = db.writer(engine)
-    with db.session_scope(engine) as session:
-        outcome = tracking.handle_callback(session, report)
+    try:
+        with db.session_scope(engine) as session:
+            outcome = tracking.handle_callback(session, report, key)
+    except IntegrityError as exc:
+        # The same callback was stored by a concurrent request between our check and our
+        # insert (unique replay_key): this one is the replay.
+        if key is None or "replay_key" not in str(exc.orig):
+            raise
+        return {"replay": True}
     if outcome.get("early"):
         # The send engine may have stored the SID while we were storing the early event:
         # look once more, in a fresh transaction, so the callback is not left unapplied.
@@ -153,15 +237,25 @@ async def twilio_status(request: web.Request) -> web.Response:
         return _error(400, "body is not a url-encoded form")
     settings = request.app[SETTINGS]
     if not signature_ok(settings, request, params):
+        refusals = request.app[REFUSALS]
         if not (settings.twilio_auth_token and settings.public_url):
-            log.warning("Twilio callback refused: TWILIO_AUTH_TOKEN and NOTIFY_PUBLIC_URL "
-                        "are both needed to check its signature")
+            refusals.warn("twilio-unconfigured", "Twilio callback refused: TWILIO_AUTH_TOKEN "
+                          "and NOTIFY_PUBLIC_URL are both needed to check its signature")
+        else:
+            # The URL is what operators need to see: a proxy that rewrites the scheme or
+            # host makes every genuine callback fail against NOTIFY_PUBLIC_URL.
+            what = ("missing" if not request.headers.get("X-Twilio-Signature")
+                    else "invalid")
+            refusals.warn("twilio-signature", f"Twilio callback refused: {what} "
+                          f"X-Twilio-Signature, validated against {twilio_url(settings, request)}"
+                          f" (from {request.remote})")
         return _error(403, "missing or invalid X-Twilio-Signature")
     try:
         report = tracking.StatusReport.from_callback(params)
     except tracking.CallbackError as exc:
         return _error(400, str(exc))
-    outcome = await _run_db(request.app, _apply_callback, request.app[ENGINE], report)
+    key = tracking.replay_key(params)
+    outcome = await _run_db(request.app, _apply_callback, request.app[ENGINE], report, key)
     return web.json_response({"ok": True, **outcome}, status=202 if outcome.get("early") else 200)
 
 
@@ -169,7 +263,8 @@ async def twilio_status(request: web.Request) -> web.Response:
 
 
 def _apply_reset(
-    engine: Engine, settings: Settings, body: bytes, signature: str | None
+    engine: Engine, settings: Settings, body: bytes, signature: str | None,
+    received_at: Any = None,
 ) -> tuple[int, dict]:
     try:
         from notify import resets  # written separately; the server must work without it
@@ -177,7 +272,8 @@ def _apply_reset(
         return 503, {"error": "password resets are not available in this installation"}
     session = db.sessionmaker_for(db.writer(engine))()
     try:
-        status, payload = resets.handle_webhook(session, settings, body, signature)
+        status, payload = resets.handle_webhook(session, settings, body, signature,
+                                                received_at)
         # "Nothing changes on any error": keep the work only for a success answer.
         if 200 <= status < 300:
             session.commit()
@@ -192,32 +288,89 @@ def _apply_reset(
 
 
 async def reset_completion(request: web.Request) -> web.Response:
-    """POST /webhooks/resets: hand the signed body to ``notify.resets.handle_webhook``."""
+    """POST /webhooks/resets: hand the signed body to ``notify.resets.handle_webhook``.
+
+    The time of receipt is taken as the request arrives (before any wait for the database):
+    the link's expiry is judged by it, not by the ``completed_at`` the body claims.
+    """
+    app = request.app
+    received_at = app[CLOCK]()
     body = await _read_body(request)
     if isinstance(body, web.Response):
         return body
-    app = request.app
     status, payload = await _run_db(app, _apply_reset, app[ENGINE], app[SETTINGS], body,
-                                    request.headers.get("X-Notify-Signature"))
+                                    request.headers.get("X-Notify-Signature"), received_at)
+    if status == 403:
+        app[REFUSALS].warn("reset-signature", f"reset completion refused ({payload.get('error')})"
+                           f" at {request.path} from {request.remote}")
     return web.json_response(payload, status=status)
 
 
 # --- Health ----------------------------------------------------------------------------------
 
 
-def _ping(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+class HealthProbe:
+    """Asks the database whether it answers, and on SQLite whether a writer holds it.
+
+    It never queues behind webhook work (threads of its own) and never waits for a lock:
+    on SQLite it opens its own connection with a 0.2 s busy timeout, reads the schema
+    version, then tries to take the write lock and gives it back at once: "busy" when
+    another process (an import, a send) holds it.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sqlite = db.is_sqlite(engine)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify-health")
+        self._own: Engine | None = None
+        if self.sqlite:
+            self._own = create_engine(engine.url, poolclass=NullPool,
+                                      connect_args={"timeout": 0.2})
+
+    def check(self) -> str:
+        """``ok`` or ``busy``; raises when the database cannot be read."""
+        if self._own is None:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return "ok"
+        with self._own.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except OperationalError as exc:
+                if "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower():
+                    return "busy"
+                raise
+            conn.exec_driver_sql("ROLLBACK")
+        return "ok"
+
+    def close(self) -> None:
+        """Stop the probe's threads (without waiting for a stuck one) and its engine."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._own is not None:
+            self._own.dispose()
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: 200 when the database answers, else 503 (for load balancers)."""
+    """GET /healthz within a second: 200 ``ok``; 200 ``busy`` while another process holds
+    the SQLite write lock (webhooks then wait their turn); 503 when the database does not
+    answer in time or fails (for load balancers)."""
+    probe = request.app[HEALTH]
+    loop = asyncio.get_running_loop()
     try:
-        await _run_db(request.app, _ping, request.app[ENGINE])
+        state = await asyncio.wait_for(loop.run_in_executor(probe.executor, probe.check),
+                                       HEALTH_TIMEOUT)
+    except TimeoutError:
+        log.warning("health check: the database did not answer within %g s", HEALTH_TIMEOUT)
+        return web.json_response({"status": "error", "database": "timeout"}, status=503)
     except Exception as exc:  # any failure means "not healthy"; never leak the URL
         log.warning("health check failed: %s", type(exc).__name__)
         return web.json_response({"status": "error", "database": type(exc).__name__},
                                  status=503)
+    if state == "busy":
+        return web.json_response({"status": "ok", "database": "busy",
+                                  "detail": "another process holds the write lock; "
+                                            "webhooks wait their turn"})
     return web.json_response({"status": "ok", "database": "ok"})
 
 

@@ -13,6 +13,8 @@ the SID, and applied by :func:`apply_early_events` as soon as the SID is stored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -132,6 +134,7 @@ def apply_status(
     source: str,
     at: datetime | None = None,
     extra: dict[str, Any] | None = None,
+    replay_key: str | None = None,
 ) -> bool:
     """Record ``report`` on ``message`` and move its status forward if it says so.
 
@@ -144,10 +147,11 @@ def apply_status(
     status = mapped_status(report.provider_status)
     if status is None:
         events.record(session, source=source, kind=report.provider_status, message=message,
-                      detail=detail, at=at, applied=False)
+                      detail=detail, at=at, applied=False, replay_key=replay_key)
         _touch(message, at)
         return False
-    moved = events.advance(session, message, status, source=source, detail=detail, at=at)
+    moved = events.advance(session, message, status, source=source, detail=detail, at=at,
+                           replay_key=replay_key)
     if moved and status in ("failed", "undelivered"):
         message.error_code = report.error_code
         message.error_message = describe_error(report.error_code, report.error_message)
@@ -167,18 +171,36 @@ def find_sms(session: Session, sid: str, *, lock: bool = True) -> Message | None
     return session.scalar(query)
 
 
-def handle_callback(session: Session, report: StatusReport) -> dict[str, Any]:
+def replay_key(params: Any) -> str:
+    """SHA-256 of a callback's parameters (names and values, order-free): the same callback
+    sent again, by Twilio's retries or by someone replaying a captured request, has the same
+    key, and is stored once (``events.replay_key`` is unique)."""
+    pairs = sorted((str(name), str(value)) for name, value in params.items())
+    canonical = json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def seen_before(session: Session, key: str) -> bool:
+    """True when a callback with this :func:`replay_key` is already stored."""
+    return session.scalar(select(Event.id).where(Event.replay_key == key).limit(1)) is not None
+
+
+def handle_callback(session: Session, report: StatusReport,
+                    key: str | None = None) -> dict[str, Any]:
     """Apply one verified status callback; unknown SIDs are kept as early events.
 
-    Returns a small JSON-able outcome: ``{"message_id", "status", "changed"}`` or
-    ``{"early": True}``.
+    Returns a small JSON-able outcome: ``{"message_id", "status", "changed"}``,
+    ``{"early": True}``, or ``{"replay": True}`` when a callback with the same ``key``
+    (:func:`replay_key`) is already stored: it then changes nothing.
     """
+    if key is not None and seen_before(session, key):
+        return {"replay": True}
     message = find_sms(session, report.sid)
     if message is None:
         events.record(session, source="webhook", kind=report.provider_status, applied=False,
-                      provider_message_id=report.sid, detail=report.detail())
+                      provider_message_id=report.sid, detail=report.detail(), replay_key=key)
         return {"early": True}
-    changed = apply_status(session, message, report, source="webhook")
+    changed = apply_status(session, message, report, source="webhook", replay_key=key)
     return {"message_id": message.id, "status": message.status, "changed": changed}
 
 

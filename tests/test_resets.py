@@ -266,12 +266,14 @@ def test_completion_by_key_and_by_email(session, campaign):
 
 def test_webhook_signature_good_bad_missing(session, campaign):
     contact = add_contact(session, campaign, "a")
-    token = resets.issue_token(session, campaign, contact.id, None)
+    received = datetime.fromisoformat("2026-11-25T10:02:00+00:00")  # the injected clock
+    token = resets.issue_token(session, campaign, contact.id, None,
+                               now=received - timedelta(days=1))
     body, signature = signed({"token": token, "completed_at": "2026-11-25T10:00:00Z"})
     before = snapshot(session)
     bad = resets.signature_for("wrong-secret", body)
     for header in (None, "", bad, signature.replace("sha256=", "sha1="), "sha256=zz"):
-        status, answer = resets.handle_webhook(session, SETTINGS, body, header)
+        status, answer = resets.handle_webhook(session, SETTINGS, body, header, received)
         assert status == 403
         assert token not in json.dumps(answer)
     # No secret configured: nothing is accepted, even a "valid" signature.
@@ -279,12 +281,13 @@ def test_webhook_signature_good_bad_missing(session, campaign):
     assert snapshot(session) == before
     assert resets.verify_signature(SECRET, body, signature)
     assert not resets.verify_signature(SECRET, body + b" ", signature)
-    status, answer = resets.handle_webhook(session, SETTINGS, body, signature)
+    status, answer = resets.handle_webhook(session, SETTINGS, body, signature, received)
     assert status == 200
     assert answer["status"] == "completed" and answer["completed_at"] == "2026-11-25T10:00:00Z"
     assert token not in json.dumps(answer)
     reset = session.scalar(select(PasswordReset))
     assert reset.completed_at == datetime.fromisoformat("2026-11-25T10:00:00+00:00")
+    assert reset.completion_received_at == received
     assert reset.completed_via == "webhook"
 
 
