@@ -152,6 +152,8 @@ class ImportSummary:
     already known, so ``imported == read - rejected - merged``. ``updated`` counts stored
     contacts a merge changed (wider exposures, blanks filled). ``possible_duplicates``: new
     contacts whose email or phone another contact of the campaign has under another key.
+    ``present`` counts the stored contacts (from before this import) the file names, each
+    once: a re-import of the same file is "0 new, N already present, 0 changed".
     """
 
     source: str = ""
@@ -162,6 +164,7 @@ class ImportSummary:
     warnings: int = 0
     updated: int = 0
     possible_duplicates: int = 0
+    present: int = 0
     dry_run: bool = False
     kind: str = ""  # "CSV", "XLSX workbook", ...
     sheet: str | None = None
@@ -787,6 +790,7 @@ class _Importer:
         self.email_owner: dict[str, str] = {}  # lower-cased email -> key
         self.phone_owner: dict[str, str] = {}
         self.changes: dict[str, dict[str, Any]] = {}
+        self.present: set[str] = set()  # stored contacts this file names (summary.present)
         self.reasons: dict[int, str] = {}
         self.notes: dict[int, list[str]] = {}
         self.pending = writer.pending  # the writer empties it in place on flush
@@ -1117,6 +1121,9 @@ class _Importer:
         mask = _BITS_OF[values[5]]
         country, state, locale = values[6], values[7], values[8]
         changes: dict[str, Any] = {}
+        if not known[4] and key not in self.present:  # stored before this import
+            self.present.add(key)
+            self.summary.present += 1
         where = f"line {known[4]}" if known[4] else "the stored contact"
         if mask | known[0] != known[0]:
             known[0] |= mask

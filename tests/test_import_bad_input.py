@@ -178,7 +178,7 @@ def test_bad_rows_are_rejected_or_warned_with_their_line(cli, tmp_path):
     assert 'line 13: email "k@example.com\\nX": contains a line break; imported without it' in out
     assert "line 15: 7 cells but the header has 6 columns" in out
     assert "line 16" not in out
-    assert "read 14, imported 7, merged 0, warnings 4, rejected 7" in out
+    assert "14 rows: 7 new, 0 already present, 0 changed; 7 rejected; 4 with warnings." in out
     with db.session_scope(cli) as session:
         contacts = {c.key: c for c in session.scalars(select(Contact))}
     assert set(contacts) == {"C-1", "C-2", "C-8", "C-10", "C-12", "C-14", "C-15"}

@@ -219,4 +219,4 @@ def test_cli_lists_at_most_twenty_rejects(env, campaign_file, tmp_path):
     assert len(listed) == 20
     assert listed[0] == '  line 2: no recognized exposure ("toast")'
     assert f"  ... and 5 more; see {tmp_path / 'r.csv'}" in result.stdout
-    assert "read 25, imported 0, merged 0, warnings 0, rejected 25" in result.stdout
+    assert "25 rows: 0 new, 0 already present, 0 changed; 25 rejected." in result.stdout

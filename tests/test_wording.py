@@ -96,3 +96,28 @@ def test_remind_dry_run_names_when_the_next_reminders_fall_due(env, campaign_fil
                 env={"NOTIFY_TIMEZONE": "Asia/Tokyo"}).output
     assert f"to {localtime.show(last, localtime.named_zone('Asia/Tokyo'))} (unless" in local
     assert "JST" in local
+
+
+def test_reimport_says_nothing_new_and_what_changed(env, tmp_path):
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path))
+    source = tmp_path / "list.csv"
+    source.write_text("id,email,exposure\nA,a@example.com,card\nB,b@example.com,card\n"
+                      "A,a@example.com,card\nC,c@example.com,identity\n")
+    first = run("contacts", "import", str(source), "--campaign", campaign.name)
+    assert first.output.splitlines()[0] == (
+        f"Imported {source} into {campaign.name}: 4 rows: 3 new, 0 already present, "
+        "0 changed; 1 repeated in the file.")
+    again = run("contacts", "import", str(source), "--campaign", campaign.name, "--json")
+    assert again.output.splitlines()[0] == (
+        f"Imported {source} into {campaign.name}: 4 rows: 0 new, 3 already present, "
+        "0 changed; 1 repeated in the file.")
+    counts = json.loads(again.output.splitlines()[-1])
+    assert (counts["imported"], counts["merged"]) == (0, 4)
+    # One known contact gains an exposure, one is new: the words say exactly that.
+    source.write_text("id,email,exposure\nA,a@example.com,card;passwords\nB,b@example.com,card\n"
+                      "D,d@example.com,card\n")
+    changed = run("contacts", "import", str(source), "--campaign", campaign.name, "--dry-run")
+    assert changed.output.splitlines()[0] == (
+        f"Dry run (nothing written): would import {source} into {campaign.name}: 3 rows: "
+        "1 new, 2 already present, 1 changed.")

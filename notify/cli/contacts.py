@@ -103,9 +103,7 @@ def _report(summary: importer.ImportSummary, campaign: str, file: str,
             rejects_path: str | None) -> None:
     """The summary line, then the first rejected and warned rows with their line and reason."""
     verb = "Dry run (nothing written): would import" if summary.dry_run else "Imported"
-    counts = summary.counts()
-    click.echo(f"{verb} {file} into {campaign}: " + ", ".join(f"{k} {v}" for k, v in
-                                                              counts.items()) + ".")
+    click.echo(f"{verb} {file} into {campaign}: {outcome_text(summary)}.")
     for note in summary.notes:
         click.echo(f"Note: {note}.")
     _problems("Rejected", summary.rejects, summary.rejected,
@@ -113,6 +111,22 @@ def _report(summary: importer.ImportSummary, campaign: str, file: str,
     _problems("Warnings", summary.warned, summary.warnings, "")
     if rejects_path and summary.rejected:
         click.echo(f"Rejected rows written to {rejects_path}.")
+
+
+def outcome_text(summary: importer.ImportSummary) -> str:
+    """``41 rows: 0 new, 36 already present, 0 changed; 1 repeated in the file, 4 rejected;
+    2 with warnings``: what the import did to the campaign, in the order a person asks it
+    (a re-import of the same file reads "0 new, N already present, 0 changed")."""
+    repeats = summary.merged - summary.present  # rows naming a contact named earlier in the file
+    text = (f"{summary.read:,} row{'s' if summary.read != 1 else ''}: {summary.imported:,} new, "
+            f"{summary.present:,} already present, {summary.updated:,} changed")
+    rest = [f"{n:,} {what}" for n, what in ((repeats, "repeated in the file"),
+                                              (summary.rejected, "rejected")) if n]
+    if rest:
+        text += "; " + ", ".join(rest)
+    if summary.warnings:
+        text += f"; {summary.warnings:,} with warnings"
+    return text
 
 
 def _problems(title: str, problems: list[importer.Problem], total: int, hint: str) -> None:
