@@ -4,12 +4,27 @@ A DSN is a ``multipart/report; report-type=delivery-status`` whose ``message/del
 part holds one per-message block and one block per recipient (Final-Recipient,
 Original-Recipient, Action, Status, Diagnostic-Code). The returned original, whole
 (``message/rfc822``) or headers only (``text/rfc822-headers``), carries our Message-ID, which
-is the email's ``provider_message_id``. Recipients are matched by that Message-ID, else by
-Original-Recipient, then Final-Recipient, to the latest email sent to that address.
+is the email's ``provider_message_id``.
+
+Anyone can mail a ``multipart/report`` to a public address, and Message-IDs are guessable,
+so a DSN is believed only as far as it can be verified:
+
+* **VERP tag.** A campaign with ``bounce_address`` sends each email with its own envelope
+  sender, ``local+ID-MAC@domain`` (notify.verp); the DSN comes back to that address
+  (Delivered-To, X-Original-To, To, ...). A tag whose MAC verifies identifies one message,
+  and the DSN applies to that message only, whatever addresses or Message-ID it names. A
+  tag that does not verify is a forgery (or another database's): the DSN is skipped.
+* **Recipient.** Without a tag, each recipient report (Original-Recipient, then
+  Final-Recipient) is matched only to an email sent to that address in the last 30 days
+  (within ``--campaign`` when given): the latest, or the one the returned Message-ID names
+  among them. Its event says "matched by recipient".
 
 ``Action: failed`` bounces the email (then the email -> SMS fallback applies); ``delayed``,
-``delivered``, ``relayed`` and ``expanded`` are recorded as events only. Files that are not
-DSNs, or match nothing, are reported by name, never raised.
+``delivered``, ``relayed`` and ``expanded`` are recorded as events only. Every value is
+cleaned of NUL and clipped to its column. Each DSN is applied in its own savepoint: one that
+cannot be applied (forged tag, another campaign's message, a value the database refuses) is
+reported with its file, position and reason and skipped, and the others still apply. Files
+that are not DSNs, or match nothing, are reported by name, never raised.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ import mailbox
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from email import policy
 from email.header import Header, decode_header
 from email.message import Message as EmailMessage
@@ -26,12 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from notify import events, fallback
+from notify import events, fallback, verp
 from notify.campaigns import CampaignConfig, config_of
 from notify.errors import NotifyError
-from notify.models import Campaign, Message, utcnow
+from notify.models import Campaign, Event, Message, utcnow
 from notify.reports import normalize_email
 
 ORIGINAL_PARTS = ("message/rfc822", "message/global", "text/rfc822-headers",
@@ -41,6 +58,13 @@ _UNFOLD = re.compile(r"\r?\n[ \t]+")
 _ANGLE_ID = re.compile(r"<[^<>\s]+>")
 _XTEXT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 MAX_FILE_BYTES = 50 * 1024 * 1024
+RECIPIENT_WINDOW = timedelta(days=30)  # an untagged DSN only matches email this recent
+# Where a DSN names the address it was delivered to (the envelope sender of the original),
+# most specific first: the local delivery agent's headers, then the DSN's own To, then what
+# the reporting MTA copied of the original envelope.
+ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
+MAX_DETAIL = 1000  # characters kept of any one value in an event's detail
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")  # NUL (PostgreSQL refuses it), lone surrogates
 
 
 class NotADsn(ValueError):
@@ -67,6 +91,7 @@ class Dsn:
     message_id: str | None
     reporting_mta: str | None
     recipients: list[RecipientReport]
+    envelope: list[str] = field(default_factory=list)  # addresses it was returned to
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -86,8 +111,15 @@ def _as_text(value: Any) -> str:
 def _clean(value: Any) -> str | None:
     if value is None:
         return None
-    text = _UNFOLD.sub(" ", _as_text(value)).strip()
+    text = _NOT_TEXT.sub("", _UNFOLD.sub(" ", _as_text(value))).strip()
     return text or None
+
+
+def _code_point(match: re.Match) -> str:
+    value = int(match.group(1), 16)
+    if value == 0 or 0xD800 <= value <= 0xDFFF or value > 0x10FFFF:
+        return "\ufffd"  # not a character a column can hold
+    return chr(value)
 
 
 def _typed_value(value: str | None) -> str | None:
@@ -97,7 +129,7 @@ def _typed_value(value: str | None) -> str | None:
     _, sep, rest = value.partition(";")
     text = (rest if sep else value).strip().strip("<>").strip()
     # utf-8 address type (RFC 6533) may escape characters as \x{HEX}.
-    text = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), text)
+    text = _XTEXT.sub(_code_point, text)
     return text or None
 
 
@@ -170,7 +202,19 @@ def parse_dsn(raw: bytes, source: str) -> Dsn:
     if not recipients:
         raise NotADsn("delivery status part has no recipient (Final-Recipient) block")
     reporting = _typed_value(_clean(blocks[0].get("Reporting-MTA"))) if blocks else None
-    return Dsn(source, _returned_message_id(message, blocks), reporting, recipients)
+    return Dsn(source, _returned_message_id(message, blocks), reporting, recipients,
+               _envelope_addresses(message, blocks))
+
+
+def _envelope_addresses(message: EmailMessage, blocks: list[EmailMessage]) -> list[str]:
+    """Every address the DSN says it was returned to, most specific first."""
+    found: list[str] = []
+    for name in ENVELOPE_HEADERS:
+        found += [text for value in message.get_all(name) or () if (text := _clean(value))]
+    for block in blocks[:1]:  # Postfix copies the original envelope sender here
+        found += [text for name in ("X-Postfix-Sender", "Original-Envelope-Sender")
+                  if (text := _typed_value(_clean(block.get(name))))]
+    return found
 
 
 # --- reading files ------------------------------------------------------------------------------
@@ -181,8 +225,9 @@ def _is_mbox(path: Path) -> bool:
         return handle.read(5) == b"From "
 
 
-def iter_messages(path: Path) -> Iterator[tuple[str, bytes | Exception]]:
-    """(name, raw bytes) for each message under ``path``: a file, a folder, or an mbox.
+def iter_messages(path: Path) -> Iterator[tuple[str, int | None, bytes | Exception]]:
+    """(file, number, raw bytes) for each message under ``path``: a file, a folder, or an
+    mbox (number: the message's place in the mbox; None for a file of one message).
 
     Unreadable files are yielded with the exception instead of bytes, so the caller can
     report them and carry on.
@@ -198,14 +243,23 @@ def iter_messages(path: Path) -> Iterator[tuple[str, bytes | Exception]]:
             if _is_mbox(file):
                 box = mailbox.mbox(file, create=False)
                 for number, key in enumerate(box.iterkeys(), start=1):
-                    yield f"{file}#{number}", box.get_bytes(key)
+                    yield str(file), number, box.get_bytes(key)
                 continue
-            yield str(file), file.read_bytes()
+            yield str(file), None, file.read_bytes()
         except (OSError, NotADsn, mailbox.Error) as exc:
-            yield str(file), exc
+            yield str(file), None, exc
 
 
 # --- matching and applying ------------------------------------------------------------------
+
+
+@dataclass
+class Skipped:
+    """A DSN (or one recipient report of it) that was not applied, and why."""
+
+    file: str
+    position: str  # "message 3" (its place in an mbox; 1 for a single file)
+    reason: str
 
 
 @dataclass
@@ -219,9 +273,12 @@ class ImportReport:
     already_final: int = 0
     events_only: int = 0
     fallbacks: int = 0
+    verified: int = 0  # recipient reports applied through a verified VERP tag
+    by_recipient: int = 0  # recipient reports applied by recipient matching
     fallbacks_by_campaign: dict[str, int] = field(default_factory=dict)
     unmatched: list[str] = field(default_factory=list)  # "file: recipient"
     unparseable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def counts(self) -> dict[str, Any]:
         """Integer counts for --json and the audit record."""
@@ -229,74 +286,120 @@ class ImportReport:
             "messages": self.messages, "dsns": self.dsns, "recipients": self.recipients,
             "bounced": self.bounced, "already_final": self.already_final,
             "events_only": self.events_only, "fallbacks_queued": self.fallbacks,
+            "verified_by_tag": self.verified, "matched_by_recipient": self.by_recipient,
             "unmatched": len(self.unmatched), "unparseable": len(self.unparseable),
+            "skipped": len(self.skipped),
         }
 
+    def add(self, other: ImportReport) -> None:
+        """Take in the counts of one DSN once it is applied."""
+        for name in ("recipients", "bounced", "already_final", "events_only", "fallbacks",
+                     "verified", "by_recipient"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, n in other.fallbacks_by_campaign.items():
+            self.fallbacks_by_campaign[name] = self.fallbacks_by_campaign.get(name, 0) + n
+        self.unmatched += other.unmatched
 
-def _by_message_id(session: Session, message_id: str) -> list[Message]:
-    bare = message_id.strip("<>")
-    return list(session.scalars(
-        select(Message)
-        .where(Message.provider_message_id.in_([message_id, bare]), Message.channel == "email")
-        .order_by(Message.id)
-    ))
+
+class _Skip(Exception):
+    """This DSN must not be applied (the reason is the message)."""
 
 
-def _latest_email_to(session: Session, address: str | None) -> Message | None:
-    normalized = normalize_email(address) if address else None
-    if not normalized:
+@dataclass
+class _Context:
+    """What every DSN of one import is judged by."""
+
+    now: datetime
+    campaign_id: int | None = None
+    campaign_name: str | None = None
+    configs: dict[int, CampaignConfig] = field(default_factory=dict)
+    _secret: bytes | None = None
+
+    def secret(self, session: Session) -> bytes:
+        if self._secret is None:
+            self._secret = verp.key(session)
+        return self._secret
+
+
+def _fit(value: str | None, column: Any, limit: int | None = None) -> str | None:
+    """``value`` cleaned of NUL and clipped to the column's length (or ``limit``)."""
+    if value is None:
         return None
-    return session.scalar(
-        select(Message)
-        .where(Message.address == normalized, Message.channel == "email",
-               Message.status.not_in(("pending", "skipped")))
-        .order_by(Message.id.desc())
-        .limit(1)
-    )
+    value = _NOT_TEXT.sub("", value)
+    length = getattr(column.type, "length", None) or limit
+    return value[:length] if length else value
 
 
-def _same_address(message: Message, report: RecipientReport) -> bool:
-    wanted = {normalize_email(a) for a in (report.original_recipient, report.final_recipient)
-              if a}
-    return message.address in wanted
-
-
-def match_recipient(session: Session, dsn: Dsn, report: RecipientReport,
-                    by_id: list[Message]) -> tuple[Message | None, str]:
-    """The email this recipient report is about, and how it was matched."""
-    for message in by_id:
-        if _same_address(message, report):
-            return message, "message-id"
-    if len(by_id) == 1 and len(dsn.recipients) == 1:
-        return by_id[0], "message-id"  # forwarded/aliased: the DSN names another address
+def _recent_email_to(session: Session, report: RecipientReport, returned_id: str | None,
+                     ctx: _Context) -> Message | None:
+    """The email this untagged report is about: one sent to its address in the last 30 days
+    (in the campaign, if one was named); the one the returned Message-ID names among them,
+    else the latest."""
+    wanted = {returned_id, returned_id.strip("<>")} if returned_id else set()
     for address in (report.original_recipient, report.final_recipient):
-        message = _latest_email_to(session, address)
-        if message is not None:
-            return message, "recipient"
-    return None, ""
+        normalized = normalize_email(address) if address else None
+        if not normalized:
+            continue
+        query = (
+            select(Message)
+            .where(Message.address == _fit(normalized, Message.address),
+                   Message.channel == "email",
+                   Message.status.not_in(("pending", "skipped")),
+                   Message.sent_at >= ctx.now - RECIPIENT_WINDOW)
+            .order_by(Message.id.desc())
+            .limit(100)
+        )
+        if ctx.campaign_id is not None:
+            query = query.where(Message.campaign_id == ctx.campaign_id)
+        candidates = list(session.scalars(query))
+        if candidates:
+            named = [m for m in candidates if m.provider_message_id in wanted]
+            return (named or candidates)[0]
+    return None
 
 
-def _error_message(diagnostic: str | None) -> str | None:
-    return diagnostic[:1000] if diagnostic else None
+def _tagged_message(session: Session, dsn: Dsn, ctx: _Context) -> Message | None:
+    """The message a verified VERP tag names; None without a tag; _Skip for a bad one."""
+    tags = [tag for address in dsn.envelope if (tag := verp.find_tag(address))]
+    if not tags:
+        return None
+    if len({(t.message_id, t.mac) for t in tags}) > 1:
+        raise _Skip("it names two different VERP tags: " + ", ".join(
+            dict.fromkeys(t.address for t in tags)))
+    tag = tags[0]
+    if not verp.verify(ctx.secret(session), tag):
+        raise _Skip(f"its VERP tag ({tag.address}) does not verify: forged, or from another "
+                    "database")
+    message = session.get(Message, tag.message_id)
+    if message is None or message.channel != "email":
+        raise _Skip(f"its VERP tag names message {tag.message_id}, which is no email here")
+    if ctx.campaign_id is not None and message.campaign_id != ctx.campaign_id:
+        raise _Skip(f"its VERP tag names an email of another campaign (not {ctx.campaign_name})")
+    return message
 
 
 def _apply(session: Session, message: Message, dsn: Dsn, report: RecipientReport,
-           matched_by: str, result: ImportReport, configs: dict[int, CampaignConfig]) -> None:
-    detail = {"file": dsn.source, "action": report.action, "status_code": report.status,
-              "diagnostic": report.diagnostic, "recipient": report.final_recipient,
-              "reporting_mta": dsn.reporting_mta, "matched_by": matched_by}
-    detail = {k: v for k, v in detail.items() if v is not None}
+           matched_by: str, result: ImportReport, ctx: _Context) -> None:
+    detail: dict[str, Any] = {
+        "file": dsn.source, "action": report.action, "status_code": report.status,
+        "diagnostic": report.diagnostic, "recipient": report.final_recipient,
+        "reporting_mta": dsn.reporting_mta, "matched_by": matched_by}
+    if matched_by == "recipient":
+        detail["note"] = ("matched by recipient: no VERP tag, so the latest email to this "
+                          "address in the last 30 days")
+    detail = {k: v[:MAX_DETAIL] for k, v in detail.items() if v is not None}
     if report.action == "failed":
-        if events.advance(session, message, "bounced", source="bounce", detail=detail):
-            message.error_code = report.status
-            message.error_message = _error_message(report.diagnostic)
+        if events.advance(session, message, "bounced", source="bounce", detail=detail,
+                          at=ctx.now):
+            message.error_code = _fit(report.status, Message.error_code)
+            message.error_message = _fit(report.diagnostic, Message.error_message, MAX_DETAIL)
             result.bounced += 1
         else:
             result.already_final += 1
         if message.status in ("failed", "bounced"):
-            config = configs.get(message.campaign_id)
+            config = ctx.configs.get(message.campaign_id)
             if config is None:
-                config = configs[message.campaign_id] = config_of(
+                config = ctx.configs[message.campaign_id] = config_of(
                     session.get(Campaign, message.campaign_id))
             if fallback.plan_fallback(session, config, message) is not None:
                 result.fallbacks += 1
@@ -304,34 +407,53 @@ def _apply(session: Session, message: Message, dsn: Dsn, report: RecipientReport
                 result.fallbacks_by_campaign[name] = result.fallbacks_by_campaign.get(name, 0) + 1
         return
     # delayed, delivered, relayed, expanded (and anything unknown): an event only.
-    at = utcnow()
-    events.record(session, source="bounce", kind=(report.action or "unknown")[:32],
-                  message=message, detail=detail, applied=False, at=at)
-    message.last_event_at = max(message.last_event_at or at, at)
+    events.record(session, source="bounce", kind=_fit(report.action or "unknown", Event.kind),
+                  message=message, detail=detail, applied=False, at=ctx.now)
+    message.last_event_at = max(message.last_event_at or ctx.now, ctx.now)
     result.events_only += 1
 
 
-def import_dsn(session: Session, dsn: Dsn, result: ImportReport,
-               configs: dict[int, CampaignConfig]) -> None:
-    """Match and apply every recipient report of one DSN."""
-    by_id = _by_message_id(session, dsn.message_id) if dsn.message_id else []
+def import_dsn(session: Session, dsn: Dsn, result: ImportReport, ctx: _Context) -> None:
+    """Match and apply every recipient report of one DSN (see the module's rules)."""
+    tagged = _tagged_message(session, dsn, ctx)
     for report in dsn.recipients:
         result.recipients += 1
-        message, how = match_recipient(session, dsn, report, by_id)
+        if tagged is not None:
+            _apply(session, tagged, dsn, report, "verp", result, ctx)
+            result.verified += 1
+            continue
+        message = _recent_email_to(session, report, dsn.message_id, ctx)
         if message is None:
             who = report.original_recipient or report.final_recipient or "?"
             result.unmatched.append(f"{dsn.source}: {who}")
             continue
-        _apply(session, message, dsn, report, how, result, configs)
+        _apply(session, message, dsn, report, "recipient", result, ctx)
+        result.by_recipient += 1
     session.flush()
 
 
-def import_path(session: Session, path: str | Path) -> ImportReport:
-    """Import every DSN under ``path`` (file, folder or mbox) in the caller's transaction."""
+def _refusal(exc: SQLAlchemyError) -> str:
+    """Why the database refused a DSN, without the statement or its values (contact data)."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0][:200]
+    return f"the database refused it ({type(orig).__name__}: {first})"
+
+
+def import_path(session: Session, path: str | Path, *, campaign: Campaign | None = None,
+                now: datetime | None = None) -> ImportReport:
+    """Import every DSN under ``path`` (file, folder or mbox) in the caller's transaction.
+
+    ``campaign`` limits matching to its emails; ``now`` is the clock the 30-day recipient
+    window is measured by (tests inject it). Each DSN is applied in a savepoint: one that
+    cannot be applied is reported in ``skipped`` and the others still apply.
+    """
     result = ImportReport()
-    configs: dict[int, CampaignConfig] = {}
-    for name, raw in iter_messages(Path(path)):
+    ctx = _Context(now=now or utcnow(), campaign_id=campaign.id if campaign else None,
+                   campaign_name=campaign.name if campaign else None)
+    for file, number, raw in iter_messages(Path(path)):
         result.messages += 1
+        name = f"{file}#{number}" if number else file
+        position = f"message {number or 1}"
         if isinstance(raw, Exception):
             result.unparseable.append((name, str(raw) or type(raw).__name__))
             continue
@@ -344,5 +466,15 @@ def import_path(session: Session, path: str | Path) -> ImportReport:
             result.unparseable.append((name, f"cannot parse: {type(exc).__name__}: {exc}"))
             continue
         result.dsns += 1
-        import_dsn(session, dsn, result, configs)
+        one = ImportReport()
+        try:
+            with session.begin_nested():
+                import_dsn(session, dsn, one, ctx)
+        except _Skip as exc:
+            result.skipped.append(Skipped(file, position, str(exc)))
+            continue
+        except SQLAlchemyError as exc:
+            result.skipped.append(Skipped(file, position, _refusal(exc)))
+            continue
+        result.add(one)
     return result

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from notify import template_versions
 from notify.errors import ConfigError, NotFound
 from notify.models import CHANNELS, Campaign, TemplateVersion
+from notify.verp import MAX_BASE_LOCAL
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class CampaignConfig:
     channels: tuple[str, ...] = ("email", "sms")
     fallback: str = "none"
     templates: str | None = None
+    # Where bounces go: each email's envelope sender becomes local+TAG@domain (notify.verp).
+    bounce_address: str = ""
     throttle: Throttle = field(default_factory=Throttle)
     # Breach-law facts (notify.rules): all optional.
     determined_date: str = ""  # when the breach was determined (some deadlines count from it)
@@ -110,6 +113,19 @@ def _check_email(path: Path, key: str, value: str) -> str:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise _fail(path, key, f"{value!r} is not an email address ({exc})") from None
+
+
+def _check_bounce_address(path: Path, value: str) -> str:
+    """An ASCII address whose local part leaves room for the VERP tag (+ID-MAC)."""
+    address = _check_email(path, "bounce_address", value)
+    local, _, domain = address.rpartition("@")
+    if not address.isascii():
+        raise _fail(path, "bounce_address", f"{value!r} must be an ASCII address (it is the "
+                    "SMTP envelope sender)")
+    if len(local) > MAX_BASE_LOCAL:
+        raise _fail(path, "bounce_address", f"{value!r}: the part before @ must be at most "
+                    f"{MAX_BASE_LOCAL} characters, to leave room for the tag (+ID-MAC)")
+    return f"{local}@{domain.lower()}"
 
 
 def _check_types(path: Path, raw: dict[str, Any]) -> None:
@@ -166,6 +182,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
     for key in ("reply_to", "support_email"):
         if data.get(key):
             data[key] = _check_email(path, key, data[key])
+    if data.get("bounce_address"):
+        data["bounce_address"] = _check_bounce_address(path, data["bounce_address"])
     for key in ("incident_date", "discovered_date", "determined_date",
                 "law_enforcement_delay_until"):
         if key in data:

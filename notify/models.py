@@ -99,6 +99,17 @@ class TemplateVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Secret(Base):
+    """A per-database secret (``verp``: the key of the bounce tags, notify.verp). Made by a
+    migration; never printed or exported."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Campaign(Base):
     __tablename__ = "campaigns"
 

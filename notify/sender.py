@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from notify import bulk, codes, fallback, templates
+from notify import bulk, codes, fallback, templates, verp
 from notify import campaigns as campaigns_mod
 from notify.campaigns import CampaignConfig
 from notify.config import LEASE_SECONDS, Settings
@@ -263,6 +263,13 @@ class Job:
     rates: dict[str, float | None]
     concurrency: int
     max_attempts: int
+    verp_key: bytes | None = None  # set when the campaign has a bounce_address
+
+    def envelope_sender(self, row_id: int) -> str:
+        """MAIL FROM for an email: its own VERP address, or the campaign's sender."""
+        if self.verp_key is None or not self.config.bounce_address:
+            return self.config.sender_email
+        return verp.envelope_sender(self.config.bounce_address, self.verp_key, row_id)
 
 
 # ---------------------------------------------------------------- preparing a run
@@ -273,7 +280,8 @@ def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions
     with session_scope(engine) as session:
         campaign = campaigns_mod.get_campaign(session, name)
         notices = templates.notices_for(session, campaign)  # the stored version, no folder
-    config = campaigns_mod.config_of(campaign)
+        config = campaigns_mod.config_of(campaign)
+        verp_key = verp.key(session) if config.bounce_address else None
     problems = notices.check()
     if problems:
         more = f" (and {len(problems) - 1} more; see notify templates check)" \
@@ -292,6 +300,7 @@ def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions
         },
         concurrency=options.concurrency or config.throttle.concurrency,
         max_attempts=config.throttle.max_attempts,
+        verp_key=verp_key,
     )
 
 
@@ -1284,7 +1293,7 @@ class Runner:
             data = templates.build_email(job.config, rendered, item.address, message_id,
                                          when=item.first_attempt_at or utcnow())
             outgoing = Outgoing(row_id=item.id, channel="email", to=item.address, data=data,
-                                message_id=message_id, sender=job.config.sender_email)
+                                message_id=message_id, sender=job.envelope_sender(item.id))
             digest = hashlib.sha256(data).hexdigest()
         else:
             rendered = job.notices.render_sms(item.view, notice=item.notice,

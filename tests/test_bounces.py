@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -10,7 +11,7 @@ from sqlalchemy import select
 
 from notify import bounces, campaigns, db
 from notify.cli import main
-from notify.models import AuditRecord, Contact, Event, Message
+from notify.models import AuditRecord, Contact, Event, Message, utcnow
 
 NAME = "acme-2026-11"
 ANN_ID = "<m1.20261127@acme.example>"
@@ -237,9 +238,11 @@ def seed_bounces(engine, campaign_file) -> dict[str, int]:
             return contact
 
         def email(contact, mid, notice="notice", sequence=0, status="sent"):
+            # sent an hour ago: within the 30 days in which an untagged DSN may match it
             row = Message(campaign_id=campaign.id, contact_id=contact.id, channel="email",
                           notice=notice, sequence=sequence, status=status,
-                          address=contact.email, provider_message_id=mid)
+                          address=contact.email, provider_message_id=mid,
+                          sent_at=utcnow() - timedelta(hours=1))
             session.add(row)
             session.flush()
             return row.id
@@ -321,7 +324,8 @@ def test_import_matches_bounces_and_queues_fallbacks(engine, seeded, bounce_dir)
             select(Event).where(Event.message_id == seeded["dan"]))]
         assert kinds == [("bounce", "delayed", False)]
         ann_event = session.scalar(select(Event).where(Event.message_id == seeded["ann"]))
-        assert ann_event.detail["matched_by"] == "message-id"
+        assert ann_event.detail["matched_by"] == "recipient"  # no VERP tag in these
+        assert ann_event.detail["note"].startswith("matched by recipient")
         assert ann_event.detail["file"].endswith("postfix.eml")
     fallbacks = sms_rows(engine)
     assert sorted((m.address, m.notice, m.sequence, m.status, m.is_fallback)
@@ -331,7 +335,8 @@ def test_import_matches_bounces_and_queues_fallbacks(engine, seeded, bounce_dir)
     counts = report.counts()
     assert counts == {"messages": 7, "dsns": 5, "recipients": 5, "bounced": 3,
                       "already_final": 0, "events_only": 1, "fallbacks_queued": 2,
-                      "unmatched": 1, "unparseable": 2}
+                      "verified_by_tag": 0, "matched_by_recipient": 4,
+                      "unmatched": 1, "unparseable": 2, "skipped": 0}
     assert report.unmatched == [f"{bounce_dir / 'ghost.eml'}: ghost@nowhere.example"]
     assert sorted(name.rsplit("/", 1)[1] for name, _ in report.unparseable) == [
         "garbage.bin", "notes.txt"]
@@ -353,16 +358,18 @@ def test_delivered_and_relayed_are_events_only(engine, seeded, tmp_path):
     assert sms_rows(engine) == []
 
 
-def test_mbox_and_message_id_without_recipient_match(engine, seeded, tmp_path):
+def test_mbox_and_a_message_id_alone_is_not_believed(engine, seeded, tmp_path):
     mbox = tmp_path / "bounces.mbox"
+    # Message-IDs are guessable: without a VERP tag, the recipient must match.
     parts = [postfix_dsn("ann@example.com", ANN_ID).replace(b"\r\n", b"\n"),
-             gmail_dsn("someone-else@gmail.com", CAROL_ID)]  # forwarded: Message-ID decides
+             gmail_dsn("someone-else@gmail.com", CAROL_ID)]
     mbox.write_bytes(b"".join(b"From MAILER-DAEMON Fri Nov 27 10:03:00 2026\n" + p + b"\n"
                               for p in parts))
     with db.session_scope(engine) as session:
         report = bounces.import_path(session, mbox)
-    assert (report.messages, report.dsns, report.bounced) == (2, 2, 2)
-    assert message(engine, seeded["carol"]).status == "bounced"
+    assert (report.messages, report.dsns, report.bounced) == (2, 2, 1)
+    assert message(engine, seeded["carol"]).status == "sent"
+    assert report.unmatched == [f"{mbox}#2: someone-else@gmail.com"]
 
 
 def test_missing_path_is_an_error(engine, tmp_path):

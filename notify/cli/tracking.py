@@ -90,35 +90,44 @@ def bounces() -> None:
 
 @bounces.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
+@click.option("--campaign", "campaign_name", metavar="NAME",
+              help="Match only emails of this campaign.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @pass_app
-def bounces_import(app: App, path: Path, as_json: bool) -> None:
+def bounces_import(app: App, path: Path, campaign_name: str | None, as_json: bool) -> None:
     """Apply the DSN bounces in PATH (.eml files, a folder of them, or an mbox).
 
-    Each recipient report is matched to an email by the returned Message-ID, else by
-    Original-Recipient or Final-Recipient to the latest email sent to that address.
-    "Action: failed" marks the email bounced (Status and Diagnostic-Code kept) and queues the
-    SMS fallback when the campaign has one; delayed, delivered, relayed and expanded are
-    recorded as events only. Files that are not DSNs or match nothing are listed by name.
-    The whole import is one transaction.
+    A DSN returned to a VERP address (the campaign's bounce_address with a tag,
+    bounces+TAG@acme.example) whose tag verifies applies to that one email only. Without a
+    tag, each recipient report is matched by Original-Recipient or Final-Recipient only to
+    an email sent to that address in the last 30 days (within --campaign when given), and
+    its event says "matched by recipient". "Action: failed" marks the email bounced (Status
+    and Diagnostic-Code kept, clipped to their columns) and queues the SMS fallback when the
+    campaign has one; delayed, delivered, relayed and expanded are recorded as events only.
+    A DSN that cannot be applied (a tag that does not verify, another campaign's email, a
+    value the database refuses) is listed with its file, position and reason and skipped;
+    the others still apply. Files that are not DSNs or match nothing are listed by name.
 
     \b
     Example:
       notify bounces import ~/Maildir/bounces/cur
-      notify bounces import bounces.mbox --json
+      notify bounces import bounces.mbox --campaign acme-2026-11 --json
     """
     from notify import bounces as dsn
 
     if not path.exists():
         raise NotifyError(f"{path}: no such file or folder")
     with app.session() as session:
-        report = dsn.import_path(session, path)
+        campaign = campaigns.get_campaign(session, campaign_name) if campaign_name else None
+        report = dsn.import_path(session, path, campaign=campaign)
         counts = report.counts()
-        audit_log.record(session, "bounces import", arguments={"path": str(path)},
-                         counts=counts, actor=app.actor)
+        audit_log.record(session, "bounces import", campaign=campaign_name,
+                         arguments={"path": str(path)}, counts=counts, actor=app.actor)
     if as_json:
         echo_json({**counts, "unmatched_items": report.unmatched,
                    "unparseable_items": [{"file": f, "reason": r} for f, r in report.unparseable],
+                   "skipped_items": [{"file": s.file, "position": s.position, "reason": s.reason}
+                                     for s in report.skipped],
                    "fallbacks_by_campaign": [
                        {"campaign": name, "fallbacks_queued": n}
                        for name, n in sorted(report.fallbacks_by_campaign.items())]})
@@ -132,6 +141,8 @@ def _print_bounces(report) -> None:
     click.echo(f"Bounced: {report.bounced} email(s) newly marked bounced; "
                f"{report.already_final} already final.")
     click.echo(f"Events only (delayed/delivered/relayed/expanded): {report.events_only}.")
+    click.echo(f"Matched: {report.verified} by a verified VERP tag, {report.by_recipient} by "
+               "recipient (an email to that address in the last 30 days).")
     for name, n in sorted(report.fallbacks_by_campaign.items()):
         click.echo(f"Queued {n} SMS fallback(s) for {name}; send them with: notify send {name}")
     if not report.fallbacks:
@@ -144,6 +155,10 @@ def _print_bounces(report) -> None:
         click.echo(f"Unparseable ({len(report.unparseable)}):")
         for name, reason in report.unparseable:
             click.echo(f"  {name}: {reason}")
+    if report.skipped:
+        click.echo(f"Skipped ({len(report.skipped)}), not applied:")
+        for item in report.skipped:
+            click.echo(f"  {item.file}, {item.position}: {item.reason}")
 
 
 # --- notify status / lookup ---------------------------------------------------------------------
