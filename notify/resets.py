@@ -288,13 +288,15 @@ _RESETS_OF = (
 
 
 def issue_tokens(session: Session, campaign: Campaign,
-                 requests: list[tuple[int, int | None]], now: datetime | None = None
-                 ) -> list[str | None]:
+                 requests: list[tuple[int, int | None]], now: datetime | None = None,
+                 raw_tokens: list[str] | None = None) -> list[str | None]:
     """:func:`issue_token` for many (contact_id, message_id) at once, in a few statements.
 
     The send engine calls this for every group of messages it is about to send, so a link
     costs two executemany rows instead of an ORM round trip. Same rules and result per
-    request as :func:`issue_token`.
+    request as :func:`issue_token`. ``raw_tokens`` (one per request, from :func:`new_token`)
+    are the tokens to store: the engine renders a message with its link before the attempt
+    is committed, so that the commit can carry the hash of exactly what is handed over.
     """
     if not requests:
         return []
@@ -314,12 +316,12 @@ def issue_tokens(session: Session, campaign: Campaign,
             found[contact_id] = (reset.id, reset.status)
     tokens: list[str | None] = []
     token_rows, count_rows = [], []
-    for contact_id, message_id in requests:
+    for n, (contact_id, message_id) in enumerate(requests):
         reset = found.get(contact_id)
         if reset is None or reset[1] == COMPLETED:
             tokens.append(None)
             continue
-        raw = secrets.token_urlsafe(TOKEN_BYTES)
+        raw = raw_tokens[n] if raw_tokens is not None else new_token()
         tokens.append(raw)
         token_rows.append({"reset_id": reset[0], "message_id": message_id,
                            "token_hash": hash_token(raw), "created_at": now,
@@ -328,6 +330,11 @@ def issue_tokens(session: Session, campaign: Campaign,
     _INSERT_TOKEN.execute(conn, token_rows)
     _LINK_COUNT.execute(conn, count_rows)
     return tokens
+
+
+def new_token() -> str:
+    """A fresh raw reset token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
 
 
 def reset_url(config: CampaignConfig, raw_token: str) -> str:

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
@@ -83,8 +83,9 @@ SLOT_AHEAD = 10.0
 # Messages begun in one group commit ahead of their hand-over (see Runner._ahead).
 PREPARE_GROUP = 8
 PREPARE_SECONDS = 0.25
-# A reconciliation looks this far before the first attempt, for clock differences.
-RECONCILE_SLACK = timedelta(minutes=2)
+# An in-doubt SMS is adopted only from a provider message created at or after one of its
+# attempts began, less this much for the difference between our clock and the provider's.
+ADOPT_SKEW = timedelta(seconds=5)
 # How often the engine tells its observer that time passed (progress lines, outage lines).
 TICK_SECONDS = 1.0
 
@@ -604,6 +605,13 @@ class Begin:
     worker: str
     lease_seconds: float
     want_token: bool
+    # Rendered before the commit: the reset token in its link, and the hash of exactly what
+    # will be handed over (email: the whole message; SMS: the body), kept in the `sending`
+    # event of each attempt: the proof an in-doubt SMS is adopted by, and the record of
+    # every copy of a re-sent email.
+    token: str | None = None
+    content_sha256: str | None = None
+    now: datetime | None = None  # when the attempt began (taken before rendering)
 
 
 def begin_attempts(session: Session, begins: list[Begin]
@@ -611,37 +619,74 @@ def begin_attempts(session: Session, begins: list[Begin]
     """Commit `sending` (and issue reset tokens) for a group, before the provider is called.
 
     Returns (ok, raw token, attempt time) per message; not ok when the lease was lost to
-    another worker or the row is already final, and then it must not be sent.
+    another worker or the row is already final, and then it must not be sent. A message
+    rendered with ``Begin.token`` gets that token stored (or None when the reset was
+    completed meanwhile: then its event carries no hash, and the caller renders it again).
     """
-    now = utcnow()
-    params = [{"id": b.item.id, "worker": b.worker, "now": now,
-               "until": now + timedelta(seconds=b.lease_seconds)} for b in begins]
+    default = utcnow()
+    nows = {b.item.id: b.now or default for b in begins}
+    params = [{"id": b.item.id, "worker": b.worker, "now": nows[b.item.id],
+               "until": nows[b.item.id] + timedelta(seconds=b.lease_seconds)} for b in begins]
     conn = session.connection()
     updated = _BEGIN.execute(conn, params)
     ok_ids = {b.item.id for b in begins}
     if updated != len(begins):  # rare: find which rows this statement really moved
-        ok_ids = set(session.scalars(select(Message.id).where(
-            Message.id.in_(ok_ids), Message.lease_owner == begins[0].worker,
-            Message.status == "sending", Message.last_event_at == now)))
-    events = [_event_row(b.job.campaign.id, b.item, "sending", "send", now,
-                         {"attempt": b.item.attempts + 1, "worker": b.worker})
-              for b in begins if b.item.id in ok_ids]
-    _INSERT_EVENT.execute(conn, events)
+        moved: set[int] = set()
+        for now in set(nows.values()):
+            moved |= set(session.scalars(select(Message.id).where(
+                Message.id.in_([i for i in ok_ids if nows[i] == now]),
+                Message.lease_owner == begins[0].worker,
+                Message.status == "sending", Message.last_event_at == now)))
+        ok_ids = moved
     linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
     tokens: dict[int, str | None] = {}
     if linked:
         from notify import resets
 
-        issued = resets.issue_tokens(session, linked[0].job.campaign,
-                                     [(b.item.contact_id, b.item.id) for b in linked], now=now)
+        issued = resets.issue_tokens(
+            session, linked[0].job.campaign, [(b.item.contact_id, b.item.id) for b in linked],
+            now=nows[linked[0].item.id],
+            raw_tokens=[b.token or resets.new_token() for b in linked])
         tokens = {b.item.id: token for b, token in zip(linked, issued, strict=True)}
+    events = []
+    for b in begins:
+        if b.item.id not in ok_ids:
+            continue
+        detail = {"attempt": b.item.attempts + 1, "worker": b.worker}
+        if b.content_sha256 and (not b.want_token or tokens.get(b.item.id) == b.token):
+            detail["content_sha256"] = b.content_sha256
+        events.append(_event_row(b.job.campaign.id, b.item, "sending", "send",
+                                 nows[b.item.id], detail))
+    _INSERT_EVENT.execute(conn, events)
     # A reminder exists only to carry a fresh link: if the reset was completed since it was
     # planned, there is nothing to remind of.
     done = [b for b in linked if b.item.notice == "reminder" and tokens.get(b.item.id) is None]
     for b in done:
-        _skip_completed(session, b, now)
+        _skip_completed(session, b, nows[b.item.id])
         ok_ids.discard(b.item.id)
-    return [(b.item.id in ok_ids, tokens.get(b.item.id), now) for b in begins]
+    return [(b.item.id in ok_ids, tokens.get(b.item.id), nows[b.item.id]) for b in begins]
+
+
+def _record_content(session: Session, job: Job, item: Item, content_sha256: str) -> None:
+    """The hash of what an attempt hands over, when it is not the one its `sending` event
+    could carry (the message was rendered again without its reset link)."""
+    _event(session, item, job.campaign.id, "content", "send", utcnow(),
+           {"attempt": item.attempts + 1, "content_sha256": content_sha256})
+
+
+def _attempt_proofs(engine: Engine, message_id: int) -> list[tuple[datetime, str]]:
+    """(when the attempt began, hash of what it handed over) for every attempt on record."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Event.at, Event.detail).where(Event.message_id == message_id,
+                                                 Event.kind.in_(("sending", "content")))
+        ).all()
+    proofs = []
+    for at, detail in rows:
+        digest = (detail or {}).get("content_sha256") if isinstance(detail, dict) else None
+        if digest:
+            proofs.append((at, digest))
+    return proofs
 
 
 def _skip_completed(session: Session, begin: Begin, now: datetime) -> None:
@@ -1126,42 +1171,85 @@ class Runner:
                 await ready.put(_Ready(item, probe=probe))
                 queued = True
                 left.remove(item)
-            begun = await self.recorder.batched_all(
-                begin_attempts, [self._begin_of(item) for item in left])
-            for item, (ok, token, attempt_at) in zip(list(left), begun, strict=True):
-                # Not ok: lost to another worker, or already final; nothing to do.
-                prepared = await self._rendered(item, token, attempt_at) if ok else None
-                if prepared is None:
-                    left.remove(item)
+            begun = await self._begin(list(left))
+            for item, prepared in zip(list(left), begun, strict=True):
+                left.remove(item)
+                if prepared is None:  # lost to another worker, final, or template failed
                     claimed.task_done()
                 else:
                     prepared.probe = probe
                     await ready.put(prepared)  # then its consumer marks it done
                     queued = True
-                    left.remove(item)
         finally:
             for _ in left:
                 claimed.task_done()
             if not queued and probe is not None:
                 self.outages[items[0].channel].settle(probe)
 
-    def _begin_of(self, item: Item) -> Begin:
-        """The `sending` commit of one message (with a reset link when it carries one)."""
-        job = self.job
-        return Begin(job, item, self.worker, self.options.lease_seconds,
-                     templates.needs_reset(item.view) and bool(job.config.reset_url))
+    async def _begin(self, items: list[Item]) -> list[_Ready | None]:
+        """Render ``items`` and commit their attempts (`sending`, with each one's content
+        hash and reset link) in one group; what to hand over, or None per item.
 
-    async def _rendered(self, item: Item, token: str | None, attempt_at: datetime
-                        ) -> _Ready | None:
-        """What to hand over, or None when the template failed (recorded as `failed`)."""
+        Rendering comes first so that the commit carries the hash of exactly what will be
+        handed over. None: the template failed (recorded `failed`), or the row was lost to
+        another worker or is final (nothing to do).
+        """
+        now = utcnow()
+        drafts: list[tuple[Item, Begin, Outgoing, dict]] = []
+        results: dict[int, _Ready | None] = {}
+        for item in items:
+            draft = await self._draft(item, now)
+            if draft is None:
+                results[item.id] = None
+            else:
+                drafts.append(draft)
+        begun = await self.recorder.batched_all(begin_attempts, [d[1] for d in drafts])
+        for (item, begin, outgoing, content), (ok, token, _at) in zip(drafts, begun,
+                                                                     strict=True):
+            if not ok:
+                results[item.id] = None
+            elif begin.want_token and token != begin.token:
+                # The reset was completed since the claim: the notice goes without a link.
+                results[item.id] = await self._without_link(item)
+            else:
+                results[item.id] = _Ready(item, outgoing, content)
+        return [results[item.id] for item in items]
+
+    async def _draft(self, item: Item, now: datetime
+                     ) -> tuple[Item, Begin, Outgoing, dict] | None:
+        """One message rendered for the attempt beginning ``now`` (with a fresh reset link
+        when it carries one); None when the template failed (then recorded `failed`)."""
+        job = self.job
+        want = templates.needs_reset(item.view) and bool(job.config.reset_url)
+        token = None
+        if want:
+            from notify import resets
+
+            token = resets.new_token()
+        first = item.first_attempt_at
         if item.first_attempt_at is None:
-            item.first_attempt_at = attempt_at
+            item.first_attempt_at = now  # the Date of the email: its first attempt
         try:
             outgoing, content = self._render(item, token)
+        except NotifyError as exc:
+            item.first_attempt_at = first
+            await self.recorder.call(_record_failed, job, item, "template", str(exc), {})
+            self._done(item, "failed")
+            return None
+        begin = Begin(job, item, self.worker, self.options.lease_seconds, want, token,
+                      content["content_sha256"], now)
+        return item, begin, outgoing, content
+
+    async def _without_link(self, item: Item) -> _Ready | None:
+        """Render a begun message again without its reset link, and record the hash of that
+        content for its attempt (before it is handed over)."""
+        try:
+            outgoing, content = self._render(item, None)
         except NotifyError as exc:
             await self.recorder.call(_record_failed, self.job, item, "template", str(exc), {})
             self._done(item, "failed")
             return None
+        await self.recorder.call(_record_content, self.job, item, content["content_sha256"])
         return _Ready(item, outgoing, content)
 
     async def _consume(self, claimed: asyncio.Queue, ready: asyncio.Queue, messenger,
@@ -1199,9 +1287,7 @@ class Runner:
             outage.report(None, None)  # the provider answered
             if reconciled:
                 return
-        ok, token, attempt_at = await self.recorder.batched(begin_attempts,
-                                                            self._begin_of(item))
-        prepared = await self._rendered(item, token, attempt_at) if ok else None
+        prepared = (await self._begin([item]))[0]
         if prepared is not None:
             prepared.probe = ready.probe
             await self._hand_over(prepared, messenger, throttle, outage)
@@ -1333,13 +1419,25 @@ class Runner:
         return max(delay, retry_after or 0.0)
 
     async def _reconciled(self, item: Item, messenger) -> bool:
-        """True when the provider already has this in-doubt SMS (then it is adopted)."""
-        since = item.first_attempt_at - RECONCILE_SLACK
+        """True when the provider already has this in-doubt SMS (then it is adopted).
+
+        Proof before adoption: only a message created at or after one of this row's attempts
+        began (less ADOPT_SKEW for clocks), whose body is exactly what that attempt handed
+        over (its hash in the attempt's `sending` event), and whose SID no row holds. An
+        unrelated text to the same number (a login code, another campaign) is never taken
+        for the notice: then the notice is sent.
+        """
+        proofs = await asyncio.to_thread(_attempt_proofs, self.engine, item.id)
+        if not proofs:
+            return False  # nothing on record to prove a match with
+        since = min(at for at, _ in proofs) - ADOPT_SKEW
         found = await messenger.find_sent(item.address, since)
+        matching = [f for f in found if f.body is not None and f.created_at is not None
+                    and _proves(f, proofs)]
         known = await asyncio.to_thread(
-            _known_provider_ids, self.engine, [f.provider_id for f in found])
-        fresh = sorted((f for f in found if f.provider_id not in known),
-                       key=lambda f: f.created_at or since)
+            _known_provider_ids, self.engine, [f.provider_id for f in matching])
+        fresh = sorted((f for f in matching if f.provider_id not in known),
+                       key=lambda f: f.created_at)
         if not fresh:
             return False
         match = fresh[0]
@@ -1393,6 +1491,19 @@ class _Ready:
     outgoing: Outgoing | None = None
     content: dict = field(default_factory=dict)
     probe: int | None = None  # the outage probe ticket it carries, if any
+
+
+def _proves(found, proofs: list[tuple[datetime, str]]) -> bool:
+    """True when ``found`` (a provider message) is exactly what one of the attempts handed
+    over, created at or after that attempt began (less ADOPT_SKEW)."""
+    digest = hashlib.sha256(found.body.encode()).hexdigest()
+    created = _aware(found.created_at)
+    return any(digest == expected and created >= _aware(began) - ADOPT_SKEW
+               for began, expected in proofs)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _in_doubt_sms(item: Item) -> bool:

@@ -256,6 +256,11 @@ def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_p
             session.execute(update(Message).values(
                 status="sending", attempts=1, first_attempt_at=utcnow(),
                 lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
+            for row in session.scalars(select(Message)):  # their attempts' `sending` commits
+                session.add(Event(campaign_id=row.campaign_id, message_id=row.id,
+                                  contact_id=row.contact_id, at=utcnow(), source="send",
+                                  kind="sending", applied=True,
+                                  detail={"attempt": 1, "content_sha256": "0" * 64}))
         tw.go_down("5xx", 1.5)
         seen = Seen()
         sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(

@@ -297,6 +297,18 @@ class TwilioDouble:
     def __enter__(self) -> TwilioDouble:
         return self.start()
 
+    def add_message(self, to: str, body: str, created: datetime,
+                    from_: str = "+15005550006") -> str:
+        """Store a message as if created at ``created`` by someone else (another campaign,
+        a login code): what a reconciliation must not mistake for ours. Returns its SID."""
+        with self._lock:
+            self.creates += 1
+            message = _Message(self.account_sid, {"To": to, "From": from_, "Body": body},
+                               self.creates)
+            message.created = message.updated = created
+            self._messages[message.sid] = message
+        return message.sid
+
     # -- outages ----------------------------------------------------------------------------
 
     def go_down(self, mode: str, seconds: float | None = None) -> None:
