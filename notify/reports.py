@@ -355,12 +355,12 @@ def _error_text(message: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _channel_clause(message: dict[str, Any]) -> str:
+def _channel_clause(message: dict[str, Any], zone: tzinfo | None = None) -> str:
     label = CHANNEL_LABEL.get(message["channel"], message["channel"])
     status = message["status"]
     if status in REACHED_STATUSES:
         when = message["delivered_at"] or message["sent_at"]
-        return f"{label} {status} on {_human_iso(when)}"
+        return f"{label} {status} on {_human_iso(when, zone)}"
     if status == "pending":
         return f"{label} pending (not sent yet)"
     if status == "sending":
@@ -369,10 +369,10 @@ def _channel_clause(message: dict[str, Any]) -> str:
     return f"{label} {status}" + (f" ({why})" if why else "")
 
 
-def _human_iso(value: str | None) -> str:
-    if not value:
-        return "an unknown time"
-    return value.replace("T", " ")[:16] + " UTC"
+def _human_iso(value: str | None, zone: tzinfo | None = None) -> str:
+    """``2026-11-27 10:02 UTC`` (or in ``zone``: ``2026-11-27 11:02 CET``): how support
+    reads a time."""
+    return localtime.show(value, zone, empty="an unknown time")
 
 
 def _best_per_channel(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -393,8 +393,9 @@ def _best_per_channel(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any
     return best
 
 
-def verdict(messages: list[dict[str, Any]]) -> str:
-    """One line answering "did we reach this customer, how, and when?"."""
+def verdict(messages: list[dict[str, Any]], zone: tzinfo | None = None) -> str:
+    """One line answering "did we reach this customer, how, and when?" (times in ``zone``,
+    UTC by default: the --json verdict is always UTC)."""
     if not messages:
         return "Not contacted yet: no message planned (notify send has not run for them)."
     best = _best_per_channel(messages)
@@ -405,13 +406,13 @@ def verdict(messages: list[dict[str, Any]]) -> str:
     if reached:
         first = reached[0]
         label = CHANNEL_LABEL.get(first["channel"], first["channel"])
-        when = _human_iso(first["delivered_at"] or first["sent_at"])
+        when = _human_iso(first["delivered_at"] or first["sent_at"], zone)
         head = f"Reached by {label} on {when} ({first['status']})"
-        rest = [f"also {_channel_clause(m)}" for m in reached[1:]]
-        return "; ".join([head, *rest, *(_channel_clause(m) for m in others)])
+        rest = [f"also {_channel_clause(m, zone)}" for m in reached[1:]]
+        return "; ".join([head, *rest, *(_channel_clause(m, zone) for m in others)])
     if any(m["status"] in IN_FLIGHT_STATUSES for m in others):
-        return "Not reached yet: " + "; ".join(_channel_clause(m) for m in others)
-    return "NOT reached: " + "; ".join(_channel_clause(m) for m in others)
+        return "Not reached yet: " + "; ".join(_channel_clause(m, zone) for m in others)
+    return "NOT reached: " + "; ".join(_channel_clause(m, zone) for m in others)
 
 
 def lookup(session: Session, query: str, campaign: str | None = None,
@@ -469,23 +470,24 @@ def lookup(session: Session, query: str, campaign: str | None = None,
     return {"query": query, "matches": len(results), "contacts": results}
 
 
-def _describe_event(event: dict[str, Any]) -> str:
+def _describe_event(event: dict[str, Any], zone: tzinfo | None = None) -> str:
     detail = event.get("detail") or {}
     extras = [f"{k}={v}" for k, v in detail.items()
               if k in ("provider_status", "error_code", "error_message", "status_code",
                        "diagnostic", "reason", "because", "early_event_id", "file")]
     note = "" if event["applied"] else " (recorded only)"
-    return (f"{_human_iso(event['at'])}  {event['source']:<9} {event['kind']}{note}"
+    return (f"{_human_iso(event['at'], zone)}  {event['source']:<9} {event['kind']}{note}"
             + (f"  {' '.join(extras)}" if extras else ""))
 
 
-def format_lookup(result: dict[str, Any]) -> list[str]:
-    """The lookup result as text: per contact the verdict first, then the details."""
+def format_lookup(result: dict[str, Any], zone: tzinfo | None = None) -> list[str]:
+    """The lookup result as text: per contact the verdict first, then the details; times in
+    ``zone`` (UTC by default)."""
     lines: list[str] = []
     for contact in result["contacts"]:
         if lines:
             lines.append("")
-        lines.append(contact["verdict"])
+        lines.append(verdict(contact["messages"], zone))
         who = contact["name"] or contact["key"]
         addresses = ", ".join(a for a in (contact["email"], contact["phone"]) if a) or "-"
         lines.append(f"Contact: {who} (key {contact['key']}, campaign {contact['campaign']})"
@@ -493,27 +495,27 @@ def format_lookup(result: dict[str, Any]) -> list[str]:
         where = ", ".join(x for x in (contact["state"], contact["country"]) if x)
         lines.append(f"Exposures: {', '.join(contact['exposures']) or '-'}"
                      + (f"  Location: {where}" if where else ""))
-        lines.append("Reset: " + _format_reset(contact["reset"]))
+        lines.append("Reset: " + _format_reset(contact["reset"], zone))
         lines.append("Messages:" if contact["messages"] else "Messages: none")
         for message in contact["messages"]:
-            lines.extend(_format_message(message))
+            lines.extend(_format_message(message, zone))
     return lines
 
 
-def _format_reset(reset: dict[str, Any] | None) -> str:
+def _format_reset(reset: dict[str, Any] | None, zone: tzinfo | None = None) -> str:
     if reset is None:
         return "not required (passwords were not exposed)"
     text = f"{reset['status']}, {reset['links_sent']} link(s) sent"
     if reset["completed_at"]:
-        text += f", completed {_human_iso(reset['completed_at'])}"
+        text += f", completed {_human_iso(reset['completed_at'], zone)}"
         if reset["completed_via"]:
             text += f" via {reset['completed_via']}"
     elif reset["link_expires_at"]:
-        text += f", link expires {_human_iso(reset['link_expires_at'])}"
+        text += f", link expires {_human_iso(reset['link_expires_at'], zone)}"
     return text
 
 
-def _format_message(message: dict[str, Any]) -> list[str]:
+def _format_message(message: dict[str, Any], zone: tzinfo | None = None) -> list[str]:
     label = CHANNEL_LABEL.get(message["channel"], message["channel"])
     kind = message["notice"] + (f" {message['sequence']}" if message["sequence"] else "")
     if message["is_fallback"]:
@@ -525,4 +527,4 @@ def _format_message(message: dict[str, Any]) -> list[str]:
     head += f"; attempts {message['attempts']}"
     if message["provider_message_id"]:
         head += f"; id {message['provider_message_id']}"
-    return [head, *(f"      {_describe_event(e)}" for e in message["timeline"])]
+    return [head, *(f"      {_describe_event(e, zone)}" for e in message["timeline"])]

@@ -108,3 +108,23 @@ def test_show_and_iso():
     assert localtime.screen_zone(True, {"TZ": "Asia/Tokyo"}).key == "Asia/Tokyo"
     with pytest.raises(ConfigError, match="NOTIFY_TIMEZONE: 'nope'"):
         localtime.screen_zone(False, {"NOTIFY_TIMEZONE": "nope"})
+
+
+def test_lookup_and_status_show_times_in_the_chosen_zone(env, campaign_file, monkeypatch):
+    from tests.test_status import seed_sample  # messages at a fixed time (the clock injected)
+
+    seed_sample(db.connect(env["NOTIFY_DATABASE_URL"]), campaign_file)
+    utc = run("lookup", "ANN.example@example.com").output.splitlines()
+    assert utc[0].startswith("Reached by email on 2026-11-27 10:02 UTC (delivered)")
+    monkeypatch.setenv("NOTIFY_TIMEZONE", "America/Los_Angeles")
+    local = run("lookup", "ANN.example@example.com").output
+    lines = local.splitlines()
+    assert lines[0].startswith("Reached by email on 2026-11-27 02:02 PST (delivered)")
+    assert "completed 2026-11-27 05:02 PST via webhook" in local
+    assert any(line.strip().startswith("2026-11-27 02:02 PST  send") for line in lines)
+    assert "UTC" not in local
+    data = json.loads(run("lookup", "ANN.example@example.com", "--json").output)
+    assert data["contacts"][0]["verdict"].startswith("Reached by email on 2026-11-27 10:02 UTC")
+    assert data["contacts"][0]["messages"][0]["sent_at"] == "2026-11-27T10:02:03Z"
+    status = run("status", "acme-2026-11").output.splitlines()[0]
+    assert re.fullmatch(r"Campaign acme-2026-11: 5 contacts \(as of .* P[SD]T\)", status)

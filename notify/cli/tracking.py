@@ -204,8 +204,9 @@ def status(app: App, name: str, as_json: bool, zone: tzinfo) -> None:
 @click.option("--campaign", "campaign", default=None, metavar="NAME",
               help="Only this campaign (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@local_option
 @pass_app
-def lookup(app: App, query: str, campaign: str | None, as_json: bool) -> None:
+def lookup(app: App, query: str, campaign: str | None, as_json: bool, zone: tzinfo) -> None:
     """Find a customer by key, email (any case) or phone (any format) and show whether,
     how and when they were reached.
 
@@ -217,6 +218,7 @@ def lookup(app: App, query: str, campaign: str | None, as_json: bool) -> None:
       notify lookup ann@example.com
       notify lookup "(415) 555-0100" --campaign acme-2026-11
       notify lookup C-1042 --json
+      notify lookup C-1042 --local
     """
     from notify import reports
 
@@ -225,5 +227,5 @@ def lookup(app: App, query: str, campaign: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(result)
         return
-    for line in reports.format_lookup(result):
+    for line in reports.format_lookup(result, zone):
         click.echo(line)
