@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, inspect, select
@@ -65,6 +69,62 @@ def record(
     session.add(entry)
     session.flush()
     return entry
+
+
+@dataclass
+class Run:
+    """What a run reports for its audit record when it ends normally."""
+
+    counts: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "ok"
+
+
+@contextmanager
+def recorded_run(open_session: Callable[[], AbstractContextManager[Session]], command: str, *,
+                 campaign: str | None = None, arguments: dict[str, Any] | None = None,
+                 actor: str | None = None, enabled: bool = True) -> Iterator[Run]:
+    """Write a run's audit record however the run ends (issue 13: a failed run is evidence
+    too).
+
+    The body sets ``run.counts`` and ``run.outcome`` when it ends normally. When it raises,
+    the record says ``failed`` (with the error's one line and exit status) or
+    ``interrupted`` (Ctrl-C), and the exception goes on. The record is written in its own
+    transaction (``open_session``), after the run's own work committed or rolled back; if
+    the database itself is what failed, the record cannot be written and the original
+    error is what the operator sees.
+    """
+    run = Run()
+
+    def write(outcome: str, counts: dict[str, Any]) -> None:
+        if not enabled:
+            return
+        with open_session() as session:
+            record(session, command, campaign=campaign, arguments=arguments, counts=counts,
+                   actor=actor, outcome=outcome)
+
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _write_after_failure(write, "interrupted", {**run.counts, "exit_status": 130})
+        raise
+    except NotifyError as exc:
+        _write_after_failure(write, "failed", {**run.counts, "error": str(exc)[:500],
+                                               "exit_status": exc.exit_code})
+        raise
+    except Exception as exc:  # a bug or a database failure: its type, never its text
+        _write_after_failure(write, "failed", {**run.counts, "error": type(exc).__name__,
+                                               "exit_status": 1})
+        raise
+    write(run.outcome, run.counts)
+
+
+def _write_after_failure(write: Callable[[str, dict[str, Any]], None], outcome: str,
+                         counts: dict[str, Any]) -> None:
+    try:
+        write(outcome, counts)
+    except Exception as exc:  # the original error matters more than its record
+        logging.getLogger("notify.audit").warning(
+            "could not write the audit record of a %s run: %s", outcome, type(exc).__name__)
 
 
 def records(session: Session, campaign: str | None = None, limit: int | None = None):

@@ -40,6 +40,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _private_sqlite_file(_dialect, _record, cargs, cparams) -> None:
+    # A database this connection would create is created 0600 first (its WAL and SHM then
+    # follow its mode): it holds contacts and events, whatever the umask says.
+    if not cparams.get("uri") and cargs:
+        from notify.files import prepare_sqlite_file
+
+        prepare_sqlite_file(str(cargs[0]))
+
+
 def _sqlite_begin(conn) -> None:
     # BEGIN IMMEDIATE on writer() engines: a deferred transaction that reads, then writes
     # after another connection committed, fails at once with "database is locked" (its
@@ -62,6 +71,7 @@ def make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "do_connect", _private_sqlite_file)
             event.listen(engine, "connect", _sqlite_pragmas)
             # pysqlite's own transaction handling defers BEGIN; emit it ourselves so a
             # transaction (including DDL) is atomic, as on PostgreSQL.

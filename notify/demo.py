@@ -15,6 +15,7 @@ from sqlalchemy import select
 from notify import audit, campaigns, db, export, importer, reports, resets, sender
 from notify.config import Settings
 from notify.errors import NotifyError
+from notify.files import private_dir
 from notify.models import Contact, PasswordReset, utcnow
 from notify.resources import data_dir
 
@@ -28,8 +29,7 @@ def demo_folder(folder: str | Path | None) -> Path:
     path = Path(folder)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise NotifyError(f"{path}: the demo needs an empty or new folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(path)
 
 
 def run_demo(folder: Path, echo: Echo, actor: str | None = None) -> dict[str, Path]:

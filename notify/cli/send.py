@@ -127,17 +127,16 @@ def run_and_report(app: App, command: str, name: str, options: sender.SendOption
 
     if options.observer is None:
         options.observer = reporter(options.progress and not options.dry_run)
-    summary = sender.send_campaign(app.engine, app.settings, name, options)
-    if not options.dry_run:
-        with app.session() as session:
-            audit_log.record(
-                session, command, campaign=name, actor=app.actor,
-                arguments={"channels": options.channels, "limit": options.limit,
-                           "email_rate": options.email_rate, "sms_rate": options.sms_rate,
-                           "concurrency": options.concurrency, "notice": options.notice},
-                counts={**(extra_counts or {}), **summary.as_dict()["run"]},
-                outcome="interrupted" if summary.interrupted else "ok",
-            )
+    arguments = {"channels": options.channels, "limit": options.limit,
+                 "email_rate": options.email_rate, "sms_rate": options.sms_rate,
+                 "concurrency": options.concurrency, "notice": options.notice}
+    # The record is written however the run ends (failed, Ctrl-C, outage too long).
+    with audit_log.recorded_run(app.session, command, campaign=name, actor=app.actor,
+                                arguments=arguments, enabled=not options.dry_run) as run:
+        run.counts = dict(extra_counts or {})
+        summary = sender.send_campaign(app.engine, app.settings, name, options)
+        run.counts.update(summary.as_dict()["run"])
+        run.outcome = "interrupted" if summary.interrupted else "ok"
     if as_json:
         echo_json({**(extra_counts or {}), **summary.as_dict()})
     else:

@@ -24,6 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from notify.files import create_private, open_private, private_dir
 from notify.transports.base import (
     Found,
     Messenger,
@@ -40,10 +41,14 @@ def eml_path(outbox: Path, row_id: int) -> Path:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that it is either the old or the complete new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        # 0600 from the start (the notice holds a working reset link); replace keeps it.
+        fd = create_private(tmp)
+        if fd is None:
+            raise FileExistsError(tmp)
+        with open(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -127,8 +132,8 @@ class OutboxSms(Messenger):
         self._checked_tail = False
 
     def _append(self, line: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        private_dir(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR | os.O_APPEND)
         try:
             if not self._checked_tail:
                 self._terminate_torn_line(fd)
