@@ -32,8 +32,11 @@ def demo_folder(folder: str | Path | None) -> Path:
     return private_dir(path)
 
 
-def run_demo(folder: Path, echo: Echo, actor: str | None = None) -> dict[str, Path]:
+def run_demo(folder: Path, echo: Echo, actor: str | None = None,
+             observer: sender.SendObserver | None = None) -> dict[str, Path]:
     """Load the example campaign, import the example list, send, report, export.
+
+    ``observer`` shows the send's progress (the CLI's display; None: nothing).
 
     Returns the paths it wrote (database, outbox, rejects, deliveries).
     """
@@ -46,7 +49,7 @@ def run_demo(folder: Path, echo: Echo, actor: str | None = None) -> dict[str, Pa
          "this machine)\n")
     name = _load_campaign(engine, echo, actor)
     _import(engine, name, paths["rejects"], echo, actor)
-    _send(engine, settings, name, echo, actor)
+    _send(engine, settings, name, echo, actor, observer)
     _complete_one_reset(engine, name, echo, actor)
     _status(engine, name, echo)
     _export(engine, name, paths["deliveries"], echo, actor)
@@ -85,9 +88,11 @@ def _import(engine, name: str, rejects: Path, echo: Echo, actor: str | None) -> 
     echo(f"   (rejected rows with their data: {rejects})")
 
 
-def _send(engine, settings: Settings, name: str, echo: Echo, actor: str | None) -> None:
+def _send(engine, settings: Settings, name: str, echo: Echo, actor: str | None,
+          observer: sender.SendObserver | None = None) -> None:
     # The outbox has no provider quota: lift the campaign's real-world rates for the demo.
-    options = sender.SendOptions(email_rate=0, sms_rate=0, assume_yes=True, progress=True)
+    options = sender.SendOptions(email_rate=0, sms_rate=0, assume_yes=True, progress=True,
+                                 observer=observer)
     summary = sender.send_campaign(engine, settings, name, options)
     with db.session_scope(engine) as session:
         audit.record(session, "send", campaign=name, actor=actor,

@@ -28,4 +28,6 @@ def demo(app: App, folder: str | None) -> None:
     from notify import demo as demo_lib  # the whole library: only for the demo
 
     target = demo_lib.demo_folder(folder)
-    demo_lib.run_demo(target, click.echo, actor=app.actor)
+    from notify.cli.send_progress import reporter
+
+    demo_lib.run_demo(target, click.echo, actor=app.actor, observer=reporter(True))
