@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -174,7 +175,8 @@ def assign(session: Session, campaign: Campaign, now: datetime | None = None) ->
     return assigned
 
 
-def export_codes(engine: Engine, name: str, path: str | Path) -> int:
+def export_codes(engine: Engine, name: str, path: str | Path,
+                 progress: Callable[[int], None] | None = None, bom: bool = False) -> int:
     """Who got which code (one row per assigned code), as CSV; returns the row count."""
     with db.session_scope(engine) as session:
         campaign = get_campaign(session, name)
@@ -186,11 +188,13 @@ def export_codes(engine: Engine, name: str, path: str | Path) -> int:
             .order_by(EnrollmentCode.assigned_at, EnrollmentCode.id)
         )
         count = 0
-        with atomic_csv(path) as writer:
+        with atomic_csv(path, bom) as writer:
             writer.writerow(EXPORT_COLUMNS)
             for key, cname, email, phone, code, at in rows:
                 writer.writerow([neutralize(campaign.name), neutralize(key), neutralize(cname),
                                  neutralize(email), neutralize(phone), neutralize(code),
                                  at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else ""])
                 count += 1
+                if progress is not None and not count % 1000:
+                    progress(count)
         return count

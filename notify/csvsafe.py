@@ -46,14 +46,15 @@ def is_stdout(path: str | Path | None) -> bool:
 
 
 @contextmanager
-def atomic_csv(path: str | Path) -> Iterator[Any]:
+def atomic_csv(path: str | Path, bom: bool = False) -> Iterator[Any]:
     """A csv writer on a temporary file beside ``path``, renamed to ``path`` on success.
 
     The file is created readable by its owner only: exports hold personal data. ``-``
     writes to standard output instead (byte for byte what the file would hold), for a pipe.
+    ``bom`` starts the file with a UTF-8 byte-order mark, which Excel needs to read UTF-8.
     """
     if is_stdout(path):
-        with _stdout_csv() as writer:
+        with _stdout_csv(bom) as writer:
             yield writer
         return
     target = Path(path)
@@ -68,6 +69,8 @@ def atomic_csv(path: str | Path) -> Iterator[Any]:
         raise NotifyError(f"{target}: cannot write: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            if bom:
+                handle.write("\ufeff")
             yield csv.writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -78,10 +81,12 @@ def atomic_csv(path: str | Path) -> Iterator[Any]:
 
 
 @contextmanager
-def _stdout_csv() -> Iterator[Any]:
+def _stdout_csv(bom: bool = False) -> Iterator[Any]:
     """A csv writer on standard output's bytes, UTF-8 and CRLF as in the files."""
     sys.stdout.flush()  # whatever was printed before comes first
     handle = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+    if bom:
+        handle.write("\ufeff")
     try:
         yield csv.writer(handle)
         handle.flush()

@@ -30,6 +30,7 @@ DELIVERY_COLUMNS = (
     "reset_completed_at",
     # Appended (DESIGN.md, December): read them by name.
     "template_version",  # the stored template version the message was rendered from
+    "state", "country",  # where the contact lives, as imported (notify.rules)
 )
 EVENT_COLUMNS = (
     "id", "at", "campaign", "contact_key", "message_id", "channel", "source", "kind",
@@ -139,13 +140,14 @@ def stream_rows(session: Session, query: Select, key: Any,
 
 
 def _write(engine: Engine, name: str, path: str | Path, header: Sequence[str],
-           produce: Callable[[Session, Any, Any], int]) -> int:
+           produce: Callable[[Session, Any, Any], int], bom: bool = False) -> int:
     """Open one read transaction, look up the campaign, write the CSV; returns row count.
 
-    ``path`` ``-`` writes to standard output (see :func:`notify.csvsafe.atomic_csv`)."""
+    ``path`` ``-`` writes to standard output (see :func:`notify.csvsafe.atomic_csv`);
+    ``bom`` starts it with a UTF-8 byte-order mark (for Excel)."""
     with db.session_scope(engine) as session:
         campaign = get_campaign(session, name)
-        with atomic_csv(path) as writer:
+        with atomic_csv(path, bom) as writer:
             writer.writerow(header)
             return produce(session, campaign, writer)
 
@@ -164,7 +166,7 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
             time_sql(Message.sent_at, sqlite), time_sql(Message.delivered_at, sqlite),
             time_sql(Message.last_event_at, sqlite), Message.content_sha256,
             reset_state_expr(now), time_sql(PasswordReset.completed_at, sqlite),
-            Message.template_version,
+            Message.template_version, Contact.state, Contact.country,
         )
         .join(Contact, Contact.id == Message.contact_id)
         .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Message.campaign_id,
@@ -175,7 +177,7 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
 
 # Positions in a deliveries row of the cells that may hold formulas (contact and provider
 # data; the others are our own vocabulary, numbers or times), and of the times.
-_DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11)
+_DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11, 20, 21)
 _DELIVERY_TIMES = (12, 13, 14, 15, 18)
 
 
@@ -188,14 +190,15 @@ def _write_deliveries(session: Session, campaign, writer, now: datetime | None =
 
 
 def export_deliveries(engine: Engine, campaign: str, path: str | Path,
-                      now: datetime | None = None, progress: Progress | None = None) -> int:
+                      now: datetime | None = None, progress: Progress | None = None,
+                      bom: bool = False) -> int:
     """One CSV row per message of the campaign (DESIGN.md columns); returns the row count.
 
     `now` decides which pending reset links count as expired (tests inject it); `progress`
     is called with the rows written so far every PROGRESS_EVERY rows."""
     return _write(engine, campaign, path, DELIVERY_COLUMNS,
                   lambda session, found, writer: _write_deliveries(session, found, writer, now,
-                                                                   progress))
+                                                                   progress), bom)
 
 
 def delivery_rows(engine: Engine, campaign: str) -> int:
@@ -235,10 +238,11 @@ def _write_events(session: Session, campaign, writer, progress: Progress | None 
 
 
 def export_events(engine: Engine, campaign: str, path: str | Path,
-                  progress: Progress | None = None) -> int:
+                  progress: Progress | None = None, bom: bool = False) -> int:
     """The campaign's raw event log, oldest first; returns the row count."""
     return _write(engine, campaign, path, EVENT_COLUMNS,
-                  lambda session, found, writer: _write_events(session, found, writer, progress))
+                  lambda session, found, writer: _write_events(session, found, writer, progress),
+                  bom)
 
 
 # --- unreached ---------------------------------------------------------------------------------
@@ -312,10 +316,18 @@ def _write_unreached(session: Session, campaign, writer,
 
 
 def export_unreached(engine: Engine, campaign: str, path: str | Path,
-                     progress: Progress | None = None) -> int:
+                     progress: Progress | None = None, bom: bool = False) -> int:
     """Contacts that no channel reached (no message sent or delivered), with why.
 
     ``progress`` is called with the number of contacts looked at after each page."""
     return _write(engine, campaign, path, UNREACHED_COLUMNS,
                   lambda session, found, writer: _write_unreached(session, found, writer,
-                                                                  progress))
+                                                                  progress), bom)
+
+
+def export_codes(engine: Engine, campaign: str, path: str | Path,
+                 progress: Progress | None = None, bom: bool = False) -> int:
+    """Who got which credit-monitoring enrollment code (see :mod:`notify.codes`)."""
+    from notify import codes
+
+    return codes.export_codes(engine, campaign, path, progress=progress, bom=bom)

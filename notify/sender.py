@@ -67,6 +67,7 @@ from notify.outage import (
     OutageState,
     OutageTooLong,
 )
+from notify.rules.business_email import skip_business_credentials
 from notify.throttle import Throttle
 from notify.transports import (
     Outgoing,
@@ -372,6 +373,8 @@ def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Cou
         skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
         session.execute(skip, {**params, "detail": f'{{"reason": "{reason}"}}'})
     restore()
+    if "email" in created:  # California 1798.82(d)(5): not to the business's own mailboxes
+        skip_business_credentials(session, campaign, config, now)
     _ensure_resets(session, campaign)
     return created
 

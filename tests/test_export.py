@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 from notify import db, export
 from notify.cli import main
 from notify.errors import NotifyError
-from notify.models import AuditRecord, Event, Message, PasswordReset
+from notify.models import AuditRecord, Contact, Event, Message, PasswordReset
 from tests.test_status import NOW, seed_sample
 
 NAME = "acme-2026-11"
@@ -46,7 +46,7 @@ def test_deliveries_columns_values_and_safe_cells(engine, campaign_file, tmp_pat
         "campaign", "contact_key", "name", "channel", "address", "exposures", "template",
         "status", "attempts", "provider_message_id", "error_code", "error_message",
         "first_attempt_at", "sent_at", "delivered_at", "last_event_at", "content_sha256",
-        "reset_status", "reset_completed_at", "template_version"]
+        "reset_status", "reset_completed_at", "template_version", "state", "country"]
     rows = rows_by(out)
     assert len(rows) == 8
     first = rows[0]
@@ -58,7 +58,7 @@ def test_deliveries_columns_values_and_safe_cells(engine, campaign_file, tmp_pat
         "first_attempt_at": "2026-11-27T10:02:03Z", "sent_at": "2026-11-27T10:02:03Z",
         "delivered_at": "2026-11-27T10:02:03Z", "last_event_at": "", "content_sha256": "ab" * 32,
         "reset_status": "completed", "reset_completed_at": "2026-11-27T13:02:03Z",
-        "template_version": "cd" * 32}
+        "template_version": "cd" * 32, "state": "CA", "country": "US"}
     sms = rows[1]
     assert (sms["channel"], sms["address"], sms["error_code"]) == ("sms", "+14155550101", "21610")
     bob = [r for r in rows if r["contact_key"] == "c2"]
@@ -67,6 +67,25 @@ def test_deliveries_columns_values_and_safe_cells(engine, campaign_file, tmp_pat
     assert bob[0]["reset_status"] == "pending"
     assert {r["reset_status"] for r in rows if r["contact_key"] == "c3"} == {""}
     assert {r["reset_status"] for r in rows if r["contact_key"] == "c5"} == {"expired"}
+
+
+def test_state_and_country_are_neutralized_and_bom_is_optional(engine, campaign_file, tmp_path):
+    ids = seed_sample(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        contact = session.get(Contact, ids["c2"])
+        contact.state, contact.country = "=1+2", "Côte d'Ivoire"
+    plain, bom = tmp_path / "plain.csv", tmp_path / "bom.csv"
+    export.export_deliveries(engine, NAME, plain)
+    export.export_deliveries(engine, NAME, bom, bom=True)
+    assert not plain.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert bom.read_bytes() == b"\xef\xbb\xbf" + plain.read_bytes()
+    bob = [r for r in rows_by(plain) if r["contact_key"] == "c2"][0]
+    assert (bob["state"], bob["country"]) == ("'=1+2", "Côte d'Ivoire")
+    result = CliRunner().invoke(main, ["export", "unreached", NAME, "-o", "-", "--bom"],
+                                env={"NOTIFY_DATABASE_URL": str(engine.url.render_as_string(
+                                    hide_password=False))})
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes.startswith(b"\xef\xbb\xbfkey,name,")
 
 
 def test_phone_exemption_is_exact(engine, campaign_file, tmp_path):

@@ -17,11 +17,11 @@ from notify.cli.common import App, NotifyGroup
 # when that command runs (or help lists them all), so `notify status` does not pay for
 # importing the send engine, Jinja2 or the importer.
 COMMANDS = {
-    "audit": "audit", "bounces": "tracking", "campaign": "campaign", "contacts": "contacts",
-    "demo": "demo", "export": "export", "init": "campaign", "lookup": "tracking",
-    "preview": "templates", "remind": "resets", "resets": "resets", "rules": "rules",
-    "send": "send",
-    "serve": "serve", "status": "tracking", "sync": "tracking", "templates": "templates",
+    "audit": "audit", "bounces": "tracking", "campaign": "campaign", "codes": "codes",
+    "contacts": "contacts", "demo": "demo", "export": "export", "init": "campaign",
+    "lookup": "tracking", "preview": "templates", "remind": "resets", "resets": "resets",
+    "rules": "rules", "send": "send", "serve": "serve", "status": "tracking",
+    "sync": "tracking", "templates": "templates",
 }
 
 

@@ -18,6 +18,8 @@ _OUTPUT = click.option("-o", "--output", required=True, metavar="FILE.csv",
                        help="CSV file to write (replaced only once complete); - for standard "
                             "output.")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+_BOM = click.option("--bom", is_flag=True, help="Start the file with a UTF-8 byte-order mark "
+                    "(Excel then reads accents and non-Latin names right).")
 
 
 def where(output: Path | str) -> str:
@@ -48,19 +50,21 @@ def _export_command(what: str, writer: str) -> Callable[[Callable[[], None]], cl
         @click.argument("name")
         @_OUTPUT
         @_JSON
+        @_BOM
         @pass_app
-        def command(app: App, name: str, output: Path, as_json: bool) -> None:
+        def command(app: App, name: str, output: Path, as_json: bool, bom: bool) -> None:
             from notify import export as exports
 
             write: Callable[..., int] = getattr(exports, writer)
             total = exports.delivery_rows(app.engine, name) if what == "deliveries" else None
             unit = "contacts looked at" if what == "unreached" else "rows"
             with RowProgress(f"export {what} {name}", total, unit) as progress:
-                rows = write(app.engine, name, output, progress=progress.update)
+                rows = write(app.engine, name, output, progress=progress.update, bom=bom)
             # Exports carry personal data out of the system: the trail records who took what.
             with app.session() as session:
                 audit_log.record(session, f"export {what}", campaign=name,
-                                 arguments={"campaign": name, "output": str(output)},
+                                 arguments={"campaign": name, "output": str(output),
+                                            "bom": bom},
                                  counts={"rows": rows}, actor=app.actor)
             summary(output, as_json, {"campaign": name, "export": what, "rows": rows,
                                       "output": str(output)},
@@ -78,11 +82,13 @@ def deliveries() -> None:
 
     Columns: campaign, contact_key, name, channel, address, exposures, template, status,
     attempts, provider_message_id, error_code, error_message, first_attempt_at, sent_at,
-    delivered_at, last_event_at, content_sha256, reset_status, reset_completed_at.
+    delivered_at, last_event_at, content_sha256, reset_status, reset_completed_at; then,
+    appended (read them by name): template_version, state, country.
 
     \b
     Example:
       notify export deliveries acme-2026-11 -o deliveries.csv
+      notify export deliveries acme-2026-11 -o deliveries.csv --bom   # for Excel
     """
 
 
@@ -109,4 +115,17 @@ def unreached() -> None:
     \b
     Example:
       notify export unreached acme-2026-11 -o unreached.csv
+    """
+
+
+@_export_command("codes", "export_codes")
+def codes() -> None:
+    """Who got which credit-monitoring enrollment code in campaign NAME (one row per code
+    given; see notify codes import), for the monitoring provider and for audits.
+
+    Columns: campaign, contact_key, name, email, phone, code, assigned_at.
+
+    \b
+    Example:
+      notify export codes acme-2026-11 -o codes.csv
     """
