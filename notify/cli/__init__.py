@@ -19,8 +19,8 @@ from notify.cli.common import App, NotifyGroup
 COMMANDS = {
     "audit": "audit", "bounces": "tracking", "campaign": "campaign", "codes": "codes",
     "contacts": "contacts", "demo": "demo", "export": "export", "init": "campaign",
-    "lookup": "tracking", "preview": "templates", "remind": "resets", "resets": "resets",
-    "rules": "rules", "send": "send", "serve": "serve", "status": "tracking",
+    "lookup": "tracking", "plan": "plan", "preview": "templates", "remind": "resets",
+    "resets": "resets", "rules": "rules", "send": "send", "serve": "serve", "status": "tracking",
     "sync": "tracking", "templates": "templates",
 }
 
