@@ -1,0 +1,101 @@
+"""Benchmark: `notify status` (first notices and reminder rounds apart) at a million contacts.
+
+Fills a campaign straight in SQL (PostgreSQL: generate_series, so the tally triggers run as
+statement triggers, as for a real plan; SQLite: a recursive CTE, row triggers) with one
+first-notice email per contact and two reminder rounds for a tenth of them, then times
+``reports.campaign_status`` (what `notify status` runs) a few times and prints the figures.
+The report must not depend on the number of contacts: it reads the tallies only.
+
+    python bench/status_bench.py                        # 1,000,000 contacts on PostgreSQL
+    python bench/status_bench.py --contacts 100000 --sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from notify import campaigns, db, reports  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
+PG_URL = os.environ.get("NOTIFY_BENCH_POSTGRES_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
+    """Contacts, their first notices (sent) and two reminder rounds for every tenth."""
+    started = time.perf_counter()
+    series = ("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+              "SELECT i FROM s" if sqlite else "SELECT generate_series(1, :n) AS i")
+    now = "CURRENT_TIMESTAMP"
+    with engine.begin() as conn:
+        conn.execute(text(
+            f"INSERT INTO contacts (campaign_id, key, email, exposures, created_at, updated_at) "
+            f"SELECT :c, 'K' || i, 'u' || i || '@example.com', 'passwords', {now}, {now} "
+            f"FROM ({series}) AS g"), {"c": campaign_id, "n": contacts})
+    for notice, sequence, every in (("notice", 0, 1), ("reminder", 1, 10), ("reminder", 2, 10)):
+        with engine.begin() as conn:
+            conn.execute(text(
+                f"INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
+                f"is_fallback, status, address, attempts, created_at, sent_at) "
+                f"SELECT campaign_id, id, 'email', :notice, :seq, false, 'sent', email, 1, "
+                f"{now}, {now} FROM contacts WHERE campaign_id = :c AND id % :every = 0"),
+                {"c": campaign_id, "notice": notice, "seq": sequence, "every": every})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--sqlite", action="store_true", help="a SQLite file instead")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    schema = None
+    if args.sqlite:
+        folder = tempfile.mkdtemp(prefix="status-bench-")
+        url = f"sqlite:///{folder}/bench.db"
+    else:
+        schema = "bench_" + uuid.uuid4().hex[:10]
+        with create_engine(PG_URL).begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        with db.session_scope(engine) as session:
+            campaign, _ = campaigns.load_campaign(session, EXAMPLE)
+            campaign_id, name = campaign.id, campaign.name
+        filled = fill(engine, campaign_id, args.contacts, args.sqlite)
+        timings = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            with db.session_scope(engine) as session:
+                report = reports.campaign_status(session, name)
+            timings.append(time.perf_counter() - started)
+        rounds = {r["label"]: r["totals"].get("email", 0) for r in report["rounds"]}
+        print(f"database:        {'SQLite' if args.sqlite else 'PostgreSQL'}")
+        print(f"contacts:        {report['contacts']:,}")
+        print(f"rounds:          {rounds}")
+        print(f"fill (SQL):      {filled:.1f} s")
+        print(f"status, median:  {statistics.median(timings) * 1000:.1f} ms "
+              f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
+              f"{args.repeat} runs)")
+    finally:
+        engine.dispose()
+        if schema:
+            with create_engine(PG_URL).begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+if __name__ == "__main__":
+    main()
