@@ -93,10 +93,15 @@ def runs(folder: Path, demo_db: str) -> dict[tuple[str, ...], list[list[str]]]:
     more = folder / "more.csv"
     more.write_text((folder / "example.csv").read_text())
     out = str(folder / "out.csv")
+    codes = folder / "codes.csv"
+    # Enough monitoring codes for every contact with identity data (a send needs them).
+    codes.write_text("code\n" + "".join(f"MON-{i:04d}\n" for i in range(100)))
     return {
         ("audit",): [["audit"], ["audit", "--campaign", NAME]],
         ("bounces", "import"): [["bounces", "import", str(folder / "bounce.eml")]],
         ("campaign", "list"): [["campaign", "list"]],
+        ("codes", "import"): [["codes", "import", str(codes), "--campaign", NAME]],
+        ("export", "codes"): [["export", "codes", NAME, "-o", out]],
         ("contacts", "import"): [["contacts", "import", str(more), "--campaign", NAME,
                                   "--dry-run"]],
         ("export", "deliveries"): [["export", "deliveries", NAME, "-o", out]],
