@@ -57,7 +57,10 @@ Configuration is read from the environment (see the README): `NOTIFY_DATABASE_UR
   - `export ...`, `resets export`: `campaign`, `export`, `rows`, `output`.
   - `bounces import`: the counts, `unmatched_items`, `unparseable_items` [{`file`,
     `reason`}], `fallbacks_by_campaign` [{`campaign`, `fallbacks_queued`}].
-  - `contacts import`: `read`, `imported`, `merged`, `warnings`, `rejected`, ...;
+  - `contacts import`: `read`, `imported`, `merged`, `warnings`, `rejected`,
+    `possible_duplicates`; `contacts list`: [{`key`, `name`, `email`, `phone`, `exposures`,
+    `country`, `state`, `locale`, `created_at`, `updated_at`}]; `contacts remove`:
+    `removed`, `unknown`, `refused`, `messages_removed`;
     `resets complete`: `read`, `completed`, `already_completed`, `rejected`, `dry_run`;
     `sync sms`: `campaign`, `checked`, `changed`, `by_status`, `unchanged`, `not_found`,
     `errors`, `early_applied`.
@@ -66,6 +69,32 @@ Configuration is read from the environment (see the README): `NOTIFY_DATABASE_UR
   every time (`2026-11-27 11:02 CET`). Files (CSV exports, `--format csv`) and JSON always
   carry UTC ISO-8601 (`2026-11-27T10:02:03Z`).
 """
+
+
+def vocabulary() -> str:
+    """The words `contacts import` reads as exposures, flags and keys, from the code itself."""
+    from notify import exposures, importer
+
+    lines = ["## Exposure vocabulary (`contacts import`)", "",
+             "An exposure cell may hold several of these, split on `;` `,` `|` `/`; they match "
+             "ignoring case, spaces and punctuation (`Card-Data` = `card data`). "
+             "`--map-value \"WORD=KIND\"` adds a word for one import.", ""]
+    for kind in exposures.RANKED:
+        words = ", ".join(f"`{w}`" for w in exposures.VOCABULARY[kind])
+        lines.append(f"- **{kind}**: {words}")
+    flag_words = ", ".join(f"`{w}`" for w in exposures.FLAG_WORDS)
+    yes = ", ".join(f"`{w}`" for w in exposures.TRUE_WORDS)
+    no = ", ".join(f"`{w}`" for w in exposures.FALSE_WORDS if w) + ", an empty cell"
+    lines += ["", "**Flag columns**: a header naming a kind (any word above), alone or "
+              f"followed by {flag_words} (e.g. `Password Exposed`, `SSN/DOB Exposed (Y/N)`). "
+              f"A flag cell is yes ({yes}) or no ({no}); anything else rejects its row, "
+              "naming the value.", ""]
+    owners = ", ".join(f"`{w}`" for w in importer._KEY_OWNERS)
+    suffixes = ", ".join(f"`{w}`" for w in importer._KEY_SUFFIXES)
+    lines += ["**Key columns**: `key`, `id`, `account`, or one of " + owners + " followed by "
+              "one of " + suffixes + " (`Cust #`, `Acct No`, `Member Number`). Without one, "
+              "a contact is keyed by its email, else its phone; the summary says which.", ""]
+    return "\n".join(lines)
 
 
 def walk(command: click.Command, path: list[str]):
@@ -89,7 +118,7 @@ def help_text(path: list[str], command: click.Command) -> str:
 
 def render() -> str:
     """The whole of docs/cli.md."""
-    parts = [INTRO]
+    parts = [INTRO, vocabulary()]
     for path, command in walk(main, ["notify"]):
         parts.append(f"## {' '.join(path)}\n\n```\n{help_text(path, command)}\n```\n")
     return "\n".join(parts)

@@ -36,6 +36,10 @@ _ALIASES = VOCABULARY
 # "SSN/DOB Exposed (Y/N)", "Card compromised?".
 FLAG_WORDS = ("exposed", "compromised", "leaked", "affected", "breached", "involved",
               "impacted", "yn", "flag")
+# A column named by one of these alone is a flag column; any other word of the vocabulary
+# (PAN, DOB, passport...) names a flag only with a flag word: a column "PAN" holds card numbers.
+BARE_FLAGS = ("passwords", "password", "credentials", "card", "cards", "card data",
+              "credit card", "payment card", "identity", "identity data", "ssn", "pii")
 TRUE_WORDS = ("yes", "y", "true", "t", "1", "x", "✓", "✔", "on")
 FALSE_WORDS = ("", "no", "n", "false", "f", "0", "-", "off", "none")
 
@@ -49,6 +53,7 @@ def squash(text: str) -> str:
 
 
 EXPOSURE_BY_ALIAS = {squash(alias): kind for kind, names in _ALIASES.items() for alias in names}
+_BARE = frozenset(squash(word) for word in BARE_FLAGS)
 
 _SPLIT = re.compile(r"[;,|/]")
 
@@ -92,11 +97,14 @@ def flag_kinds(header: str, extra: dict[str, str] | None = None) -> set[str]:
     flagged = len(words) < len(text.split())
     body = " ".join(words)
     lookup = {**EXPOSURE_BY_ALIAS, **(extra or {})}
+    if not flagged:
+        bare = squash(body)
+        kind = (extra or {}).get(bare) or (
+            EXPOSURE_BY_ALIAS.get(bare) if bare in _BARE else None)
+        return {kind} if kind else set()
     kind = lookup.get(squash(body))
     if kind:
         return {kind}
-    if not flagged:
-        return set()
     kinds = set()
     for part in re.split(r"[/&,;|+]|\band\b", body):
         if not part.strip():

@@ -73,12 +73,12 @@ SINGLE_FIELDS = (
 FIELDS = (*SINGLE_FIELDS, "exposure", *exposures.RANKED)
 MERGE_ON = ("email", "phone")
 
-_KEY_OWNERS = ("customer", "cust", "client", "account", "acct", "member", "user", "contact",
-               "subscriber", "patient", "policy", "holder", "record")
+_KEY_OWNERS = ("customer", "cust", "client", "account", "acct", "member", "user",
+               "subscriber", "patient", "policy", "record")
 _KEY_SUFFIXES = ("id", "no", "nr", "num", "number", "#", "code", "ref", "reference", "key")
 _FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "key": (
-        "key", "id", "account", "customer key", "unique id", "uid", "external id",
+        "key", "id", "account", "customer key", "unique id", "uid", "external id", "contact id",
         *(f"{owner} {suffix}" for owner in _KEY_OWNERS for suffix in _KEY_SUFFIXES),
         *(f"{owner}{suffix}" for owner in _KEY_OWNERS for suffix in ("id", "no", "nr", "num")),
     ),
@@ -915,8 +915,9 @@ class _Importer:
         for row in np.flatnonzero(beyond):
             values = frame.iloc[row].tolist()
             used = max(i for i, v in enumerate(values) if v.strip()) + 1
-            self.reasons[int(row)] = (f"{used} cells but the header has {width} columns "
-                                      "(a delimiter inside an unquoted value?)")
+            hint = ("a delimiter inside an unquoted value?" if self.table.kind in ("CSV", "TSV")
+                    else "is the header row right? see --header-row")
+            self.reasons[int(row)] = f"{used} cells but the header has {width} columns ({hint})"
 
     def _clean(self, index: int, series: pd.Series) -> pd.Series:
         """Control characters and bidi overrides removed (warned); a NUL rejects the row."""
@@ -988,7 +989,7 @@ class _Importer:
                 originals = cells[index].tolist()
                 for row in np.flatnonzero(np.isin(codes, neither)):
                     self.reasons.setdefault(
-                        int(row), f"column {header!r} is {_show(originals[row].strip())}, "
+                        int(row), f"column {header!r} is {_flag_value(originals[row])}, "
                         "neither yes nor no (yes, true, 1, x / no, false, 0, empty)")
         return masks, unknown
 
@@ -1192,6 +1193,15 @@ class _Importer:
 
 
 _BITS_OF = {joined: mask for mask, joined in enumerate(_JOINED)}
+
+
+def _flag_value(value: str) -> str:
+    """A flag cell for a message: the value itself, unless it looks like the data (a card or
+    social security number in a column named for it), which must not reach a terminal or log."""
+    value = value.strip()
+    if len(value) > 16 or sum(c.isdigit() for c in value) >= 4:
+        return "a value that is not a flag (not shown: it looks like data)"
+    return _show(value)
 
 
 def _flag(value: str) -> bool | None:

@@ -130,7 +130,8 @@ def test_header_only_reads_nothing_and_says_so(cli, tmp_path):
     result = invoke("contacts", "import", str(path), "--campaign", CAMPAIGN, "--json")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == (
-        '{"read": 0, "imported": 0, "merged": 0, "warnings": 0, "rejected": 0}')
+        '{"read": 0, "imported": 0, "merged": 0, "warnings": 0, "rejected": 0, '
+        '"possible_duplicates": 0}')
     assert "no data rows" in result.stdout
     assert contact_count(cli) == 0
 

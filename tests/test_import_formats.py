@@ -175,7 +175,8 @@ def test_example_list_through_the_cli(env, campaign_file, tmp_path):
     ])
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts == {"read": 41, "imported": 36, "merged": 1, "warnings": 2, "rejected": 4}
+    assert counts == {"read": 41, "imported": 36, "merged": 1, "warnings": 2, "rejected": 4,
+                      "possible_duplicates": 0}
     assert ("41 rows: 36 new, 0 already present, 0 changed; 1 repeated in the file, "
             "4 rejected; 2 with warnings.") in result.stdout
     assert "line 37: no email and no phone" in result.stdout

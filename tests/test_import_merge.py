@@ -150,7 +150,8 @@ def test_cli_json_summary_and_audit_record(env, campaign_file, tmp_path):
     assert real.exit_code == 0, real.output
     counts = json.loads(real.stdout.strip().splitlines()[-1])
     assert counts == json.loads(dry.stdout.strip().splitlines()[-1])
-    assert counts == {"read": 5, "imported": 2, "merged": 2, "warnings": 1, "rejected": 1}
+    assert counts == {"read": 5, "imported": 2, "merged": 2, "warnings": 1, "rejected": 1,
+                      "possible_duplicates": 0}
     assert all(type(v) is int for v in counts.values())
     assert "  line 5: no email and no phone" in real.stdout
     engine = db.connect(env["NOTIFY_DATABASE_URL"])

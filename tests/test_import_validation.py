@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 
 import phonenumbers
 import pytest
 from click.testing import CliRunner
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
 
+from notify import db
 from notify.cli import main
 from notify.importer import normalize_email, normalize_phone
+from notify.models import AuditRecord
 from tests.import_helpers import CAMPAIGN, do_import, stored
 
 
@@ -207,16 +211,27 @@ def test_rejects_file_neutralizes_formulas(loaded, tmp_path):
     assert contact.extra == {"note": "@SUM(A1)"}
 
 
-def test_cli_lists_at_most_twenty_rejects(env, campaign_file, tmp_path):
+def test_cli_groups_repeated_reasons_and_fails_when_every_row_is_rejected(
+    env, campaign_file, tmp_path
+):
     rows = [["email", "exposure"]] + [[f"u{i}@example.com", "toast"] for i in range(25)]
+    rows += [[f"v{i}@example.com", f"jam {i}"] for i in range(3)]  # values differ: one group
+    rows += [["", "card"]]
     path = write_rows(tmp_path / "list.csv", rows)
     runner = CliRunner()
     runner.invoke(main, ["campaign", "load", str(campaign_file)])
     result = runner.invoke(main, ["contacts", "import", str(path), "--campaign", CAMPAIGN,
-                                  "--rejects", str(tmp_path / "r.csv")])
-    assert result.exit_code == 0, result.output
-    listed = [line for line in result.stdout.splitlines() if line.startswith("  line ")]
-    assert len(listed) == 20
-    assert listed[0] == '  line 2: no recognized exposure ("toast")'
-    assert f"  ... and 5 more; see {tmp_path / 'r.csv'}" in result.stdout
-    assert "25 rows: 0 new, 0 already present, 0 changed; 25 rejected." in result.stdout
+                                  "--rejects", str(tmp_path / "r.csv"), "--json"])
+    assert result.exit_code == 1, result.output
+    out = result.stdout.splitlines()
+    assert '  25 rows: no recognized exposure ("toast") (lines 2, 3, 4, 5, 6, ...)' in out
+    assert '  3 rows: no recognized exposure ("…") (lines 27, 28, 29)' in out
+    assert "  line 30: no email and no phone" in out
+    assert out[0].startswith("Nothing imported (every row was rejected)")
+    assert out[0].endswith("29 rows: 0 new, 0 already present, 0 changed; 29 rejected.")
+    assert json.loads(out[-1])["rejected"] == 29
+    assert (tmp_path / "r.csv").exists()  # the report is still written
+    assert stored(db.connect(env["NOTIFY_DATABASE_URL"])) == {}
+    with db.session_scope(db.connect(env["NOTIFY_DATABASE_URL"])) as session:
+        assert session.scalar(select(func.count()).select_from(AuditRecord).where(
+            AuditRecord.command == "contacts import")) == 0
