@@ -104,6 +104,8 @@ def runs(folder: Path, demo_db: str) -> dict[tuple[str, ...], list[list[str]]]:
         ("export", "codes"): [["export", "codes", NAME, "-o", out]],
         ("contacts", "import"): [["contacts", "import", str(more), "--campaign", NAME,
                                   "--dry-run"]],
+        ("contacts", "remove"): [["contacts", "remove", "--campaign", NAME, "C-1001", "nobody",
+                                  "--dry-run"]],
         ("export", "deliveries"): [["export", "deliveries", NAME, "-o", out]],
         ("export", "events"): [["export", "events", NAME, "-o", out]],
         ("export", "unreached"): [["export", "unreached", NAME, "-o", out]],
