@@ -20,8 +20,8 @@ COMMANDS = {
     "audit": "audit", "bounces": "tracking", "campaign": "campaign", "codes": "codes",
     "contacts": "contacts", "demo": "demo", "export": "export", "init": "campaign",
     "lookup": "tracking", "plan": "plan", "preview": "templates", "remind": "resets",
-    "resets": "resets", "rules": "rules", "send": "send", "serve": "serve", "status": "tracking",
-    "sync": "tracking", "templates": "templates",
+    "report": "report", "resets": "resets", "rules": "rules", "send": "send",
+    "serve": "serve", "status": "tracking", "sync": "tracking", "templates": "templates",
 }
 
 
