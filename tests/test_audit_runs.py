@@ -92,3 +92,20 @@ def test_when_the_database_is_what_failed_the_original_error_stands(tmp_path):
     with pytest.raises(NotifyError, match="the real problem"), audit.recorded_run(
             open_session, "send"):
         raise NotifyError("the real problem")
+
+
+def test_a_remind_that_fails_is_audited_with_what_it_planned(env, campaign_file, monkeypatch):
+    from tests.test_remind import seed_due
+
+    seed_due(env, campaign_file)
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    with SmtpSink(auth={"mailer": "s3cret"}) as sink:
+        smtp_env(monkeypatch, sink)
+        monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
+        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
+        result = CliRunner().invoke(main, ["remind", "acme-2026-11", "--after", "72h",
+                                           "--channel", "email", "--yes"])
+        assert result.exit_code == 1, result.output
+    [record] = runs(engine, "remind")
+    assert record.outcome == "failed" and record.counts["reminders_planned"] == 2
+    assert "refused" in record.counts["error"]

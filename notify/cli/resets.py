@@ -162,15 +162,18 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
     if not assume_yes and due + waiting and not _confirmed(name, due + waiting):
         click.echo("Nothing planned or sent.")
         return
-    # A fresh transaction whose first statement writes: on SQLite it takes the write lock
-    # before reading, so two overlapping cron runs queue instead of failing.
-    with app.session() as session:
-        created = reset_lib.plan_reminders(session, job.campaign, after, max_reminders,
-                                           job.channels, limit=limit)
-    if not as_json:
-        click.echo(f"Planned {created} reminder(s).")
-    run_and_report(app, "remind", name, options, as_json,
-                   extra_counts={"reminders_planned": created})
+    def plan() -> dict:
+        # A fresh transaction whose first statement writes: on SQLite it takes the write
+        # lock before reading, so two overlapping cron runs queue instead of failing.
+        with app.session() as session:
+            created = reset_lib.plan_reminders(session, job.campaign, after, max_reminders,
+                                               job.channels, limit=limit)
+        if not as_json:
+            click.echo(f"Planned {created} reminder(s).")
+        return {"reminders_planned": created}
+
+    # Planning runs inside the audited run: a failure there is recorded too.
+    run_and_report(app, "remind", name, options, as_json, prepare=plan)
 
 
 def _unsent_reminders(session, campaign_id: int, channels: tuple[str, ...]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import click
@@ -120,8 +120,12 @@ def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
 
 
 def run_and_report(app: App, command: str, name: str, options: sender.SendOptions,
-                   as_json: bool, extra_counts: dict | None = None) -> None:
-    """Run the engine, print the summary, write the audit record, set the exit status."""
+                   as_json: bool, prepare: Callable[[], dict] | None = None) -> None:
+    """Run the engine, print the summary, write the audit record, set the exit status.
+
+    ``prepare`` (remind's planning) runs first, inside the audited run, and returns counts
+    for the record and the summary.
+    """
     from notify import sender
     from notify.cli.send_progress import reporter
 
@@ -133,12 +137,13 @@ def run_and_report(app: App, command: str, name: str, options: sender.SendOption
     # The record is written however the run ends (failed, Ctrl-C, outage too long).
     with audit_log.recorded_run(app.session, command, campaign=name, actor=app.actor,
                                 arguments=arguments, enabled=not options.dry_run) as run:
-        run.counts = dict(extra_counts or {})
+        extra_counts = prepare() if prepare is not None else {}
+        run.counts = dict(extra_counts)
         summary = sender.send_campaign(app.engine, app.settings, name, options)
         run.counts.update(summary.as_dict()["run"])
         run.outcome = "interrupted" if summary.interrupted else "ok"
     if as_json:
-        echo_json({**(extra_counts or {}), **summary.as_dict()})
+        echo_json({**extra_counts, **summary.as_dict()})
     else:
         for line in summary.lines():
             click.echo(line)
