@@ -331,3 +331,34 @@ def export_codes(engine: Engine, campaign: str, path: str | Path,
     from notify import codes
 
     return codes.export_codes(engine, campaign, path, progress=progress, bom=bom)
+
+
+# --- to any csv writer (the web view's downloads) ----------------------------------------------
+
+EXPORTS = ("deliveries", "unreached", "resets", "events")
+
+
+def write_export(session: Session, what: str, campaign: Any, writer: Any,
+                 now: datetime | None = None) -> int:
+    """Write export ``what`` (one of EXPORTS) of ``campaign`` to a csv writer: the header,
+    then every row, exactly as `notify export WHAT` / `notify resets export` write their
+    files (same code), so a download is byte-equal to the command's file. Returns rows."""
+    if what == "resets":
+        from notify import resets
+
+        writer.writerow(resets.EXPORT_COLUMNS)
+        count = 0
+        for row in resets.export_rows(session, campaign, now):
+            writer.writerow([neutralize(cell) for cell in row])
+            count += 1
+        return count
+    if what == "deliveries":
+        writer.writerow(DELIVERY_COLUMNS)
+        return _write_deliveries(session, campaign, writer, now)
+    if what == "events":
+        writer.writerow(EVENT_COLUMNS)
+        return _write_events(session, campaign, writer)
+    if what == "unreached":
+        writer.writerow(UNREACHED_COLUMNS)
+        return _write_unreached(session, campaign, writer)
+    raise ValueError(f"unknown export {what!r}")

@@ -135,6 +135,8 @@ class Contact(Base):
         Index("ix_contacts_email", "email"),
         Index("ix_contacts_phone", "phone"),
         Index("ix_contacts_key", "key"),
+        # Support searches by name (notify.web.search): exact, in a few case spellings.
+        Index("ix_contacts_name", "name"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -357,3 +359,34 @@ class EnrollmentCode(Base):
         ForeignKey("contacts.id", ondelete="SET NULL"))
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+WEB_ROLES = ("support", "compliance", "admin")
+
+
+class WebUser(Base):
+    """A person who signs in to the web view (notify.web). The password is stored only as
+    its argon2 hash; ``session_epoch`` grows at each sign-out so every older session cookie
+    stops working; ``failed_logins`` and ``locked_until`` implement the lockout."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # support | compliance | admin
+    password_hash: Mapped[str] = mapped_column(Text)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebSetting(Base):
+    """Named values the web view keeps in the database, e.g. its session signing key
+    (created on first use when NOTIFY_WEB_SECRET is not set)."""
+
+    __tablename__ = "web_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -429,6 +429,12 @@ def lookup(session: Session, query: str, campaign: str | None = None,
         where = f" in campaign {campaign!r}" if campaign else ""
         raise NotFound(f"no contact matches {query.strip()!r}{where} (searched key, email "
                        "and phone)")
+    return {"query": query, "matches": len(found), "contacts": describe(session, found, now)}
+
+
+def describe(session: Session, found: list[tuple], now: datetime) -> list[dict[str, Any]]:
+    """Per found ``(Contact, campaign name)``: its verdict, exposures, messages with their
+    timelines, and reset state (what `notify lookup` and the web search show)."""
     contact_ids = [contact.id for contact, _ in found]
     messages = list(session.scalars(
         select(Message).where(Message.contact_id.in_(contact_ids))
@@ -467,7 +473,7 @@ def lookup(session: Session, query: str, campaign: str | None = None,
             "messages": views,
             "reset": _reset_view(resets.get(contact.id), now),
         })
-    return {"query": query, "matches": len(results), "contacts": results}
+    return results
 
 
 def _describe_event(event: dict[str, Any], zone: tzinfo | None = None) -> str:

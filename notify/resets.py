@@ -675,6 +675,13 @@ def export_resets(session: Session, campaign: Campaign, path: str | Path,
     listed, even before a reset record exists. Streamed in batches, written to a temporary
     file renamed into place at the end, so a reader never sees half a file.
     """
+    return write_csv(path, EXPORT_COLUMNS, export_rows(session, campaign, now), progress)
+
+
+def export_rows(session: Session, campaign: Campaign,
+                now: datetime | None = None) -> Iterator[tuple]:
+    """The rows of :func:`export_resets` (cells not yet neutralized), streamed from the
+    database: the CLI writes them to a file, the web view to a download."""
     now = _as_utc(now or utcnow())
     query = (
         select(Contact.key, Contact.email, Contact.phone, status_expression(now),
@@ -688,11 +695,10 @@ def export_resets(session: Session, campaign: Campaign, path: str | Path,
         .order_by(Contact.id)
         .execution_options(yield_per=1000)
     )
-    rows = (
+    return (
         (campaign.name, key, email, phone, status, iso(done), sent or 0, iso(expires))
         for key, email, phone, status, done, sent, expires in session.execute(query)
     )
-    return write_csv(path, EXPORT_COLUMNS, rows, progress)
 
 
 PROGRESS_EVERY = 1000  # rows between two progress calls of an export

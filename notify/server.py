@@ -90,6 +90,9 @@ def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], Any] = u
     app.router.add_post(TWILIO_STATUS_PATH, twilio_status)
     app.router.add_post(RESETS_PATH, reset_completion)
     app.router.add_get(HEALTH_PATH, healthz)
+    from notify.web import pages  # the web view for support and compliance (docs/web.md)
+
+    pages.mount(app, engine, settings.public_url)
     app.on_cleanup.append(_shutdown_executor)
     return app
 

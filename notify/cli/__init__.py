@@ -22,6 +22,7 @@ COMMANDS = {
     "lookup": "tracking", "plan": "plan", "preview": "templates", "remind": "resets",
     "report": "report", "resets": "resets", "rules": "rules", "send": "send",
     "serve": "serve", "status": "tracking", "sync": "tracking", "templates": "templates",
+    "users": "users",
 }
 
 

@@ -20,12 +20,13 @@ from notify.config import check_webhook_secret
               help="TCP port to listen on.")
 @pass_app
 def serve(app: App, host: str, port: int) -> None:
-    """Receive Twilio status callbacks and password-reset completions over HTTP.
+    """Serve the web view and receive Twilio status callbacks and reset completions.
 
     Routes: POST /webhooks/twilio/status (checked with X-Twilio-Signature against
     NOTIFY_PUBLIC_URL + path, using TWILIO_AUTH_TOKEN), POST /webhooks/resets (signed with
     NOTIFY_WEBHOOK_SECRET), GET /healthz. Unsigned or badly signed requests get 403 and
-    change nothing. Stop it with Ctrl-C.
+    change nothing. The web view for support and compliance is at / (sign in with an
+    account from `notify users add`; see docs/web.md). Stop it with Ctrl-C.
 
     \b
     Example:

@@ -1,0 +1,105 @@
+"""`notify users add|list|remove`: accounts of the web view served by `notify serve`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import click
+
+from notify import audit as audit_log
+from notify.cli import main
+from notify.cli.common import App, echo_json, pass_app
+from notify.models import WEB_ROLES
+
+
+@main.group()
+def users() -> None:
+    """Accounts that may sign in to the web view (support, compliance, admin)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(WEB_ROLES),
+              help="support: search and timelines; compliance: also campaigns' exports and "
+                   "the audit log; admin: also manages users.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input instead of "
+                   "prompting (for scripts).")
+@pass_app
+def users_add(app: App, name: str, role: str, password_stdin: bool) -> None:
+    """Create the web account NAME with a role; the password is prompted (twice).
+
+    The password (12 characters or more) is stored only as its argon2 hash.
+
+    \b
+    Example:
+      notify users add alice --role admin
+      printf '%s\\n' "$PASSWORD" | notify users add bob --role support --password-stdin
+    """
+    from notify.web import users as accounts
+
+    name = accounts.check_name(name)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    accounts.check_password(password)
+    with app.session() as session:
+        accounts.add_user(session, name, role, password)
+        audit_log.record(session, "users add", arguments={"name": name, "role": role},
+                         actor=app.actor)
+    click.echo(f"Added user {name!r} with role {role}. They sign in at the address "
+               "`notify serve` listens on.")
+
+
+@users.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
+@pass_app
+def users_list(app: App, fmt: str) -> None:
+    """List the web accounts: name, role, locked until, last sign-in, created.
+
+    \b
+    Example:
+      notify users list --format csv
+    """
+    from notify.web import users as accounts
+
+    with app.session() as session:
+        rows = [accounts.user_row(user) for user in accounts.list_users(session)]
+    columns = ["name", "role", "locked_until", "last_login_at", "created_at"]
+    if fmt == "json":
+        echo_json(rows)
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[row[c] or "" for c in columns] for row in rows])
+    elif not rows:
+        click.echo("No users yet. Create the first admin with: notify users add NAME "
+                   "--role admin")
+    else:
+        table = [columns] + [[str(row[c] or "-") for c in columns] for row in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+        for line in table:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths,
+                                                                   strict=True)).rstrip())
+
+
+@users.command("remove")
+@click.argument("name")
+@pass_app
+def users_remove(app: App, name: str) -> None:
+    """Delete the web account NAME; its open sessions stop working at once.
+
+    \b
+    Example:
+      notify users remove bob
+    """
+    from notify.web import users as accounts
+
+    with app.session() as session:
+        user = accounts.remove_user(session, name)
+        audit_log.record(session, "users remove", arguments={"name": name, "role": user.role},
+                         actor=app.actor)
+    click.echo(f"Removed user {name!r}.")

@@ -1,0 +1,170 @@
+"""Web accounts (`notify users`), password checks with the lockout, signed session cookies,
+and the support search's name matching; the browser tests are in tests/test_web.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from notify import db
+from notify.cli import main
+from notify.models import WebUser
+from notify.web import auth, search, users
+from tests.test_status import NOW, T0, seed_sample
+
+PASSWORD = "correct horse battery staple"
+
+
+def run(*args, stdin=None):
+    return CliRunner().invoke(main, list(args), input=stdin)
+
+
+def test_users_add_list_remove(env):
+    added = run("users", "add", "alice", "--role", "admin", "--password-stdin",
+                stdin=PASSWORD + "\n")
+    assert added.exit_code == 0, added.output
+    assert run("users", "add", "bob", "--role", "support", "--password-stdin",
+               stdin=PASSWORD + "\n").exit_code == 0
+    listed = json.loads(run("users", "list", "--format", "json").output)
+    assert [(u["name"], u["role"], u["locked_until"]) for u in listed] == [
+        ("alice", "admin", None), ("bob", "support", None)]
+    assert run("users", "list", "--format", "csv").output.splitlines() == [
+        "name,role,locked_until,last_login_at,created_at",
+        f"alice,admin,,,{listed[0]['created_at']}", f"bob,support,,,{listed[1]['created_at']}"]
+    table = run("users", "list").output.splitlines()
+    assert table[0].split() == ["name", "role", "locked_until", "last_login_at", "created_at"]
+    assert table[1].split()[:2] == ["alice", "admin"]
+    removed = run("users", "remove", "bob")
+    assert removed.exit_code == 0 and "Removed user 'bob'" in removed.output
+    assert [u["name"] for u in json.loads(run("users", "list", "--format", "json").output)] \
+        == ["alice"]
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    with db.session_scope(engine) as session:
+        stored = session.query(WebUser).one()
+        assert stored.password_hash.startswith("$argon2id$")
+        assert PASSWORD not in stored.password_hash
+        from notify.audit import records
+
+        trail = [(r.command, r.arguments) for r in records(session)
+                 if r.command.startswith("users")]
+    assert trail == [("users add", {"name": "alice", "role": "admin"}),
+                     ("users add", {"name": "bob", "role": "support"}),
+                     ("users remove", {"name": "bob", "role": "support"})]
+
+
+def test_users_add_prompts_for_the_password_twice(env):
+    result = run("users", "add", "carol", "--role", "compliance",
+                 stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["users", "add", "al ice", "--role", "admin", "--password-stdin"], PASSWORD,
+     "user name 'al ice': use 1 to 128 characters without spaces"),
+    (["users", "add", "al", "--role", "admin", "--password-stdin"], "short",
+     "the password must be at least 12 characters long"),
+    (["users", "remove", "nobody"], None, "no user named 'nobody' (see: notify users list)"),
+])
+def test_bad_input_is_one_line(env, args, stdin, message):
+    result = run(*args, stdin=stdin and stdin + "\n")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"Error: {message}"
+
+
+def test_a_name_cannot_be_added_twice(env):
+    for expected in (0, 1):
+        result = run("users", "add", "al", "--role", "admin", "--password-stdin",
+                     stdin=PASSWORD + "\n")
+        assert result.exit_code == expected
+    assert "already exists" in result.output
+
+
+def test_unknown_role_is_refused(env):
+    result = run("users", "add", "al", "--role", "root", "--password-stdin",
+                 stdin=PASSWORD + "\n")
+    assert result.exit_code == 2 and "'root' is not one of" in result.output
+
+
+def test_lockout_after_repeated_failures_then_it_lapses(engine):
+    with db.session_scope(engine) as session:
+        users.add_user(session, "al", "support", PASSWORD)
+    for attempt in range(1, users.MAX_FAILED + 1):
+        with db.session_scope(engine) as session:
+            result = users.authenticate(session, "al", "wrong password!", now=T0)
+        assert result.reason == ("locked" if attempt == users.MAX_FAILED else "wrong")
+    with db.session_scope(engine) as session:  # locked: even the right password
+        assert users.authenticate(session, "al", PASSWORD, now=T0).reason == "locked"
+    later = T0 + users.LOCKOUT + timedelta(seconds=1)
+    with db.session_scope(engine) as session:
+        result = users.authenticate(session, "al", PASSWORD, now=later)
+        assert result.reason == "ok" and result.user.last_login_at == later
+    with db.session_scope(engine) as session:
+        assert users.authenticate(session, "nobody", PASSWORD, now=T0).reason == "wrong"
+
+
+def test_session_cookie_is_signed_and_expires():
+    key, other = b"k" * 32, b"o" * 32
+    cookie, lifetime = auth.new_session(key, "al", 3, now=1000)
+    assert lifetime == auth.SESSION_LIFETIME.total_seconds()
+    read = auth.read_session(key, cookie, now=1001)
+    assert (read.name, read.epoch) == ("al", 3)
+    assert auth.read_session(key, cookie, now=1000 + lifetime) is None  # expired
+    assert auth.read_session(other, cookie, now=1001) is None  # another key
+    body, _, signature = cookie.partition(".")
+    forged = auth._pack(b"x", ["admin", "3", "99999999999", "n"]).split(".")[0]
+    assert auth.read_session(key, f"{forged}.{signature}", now=1001) is None
+    token = auth.csrf_token(key, read.nonce)
+    assert auth.csrf_ok(key, read.nonce, token)
+    assert not auth.csrf_ok(key, read.nonce + "x", token)
+    assert not auth.csrf_ok(key, read.nonce, "")
+
+
+def test_signing_key_is_created_once_and_kept(engine, monkeypatch):
+    monkeypatch.delenv(auth.SECRET_ENV, raising=False)
+    first = auth.signing_key(engine)
+    assert len(first) == 32 and auth.signing_key(engine) == first
+    monkeypatch.setenv(auth.SECRET_ENV, "shared by the servers behind the proxy")
+    assert auth.signing_key(engine) != first
+
+
+@pytest.mark.parametrize("query", ["Ann Example", "ann example", "ANN EXAMPLE",
+                                   "  Ann   Example "])
+def test_name_search_on_the_index(engine, campaign_file, query):
+    seed_sample(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        found = search.search(session, query, now=NOW)
+    assert [c["key"] for c in found] == ["c1"]
+    assert found[0]["web_verdict"].text == ("Reached by email on 2026-11-27 10:02 UTC, "
+                                            "SMS failed (21610 opted out)")
+
+
+def test_name_search_uses_the_name_index(engine):
+    from sqlalchemy import inspect
+
+    assert "ix_contacts_name" in {i["name"] for i in inspect(engine).get_indexes("contacts")}
+
+
+@pytest.mark.parametrize("key, kind, text", [
+    ("c2", "unreached", "Not reached: email bounced (5.1.1 =cmd|' /C calc'!A0), "
+                        "SMS undelivered (30003 unreachable handset)"),
+    ("c3", "waiting", "Not reached yet: email pending (not sent yet), SMS skipped (no phone)"),
+    ("c4", "waiting", "Not contacted yet: no message has been planned for this customer."),
+    ("c5", "reached", "Reached by email on 2026-11-27 10:02 UTC, "
+                      "SMS delivered 2026-11-27 10:02 UTC"),
+])
+def test_verdicts(engine, campaign_file, key, kind, text):
+    seed_sample(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        verdict = search.search(session, key, now=NOW)[0]["web_verdict"]
+    assert (verdict.kind, verdict.text) == (kind, text)
+
+
+def test_nobody_is_an_empty_answer(engine, campaign_file):
+    seed_sample(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        assert search.search(session, "Zed Nobody", now=NOW) == []
+        assert search.search(session, "   ", now=NOW) == []
