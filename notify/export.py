@@ -201,13 +201,18 @@ def export_deliveries(engine: Engine, campaign: str, path: str | Path,
                                                                    progress), bom)
 
 
-def delivery_rows(engine: Engine, campaign: str) -> int:
-    """How many rows ``export deliveries`` will write (one per message), from the counts
-    the triggers keep: instant, for the progress bar's total."""
+def progress_total(engine: Engine, campaign: str, what: str) -> int | None:
+    """How far an export's progress goes, from the counts the triggers keep (instant):
+    ``deliveries`` writes one row per message, ``unreached`` looks at every contact; the
+    others are not counted in advance (None)."""
     from notify.reports import read_tallies
 
+    if what not in ("deliveries", "unreached"):
+        return None
     with db.session_scope(engine) as session:
         tallies = read_tallies(session, get_campaign(session, campaign).id)
+    if what == "unreached":
+        return tallies.get("contacts", 0)
     return sum(n for name, n in tallies.items() if name.startswith("message:"))
 
 

@@ -134,3 +134,12 @@ def test_plain_lines_every_interval_and_none_for_a_short_job():
             ticked.wait(0.01)
     first = stream.getvalue().splitlines()[0]
     assert re.fullmatch(r"job: 1,234 rows, [\d,]+/s, 0:00 elapsed", first)
+
+
+def test_progress_goes_to_the_known_total(planned):
+    from notify import export
+
+    engine = db.connect(planned["NOTIFY_DATABASE_URL"])
+    assert export.progress_total(engine, NAME, "deliveries") == 3000  # one row per message
+    assert export.progress_total(engine, NAME, "unreached") == 1500  # every contact looked at
+    assert export.progress_total(engine, NAME, "events") is None

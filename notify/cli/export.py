@@ -56,7 +56,7 @@ def _export_command(what: str, writer: str) -> Callable[[Callable[[], None]], cl
             from notify import export as exports
 
             write: Callable[..., int] = getattr(exports, writer)
-            total = exports.delivery_rows(app.engine, name) if what == "deliveries" else None
+            total = exports.progress_total(app.engine, name, what)
             unit = "contacts looked at" if what == "unreached" else "rows"
             with RowProgress(f"export {what} {name}", total, unit) as progress:
                 rows = write(app.engine, name, output, progress=progress.update, bom=bom)
