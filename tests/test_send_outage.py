@@ -97,7 +97,7 @@ def test_relay_down_then_back_sends_everyone_once_spending_nothing(env, tmp_path
     assert [r.attempts for r in _rows(engine)] == [1] * 12  # the outage spent nothing
     assert len(seen.started) == 1 and len(seen.ended) == 1
     assert seen.started[0].startswith(f"email smtp:127.0.0.1:{port} ")
-    assert seen.ended[0][1] >= 1.0
+    assert 0 < seen.ended[0][1] < 10
     assert _event_kinds(engine)["outage"] >= 1  # the put-backs are on record
 
 

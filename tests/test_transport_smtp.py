@@ -242,3 +242,38 @@ async def test_rate_slot_is_taken_after_rcpt_and_before_data(smtp_sink):
     assert (refused.outcome, sent.outcome) == ("failed", "sent")
     assert seen == [(0, 0)]  # one slot, taken before the DATA of the message that went out
     assert smtp_sink.data_commands == 1 and len(smtp_sink.received) == 1
+
+
+@pytest.mark.parametrize("fault", ["refuse", "silent", "421", "reset", "dns", "tls-handshake"])
+async def test_relay_unavailable_is_an_outage_not_the_message(fault):
+    """Refused, silent, 421, reset, unknown host, failed TLS handshake: the relay is down."""
+    with SmtpSink() as sink:
+        settings = Settings(smtp_host=sink.host, smtp_port=sink.port, smtp_tls="none")
+        if fault == "dns":
+            settings = replace(settings, smtp_host="relay.invalid")
+        elif fault == "tls-handshake":  # implicit TLS against a plain relay
+            settings = replace(settings, smtp_tls="tls")
+        elif fault:
+            sink.go_down(fault)
+        smtp = SmtpMessenger(settings, 1, timeout=0.5)
+        result = await smtp.push(email(1))
+        await smtp.close()
+        assert sink.count == 0
+    assert result.outcome == "retry" and result.outage == "connection", result
+    assert not result.in_doubt
+
+
+@pytest.mark.parametrize(("sink_args", "code"), [({"fail_every": 1}, "451"),
+                                                 ({"reject": {"ann@example.com"}}, "550")])
+async def test_answers_about_the_message_are_no_outage(sink_args, code):
+    with SmtpSink(**sink_args) as sink:
+        async with messenger(sink) as smtp:
+            result = await smtp.push(email(1))
+    assert result.error_code == code and result.outage is None
+
+
+async def test_connection_lost_during_data_is_an_outage_in_doubt():
+    with SmtpSink(drop_every=1) as sink:
+        async with messenger(sink) as smtp:
+            result = await smtp.push(email(1))
+    assert result.outage == "connection" and result.in_doubt

@@ -266,3 +266,35 @@ async def test_sign_helper_matches_request_validator(callbacks):
     assert form == params and RequestValidator("tok").validate(url, form, signature)
     await post_signed(url, params, "tok", signature="")
     assert callbacks.received[-1][2] is None  # unsigned on request
+
+
+async def test_5xx_is_a_server_outage_and_a_refused_connection_a_connection_outage():
+    with TwilioDouble() as double:
+        async with messenger(double, timeout=2.0) as tw:
+            double.go_down("5xx", 30)
+            server = await tw.push(sms(1))
+            double.recover()
+            double.go_down("refuse")
+            cut = await tw.push(sms(2))  # its pooled connection was cut: may have reached it
+            refused = await tw.push(sms(2))  # no connection at all: surely not
+            double.recover()
+            fine = await tw.push(sms(3))
+    assert (server.outcome, server.error_code, server.outage) == ("retry", "500", "server")
+    assert (cut.outcome, cut.outage) == ("retry", "connection")
+    assert (refused.outcome, refused.outage, refused.in_doubt) == ("retry", "connection", False)
+    assert fine.outcome == "sent" and fine.outage is None
+
+
+async def test_lookups_raise_provider_down_when_twilio_is_unavailable():
+    from notify.transports import ProviderDown
+
+    with TwilioDouble() as double:
+        async with messenger(double, timeout=2.0) as tw:
+            double.go_down("5xx", 30)
+            with pytest.raises(ProviderDown) as server:
+                await tw.find_sent(ANN, datetime.now(UTC))
+            double.recover()
+            double.go_down("refuse")
+            with pytest.raises(ProviderDown) as refused:
+                await tw.fetch_status("SM" + "0" * 32)
+    assert server.value.kind == "server" and refused.value.kind == "connection"

@@ -325,6 +325,10 @@ class TwilioDouble:
             if self._site is not None:
                 await self._site.stop()
                 self._site = None
+            # As a server that went away: open keep-alive connections are cut too.
+            if self._runner is not None and self._runner.server is not None:
+                for transport in list(self._runner.server._connections.values()):
+                    transport.abort()
             if seconds is not None:
                 asyncio.get_running_loop().call_later(
                     seconds, lambda: asyncio.ensure_future(self._listen_again()))
