@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,8 @@ class CampaignConfig:
 
 
 _REQUIRED = ("name", "organization", "sender_email")
+_DATE_KEYS = ("incident_date", "discovered_date", "determined_date",
+              "law_enforcement_delay_until")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 _SID_RE = re.compile(r"^MG[0-9a-fA-F]{32}$")
@@ -156,7 +158,8 @@ def _check_types(path: Path, raw: dict[str, Any]) -> None:
         elif key == "reset_token_ttl_days":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise _fail(path, key, f"{value!r} must be a whole number of days")
-        elif not isinstance(value, str) and not (key.endswith("_date") and isinstance(value, date)):
+        elif not isinstance(value, str) and not (
+                key in _DATE_KEYS and isinstance(value, date)):
             raise _fail(path, key, f"{value!r} must be a string")
 
 
@@ -184,11 +187,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
             data[key] = _check_email(path, key, data[key])
     if data.get("bounce_address"):
         data["bounce_address"] = _check_bounce_address(path, data["bounce_address"])
-    for key in ("incident_date", "discovered_date", "determined_date",
-                "law_enforcement_delay_until"):
+    for key in _DATE_KEYS:
         if key in data:
             value = data[key]
             try:
+                if isinstance(value, datetime):  # a TOML date-time: the day is what counts
+                    value = value.date()
                 parsed = value if isinstance(value, date) else date.fromisoformat(value)
                 data[key] = parsed.isoformat()
             except ValueError:

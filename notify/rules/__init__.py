@@ -249,6 +249,7 @@ def _squash(value: str | None) -> str:
     return "".join(ch for ch in (value or "").upper() if ch.isalnum())
 
 
+@lru_cache(maxsize=4096)  # called for every notice rendered: the same few pairs recur
 def residence(country: str | None, state: str | None) -> str:
     """The jurisdiction code of a contact: ``US-CA``, ``EU``, ``GB``, ``CA`` (Canada), ``AU``,
     or ``unknown`` when neither field says (a US contact without a state is unknown too:
