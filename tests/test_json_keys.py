@@ -121,8 +121,9 @@ def runs(folder: Path, demo_db: str) -> dict[tuple[str, ...], list[list[str]]]:
     }
 
 
-def guess(path: tuple[str, ...], command: click.Command) -> list[str]:
-    """Arguments for a command this file does not know yet: NAME and --campaign."""
+def guess(path: tuple[str, ...], command: click.Command, folder: Path) -> list[str]:
+    """Arguments for a command this file does not know yet: NAME, --campaign, and a fresh
+    path for a required -o."""
     args = list(path)
     for param in command.params:
         if isinstance(param, click.Argument) and param.required:
@@ -130,6 +131,8 @@ def guess(path: tuple[str, ...], command: click.Command) -> list[str]:
         elif isinstance(param, click.Option) and param.required:
             if "--campaign" in param.opts:
                 args += ["--campaign", NAME]
+            elif "-o" in param.opts:
+                args += ["-o", str(folder / ("-".join(path) + "-out"))]
     return args
 
 
@@ -171,7 +174,7 @@ def test_every_json_output_has_snake_case_keys(demo):
     assert set(known) <= set(commands), set(known) - set(commands)
     problems = []
     for path, command in sorted(commands.items()):
-        invocations = known.get(path) or [guess(path, command)]
+        invocations = known.get(path) or [guess(path, command, folder)]
         for args in invocations:
             for flag in (["--json"], ["--format", "json"]):
                 if not any(flag[0] in p.opts for p in command.params
