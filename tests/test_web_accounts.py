@@ -34,9 +34,12 @@ def test_users_add_list_remove(env):
     assert run("users", "list", "--format", "csv").output.splitlines() == [
         "name,role,locked_until,last_login_at,created_at",
         f"alice,admin,,,{listed[0]['created_at']}", f"bob,support,,,{listed[1]['created_at']}"]
+    assert run("users", "list", "--csv").output == run("users", "list", "--format",
+                                                       "csv").output
     table = run("users", "list").output.splitlines()
     assert table[0].split() == ["name", "role", "locked_until", "last_login_at", "created_at"]
-    assert table[1].split()[:2] == ["alice", "admin"]
+    assert table[1].split()[:4] == ["alice", "admin", "-", "-"]
+    assert table[1].endswith(" UTC")  # times on screen in the screen zone (UTC here)
     removed = run("users", "remove", "bob")
     assert removed.exit_code == 0 and "Removed user 'bob'" in removed.output
     assert [u["name"] for u in json.loads(run("users", "list", "--format", "json").output)] \

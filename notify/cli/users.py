@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import sys
+from datetime import tzinfo
 
 import click
 
 from notify import audit as audit_log
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
+from notify.cli.common import App, pass_app
+from notify.cli.listing import Column, emit, list_options
 from notify.models import WEB_ROLES
 
 
@@ -53,37 +54,27 @@ def users_add(app: App, name: str, role: str, password_stdin: bool) -> None:
                "`notify serve` listens on.")
 
 
+USER_COLUMNS = (Column("name"), Column("role"), Column("locked_until", time=True),
+                Column("last_login_at", time=True), Column("created_at", time=True))
+
+
 @users.command("list")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="Output format.")
+@list_options
 @pass_app
-def users_list(app: App, fmt: str) -> None:
+def users_list(app: App, fmt: str, zone: tzinfo) -> None:
     """List the web accounts: name, role, locked until, last sign-in, created.
 
     \b
     Example:
+      notify users list
       notify users list --format csv
     """
     from notify.web import users as accounts
 
     with app.session() as session:
         rows = [accounts.user_row(user) for user in accounts.list_users(session)]
-    columns = ["name", "role", "locked_until", "last_login_at", "created_at"]
-    if fmt == "json":
-        echo_json(rows)
-    elif fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[row[c] or "" for c in columns] for row in rows])
-    elif not rows:
-        click.echo("No users yet. Create the first admin with: notify users add NAME "
-                   "--role admin")
-    else:
-        table = [columns] + [[str(row[c] or "-") for c in columns] for row in rows]
-        widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-        for line in table:
-            click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths,
-                                                                   strict=True)).rstrip())
+    emit(rows, USER_COLUMNS, fmt, zone,
+         empty="No users yet. Create the first admin with: notify users add NAME --role admin")
 
 
 @users.command("remove")
