@@ -52,10 +52,11 @@ def test_plain_lines_every_interval_with_count_rate_eta_and_failures():
 def test_outage_lines_at_start_every_minute_and_at_end():
     clock, out = Clock(), io.StringIO()
     progress = PlainProgress(out, interval=30, outage_interval=60, clock=clock)
-    progress.begin({"email": 10}, {"email": None})
+    progress.begin({"email": 10, "sms": 3}, {"email": None, "sms": 1.0})
     state = OutageState("email", "smtp:relay.example:587", "connection refused", clock.now)
     progress.outage_started(state)
     started = out.getvalue().splitlines()
+    assert len(started) == 3 and started[2].startswith("sms: 0/3 done")  # every channel
     assert started[0] == ("email: smtp:relay.example:587 is unavailable (connection refused); "
                           "the channel is paused and nothing is spent, probing again with "
                           "backoff.")
@@ -73,8 +74,10 @@ def test_outage_lines_at_start_every_minute_and_at_end():
     out.truncate(0), out.seek(0)
     clock.now += 15
     progress.outage_ended(state, 75.0)
-    assert out.getvalue().splitlines()[0] == \
-        "email: smtp:relay.example:587 is back after 1m15s; sending resumes."
+    ended = out.getvalue().splitlines()
+    assert ended[0] == "email: smtp:relay.example:587 is back after 1m15s; sending resumes."
+    assert ended[1].startswith("email: 0/10 done") and "paused" not in ended[1]
+    assert ended[2].startswith("sms: 0/3 done")
 
 
 def test_a_send_off_a_terminal_prints_lines_as_it_goes(env, tmp_path, monkeypatch):

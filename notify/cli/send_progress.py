@@ -113,7 +113,7 @@ class PlainProgress:
         self._print(f"{state.channel}: {state.provider} is unavailable ({state.error}); "
                     "the channel is paused and nothing is spent, probing again with backoff.")
         self._next_outage_line[state.channel] = now + self.outage_interval
-        self._print(self.line(state.channel))
+        self._lines()
 
     def outage_ended(self, state: OutageState, seconds: float) -> None:
         """The provider is back."""
@@ -121,7 +121,7 @@ class PlainProgress:
         self._next_outage_line.pop(state.channel, None)
         self._print(f"{state.channel}: {state.provider} is back after "
                     f"{format_duration(seconds)}; sending resumes.")
-        self._print(self.line(state.channel))
+        self._lines()
 
     def tick(self) -> None:
         """Print what is due: progress every interval, outage reminders every minute."""
@@ -134,9 +134,13 @@ class PlainProgress:
                             f"({format_duration(now - state.started)}): {state.error}")
                 self._next_outage_line[channel] = now + self.outage_interval
         if now >= self._next_line:
-            for channel in self.channels:
-                self._print(self.line(channel))
-            self._next_line = now + self.interval
+            self._lines()
+
+    def _lines(self) -> None:
+        """One progress line per channel, now; the next ones an interval later."""
+        for channel in self.channels:
+            self._print(self.line(channel))
+        self._next_line = self.clock() + self.interval
 
     def end(self) -> None:
         """Sending ended: nothing more to print (the summary follows)."""
