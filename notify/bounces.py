@@ -46,10 +46,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from notify import events, fallback, verp
+from notify.addresses import email_key
 from notify.campaigns import CampaignConfig, config_of
 from notify.errors import NotifyError
 from notify.models import Campaign, Event, Message, utcnow
-from notify.reports import normalize_email
 
 ORIGINAL_PARTS = ("message/rfc822", "message/global", "text/rfc822-headers",
                   "message/rfc822-headers", "message/global-headers")
@@ -337,7 +337,7 @@ def _recent_email_to(session: Session, report: RecipientReport, returned_id: str
     else the latest."""
     wanted = {returned_id, returned_id.strip("<>")} if returned_id else set()
     for address in (report.original_recipient, report.final_recipient):
-        normalized = normalize_email(address) if address else None
+        normalized = email_key(address) if address else None
         if not normalized:
             continue
         query = (

@@ -46,12 +46,20 @@ import pandas as pd
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from notify import exposures, tabular
+from notify.addresses import (
+    MAX_EMAIL,
+    NANP_REGIONS,
+    email_domain,
+    nanp_prefix_valid,
+    nanp_valid,
+    normalize_email,
+    normalize_phone,
+)
 from notify.csvsafe import neutralize
 from notify.errors import NotifyError
 from notify.models import Campaign, Contact, utcnow
@@ -60,8 +68,6 @@ from notify.models import Campaign, Contact, utcnow
 # or a runaway quote, never a name); the key must fit the column.
 MAX_TEXT = 1000
 MAX_KEY = 320
-MAX_EMAIL = 254  # RFC 5321 path limit, as email-validator enforces
-MAX_PHONE = 64
 _COLUMN_LIMITS = {"country": 64, "state": 64, "locale": 32}  # String(n) columns
 CHUNK = 5000  # rows per insert batch: big enough to amortize, small enough to stream
 PROBLEM_CAP = 100_000  # per-row problems kept in the summary; the rejects file has them all
@@ -330,157 +336,6 @@ def _show(value: str, limit: int = 40) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-# The dot-atom local parts nearly every list holds; anything else goes to email-validator.
-_ASCII_LOCAL = re.compile(r"[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*")
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
-
-
-@lru_cache(maxsize=16384)
-def _ascii_domain(domain: str) -> tuple[str | None, str | None]:
-    """(IDNA domain, None) or (None, problem); one email-validator call per distinct domain."""
-    try:
-        return validate_email("x@" + domain, check_deliverability=False).ascii_domain, None
-    except EmailNotValidError as exc:
-        return None, _sentence(exc)
-
-
-def _sentence(exc: Exception) -> str:
-    """email-validator's message, fitted into ours (no trailing period)."""
-    return str(exc).strip().rstrip(".")
-
-
-@lru_cache(maxsize=65536)
-def _slow_email(value: str) -> tuple[str | None, str | None]:
-    """email-validator itself, for what the fast path does not cover (quoted, UTF-8...)."""
-    try:
-        result = validate_email(value, check_deliverability=False)
-    except EmailNotValidError as exc:
-        return None, _sentence(exc)
-    return f"{result.local_part}@{result.ascii_domain}", None
-
-
-def normalize_email(raw: str) -> tuple[str | None, str | None]:
-    """(normalized email, None), (None, problem), or (None, None) for an empty cell.
-
-    Validated with email-validator (no DNS); the domain is lower-cased and stored in IDNA
-    (``xn--``) form, the form SMTP and bounce matching use; the local part is kept as written.
-    Plain dot-atom local parts take a regex fast path whose domain check is still
-    email-validator's, cached per domain, so both paths accept exactly the same addresses.
-    """
-    value = raw.strip()
-    if not value.isascii():  # the check is ~100x cheaper than translate()
-        value = value.translate(_INVISIBLE).strip()
-    if not value:
-        return None, None
-    if "\r" in value or "\n" in value:
-        return None, "contains a line break"
-    if len(value) > MAX_EMAIL:
-        return None, f"is {len(value)} characters long (limit {MAX_EMAIL})"
-    local, at, domain = value.rpartition("@")
-    if at and len(local) <= 64 and _ASCII_LOCAL.fullmatch(local):
-        ascii_domain, problem = _ascii_domain(domain.lower())
-        if ascii_domain is None:
-            return None, problem
-        return local + "@" + ascii_domain, None
-    return _slow_email(value)
-
-
-_NANP = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
-_PHONE_PUNCT = re.compile(r"[\s().\-/\u00a0\u2010-\u2015]")
-_EXTENSION = re.compile(r"(?:;?\s*(?:ext\.?|extension|x|#)\s*\d{1,7})\s*$", re.IGNORECASE)
-_LETTER = re.compile(r"[^\W\d_]")
-_DIGITS = re.compile(r"\+?\d+")
-_NANP_DIGITS = re.compile(r"(?:\+1|1)?([2-9]\d{2}[2-9]\d{6})")
-# (415) 555-0134, 415.555.0134, +1 415 555 0134, 1-415-555-0134, 4155550134; group 1 is "+1".
-_US_FORMAT = re.compile(
-    r"\s*(\+1[\s.\-]?|1[\s.\-]?)?\(?([2-9]\d\d)\)?[\s.\-]?([2-9]\d\d)[\s.\-]?(\d{4})\s*"
-)
-# Leading digits of the NANP members other than US/CA (Caribbean, territories).
-_NANP_OTHER = re.compile("(?:" + "|".join(
-    md.leading_digits for md in map(phonenumbers.PhoneMetadata.metadata_for_region, _NANP)
-    if md is not None and md.leading_digits
-) + ")")
-
-
-@lru_cache(maxsize=65536)
-def _nanp_prefix_valid(prefix6: str) -> bool | None:
-    """Validity of every number of an area code + exchange, or None: check each number.
-
-    The US and Canadian plans decide validity by these six digits: with this phonenumbers
-    release, 30 lines of each of the 618,400 US/CA prefixes agree. The other NANP members are
-    told apart by leading digits and their patterns look deeper, so they get the exact check
-    (tests/test_import_validation.py compares the two paths on random numbers).
-    """
-    if _NANP_OTHER.match(prefix6):
-        return None
-    number = phonenumbers.PhoneNumber(country_code=1, national_number=int(prefix6 + "0134"))
-    return phonenumbers.is_valid_number(number)
-
-
-@lru_cache(maxsize=65536)
-def _nanp_valid(national: str) -> bool:
-    """phonenumbers' verdict on one Caribbean/territory number (no prefix shortcut)."""
-    number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
-    return phonenumbers.is_valid_number(number)
-
-
-@lru_cache(maxsize=65536)
-def _slow_phone(value: str, region: str) -> tuple[str | None, str | None]:
-    """phonenumbers itself: parse in ``region``, validate, format E.164 (~60 us a call)."""
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return None, "not a phone number"
-    if not phonenumbers.is_valid_number(number):
-        return None, "not a valid phone number"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
-
-
-def _nanp_result(national: str) -> tuple[str | None, str | None]:
-    """A ten-digit US/Canada/Caribbean national number -> E.164, if phonenumbers deems it valid."""
-    valid = _nanp_prefix_valid(national[:6])
-    if valid is None:
-        valid = _nanp_valid(national)
-    return ("+1" + national, None) if valid else (None, "not a valid phone number")
-
-
-def normalize_phone(raw: str, region: str = "US") -> tuple[str | None, str | None]:
-    """(E.164 number, None), (None, problem), or (None, None) for an empty cell.
-
-    ``region`` applies to national numbers (``(415) 555-0134`` in US). A leading ``00``
-    (the international prefix almost everywhere) counts as ``+``. An extension is dropped (SMS
-    cannot dial it); letters are refused rather than read as a vanity number. US/Canadian
-    formats take a fast path equivalent to phonenumbers' ``is_valid_number``; the rest go to
-    phonenumbers itself (cached).
-    """
-    match = _US_FORMAT.fullmatch(raw)
-    if match and (region in _NANP or (match.group(1) or "").startswith("+")):
-        # The formats most lists use, in one regex: no substitutions needed.
-        area, exchange, line = match.group(2, 3, 4)
-        return _nanp_result(area + exchange + line)
-    value = raw.strip()
-    if not value.isascii():
-        value = value.translate(_INVISIBLE).strip()
-    if not value:
-        return None, None
-    if len(value) > MAX_PHONE:
-        return None, f"is {len(value)} characters long (limit {MAX_PHONE})"
-    value = _EXTENSION.sub("", value)
-    if _LETTER.search(value):
-        return None, "not a phone number (letters)"
-    digits = _PHONE_PUNCT.sub("", value)
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    elif digits.startswith("011") and region in _NANP:
-        digits = "+" + digits[3:]
-    match = _NANP_DIGITS.fullmatch(digits)
-    if match and (digits.startswith("+1") or (region in _NANP and not digits.startswith("+"))):
-        return _nanp_result(match.group(1))
-    if not _DIGITS.fullmatch(digits):
-        return _slow_phone(value, region)
-    return _slow_phone(digits, region)
-
-
 @lru_cache(maxsize=4096)
 def _exposure_cell(value: str) -> tuple[int, tuple[str, ...]]:
     """An exposure cell as a bit mask and its unknown parts; lists repeat few spellings."""
@@ -671,7 +526,7 @@ def _emails(raw: pd.Series) -> tuple[list[str | None], dict[int, str]]:
                                                               MAX_EMAIL)))
     fast = pc.fill_null(fast, False)
     codes, uniques = pd.factorize(pd.Series(domain.to_pandas(), dtype=object))
-    checked = [_ascii_domain(d) if isinstance(d, str) else (None, None) for d in uniques]
+    checked = [email_domain(d) if isinstance(d, str) else (None, None) for d in uniques]
     ascii_domains = pa.array([c[0] or "" for c in checked] or [""], type=local.type)
     joined = _join(local, pc.take(ascii_domains, pa.array(np.where(codes < 0, 0, codes))),
                    sep="@")
@@ -698,7 +553,7 @@ def _phones(raw: pd.Series, regions: list[str] | str) -> tuple[list[str | None],
     """Every phone of a column in E.164; problems by row position.
 
     US/Canadian formats are parsed by one regex over the column and validated by area code +
-    exchange (cached per prefix, see ``_nanp_prefix_valid``); every other value goes through
+    exchange (cached per prefix, see ``nanp_prefix_valid``); every other value goes through
     :func:`normalize_phone` once per distinct (value, region).
     """
     array = _arrow(raw)
@@ -709,14 +564,14 @@ def _phones(raw: pd.Series, regions: list[str] | str) -> tuple[list[str | None],
     plus = pc.fill_null(pc.starts_with(pc.struct_field(parts, [0]), "+"), False) \
         .to_numpy(zero_copy_only=False)
     if isinstance(regions, str):
-        nanp = np.full(len(raw), regions in _NANP)
+        nanp = np.full(len(raw), regions in NANP_REGIONS)
     else:
-        nanp = np.array([r in _NANP for r in regions], dtype=bool)
+        nanp = np.array([r in NANP_REGIONS for r in regions], dtype=bool)
     fast = matched & (nanp | plus)
     # Validity by area code + exchange, once per distinct prefix (None: check the number).
     prefixes = pd.Series(pc.utf8_slice_codeunits(national, 0, 6).to_pandas(), dtype=object)
     codes, uniques = pd.factorize(prefixes.where(fast, None))
-    verdicts = [_nanp_prefix_valid(u) for u in uniques]
+    verdicts = [nanp_prefix_valid(u) for u in uniques]
     valid = np.array([v is True for v in verdicts] + [False], dtype=bool)[codes]
     exact = np.array([v is None for v in verdicts] + [False], dtype=bool)[codes]
     e164 = _join(pa.scalar("+1", pa.large_string()), national, sep="").to_pylist()
@@ -724,7 +579,7 @@ def _phones(raw: pd.Series, regions: list[str] | str) -> tuple[list[str | None],
                                                                     strict=True)]
     problems: dict[int, str] = {}
     for row in np.flatnonzero(exact & fast):
-        if _nanp_valid(e164[row][2:]):
+        if nanp_valid(e164[row][2:]):
             phones[row] = e164[row]
     for row in np.flatnonzero(fast & ~valid & ~exact):
         problems[int(row)] = "not a valid phone number"

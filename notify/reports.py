@@ -8,7 +8,6 @@ of the few rows found. Nothing iterates over rows in Python.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from datetime import datetime, tzinfo
 from typing import Any
@@ -239,46 +238,15 @@ def format_status(report: dict[str, Any], zone: tzinfo | None = None) -> list[st
 
 # --- notify lookup --------------------------------------------------------------------------
 
-def normalize_email(text: str) -> str | None:
-    """``Local@Domain`` with the domain in lower-case IDNA form, or None if not an email.
-
-    Not :func:`notify.importer.normalize_email`: that one validates (a trailing period or a
-    space after the ``@`` makes it None), this one only reshapes what was typed. Lookup and
-    bounce matching (``notify.bounces``) use this lenient form.
-    """
-    local, at, domain = text.strip().rpartition("@")
-    if not at or not local or not domain:
-        return None
-    domain = domain.strip().rstrip(".")
-    try:
-        import idna
-
-        domain = idna.encode(domain, uts46=True).decode("ascii")
-    except Exception:  # not IDNA-encodable: compare as typed, lower-cased
-        domain = domain.lower()
-    return f"{local}@{domain.lower()}"
-
-
-def email_case_variants(email: str) -> set[str]:
-    """The spellings of an address's local part that lists hold (as typed, lower, UPPER,
-    Capitalized.Words), so that a query in any case is found through the exact-match email
-    index. (A local part stored in an odd mix of cases would need an index on lower(email):
-    a case-insensitive scan of a million contacts is not instant, and unknown addresses,
-    the common support case, would always pay it.)"""
-    local, _, domain = email.rpartition("@")
-    capitalized = re.sub(r"[^._+\-]+", lambda m: m.group(0).capitalize(), local.lower())
-    return {f"{variant}@{domain}" for variant in (local, local.lower(), local.upper(),
-                                                  capitalized)}
-
-
 def _find_contacts(session: Session, query: str, campaign_id: int | None) -> list[tuple]:
-    # The importer's own normalization, so that a number typed in any format is compared in
-    # the form the import stored. Imported here: `notify status` must not pay for it.
-    from notify.importer import normalize_phone
+    # The importer's own normalization, so that an address or number typed in any format is
+    # compared in the form the import stored. Imported here: `notify status` must not pay for
+    # phonenumbers and email-validator.
+    from notify.addresses import email_case_variants, email_key, normalize_phone
 
     query = query.strip()
     conditions = [Contact.key == query]
-    email = normalize_email(query)
+    email = email_key(query)
     if email:
         conditions.append(Contact.email.in_(email_case_variants(email)))
     phone, _ = normalize_phone(query)

@@ -47,6 +47,7 @@ from sqlalchemy import insert as generic_insert
 from sqlalchemy.orm import Session
 
 from notify import bulk, csvsafe, events
+from notify.addresses import email_key
 from notify.campaigns import CampaignConfig, config_of
 from notify.config import Settings
 from notify.errors import ConfigError, NotifyError
@@ -455,19 +456,6 @@ def _target_by_token(session: Session, campaign: Campaign | None,
     return _Target(owner, row.contact_id, key, reset, token_row)
 
 
-def _normalize_email(value: str) -> str:
-    """As the importer stores it: domain lower-cased, in IDNA (``xn--``) form."""
-    local, at, domain = value.strip().rpartition("@")
-    if not at:
-        return value.strip()
-    domain = domain.strip().lower()
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
-    return f"{local}@{domain}"
-
-
 def _contacts_matching(session: Session, campaign: Campaign | None, *, key: str | None,
                        email: str | None) -> list[tuple[int, int, str, str]]:
     """(contact id, campaign id, key, exposures) of contacts with this key or email."""
@@ -476,7 +464,9 @@ def _contacts_matching(session: Session, campaign: Campaign | None, *, key: str 
         base = base.where(Contact.campaign_id == campaign.id)
     if key is not None:
         return list(session.execute(base.where(Contact.key == key.strip())))
-    wanted = _normalize_email(email or "")
+    wanted = email_key(email or "")
+    if wanted is None:
+        return []
     rows = list(session.execute(base.where(Contact.email == wanted)))
     if not rows:  # the provider may spell the local part in another case
         rows = list(session.execute(base.where(func.lower(Contact.email) == wanted.lower())))
@@ -969,12 +959,14 @@ def _resolve_contacts(session: Session, campaign: Campaign, rows: list[_Row]) ->
     keys = {r.key for r in rows if r.key}
     by_key = {c.key: c for c in session.execute(base.where(Contact.key.in_(keys)))} if keys else {}
     need_email = [r for r in rows if r.key not in by_key and r.email]
-    by_email = _contacts_by_email(session, base, {_normalize_email(r.email) for r in need_email})
+    wanted = {e for r in need_email if (e := email_key(r.email))}
+    by_email = _contacts_by_email(session, base, wanted)
     for row in rows:
         matches = [by_key[row.key]] if row.key in by_key else []
         if not matches and row.email:
-            normalized = _normalize_email(row.email)
-            matches = by_email.get(normalized) or by_email.get(normalized.lower(), [])
+            normalized = email_key(row.email)
+            if normalized is not None:
+                matches = by_email.get(normalized) or by_email.get(normalized.lower(), [])
         if not matches:
             row.reason = f"unknown key {row.key!r}" if row.key and not row.email else (
                 f"no contact with key {row.key!r} or email {row.email!r}" if row.key

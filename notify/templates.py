@@ -838,13 +838,14 @@ _7BIT_TEXT = b"\t\r\n" + bytes(range(0x20, 0x7F))  # what a 7bit text part may h
 MAX_LINE = 998  # RFC 5322: at most 998 characters a line
 
 
+@lru_cache(maxsize=256)
 def _ascii_domain(domain: str) -> str:
-    """Domains go on the wire in IDNA (``xn--``) form."""
-    domain = domain.lower()
-    if domain.isascii():
-        return domain
+    """Domains go on the wire in IDNA (``xn--``) form, as the importer stores them."""
+    # Imported here: rendering must not load phonenumbers for the address module's phones.
+    from notify.addresses import idna_domain
+
     try:
-        return idna.encode(domain, uts46=True).decode("ascii")
+        return idna_domain(domain)
     except idna.IDNAError as exc:
         raise MessageError(f"{domain!r} is not a valid domain ({exc})") from None
 
