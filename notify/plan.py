@@ -199,6 +199,17 @@ def make_plan(session: Session, name: str, start: datetime) -> Plan:
                     f"or use a faster sender type")
     if "sms" not in used and config.fallback == "sms":
         warnings.append("fallback SMS are not counted: they depend on which emails fail")
+    if config.credit_monitoring:
+        from notify.codes import pool_state
+
+        pool = pool_state(session, campaign)
+        if pool.total == 0 and pool.waiting:
+            warnings.append(f"{pool.waiting:,} contact(s) with identity data exposed will be "
+                            "offered monitoring through the enroll_url without a personal code "
+                            "(import codes with notify codes import if the provider issues them)")
+        elif pool.free < pool.waiting:
+            warnings.append(f"the monitoring-code pool has {pool.free:,} free code(s) for "
+                            f"{pool.waiting:,} contact(s): send will refuse to start")
     if not prices.email and not prices.sms_segment:
         warnings.append("no prices in the campaign file: the cost is 0 (set prices = { email = "
                         "..., sms_segment = ... })")

@@ -100,3 +100,26 @@ def plan_cli():
     from notify.cli import main
 
     return main
+
+
+def test_plan_warns_about_monitoring_codes(engine, tmp_path):
+    from notify import codes
+    from notify.campaigns import get_campaign
+
+    campaign = setup(engine, tmp_path, n=3)
+    with db.session_scope(engine) as session:
+        for contact in session.query(Contact).filter_by(campaign_id=campaign.id):
+            contact.exposures = "identity"
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    with db.session_scope(engine) as session:
+        warnings = plan.make_plan(session, NAME, start).warnings
+    assert any("23 contact(s) with identity data exposed will be offered monitoring through "
+               "the enroll_url without a personal code" in w for w in warnings)
+    path = tmp_path / "codes.csv"
+    path.write_text("code\nA\nB\n")
+    with db.session_scope(engine) as session:
+        codes.import_codes(session, get_campaign(session, NAME), path)
+    with db.session_scope(engine) as session:
+        warnings = plan.make_plan(session, NAME, start).warnings
+    assert any("2 free code(s) for 23 contact(s): send will refuse to start" in w
+               for w in warnings)

@@ -159,3 +159,23 @@ def test_no_credit_monitoring_is_a_problem_where_the_law_requires_it(loaded, tmp
     assert "must be offered 24 months" in found["US-CT"].problems[0]
     assert "must be offered 18 months" in found["US-MA"].problems[0]
     assert not found["US-TX"].problems  # card data only: no monitoring duty
+
+
+def test_hipaa_counts_every_contact_and_its_thresholds(engine, campaign_file, tmp_path):
+    path = campaign_toml(tmp_path, regimes='["hipaa"]', discovered_date='"2026-03-02"')
+    with db.session_scope(engine) as session:
+        campaign, _ = campaigns.load_campaign(session, path)
+        session.add_all(Contact(campaign_id=campaign.id, key=f"k{i}", email=f"k{i}@example.com",
+                                country="US", state="CA" if i < 501 else "NV",
+                                exposures="identity", extra={}) for i in range(600))
+    with db.session_scope(engine) as session:
+        report = check_campaign(session, "acme-2026-11", date(2026, 3, 10),
+                                verify_templates=False)
+    hipaa = next(j for j in report.jurisdictions if j.code == "US-HIPAA")
+    assert hipaa.residents.total == 600
+    assert hipaa.notice_deadline == date(2026, 5, 1)  # 60 days after discovery
+    due = {r.name.split(" (")[0] + (" log" if "log" in r.name else ""): (r.required, r.due)
+           for r in hipaa.regulators}
+    assert due["US Department of Health and Human Services"] == (True, date(2026, 5, 1))
+    assert due["US Department of Health and Human Services log"] == (False, date(2027, 3, 1))
+    assert due["Prominent media outlets"] == (True, date(2026, 5, 1))  # 501 in California
