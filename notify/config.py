@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,6 +42,9 @@ class Settings:
     public_url: str | None = None
     webhook_secret: str | None = None
     smtp_allow_plaintext: bool = False
+    # The outbox was asked for (NOTIFY_OUTBOX set, `--outbox`, or the demo). Never implied: a
+    # job that lost its environment must not "notify" everyone into a folder.
+    use_outbox: bool = False
 
     def __repr__(self) -> str:
         """Every field, but secrets as ``***`` and the database URL without its password."""
@@ -57,15 +60,31 @@ class Settings:
             shown.append(f"{item.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
-    @property
-    def email_transport(self) -> str:
-        """``smtp`` when a relay is configured, else the embedded ``outbox``."""
-        return "smtp" if self.smtp_host else "outbox"
+    def transport(self, channel: str) -> str:
+        """Where ``channel`` goes: ``smtp:HOST``, ``twilio`` or ``outbox``, as recorded on
+        each message. A ConfigError naming the variables when nothing is configured."""
+        if channel == "email":
+            if self.smtp_host:
+                return f"smtp:{self.smtp_host}"
+            if self.use_outbox:
+                return "outbox"
+            raise ConfigError("email: no provider configured: set NOTIFY_SMTP_HOST (and "
+                              "NOTIFY_SMTP_PORT, NOTIFY_SMTP_USERNAME, NOTIFY_SMTP_PASSWORD), "
+                              "or ask for the outbox folder with --outbox or NOTIFY_OUTBOX")
+        if channel == "sms":
+            if self.twilio_account_sid and self.twilio_auth_token:
+                return "twilio"
+            if self.use_outbox:
+                return "outbox"
+            raise ConfigError("sms: no provider configured: set TWILIO_ACCOUNT_SID and "
+                              "TWILIO_AUTH_TOKEN, or ask for the outbox folder with --outbox "
+                              "or NOTIFY_OUTBOX")
+        raise ConfigError(f"unknown channel {channel!r}")
 
-    @property
-    def sms_transport(self) -> str:
-        """``twilio`` when credentials are configured, else the embedded ``outbox``."""
-        return "twilio" if self.twilio_account_sid and self.twilio_auth_token else "outbox"
+    def outbox_only(self) -> Settings:
+        """These settings with every channel sent to the outbox folder (``--outbox``)."""
+        return replace(self, smtp_host=None, twilio_account_sid=None, twilio_auth_token=None,
+                       use_outbox=True)
 
     @property
     def status_callback_url(self) -> str | None:
@@ -163,6 +182,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         database_url=env.get("NOTIFY_DATABASE_URL") or "sqlite:///notify.db",
         outbox=Path(env.get("NOTIFY_OUTBOX") or "outbox"),
+        use_outbox=bool(env.get("NOTIFY_OUTBOX")),
         smtp_host=_blank_to_none(env.get("NOTIFY_SMTP_HOST")),
         smtp_port=port,
         smtp_username=_blank_to_none(env.get("NOTIFY_SMTP_USERNAME")),

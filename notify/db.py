@@ -87,6 +87,51 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(f"NOTIFY_DATABASE_URL: cannot use {mask_url(url)!r}: {exc}") from None
 
 
+def database_url(value: str) -> str:
+    """``--db``'s value as a URL: a URL stays as is, anything else is a SQLite file path
+    (made absolute, so that what is opened does not depend on a later change of folder)."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of the file a SQLite URL opens; None for other databases and for
+    in-memory SQLite."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    name = parsed.database or ""
+    if name in ("", ":memory:") or name.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(name).expanduser().resolve()
+
+
+def describe(url: str) -> str:
+    """Which database a URL names, safe to print: a SQLite file as its absolute path, any
+    other URL without its password."""
+    path = sqlite_file(url)
+    return str(path) if path is not None else mask_url(url)
+
+
+def require_existing(url: str) -> None:
+    """Refuse a SQLite file that does not exist, instead of creating an empty database.
+
+    Only the commands that set a database up (``init``, ``campaign load``, ``demo``) may
+    create one: any other command on a missing file would create ./notify.db and answer from
+    it, e.g. "no contact matches" for a customer who was notified (from another database).
+    """
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise NotifyError(f"no database at {path}: choose the database with --db URL|PATH "
+                          "or NOTIFY_DATABASE_URL (or create one with notify init)")
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced, safe to print."""
     try:
@@ -125,7 +170,7 @@ def current_revision(engine: Engine) -> str | None:
 
 # The newest migration. Checked against alembic's scripts by the tests; with it, a command on
 # a current database starts without importing alembic (a quarter of a second of start-up).
-HEAD = "0011_web_users"
+HEAD = "0012_message_transport"
 
 
 def _stored_revision(engine: Engine) -> str | None:

@@ -41,7 +41,7 @@ def run_demo(folder: Path, echo: Echo, actor: str | None = None,
     Returns the paths it wrote (database, outbox, rejects, deliveries).
     """
     settings = Settings(database_url=f"sqlite:///{folder / 'notify.db'}",
-                        outbox=folder / "outbox")
+                        outbox=folder / "outbox", use_outbox=True)
     engine = db.connect(settings.database_url)
     paths = {"database": folder / "notify.db", "outbox": folder / "outbox",
              "rejects": folder / "rejects.csv", "deliveries": folder / "deliveries.csv"}
@@ -56,7 +56,7 @@ def run_demo(folder: Path, echo: Echo, actor: str | None = None,
     echo("\nLook around:")
     echo(f"  emails:     {paths['outbox'] / 'email'}")
     echo(f"  SMS:        {paths['outbox'] / 'sms.jsonl'}")
-    echo(f"  database:   NOTIFY_DATABASE_URL={settings.database_url} notify lookup C-1001")
+    echo(f"  database:   notify --db {paths['database']} lookup C-1001")
     return paths
 
 

@@ -29,6 +29,7 @@ DELIVERY_COLUMNS = (
     "sent_at", "delivered_at", "last_event_at", "content_sha256", "reset_status",
     "reset_completed_at",
     # Appended (DESIGN.md, December): read them by name.
+    "transport",  # where the message was handed over: smtp:HOST, twilio or outbox
     "template_version",  # the stored template version the message was rendered from
     "state", "country",  # where the contact lives, as imported (notify.rules)
 )
@@ -166,7 +167,7 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
             time_sql(Message.sent_at, sqlite), time_sql(Message.delivered_at, sqlite),
             time_sql(Message.last_event_at, sqlite), Message.content_sha256,
             reset_state_expr(now), time_sql(PasswordReset.completed_at, sqlite),
-            Message.template_version, Contact.state, Contact.country,
+            Message.transport, Message.template_version, Contact.state, Contact.country,
         )
         .join(Contact, Contact.id == Message.contact_id)
         .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Message.campaign_id,
@@ -177,7 +178,7 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
 
 # Positions in a deliveries row of the cells that may hold formulas (contact and provider
 # data; the others are our own vocabulary, numbers or times), and of the times.
-_DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11, 20, 21)
+_DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11, 21, 22)
 _DELIVERY_TIMES = (12, 13, 14, 15, 18)
 
 

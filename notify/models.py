@@ -185,6 +185,8 @@ class Message(Base):
     # The stored template version it was rendered from (template_versions.sha256).
     template_version: Mapped[str | None] = mapped_column(String(64))
     content_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Where it was handed over: "smtp:HOST", "twilio" or "outbox" (set with the first attempt).
+    transport: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -255,7 +257,8 @@ class ResetToken(Base):
     """A link's token, stored only as its SHA-256; the raw token lives only in the message."""
 
     __tablename__ = "reset_tokens"
-    __table_args__ = (Index("ix_reset_tokens_reset", "reset_id"),)
+    __table_args__ = (Index("ix_reset_tokens_reset", "reset_id"),
+                      Index("ix_reset_tokens_message", "message_id"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     reset_id: Mapped[int] = mapped_column(ForeignKey("password_resets.id", ondelete="CASCADE"))

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from notify import exposures, localtime
 from notify.campaigns import get_campaign
-from notify.errors import NotFound
 from notify.models import (
     CHANNELS,
     MESSAGE_STATUSES,
@@ -150,7 +149,20 @@ def _reset_counts(session: Session, tallies: dict[str, int], campaign_id: int,
         ) or 0
     total = sum(n for name, n in tallies.items() if name.startswith("reset:"))
     counts = {"pending": pending - expired, "completed": completed, "expired": expired}
-    return {"total": total, **counts, "completed_pct": percent(completed, total)}
+    report = {"total": total, **counts, "completed_pct": percent(completed, total)}
+    if not total and tallies.get("contacts"):
+        # Reset records are made when notify send first plans the campaign. Before that,
+        # the resets are no less required: count the contacts whose passwords were exposed
+        # (one pass over the campaign's contacts, only until the first send).
+        required = _password_contacts(session, campaign_id)
+        report.update(total=required, pending=required, before_first_send=True)
+    return report
+
+
+def _password_contacts(session: Session, campaign_id: int) -> int:
+    exposed = (literal(";") + Contact.exposures + literal(";")).like("%;passwords;%")
+    return session.scalar(select(func.count()).select_from(Contact).where(
+        Contact.campaign_id == campaign_id, exposed)) or 0
 
 
 def campaign_status(session: Session, name: str, now: datetime | None = None) -> dict[str, Any]:
@@ -222,7 +234,10 @@ def format_status(report: dict[str, Any], zone: tzinfo | None = None) -> list[st
         f"Pending:     {reach['pending']:,} ({reach['pending_pct']}%)",
     ]
     resets = report["resets"]
-    if resets["total"]:
+    if resets.get("before_first_send") and resets["total"]:
+        lines.append(f"Resets:      {resets['total']:,} required (passwords exposed), no link "
+                     "sent yet (links go out with the notices)")
+    elif resets["total"]:
         lines.append(
             f"Resets:      {resets['completed']:,} of {resets['total']:,} completed "
             f"({resets['completed_pct']}%), {resets['pending']:,} pending, "
@@ -287,6 +302,7 @@ def _message_view(message: Message, timeline: list[Event]) -> dict[str, Any]:
         "status": message.status,
         "skip_reason": message.skip_reason,
         "address": message.address,
+        "transport": message.transport,
         "template": message.template,
         "attempts": message.attempts,
         "provider_message_id": message.provider_message_id,
@@ -304,9 +320,15 @@ def _message_view(message: Message, timeline: list[Event]) -> dict[str, Any]:
     }
 
 
-def _reset_view(reset: PasswordReset | None, now: datetime) -> dict[str, Any] | None:
+def _reset_view(reset: PasswordReset | None, contact: Contact,
+                now: datetime) -> dict[str, Any] | None:
     if reset is None:
-        return None
+        if "passwords" not in exposures.split(contact.exposures):
+            return None
+        # Passwords exposed, and no reset record yet (made when notify send first plans the
+        # campaign): required all the same, and no link sent.
+        return {"status": "pending", "completed_at": None, "completed_via": None,
+                "links_sent": 0, "link_expires_at": None}
     return {
         "status": reset_state(reset.status, reset.link_expires_at, now),
         "completed_at": _iso(reset.completed_at),
@@ -388,15 +410,14 @@ def lookup(session: Session, query: str, campaign: str | None = None,
     """Contacts matching ``query`` (key, email in any case, phone in any format).
 
     Each comes with its exposures, every message with its event timeline, its reset state,
-    and a one-line ``verdict``. Raises NotFound when nothing matches.
+    and a one-line ``verdict``. Nothing matching is an answer too (``matches`` 0): see
+    :func:`no_match_text` for how to say it.
     """
     now = now or utcnow()
     campaign_id = get_campaign(session, campaign).id if campaign else None
     found = _find_contacts(session, query, campaign_id)
     if not found:
-        where = f" in campaign {campaign!r}" if campaign else ""
-        raise NotFound(f"no contact matches {query.strip()!r}{where} (searched key, email "
-                       "and phone)")
+        return {"query": query, "campaign": campaign, "matches": 0, "contacts": []}
     return {"query": query, "matches": len(found), "contacts": describe(session, found, now)}
 
 
@@ -439,9 +460,19 @@ def describe(session: Session, found: list[tuple], now: datetime) -> list[dict[s
             "country": contact.country,
             "state": contact.state,
             "messages": views,
-            "reset": _reset_view(resets.get(contact.id), now),
+            "reset": _reset_view(resets.get(contact.id), contact, now),
         })
     return results
+
+
+def no_match_text(result: dict[str, Any], database: str) -> str:
+    """What to tell support when no contact matches: that this database has no record of
+    the person, which is not "they were not notified" (they may be in another database,
+    under another spelling, or in a list not imported)."""
+    where = f" in campaign {result['campaign']!r}" if result.get("campaign") else ""
+    return (f"No contact in {database}{where} matches {result['query'].strip()!r} (searched "
+            "key, email and phone): this database has no record of them; check the "
+            "spelling, or the database (--db or NOTIFY_DATABASE_URL).")
 
 
 def _describe_event(event: dict[str, Any], zone: tzinfo | None = None) -> str:
@@ -479,6 +510,8 @@ def format_lookup(result: dict[str, Any], zone: tzinfo | None = None) -> list[st
 def _format_reset(reset: dict[str, Any] | None, zone: tzinfo | None = None) -> str:
     if reset is None:
         return "not required (passwords were not exposed)"
+    if reset["status"] == "pending" and not reset["links_sent"]:
+        return "required (passwords exposed), no link sent yet"
     text = f"{reset['status']}, {reset['links_sent']} link(s) sent"
     if reset["completed_at"]:
         text += f", completed {_human_iso(reset['completed_at'], zone)}"
@@ -495,6 +528,8 @@ def _format_message(message: dict[str, Any], zone: tzinfo | None = None) -> list
     if message["is_fallback"]:
         kind += ", fallback"
     head = f"  {label} {kind}: {message['status']} to {message['address'] or '-'}"
+    if message["transport"]:
+        head += f" via {message['transport']}"
     why = _error_text(message) if message["status"] not in REACHED_STATUSES else ""
     if why:
         head += f" ({why})"

@@ -278,6 +278,13 @@ _LINK_COUNT = bulk.Statement(
     "link_expires_at = CASE WHEN link_expires_at IS NULL OR link_expires_at < :expires "
     "THEN :expires ELSE link_expires_at END WHERE id = :id",
     expires=UTCDateTime())
+_tokens = ResetToken.__table__
+# The link each message carried (its latest attempt's token), through ix_reset_tokens_message.
+_LINKS_OF = (
+    select(_tokens.c.reset_id, func.max(_tokens.c.expires_at))
+    .where(_tokens.c.message_id.in_(bindparam("messages", expanding=True)))
+    .group_by(_tokens.c.message_id, _tokens.c.reset_id)
+)
 _INSERT_TOKEN = bulk.insert_into(ResetToken.__table__)
 _resets = PasswordReset.__table__
 # Built once: the engine looks links up for every group of messages it sends.
@@ -316,7 +323,7 @@ def issue_tokens(session: Session, campaign: Campaign,
         if reset is not None:
             found[contact_id] = (reset.id, reset.status)
     tokens: list[str | None] = []
-    token_rows, count_rows = [], []
+    token_rows = []
     for n, (contact_id, message_id) in enumerate(requests):
         reset = found.get(contact_id)
         if reset is None or reset[1] == COMPLETED:
@@ -327,15 +334,31 @@ def issue_tokens(session: Session, campaign: Campaign,
         token_rows.append({"reset_id": reset[0], "message_id": message_id,
                            "token_hash": hash_token(raw), "created_at": now,
                            "expires_at": expires, "revoked_at": None, "used_at": None})
-        count_rows.append({"id": reset[0], "expires": expires})
+    # Not counted here: an attempt is not a link sent (it may fail before the hand-over).
+    # count_links_sent counts it once the provider has the message.
     _INSERT_TOKEN.execute(conn, token_rows)
-    _LINK_COUNT.execute(conn, count_rows)
     return tokens
 
 
 def new_token() -> str:
     """A fresh raw reset token: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def count_links_sent(session: Session, message_ids: list[int]) -> int:
+    """Count the reset links of these messages, just handed to their provider; how many.
+
+    ``links_sent`` is what customers were given: one per message handed over with a link
+    (however many attempts it took), never an attempt that failed before the hand-over. The
+    link's expiry becomes the reset's ``link_expires_at`` when it is the latest.
+    """
+    if not message_ids:
+        return 0
+    conn = session.connection()
+    rows = conn.execute(_LINKS_OF, {"messages": list(message_ids)}).all()
+    _LINK_COUNT.execute(conn, [{"id": reset_id, "expires": expires}
+                               for reset_id, expires in rows])
+    return len(rows)
 
 
 def reset_url(config: CampaignConfig, raw_token: str) -> str:

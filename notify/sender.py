@@ -158,6 +158,7 @@ class SendSummary:
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> reason -> n
     elapsed: float = 0.0
     interrupted: bool = False
+    transports: dict[str, str] = field(default_factory=dict)  # channel -> where it went
 
     def count(self, outcome: str, channel: str | None = None) -> int:
         """How many messages of this run ended in ``outcome`` (sent, failed, retry, ...)."""
@@ -217,6 +218,7 @@ class SendSummary:
             "totals": self.totals,
             "elapsed_s": round(self.elapsed, 3),
             "interrupted": self.interrupted,
+            "transports": self.transports,
         }
         if self.dry_run:
             data["skipped"] = skipped
@@ -273,6 +275,9 @@ class Job:
             return self.config.sender_email
         return verp.envelope_sender(self.config.bounce_address, self.verp_key, row_id)
 
+    # Per channel, where its messages go ("smtp:HOST", "twilio", "outbox"): recorded on each.
+    transports: dict[str, str] = field(default_factory=dict)
+
 
 # ---------------------------------------------------------------- preparing a run
 
@@ -289,11 +294,15 @@ def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions
         more = f" (and {len(problems) - 1} more; see notify templates check)" \
             if len(problems) > 1 else ""
         raise NotifyError(f"templates: {problems[0]}{more}")
+    channels = _channels(config, options)
     return Job(
         campaign=campaign,
         config=config,
         notices=notices,
-        channels=_channels(config, options),
+        channels=channels,
+        # Before anything is planned: a channel with nowhere to go is an error, not the
+        # outbox (unless asked for).
+        transports={channel: settings.transport(channel) for channel in channels},
         rates={
             "email": config.throttle.email_per_second if options.email_rate is None
             else options.email_rate,
@@ -352,7 +361,9 @@ def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Cou
 
     Contacts without an address for a channel get a ``skipped`` row with the reason, so the
     record shows they were considered. Only the campaign's own channels get first notices
-    (fallback SMS rows are created as emails fail).
+    (fallback SMS rows are created as emails fail). A contact whose address on a channel was
+    corrected since its last message there, which nothing reached, gets a new message to the
+    new address (``requeue.plan_corrections``).
     """
     config = campaigns_mod.config_of(campaign)
     now = utcnow()
@@ -372,6 +383,10 @@ def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Cou
         created[channel] = session.execute(stmt, params).rowcount or 0
         skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
         session.execute(skip, {**params, "detail": f'{{"reason": "{reason}"}}'})
+    # A corrected address that no message reached yet gets a message of its own.
+    from notify.requeue import plan_corrections
+
+    created.update(plan_corrections(session, campaign, channels, now))
     restore()
     if "email" in created:  # California 1798.82(d)(5): not to the business's own mailboxes
         skip_business_credentials(session, campaign, config, now)
@@ -590,7 +605,7 @@ def _event(session: Session, item: Item, campaign_id: int, kind: str, source: st
 
 
 _BEGIN = bulk.Statement(
-    "UPDATE messages SET status = 'sending', attempts = attempts + 1, "
+    "UPDATE messages SET status = 'sending', attempts = attempts + 1, transport = :transport, "
     "first_attempt_at = COALESCE(first_attempt_at, :now), next_attempt_at = NULL, "
     "last_event_at = :now, lease_expires_at = :until "
     "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')",
@@ -629,7 +644,8 @@ def begin_attempts(session: Session, begins: list[Begin]
     default = utcnow()
     nows = {b.item.id: b.now or default for b in begins}
     params = [{"id": b.item.id, "worker": b.worker, "now": nows[b.item.id],
-               "until": nows[b.item.id] + timedelta(seconds=b.lease_seconds)} for b in begins]
+               "until": nows[b.item.id] + timedelta(seconds=b.lease_seconds),
+               "transport": b.job.transports.get(b.item.channel)} for b in begins]
     conn = session.connection()
     updated = _BEGIN.execute(conn, params)
     ok_ids = {b.item.id for b in begins}
@@ -655,7 +671,8 @@ def begin_attempts(session: Session, begins: list[Begin]
     for b in begins:
         if b.item.id not in ok_ids:
             continue
-        detail = {"attempt": b.item.attempts + 1, "worker": b.worker}
+        detail = {"attempt": b.item.attempts + 1, "worker": b.worker,
+                  "transport": b.job.transports.get(b.item.channel)}
         if b.content_sha256 and (not b.want_token or tokens.get(b.item.id) == b.token):
             detail["content_sha256"] = b.content_sha256
         events.append(_event_row(b.job.campaign.id, b.item, "sending", "send",
@@ -742,12 +759,13 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
     # In contact order: the status triggers update each contact's reach row, and workers that
     # lock those rows in one order cannot deadlock each other (email and SMS of one contact
     # may be recorded by two workers at once).
-    _SENT.execute(conn, [
+    updated = _SENT.execute(conn, [
         {"id": x.item.id, "now": now, "sent_at": x.sent_at or now, "pid": x.provider_id,
          "template": x.content.get("template"),
          "template_version": x.content.get("template_version"),
          "content_sha256": x.content.get("content_sha256")}
         for x in sorted(sents, key=lambda x: x.item.contact_id)])
+    _count_links(session, sents, updated, now)
     events = []
     for x in sents:
         detail = {"provider_id": x.provider_id}
@@ -758,6 +776,24 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
     _apply_early(session, {x.provider_id: x.item.id for x in sents
                            if x.item.channel == "sms" and x.provider_id})
     return [None] * len(sents)
+
+
+def _count_links(session: Session, sents: list[Sent], updated: int, now: datetime) -> None:
+    """Count the reset links of the messages this group just recorded as handed over.
+
+    Only messages that can carry a link are looked up (passwords exposed, a reset_url), and
+    only those this statement moved to `sent` (rarely not all: then the moved ones are read).
+    """
+    linked = [x.item.id for x in sents
+              if x.job.config.reset_url and templates.needs_reset(x.item.view)]
+    if not linked:
+        return
+    if updated != len(sents):
+        linked = list(session.scalars(select(Message.id).where(
+            Message.id.in_(linked), Message.status == "sent", Message.last_event_at == now)))
+    from notify import resets
+
+    resets.count_links_sent(session, linked)
 
 
 def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
@@ -1606,7 +1642,9 @@ async def run_campaign(engine: Engine, settings: Settings, name: str,
     """Plan the campaign's rows and send everything pending (async entry point)."""
     job = await asyncio.to_thread(load_job, engine, settings, name, options)
     if options.dry_run:
-        return await asyncio.to_thread(_dry_run, engine, job, options)
+        summary = await asyncio.to_thread(_dry_run, engine, job, options)
+        summary.transports = dict(job.transports)
+        return summary
     planned: Counter = Counter()
     if options.notice != "reminder":  # reminders are planned by resets.plan_reminders
         with session_scope(engine) as session:
@@ -1614,6 +1652,7 @@ async def run_campaign(engine: Engine, settings: Settings, name: str,
     runner = Runner(engine, settings, job, options)
     summary = await runner.run()
     summary.planned = planned
+    summary.transports = dict(job.transports)
     return summary
 
 

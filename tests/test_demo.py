@@ -12,7 +12,7 @@ from notify.cli import main
 COLUMNS = ("campaign,contact_key,name,channel,address,exposures,template,status,attempts,"
            "provider_message_id,error_code,error_message,first_attempt_at,sent_at,"
            "delivered_at,last_event_at,content_sha256,reset_status,reset_completed_at,"
-           "template_version,state,country")
+           "transport,template_version,state,country")
 
 
 def test_demo_end_to_end(tmp_path, monkeypatch):

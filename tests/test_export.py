@@ -46,7 +46,8 @@ def test_deliveries_columns_values_and_safe_cells(engine, campaign_file, tmp_pat
         "campaign", "contact_key", "name", "channel", "address", "exposures", "template",
         "status", "attempts", "provider_message_id", "error_code", "error_message",
         "first_attempt_at", "sent_at", "delivered_at", "last_event_at", "content_sha256",
-        "reset_status", "reset_completed_at", "template_version", "state", "country"]
+        "reset_status", "reset_completed_at", "transport", "template_version", "state",
+        "country"]
     rows = rows_by(out)
     assert len(rows) == 8
     first = rows[0]
@@ -58,7 +59,8 @@ def test_deliveries_columns_values_and_safe_cells(engine, campaign_file, tmp_pat
         "first_attempt_at": "2026-11-27T10:02:03Z", "sent_at": "2026-11-27T10:02:03Z",
         "delivered_at": "2026-11-27T10:02:03Z", "last_event_at": "", "content_sha256": "ab" * 32,
         "reset_status": "completed", "reset_completed_at": "2026-11-27T13:02:03Z",
-        "template_version": "cd" * 32, "state": "CA", "country": "US"}
+        "transport": "smtp:relay.acme.example", "template_version": "cd" * 32, "state": "CA",
+        "country": "US"}
     sms = rows[1]
     assert (sms["channel"], sms["address"], sms["error_code"]) == ("sms", "+14155550101", "21610")
     bob = [r for r in rows if r["contact_key"] == "c2"]

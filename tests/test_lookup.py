@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from notify import campaigns, db, reports
 from notify.cli import main
-from notify.errors import NotFound
 from notify.models import Contact
 from tests.test_status import NOW, seed_sample
 
@@ -85,15 +84,14 @@ def test_same_person_in_two_campaigns_and_campaign_filter(engine, campaign_file,
         assert {c["campaign"] for c in both["contacts"]} == {"acme-2026-11", "acme-2027-01"}
     assert find(engine, "aNN.exAMPLE@example.com")["matches"] == 2
     assert find(engine, "z9", "acme-2027-01")["contacts"][0]["key"] == "z9"
-    with pytest.raises(NotFound):
-        find(engine, "c1", "acme-2027-01")
+    assert find(engine, "c1", "acme-2027-01")["matches"] == 0
 
 
-def test_unknown_query_is_not_found(engine, campaign_file):
+def test_unknown_query_is_an_answer_with_no_match(engine, campaign_file):
     seed_sample(engine, campaign_file)
     for query in ("nobody@example.com", "+1 212 555 0199", "no-such-key"):
-        with pytest.raises(NotFound, match="no contact matches"):
-            find(engine, query)
+        assert find(engine, query) == {"query": query, "campaign": None, "matches": 0,
+                                       "contacts": []}
 
 
 def test_lookup_cli_prints_verdict_first_and_json(env, campaign_file):
@@ -110,14 +108,25 @@ def test_lookup_cli_prints_verdict_first_and_json(env, campaign_file):
         in result.output
     assert any("SMS notice: failed to +14155550101 (21610 opted out)" in line
                for line in lines)
+    assert ("  email notice: delivered to Ann.Example@example.com via smtp:relay.acme.example;"
+            " attempts 1; id <1@acme.example>") in lines
     assert any("send" in line and "delivered" in line for line in lines if line.startswith(" "))
     result = runner.invoke(main, ["lookup", "(415) 555-0105", "--campaign", "acme-2026-11",
                                   "--json"], catch_exceptions=False)
     data = json.loads(result.output)
     assert data["matches"] == 1 and data["contacts"][0]["key"] == "c5"
+    assert data["database"] == db.describe(env["NOTIFY_DATABASE_URL"])
+    assert lines[-1] == f"(read from database {db.describe(env['NOTIFY_DATABASE_URL'])})"
     missing = runner.invoke(main, ["lookup", "ghost@example.com"])
     assert missing.exit_code == 1
-    assert missing.output.strip() == ("Error: no contact matches 'ghost@example.com' "
-                                      "(searched key, email and phone)")
+    # An answer on stdout, not an error, and not a "not notified": this database has no record.
+    assert missing.stdout.strip() == (
+        f"No contact in {db.describe(env['NOTIFY_DATABASE_URL'])} matches "
+        "'ghost@example.com' (searched key, email and phone): this database has no record "
+        "of them; check the spelling, or the database (--db or NOTIFY_DATABASE_URL).")
+    assert "Error" not in missing.output
+    as_json = runner.invoke(main, ["lookup", "ghost@example.com", "--json"])
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.stdout)["matches"] == 0
     bad = runner.invoke(main, ["lookup", "c1", "--campaign", "nope"])
     assert bad.exit_code == 1 and "unknown campaign 'nope'" in bad.output

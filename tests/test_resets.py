@@ -168,6 +168,11 @@ def test_issue_tokens_in_bulk_follows_the_same_rules(session, campaign):
                       second.id: resets.hash_token(issued[1])}
     session.expire_all()
     reset = session.scalar(select(PasswordReset).where(PasswordReset.contact_id == linked.id))
+    # Issued is not sent: a link counts once its message is handed to the provider.
+    assert (reset.links_sent, reset.link_expires_at) == (0, None)
+    assert resets.count_links_sent(session, [first.id, second.id]) == 2
+    session.expire_all()
+    reset = session.scalar(select(PasswordReset).where(PasswordReset.contact_id == linked.id))
     assert (reset.links_sent, reset.link_expires_at) == (2, now + timedelta(days=14))
     assert resets.complete(session, campaign, token=issued[1], completed_at=now,
                            source="webhook").status == 200

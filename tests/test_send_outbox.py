@@ -103,6 +103,7 @@ def test_send_without_yes_off_terminal_refuses(env, tmp_path):
 
 
 def test_unknown_campaign_is_one_line(env):
+    db.connect(env["NOTIFY_DATABASE_URL"])  # an existing database without that campaign
     result = CliRunner().invoke(main, ["send", "nope", "--yes"])
     assert result.exit_code == 1
     assert result.output.strip() == (

@@ -64,7 +64,7 @@ def seed_sample(engine, campaign_file) -> dict[str, int]:
 
         msg("c1", "email", "delivered", provider_message_id="<1@acme.example>",
             first_attempt_at=T0, sent_at=T0, delivered_at=T0, content_sha256="ab" * 32,
-            template_version="cd" * 32)
+            template_version="cd" * 32, transport="smtp:relay.acme.example")
         msg("c1", "sms", "failed", provider_message_id="SM1", error_code="21610",
             error_message="opted out", first_attempt_at=T0 + timedelta(minutes=1))
         msg("c2", "email", "bounced", provider_message_id="<2@acme.example>", error_code="5.1.1",
@@ -168,6 +168,8 @@ def test_status_cli_text_and_json(env, campaign_file):
     assert len(result.output.strip().splitlines()) == 1
     data = json.loads(result.output)
     assert data["reach"]["reached"] == 2 and data["messages"]["sms"]["delivered"] == 1
+    assert data["database"] == db.describe(env["NOTIFY_DATABASE_URL"])
+    assert lines[-1] == f"Database:    {db.describe(env['NOTIFY_DATABASE_URL'])}"
     bad = runner.invoke(main, ["status", "nope"])
     assert bad.exit_code == 1 and bad.output.startswith("Error: unknown campaign 'nope'")
     assert "Traceback" not in bad.output

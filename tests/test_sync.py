@@ -170,5 +170,6 @@ def test_sync_with_wrong_credentials_is_one_line_error(env, campaign_file, doubl
 
 
 def test_sync_unknown_campaign(env):
+    db.connect(env["NOTIFY_DATABASE_URL"])  # an existing database without that campaign
     result = CliRunner().invoke(main, ["sync", "sms", "nope"])
     assert result.exit_code == 1 and "unknown campaign 'nope'" in result.output

@@ -52,6 +52,7 @@ def test_check_a_campaign_with_a_broken_override(env, campaign_file):
 
 
 def test_check_unknown_campaign(env):
+    db.connect(env["NOTIFY_DATABASE_URL"])  # an existing database without that campaign
     result = run("templates", "check", "--campaign", "nope")
     assert result.exit_code == 1
     assert "Error: unknown campaign 'nope'" in result.output

@@ -11,6 +11,7 @@ import pytest
 
 from notify.campaigns import CampaignConfig
 from notify.config import Settings
+from notify.errors import ConfigError
 from notify.transports import Outgoing, TransportConfigError, make_messenger
 from notify.transports.outbox import OutboxEmail, OutboxSms, eml_path, read_sms_lines
 from notify.transports.smtp import SmtpMessenger
@@ -58,7 +59,8 @@ async def test_outbox_sms_appends_json_lines(tmp_path):
     lines = (tmp_path / "sms.jsonl").read_text().splitlines()
     assert len(lines) == 2
     one, two = (json.loads(line) for line in lines)
-    assert re.fullmatch(r"SM[0-9a-f]{32}", one["sid"]) and one["sid"] == first.provider_id
+    assert re.fullmatch(r"outbox-[0-9a-f]{32}", one["sid"]) and one["sid"] == first.provider_id
+    assert not re.fullmatch(r"SM[0-9a-f]{32}", one["sid"])  # never taken for a Twilio SID
     assert (one["row_id"], one["to"], one["from"], one["body"], one["status"]) == (
         1, "+14155550100", "+14155550199", "Notice", "sent")
     assert datetime.fromisoformat(one["created_at"]).utcoffset() == timedelta(0)
@@ -122,11 +124,15 @@ async def test_outbox_sms_without_sender_is_a_config_error(tmp_path):
 
 
 def test_make_messenger_picks_the_transport(tmp_path):
-    plain = Settings(outbox=tmp_path)
+    with pytest.raises(ConfigError, match="NOTIFY_SMTP_HOST.*--outbox or NOTIFY_OUTBOX"):
+        make_messenger("email", Settings(outbox=tmp_path), CONFIG, 4)  # never implied
+    with pytest.raises(ConfigError, match="TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"):
+        make_messenger("sms", Settings(outbox=tmp_path), CONFIG, 4)
+    plain = Settings(outbox=tmp_path, use_outbox=True)
     assert isinstance(make_messenger("email", plain, CONFIG, 4), OutboxEmail)
     sms_outbox = make_messenger("sms", plain, CONFIG, 4)
     assert isinstance(sms_outbox, OutboxSms) and sms_outbox.default_sender == "+14155550199"
-    override = Settings(outbox=tmp_path, sms_from="+14155550000")
+    override = Settings(outbox=tmp_path, sms_from="+14155550000", use_outbox=True)
     assert make_messenger("sms", override, CONFIG, 4).default_sender == "+14155550000"
     smtp = make_messenger("email", Settings(smtp_host="127.0.0.1"), CONFIG, 4)
     assert isinstance(smtp, SmtpMessenger) and smtp.default_sender == "security@acme.example"
@@ -135,5 +141,5 @@ def test_make_messenger_picks_the_transport(tmp_path):
     assert isinstance(twilio, TwilioMessenger) and twilio.name == "twilio"
     assert (smtp.name, smtp.channel, sms_outbox.name, sms_outbox.channel) == (
         "smtp", "email", "outbox-sms", "sms")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         make_messenger("fax", plain, CONFIG, 1)

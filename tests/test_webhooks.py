@@ -238,7 +238,8 @@ async def test_send_engine_applies_early_callbacks_when_it_records_sent(
                         address=message.address)
         session.add(other)
         session.flush()
-        job = SimpleNamespace(campaign=SimpleNamespace(id=message.campaign_id))
+        job = SimpleNamespace(campaign=SimpleNamespace(id=message.campaign_id),
+                              config=SimpleNamespace(reset_url=None))
         sents = [sender.Sent(job, SimpleNamespace(id=m.id, contact_id=m.contact_id,
                                                   channel="sms"), sid, "queued", {})
                  for m, sid in ((message, early_sid), (other, other_sid))]
@@ -321,6 +322,7 @@ def test_serve_binds_loopback_by_default_and_audits(env, monkeypatch):
         seen.update(host=host, port=port)
 
     monkeypatch.setattr("notify.server.serve", fake_serve)
+    db.connect(env["NOTIFY_DATABASE_URL"])  # serve uses a database set up before
     result = CliRunner().invoke(main, ["serve"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seen == {"host": "127.0.0.1", "port": 8080}

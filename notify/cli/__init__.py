@@ -20,7 +20,7 @@ COMMANDS = {
     "audit": "audit", "bounces": "tracking", "campaign": "campaign", "codes": "codes",
     "contacts": "contacts", "demo": "demo", "export": "export", "init": "campaign",
     "lookup": "tracking", "plan": "plan", "preview": "templates", "remind": "resets",
-    "report": "report", "resets": "resets", "rules": "rules", "send": "send",
+    "report": "report", "requeue": "send", "resets": "resets", "rules": "rules", "send": "send",
     "serve": "serve", "status": "tracking", "sync": "tracking", "templates": "templates",
     "users": "users",
 }
@@ -42,8 +42,11 @@ class LazyGroup(NotifyGroup):
 @click.version_option(__version__, prog_name="notify")
 @click.option("--actor", envvar="NOTIFY_ACTOR", help="Name recorded in the audit trail "
               "(default: the OS user).")
+@click.option("--db", "database", metavar="URL|PATH",
+              help="The database to use: a SQLAlchemy URL, or the path of a SQLite file "
+                   "(overrides NOTIFY_DATABASE_URL).")
 @click.pass_context
-def main(ctx: click.Context, actor: str | None) -> None:
+def main(ctx: click.Context, actor: str | None, database: str | None) -> None:
     """Send, track and prove data-breach notices.
 
     \b
@@ -55,8 +58,9 @@ def main(ctx: click.Context, actor: str | None) -> None:
       notify status acme-2026-11
       notify export deliveries acme-2026-11 -o deliveries.csv
 
-    Configuration comes from NOTIFY_* environment variables (see README).
+    Configuration comes from NOTIFY_* environment variables (see README). Only init,
+    campaign load and demo create a database; other commands refuse a missing SQLite file.
     """
-    ctx.obj = App(actor=actor)
+    ctx.obj = App(actor=actor, database=database)
 
 

@@ -64,6 +64,7 @@ def campaign_load(app: App, file: str) -> None:
       notify campaign load campaigns/example.toml
     """
     config = campaigns.parse_campaign_file(file)  # validate before opening the database
+    app.creates = True  # loading the first campaign is how a database is set up
     with app.session() as session:
         loaded = campaigns.load(session, file)
         audit_log.record(session, "campaign load", campaign=loaded.campaign.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -22,15 +22,41 @@ class App:
     """Lazily built per-invocation state: commands that need no database never open one."""
 
     actor: str | None = None
+    database: str | None = None  # --db: a URL or a SQLite file path; wins over the environment
     _settings: Settings | None = field(default=None, repr=False)
+    # Set by the commands that set a database up (init, campaign load, demo): only they may
+    # create a SQLite file; every other command refuses a missing one.
+    creates: bool = False
+    outbox: bool = False  # --outbox: every channel to the outbox folder
+
 
     @cached_property
     def settings(self) -> Settings:
-        return self._settings or load_settings()
+        settings = self._settings or load_settings()
+        if self.database:
+            settings = replace(settings, database_url=db.database_url(self.database))
+        if self.outbox:
+            settings = settings.outbox_only()
+        return settings
+
+    def destination(self, channel: str) -> str:
+        """Where ``channel``'s messages go, for prompts: the recorded transport, and the
+        folder for the outbox."""
+        transport = self.settings.transport(channel)
+        if transport == "outbox":
+            return f"outbox folder {self.settings.outbox.resolve()}"
+        return transport
 
     @cached_property
     def engine(self) -> Engine:
+        if not self.creates:
+            db.require_existing(self.settings.database_url)
         return db.connect(self.settings.database_url)
+
+    @property
+    def database_name(self) -> str:
+        """The database this command reads, as printed (absolute path, or URL masked)."""
+        return db.describe(self.settings.database_url)
 
     def session(self):
         """A transaction scope (commit on success, rollback on error)."""

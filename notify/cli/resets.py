@@ -159,7 +159,8 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
                                                     max_reminders, job.channels)
         _report_dry_run(name, due, waiting, job.channels, upcoming, after_text, as_json, zone)
         return
-    if not assume_yes and due + waiting and not _confirmed(name, due + waiting):
+    where = ", ".join(f"{ch} to {app.destination(ch)}" for ch in job.channels)
+    if not assume_yes and due + waiting and not _confirmed(name, due + waiting, where):
         click.echo("Nothing planned or sent.")
         return
     def plan() -> dict:
@@ -219,9 +220,10 @@ def plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-def _confirmed(name: str, total: int) -> bool:
+def _confirmed(name: str, total: int, where: str) -> bool:
     """Ask on a terminal; without one, --yes is required (as for `notify send`)."""
     if not sys.stdin.isatty():
         raise NotifyError(f"about to send {total} reminder(s) for {name}; add --yes to "
                           "confirm when not running on a terminal")
-    return click.confirm(f"Send {total} reminder(s) for campaign {name}?", default=False)
+    return click.confirm(f"Send {total} reminder(s) for campaign {name} ({where})?",
+                         default=False)

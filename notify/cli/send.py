@@ -51,6 +51,9 @@ def send_options(func):
                      help="SMS per second across all workers (0 = no limit)."),
         click.option("--concurrency", type=click.IntRange(min=1),
                      help="Messages in flight per channel."),
+        click.option("--outbox", is_flag=True, expose_value=False, callback=_use_outbox,
+                     help="Write every message to the outbox folder (NOTIFY_OUTBOX, default "
+                          "./outbox) instead of SMTP or Twilio."),
         click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print the summary as one JSON object."),
@@ -63,6 +66,11 @@ def send_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _use_outbox(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(App).outbox = True
 
 
 def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: float | None,
@@ -115,7 +123,7 @@ def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
     if not sys.stdin.isatty():
         raise NotifyError(f"about to send {total} messages for {name}; add --yes to confirm "
                           "when not running on a terminal")
-    what = ", ".join(f"{n} {ch}" for ch, n in counts.items())
+    what = ", ".join(f"{n} {ch} to {app.destination(ch)}" for ch, n in counts.items())
     return click.confirm(f"Send {what} for campaign {name}?", default=False)
 
 
@@ -141,6 +149,8 @@ def run_and_report(app: App, command: str, name: str, options: sender.SendOption
         run.counts = dict(extra_counts)
         summary = sender.send_campaign(app.engine, app.settings, name, options)
         run.counts.update(summary.as_dict()["run"])
+        # channel -> "smtp:HOST" | "twilio" | "outbox" (the record is written on leaving)
+        arguments.update({f"{ch}_transport": t for ch, t in summary.transports.items()})
         run.outcome = "interrupted" if summary.interrupted else "ok"
     if as_json:
         echo_json({**extra_counts, **summary.as_dict()})
@@ -162,13 +172,15 @@ def send(app: App, name: str, channel: str, dry_run: bool, limit: int | None,
 
     Safe to run again at any time (after a crash, Ctrl-C, or in several processes at
     once): it resumes and sends only what was not sent. Rates are global per channel.
-    Email goes to NOTIFY_SMTP_HOST (else the outbox folder), SMS to Twilio (else the
-    outbox).
+    Email goes to NOTIFY_SMTP_HOST, SMS to Twilio (TWILIO_ACCOUNT_SID); a channel with
+    neither is an error unless the outbox folder is asked for (--outbox, or NOTIFY_OUTBOX
+    set). Each message records where it went.
 
     \b
     Examples:
       notify send acme-2026-11 --dry-run
       notify send acme-2026-11 --yes
+      notify send acme-2026-11 --outbox --yes        # to ./outbox, nothing leaves
       notify send acme-2026-11 --channel email --email-rate 50 --concurrency 20 --yes
     """
     options = build_options(channel, dry_run, limit, email_rate, sms_rate, concurrency,
@@ -177,3 +189,71 @@ def send(app: App, name: str, channel: str, dry_run: bool, limit: int | None,
         click.echo("Nothing sent.")
         return
     run_and_report(app, "send", name, options, as_json)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--channel", type=click.Choice(["email", "sms"]),
+              help="Only this channel (default: every channel).")
+@click.option("--status", type=click.Choice(["failed", "undelivered", "bounced"]),
+              help="Only messages that ended with this status (default: all three).")
+@click.option("--error-code", metavar="CODE",
+              help="Only messages with this provider error code (e.g. 30003, 5.1.1).")
+@click.option("--dry-run", is_flag=True, help="Count what would be requeued; change nothing.")
+@click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
+@pass_app
+def requeue(app: App, name: str, channel: str | None, status: str | None,
+            error_code: str | None, dry_run: bool, assume_yes: bool, as_json: bool) -> None:
+    """Give campaign NAME's final failures another chance (after an outage, a fix).
+
+    For each contact whose last message on a channel ended failed, undelivered or bounced
+    (and nothing there reached them), plans a new message to the contact's current address;
+    the next `notify send` sends it. The failed messages keep their status: they stay the
+    record of what happened. Running it again plans nothing twice.
+
+    \b
+    Examples:
+      notify requeue acme-2026-11 --dry-run
+      notify requeue acme-2026-11 --channel sms --status undelivered --error-code 30003 --yes
+      notify send acme-2026-11 --yes
+    """
+    from notify import campaigns
+    from notify import requeue as requeue_lib
+
+    def plan(session, dry: bool) -> requeue_lib.RequeueResult:
+        campaign = campaigns.get_campaign(session, name)
+        return requeue_lib.requeue(session, campaign, channel=channel, status=status,
+                                   error_code=error_code, dry_run=dry)
+
+    if not dry_run and not assume_yes:
+        with app.session() as session:
+            due = plan(session, True).total
+        if due and not sys.stdin.isatty():
+            raise NotifyError(f"about to requeue {due} message(s) of {name}; add --yes to "
+                              "confirm when not running on a terminal")
+        if due and not click.confirm(f"Requeue {due} message(s) of campaign {name}?",
+                                     default=False):
+            click.echo("Nothing requeued.")
+            return
+    with app.session() as session:
+        result = plan(session, dry_run)
+        if not dry_run:
+            audit_log.record(session, "requeue", campaign=name, actor=app.actor,
+                             arguments={"channel": channel, "status": status,
+                                        "error_code": error_code},
+                             counts=result.as_dict())
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    parts = "; ".join(f"{ch}: " + ", ".join(f"{n} {st}" for st, n in sorted(c.items()))
+                      for ch, c in result.by_channel.items() if c) or "none"
+    if dry_run:
+        click.echo(f"Dry run: would requeue {result.total} message(s) of {name} ({parts}); "
+                   "nothing changed.")
+    elif result.total:
+        click.echo(f"Requeued {result.total} message(s) of {name} ({parts}); send them with: "
+                   f"notify send {name}")
+    else:
+        click.echo(f"Nothing to requeue in {name}: no contact's last message on a channel "
+                   "ended failed, undelivered or bounced with these filters.")

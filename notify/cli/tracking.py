@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import tzinfo
 from pathlib import Path
 
@@ -191,12 +192,13 @@ def status(app: App, name: str, as_json: bool, zone: tzinfo) -> None:
     from notify import reports
 
     with app.session() as session:
-        report = reports.campaign_status(session, name)
+        report = {**reports.campaign_status(session, name), "database": app.database_name}
     if as_json:
         echo_json(report)
         return
     for line in reports.format_status(report, zone):
         click.echo(line)
+    click.echo(f"Database:    {report['database']}")
 
 
 @main.command()
@@ -211,7 +213,8 @@ def lookup(app: App, query: str, campaign: str | None, as_json: bool, zone: tzin
     how and when they were reached.
 
     The first line is the verdict; then the contact, exposures, reset state, and every
-    message with its timeline of events. Exits non-zero when nothing matches.
+    message with its timeline of events, and the database read. When nothing matches it
+    says so (this database has no record of them) and exits 1.
 
     \b
     Example:
@@ -223,9 +226,15 @@ def lookup(app: App, query: str, campaign: str | None, as_json: bool, zone: tzin
     from notify import reports
 
     with app.session() as session:
-        result = reports.lookup(session, query, campaign)
+        result = {**reports.lookup(session, query, campaign), "database": app.database_name}
     if as_json:
         echo_json(result)
-        return
-    for line in reports.format_lookup(result, zone):
-        click.echo(line)
+    elif result["matches"]:
+        for line in reports.format_lookup(result, zone):
+            click.echo(line)
+        click.echo(f"(read from database {result['database']})")
+    else:
+        # An answer, not an error: worded so that it cannot be read as "not notified".
+        click.echo(reports.no_match_text(result, result["database"]))
+    if not result["matches"]:
+        sys.exit(1)

@@ -1,8 +1,8 @@
 """Messengers: how a rendered message reaches a provider (see docs/architecture.md).
 
-``make_messenger`` picks the transport from the settings: SMTP when ``NOTIFY_SMTP_HOST`` is
-set, else the email outbox; Twilio when ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN`` are
-set, else the SMS outbox.
+``make_messenger`` picks the transport from the settings (``Settings.transport``): SMTP when
+``NOTIFY_SMTP_HOST`` is set; Twilio when ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN`` are
+set; else the outbox folder, but only when it was asked for (NOTIFY_OUTBOX, ``--outbox``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def make_messenger(channel: str, settings: Settings, config: CampaignConfig,
     (else the campaign's ``sms_from``) for SMS; ``Outgoing.sender`` overrides it per item.
     ``timeout`` bounds every network step (None: the transport's default, 30 s).
     """
+    settings.transport(channel)  # the outbox only when asked for: else one-line error
     limits = {} if timeout is None else {"timeout": timeout}
     if channel == "email":
         if settings.smtp_host:

@@ -5,7 +5,8 @@ Layout under ``settings.outbox``:
 * ``email/000000123.eml`` - one file per message row, named from the row id, so re-sending
   the same row after a crash overwrites the file instead of adding a second copy. Written to
   a temporary file, fsynced, then renamed over the target: a reader never sees half a file.
-* ``sms.jsonl`` - one JSON object per line: ``sid`` ("SM" + 32 hex), ``row_id``, ``to``,
+* ``sms.jsonl`` - one JSON object per line: ``sid`` ("outbox-" + 32 hex: never mistaken for a
+  Twilio SID, "SM" + 32 hex), ``row_id``, ``to``,
   ``from``, ``body``, ``created_at`` (ISO-8601 UTC), ``status`` ("sent"). Each line is one
   ``write`` on an ``O_APPEND`` descriptor followed by fsync, so concurrent pushes never
   interleave. A crash can at worst leave a torn last line: readers skip it, and the next
@@ -32,6 +33,10 @@ from notify.transports.base import (
     Result,
     TransportConfigError,
 )
+
+# Outbox ids must not look like Twilio's ("SM" + 32 hex): whoever reads an export or a lookup
+# must see that the message went to a folder, not to a phone.
+OUTBOX_SID_PREFIX = "outbox-"
 
 
 def eml_path(outbox: Path, row_id: int) -> Path:
@@ -150,14 +155,14 @@ class OutboxSms(Messenger):
         self._checked_tail = True
 
     async def push(self, item: Outgoing) -> Result:
-        """Append the message as one JSON line; the provider id is a fresh SM... SID."""
+        """Append the message as one JSON line; the provider id is a fresh outbox-... id."""
         sender = item.sender or self.default_sender
         if not sender:
             raise TransportConfigError(
                 "no SMS sender: set NOTIFY_SMS_FROM or the campaign's sms_from")
         await item.wait_ready()
         record = {
-            "sid": "SM" + uuid.uuid4().hex,
+            "sid": OUTBOX_SID_PREFIX + uuid.uuid4().hex,
             "row_id": item.row_id,
             "to": item.to,
             "from": sender,
