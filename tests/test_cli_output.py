@@ -54,6 +54,7 @@ def test_campaign_list_formats_have_a_header(trail):
 
 
 def test_empty_list_table_says_so_csv_keeps_header(env):
+    db.connect(env["NOTIFY_DATABASE_URL"])  # a database with no campaign yet
     assert "No campaigns yet" in run("campaign", "list").output
     assert run("campaign", "list", "--csv").stdout_bytes == \
         b"name,organization,channels,updated_at\r\n"

@@ -178,3 +178,25 @@ def test_requeue_refuses_an_unknown_campaign_in_one_line(env, tmp_path):
     result = run("requeue", "nope", "--yes")
     assert result.exit_code == 1
     assert result.output.startswith("Error: unknown campaign 'nope'")
+
+
+def test_a_requeued_message_that_fails_again_is_requeued_after_itself(env, tmp_path):
+    """Only the last message of a channel counts: two failures are one more chance, with
+    the sequence after the latest."""
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
+                                                   fallback='"none"'))
+    add_contacts(engine, campaign, 1)
+    with db.session_scope(engine) as session:
+        sender.plan(session, campaign, ("email",))
+        session.execute(update(Message).values(status="failed", error_code="550"))
+    for expected in (1, 2):
+        with db.session_scope(engine) as session:
+            dry = requeue.requeue(session, campaign, dry_run=True)
+            assert dry.as_dict()["by_channel"] == {"email": {"failed": 1}}
+            assert requeue.requeue(session, campaign).total == 1
+        assert [r[:3] for r in rows(engine, "C-00000")][-1] == (expected, "notice", "pending")
+        with db.session_scope(engine) as session:  # it fails again
+            session.execute(update(Message).where(Message.sequence == expected)
+                            .values(status="failed", error_code="550"))
+    assert [r[2] for r in rows(engine, "C-00000")] == ["failed", "failed", "failed"]
