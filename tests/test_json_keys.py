@@ -113,6 +113,7 @@ def runs(folder: Path, demo_db: str) -> dict[tuple[str, ...], list[list[str]]]:
         ("remind",): [["remind", NAME, "--after", "1s", "--dry-run"],
                       ["remind", NAME, "--after", "1s", "--yes", "--channel", "email",
                        "--email-rate", "0"]],
+        ("requeue",): [["requeue", NAME, "--dry-run"], ["requeue", NAME, "--yes"]],
         ("resets", "complete"): [["resets", "complete", str(completions), "--campaign", NAME]],
         ("resets", "export"): [["resets", "export", NAME, "-o", out]],
         ("send",): [["send", NAME, "--dry-run"], ["send", NAME, "--yes"]],

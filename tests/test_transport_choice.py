@@ -62,7 +62,10 @@ def test_no_provider_and_no_outbox_is_one_line_and_changes_nothing(no_outbox, tm
             "Error: email: no provider configured: set NOTIFY_SMTP_HOST (and NOTIFY_SMTP_PORT, "
             "NOTIFY_SMTP_USERNAME, NOTIFY_SMTP_PASSWORD), or ask for the outbox folder with "
             "--outbox or NOTIFY_OUTBOX\n")
-    assert messages(engine) == [] and audits(engine) == []
+    assert messages(engine) == []
+    # Only the evidence of the refused run (failed runs are audited too), nothing sent.
+    assert [(a.outcome, a.counts.get("error", "")[:25]) for a in audits(engine)] == [
+        ("failed", "email: no provider config")]
     with db.session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(PasswordReset)) == 0
     assert not (tmp_path / "outbox").exists()
