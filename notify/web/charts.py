@@ -110,7 +110,17 @@ def status_bars(messages: dict[str, dict[str, int]], labels: dict[str, str],
         return Markup('<p class="empty">No messages yet.</p>')
     left, bar_h, gap = 64, 28, 14
     plot_w = width - left - 12
-    height = len(messages) * (bar_h + gap) + gap + 24
+    # The legend (only the statuses present), wrapped onto as many rows as it needs.
+    shown = [s for s in STATUS_COLOURS if any(by.get(s) for by in messages.values())]
+    bars_h = len(messages) * (bar_h + gap) + gap
+    legend, x, row = [], left, 0
+    for status in shown:
+        item_w = 30 + 8 * len(status)
+        if x + item_w > width and x > left:
+            x, row = left, row + 1
+        legend.append((status, x, bars_h + 12 + row * 22))
+        x += item_w
+    height = bars_h + 22 * (row + 1) + 6
     parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="Messages by status, per channel">'
              "<title>Messages by status, per channel</title>"]
@@ -131,12 +141,9 @@ def status_bars(messages: dict[str, dict[str, int]], labels: dict[str, str],
                          f"<title>{escape(channel)} {escape(status)}: {n:,}</title></rect>")
             offset += w
         desc.append(f"{channel}: " + ", ".join(f"{s} {n}" for s, n in by_status.items() if n))
-    shown = [s for s in STATUS_COLOURS if any(by.get(s) for by in messages.values())]
-    x, y = left, height - 10
-    for status in shown:  # the legend: only the statuses present
+    for status, x, y in legend:
         parts.append(f'<rect x="{x}" y="{y - 11}" width="12" height="12" '
                      f'fill="{STATUS_COLOURS[status]}"/><text x="{x + 17}" y="{y}" '
                      f'font-size="13" fill="{TEXT}">{status}</text>')
-        x += 30 + 8 * len(status)
     parts.append(f"<desc>{escape('; '.join(desc))}</desc></svg>")
     return Markup("".join(parts))

@@ -28,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 from notify import audit, db, reports
 from notify.campaigns import get_campaign, list_campaigns
 from notify.errors import NotFound, NotifyError
-from notify.models import WEB_ROLES, AuditRecord
+from notify.models import WEB_ROLES, AuditRecord, utcnow
 from notify.web import auth, charts, downloads, progress, search, users
 
 HERE = Path(__file__).parent
@@ -314,9 +314,9 @@ async def index(request: web.Request) -> web.StreamResponse:
 def run_search(engine: Engine, query: str, actor: str,
                now: datetime | None = None) -> list[dict[str, Any]]:
     """The search and its audit records: one per customer record shown, one per search."""
-    with db.session_scope(engine) as session:
-        contacts = search.search(session, query, now)
+    # One transaction for the search and its audit records: one connection, one commit.
     with db.session_scope(db.writer(engine)) as session:
+        contacts = search.search(session, query, now)
         audit.record(session, "web search", arguments={"query": query[:200]},
                      counts={"matches": len(contacts)}, actor=actor)
         for contact in contacts:
@@ -375,15 +375,25 @@ async def campaign_page(request: web.Request, viewer: Viewer) -> web.StreamRespo
     sent, bucket = charts.minute_series(data["series"]["sent_per_minute"])
     done, done_bucket = charts.minute_series(data["series"]["completions_per_minute"])
     per = "minute" if bucket == 1 else f"minute (average over {bucket} minutes)"
-    figures = {
-        "sent": charts.line_chart(
-            sent, "Messages sent per minute", f"Messages handed to a provider per {per}, "
-            "over the campaign.", "per minute"),
-        "status": charts.status_bars(data["status"]["messages"], reports.CHANNEL_LABEL),
-        "resets": charts.line_chart(
-            charts.cumulative(done, done_bucket), "Reset completions over time",
-            "Password resets completed so far, over the campaign.", "completed"),
-    }
+
+    def drawn(width: int) -> dict[str, Markup]:
+        return {
+            "sent": charts.line_chart(
+                sent, "Messages sent per minute", f"Messages handed to a provider per {per}, "
+                "over the campaign.", "per minute", width=width),
+            "status": charts.status_bars(data["status"]["messages"], reports.CHANNEL_LABEL,
+                                         width=width),
+            "resets": charts.line_chart(
+                charts.cumulative(done, done_bucket), "Reset completions over time",
+                "Password resets completed so far, over the campaign.", "completed",
+                width=width),
+        }
+
+    # Drawn twice: a laptop and a phone size (CSS shows one), so the labels stay legible.
+    wide, narrow = drawn(640), drawn(340)
+    figures = {key: Markup('<div class="fig-wide">{}</div><div class="fig-narrow">{}</div>')
+               .format(wide[key], narrow[key])
+               for key in wide}
     live = data["in_flight"] > 0 and request.query.get("refresh") != "off"
     return render(request, "campaign.html", viewer=viewer, title=f"Campaign {name}",
                   data=data, figures=figures, report=data["status"], section="campaigns",
@@ -426,6 +436,34 @@ async def download(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     await run_db(request, _record, state.engine, command, viewer.name, name,
                  {"campaign": name}, {"rows": rows})
     return response
+
+
+# --- rules check ------------------------------------------------------------------------------
+
+
+def _rules(engine: Engine, name: str) -> dict[str, Any] | None:
+    from notify.rules.check import check_campaign
+
+    with db.session_scope(engine) as session:
+        try:
+            report = check_campaign(session, name, utcnow().date())
+        except NotFound:
+            return None
+        return report.as_json() | {"failed": report.failed}
+
+
+@requires("compliance")
+async def rules_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    """GET /campaigns/{name}/rules: `notify rules check` as a page (deadlines, regulators)."""
+    name = request.match_info["name"]
+    if not _has_rules():
+        raise web.HTTPNotFound()
+    report = await run_db(request, _rules, request.app[STATE].engine, name)
+    if report is None:
+        return render(request, "not_found.html", status=404, viewer=viewer,
+                      title="No such campaign", what=f"campaign {name!r}")
+    return render(request, "rules.html", viewer=viewer, title=f"Rules check {name}",
+                  report=report, section="campaigns")
 
 
 # --- audit log --------------------------------------------------------------------------------
@@ -594,6 +632,7 @@ def mount(app: web.Application, engine: Engine, public_url: str | None = None) -
     app.router.add_get("/campaigns", campaigns_page)
     app.router.add_get("/campaigns/{name}", campaign_page)
     app.router.add_get(r"/campaigns/{name}/{what}.csv", download)
+    app.router.add_get("/campaigns/{name}/rules", rules_page)
     app.router.add_get("/audit", audit_page)
     app.router.add_get("/users", users_page)
     app.router.add_post("/users", users_submit)

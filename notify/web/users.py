@@ -91,16 +91,16 @@ def remove_user(session: Session, name: str) -> WebUser:
 
 
 def user_row(user: WebUser, now: datetime | None = None) -> dict[str, object]:
-    """What `notify users list` and the users page show about an account (no hash)."""
+    """What `notify users list` and the users page show about an account (never the hash);
+    ``locked_until`` only while the lock lasts."""
     now = now or utcnow()
     locked = user.locked_until is not None and user.locked_until > now
     return {
         "name": user.name,
         "role": user.role,
-        "locked_until": user.locked_until.strftime("%Y-%m-%dT%H:%M:%SZ") if locked else None,
-        "last_login_at": (user.last_login_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-                          if user.last_login_at else None),
-        "created_at": user.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "locked_until": user.locked_until if locked else None,
+        "last_login_at": user.last_login_at,
+        "created_at": user.created_at,
     }
 
 
