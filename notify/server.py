@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -326,9 +329,15 @@ class HealthProbe:
         self.sqlite = db.is_sqlite(engine)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify-health")
         self._own: Engine | None = None
-        if self.sqlite:
-            self._own = create_engine(engine.url, poolclass=NullPool,
-                                      connect_args={"timeout": 0.2})
+        database = engine.url.database
+        if self.sqlite and database and database != ":memory:":
+            # Read-write but never create (mode=rw): a health check must not make a database.
+            uri = f"file:{urllib.parse.quote(os.path.abspath(database))}?mode=rw"
+            self._own = create_engine(
+                "sqlite://", poolclass=NullPool,
+                creator=lambda: sqlite3.connect(uri, uri=True, timeout=0.2,
+                                                isolation_level=None,
+                                                check_same_thread=False))
 
     def check(self) -> str:
         """``ok`` or ``busy``; raises when the database cannot be read."""

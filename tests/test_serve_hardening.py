@@ -230,3 +230,13 @@ async def test_signature_failures_are_logged_rate_limited_with_the_url(engine, c
         assert len(lines) == 3 and "reset completion refused" in lines[2]
         assert SECRET not in " ".join(lines) and "sha256=00" not in " ".join(lines)
     assert SID  # the seeded SMS is untouched by refused callbacks
+
+
+async def test_healthz_never_creates_a_database(tmp_path):
+    path = tmp_path / "gone.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    async with TestClient(TestServer(make_app(engine, hardened_settings()))) as client:
+        resp = await client.get("/healthz")
+        assert resp.status == 503
+    assert not path.exists()
+    engine.dispose()

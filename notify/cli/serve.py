@@ -24,9 +24,11 @@ def serve(app: App, host: str, port: int) -> None:
 
     Routes: POST /webhooks/twilio/status (checked with X-Twilio-Signature against
     NOTIFY_PUBLIC_URL + path, using TWILIO_AUTH_TOKEN), POST /webhooks/resets (signed with
-    NOTIFY_WEBHOOK_SECRET), GET /healthz. Unsigned or badly signed requests get 403 and
-    change nothing. The web view for support and compliance is at / (sign in with an
-    account from `notify users add`; see docs/web.md). Stop it with Ctrl-C.
+    NOTIFY_WEBHOOK_SECRET, at least 32 bytes), GET /healthz ("busy" while another process
+    holds the SQLite write lock). Unsigned or badly signed requests get 403, change nothing
+    and are logged (at most once a minute per kind). A request must send its headers within
+    15 s and its body within 10 s. The web view for support and compliance is at / (sign in
+    with an account from `notify users add`; see docs/web.md). Stop it with Ctrl-C.
 
     \b
     Example:
