@@ -79,7 +79,7 @@ def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], Any] = u
     check_webhook_secret(settings.webhook_secret)
     # handler_args reach the connection handler however the app is run (run_app, test
     # servers, an embedding AppRunner).
-    app = web.Application(client_max_size=MAX_BODY, handler_args={
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_bounded_body], handler_args={
         "keepalive_timeout": keepalive_timeout, "lingering_time": LINGERING_TIME})
     app[ENGINE] = engine
     app[SETTINGS] = settings
@@ -98,6 +98,17 @@ def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], Any] = u
     pages.mount(app, engine, settings.public_url)
     app.on_cleanup.append(_shutdown_executor)
     return app
+
+
+@web.middleware
+async def _bounded_body(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Every route (webhooks and the web view's forms) gets its body within the body
+    timeout or a 408: read here, the body is then served from aiohttp's cache."""
+    if request.body_exists and not request.content_type.startswith("multipart/"):
+        body = await _read_body(request)
+        if isinstance(body, web.Response):
+            return body
+    return await handler(request)
 
 
 async def _shutdown_executor(app: web.Application) -> None:

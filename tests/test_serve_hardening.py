@@ -11,6 +11,7 @@ import sys
 import time
 from urllib.parse import urlencode
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
@@ -43,12 +44,17 @@ def test_default_timeouts_are_bounded():
     assert 0 < BODY_TIMEOUT <= 30 and 0 < KEEPALIVE_TIMEOUT <= 30
 
 
-async def test_a_half_sent_body_is_answered_408_and_closed(engine):
+@pytest.mark.parametrize("path, content_type", [
+    ("/webhooks/resets", "application/json"),
+    ("/webhooks/twilio/status", "application/x-www-form-urlencoded"),
+    ("/login", "application/x-www-form-urlencoded"),  # the web view's forms too
+])
+async def test_a_half_sent_body_is_answered_408_and_closed(engine, path, content_type):
     app = make_app(engine, hardened_settings(), body_timeout=0.5, keepalive_timeout=2)
     async with TestServer(app) as server:
         reader, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(b"POST /webhooks/resets HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"tok")
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     "Content-Length: 200\r\n\r\ntoken=abc".encode())
         await writer.drain()
         data, took = await read_until_closed(reader, limit=10)
         writer.close()
