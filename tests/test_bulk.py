@@ -27,7 +27,7 @@ def test_insert_stores_what_sqlalchemy_stores(engine, tmp_path):
     at = datetime(2026, 11, 27, 23, 59, 16, 123456, tzinfo=timezone(timedelta(hours=2)))
     row = {"campaign_id": campaign.id, "message_id": None, "contact_id": None,
            "provider_message_id": "SM123", "at": at, "source": "send", "kind": "sent",
-           "applied": False, "detail": {"b": 1, "a": "Zürich"}}
+           "applied": False, "detail": {"b": 1, "a": "Zürich"}, "replay_key": None}
     statement = bulk.insert_into(Event.__table__)
     with engine.begin() as conn:
         conn.execute(insert(Event), [row])
@@ -75,7 +75,7 @@ def test_a_driver_error_is_raised_as_sqlalchemys(engine, tmp_path):
     statement = bulk.insert_into(Event.__table__)
     row = {"campaign_id": campaign.id, "message_id": None, "contact_id": None,
            "provider_message_id": None, "at": datetime.now(UTC), "source": "send",
-           "kind": "sent", "applied": True, "detail": None}
+           "kind": "sent", "applied": True, "detail": None, "replay_key": None}
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA query_only = ON")  # writes fail: readonly database
