@@ -137,6 +137,7 @@ def test_a_passed_deadline_with_residents_not_reached_exits_1(loaded):
     assert before.exit_code == 0, before.output
     assert "US-CA California: 2 resident(s)" in before.output
     assert "notice deadline: 2026-12-22 (0 day(s) left)" in before.output
+    assert "notice variant: US-MA (the campaign's notices meet it)" in before.output
     after = run("rules", "check", "acme-2026-11", "--as-of", "2026-12-23", "--json")
     assert after.exit_code == 1
     found = by_code(json.loads(after.output.splitlines()[-1]))

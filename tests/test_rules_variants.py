@@ -169,3 +169,4 @@ def test_templates_check_renders_the_variants_the_campaign_contacts_need(env, ca
     rules_result = run("rules", "check", "acme-2026-11", "--as-of", "2026-12-01")
     assert rules_result.exit_code == 1
     assert "must not describe the nature" in rules_result.output
+    assert "notice variant: US-MA (the campaign's notices do NOT meet it)" in rules_result.output

@@ -75,6 +75,7 @@ class JurisdictionCheck:
     problems: list[str]
     notes: list[str]
     rules: Jurisdiction | None
+    templates_ok: bool = True  # the campaign's notices meet the variant's content rules
 
     def as_json(self) -> dict[str, Any]:
         """The contract shape of one jurisdiction (DESIGN.md, "Law as data")."""
@@ -323,14 +324,16 @@ def check_campaign(session: Session, name: str, as_of: date, *,
             problems.append(f"{res.identity:,} resident(s) with identity data exposed must be "
                             f"offered {required} months of free credit monitoring "
                             f"({rules.monitoring_when}); the campaign sets no credit_monitoring")
-        problems += [p for p in template_problems.get(code, [])
-                     if "credit monitoring" not in p or offered]
+        variant_problems = [p for p in template_problems.get(code, [])
+                            if "credit monitoring" not in p or offered]
+        problems += variant_problems
         variants = sorted({variant_name(code, kinds) for kinds in res.combos})
         checks.append(JurisdictionCheck(
             code=code, name=rules.name, residents=res, notice_deadline=deadline,
             days_left=days_left, regulators=regulators, monitoring_months_required=required,
             monitoring_months_offered=max(offered, required) if offered and required else offered,
-            variant="+".join(variants), problems=problems, notes=notes, rules=rules))
+            variant="+".join(variants), problems=problems, notes=notes, rules=rules,
+            templates_ok=not variant_problems))
     return RulesReport(campaign=name, as_of=as_of, jurisdictions=checks)
 
 
@@ -363,7 +366,9 @@ def format_report(report: RulesReport) -> list[str]:
             if j.monitoring_months_required:
                 lines.append(f"  credit monitoring: {j.monitoring_months_required} months "
                              f"required, {j.monitoring_months_offered or 'none'} offered")
-            lines.append(f"  notice variant: {j.variant}")
+            meets = ("the campaign's notices meet it" if j.templates_ok
+                     else "the campaign's notices do NOT meet it")
+            lines.append(f"  notice variant: {j.variant} ({meets})")
         for note in j.notes:
             lines.append(f"  note: {note}")
         for problem in j.problems:
