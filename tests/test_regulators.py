@@ -81,6 +81,7 @@ def test_reports_for_each_required_regulator_with_counts_and_no_personal_data(en
 
 
 def test_an_unknown_campaign_writes_nothing(env, tmp_path):
+    assert run("init").exit_code == 0
     out = tmp_path / "regs"
     result = run("report", "regulators", "nope", "-o", str(out))
     assert result.exit_code == 1 and "unknown campaign 'nope'" in result.output
