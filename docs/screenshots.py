@@ -66,6 +66,8 @@ def build(url: str) -> None:
                 message = Message(
                     campaign_id=campaign.id, contact_id=contact.id, channel=channel,
                     status=status, address=address, template=f"identity/{channel}",
+                    transport=(("smtp:relay.acme.example" if channel == "email" else "twilio")
+                               if handed else None),
                     attempts=1 if handed else 0, first_attempt_at=at if handed else None,
                     sent_at=at if status in ("sent", "delivered", "bounced",
                                              "undelivered") else None,

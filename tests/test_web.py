@@ -180,6 +180,7 @@ def test_search_by_key_email_phone_or_name_answers_with_the_verdict(server, page
     reset = page.get_by_test_id("reset").inner_text()
     assert reset == "Completed on 27 Nov 2026 13:02 (via webhook)."
     assert page.locator(".message").count() == 2
+    expect(page.locator(".message").first).to_contain_text("smtp:relay.acme.example")
     viewed = server.audit("web view contact")
     assert [(r["actor"], r["arguments"]["contact_key"]) for r in viewed] == [("support", "c1")]
 

@@ -78,8 +78,16 @@ def running_server(db_url: str, folder: Path, campaign_file: Path) -> Iterator[S
     """Seed the sample campaign, add support/compliance/admin users, start `notify serve`."""
     engine = db.make_engine(db_url)
     db.upgrade(engine)
-    seed_sample(engine, campaign_file)
+    ids = seed_sample(engine, campaign_file)
+    from sqlalchemy import update
+
+    from notify.models import Message
     from notify.web import users
+
+    with db.session_scope(engine) as session:  # where c1's email was handed over
+        session.execute(update(Message).where(Message.contact_id == ids["c1"],
+                                              Message.channel == "email")
+                        .values(transport="smtp:relay.acme.example"))
 
     with db.session_scope(engine) as session:  # `notify users add` is tested on its own
         for role in ROLES:

@@ -1,7 +1,6 @@
 """The support search: one box for a name, an email, a phone number in any format or a key.
 
-Key, email and phone go through `notify lookup`'s own normalization (the lenient email form
-and its case spellings from :mod:`notify.reports`, the importer's phone parser); names are
+Key, email and phone go through `notify lookup`'s own search and normalization; names are
 matched exactly on ``ix_contacts_name`` in the few spellings lists hold (as typed, lower,
 UPPER, Title Case), the same trade-off the email search makes: every query is a handful of
 index probes, instant at any list size.
@@ -14,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_
 from sqlalchemy.orm import Session
 
 from notify import reports
@@ -34,24 +32,15 @@ def name_variants(text: str) -> set[str]:
 
 
 def find(session: Session, query: str) -> list[tuple]:
-    """``(Contact, campaign name)`` rows matching the query by key, email, phone or name.
-
-    One statement: the lookup's conditions (key; the email's case spellings; the phone in
-    the importer's E.164 form) and the name's spellings, OR-ed, each on its own index."""
-    from notify.importer import normalize_phone
-
-    query = query.strip()
-    conditions = [Contact.key == query]
-    email = reports.normalize_email(query)
-    if email:
-        conditions.append(Contact.email.in_(reports.email_case_variants(email)))
-    phone, _ = normalize_phone(query)
-    if phone:
-        conditions.append(Contact.phone == phone)
+    """``(Contact, campaign name)`` rows matching the query by key, email or phone (the
+    lookup's own search, :func:`notify.reports._find_contacts`) or by name."""
+    found = reports._find_contacts(session, query, None)
     names = name_variants(query)
-    if names:
-        conditions.append(Contact.name.in_(names))
-    return reports._contacts_where(session, or_(*conditions), None)[:MAX_RESULTS]
+    if names and len(found) < MAX_RESULTS:
+        seen = {contact.id for contact, _ in found}
+        found += [row for row in reports._contacts_where(session, Contact.name.in_(names), None)
+                  if row[0].id not in seen]
+    return found[:MAX_RESULTS]
 
 
 @dataclass
