@@ -109,3 +109,28 @@ def test_a_remind_that_fails_is_audited_with_what_it_planned(env, campaign_file,
     [record] = runs(engine, "remind")
     assert record.outcome == "failed" and record.counts["reminders_planned"] == 2
     assert "refused" in record.counts["error"]
+
+
+def test_a_send_stopped_with_ctrl_c_is_audited_as_interrupted(env, tmp_path):
+    """A real `notify send` process, SIGINT half-way: its record says interrupted, with
+    what it sent, and the exit status is 130."""
+    import os
+    import signal
+
+    from tests.processes import notify_process, wait_for_sink
+    from tests.processes import smtp_env as process_env
+
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
+    add_contacts(engine, campaign, 60)
+    with SmtpSink() as sink:
+        child = notify_process(process_env({**os.environ, **env}, sink), "send", campaign.name,
+                               "--yes", "--email-rate", "20", "--concurrency", "2")
+        wait_for_sink(sink, 5, [child])
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=60)
+        assert child.returncode == 130
+        sent = sink.count
+    [record] = runs(engine)
+    assert record.outcome == "interrupted"
+    assert 0 < sent < 60 and record.counts["email"]["sent"] == sent, record.counts
