@@ -110,12 +110,9 @@ def _read_bytes(path: Path, progress: ReadProgress | None) -> bytes:
     """The whole file (lists are read whole by pandas anyway), with the usual errors."""
     try:
         with open(path, "rb") as handle:
-            size = max(1, path.stat().st_size)
-            chunks = []
-            while chunk := handle.read(8 << 20):
-                chunks.append(chunk)
-                if progress:
-                    progress(min(1.0, handle.tell() / size))
+            data = handle.read()  # one read: one copy of the file in memory
+        if progress:
+            progress(1.0)
     except FileNotFoundError:
         raise NotifyError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -124,8 +121,8 @@ def _read_bytes(path: Path, progress: ReadProgress | None) -> bytes:
         raise NotifyError(f"{path}: permission denied") from None
     except OSError as exc:
         raise NotifyError(f"{path}: cannot read: {exc.strerror}") from None
-    data = b"".join(chunks)
-    if not data.strip(b" \t\r\n\xef\xbb\xbf"):
+    if not data[:SAMPLE].strip(b" \t\r\n\xef\xbb\xbf") and \
+            not data.strip(b" \t\r\n\xef\xbb\xbf"):
         raise NotifyError(f"{path}: the file is empty (expected a header row, then one row "
                           "per customer)")
     return data
@@ -498,6 +495,35 @@ def _line_breaks(data: bytes) -> int:
     return lf + data.count(b"\r") - data.count(b"\r\n")
 
 
+def _no_nulls(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing cells (a short row) as "": only the columns that have any, no copy of the rest."""
+    for column in frame.columns:
+        if frame[column].hasnans:
+            frame[column] = frame[column].fillna("")
+    return frame
+
+
+def _quoted_breaks(body: bytes) -> bool:
+    """Whether a line break falls inside double quotes (a cell spanning lines).
+
+    A break is inside quotes exactly when an odd number of quote characters precede it; the
+    parity is a running sum mod 2 (uint8 wraps and keeps it), in blocks to bound memory.
+    """
+    if b'"' not in body:
+        return False
+    carry = 0
+    block = 16 << 20
+    for start in range(0, len(body), block):
+        chunk = np.frombuffer(body, dtype=np.uint8, count=min(block, len(body) - start),
+                              offset=start)
+        parity = (np.cumsum(chunk == 34, dtype=np.uint8) + carry) & 1
+        breaks = (chunk == 10) | (chunk == 13)
+        if parity[breaks].any():
+            return True
+        carry = int(parity[-1]) if len(parity) else carry
+    return False
+
+
 def _csv_grid(path: Path, data: bytes, recognizes: Recognizer) -> _Grid:
     """A CSV/TSV grid, with the lines of any NUL byte (pandas' parser drops them)."""
     grid = _csv_cells(path, data, recognizes)
@@ -526,7 +552,24 @@ def _csv_cells(path: Path, data: bytes, recognizes: Recognizer) -> _Grid:
     kind = "TSV" if delimiter == "\t" else "CSV"
     skip = 1 if hinted else 0
     sample_rows = list(csv.reader(io.StringIO(sample), delimiter=delimiter))
-    width = max((len(r) for r in sample_rows[skip:-1 or None]), default=1) or 1
+    # The last sample row may be cut short by the sample's end (when there is more).
+    complete = sample_rows[skip:-1] if len(body) > SAMPLE else sample_rows[skip:]
+    width = max((len(r) for r in complete), default=1) or 1
+    expected = _line_breaks(body) + (0 if body.endswith((b"\n", b"\r")) else 1) - skip
+    if not _quoted_breaks(body):
+        # pyarrow's parser: several times faster, and no Python object per cell. Each row is
+        # then one line, unless it skipped blank lines or refused a ragged row: the count
+        # tells, and the C parser below takes over.
+        try:
+            frame = pd.read_csv(io.BytesIO(body), sep=delimiter, header=None,
+                                names=range(width), dtype=str, keep_default_na=False,
+                                skiprows=skip, encoding="utf-8", engine="pyarrow")
+        except Exception:  # noqa: BLE001 - any refusal: the C parser decides and explains
+            frame = None
+        if frame is not None and len(frame) == expected and frame.shape[1] == width \
+                and isinstance(frame.index, pd.RangeIndex):
+            lines = np.arange(1 + skip, 1 + skip + len(frame), dtype=np.int64)
+            return _Grid(_no_nulls(frame), lines, kind)
     try:
         frame = pd.read_csv(
             io.BytesIO(body), sep=delimiter, header=None, names=range(width), dtype=str,
@@ -540,9 +583,8 @@ def _csv_cells(path: Path, data: bytes, recognizes: Recognizer) -> _Grid:
         return _stdlib_grid(path, body, delimiter, skip, kind)
     except pd.errors.EmptyDataError:
         raise NotifyError(f"{path}: the file is empty (expected a header row)") from None
-    frame = frame.fillna("")
+    frame = _no_nulls(frame)
     spans = np.ones(len(frame), dtype=np.int64)
-    expected = _line_breaks(body) + (0 if body.endswith((b"\n", b"\r")) else 1) - skip
     if expected != len(frame):  # quoted line breaks: count them where they are
         for column in frame.columns:
             cells = frame[column]
@@ -662,8 +704,10 @@ def _headed(
         header.pop()
     keep = nonempty.copy()
     keep[: position + 1] = False
-    data = frame[keep]
-    data.index = range(len(data))
+    if keep[position + 1:].all():  # no blank row: a slice, which copies nothing
+        data = frame.iloc[position + 1:].reset_index(drop=True)
+    else:
+        data = frame[keep].reset_index(drop=True)
     bad = [(line, why) for line, why in grid.bad_rows if line > int(lines[position])]
     header_line = int(lines[position])
     return Table(data, lines[keep], header, header_line, grid.kind, grid.sheet, notes, bad,
