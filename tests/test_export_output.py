@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 
 import click
 import pytest
@@ -73,26 +72,31 @@ def test_every_output_option_accepts_dash_for_stdout(planned, tmp_path):
 
 
 def test_export_prints_a_plain_progress_line_off_a_terminal(planned, monkeypatch, tmp_path):
-    monkeypatch.setattr(progress_mod, "INTERVAL", 0.002)
+    monkeypatch.setattr(progress_mod, "INTERVAL", 0)  # a line at every report (every 100 rows)
     monkeypatch.setattr("notify.export.PROGRESS_EVERY", 100)
     result = CliRunner().invoke(main, ["export", "deliveries", NAME, "-o",
                                        str(tmp_path / "d.csv")], catch_exceptions=False)
     lines = result.stderr.splitlines()
-    assert lines, "no progress line"
+    assert len(lines) == 30, lines
     assert all(re.fullmatch(
         rf"export deliveries {NAME}: [\d,]+ of 3,000 rows \(\d+%\), [\d,]+/s(, \d+:\d\d left)?"
         r", \d+:\d\d elapsed", line) for line in lines), lines
+    assert lines[0].startswith(f"export deliveries {NAME}: 100 of 3,000 rows (3%), ")
+    assert lines[-1].startswith(f"export deliveries {NAME}: 3,000 of 3,000 rows (100%), ")
     assert "\r" not in result.stderr and "\033" not in result.stderr  # a log, not a terminal
     assert result.stdout.strip() == f"Wrote 3,000 deliveries row(s) of {NAME} to {tmp_path}/d.csv."
+    monkeypatch.setattr(progress_mod, "INTERVAL", 30.0)  # the default: a short export is quiet
+    quiet = CliRunner().invoke(main, ["export", "deliveries", NAME, "-o", str(tmp_path / "e.csv")])
+    assert quiet.stderr == ""
 
 
 def test_resets_export_progress_off_a_terminal(planned, monkeypatch):
-    monkeypatch.setattr(progress_mod, "INTERVAL", 0.002)
+    monkeypatch.setattr(progress_mod, "INTERVAL", 0)
     monkeypatch.setattr("notify.resets.PROGRESS_EVERY", 100)
     result = CliRunner().invoke(main, ["resets", "export", NAME, "-o", "-"],
                                 catch_exceptions=False)
     progress_lines = [line for line in result.stderr.splitlines() if "reset(s)" not in line]
-    assert progress_lines and all(
+    assert len(progress_lines) == 15 and all(
         re.fullmatch(rf"resets export {NAME}: [\d,]+ rows, [\d,]+/s, \d+:\d\d elapsed", line)
         for line in progress_lines), progress_lines
     assert result.stdout_bytes.count(b"\r\n") == 1501
@@ -121,25 +125,21 @@ def test_terminal_line_shows_rows_rate_over_the_last_minute_and_eta():
 
 
 def test_plain_lines_every_interval_and_none_for_a_short_job():
+    now = [100.0]
     stream = io.StringIO()
-    with RowProgress("job", stream=stream, interval=60) as bar:
-        bar.update(5)
+    with RowProgress("job", stream=stream, terminal=False, interval=30,
+                     clock=lambda: now[0]) as bar:
+        for at, done in ((10, 500), (29, 1000)):
+            now[0] = 100.0 + at
+            bar.update(done)
     assert stream.getvalue() == ""  # ended before the first interval: no noise
-    stream = io.StringIO()
-    ticked = threading.Event()
-    with RowProgress("job", stream=stream, interval=0.01) as bar:
-        bar.update(1234)
-        ticked.wait(0.2)
-        while "\n" not in stream.getvalue():
-            ticked.wait(0.01)
-    first = stream.getvalue().splitlines()[0]
-    assert re.fullmatch(r"job: 1,234 rows, [\d,]+/s, 0:00 elapsed", first)
-
-
-def test_progress_goes_to_the_known_total(planned):
-    from notify import export
-
-    engine = db.connect(planned["NOTIFY_DATABASE_URL"])
-    assert export.progress_total(engine, NAME, "deliveries") == 3000  # one row per message
-    assert export.progress_total(engine, NAME, "unreached") == 1500  # every contact looked at
-    assert export.progress_total(engine, NAME, "events") is None
+    now[0] = 100.0
+    with RowProgress("job", stream=stream, terminal=False, interval=30,
+                     clock=lambda: now[0]) as bar:
+        for at, done in ((10, 1000), (31, 3100), (45, 4500), (62, 6200), (70, 7000)):
+            now[0] = 100.0 + at
+            bar.update(done)
+    assert stream.getvalue().splitlines() == [
+        "job: 3,100 rows, 100/s, 0:31 elapsed",  # the first line after 30 s
+        "job: 6,200 rows, 100/s, 1:02 elapsed",  # then 30 s after the last line
+    ]

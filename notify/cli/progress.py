@@ -3,12 +3,13 @@
 On a terminal: one line redrawn in place, with the rows done, the rate over the last minute
 and, when the total is known, the share done and the time left at that rate. Off a terminal
 (cron, CI, ``| tee``): one plain line every INTERVAL seconds, so a log shows the job is alive
-and how far it got; nothing for a job that ends sooner.
+and how far it got; nothing for a job that ends sooner. Lines are written as rows are
+reported (the exports report every thousand rows), so the clock alone decides when: tests
+inject it, and no timer thread runs.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,46 +47,40 @@ class RowProgress:
         self.done = 0
         self.started = clock()
         self._samples: deque[tuple[float, int]] = deque([(self.started, 0)])
-        self._drawn = 0.0
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._drawn = 0.0  # when the terminal line was last drawn
+        self._logged = self.started  # when the last plain line was written
 
     def __enter__(self) -> RowProgress:
-        if not self.terminal:
-            self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
-            self._ticker.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
-        elif self._drawn:
+        if self.terminal and self._drawn:
             self.stream.write("\r\033[K")  # the summary line replaces the bar
             self.stream.flush()
 
     def update(self, done: int) -> None:
         """``done`` rows so far (a running total, not an increment)."""
         now = self.clock()
-        with self._lock:
-            self.done = done
-            self._samples.append((now, done))
-            while len(self._samples) > 2 and self._samples[1][0] <= now - WINDOW:
-                self._samples.popleft()
-        if self.terminal and now - self._drawn >= REDRAW:
-            self._drawn = now
-            self.stream.write("\r\033[K" + self.line(now))
+        self.done = done
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - WINDOW:
+            self._samples.popleft()
+        if self.terminal:
+            if now - self._drawn >= REDRAW:
+                self._drawn = now
+                self.stream.write("\r\033[K" + self.line(now))
+                self.stream.flush()
+        elif now - self._logged >= self.interval:
+            self._logged = now
+            self.stream.write(self.line(now) + "\n")
             self.stream.flush()
 
     def rate(self, now: float | None = None) -> float:
         """Rows per second over the last minute (since the start when shorter)."""
         now = self.clock() if now is None else now
-        with self._lock:
-            first_at, first_done = self._samples[0]
-            done = self.done
+        first_at, first_done = self._samples[0]
         span = now - first_at
-        return (done - first_done) / span if span > 0 else 0.0
+        return (self.done - first_done) / span if span > 0 else 0.0
 
     def line(self, now: float | None = None) -> str:
         """``export deliveries acme: 120,000 of 1,000,000 rows (12%), 4,000/s, 3:40 left``."""
@@ -101,8 +96,3 @@ class RowProgress:
         if self.total and rate > 0 and done < self.total:
             text += f", {_duration((self.total - done) / rate)} left"
         return text + f", {_duration(now - self.started)} elapsed"
-
-    def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.stream.write(self.line() + "\n")
-            self.stream.flush()
