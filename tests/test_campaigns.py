@@ -78,7 +78,7 @@ def test_init_is_idempotent(env):
     first = run("init")
     second = run("init")
     assert first.exit_code == 0 and second.exit_code == 0
-    url = db.mask_url(env["NOTIFY_DATABASE_URL"])
+    url = db.describe(env["NOTIFY_DATABASE_URL"])
     assert first.output == f"Created database {url} (new database, schema {db.HEAD}).\n"
     assert second.output == f"Database {url} is already at schema {db.HEAD}; nothing to do.\n"
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
@@ -92,7 +92,7 @@ def test_init_upgrades_an_older_schema(env):
     command.upgrade(db._alembic_config(engine), "0001")
     assert db.current_revision(engine) == "0001"
     result = run("init")
-    assert result.output == (f"Upgraded database {db.mask_url(env['NOTIFY_DATABASE_URL'])} "
+    assert result.output == (f"Upgraded database {db.describe(env['NOTIFY_DATABASE_URL'])} "
                              f"from schema 0001 to {db.HEAD}.\n")
     from sqlalchemy import inspect
 

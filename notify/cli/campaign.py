@@ -28,7 +28,7 @@ def init(app: App) -> None:
     with db.session_scope(engine) as session:
         audit_log.record(session, "init", arguments={"from": before, "to": head},
                          actor=app.actor)
-    click.echo(init_text(db.mask_url(app.settings.database_url), before, head))
+    click.echo(init_text(app.database_name, before, head))
 
 
 def init_text(database: str, before: str | None, head: str) -> str:
