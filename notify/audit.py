@@ -204,6 +204,7 @@ def _no_bulk_rewrite(state: ORMExecuteState) -> None:
     if not (state.is_update or state.is_delete):
         return
     table = getattr(state.statement, "table", None)
-    if getattr(table, "name", None) in APPEND_ONLY_TABLES:
+    name = getattr(table, "name", None)
+    if name in APPEND_ONLY_TABLES:
         verb = "update" if state.is_update else "delete"
-        raise AppendOnlyError(f"{table.name} is append-only: bulk {verb} refused")
+        raise AppendOnlyError(f"{name} is append-only: bulk {verb} refused")

@@ -137,11 +137,16 @@ def _status_blocks(part: EmailMessage) -> list[EmailMessage]:
     """The header blocks of a message/delivery-status part, however the parser left it."""
     payload = part.get_payload()
     if isinstance(payload, list):
-        return payload
-    raw = part.get_payload(decode=True) or b""
-    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
+        return [block for block in payload if not isinstance(block, str)]
+    raw = part.get_payload(decode=True)
+    text = _decoded(raw).replace("\r\n", "\n")
     blocks = [b for b in re.split(r"\n[ \t]*\n", text.strip()) if b.strip()]
     return [HeaderParser(policy=policy.compat32).parsestr(block + "\n") for block in blocks]
+
+
+def _decoded(raw: object) -> str:
+    """A decoded payload's text (get_payload(decode=True) gives bytes, or None for none)."""
+    return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else ""
 
 
 def _normalize_message_id(value: str | None) -> str | None:
@@ -159,12 +164,11 @@ def _returned_message_id(report: EmailMessage, status_blocks: list[EmailMessage]
         if ctype not in ORIGINAL_PARTS:
             continue
         payload = part.get_payload()
-        if isinstance(payload, list) and payload:
+        if isinstance(payload, list) and payload and not isinstance(payload[0], str):
             found = payload[0].get("Message-ID")
         else:
-            raw = part.get_payload(decode=True) or b""
             headers = HeaderParser(policy=policy.compat32).parsestr(
-                raw.decode("utf-8", errors="replace"), headersonly=True)
+                _decoded(part.get_payload(decode=True)), headersonly=True)
             found = headers.get("Message-ID")
         if found:
             return _normalize_message_id(found)
@@ -400,14 +404,14 @@ def _apply(session: Session, message: Message, dsn: Dsn, report: RecipientReport
             config = ctx.configs.get(message.campaign_id)
             if config is None:
                 config = ctx.configs[message.campaign_id] = config_of(
-                    session.get(Campaign, message.campaign_id))
+                    session.get_one(Campaign, message.campaign_id))
             if fallback.plan_fallback(session, config, message) is not None:
                 result.fallbacks += 1
-                name = session.get(Campaign, message.campaign_id).name
+                name = session.get_one(Campaign, message.campaign_id).name
                 result.fallbacks_by_campaign[name] = result.fallbacks_by_campaign.get(name, 0) + 1
         return
     # delayed, delivered, relayed, expanded (and anything unknown): an event only.
-    events.record(session, source="bounce", kind=_fit(report.action or "unknown", Event.kind),
+    events.record(session, source="bounce", kind=_fit(report.action or "unknown", Event.kind) or "",
                   message=message, detail=detail, applied=False, at=ctx.now)
     message.last_event_at = max(message.last_event_at or ctx.now, ctx.now)
     result.events_only += 1

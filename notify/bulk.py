@@ -32,7 +32,7 @@ class _Compiled:
         self.sql = compiled.string
         # qmark/format drivers take tuples in placeholder order; the others take dicts.
         self.order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup) if compiled.positional else None)
+            tuple(compiled.positiontup or ()) if compiled.positional else None)
         names = self.order if self.order is not None else tuple(compiled.binds)
         self.processors: dict[str, Processor] = {
             name: _processor(types.get(name), dialect) for name in names}

@@ -316,7 +316,7 @@ def load(session: Session, path: str | Path) -> Loaded:
     version = template_versions.store(session, tset)
     campaign = session.scalar(select(Campaign).where(Campaign.name == config.name))
     created = campaign is None
-    if created:
+    if campaign is None:
         campaign = Campaign(name=config.name)
         session.add(campaign)
     before = campaign.template_version_id

@@ -118,7 +118,7 @@ def pool_state(session: Session, campaign: Campaign) -> PoolState:
         select(func.count(), func.count(EnrollmentCode.contact_id))
         .where(EnrollmentCode.campaign_id == campaign.id)).one()
     waiting = session.scalar(select(func.count()).select_from(Contact)
-                             .where(*_needs_code(campaign.id)))
+                             .where(*_needs_code(campaign.id))) or 0
     return PoolState(total=total, free=total - assigned, assigned=assigned, waiting=waiting)
 
 
@@ -169,8 +169,8 @@ def assign(session: Session, campaign: Campaign, now: datetime | None = None) ->
             f"pool; import {state.waiting - state.free:,} more with: notify codes import FILE "
             f"--campaign {campaign.name}")
     stmt = text(_PAIR_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
-    assigned = session.execute(stmt, {"now": now or utcnow(), "campaign_id": campaign.id}
-                               ).rowcount or 0
+    assigned = db.rowcount(
+        session.execute(stmt, {"now": now or utcnow(), "campaign_id": campaign.id}))
     session.execute(text(_COPY_SQL), {"campaign_id": campaign.id})
     return assigned
 

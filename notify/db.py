@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def is_sqlite(engine: Engine) -> bool:
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE/DELETE (or an INSERT run with ``preserve_rowcount``) touched.
+
+    Session.execute is typed as returning a plain Result; for these statements it is a
+    CursorResult, which alone carries the count.
+    """
+    return cast(CursorResult[Any], result).rowcount or 0
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
     """True for the embedded default; PostgreSQL is the multi-worker engine."""
     return engine.dialect.name == "sqlite"
 
@@ -157,7 +166,10 @@ def _head() -> str:
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(_alembic_config(create_engine("sqlite://")))
-    return script.get_current_head()
+    head = script.get_current_head()
+    if head is None:  # only a broken install ships no migrations
+        raise RuntimeError(f"no Alembic migrations in {MIGRATIONS}")
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

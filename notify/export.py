@@ -254,7 +254,7 @@ def export_events(engine: Engine, campaign: str, path: str | Path,
 # --- unreached ---------------------------------------------------------------------------------
 
 
-def _contact_pages(session: Session, campaign_id: int, batch: int) -> Iterator[list[Any]]:
+def _contact_pages(session: Session, campaign_id: int, batch: int) -> Iterator[Sequence[Any]]:
     """The campaign's contacts in id-keyset pages (both databases: each page needs a second
     query for its messages anyway)."""
     keyset = is_sqlite(session)

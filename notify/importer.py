@@ -33,7 +33,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -1060,7 +1060,8 @@ class _Importer:
     def _report(self) -> None:
         """Rejects and warnings in line order: the summary lists and the rejects file."""
         summary, lines = self.summary, self.table.lines
-        problems = [(line, reason, None) for line, reason in self.table.bad_rows]
+        problems: list[tuple[int, str, int | None]] = [
+            (line, reason, None) for line, reason in self.table.bad_rows]
         problems += [(int(lines[row]), reason, row) for row, reason in self.reasons.items()]
         problems.sort(key=lambda p: p[0])
         summary.rejected = len(problems)
@@ -1069,7 +1070,8 @@ class _Importer:
             frame = self.table.frame
             width = self.layout.width
             for line, reason, row in problems:
-                cells = [] if row is None else [str(v) for v in frame.iloc[row].tolist()[:width]]
+                cells: list[str] = (
+                    [] if row is None else [str(v) for v in frame.iloc[row].tolist()[:width]])
                 self.rejects.write(line, reason, cells)
         warned = sorted((int(lines[row]), "; ".join(texts)) for row, texts in self.notes.items()
                         if row not in self.reasons)
@@ -1100,7 +1102,7 @@ def _flag(value: str) -> bool | None:
 
 def _reasons(
     raw_email: str, email_problem: str | None, raw_phone: str, phone_problem: str | None,
-    reachable: str | None, mask: int, unknown: tuple[str, ...], key: str, has_exposure: bool,
+    reachable: bool, mask: int, unknown: tuple[str, ...], key: str, has_exposure: bool,
 ) -> str:
     """Why a row is rejected, every reason at once so one fix is enough."""
     reasons = []
@@ -1148,7 +1150,7 @@ class _NullWriter:
     """Dry run: the same calls as a real writer, nothing written."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple] = []  # new contacts, in _DB_COLUMNS order
+        self.pending: list[Sequence[Any]] = []  # new contacts, in _DB_COLUMNS order
         self.stamp: Any = utcnow().replace(tzinfo=None)  # created_at/updated_at, naive UTC
 
     def flush(self) -> None:
@@ -1258,6 +1260,8 @@ class _CopyWriter(_Writer):
         if not self.pending:
             return
         raw = self.conn.connection.driver_connection
+        if raw is None:  # only a closed connection has none
+            raise RuntimeError("the database connection is closed")
         with raw.cursor() as cursor:
             with cursor.copy(f"COPY contacts ({', '.join(_DB_COLUMNS)}) FROM STDIN") as copy:
                 for row in self.pending:
@@ -1313,7 +1317,7 @@ def _big_page_cache(conn: Connection, wanted: bool) -> Iterator[None]:
     if not wanted or conn.dialect.name != "sqlite":
         yield
         return
-    before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
     conn.exec_driver_sql("PRAGMA cache_size = -64000")
     try:
         yield
@@ -1351,12 +1355,14 @@ class _RejectsFile:
         self.target = target
         self.header = header
         self.handle: IO[str] | None = None
+        self.tmp: Path | None = None
         self.writer: Any = None
 
     def __enter__(self) -> _RejectsFile:
         if self.target is not None:
-            fd, self.tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.",
+            fd, tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.",
                                             suffix=".tmp")
+            self.tmp = Path(tmp)
             self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
             self.writer = csv.writer(self.handle)
             self.writer.writerow(["line", "reason", *map(neutralize, self.header)])
@@ -1368,7 +1374,7 @@ class _RejectsFile:
             self.writer.writerow([line, neutralize(reason), *map(neutralize, cells)])
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.handle is None:
+        if self.handle is None or self.tmp is None or self.target is None:
             return
         self.handle.close()
         if exc_type is None:

@@ -177,10 +177,9 @@ def make_plan(session: Session, name: str, start: datetime) -> Plan:
         segments, problems = _sms_segments(session, templates.notices_for(session, campaign),
                                            config, campaign.id, count)
         warnings += problems
-        plan = ChannelPlan("sms", count, rate, _duration(count, rate),
-                           segments * prices.sms_segment, segments=segments,
-                           seconds_at={k: segments / v for k, v in SENDER_LIMITS.items()})
-        channels.append(plan)
+        channels.append(ChannelPlan(
+            "sms", count, rate, _duration(count, rate), segments * prices.sms_segment,
+            segments=segments, seconds_at={k: segments / v for k, v in SENDER_LIMITS.items()}))
     kind = sender_type(config.sms_from)
     sms = next((c for c in channels if c.channel == "sms"), None)
     if sms and kind:

@@ -138,9 +138,9 @@ def _sections(report: RulesReport, j: JurisdictionCheck, reg, config, notices,
     for combo in sorted(res.combos):
         sections.append(Section(f"The notice as sent ({'+'.join(combo)} exposed)",
                                 [_sample_notice(notices, j.code, combo)], preformatted=True))
-    sections.append(Section("Source", [
-        f"{rules.law}; {rules.source}; last checked {rules.last_checked.isoformat()}; "
-        f"confidence: {rules.confidence}.", DISCLAIMER]))
+    source = ([f"{rules.law}; {rules.source}; last checked {rules.last_checked.isoformat()}; "
+               f"confidence: {rules.confidence}."] if rules is not None else [])
+    sections.append(Section("Source", [*source, DISCLAIMER]))
     return sections
 
 

@@ -429,7 +429,7 @@ def describe(session: Session, found: list[tuple], now: datetime) -> list[dict[s
         select(Message).where(Message.contact_id.in_(contact_ids))
         .order_by(Message.contact_id, Message.channel, Message.sequence, Message.id)
     ))
-    timelines: dict[int, list[Event]] = defaultdict(list)
+    timelines: dict[int | None, list[Event]] = defaultdict(list)
     if messages:
         for event in session.scalars(
             select(Event).where(Event.message_id.in_([m.id for m in messages]))

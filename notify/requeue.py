@@ -21,8 +21,10 @@ constraint ``uq_messages_once`` settles concurrent runs.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
@@ -74,8 +76,8 @@ def _statement(sql: str, col: str, extra: str = ""):
     return stmt.bindparams(bindparam("now", type_=UTCDateTime())) if ":now" in sql else stmt
 
 
-def _insert_events(session: Session, campaign_id: int, rows: list, now: datetime,
-                   source: str, detail: dict) -> None:
+def _insert_events(session: Session, campaign_id: int, rows: Sequence[Sequence[Any]],
+                   now: datetime, source: str, detail: dict) -> None:
     from notify.models import Event
 
     if rows:

@@ -33,6 +33,8 @@ from typing import Any, TextIO
 
 from sqlalchemy import (
     ColumnElement,
+    Row,
+    Table,
     and_,
     bindparam,
     case,
@@ -43,13 +45,14 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import insert as generic_insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from notify import bulk, csvsafe, events
 from notify.addresses import email_key
 from notify.campaigns import CampaignConfig, config_of
 from notify.config import Settings
+from notify.db import rowcount
 from notify.errors import ConfigError, NotifyError
 from notify.exposures import squash
 from notify.models import (
@@ -130,24 +133,17 @@ def _exposes_passwords(stored: str | None) -> bool:
     return "passwords" in (stored or "").split(";")
 
 
-def _insert(session: Session, table):
+def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that can skip rows hitting a unique constraint (both dialects support it)."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - notify supports SQLite and PostgreSQL only
-        return generic_insert(table)
-    return insert(table)
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)  # notify supports SQLite and PostgreSQL only
 
 
 def _insert_ignoring_duplicates(session: Session, table, columns: list[str], source) -> int:
-    stmt = _insert(session, table).from_select(columns, source)
-    if hasattr(stmt, "on_conflict_do_nothing"):
-        stmt = stmt.on_conflict_do_nothing()
+    stmt = _insert(session, table).from_select(columns, source).on_conflict_do_nothing()
     # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.x).
-    return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount or 0
+    return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
 
 
 def status_expression(now: datetime) -> ColumnElement[str]:
@@ -325,13 +321,13 @@ def issue_tokens(session: Session, campaign: Campaign,
     tokens: list[str | None] = []
     token_rows = []
     for n, (contact_id, message_id) in enumerate(requests):
-        reset = found.get(contact_id)
-        if reset is None or reset[1] == COMPLETED:
+        state = found.get(contact_id)
+        if state is None or state[1] == COMPLETED:
             tokens.append(None)
             continue
         raw = raw_tokens[n] if raw_tokens is not None else new_token()
         tokens.append(raw)
-        token_rows.append({"reset_id": reset[0], "message_id": message_id,
+        token_rows.append({"reset_id": state[0], "message_id": message_id,
                            "token_hash": hash_token(raw), "created_at": now,
                            "expires_at": expires, "revoked_at": None, "used_at": None})
     # Not counted here: an attempt is not a link sent (it may fail before the hand-over).
@@ -474,13 +470,15 @@ def _target_by_token(session: Session, campaign: Campaign | None,
         select(ResetToken).where(ResetToken.id == row.id)
         .execution_options(populate_existing=True)
     )
-    owner = campaign if campaign is not None else session.get(Campaign, row.campaign_id)
-    key = session.scalar(select(Contact.key).where(Contact.id == row.contact_id))
+    if reset is None:  # a token's reset is never deleted
+        return _fail(404, "unknown token")
+    owner = campaign if campaign is not None else session.get_one(Campaign, row.campaign_id)
+    key = session.execute(select(Contact.key).where(Contact.id == row.contact_id)).scalar_one()
     return _Target(owner, row.contact_id, key, reset, token_row)
 
 
 def _contacts_matching(session: Session, campaign: Campaign | None, *, key: str | None,
-                       email: str | None) -> list[tuple[int, int, str, str]]:
+                       email: str | None) -> list[Row[int, int, str, str]]:
     """(contact id, campaign id, key, exposures) of contacts with this key or email."""
     base = select(Contact.id, Contact.campaign_id, Contact.key, Contact.exposures)
     if campaign is not None:
@@ -515,9 +513,11 @@ def _target_by_identity(session: Session, campaign: Campaign | None, *, key: str
     if len(rows) > 1:
         return _fail(400, f"this {what} matches {len(rows)} contacts; use their key")
     row = rows[0]
-    owner = campaign if campaign is not None else session.get(Campaign, row.campaign_id)
+    owner = campaign if campaign is not None else session.get_one(Campaign, row.campaign_id)
     # Created here when the engine has not made it yet: a pending reset, completed below.
     reset = _reset_of(session, row.campaign_id, row.id, lock=True, create=True)
+    if reset is None:  # not created only without exposed passwords, checked above
+        return _fail(404, f"the contact with this {what} has no exposed password to reset")
     return _Target(owner, row.id, row.key, reset)
 
 
@@ -640,20 +640,19 @@ def _parse_webhook_body(
         problem = _bad_text(name, payload.get(name))
         if problem:
             return _fail(400, problem)
-    fields = {name: payload[name] for name in ("token", "key", "email")
-              if payload.get(name) not in (None, "")}
+    fields: dict[str, str] = {name: payload[name] for name in ("token", "key", "email")
+                              if payload.get(name) not in (None, "")}
     if len(fields) != 1:
         return _fail(400, "give exactly one of token, key or email")
     raw_time = payload.get("completed_at")
-    if raw_time is None:
-        completed_at = received
-    else:
+    completed_at: datetime | None = received
+    if raw_time is not None:
         try:
             completed_at = parse_time(raw_time)
         except (ValueError, OverflowError):  # year 1 with an offset overflows in UTC
             completed_at = None
-        if completed_at is None:
-            return _fail(400, "completed_at must be an ISO-8601 date-time")
+    if completed_at is None:
+        return _fail(400, "completed_at must be an ISO-8601 date-time")
     campaign_name = payload.get("campaign")
     return fields, completed_at, campaign_name or None
 
@@ -815,7 +814,7 @@ class _Rejects:
                                    *(csvsafe.neutralize(c) for c in row.cells)])
 
     def finish(self) -> None:
-        if self._handle is not None:
+        if self._handle is not None and self.path is not None:
             self._handle.close()
             os.replace(self._handle.name, self.path)
             self._handle = None
@@ -961,15 +960,16 @@ def _import_batch(session: Session, campaign: Campaign, batch: list[_Row],
     states = _locked_resets(session, campaign, wanted)
     completing: list[tuple[_Row, int]] = []
     for row in batch:
-        if row.reason is not None:
+        contact_id = row.contact_id
+        if row.reason is not None or contact_id is None:  # resolved rows have their contact
             summary.rejected += 1
             rejects.add(row)
             continue
-        reset_id, status = states[row.contact_id]
-        if status == COMPLETED or row.contact_id in done:
+        reset_id, status = states[contact_id]
+        if status == COMPLETED or contact_id in done:
             summary.already_completed += 1
             continue
-        done.add(row.contact_id)
+        done.add(contact_id)
         completing.append((row, reset_id))
     _complete_many(session, campaign, completing)
     summary.completed += len(completing)
@@ -1150,7 +1150,7 @@ def upcoming_reminders(session: Session, campaign: Campaign, after: timedelta,
         low, high = _stored_time(low), _stored_time(high)
         first = low if first is None else min(first, low)
         last = high if last is None else max(last, high)
-    if not count:
+    if not count or first is None or last is None:
         return Upcoming()
     return Upcoming(count, first + after, last + after)
 
@@ -1227,7 +1227,7 @@ def _insert_reminders(session: Session, campaign: Campaign, due, now: datetime) 
                 .from_select(["campaign_id", "message_id", "contact_id", "at", "source", "kind",
                               "applied", "detail"], source)
                 .add_cte(new))
-        return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount or 0
+        return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
     rows = session.execute(created).all()
     for start in range(0, len(rows), 1000):
         session.execute(event_table.insert(), [

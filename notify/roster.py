@@ -103,10 +103,10 @@ def remove(session: Session, campaign: Campaign, keys: list[str], *,
     handed: dict[int, set[str]] = {}
     unsent = 0
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+        id_chunk = ids[start:start + 500]
         for contact_id, status, n in session.execute(
             select(Message.contact_id, Message.status, func.count())
-            .where(Message.contact_id.in_(chunk)).group_by(Message.contact_id, Message.status)
+            .where(Message.contact_id.in_(id_chunk)).group_by(Message.contact_id, Message.status)
         ):
             if status in NOT_HANDED_OVER:
                 unsent += n

@@ -41,14 +41,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from notify import bulk, codes, fallback, templates, verp
 from notify import campaigns as campaigns_mod
 from notify.campaigns import CampaignConfig
 from notify.config import LEASE_SECONDS, Settings
-from notify.db import is_sqlite, session_scope
+from notify.db import is_sqlite, rowcount, session_scope
 from notify.errors import NotifyError
 from notify.models import (
     REACHED_STATUSES,
@@ -380,7 +391,7 @@ def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Cou
         params = {"channel": channel, "campaign_id": campaign.id, "reason": reason,
                   "now": now, "false": False, "true": True}
         stmt = text(_PLAN_SQL.format(col=col)).bindparams(bindparam("now", type_=UTCDateTime()))
-        created[channel] = session.execute(stmt, params).rowcount or 0
+        created[channel] = rowcount(session.execute(stmt, params))
         skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
         session.execute(skip, {**params, "detail": f'{{"reason": "{reason}"}}'})
     # A corrected address that no message reached yet gets a message of its own.
@@ -528,6 +539,7 @@ def _lease(session: Session, conditions: list, count: int, worker: str,
     """Lease up to ``count`` rows matching ``conditions`` (lowest ids first); their ids."""
     m = _messages.c
     candidates = select(m.id).where(and_(*conditions)).order_by(m.id).limit(count)
+    target: ColumnElement[bool]
     if is_sqlite(session.get_bind()):
         target = m.id.in_(candidates.scalar_subquery())
     else:
@@ -812,6 +824,8 @@ def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
             Event.message_id.is_(None), Event.applied.is_(False))
     ).all()
     for sid in waiting:
+        if sid is None:  # not among the ids asked for: never NULL
+            continue
         message = session.get(Message, message_ids[sid])
         if message is not None:
             tracking.apply_early_events(session, message)
@@ -1346,11 +1360,15 @@ class Runner:
         if self.fatal is not None or outage.hold_back(prepared.probe):
             kind = "outage" if outage.active or isinstance(self.fatal, OutageTooLong) \
                 else "retry"
-            error = self.fatal if self.fatal is not None else outage.state.error
+            state = outage.state
+            error = self.fatal if self.fatal is not None else (
+                state.error if state is not None else None)
             back = Result(outcome="retry", error_code="config" if kind == "retry"
                           else "outage", error_message=str(error))
             await self.recorder.call(_record_put_back, job, item, back, content, False,
                                      False, kind)
+            return
+        if outgoing is None:  # never rendered: nothing to hand over
             return
         handed_over = False
 
@@ -1410,20 +1428,24 @@ class Runner:
             from notify import resets
 
             reset_url = resets.reset_url(job.config, token)
+        to = item.address
+        if to is None:  # planning gives every row an address (rows without one are skipped)
+            raise NotifyError(f"message {item.id} has no address")
+        rendered: templates.RenderedEmail | templates.RenderedSms
         if item.channel == "email":
             rendered = job.notices.render_email(item.view, notice=item.notice,
                                                 reset_url=reset_url)
             message_id = templates.message_id_for(job.config, job.campaign.id, item.id)
             # Date = the first attempt, so a re-send after a crash is the same message.
-            data = templates.build_email(job.config, rendered, item.address, message_id,
+            data = templates.build_email(job.config, rendered, to, message_id,
                                          when=item.first_attempt_at or utcnow())
-            outgoing = Outgoing(row_id=item.id, channel="email", to=item.address, data=data,
+            outgoing = Outgoing(row_id=item.id, channel="email", to=to, data=data,
                                 message_id=message_id, sender=job.envelope_sender(item.id))
             digest = hashlib.sha256(data).hexdigest()
         else:
             rendered = job.notices.render_sms(item.view, notice=item.notice,
                                               reset_url=reset_url)
-            outgoing = Outgoing(row_id=item.id, channel="sms", to=item.address,
+            outgoing = Outgoing(row_id=item.id, channel="sms", to=to,
                                 body=rendered.text, sender=self.sms_from)
             digest = hashlib.sha256(rendered.text.encode()).hexdigest()
         content = {"template": f"{rendered.template}/{item.notice}",

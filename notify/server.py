@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -59,15 +60,15 @@ REFUSAL_LOG_INTERVAL = 60.0
 ENGINE = web.AppKey("engine", Engine)
 SETTINGS = web.AppKey("settings", Settings)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
-HEALTH = web.AppKey("health", "HealthProbe")
-CLOCK = web.AppKey("clock", Callable)
-REFUSALS = web.AppKey("refusals", "RefusalLog")
+HEALTH: web.AppKey[HealthProbe] = web.AppKey("health")
+CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
+REFUSALS: web.AppKey[RefusalLog] = web.AppKey("refusals")
 BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
 
 T = TypeVar("T")
 
 
-def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], Any] = utcnow,
+def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
              body_timeout: float = BODY_TIMEOUT,
              keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> web.Application:
     """Build the webhook application (routes, body limit, timeouts, DB thread pool).

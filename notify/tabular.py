@@ -529,7 +529,7 @@ def _csv_grid(path: Path, data: bytes, recognizes: Recognizer) -> _Grid:
     grid = _csv_cells(path, data, recognizes)
     if b"\x00" in data:
         body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
-        at, lines = body.find(b"\x00"), []
+        at, lines = body.find(b"\x00"), list[int]()
         while at >= 0 and len(lines) < 100_000:
             lines.append(body.count(b"\n", 0, at) + 1)
             at = body.find(b"\x00", at + 1)

@@ -418,7 +418,10 @@ class Notices:
     def _source(self, name: str) -> tuple[str, str] | None:
         if name not in self._sources:
             try:
-                source, filename, _ = self.env.loader.get_source(self.env, name)
+                loader = self.env.loader
+                if loader is None:
+                    return None
+                source, filename, _ = loader.get_source(self.env, name)
             except jinja2.TemplateNotFound:
                 return None
             self._sources[name] = (source, filename or name)
@@ -426,9 +429,10 @@ class Notices:
 
     def _make_set(self, folder: str, files: tuple[str, ...]) -> _Set:
         names = tuple(f"{folder}/{f}" for f in files)
-        templates = tuple(self._load(n) for n in names)
+        loaded = [self._load(n) for n in names]
         problem = next((self._problems[n] for n in names if n in self._problems), None)
-        usable = None if problem else templates  # type: ignore[assignment]
+        templates = tuple(t for t in loaded if t is not None)
+        usable = None if problem or len(templates) != len(loaded) else templates
         return _Set(names, usable, problem)
 
     # -- errors --
@@ -850,7 +854,7 @@ def _ascii_domain(domain: str) -> str:
         raise MessageError(f"{domain!r} is not a valid domain ({exc})") from None
 
 
-def _fold(policy: email_policy.EmailPolicy, name: str, value: str) -> bytes:
+def _fold(policy: email_policy.EmailPolicy[Any], name: str, value: str) -> bytes:
     # Through the header registry, so non-ASCII becomes RFC 2047 (policy.fold on a plain
     # string would pass it through raw).
     return policy.header_factory(name, value).fold(policy=policy).encode("utf-8")

@@ -175,7 +175,7 @@ class Throttle:
         async with self._lock:
             while True:
                 self._prefetch()
-                if not self._slots:
+                if not self._slots and self._refilling is not None:
                     await self._refilling
                     continue
                 slot = self._slots.popleft()

@@ -274,7 +274,8 @@ def apply_pending_early_events(session: Session, campaign_id: int) -> int:
     ).all()
     applied = 0
     for sid in sids:
-        applied += recheck_early(session, sid)
+        if sid is not None:  # the join on equality never yields NULL
+            applied += recheck_early(session, sid)
     return applied
 
 

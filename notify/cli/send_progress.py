@@ -14,9 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from notify.outage import OutageState, format_duration
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 # Off a terminal: a progress line per channel this often, and a reminder of a lasting outage.
 PLAIN_INTERVAL = 30.0
@@ -164,7 +167,7 @@ class TerminalProgress(PlainProgress):
             TextColumn("failed {task.fields[failed]}"), TextColumn("{task.fields[note]}"),
             console=self.console, transient=False,
         )
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def _print(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)

@@ -122,10 +122,11 @@ def _print_email(notices: Notices, campaign: Campaign, view: ContactView, notice
     if reset:
         click.echo(f"Reset link: shown as {PREVIEW_TOKEN}; the real token is issued at send.")
     click.echo("")
-    click.echo(message.get_body(("plain",)).get_content(), nl=False)
+    plain, html = message.get_body(("plain",)), message.get_body(("html",))
+    click.echo(plain.get_content() if plain is not None else "", nl=False)
     if show_html:
         click.echo("\n----- HTML part -----")
-        click.echo(message.get_body(("html",)).get_content(), nl=False)
+        click.echo(html.get_content() if html is not None else "", nl=False)
 
 
 def _print_sms(app: App, notices: Notices, view: ContactView, notice: str) -> None:

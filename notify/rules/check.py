@@ -351,7 +351,7 @@ def format_report(report: RulesReport) -> list[str]:
                      f"{res.unreached:,} not reached"
                      + (f" [confidence: {j.rules.confidence}]" if j.rules else ""))
         if j.rules:
-            if j.notice_deadline:
+            if j.notice_deadline and j.days_left is not None:
                 left = (f"{j.days_left} day(s) left" if j.days_left >= 0
                         else f"{-j.days_left} day(s) ago")
                 lines.append(f"  notice deadline: {j.notice_deadline.isoformat()} ({left})")

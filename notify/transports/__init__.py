@@ -7,6 +7,8 @@ set; else the outbox folder, but only when it was asked for (NOTIFY_OUTBOX, ``--
 
 from __future__ import annotations
 
+from typing import Any
+
 from notify.campaigns import CampaignConfig
 from notify.config import Settings
 from notify.transports.base import (
@@ -42,7 +44,7 @@ def make_messenger(channel: str, settings: Settings, config: CampaignConfig,
     ``timeout`` bounds every network step (None: the transport's default, 30 s).
     """
     settings.transport(channel)  # the outbox only when asked for: else one-line error
-    limits = {} if timeout is None else {"timeout": timeout}
+    limits: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     if channel == "email":
         if settings.smtp_host:
             from notify.transports.smtp import SmtpMessenger

@@ -161,8 +161,9 @@ class OutboxSms(Messenger):
             raise TransportConfigError(
                 "no SMS sender: set NOTIFY_SMS_FROM or the campaign's sms_from")
         await item.wait_ready()
+        sid = OUTBOX_SID_PREFIX + uuid.uuid4().hex
         record = {
-            "sid": OUTBOX_SID_PREFIX + uuid.uuid4().hex,
+            "sid": sid,
             "row_id": item.row_id,
             "to": item.to,
             "from": sender,
@@ -175,7 +176,7 @@ class OutboxSms(Messenger):
             await asyncio.to_thread(self._append, line)
         except OSError as exc:
             return Result("retry", error_code="io", error_message=f"outbox: {exc}")
-        return Result("sent", provider_id=record["sid"], provider_status="sent")
+        return Result("sent", provider_id=sid, provider_status="sent")
 
     async def find_sent(self, to: str, since: datetime) -> list[Found]:
         """Lines to ``to`` written at or after ``since``, oldest first."""

@@ -38,7 +38,13 @@ import aiosmtplib
 from aiosmtplib.email import parse_address
 
 from notify.config import Settings
-from notify.transports.base import Messenger, Outgoing, Result, TransportConfigError
+from notify.transports.base import (
+    Messenger,
+    Outcome,
+    Outgoing,
+    Result,
+    TransportConfigError,
+)
 
 DEFAULT_TIMEOUT = 30.0
 # An idle connection older than this is probed with NOOP before use: relays close idle
@@ -70,7 +76,7 @@ def _mode_kwargs(mode: str) -> dict:
 
 
 def _classify_code(code: int, message: str) -> Result:
-    outcome = "retry" if 400 <= code < 500 else "failed"
+    outcome: Outcome = "retry" if 400 <= code < 500 else "failed"
     return Result(outcome, error_code=str(code), error_message=message.strip()[:500])
 
 

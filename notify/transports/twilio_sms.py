@@ -89,7 +89,7 @@ class NotifyHttpClient(AsyncTwilioHttpClient):
         self,
         method: str,
         url: str,
-        params: dict[str, object] | None = None,
+        params: dict[str, str] | None = None,
         data: dict[str, object] | None = None,
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,

@@ -33,7 +33,7 @@ from notify.web import auth, charts, downloads, progress, search, users
 
 HERE = Path(__file__).parent
 ROLE_RANK = users.ROLE_RANK
-STATE = web.AppKey("notify_web", "WebState")
+STATE: web.AppKey[WebState] = web.AppKey("notify_web")
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

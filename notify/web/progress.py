@@ -59,7 +59,7 @@ def campaign_page(session: Session, name: str, now: datetime | None = None) -> d
     campaign = get_campaign(session, name)
     in_flight = sum(by.get("pending", 0) + by.get("sending", 0)
                     for by in status["messages"].values())
-    url = str(session.get_bind().url)
+    url = str(session.get_bind().engine.url)
 
     def sends() -> dict[str, int]:
         return per_minute(session, Message.sent_at, Message.campaign_id == campaign.id)

@@ -116,7 +116,8 @@ def upgrade() -> None:
             batch_op.create_index('ix_events_replay_key', ['replay_key'], unique=True)
     else:
         for fk in sa.inspect(bind).get_foreign_keys('events'):
-            op.drop_constraint(fk['name'], 'events', type_='foreignkey')
+            if fk['name']:  # PostgreSQL names every constraint
+                op.drop_constraint(fk['name'], 'events', type_='foreignkey')
         op.add_column('events', sa.Column('replay_key', sa.String(length=64), nullable=True))
         op.create_index('ix_events_replay_key', 'events', ['replay_key'], unique=True)
     for statement in SQLITE if sqlite else POSTGRES:
