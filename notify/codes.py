@@ -55,7 +55,12 @@ def read_codes(path: str | Path) -> list[str]:
         raise NotifyError(f"{path}: is a folder, not a CSV file") from None
     except UnicodeDecodeError as exc:
         raise NotifyError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    reader = csv.reader(io.StringIO(raw, newline=""))
+    first_line = raw.split("\n", 1)[0]
+    try:  # Excel in many locales writes ";" (or a tab); a one-column file has no delimiter
+        delimiter = csv.Sniffer().sniff(first_line, delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    reader = csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter)
     header = next(reader, None)
     names = [h.strip().lower() for h in header or []]
     if "code" not in names:

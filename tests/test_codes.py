@@ -43,6 +43,14 @@ def assignments(engine) -> dict[str, str]:
         return found
 
 
+def test_read_codes_takes_any_usual_delimiter_and_a_bom(tmp_path):
+    path = tmp_path / "codes.csv"
+    path.write_bytes("\ufeffName;CODE\r\nAnn;X-1\r\nBo;X-2\r\n".encode())
+    assert codes.read_codes(path) == ["X-1", "X-2"]
+    path.write_text("code\nY-1\n")
+    assert codes.read_codes(path) == ["Y-1"]
+
+
 def test_import_reads_the_code_column_and_is_idempotent(env, tmp_path):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     make_campaign(engine, campaign_toml(tmp_path))
