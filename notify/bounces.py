@@ -53,7 +53,6 @@ from notify.models import Campaign, Event, Message, utcnow
 
 ORIGINAL_PARTS = ("message/rfc822", "message/global", "text/rfc822-headers",
                   "message/rfc822-headers", "message/global-headers")
-EVENT_ONLY_ACTIONS = ("delayed", "delivered", "relayed", "expanded")
 _UNFOLD = re.compile(r"\r?\n[ \t]+")
 _ANGLE_ID = re.compile(r"<[^<>\s]+>")
 _XTEXT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from notify import template_versions
 from notify.errors import ConfigError, NotFound
-from notify.models import CHANNELS, Campaign, TemplateVersion
+from notify.models import CHANNELS, Campaign
 from notify.verp import MAX_BASE_LOCAL
 
 
@@ -335,14 +335,6 @@ def load_campaign(session: Session, path: str | Path) -> tuple[Campaign, bool]:
     """Create or update the campaign the file names; returns (campaign, created)."""
     loaded = load(session, path)
     return loaded.campaign, loaded.created
-
-
-def template_version_of(session: Session, campaign: Campaign) -> str | None:
-    """The sha256 of the template version the campaign sends from (None: never stored)."""
-    if campaign.template_version_id is None:
-        return None
-    version = session.get(TemplateVersion, campaign.template_version_id)
-    return version.sha256 if version is not None else None
 
 
 def get_campaign(session: Session, name: str) -> Campaign:

@@ -130,11 +130,3 @@ def join(kinds) -> str:
 def split(stored: str | None) -> list[str]:
     """Inverse of :func:`join`."""
     return [k for k in (stored or "").split(";") if k]
-
-
-def primary(kinds) -> str:
-    """The highest-ranked kind: it picks the template."""
-    ranked = ordered(kinds)
-    if not ranked:
-        raise ValueError("a contact has no exposure")
-    return ranked[0]

@@ -324,11 +324,6 @@ def parse_value_map(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     return words
 
 
-def vocabulary() -> dict[str, tuple[str, ...]]:
-    """Exposure words by kind, for docs/cli.md and ``--help``: what a cell may say."""
-    return dict(exposures.VOCABULARY)
-
-
 # --------------------------------------------------------------------------- values
 
 
@@ -336,16 +331,6 @@ def _show(value: str, limit: int = 40) -> str:
     """A value quoted for a message: escaped (CR/LF visible) and cut to ``limit`` characters."""
     text = value if len(value) <= limit else value[:limit] + "…"
     return json.dumps(text, ensure_ascii=False)
-
-
-@lru_cache(maxsize=4096)
-def _exposure_cell(value: str) -> tuple[int, tuple[str, ...]]:
-    """An exposure cell as a bit mask and its unknown parts; lists repeat few spellings."""
-    known, unknown = exposures.parse_exposures(value)
-    mask = 0
-    for kind in known:
-        mask |= _BITS[kind]
-    return mask, tuple(unknown)
 
 
 _COUNTRY_REGIONS = {

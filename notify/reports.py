@@ -287,11 +287,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
-def human_time(value: datetime | None) -> str:
-    """``2026-11-27 10:02 UTC``: how support reads times."""
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
-
-
 def _message_view(message: Message, timeline: list[Event]) -> dict[str, Any]:
     return {
         "id": message.id,

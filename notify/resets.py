@@ -164,18 +164,6 @@ def status_expression(now: datetime) -> ColumnElement[str]:
     )
 
 
-def status_of(reset: PasswordReset | None, now: datetime | None = None) -> str:
-    """The reported status of one reset record (same rule as :func:`status_expression`)."""
-    now = now or utcnow()
-    if reset is None:
-        return PENDING
-    if reset.status == COMPLETED:
-        return COMPLETED
-    if reset.link_expires_at is not None and reset.link_expires_at < now:
-        return EXPIRED
-    return PENDING
-
-
 def counts(session: Session, campaign: Campaign, now: datetime | None = None) -> dict[str, int]:
     """How many resets are pending, completed and expired (for ``notify status``)."""
     now = now or utcnow()
@@ -362,19 +350,6 @@ def reset_url(config: CampaignConfig, raw_token: str) -> str:
     if not config.reset_url:
         raise ConfigError(f"campaign {config.name!r} has no reset_url")
     return config.reset_url.replace("{token}", raw_token)
-
-
-def needs_reminder(session: Session, campaign_id: int, contact_id: int) -> bool:
-    """True while the contact's reset is not completed (the engine checks it before sending
-    a reminder planned earlier, so nobody who already reset is nagged)."""
-    completed = session.scalar(
-        select(func.count()).select_from(PasswordReset).where(
-            PasswordReset.campaign_id == campaign_id,
-            PasswordReset.contact_id == contact_id,
-            PasswordReset.status == COMPLETED,
-        )
-    )
-    return not completed
 
 
 # --------------------------------------------------------------------------- completions

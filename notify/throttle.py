@@ -124,11 +124,6 @@ class Throttle:
         # Answered in the last second + in flight must stay below this to hand one more over.
         self._window_cap = math.floor(self.rate) + 1 if self.rate else 0
 
-    @property
-    def limited(self) -> bool:
-        """False when the channel runs flat out."""
-        return self.rate is not None
-
     def _batch_size(self) -> int:
         assert self.rate is not None
         return max(1, math.ceil(self.rate * RESERVE_SECONDS))

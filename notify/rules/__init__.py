@@ -22,7 +22,6 @@ CONFIDENCE = ("high", "medium", "low")
 NOTICE_FROM = ("discovery", "determination")
 REGULATOR_FROM = ("discovery", "determination", "consumer_notice", "year_end")
 VARIANTS = ("standard", "US-MA", "US-IL", "US-CA")
-REGIMES = {"hipaa": "US-HIPAA"}  # campaign `regimes` value -> jurisdiction code
 UNKNOWN = "unknown"
 TOP_KEYS = ("name", "law", "notice", "law_enforcement_delay", "regulators", "cra", "content",
             "variant", "monitoring", "substitute", "electronic", "credentials", "source",
