@@ -11,6 +11,7 @@ rendered notice against the law, so an override that forgets a rule fails ``temp
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -150,8 +151,6 @@ def sample_residence(code: str) -> tuple[str | None, str | None]:
 
 def html_text(html: str) -> str:
     """The words of an HTML notice, for the same checks as the text part."""
-    import html as html_lib
-
     return html_lib.unescape(_TAGS.sub(" ", html))
 
 
@@ -159,6 +158,7 @@ def verify_notices(notices, needs: dict[str, set[tuple[str, ...]]]) -> dict[str,
     """Render, for each jurisdiction, a notice of every exposure combination its residents
     have, and check each against the jurisdiction's content rules. Returns problems per code,
     each naming the variant and exposures (``[US-MA, identity+card] ...``)."""
+    # Imported here: notify.templates imports this module for the `rules` it gives templates.
     from notify.templates import ContactView, TemplateError, reset_link, sample_token
 
     config = notices.config
