@@ -20,7 +20,7 @@ from notify.verp import MAX_BASE_LOCAL
 
 
 @dataclass(frozen=True)
-class Throttle:
+class ThrottleConfig:
     """Per-channel rates (messages per second, global), concurrency and retry cap."""
 
     email_per_second: float = 20.0
@@ -64,7 +64,7 @@ class CampaignConfig:
     templates: str | None = None
     # Where bounces go: each email's envelope sender becomes local+TAG@domain (notify.verp).
     bounce_address: str = ""
-    throttle: Throttle = field(default_factory=Throttle)
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     # Breach-law facts (notify.rules): all optional.
     determined_date: str = ""  # when the breach was determined (some deadlines count from it)
     law_enforcement_delay_until: str = ""  # a law-enforcement delay of the notice ends then
@@ -85,7 +85,7 @@ class CampaignConfig:
     def from_dict(cls, data: dict[str, Any]) -> CampaignConfig:
         """Inverse of :meth:`as_dict` (stored settings are already validated)."""
         data = dict(data)
-        data["throttle"] = Throttle(**data.get("throttle", {}))
+        data["throttle"] = ThrottleConfig(**data.get("throttle", {}))
         data["channels"] = tuple(data.get("channels", ()))
         data["regimes"] = tuple(data.get("regimes", ()))
         data["business_email_domains"] = tuple(data.get("business_email_domains", ()))
@@ -138,7 +138,7 @@ def _check_types(path: Path, raw: dict[str, Any]) -> None:
         if key == "throttle":
             if not isinstance(value, dict):
                 raise _fail(path, key, "must be a table [throttle]")
-            tknown = {f.name for f in fields(Throttle)}
+            tknown = {f.name for f in fields(ThrottleConfig)}
             for tkey in value:
                 if tkey not in tknown:
                     raise _fail(path, f"throttle.{tkey}", "unknown key (known: "
@@ -221,7 +221,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
     for key in ("concurrency", "max_attempts"):
         if key in throttle:
             throttle[key] = _positive(path, key, throttle[key], int)
-    data["throttle"] = Throttle(**throttle)
+    data["throttle"] = ThrottleConfig(**throttle)
     if data.get("templates"):  # within the campaign file's folder, and a folder
         template_versions.override_folder(path, data["templates"])
     _validate_law_facts(path, data)

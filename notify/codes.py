@@ -32,7 +32,7 @@ EXPORT_COLUMNS = ("campaign", "contact_key", "name", "email", "phone", "code", "
 
 
 @dataclass
-class ImportSummary:
+class CodeImportSummary:
     """What ``notify codes import`` did."""
 
     read: int = 0  # codes in the file
@@ -89,7 +89,7 @@ def read_codes(path: str | Path) -> list[str]:
     return codes
 
 
-def import_codes(session: Session, campaign: Campaign, path: str | Path) -> ImportSummary:
+def import_codes(session: Session, campaign: Campaign, path: str | Path) -> CodeImportSummary:
     """Add the file's codes to the campaign's pool (all or nothing); known codes are skipped."""
     codes = read_codes(path)
     known = set(session.scalars(
@@ -99,7 +99,7 @@ def import_codes(session: Session, campaign: Campaign, path: str | Path) -> Impo
     if new:
         session.execute(EnrollmentCode.__table__.insert(), [
             {"campaign_id": campaign.id, "code": c, "created_at": now} for c in new])
-    return ImportSummary(read=len(codes), added=len(new), already=len(codes) - len(new))
+    return CodeImportSummary(read=len(codes), added=len(new), already=len(codes) - len(new))
 
 
 @dataclass

@@ -326,7 +326,7 @@ class ContactReach(Base):
     closed_n: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class Throttle(Base):
+class ThrottleSchedule(Base):
     """Global per-channel send schedule shared by every worker (token bucket of depth 1).
 
     ``next_slot`` is the epoch second at which the next message of this channel may leave;

@@ -721,7 +721,7 @@ _TIME_HEADERS = {squash(n) for n in (
 
 
 @dataclass
-class ImportSummary:
+class CompletionsSummary:
     """Counts of one ``resets complete`` run (also its ``--json`` output)."""
 
     read: int = 0
@@ -803,7 +803,7 @@ class _Rejects:
 
 def import_completions(session: Session, campaign: Campaign, path: str | Path, *,
                        rejects_path: str | Path | None = None,
-                       dry_run: bool = False) -> ImportSummary:
+                       dry_run: bool = False) -> CompletionsSummary:
     """Apply the identity provider's completions (CSV: key or email, completed_at).
 
     Rows that cannot be applied are rejected with their line number (header = line 1) and a
@@ -813,7 +813,7 @@ def import_completions(session: Session, campaign: Campaign, path: str | Path, *
     """
     source = Path(path)
     rejects = _Rejects(Path(rejects_path) if rejects_path else None)
-    summary = ImportSummary(dry_run=dry_run)
+    summary = CompletionsSummary(dry_run=dry_run)
     session.flush()
     savepoint = session.begin_nested()
     try:
@@ -928,7 +928,7 @@ def _batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
 
 
 def _import_batch(session: Session, campaign: Campaign, batch: list[_Row],
-                  summary: ImportSummary, done: set[int], rejects: _Rejects) -> None:
+                  summary: CompletionsSummary, done: set[int], rejects: _Rejects) -> None:
     summary.read += len(batch)
     _resolve_contacts(session, campaign, [r for r in batch if r.reason is None])
     wanted = {r.contact_id for r in batch if r.reason is None}
