@@ -208,6 +208,9 @@ def test_times_in_the_viewers_zone_with_utc_on_hover(server, browser):
     first = page.get_by_test_id("verdict").locator("time")
     assert first.inner_text() == "27 Nov 2026 05:02"
     assert first.get_attribute("title") == "2026-11-27 10:02 UTC"
+    page.goto(server.url + "/search?q=c5")  # a second time on the same day: the hour only
+    expect(page.get_by_test_id("verdict")).to_have_text(
+        "Reached by email on 27 Nov 2026 05:02, SMS delivered 05:02")
     assert "America/New_York" in page.locator("footer").inner_text()
     context.close()
 

@@ -20,7 +20,13 @@
       var t = times[i], d = new Date(t.getAttribute("datetime"));
       if (isNaN(d)) continue;
       t.title = t.textContent.trim();
-      t.textContent = local(d, true);
+      // In a verdict, a later time on the same day reads as the hour only:
+      // "Reached by email on 2 Dec 2026 14:05, SMS delivered 14:06".
+      var previous = t.previousElementSibling;
+      var sameDay = t.parentNode.classList.contains("verdict") && previous &&
+        previous.tagName === "TIME" && previous.dataset.day === d.toDateString();
+      t.dataset.day = d.toDateString();
+      t.textContent = sameDay ? pad(d.getHours()) + ":" + pad(d.getMinutes()) : local(d, true);
     }
     var labels = document.querySelectorAll("[data-utc]");
     for (var j = 0; j < labels.length; j++) {
