@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import repeat
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -605,7 +605,7 @@ def _phones(raw: pd.Series, regions: _Regions) -> tuple[pa.Array, dict[int, str]
         problems[int(row)] = "not a valid phone number"
     slow = np.flatnonzero(~fast & _numpy(pc.not_equal(array, "")))
     if len(slow):
-        settled = [_phone_cached(value, regions.names[regions.codes[row]])
+        settled = [_other_phone(value, regions.names[regions.codes[row]])
                    for row, value in zip(slow, _at(array, slow), strict=True)]
         phones = _patch(phones, slow, [phone for phone, _ in settled])
         for row, (_, problem) in zip(slow, settled, strict=True):
@@ -617,6 +617,62 @@ def _phones(raw: pd.Series, regions: _Regions) -> tuple[pa.Array, dict[int, str]
 @lru_cache(maxsize=65536)
 def _phone_cached(value: str, region: str) -> tuple[str | None, str | None]:
     return normalize_phone(value, region)
+
+
+# "+44 20 7946 0958": a plus, then only digits and the usual punctuation.
+_INTERNATIONAL = re.compile(r"\s*\+[\d\s().\-/\u00a0]{7,30}")
+_NOT_DIGIT = re.compile(r"\D")
+
+
+def _other_phone(value: str, region: str) -> tuple[str | None, str | None]:
+    """A phone the NANP regex did not take: an international number in E.164 form is
+    validated without phonenumbers' parse (half its cost) when that gives the same answer;
+    anything else, or anything that fails, gets :func:`normalize_phone`'s full verdict."""
+    if _INTERNATIONAL.fullmatch(value):
+        verdict = _international("+" + _NOT_DIGIT.sub("", value))
+        if verdict is not None:
+            return verdict
+    return _phone_cached(value, region)
+
+
+@cache
+def _plain_country(code: int) -> bool:
+    """Whether parse() would take ``+CODE national`` as is: every region of the code strips
+    at most a leading 0 as its national prefix (not GB's-like "0" only: also no transform)."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code) or ()
+    for region in regions:
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if meta is None or meta.national_prefix_transform_rule:
+            return False
+        if (meta.national_prefix_for_parsing or meta.national_prefix or "0") != "0":
+            return False
+    return bool(regions)
+
+
+@lru_cache(maxsize=131072)
+def _international(digits: str) -> tuple[str | None, str | None] | None:
+    """``+442079460958`` -> normalize_phone's answer, without parse(); None: ask parse().
+
+    The country code is taken as parse() takes it (the first of 1, 2, 3 digits that is one);
+    numbers whose national part starts with 0, or of a country whose parsing strips other
+    prefixes, go to parse(): for the rest parse() builds this very number, so the verdict is
+    the same (tests/test_import_keys.py compares the two on random numbers).
+    """
+    if not 8 <= len(digits) <= 16:
+        return None
+    for size in (1, 2, 3):
+        code = int(digits[1:1 + size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = digits[1 + size:]
+    if code == 1 or not national or national[0] == "0" or not _plain_country(code):
+        return None
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    if phonenumbers.is_valid_number(number):
+        return digits, None
+    return None, "not a valid phone number"
 
 
 def _factorized(series: pd.Series, parse: Callable[[str], Any]) -> tuple[np.ndarray, list[Any]]:

@@ -195,3 +195,24 @@ def test_map_value_adds_words(loaded, tmp_path):
 def test_map_value_errors(item, fragment):
     with pytest.raises(NotifyError, match=fragment):
         parse_value_map([item])
+
+
+def test_international_fast_path_agrees_with_phonenumbers():
+    """Numbers written +CC ... skip parse() when that cannot change the answer."""
+    import random
+
+    import phonenumbers
+
+    from notify.addresses import normalize_phone
+    from notify.importer import _other_phone
+
+    rng = random.Random(11)
+    codes = [44, 33, 49, 39, 34, 61, 52, 54, 7, 91, 55, 81, 31, 353, 972, 86, 27, 65, 380, 90]
+    checked = 0
+    for _ in range(4000):
+        code = rng.choice(codes)
+        national = str(rng.randint(10 ** 6, 10 ** 11 - 1))
+        raw = f"+{code} {national[:3]} {national[3:]}"
+        assert _other_phone(raw, "US") == normalize_phone(raw, "US"), raw
+        checked += phonenumbers.is_valid_number(phonenumbers.parse(raw, "US"))
+    assert checked > 200  # the sample holds plenty of valid numbers, not only refusals
