@@ -1091,6 +1091,11 @@ def plan_reminders(session: Session, campaign: Campaign, after: timedelta, max_r
             total += session.scalar(select(func.count()).select_from(due.subquery())) or 0
         else:
             total += _insert_reminders(session, campaign, due, now)
+    if total and not dry_run:  # California 1798.82(d)(5) holds for reminders too
+        from notify.campaigns import config_of
+        from notify.rules.business_email import skip_business_credentials
+
+        skip_business_credentials(session, campaign, config_of(campaign), now)
     return total
 
 

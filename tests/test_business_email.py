@@ -24,7 +24,8 @@ PEOPLE = [  # key, state, exposures, email, phone
 
 
 def setup(engine, tmp_path, **changes):
-    path = campaign_toml(tmp_path, business_email_domains='["corp.acme.example"]', **changes)
+    changes.setdefault("business_email_domains", '["corp.acme.example"]')
+    path = campaign_toml(tmp_path, **changes)
     campaign = make_campaign(engine, path)
     with db.session_scope(engine) as session:
         session.add_all(Contact(campaign_id=campaign.id, key=k, email=e.lower(), phone=p,
@@ -74,3 +75,31 @@ def test_with_sms_as_fallback_only_the_skipped_email_queues_the_sms(env, tmp_pat
     assert found[("ca-biz", "email")].status == "skipped"
     assert found[("ca-biz", "sms")].is_fallback and found[("ca-biz", "sms")].status == "sent"
     assert ("ca-home", "sms") not in found and ("ny-biz", "sms") not in found
+
+
+def test_reminders_follow_the_same_rule(env, tmp_path):
+    """A domain added after the first notices went out: the reminders to it are skipped."""
+    from datetime import timedelta
+
+    from notify import resets
+    from notify.campaigns import get_campaign
+    from notify.models import utcnow
+
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    setup(engine, tmp_path, business_email_domains='["other.example"]')
+    assert by_key(engine)[("ca-biz", "email")].status == "sent"
+    make_campaign(engine, campaign_toml(tmp_path, business_email_domains='["corp.acme.example"]'))
+    with db.session_scope(engine) as session:
+        planned = resets.plan_reminders(session, get_campaign(session, NAME), timedelta(0), 2,
+                                        ["email"], now=utcnow() + timedelta(days=4))
+        assert planned == 5  # every contact here has a password to reset
+    with db.session_scope(engine) as session:
+        rows = session.execute(select(Contact.key, Message)
+                               .join(Message, Message.contact_id == Contact.id)
+                               .where(Message.notice == "reminder",
+                                      Message.channel == "email")).all()
+        reminders = {key: (m.status, m.skip_reason or "") for key, m in rows}
+    assert reminders["ca-home"][0] == "pending" and reminders["ny-biz"][0] == "pending"
+    assert reminders["ca-id"][0] == "pending"  # more than credentials
+    for key in ("ca-biz", "ca-biz-nophone"):
+        assert reminders[key][0] == "skipped" and "1798.82(d)(5)" in reminders[key][1]
