@@ -200,3 +200,37 @@ def test_a_requeued_message_that_fails_again_is_requeued_after_itself(env, tmp_p
             session.execute(update(Message).where(Message.sequence == expected)
                             .values(status="failed", error_code="550"))
     assert [r[2] for r in rows(engine, "C-00000")] == ["failed", "failed", "failed"]
+
+
+def test_a_corrected_import_reaches_the_person_end_to_end(env, tmp_path, monkeypatch):
+    """The whole path support follows: an invalid email is skipped, a bounced one fails; the
+    list is fixed and re-imported with --update; the next send reaches both."""
+    path = campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
+    assert run("campaign", "load", str(path)).exit_code == 0
+    first = tmp_path / "first.csv"
+    first.write_text("key,name,email,phone,exposures\nC-1,Ann,,+14155550100,card\n"
+                     "C-2,Bob,bob@old.example,,card\nC-3,Cy,cy@example.com,,card\n")
+    assert run("contacts", "import", str(first), "--campaign", "acme-2026-11").exit_code == 0
+    with SmtpSink(reject={"bob@old.example"}) as sink:
+        smtp(monkeypatch, sink)
+        assert run("send", "acme-2026-11", "--yes").exit_code == 0
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    assert [r[2] for r in rows(engine, "C-1")] == ["skipped"]
+    assert [r[2] for r in rows(engine, "C-2")] == ["failed"]
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("key,name,email,phone,exposures\nC-1,Ann,ann@example.com,+14155550100,"
+                     "card\nC-2,Bob,bob@new.example,,card\n")
+    imported = run("contacts", "import", str(fixed), "--campaign", "acme-2026-11", "--update")
+    assert imported.exit_code == 0, imported.output
+    with SmtpSink(reject={"bob@old.example"}) as sink:
+        smtp(monkeypatch, sink)
+        sent = run("send", "acme-2026-11", "--yes")
+        assert sent.exit_code == 0, sent.output
+        assert sorted(r.rcpt_tos[0] for r in sink.received) == ["ann@example.com",
+                                                                 "bob@new.example"]
+    assert [r[2:4] for r in rows(engine, "C-2")] == [("failed", "bob@old.example"),
+                                                     ("sent", "bob@new.example")]
+    lookup = run("lookup", "C-2")
+    assert lookup.stdout.startswith("Reached by email on ")
+    assert "failed to bob@old.example" in lookup.stdout
+    assert len(rows(engine, "C-3")) == 1
