@@ -18,6 +18,14 @@ from tests.test_status import NOW, T0, seed_sample
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def _database(request):
+    """CLI tests run on a database set up before: only init, campaign load and demo create
+    one (`notify users` refuses a missing SQLite file)."""
+    if "env" in request.fixturenames:
+        db.connect(request.getfixturevalue("env")["NOTIFY_DATABASE_URL"])
+
+
 def run(*args, stdin=None):
     return CliRunner().invoke(main, list(args), input=stdin)
 
