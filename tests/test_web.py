@@ -361,3 +361,54 @@ def test_rules_check_page_matches_notify_rules_check(server, page):
              for r in rows]
     assert shown == [(j["code"], j["residents"]) for j in expected["jurisdictions"]]
     assert shown  # the sample's contacts live in US-CA
+
+
+# Every visible text node's colour against the first opaque background behind it, as WCAG
+# 2.x computes contrast; 4.5:1 for normal text, 3:1 for large (24px, or bold from 18.66px).
+CONTRAST_JS = """() => {
+  const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = el => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const failures = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el || el.closest("svg, .sr, .skip")) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden" || !el.getClientRects().length) continue;
+    const fg = lum(rgb(style.color)), bg = lum(background(el));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
+    const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < needed) failures.push(node.textContent.trim().slice(0, 30) + ": " + ratio);
+  }
+  const unlabelled = [...document.querySelectorAll("input, select, textarea")]
+    .filter(e => e.type !== "hidden" && !e.labels.length).map(e => e.name);
+  return {failures, unlabelled};
+}"""
+
+
+def test_every_page_has_aa_contrast_and_labelled_fields(server, browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/login?next=/search")
+    pages = ["/login"]
+    assert page.evaluate(CONTRAST_JS) == {"failures": [], "unlabelled": []}, "/login"
+    sign_in(page, server, "admin")
+    for path in ("/search?q=c1", "/search?q=c2", "/search?q=c3", "/search?q=nobody",
+                 "/campaigns", "/campaigns/acme-2026-11", "/audit", "/users",
+                 "/campaigns/acme-2026-11/rules"):
+        page.goto(server.url + path)
+        pages.append(path)
+        assert page.evaluate(CONTRAST_JS) == {"failures": [], "unlabelled": []}, path
+    assert len(pages) == 10
+    context.close()
