@@ -30,13 +30,6 @@ def run(*args, stdin=None):
     return CliRunner().invoke(main, list(args), input=stdin)
 
 
-@pytest.fixture
-def env(env):
-    """The CLI environment with its database created (`users` commands never create one)."""
-    assert run("init").exit_code == 0
-    return env
-
-
 def test_users_add_list_remove(env):
     added = run("users", "add", "alice", "--role", "admin", "--password-stdin",
                 stdin=PASSWORD + "\n")
