@@ -49,7 +49,7 @@ from notify import events, fallback, verp
 from notify.addresses import email_key
 from notify.campaigns import CampaignConfig, config_of
 from notify.errors import NotifyError
-from notify.models import Campaign, Event, Message, utcnow
+from notify.models import FAILED_STATUSES, NOT_HANDED_OVER, Campaign, Event, Message, Status, utcnow
 
 ORIGINAL_PARTS = ("message/rfc822", "message/global", "text/rfc822-headers",
                   "message/rfc822-headers", "message/global-headers")
@@ -347,7 +347,7 @@ def _recent_email_to(session: Session, report: RecipientReport, returned_id: str
             select(Message)
             .where(Message.address == _fit(normalized, Message.address),
                    Message.channel == "email",
-                   Message.status.not_in(("pending", "skipped")),
+                   Message.status.not_in(NOT_HANDED_OVER),
                    Message.sent_at >= ctx.now - RECIPIENT_WINDOW)
             .order_by(Message.id.desc())
             .limit(100)
@@ -392,14 +392,14 @@ def _apply(session: Session, message: Message, dsn: Dsn, report: RecipientReport
                           "address in the last 30 days")
     detail = {k: v[:MAX_DETAIL] for k, v in detail.items() if v is not None}
     if report.action == "failed":
-        if events.advance(session, message, "bounced", source="bounce", detail=detail,
+        if events.advance(session, message, Status.BOUNCED, source="bounce", detail=detail,
                           at=ctx.now):
             message.error_code = _fit(report.status, Message.error_code)
             message.error_message = _fit(report.diagnostic, Message.error_message, MAX_DETAIL)
             result.bounced += 1
         else:
             result.already_final += 1
-        if message.status in ("failed", "bounced"):
+        if message.status in FAILED_STATUSES:
             config = ctx.configs.get(message.campaign_id)
             if config is None:
                 config = ctx.configs[message.campaign_id] = config_of(

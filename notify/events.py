@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from notify.models import STATUS_RANK, Event, Message, utcnow
+from notify.models import STATUS_RANK, Event, Message, Status, utcnow
 
 
 def record(
@@ -72,9 +72,9 @@ def advance(
     moved = can_move(message.status, status)
     if moved:
         message.status = status
-        if status == "sent" and message.sent_at is None:
+        if status == Status.SENT and message.sent_at is None:
             message.sent_at = at
-        if status == "delivered" and message.delivered_at is None:
+        if status == Status.DELIVERED and message.delivered_at is None:
             message.delivered_at = at
     message.last_event_at = max(message.last_event_at or at, at)
     record(session, source=source, kind=status, message=message, detail=detail, at=at,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from notify import db
 from notify.campaigns import get_campaign
 from notify.csvsafe import atomic_csv, neutralize
-from notify.models import REACHED_STATUSES, Contact, Event, Message, PasswordReset, utcnow
+from notify.models import REACHED_STATUSES, Contact, Event, Message, PasswordReset, Status, utcnow
 from notify.reports import reset_state_expr
 
 DELIVERY_COLUMNS = (
@@ -275,7 +275,7 @@ def _contact_pages(session: Session, campaign_id: int, batch: int) -> Iterator[S
 
 def _channel_reason(status: str, code: str | None, error: str | None,
                     skip_reason: str | None) -> str:
-    if status == "skipped":
+    if status == Status.SKIPPED:
         return f"skipped ({skip_reason})" if skip_reason else "skipped"
     details = " ".join(p for p in (code, error) if p)
     return f"{status} ({details})" if details else status

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from notify import events
 from notify.campaigns import CampaignConfig
-from notify.models import Contact, Message
+from notify.models import FAILED_STATUSES, Contact, Message, Status
 
 
 def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> Message | None:
@@ -18,7 +18,7 @@ def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> M
     """
     if config.fallback != "sms" or "sms" in config.channels or email.channel != "email":
         return None
-    if email.status not in ("failed", "bounced"):
+    if email.status not in FAILED_STATUSES:
         return None
     contact = session.get(Contact, email.contact_id)
     if contact is None or not contact.phone:
@@ -36,11 +36,11 @@ def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> M
         return None
     sms = Message(
         campaign_id=email.campaign_id, contact_id=email.contact_id, channel="sms",
-        notice=email.notice, sequence=email.sequence, is_fallback=True, status="pending",
+        notice=email.notice, sequence=email.sequence, is_fallback=True, status=Status.PENDING,
         address=contact.phone,
     )
     session.add(sms)
     session.flush()
-    events.record(session, source="fallback", kind="pending", message=sms,
+    events.record(session, source="fallback", kind=Status.PENDING, message=sms,
                   detail={"because": f"email {email.id} {email.status}"})
     return sms

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
@@ -28,16 +29,50 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Statuses in the order they may move; the four finals share the top rank (DESIGN.md).
-MESSAGE_STATUSES = (
-    "pending", "sending", "sent", "delivered", "failed", "bounced", "undelivered", "skipped",
-)
-STATUS_RANK = {
-    "pending": 0, "sending": 1, "sent": 2,
-    "delivered": 3, "undelivered": 3, "failed": 3, "bounced": 3, "skipped": 3,
+
+class Status(StrEnum):
+    """A message's status (docs/cli.md, statuses), in the order it may move.
+
+    The one home of the statuses: a member equals its string, so rows, JSON and SQL keep
+    the plain words. A status only moves forward (:data:`STATUS_RANK`, enforced by
+    ``events.advance``); the finals share the top rank, so none replaces another.
+    """
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    UNDELIVERED = "undelivered"
+    SKIPPED = "skipped"
+
+    @property
+    def rank(self) -> int:
+        """0 pending, 1 sending, 2 sent, 3 for every final status."""
+        return STATUS_RANK[self]
+
+    @property
+    def final(self) -> bool:
+        """True once nothing but a bounce report's correction can change it."""
+        return self in FINAL_STATUSES
+
+
+MESSAGE_STATUSES: tuple[Status, ...] = tuple(Status)
+FINAL_STATUSES = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED,
+                            Status.BOUNCED, Status.SKIPPED})
+STATUS_RANK: dict[str, int] = {
+    status: 3 if status in FINAL_STATUSES else rank for rank, status in enumerate(Status)
 }
-FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "bounced", "skipped"})
-REACHED_STATUSES = frozenset({"sent", "delivered"})
+REACHED_STATUSES = frozenset({Status.SENT, Status.DELIVERED})
+# Not yet handed over, or being handed over: the engine still owns these rows.
+IN_FLIGHT_STATUSES = (Status.PENDING, Status.SENDING)
+# Never handed to a provider: removing the contact loses nothing sent.
+NOT_HANDED_OVER = (Status.PENDING, Status.SKIPPED)
+# The person was not reached: what requeue and the unreached export look at.
+UNREACHED_STATUSES = (Status.SKIPPED, Status.FAILED, Status.BOUNCED, Status.UNDELIVERED)
+# Failed for good: the email's fallback SMS is due, requeue may give another chance.
+FAILED_STATUSES = (Status.FAILED, Status.UNDELIVERED, Status.BOUNCED)
 CHANNELS = ("email", "sms")
 NOTICES = ("notice", "reminder")
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from notify import templates
 from notify.campaigns import CampaignConfig, config_of, get_campaign
-from notify.models import Contact, Message
+from notify.models import IN_FLIGHT_STATUSES, Contact, Message
 
 # Segments per second a US sender of each type may send (carrier limits, typical).
 SENDER_LIMITS = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0}
@@ -30,7 +30,7 @@ SENDER_LABEL = {"long_code": "long code", "toll_free": "toll-free number",
 _TOLL_FREE = re.compile(r"^\+18(00|33|44|55|66|77|88)\d{7}$")
 # Up to this many SMS, every one is rendered; beyond, one per (exposures, residence) group.
 RENDER_EACH = 20_000
-OPEN = ("pending", "sending")
+OPEN = IN_FLIGHT_STATUSES
 
 
 @dataclass

@@ -19,6 +19,7 @@ from notify import exposures, localtime
 from notify.campaigns import get_campaign
 from notify.models import (
     CHANNELS,
+    IN_FLIGHT_STATUSES,
     MESSAGE_STATUSES,
     REACHED_STATUSES,
     Campaign,
@@ -26,11 +27,11 @@ from notify.models import (
     Event,
     Message,
     PasswordReset,
+    Status,
     Tally,
     utcnow,
 )
 
-IN_FLIGHT_STATUSES = ("pending", "sending")
 CHANNEL_LABEL = {"email": "email", "sms": "SMS"}
 
 
@@ -334,7 +335,7 @@ def _reset_view(reset: PasswordReset | None, contact: Contact,
 
 
 def _error_text(message: dict[str, Any]) -> str:
-    if message["status"] == "skipped":
+    if message["status"] == Status.SKIPPED:
         return message["skip_reason"] or "skipped"
     parts = [p for p in (message["error_code"], message["error_message"]) if p]
     return " ".join(parts)
@@ -346,9 +347,9 @@ def _channel_clause(message: dict[str, Any], zone: tzinfo | None = None) -> str:
     if status in REACHED_STATUSES:
         when = message["delivered_at"] or message["sent_at"]
         return f"{label} {status} on {_human_iso(when, zone)}"
-    if status == "pending":
+    if status == Status.PENDING:
         return f"{label} pending (not sent yet)"
-    if status == "sending":
+    if status == Status.SENDING:
         return f"{label} sending (outcome not known yet)"
     why = _error_text(message)
     return f"{label} {status}" + (f" ({why})" if why else "")

@@ -31,11 +31,19 @@ from sqlalchemy.orm import Session
 
 from notify.campaigns import config_of
 from notify.errors import NotifyError
-from notify.models import CHANNELS, Campaign, UTCDateTime, utcnow
+from notify.models import (
+    CHANNELS,
+    FAILED_STATUSES,
+    UNREACHED_STATUSES,
+    Campaign,
+    Status,
+    UTCDateTime,
+    utcnow,
+)
 
 # Final statuses that did not reach the person.
-UNREACHED = ("skipped", "failed", "bounced", "undelivered")
-REQUEUABLE = ("failed", "undelivered", "bounced")
+UNREACHED = UNREACHED_STATUSES
+REQUEUABLE = FAILED_STATUSES
 ADDRESS_COLUMN = {"email": "email", "sms": "phone"}
 
 # The last message of a (contact, channel) in one of :statuses, with nothing after it and
@@ -83,7 +91,7 @@ def _insert_events(session: Session, campaign_id: int, rows: Sequence[Sequence[A
     if rows:
         session.execute(Event.__table__.insert(), [
             {"campaign_id": campaign_id, "message_id": message_id, "contact_id": contact_id,
-             "provider_message_id": None, "at": now, "source": source, "kind": "pending",
+             "provider_message_id": None, "at": now, "source": source, "kind": Status.PENDING,
              "applied": True, "detail": detail}
             for message_id, contact_id in rows])
 

@@ -18,10 +18,7 @@ from sqlalchemy.orm import Session
 
 from notify import tabular
 from notify.errors import NotifyError
-from notify.models import Campaign, Contact, Message
-
-# A message in one of these was never handed to a provider: its contact may be removed.
-NOT_HANDED_OVER = ("pending", "skipped")
+from notify.models import NOT_HANDED_OVER, Campaign, Contact, Message
 
 LIST_FIELDS = ("key", "name", "email", "phone", "exposures", "country", "state", "locale",
                "created_at", "updated_at")

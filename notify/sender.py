@@ -62,11 +62,13 @@ from notify.config import LEASE_SECONDS, Settings
 from notify.db import is_sqlite, rowcount, session_scope
 from notify.errors import NotifyError
 from notify.models import (
+    IN_FLIGHT_STATUSES,
     REACHED_STATUSES,
     Campaign,
     Contact,
     Event,
     Message,
+    Status,
     UTCDateTime,
     utcnow,
 )
@@ -206,7 +208,7 @@ class SendSummary:
             reasons[SKIP_WORDS.get(reason, reason)] += n
         parts += [f"{n:,} skipped ({reason})" for reason, n in sorted(reasons.items())]
         ended = sum(n for s, n in statuses.items()
-                    if s not in REACHED_STATUSES and s not in ("pending", "sending", "skipped"))
+                    if s not in REACHED_STATUSES and s not in (*IN_FLIGHT_STATUSES, Status.SKIPPED))
         if ended:
             parts.append(f"{ended:,} failed earlier")
         return ", ".join(parts)
@@ -241,7 +243,7 @@ def skipped_counts(session: Session, campaign_id: int, channels: tuple[str, ...]
     """Skipped messages by channel and reason (of the notices this send covers)."""
     rows = session.execute(
         select(Message.channel, Message.skip_reason, func.count())
-        .where(Message.campaign_id == campaign_id, Message.status == "skipped",
+        .where(Message.campaign_id == campaign_id, Message.status == Status.SKIPPED,
                Message.channel.in_(channels), *_notice_filter(options))
         .group_by(Message.channel, Message.skip_reason)
     )
@@ -456,7 +458,7 @@ def pending_counts(engine: Engine, settings: Settings, name: str,
             rows = session.execute(
                 select(Message.channel, func.count())
                 .where(Message.campaign_id == job.campaign.id,
-                       Message.status.in_(("pending", "sending")),
+                       Message.status.in_(IN_FLIGHT_STATUSES),
                        Message.channel.in_(job.channels),
                        *_notice_filter(options))
                 .group_by(Message.channel)
@@ -503,7 +505,7 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
         # One status at a time, each a range of ix_messages_queue in id order: a single scan
         # in id order over both statuses walks past every row already sent, on every claim,
         # so the cost of a claim would grow with the campaign.
-        for status in ("sending", "pending"):
+        for status in (Status.SENDING, Status.PENDING):
             if len(ids) < count:
                 ids += _lease(session, [*conditions, m.status == status],
                               count - len(ids), worker, until)
@@ -571,7 +573,7 @@ def outstanding(engine: Engine, campaign_id: int, channel: str,
                        func.min(Message.next_attempt_at)).where(
             Message.campaign_id == campaign_id,
             Message.channel == channel,
-            Message.status.in_(("pending", "sending")),
+            Message.status.in_(IN_FLIGHT_STATUSES),
         )
         if notice:
             query = query.where(Message.notice == notice)
@@ -599,7 +601,7 @@ def renew(engine: Engine, worker: str, lease_seconds: float) -> None:
     with Session(engine) as session, session.begin():
         session.execute(
             update(Message)
-            .where(Message.lease_owner == worker, Message.status.in_(("pending", "sending")))
+            .where(Message.lease_owner == worker, Message.status.in_(IN_FLIGHT_STATUSES))
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
             .execution_options(synchronize_session=False)
         )
@@ -667,7 +669,7 @@ def begin_attempts(session: Session, begins: list[Begin]
             moved |= set(session.scalars(select(Message.id).where(
                 Message.id.in_([i for i in ok_ids if nows[i] == now]),
                 Message.lease_owner == begins[0].worker,
-                Message.status == "sending", Message.last_event_at == now)))
+                Message.status == Status.SENDING, Message.last_event_at == now)))
         ok_ids = moved
     linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
     tokens: dict[int, str | None] = {}
@@ -687,7 +689,7 @@ def begin_attempts(session: Session, begins: list[Begin]
                   "transport": b.job.transports.get(b.item.channel)}
         if b.content_sha256 and (not b.want_token or tokens.get(b.item.id) == b.token):
             detail["content_sha256"] = b.content_sha256
-        events.append(_event_row(b.job.campaign.id, b.item, "sending", "send",
+        events.append(_event_row(b.job.campaign.id, b.item, Status.SENDING, "send",
                                  nows[b.item.id], detail))
     _INSERT_EVENT.execute(conn, events)
     # A reminder exists only to carry a fresh link: if the reset was completed since it was
@@ -724,12 +726,12 @@ def _attempt_proofs(engine: Engine, message_id: int) -> list[tuple[datetime, str
 def _skip_completed(session: Session, begin: Begin, now: datetime) -> None:
     session.execute(
         update(Message).where(Message.id == begin.item.id)
-        .values(status="skipped", skip_reason="reset completed", last_event_at=now,
+        .values(status=Status.SKIPPED, skip_reason="reset completed", last_event_at=now,
                 lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
     session.execute(insert(Event).values(**_event_row(
-        begin.job.campaign.id, begin.item, "skipped", "send", now,
+        begin.job.campaign.id, begin.item, Status.SKIPPED, "send", now,
         {"reason": "reset completed"})))
 
 
@@ -783,7 +785,7 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
         detail = {"provider_id": x.provider_id}
         if x.provider_status:
             detail["provider_status"] = x.provider_status
-        events.append(_event_row(x.job.campaign.id, x.item, "sent", x.source, now, detail))
+        events.append(_event_row(x.job.campaign.id, x.item, Status.SENT, x.source, now, detail))
     _INSERT_EVENT.execute(conn, events)
     _apply_early(session, {x.provider_id: x.item.id for x in sents
                            if x.item.channel == "sms" and x.provider_id})
@@ -802,7 +804,7 @@ def _count_links(session: Session, sents: list[Sent], updated: int, now: datetim
         return
     if updated != len(sents):
         linked = list(session.scalars(select(Message.id).where(
-            Message.id.in_(linked), Message.status == "sent", Message.last_event_at == now)))
+            Message.id.in_(linked), Message.status == Status.SENT, Message.last_event_at == now)))
     from notify import resets
 
     resets.count_links_sent(session, linked)
@@ -863,8 +865,8 @@ def _record_put_back(session: Session, job: Job, item: Item, result: Result, con
     """
     now = utcnow()
     values: dict[str, Any] = {"attempts": Message.attempts - 1}
-    if item.status == "pending" and not in_doubt:
-        values.update(status="pending", first_attempt_at=None)
+    if item.status == Status.PENDING and not in_doubt:
+        values.update(status=Status.PENDING, first_attempt_at=None)
     session.execute(
         update(Message).where(Message.id == item.id, Message.attempts > 0)
         .values(next_attempt_at=None, lease_owner=None, lease_expires_at=None,
@@ -886,7 +888,7 @@ def _refund_attempts(session: Session, job: Job, ids: list[int]) -> None:
     now = utcnow()
     rows = session.execute(
         update(Message)
-        .where(Message.id.in_(ids), Message.status == "sending", Message.attempts > 0)
+        .where(Message.id.in_(ids), Message.status == Status.SENDING, Message.attempts > 0)
         .values(attempts=Message.attempts - 1, next_attempt_at=None)
         .returning(Message.id, Message.contact_id)
         .execution_options(synchronize_session=False)
@@ -914,12 +916,12 @@ def _record_failed(session: Session, job: Job, item: Item, code: str | None,
     now = utcnow()
     session.execute(
         update(Message).where(Message.id == item.id)
-        .values(status="failed", error_code=code, error_message=(message or "")[:2000],
+        .values(status=Status.FAILED, error_code=code, error_message=(message or "")[:2000],
                 last_event_at=now, lease_owner=None, lease_expires_at=None,
                 next_attempt_at=None, **content)
         .execution_options(synchronize_session=False)
     )
-    _event(session, item, job.campaign.id, "failed", "send", now,
+    _event(session, item, job.campaign.id, Status.FAILED, "send", now,
            {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1})
     row = session.get(Message, item.id)
     if row is not None:
@@ -1570,7 +1572,7 @@ def _aware(value: datetime) -> datetime:
 def _in_doubt_sms(item: Item) -> bool:
     """An SMS attempted before (a crash, a lost answer, a retry): the provider may already
     have it. Its attempt count may be 0 (given back after an outage), its status says."""
-    return item.channel == "sms" and item.status == "sending" \
+    return item.channel == "sms" and item.status == Status.SENDING \
         and item.first_attempt_at is not None
 
 
@@ -1606,7 +1608,7 @@ def _totals_to_send(runner: Runner) -> dict[str, int]:
         counts = dict(session.execute(
             select(Message.channel, func.count()).where(
                 Message.campaign_id == runner.job.campaign.id,
-                Message.status.in_(("pending", "sending")),
+                Message.status.in_(IN_FLIGHT_STATUSES),
                 Message.channel.in_(runner.job.channels),
                 *_notice_filter(runner.options),
             ).group_by(Message.channel)).all())
@@ -1636,7 +1638,7 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
             query = (
                 select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
                 .where(Message.campaign_id == job.campaign.id,
-                       Message.status.in_(("pending", "sending")),
+                       Message.status.in_(IN_FLIGHT_STATUSES),
                        Message.channel.in_(job.channels), *_notice_filter(options))
                 .order_by(Message.id)
             )

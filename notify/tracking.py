@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 import notify.audit  # noqa: F401  (installs the append-only guard on Event)
 from notify import db, events
-from notify.models import Event, Message, utcnow
+from notify.models import FAILED_STATUSES, Event, Message, Status, utcnow
 
 if TYPE_CHECKING:  # the transports are only needed by sync_sms, imported there
     from notify.transports.base import Found, Messenger
@@ -152,7 +152,7 @@ def apply_status(
         return False
     moved = events.advance(session, message, status, source=source, detail=detail, at=at,
                            replay_key=replay_key)
-    if moved and status in ("failed", "undelivered"):
+    if moved and status in FAILED_STATUSES:
         message.error_code = report.error_code
         message.error_message = describe_error(report.error_code, report.error_message)
     return moved
@@ -307,7 +307,7 @@ class SyncReport:
         }
 
 
-SYNC_STATUSES = ("sending", "sent")
+SYNC_STATUSES = (Status.SENDING, Status.SENT)
 
 
 def _sync_batch(session: Session, campaign_id: int, after_id: int, size: int) -> list[tuple]:

@@ -19,7 +19,7 @@ from notify.cli.listing import local_option
 from notify.cli.progress import RowProgress
 from notify.cli.send import build_options, run_and_report, send_options
 from notify.errors import NotifyError
-from notify.models import Message
+from notify.models import IN_FLIGHT_STATUSES, Message
 
 _DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
@@ -182,7 +182,7 @@ def _unsent_reminders(session, campaign_id: int, channels: tuple[str, ...]) -> i
     return session.scalar(
         select(func.count()).select_from(Message).where(
             Message.campaign_id == campaign_id, Message.notice == "reminder",
-            Message.channel.in_(channels), Message.status.in_(("pending", "sending")))
+            Message.channel.in_(channels), Message.status.in_(IN_FLIGHT_STATUSES))
     ) or 0
 
 

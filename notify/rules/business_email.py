@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from notify import events
 from notify import rules as rules_mod
 from notify.campaigns import CampaignConfig
-from notify.models import Campaign, Contact, Message
+from notify.models import Campaign, Contact, Message, Status
 
 REASON = ("California Civ. Code 1798.82(d)(5): a credentials notice is never emailed to an "
           "account the business furnished ({domain})")
@@ -43,7 +43,7 @@ def skip_business_credentials(session: Session, campaign: Campaign, config: Camp
         select(Message, Contact)
         .join(Contact, Contact.id == Message.contact_id)
         .where(Message.campaign_id == campaign.id, Message.channel == "email",
-               Message.status == "pending", Message.attempts == 0,
+               Message.status == Status.PENDING, Message.attempts == 0,
                Message.created_at >= since, Contact.exposures == "passwords",
                or_(*(Contact.email.like(f"%@{d}") for d in domains)))
     ).all()
@@ -55,7 +55,7 @@ def skip_business_credentials(session: Session, campaign: Campaign, config: Camp
             continue
         reason = REASON.format(domain=domain)
         message.skip_reason = reason
-        events.advance(session, message, "skipped", source="plan", detail={"reason": reason})
+        events.advance(session, message, Status.SKIPPED, source="plan", detail={"reason": reason})
         skipped += 1
         _fallback_sms(session, config, message, contact)
     return skipped
@@ -75,8 +75,8 @@ def _fallback_sms(session: Session, config: CampaignConfig, email: Message,
         return
     sms = Message(campaign_id=email.campaign_id, contact_id=email.contact_id, channel="sms",
                   notice=email.notice, sequence=email.sequence, is_fallback=True,
-                  status="pending", address=contact.phone, attempts=0)
+                  status=Status.PENDING, address=contact.phone, attempts=0)
     session.add(sms)
     session.flush()
-    events.record(session, source="fallback", kind="pending", message=sms,
+    events.record(session, source="fallback", kind=Status.PENDING, message=sms,
                   detail={"because": f"email {email.id} skipped (1798.82(d)(5))"})

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from notify import reports
 from notify.campaigns import get_campaign
-from notify.models import Message, PasswordReset, utcnow
+from notify.models import IN_FLIGHT_STATUSES, Message, PasswordReset, utcnow
 
 # The series scan the campaign's messages (a second or so at a million): while a send runs
 # the page refreshes every REFRESH seconds, and the series are reused for SERIES_TTL.
@@ -57,7 +57,7 @@ def campaign_page(session: Session, name: str, now: datetime | None = None) -> d
     now = now or utcnow()
     status = reports.campaign_status(session, name, now=now)
     campaign = get_campaign(session, name)
-    in_flight = sum(by.get("pending", 0) + by.get("sending", 0)
+    in_flight = sum(sum(by.get(s, 0) for s in IN_FLIGHT_STATUSES)
                     for by in status["messages"].values())
     url = str(session.get_bind().engine.url)
 

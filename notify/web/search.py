@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from notify import reports
-from notify.models import REACHED_STATUSES, Contact, utcnow
+from notify.models import REACHED_STATUSES, Contact, Status, utcnow
 
 MAX_RESULTS = 50
 
@@ -64,9 +64,9 @@ def _clause(message: dict[str, Any], lead: str) -> list[tuple[str, str | None]]:
     if status in REACHED_STATUSES:
         return [(f"{lead}{label} {status} ", None),
                 ("", message["delivered_at"] or message["sent_at"])]
-    if status == "pending":
+    if status == Status.PENDING:
         return [(f"{lead}{label} pending (not sent yet)", None)]
-    if status == "sending":
+    if status == Status.SENDING:
         return [(f"{lead}{label} sending (outcome not known yet)", None)]
     why = reports._error_text(message)
     return [(f"{lead}{label} {status}" + (f" ({why})" if why else ""), None)]
