@@ -636,17 +636,14 @@ def _other_phone(value: str, region: str) -> tuple[str | None, str | None]:
 
 
 @cache
-def _plain_country(code: int) -> bool:
-    """Whether parse() would take ``+CODE national`` as is: every region of the code strips
-    at most a leading 0 as its national prefix (not GB's-like "0" only: also no transform)."""
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code) or ()
-    for region in regions:
-        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        if meta is None or meta.national_prefix_transform_rule:
-            return False
-        if (meta.national_prefix_for_parsing or meta.national_prefix or "0") != "0":
-            return False
-    return bool(regions)
+def _national_prefix(code: int) -> re.Pattern[str] | None:
+    """The pattern parse() strips a national prefix with (the code's main region), if any."""
+    region = phonenumbers.region_code_for_country_code(code)
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None:
+        return re.compile("")  # unknown metadata: always ask parse()
+    pattern = meta.national_prefix_for_parsing or meta.national_prefix
+    return re.compile(pattern) if pattern else None
 
 
 @lru_cache(maxsize=131072)
@@ -654,9 +651,10 @@ def _international(digits: str) -> tuple[str | None, str | None] | None:
     """``+442079460958`` -> normalize_phone's answer, without parse(); None: ask parse().
 
     The country code is taken as parse() takes it (the first of 1, 2, 3 digits that is one);
-    numbers whose national part starts with 0, or of a country whose parsing strips other
-    prefixes, go to parse(): for the rest parse() builds this very number, so the verdict is
-    the same (tests/test_import_keys.py compares the two on random numbers).
+    a national part starting with 0 (Italy keeps it), or one that the country's national
+    prefix pattern matches (GB's 180020, RU's 8, ...), goes to parse(), which may strip it;
+    for the rest parse() builds this very number, so the verdict is the same
+    (tests/test_import_keys.py compares the two, on chosen and random numbers).
     """
     if not 8 <= len(digits) <= 16:
         return None
@@ -667,8 +665,10 @@ def _international(digits: str) -> tuple[str | None, str | None] | None:
     else:
         return None
     national = digits[1 + size:]
-    if code == 1 or not national or national[0] == "0" or not _plain_country(code):
-        return None
+    prefix = _national_prefix(code)
+    if code == 1 or not national or national[0] == "0" or (
+            prefix is not None and prefix.match(national)):
+        return None  # parse() might strip a prefix: its number could differ from ours
     number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
     if phonenumbers.is_valid_number(number):
         return digits, None
