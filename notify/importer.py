@@ -330,7 +330,7 @@ def parse_value_map(items: list[str] | tuple[str, ...]) -> dict[str, str]:
 def _show(value: str, limit: int = 40) -> str:
     """A value quoted for a message: escaped (CR/LF visible) and cut to ``limit`` characters."""
     text = value if len(value) <= limit else value[:limit] + "…"
-    return json.dumps(text, ensure_ascii=False)
+    return _json_string(text)  # json.dumps(text, ensure_ascii=False), without its overhead
 
 
 _COUNTRY_REGIONS = {
