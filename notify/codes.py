@@ -26,6 +26,7 @@ from notify.campaigns import get_campaign
 from notify.csvsafe import atomic_csv, neutralize
 from notify.errors import NotifyError
 from notify.models import Campaign, Contact, EnrollmentCode, UTCDateTime, utcnow
+from notify.times import iso_utc
 
 MAX_CODE = 128
 EXPORT_COLUMNS = ("campaign", "contact_key", "name", "email", "phone", "code", "assigned_at")
@@ -198,7 +199,7 @@ def export_codes(engine: Engine, name: str, path: str | Path,
             for key, cname, email, phone, code, at in rows:
                 writer.writerow([neutralize(campaign.name), neutralize(key), neutralize(cname),
                                  neutralize(email), neutralize(phone), neutralize(code),
-                                 at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else ""])
+                                 iso_utc(at) or ""])
                 count += 1
                 if progress is not None and not count % 1000:
                     progress(count)

@@ -15,6 +15,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notify.errors import ConfigError
+from notify.times import as_datetime as as_datetime  # re-exported: the CLI reads times here
+from notify.times import iso_utc as iso_utc
 
 ENV = "NOTIFY_TIMEZONE"
 SCREEN_FORMAT = "%Y-%m-%d %H:%M"
@@ -66,15 +68,6 @@ def screen_zone(local: bool = False, env: Mapping[str, str] | None = None) -> tz
     return system_zone(env) if local else UTC
 
 
-def as_datetime(value: datetime | str | None) -> datetime | None:
-    """A stored time (aware or naive UTC, or ISO-8601 text as in --json) as an aware datetime."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def show(value: datetime | str | None, zone: tzinfo | None = None, empty: str = "-") -> str:
     """``2026-11-27 11:02 CET``: a time as a person reads it, in ``zone`` (UTC by default)."""
     moment = as_datetime(value)
@@ -83,9 +76,3 @@ def show(value: datetime | str | None, zone: tzinfo | None = None, empty: str = 
     local = moment.astimezone(zone or UTC)
     label = local.tzname() or "UTC"
     return f"{local.strftime(SCREEN_FORMAT)} {label}"
-
-
-def iso_utc(value: datetime | str | None) -> str | None:
-    """``2026-11-27T10:02:03Z``: how files and --json carry times, whatever the screen zone."""
-    moment = as_datetime(value)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None

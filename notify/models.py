@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from notify.times import utcnow as utcnow  # re-exported: stored times are UTC
+
 
 class Status(StrEnum):
     """A message's status (docs/cli.md, statuses), in the order it may move.
@@ -77,9 +79,6 @@ CHANNELS = ("email", "sms")
 NOTICES = ("notice", "reminder")
 
 
-def utcnow() -> datetime:
-    """Timezone-aware now in UTC; every stored time is UTC."""
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):

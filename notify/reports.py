@@ -31,6 +31,7 @@ from notify.models import (
     Tally,
     utcnow,
 )
+from notify.times import iso_utc
 
 CHANNEL_LABEL = {"email": "email", "sms": "SMS"}
 
@@ -284,8 +285,7 @@ def _contacts_where(session: Session, condition, campaign_id: int | None) -> lis
     return [tuple(row) for row in session.execute(query)]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+_iso = iso_utc  # files and --json: UTC ISO-8601 with a Z
 
 
 def _message_view(message: Message, timeline: list[Event]) -> dict[str, Any]:

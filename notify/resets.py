@@ -27,7 +27,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -67,6 +67,7 @@ from notify.models import (
     UTCDateTime,
     utcnow,
 )
+from notify.times import as_utc, iso_utc, parse_iso
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -102,26 +103,7 @@ def hash_token(raw_token: str) -> str:
 def iso(value: datetime | None) -> str:
     """ISO-8601 UTC to the second with a Z (``2026-11-22T10:00:00Z``), as the other exports;
     empty for None."""
-    if value is None:
-        return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO-8601 date or date-time as aware UTC; a time without offset is taken as UTC.
-
-    Raises ValueError for anything else.
-    """
-    value = datetime.fromisoformat(str(text).strip())
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return iso_utc(value) or ""
 
 
 def has_passwords(exposures: ColumnElement[str] | Any = Contact.exposures) -> ColumnElement[bool]:
@@ -232,7 +214,7 @@ def issue_token(session: Session, campaign: Campaign, contact_id: int, message_i
     config = config_of(campaign)
     if not config.reset_url:
         return None
-    now = _as_utc(now or utcnow())
+    now = as_utc(now or utcnow())
     reset = _reset_of(session, campaign.id, contact_id, create=True)
     if reset is None or reset.status == COMPLETED:
         return None
@@ -295,7 +277,7 @@ def issue_tokens(session: Session, campaign: Campaign,
     config = config_of(campaign)
     if not config.reset_url:
         return [None] * len(requests)
-    now = _as_utc(now or utcnow())
+    now = as_utc(now or utcnow())
     expires = now + timedelta(days=config.reset_token_ttl_days)
     contact_ids = {contact_id for contact_id, _ in requests}
     conn = session.connection()
@@ -410,8 +392,8 @@ def complete(session: Session, campaign: Campaign | None, *, token: str | None =
              if value not in (None, "")]
     if len(given) != 1:
         return _fail(400, "give exactly one of token, key or email")
-    completed_at = _as_utc(completed_at)
-    received = _as_utc(received_at) if received_at is not None else None
+    completed_at = as_utc(completed_at)
+    received = as_utc(received_at) if received_at is not None else None
     if token:
         target = _target_by_token(session, campaign, token)
     else:
@@ -576,7 +558,7 @@ def handle_webhook(session: Session, settings: Settings, body: bytes,
     issued), 404 unknown, 409 already completed or revoked, 410 expired at receipt, 200
     completed. Nothing is written on any error; the caller commits on 2xx.
     """
-    received = _as_utc(received_at) if received_at is not None else utcnow()
+    received = as_utc(received_at) if received_at is not None else utcnow()
     if not settings.webhook_secret:
         return 403, {"status": "error",
                      "error": "reset webhook disabled: NOTIFY_WEBHOOK_SECRET is not set"}
@@ -623,7 +605,7 @@ def _parse_webhook_body(
     completed_at: datetime | None = received
     if raw_time is not None:
         try:
-            completed_at = parse_time(raw_time)
+            completed_at = parse_iso(raw_time)
         except (ValueError, OverflowError):  # year 1 with an offset overflows in UTC
             completed_at = None
     if completed_at is None:
@@ -669,7 +651,7 @@ def export_rows(session: Session, campaign: Campaign,
                 now: datetime | None = None) -> Iterator[tuple]:
     """The rows of :func:`export_resets` (cells not yet neutralized), streamed from the
     database: the CLI writes them to a file, the web view to a download."""
-    now = _as_utc(now or utcnow())
+    now = as_utc(now or utcnow())
     query = (
         select(Contact.key, Contact.email, Contact.phone, status_expression(now),
                PasswordReset.completed_at, PasswordReset.links_sent,
@@ -910,7 +892,7 @@ def _parse_row(line: int, cells: list[str], columns: _Columns) -> _Row:
         row.reason = "completed_at is empty"
     else:
         try:
-            row.completed_at = parse_time(text)
+            row.completed_at = parse_iso(text)
         except ValueError:
             row.reason = f"completed_at {text!r} is not an ISO-8601 date or time"
     return row
@@ -1077,7 +1059,7 @@ def plan_reminders(session: Session, campaign: Campaign, after: timedelta, max_r
         raise NotifyError("the reminder delay cannot be negative")
     if max_reminders < 1:
         return 0
-    now = _as_utc(now or utcnow())
+    now = as_utc(now or utcnow())
     if not dry_run:
         # Keep the records in step (the engine issues tokens against them at send time).
         ensure_resets(session, campaign)
@@ -1116,7 +1098,7 @@ def upcoming_reminders(session: Session, campaign: Campaign, after: timedelta,
     reset not completed, fewer than ``max_reminders`` so far). What ``remind --dry-run``
     names, so that an operator (or cron) knows when to run it again.
     """
-    now = _as_utc(now or utcnow())
+    now = as_utc(now or utcnow())
     cutoff = now - after
     count, first, last = 0, None, None
     for channel in dict.fromkeys(channels):
@@ -1139,7 +1121,7 @@ def _stored_time(value: datetime | str) -> datetime:
     """A stored time from an aggregate (SQLite may hand back its text) as aware UTC."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return _as_utc(value)
+    return as_utc(value)
 
 
 def _upcoming_stats(campaign_id: int, channel: str, max_reminders: int, cutoff: datetime):

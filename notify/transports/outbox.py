@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from notify.files import create_private, open_private, private_dir
+from notify.times import as_utc
 from notify.transports.base import (
     Found,
     Messenger,
@@ -82,16 +83,11 @@ class OutboxEmail(Messenger):
         return Result("sent", provider_id=item.message_id, provider_status="stored")
 
 
-def _utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC (that is how the database stores them)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _parse_time(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        return _utc(datetime.fromisoformat(text))
+        return as_utc(datetime.fromisoformat(text))
     except ValueError:
         return None
 
@@ -180,7 +176,7 @@ class OutboxSms(Messenger):
 
     async def find_sent(self, to: str, since: datetime) -> list[Found]:
         """Lines to ``to`` written at or after ``since``, oldest first."""
-        since = _utc(since)
+        since = as_utc(since)
         records = await asyncio.to_thread(read_sms_lines, self.path)
         found = []
         for record in records:

@@ -42,6 +42,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from notify.config import Settings
+from notify.times import as_utc
 from notify.transports.base import (
     Found,
     Messenger,
@@ -119,10 +120,6 @@ class NotifyHttpClient(AsyncTwilioHttpClient):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _found(message: Any) -> Found:
@@ -255,7 +252,7 @@ class TwilioMessenger(Messenger):
                 # Proof: exactly this body, created at or after this push began.
                 hits = [hit for hit in found if hit.body == item.body
                         and (hit.created_at is None
-                             or _utc(hit.created_at) >= _utc(started) - CREATED_SLACK)]
+                             or as_utc(hit.created_at) >= as_utc(started) - CREATED_SLACK)]
                 if hits:
                     log.info("in-doubt SMS to row %s found at Twilio as %s",
                              item.row_id, hits[0].provider_id)
@@ -274,7 +271,7 @@ class TwilioMessenger(Messenger):
         ``date_sent`` only once a message leaves its queue, and an in-doubt message may
         still be queued.
         """
-        cutoff = _utc(since).replace(microsecond=0) - CREATED_SLACK
+        cutoff = as_utc(since).replace(microsecond=0) - CREATED_SLACK
         found: list[Found] = []
         try:
             page = await self.client.messages.page_async(to=to, page_size=LIST_PAGE_SIZE)

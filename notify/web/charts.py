@@ -12,6 +12,8 @@ from html import escape
 
 from markupsafe import Markup
 
+from notify.times import iso_utc
+
 STATUS_COLOURS = {
     "delivered": "#1a7f37", "sent": "#2f6fb3", "pending": "#6e7781", "sending": "#9a6700",
     "failed": "#c62828", "bounced": "#8e24aa", "undelivered": "#bc4c00", "skipped": "#3d444d",
@@ -51,7 +53,7 @@ def cumulative(points: list[tuple[datetime, float]], bucket: int) -> list[tuple[
 
 
 def _utc_label(when: datetime) -> Markup:
-    iso = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    iso = iso_utc(when)
     return Markup('<tspan data-utc="{}">{}</tspan>').format(iso, when.strftime("%d %b %H:%M UTC"))
 
 

@@ -29,6 +29,7 @@ from notify import audit, db, reports
 from notify.campaigns import get_campaign, list_campaigns
 from notify.errors import NotFound, NotifyError
 from notify.models import WEB_ROLES, AuditRecord, utcnow
+from notify.times import iso_utc
 from notify.web import auth, charts, downloads, progress, search, users
 
 HERE = Path(__file__).parent
@@ -90,7 +91,7 @@ def time_tag(value: str | datetime | None, fallback: str = "-") -> Markup:
     if not value:
         return Markup(fallback)
     if isinstance(value, datetime):
-        value = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        value = iso_utc(value)
     utc = reports._human_iso(value)
     return Markup('<time datetime="{0}" title="{1}">{1}</time>').format(value, utc)
 
@@ -271,8 +272,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await login_page(request, "Enter your user name and password.", 400)
     result, epoch = await run_db(request, _sign_in, request.app[STATE].engine, name, password)
     if result.reason == "locked":
-        until = reports._human_iso(result.locked_until.strftime("%Y-%m-%dT%H:%M:%SZ")
-                                   if result.locked_until else None)
+        until = reports._human_iso(iso_utc(result.locked_until))
         return await login_page(
             request, f"Too many failed sign-ins: this account is locked until {until}. "
                      "Wait, or ask an admin.", 429)
