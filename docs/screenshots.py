@@ -32,7 +32,7 @@ T0 = datetime(2026, 12, 2, 14, 5, tzinfo=UTC)
 PASSWORD = "screenshots only, never a real one"
 FIRST = ["Ann", "Ben", "Chloé", "Dev", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jon", "Kofi",
          "Lena", "Mia", "Noor", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq"]
-LAST = ["Example", "Okafor", "Martin", "Novak", "Silva", "Kim", "Haddad", "Jensen", "Rossi",
+LAST = ["Evans", "Okafor", "Martin", "Novak", "Silva", "Kim", "Haddad", "Jensen", "Rossi",
         "Nguyen", "Meyer", "Patel", "Costa", "Berg", "Dubois", "Ito", "Moreau", "Fischer"]
 
 
