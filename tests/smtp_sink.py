@@ -255,7 +255,7 @@ class SmtpSink:
         self.fault: str | None = None  # the outage mode in force, if any
         self.refused_while_down = 0
         self._down_at_start = down
-        self._recovery: threading.Timer | None = None
+        self._recovery: threading.Thread | None = None
         self._kwargs: dict[str, Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -299,9 +299,16 @@ class SmtpSink:
             self._controller = None
             self._kwargs["port"] = port
         if seconds is not None:
-            self._recovery = threading.Timer(seconds, self.recover)
-            self._recovery.daemon = True
+            # A sleeping thread, not threading.Timer: timed condition waits never wake
+            # under faketime (the suite must pass with the clock shifted).
+            self._recovery = threading.Thread(target=self._recover_after, args=(seconds,),
+                                              daemon=True)
             self._recovery.start()
+
+    def _recover_after(self, seconds: float) -> None:
+        time.sleep(seconds)
+        if self.fault is not None:
+            self.recover()
 
     def recover(self) -> None:
         """End an outage: the relay serves again on the same port."""
@@ -339,9 +346,7 @@ class SmtpSink:
 
     def stop(self) -> None:
         """Stop serving and release the port, the record file and the certificate."""
-        if self._recovery is not None:
-            self._recovery.cancel()
-            self._recovery = None
+        self._recovery = None  # a pending recovery finds no fault left and does nothing
         self.fault = None
         if self._controller is not None:
             self._controller.stop()
