@@ -247,8 +247,13 @@ def _table_counts(page) -> dict[str, dict[str, int]]:
 
 
 def test_campaign_page_counts_equal_notify_status_json(server, page):
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
     sign_in(page, server, "compliance")
     page.goto(server.url + "/campaigns/acme-2026-11")
+    # Stylesheet, script and charts come from the server itself: nothing from the internet.
+    assert requested and all(url.startswith(server.url + "/") for url in requested)
+    assert any(url.endswith("/static/app.css") for url in requested)
     status = server.status_json()
     shown = _table_counts(page)
     assert {ch: {s: n for s, n in by.items() if s != "total"} for ch, by in shown.items()} \
@@ -288,11 +293,16 @@ def test_downloaded_csvs_are_byte_equal_to_notify_export(browser, db_url, tmp_pa
             cli(server.env, *commands[what], "acme-2026-11", "-o", str(cli_file))
             assert web_file.read_bytes() == cli_file.read_bytes(), what
             assert len(web_file.read_bytes().splitlines()) > 1
+        # Streamed: sent in chunks as the rows are read, no length announced in advance.
+        answer = page.request.get(server.url + "/campaigns/acme-2026-11/deliveries.csv")
+        assert answer.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in answer.headers
+        assert answer.headers["content-type"] == "text/csv; charset=utf-8"
         context.close()
         downloads = server.audit("web export")
         assert [(r["command"], r["actor"], r["campaign"]) for r in downloads] == [
             (f"web export {w}", "compliance", "acme-2026-11")
-            for w in ("deliveries", "unreached", "resets", "events")]
+            for w in ("deliveries", "unreached", "resets", "events", "deliveries")]
         assert downloads[0]["counts"] == {"rows": 8}
 
 
