@@ -122,6 +122,10 @@ def _write_after_failure(write: Callable[[str, dict[str, Any]], None], outcome: 
                          counts: dict[str, Any]) -> None:
     try:
         write(outcome, counts)
+    except NotifyError:
+        # Our own refusal to open the database (a missing SQLite file): there is nowhere to
+        # write, and the run's error already says so; a second line would only confuse.
+        return
     except Exception as exc:  # the original error matters more than its record
         logging.getLogger("notify.audit").warning(
             "could not write the audit record of a %s run: %s", outcome, type(exc).__name__)

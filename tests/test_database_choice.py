@@ -86,3 +86,24 @@ def test_database_names_are_printed_without_password():
     assert db.describe("sqlite:///rel/notify.db").startswith("/")
     assert db.database_url("x.db").startswith("sqlite:////")
     assert db.database_url(url) == url
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("args", [["send", "acme-2026-11", "--yes"],
+                                  ["remind", "acme-2026-11", "--after", "72h", "--yes"]])
+def test_a_cron_run_without_environment_prints_one_line(env, tmp_path, args):
+    """A cron job with no environment, in a folder with no database: the one error line, not a
+    second about the audit record that cannot be written into a database that is not there."""
+    import os
+    import subprocess
+    import sys
+
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+             "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-m", "notify", *args], cwd=tmp_path, env=clean,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: no database at {tmp_path.resolve() / 'notify.db'}: choose "
+                             "the database with --db URL|PATH or NOTIFY_DATABASE_URL (or create "
+                             "one with notify init)\n")
+    assert list(tmp_path.iterdir()) == []
