@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from notify import campaigns, db, templates  # noqa: E402
+from notify import campaigns, db, mime, templates  # noqa: E402
 from notify.models import Contact  # noqa: E402
 from tests.smtp_sink import window_max  # noqa: E402
 
@@ -133,8 +133,8 @@ def render_one(url: str) -> bytes:
         view = templates.ContactView.from_model(contact)
         config = campaigns.config_of(campaign)
         rendered = notices.render_email(view, reset_url=None)
-        return templates.build_email(config, rendered, contact.email,
-                                     templates.message_id_for(config, campaign.id, 1))
+        return mime.build_email(config, rendered, contact.email,
+                                mime.message_id_for(config, campaign.id, 1))
 
 
 async def raw_ceiling(port: int, data: bytes, count: int, connections: int

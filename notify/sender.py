@@ -55,7 +55,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from notify import bulk, codes, fallback, templates, verp
+from notify import bulk, codes, fallback, mime, templates, verp
 from notify import campaigns as campaigns_mod
 from notify.campaigns import CampaignConfig
 from notify.config import LEASE_SECONDS, Settings
@@ -1437,10 +1437,10 @@ class Runner:
         if item.channel == "email":
             rendered = job.notices.render_email(item.view, notice=item.notice,
                                                 reset_url=reset_url)
-            message_id = templates.message_id_for(job.config, job.campaign.id, item.id)
+            message_id = mime.message_id_for(job.config, job.campaign.id, item.id)
             # Date = the first attempt, so a re-send after a crash is the same message.
-            data = templates.build_email(job.config, rendered, to, message_id,
-                                         when=item.first_attempt_at or utcnow())
+            data = mime.build_email(job.config, rendered, to, message_id,
+                                    when=item.first_attempt_at or utcnow())
             outgoing = Outgoing(row_id=item.id, channel="email", to=to, data=data,
                                 message_id=message_id, sender=job.envelope_sender(item.id))
             digest = hashlib.sha256(data).hexdigest()

@@ -1,4 +1,4 @@
-"""Notices: pick the template for a contact's exposures, render it safely, build the email.
+"""Notices: pick the template for a contact's exposures and render it safely.
 
 One message per channel per contact, from the folder of the highest-ranked exposure
 (``identity`` > ``card`` > ``passwords``); that template lists every exposed kind and the
@@ -14,23 +14,16 @@ the send engine renders and builds one message in a fraction of a millisecond.
 
 from __future__ import annotations
 
-import binascii
-import hashlib
 import html as html_lib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
-from email import policy as email_policy
-from email.errors import HeaderParseError
-from email.headerregistry import Address
-from email.utils import format_datetime
 from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import idna
 import jinja2
 import markupsafe
 from jinja2 import meta
@@ -43,6 +36,7 @@ from notify.errors import NotifyError
 from notify.models import NOTICES, Campaign, Contact, TemplateVersion
 from notify.rules import residence
 from notify.rules.variants import NoticeRules, notice_rules
+from notify.sms_segments import sms_encoding, sms_segments
 from notify.template_versions import TemplateSet
 
 if TYPE_CHECKING:
@@ -101,10 +95,6 @@ class TemplateError(NotifyError):
     """A notice template cannot be used: ``file, line N: problem``."""
 
 
-class MessageError(NotifyError, ValueError):
-    """An email cannot be built: bad recipient or Message-ID."""
-
-
 @dataclass(frozen=True)
 class ContactView:
     """What templates see as ``contact``: plain data, detached from the database."""
@@ -148,7 +138,7 @@ class Advice:
 
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
-    """An email's content; :func:`build_email` makes the MIME message of it."""
+    """An email's content; :func:`notify.mime.build_email` makes the MIME message of it."""
 
     subject: str
     text: str
@@ -336,7 +326,7 @@ def _tidy(text: str) -> str:
     return text.strip("\n") + "\n"
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A header value: every run of whitespace (CR, LF, tabs, U+2028...) becomes one space."""
     return _CONTROL.sub("", " ".join(text.split()))
 
@@ -565,7 +555,7 @@ class Notices:
         subject_t, text_t, html_t = chosen.templates  # type: ignore[misc]
         try:
             self._add_advice(ctx)
-            subject = _one_line(subject_t.render(ctx))
+            subject = one_line(subject_t.render(ctx))
             text = _tidy(text_t.render(ctx))
             html = html_t.render(ctx)
         except TemplateError:
@@ -787,188 +777,3 @@ def _shown_origin(folder: str | None) -> str | None:
     except ValueError:
         return folder
 
-
-# --- SMS segments -------------------------------------------------------------------------
-
-# GSM 03.38 default alphabet (without ESC) and the extension table (two septets each).
-_GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
-_GSM7 = _GSM7_BASIC | _GSM7_EXTENDED
-
-
-def sms_encoding(text: str) -> str:
-    """``GSM-7`` when every character is in the GSM alphabet, else ``UCS-2``."""
-    return "GSM-7" if set(text) <= _GSM7 else "UCS-2"
-
-
-def _pack(text: str, wide: frozenset[str] | None, per_part: int) -> int:
-    """Parts needed when a two-unit character (GSM escape, UTF-16 surrogate pair) may not be
-    split across parts, as phones and carriers do."""
-    parts, used = 1, 0
-    for char in text:
-        cost = 2 if (char in wide if wide is not None else ord(char) > 0xFFFF) else 1
-        if used + cost > per_part:
-            parts, used = parts + 1, 0
-        used += cost
-    return parts
-
-
-def sms_segments(text: str) -> int:
-    """Segments an SMS takes: GSM-7 160 alone or 153 per part (extension characters count 2),
-    otherwise UCS-2 70 alone or 67 per part (UTF-16 units). 0 for an empty text."""
-    if not text:
-        return 0
-    chars = set(text)
-    if chars <= _GSM7:
-        extended = chars & _GSM7_EXTENDED
-        length = len(text) + sum(text.count(c) for c in extended)
-        if length <= 160:
-            return 1
-        return _pack(text, _GSM7_EXTENDED, 153) if extended else -(-length // 153)
-    units = len(text.encode("utf-16-le")) // 2
-    if units <= 70:
-        return 1
-    return _pack(text, None, 67) if units != len(text) else -(-units // 67)
-
-
-# --- email --------------------------------------------------------------------------------
-
-_SIMPLE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
-_MESSAGE_ID = re.compile(r"<[!-=?-~]+@[A-Za-z0-9.-]+>")  # printable ASCII, no '>' inside
-_7BIT_TEXT = b"\t\r\n" + bytes(range(0x20, 0x7F))  # what a 7bit text part may hold
-MAX_LINE = 998  # RFC 5322: at most 998 characters a line
-
-
-@lru_cache(maxsize=256)
-def _ascii_domain(domain: str) -> str:
-    """Domains go on the wire in IDNA (``xn--``) form, as the importer stores them."""
-    # Imported here: rendering must not load phonenumbers for the address module's phones.
-    from notify.addresses import idna_domain
-
-    try:
-        return idna_domain(domain)
-    except idna.IDNAError as exc:
-        raise MessageError(f"{domain!r} is not a valid domain ({exc})") from None
-
-
-def _fold(policy: email_policy.EmailPolicy[Any], name: str, value: str) -> bytes:
-    # Through the header registry, so non-ASCII becomes RFC 2047 (policy.fold on a plain
-    # string would pass it through raw).
-    return policy.header_factory(name, value).fold(policy=policy).encode("utf-8")
-
-
-@lru_cache(maxsize=256)
-def _address_header(name: str, display: str, addr: str) -> bytes:
-    """A folded address header; RFC 2047 for a non-ASCII name, UTF-8 (RFC 6532) for a
-    non-ASCII mailbox (which needs an SMTPUTF8 relay)."""
-    if any(c in display + addr for c in "\r\n"):
-        raise MessageError(f"{name}: line break in {display or addr!r}")
-    local, sep, domain = addr.rpartition("@")
-    if not sep or not local:
-        raise MessageError(f"{name}: {addr!r} is not an email address")
-    try:
-        address = Address(display_name=display, addr_spec=f"{local}@{_ascii_domain(domain)}")
-    except (ValueError, HeaderParseError) as exc:
-        raise MessageError(f"{name}: {addr!r} is not an email address ({exc})") from None
-    policy = email_policy.SMTP if local.isascii() else email_policy.SMTPUTF8
-    return _fold(policy, name, str(address))
-
-
-def _to_header(to: str) -> bytes:
-    if _SIMPLE_ADDRESS.fullmatch(to):  # the usual case, already normalized by the importer
-        return b"To: " + to.encode("ascii") + b"\r\n"
-    return _address_header("To", "", to)
-
-
-@lru_cache(maxsize=1024)
-def _subject_header(subject: str) -> bytes:
-    # Subjects repeat across contacts: fold and encode each distinct one once.
-    return _fold(email_policy.SMTP, "Subject", _one_line(subject))
-
-
-def _encode_part(text: str) -> tuple[bytes, str]:
-    """(body with CRLF line ends, Content-Transfer-Encoding): 7bit when it is plain ASCII in
-    short lines (readable, the usual case), else base64 (always safe)."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    text = text.replace("\n", "\r\n")
-    if text.isascii():
-        data = text.encode("ascii")
-        plain = not data.translate(None, _7BIT_TEXT)  # no control characters left over
-        if plain and (len(data) <= MAX_LINE or max(map(len, data.split(b"\r\n"))) <= MAX_LINE):
-            return data, "7bit"
-    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
-    lines = [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
-    return b"\r\n".join(lines) + b"\r\n", "base64"
-
-
-@lru_cache(maxsize=64)
-def _date_header(epoch_seconds: int) -> str:
-    # The Date header has whole seconds, and a run sends many messages in each one.
-    return format_datetime(datetime.fromtimestamp(epoch_seconds, UTC))
-
-
-def _part(content_type: str, body: bytes, cte: str) -> bytes:
-    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\n"
-            f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode("ascii") + body
-
-
-def build_email(
-    config: CampaignConfig,
-    rendered: RenderedEmail,
-    to: str,
-    message_id: str,
-    *,
-    when: datetime | None = None,
-) -> bytes:
-    """The message as bytes for SMTP DATA (CRLF): multipart/alternative, text then HTML.
-
-    ``to`` is the recipient address (domain in IDNA form; a Unicode domain is converted),
-    ``message_id`` the row's :func:`message_id_for`; ``when`` the Date (default now).
-    """
-    if not _MESSAGE_ID.fullmatch(message_id):
-        raise MessageError(f"Message-ID {message_id!r} is not <local@domain>")
-    text, text_cte = _encode_part(rendered.text)
-    html, html_cte = _encode_part(rendered.html)
-    # "=_" cannot occur in base64; a 7bit body is searched (and the boundary lengthened).
-    boundary = "=_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
-    while f"--{boundary}".encode() in text or f"--{boundary}".encode() in html:
-        boundary += "_"
-    date_header = _date_header(int((when or datetime.now(UTC)).timestamp()))
-    head = [
-        _address_header("From", config.sender_name, config.sender_email),
-        _to_header(to),
-        _address_header("Reply-To", "", config.reply_to) if config.reply_to else b"",
-        _subject_header(rendered.subject),
-        f"Date: {date_header}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
-        f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n".encode("ascii"),
-    ]
-    delimiter = f"--{boundary}\r\n".encode("ascii")
-    return b"".join([
-        *head,
-        delimiter, _part("text/plain", text, text_cte),
-        b"\r\n", delimiter, _part("text/html", html, html_cte),
-        f"\r\n--{boundary}--\r\n".encode("ascii"),
-    ])
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "campaign"
-
-
-def message_id_for(config: CampaignConfig, campaign_id: int, row_id: int) -> str:
-    """The Message-ID of a message row: the same on every (re)send of that row, so a resend
-    after a crash is recognizably the same message and bounces match it."""
-    domain = _ascii_domain(config.sender_domain)
-    return f"<notify.{campaign_id}.{row_id}.{_slug(config.name)}@{domain}>"
-
-
-def preview_message_id(config: CampaignConfig, campaign_id: int) -> str:
-    """A stand-in Message-ID for previews (the real one needs the message row)."""
-    domain = _ascii_domain(config.sender_domain)
-    return f"<notify.{campaign_id}.assigned-at-send.{_slug(config.name)}@{domain}>"

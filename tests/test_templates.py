@@ -12,17 +12,14 @@ import pytest
 
 from notify import templates as t
 from notify.campaigns import CampaignConfig, parse_campaign_file
+from notify.mime import MessageError, build_email, message_id_for
+from notify.sms_segments import sms_encoding, sms_segments
 from notify.template_versions import TemplateSetError
 from notify.templates import (
     ContactView,
-    MessageError,
     Notices,
     TemplateError,
-    build_email,
-    message_id_for,
     needs_reset,
-    sms_encoding,
-    sms_segments,
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"

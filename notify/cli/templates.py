@@ -8,13 +8,14 @@ from email import policy as email_policy
 import click
 from sqlalchemy import select
 
-from notify import campaigns
+from notify import campaigns, mime
 from notify import templates as notices_mod
 from notify.cli import main
 from notify.cli.common import App, pass_app
 from notify.errors import NotFound, NotifyError
 from notify.models import CHANNELS, NOTICES, Campaign, Contact
 from notify.resources import data_dir
+from notify.sms_segments import sms_encoding
 from notify.templates import PREVIEW_TOKEN, ContactView, Notices, TemplateError
 
 
@@ -109,8 +110,8 @@ def _print_email(notices: Notices, campaign: Campaign, view: ContactView, notice
     config = notices.config
     reset = notices_mod.reset_link(config, PREVIEW_TOKEN) if notices_mod.needs_reset(view) else None
     rendered = notices.render_email(view, notice=notice, reset_url=reset)
-    data = notices_mod.build_email(config, rendered, view.email or "",
-                                   notices_mod.preview_message_id(config, campaign.id))
+    data = mime.build_email(config, rendered, view.email or "",
+                            mime.preview_message_id(config, campaign.id))
     if raw:  # byte for byte what the relay gets (only the Date and Message-ID will differ)
         click.echo(data.decode("utf-8", "replace").replace("\r\n", "\n"), nl=False)
         return
@@ -139,7 +140,7 @@ def _print_sms(app: App, notices: Notices, view: ContactView, notice: str) -> No
     click.echo(f"To: {view.phone}")
     click.echo(f"From: {app.settings.sms_from or config.sms_from or '(not set)'}")
     click.echo(f"Template: {rendered.template}/{notice} (version {rendered.version[:16]})")
-    encoding = notices_mod.sms_encoding(rendered.text)
+    encoding = sms_encoding(rendered.text)
     click.echo(f"Segments: {rendered.segments} ({encoding}, {len(rendered.text)} characters)")
     if reset:
         click.echo(f"Reset link: shown as {PREVIEW_TOKEN}; the real token "
