@@ -37,6 +37,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -83,6 +84,7 @@ from notify.outage import (
 from notify.rules.business_email import skip_business_credentials
 from notify.throttle import Throttle
 from notify.transports import (
+    Messenger,
     Outgoing,
     ProviderDown,
     Result,
@@ -981,45 +983,40 @@ class Runner:
     async def run(self) -> SendSummary:
         """Send until nothing is pending or leased for the chosen channels (or stopped)."""
         started = time.monotonic()
-        self.recorder = _recorder(self.engine)
-        self._install_signals()
-        heartbeat = asyncio.create_task(self._heartbeat())
-        messengers = {
-            ch: make_messenger(ch, self.settings, self.job.config, self.job.concurrency,
-                               timeout=self.options.provider_timeout)
-            for ch in self.job.channels
-        }
-        low, high = self.options.outage_backoff
-        self.outages = {
-            ch: ChannelOutage(ch, messengers[ch].provider, backoff_min=low, backoff_max=high,
-                              max_outage=self.options.max_outage,
-                              on_start=self._outage_started, on_end=self._outage_ended)
-            for ch in self.job.channels
-        }
-        ticker = None
-        try:
+        # Each resource is released as soon as it exists, in the reverse order of its start
+        # (the ticker and progress first; the leases and signal handlers last).
+        async with AsyncExitStack() as stack:
+            self._install_signals()
+            stack.callback(self._restore_signals)
+            stack.push_async_callback(asyncio.to_thread, release, self.engine, self.worker)
+            self.recorder = _recorder(self.engine)
+            stack.push_async_callback(asyncio.to_thread, self.recorder.close)
+            messengers: dict[str, Messenger] = {}
+            for ch in self.job.channels:
+                messengers[ch] = make_messenger(ch, self.settings, self.job.config,
+                                                self.job.concurrency,
+                                                timeout=self.options.provider_timeout)
+                stack.push_async_callback(messengers[ch].close)
+            stack.callback(asyncio.create_task(self._heartbeat()).cancel)
+            low, high = self.options.outage_backoff
+            self.outages = {
+                ch: ChannelOutage(ch, messengers[ch].provider, backoff_min=low,
+                                  backoff_max=high, max_outage=self.options.max_outage,
+                                  on_start=self._outage_started, on_end=self._outage_ended)
+                for ch in self.job.channels
+            }
             if self.observer is not None:
+                stack.callback(self.observer.end)
                 totals = await asyncio.to_thread(_totals_to_send, self)
                 self.observer.begin(totals, {ch: self.job.rates.get(ch) or None
                                              for ch in self.job.channels})
-            ticker = asyncio.create_task(self._tick())
+            stack.callback(asyncio.create_task(self._tick()).cancel)
             outcomes = await asyncio.gather(
                 *(self._pipeline(ch, messengers[ch]) for ch in self.job.channels),
-                return_exceptions=True)  # cleanup below runs only once all have ended
+                return_exceptions=True)  # the teardown runs only once all have ended
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     self._fail(outcome)
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-            if self.observer is not None:
-                self.observer.end()
-            heartbeat.cancel()
-            for messenger in messengers.values():
-                await messenger.close()
-            await asyncio.to_thread(self.recorder.close)
-            await asyncio.to_thread(release, self.engine, self.worker)
-            self._restore_signals()
         if self.failure is not None:
             raise self.failure
         if self.fatal is not None:

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -87,17 +87,13 @@ def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], datetime
     app[CLOCK] = clock
     app[BODY_TIMEOUT_KEY] = body_timeout
     app[REFUSALS] = RefusalLog()
-    # SQLite has one writer at a time: a single DB thread avoids pointless lock contention.
-    workers = 1 if db.is_sqlite(engine) else 4
-    app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify-db")
-    app[HEALTH] = HealthProbe(engine)
+    app.cleanup_ctx.append(_database_threads)
     app.router.add_post(TWILIO_STATUS_PATH, twilio_status)
     app.router.add_post(RESETS_PATH, reset_completion)
     app.router.add_get(HEALTH_PATH, healthz)
     from notify.web import pages  # the web view for support and compliance (docs/web.md)
 
     pages.mount(app, engine, settings.public_url)
-    app.on_cleanup.append(_shutdown_executor)
     return app
 
 
@@ -112,9 +108,18 @@ async def _bounded_body(request: web.Request, handler: Callable) -> web.StreamRe
     return await handler(request)
 
 
-async def _shutdown_executor(app: web.Application) -> None:
-    app[EXECUTOR].shutdown(wait=True)
-    app[HEALTH].close()
+async def _database_threads(app: web.Application) -> AsyncIterator[None]:
+    """The threads that run database work live as long as the server: started with it,
+    stopped (after the work under way) when it shuts down."""
+    # SQLite has one writer at a time: a single DB thread avoids pointless lock contention.
+    workers = 1 if db.is_sqlite(app[ENGINE]) else 4
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notify-db") as executor:
+        app[EXECUTOR] = executor
+        app[HEALTH] = HealthProbe(app[ENGINE])
+        try:
+            yield
+        finally:
+            app[HEALTH].close()
 
 
 class RefusalLog:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -614,8 +614,10 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
 
-async def _close(app: web.Application) -> None:
-    app[STATE].executor.shutdown(wait=True)
+async def _executor(app: web.Application) -> AsyncIterator[None]:
+    """The web view's database threads stop (after the work under way) with the server."""
+    with app[STATE].executor:
+        yield
 
 
 def mount(app: web.Application, engine: Engine, public_url: str | None = None) -> None:
@@ -637,4 +639,4 @@ def mount(app: web.Application, engine: Engine, public_url: str | None = None) -
     app.router.add_get("/users", users_page)
     app.router.add_post("/users", users_submit)
     app.router.add_get("/static/{file}", static)
-    app.on_cleanup.append(_close)
+    app.cleanup_ctx.append(_executor)
