@@ -39,7 +39,7 @@ from sqlalchemy import func, insert, select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from notify import campaigns, db, reports  # noqa: E402
+from notify import campaigns, db, lookup  # noqa: E402
 from notify.models import Contact, Event, Message, PasswordReset  # noqa: E402
 
 CAMPAIGN = "acme-2026-11"
@@ -204,7 +204,7 @@ def not_found(session, query: str) -> None:
     from notify.errors import NotFound
 
     try:
-        reports.lookup(session, query)
+        lookup.lookup(session, query)
     except NotFound:
         return
     raise SystemExit(f"lookup {query!r} unexpectedly found someone")
@@ -214,11 +214,11 @@ def measure_queries(engine, url: str, contacts: int) -> dict:
     figures: dict = {}
     i = contacts // 2 + 7 - (contacts // 2) % 7  # a contact with a capitalized local part
     queries = {
-        "status": lambda s: reports.campaign_status(s, CAMPAIGN),
-        "lookup key": lambda s: reports.lookup(s, f"C-{i:07d}"),
-        "lookup email (other case)": lambda s: reports.lookup(s, email_of(i).upper()),
-        "lookup email (as stored)": lambda s: reports.lookup(s, email_of(i)),
-        "lookup phone": lambda s: reports.lookup(s, national(phone_of(i))),
+        "status": lambda s: lookup.campaign_status(s, CAMPAIGN),
+        "lookup key": lambda s: lookup.lookup(s, f"C-{i:07d}"),
+        "lookup email (other case)": lambda s: lookup.lookup(s, email_of(i).upper()),
+        "lookup email (as stored)": lambda s: lookup.lookup(s, email_of(i)),
+        "lookup phone": lambda s: lookup.lookup(s, national(phone_of(i))),
         "lookup unknown email": lambda s: not_found(s, "nobody@nowhere.example"),
     }
     cli_args = {
@@ -245,9 +245,9 @@ def status_parts(engine) -> dict[str, float]:
     """Milliseconds of each query of `notify status` (median of 3), to see what costs."""
     from notify.models import utcnow
 
-    parts = {"tallies": reports.read_tallies,
-             "resets (expired links)": lambda s, cid: reports._reset_counts(
-                 s, reports.read_tallies(s, cid), cid, utcnow())}
+    parts = {"tallies": lookup.read_tallies,
+             "resets (expired links)": lambda s, cid: lookup._reset_counts(
+                 s, lookup.read_tallies(s, cid), cid, utcnow())}
     out = {}
     with db.session_scope(engine) as session:
         campaign_id = campaigns.get_campaign(session, CAMPAIGN).id

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from notify import audit, campaigns, db, export, importer, reports, resets, sender
+from notify import audit, campaigns, db, export, importer, lookup, resets, sender
 from notify.config import Settings
 from notify.errors import NotifyError
 from notify.files import private_dir
@@ -120,9 +120,9 @@ def _complete_one_reset(engine, name: str, echo: Echo, actor: str | None) -> Non
 
 def _status(engine, name: str, echo: Echo) -> None:
     with db.session_scope(engine) as session:
-        report = reports.campaign_status(session, name)
+        report = lookup.campaign_status(session, name)
     echo("5. Status:")
-    for line in reports.format_status(report):
+    for line in lookup.format_status(report):
         echo("   " + line)
 
 

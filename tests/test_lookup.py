@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from notify import campaigns, db, reports
+from notify import campaigns, db, lookup
 from notify.cli import main
 from notify.models import Contact
 from tests.test_status import NOW, seed_sample
@@ -15,7 +15,7 @@ from tests.test_status import NOW, seed_sample
 
 def find(engine, query, campaign=None):
     with db.session_scope(engine) as session:
-        return reports.lookup(session, query, campaign, now=NOW)
+        return lookup.lookup(session, query, campaign, now=NOW)
 
 
 @pytest.mark.parametrize("query", [

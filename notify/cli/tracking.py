@@ -189,14 +189,14 @@ def status(app: App, name: str, as_json: bool, zone: tzinfo) -> None:
       notify status acme-2026-11 --json
       NOTIFY_TIMEZONE=Europe/Berlin notify status acme-2026-11
     """
-    from notify import reports
+    from notify import lookup
 
     with app.session() as session:
-        report = {**reports.campaign_status(session, name), "database": app.database_name}
+        report = {**lookup.campaign_status(session, name), "database": app.database_name}
     if as_json:
         echo_json(report)
         return
-    for line in reports.format_status(report, zone):
+    for line in lookup.format_status(report, zone):
         click.echo(line)
     click.echo(f"Database:    {report['database']}")
 
@@ -223,18 +223,18 @@ def lookup(app: App, query: str, campaign: str | None, as_json: bool, zone: tzin
       notify lookup C-1042 --json
       notify lookup C-1042 --local
     """
-    from notify import reports
+    from notify import lookup
 
     with app.session() as session:
-        result = {**reports.lookup(session, query, campaign), "database": app.database_name}
+        result = {**lookup.lookup(session, query, campaign), "database": app.database_name}
     if as_json:
         echo_json(result)
     elif result["matches"]:
-        for line in reports.format_lookup(result, zone):
+        for line in lookup.format_lookup(result, zone):
             click.echo(line)
         click.echo(f"(read from database {result['database']})")
     else:
         # An answer, not an error: worded so that it cannot be read as "not notified".
-        click.echo(reports.no_match_text(result, result["database"]))
+        click.echo(lookup.no_match_text(result, result["database"]))
     if not result["matches"]:
         sys.exit(1)

@@ -25,7 +25,7 @@ from markupsafe import Markup
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
-from notify import audit, db, reports
+from notify import audit, db, lookup
 from notify.campaigns import get_campaign, list_campaigns
 from notify.errors import NotFound, NotifyError
 from notify.models import WEB_ROLES, AuditRecord, utcnow
@@ -92,7 +92,7 @@ def time_tag(value: str | datetime | None, fallback: str = "-") -> Markup:
         return Markup(fallback)
     if isinstance(value, datetime):
         value = iso_utc(value)
-    utc = reports._human_iso(value)
+    utc = lookup._human_iso(value)
     return Markup('<time datetime="{0}" title="{1}">{1}</time>').format(value, utc)
 
 
@@ -103,7 +103,7 @@ def _environment() -> jinja2.Environment:
     env.filters["t"] = time_tag
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["pretty_json"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
-    env.globals["channel_label"] = lambda c: reports.CHANNEL_LABEL.get(c, c)
+    env.globals["channel_label"] = lambda c: lookup.CHANNEL_LABEL.get(c, c)
     env.globals["quote"] = lambda s: quote(s, safe="")
     return env
 
@@ -272,7 +272,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await login_page(request, "Enter your user name and password.", 400)
     result, epoch = await run_db(request, _sign_in, request.app[STATE].engine, name, password)
     if result.reason == "locked":
-        until = reports._human_iso(iso_utc(result.locked_until))
+        until = lookup._human_iso(iso_utc(result.locked_until))
         return await login_page(
             request, f"Too many failed sign-ins: this account is locked until {until}. "
                      "Wait, or ask an admin.", 429)
@@ -343,7 +343,7 @@ async def search_page(request: web.Request, viewer: Viewer) -> web.StreamRespons
 
 def _campaign_rows(engine: Engine) -> list[dict[str, Any]]:
     with db.session_scope(engine) as session:
-        return [reports.campaign_status(session, c.name) | {
+        return [lookup.campaign_status(session, c.name) | {
                     "organization": c.settings.get("organization")}
                 for c in list_campaigns(session)]
 
@@ -381,7 +381,7 @@ async def campaign_page(request: web.Request, viewer: Viewer) -> web.StreamRespo
             "sent": charts.line_chart(
                 sent, "Messages sent per minute", f"Messages handed to a provider per {per}, "
                 "over the campaign.", "per minute", width=width),
-            "status": charts.status_bars(data["status"]["messages"], reports.CHANNEL_LABEL,
+            "status": charts.status_bars(data["status"]["messages"], lookup.CHANNEL_LABEL,
                                          width=width),
             "resets": charts.line_chart(
                 charts.cumulative(done, done_bucket), "Reset completions over time",

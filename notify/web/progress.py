@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from notify import reports
+from notify import lookup
 from notify.campaigns import get_campaign
 from notify.models import IN_FLIGHT_STATUSES, Message, PasswordReset, utcnow
 
@@ -55,7 +55,7 @@ def _cached(key: tuple[str, str], compute: Any) -> Any:
 def campaign_page(session: Session, name: str, now: datetime | None = None) -> dict[str, Any]:
     """Status counts, resets funnel, whether a send is under way, and the chart series."""
     now = now or utcnow()
-    status = reports.campaign_status(session, name, now=now)
+    status = lookup.campaign_status(session, name, now=now)
     campaign = get_campaign(session, name)
     in_flight = sum(sum(by.get(s, 0) for s in IN_FLIGHT_STATUSES)
                     for by in status["messages"].values())

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from notify import reports
+from notify import lookup
 from notify.models import REACHED_STATUSES, Contact, Status, utcnow
 
 MAX_RESULTS = 50
@@ -33,12 +33,12 @@ def name_variants(text: str) -> set[str]:
 
 def find(session: Session, query: str) -> list[tuple]:
     """``(Contact, campaign name)`` rows matching the query by key, email or phone (the
-    lookup's own search, :func:`notify.reports._find_contacts`) or by name."""
-    found = reports._find_contacts(session, query, None)
+    lookup's own search, :func:`notify.lookup._find_contacts`) or by name."""
+    found = lookup._find_contacts(session, query, None)
     names = name_variants(query)
     if names and len(found) < MAX_RESULTS:
         seen = {contact.id for contact, _ in found}
-        found += [row for row in reports._contacts_where(session, Contact.name.in_(names), None)
+        found += [row for row in lookup._contacts_where(session, Contact.name.in_(names), None)
                   if row[0].id not in seen]
     return found[:MAX_RESULTS]
 
@@ -54,12 +54,12 @@ class Verdict:
     @property
     def text(self) -> str:
         """The sentence with times in UTC (for the audit and for readers without JS)."""
-        return "".join(text if when is None else reports._human_iso(when)
+        return "".join(text if when is None else lookup._human_iso(when)
                        for text, when in self.parts)
 
 
 def _clause(message: dict[str, Any], lead: str) -> list[tuple[str, str | None]]:
-    label = reports.CHANNEL_LABEL.get(message["channel"], message["channel"])
+    label = lookup.CHANNEL_LABEL.get(message["channel"], message["channel"])
     status = message["status"]
     if status in REACHED_STATUSES:
         return [(f"{lead}{label} {status} ", None),
@@ -68,7 +68,7 @@ def _clause(message: dict[str, Any], lead: str) -> list[tuple[str, str | None]]:
         return [(f"{lead}{label} pending (not sent yet)", None)]
     if status == Status.SENDING:
         return [(f"{lead}{label} sending (outcome not known yet)", None)]
-    why = reports._error_text(message)
+    why = lookup._error_text(message)
     return [(f"{lead}{label} {status}" + (f" ({why})" if why else ""), None)]
 
 
@@ -78,19 +78,19 @@ def verdict(messages: list[dict[str, Any]]) -> Verdict:
     if not messages:
         return Verdict("waiting", [("Not contacted yet: no message has been planned for "
                                     "this customer.", None)])
-    best = reports._best_per_channel(messages)
+    best = lookup._best_per_channel(messages)
     reached = sorted((m for m in best.values() if m["status"] in REACHED_STATUSES),
                      key=lambda m: m["delivered_at"] or m["sent_at"] or "")
     others = [m for m in best.values() if m["status"] not in REACHED_STATUSES]
     if reached:
         first = reached[0]
-        label = reports.CHANNEL_LABEL.get(first["channel"], first["channel"])
+        label = lookup.CHANNEL_LABEL.get(first["channel"], first["channel"])
         parts: list[tuple[str, str | None]] = [
             (f"Reached by {label} on ", None), ("", first["delivered_at"] or first["sent_at"])]
         for message in [*reached[1:], *others]:
             parts += _clause(message, ", ")
         return Verdict("reached", parts)
-    in_flight = any(m["status"] in reports.IN_FLIGHT_STATUSES for m in others)
+    in_flight = any(m["status"] in lookup.IN_FLIGHT_STATUSES for m in others)
     parts = [("Not reached yet: " if in_flight else "Not reached: ", None)]
     for i, message in enumerate(others):
         parts += _clause(message, ", " if i else "")
@@ -106,7 +106,7 @@ def search(session: Session, query: str, now: datetime | None = None) -> list[di
     found = find(session, query)
     if not found:
         return []
-    contacts = reports.describe(session, found, now or utcnow())
+    contacts = lookup.describe(session, found, now or utcnow())
     for contact in contacts:
         contact["web_verdict"] = verdict(contact["messages"])
     return contacts
