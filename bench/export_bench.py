@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from notify import campaigns, db, lookup  # noqa: E402
+from notify import status as status_mod  # noqa: E402
 from notify.models import Contact, Event, Message, PasswordReset  # noqa: E402
 
 CAMPAIGN = "acme-2026-11"
@@ -214,7 +215,7 @@ def measure_queries(engine, url: str, contacts: int) -> dict:
     figures: dict = {}
     i = contacts // 2 + 7 - (contacts // 2) % 7  # a contact with a capitalized local part
     queries = {
-        "status": lambda s: lookup.campaign_status(s, CAMPAIGN),
+        "status": lambda s: status_mod.campaign_status(s, CAMPAIGN),
         "lookup key": lambda s: lookup.lookup(s, f"C-{i:07d}"),
         "lookup email (other case)": lambda s: lookup.lookup(s, email_of(i).upper()),
         "lookup email (as stored)": lambda s: lookup.lookup(s, email_of(i)),
@@ -245,9 +246,9 @@ def status_parts(engine) -> dict[str, float]:
     """Milliseconds of each query of `notify status` (median of 3), to see what costs."""
     from notify.models import utcnow
 
-    parts = {"tallies": lookup.read_tallies,
-             "resets (expired links)": lambda s, cid: lookup._reset_counts(
-                 s, lookup.read_tallies(s, cid), cid, utcnow())}
+    parts = {"tallies": status_mod.read_tallies,
+             "resets (expired links)": lambda s, cid: status_mod._reset_counts(
+                 s, status_mod.read_tallies(s, cid), cid, utcnow())}
     out = {}
     with db.session_scope(engine) as session:
         campaign_id = campaigns.get_campaign(session, CAMPAIGN).id

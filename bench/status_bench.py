@@ -3,7 +3,7 @@
 Fills a campaign straight in SQL (PostgreSQL: generate_series, so the tally triggers run as
 statement triggers, as for a real plan; SQLite: a recursive CTE, row triggers) with one
 first-notice email per contact and two reminder rounds for a tenth of them, then times
-``lookup.campaign_status`` (what `notify status` runs) a few times and prints the figures.
+``notify.status.campaign_status`` (what `notify status` runs) a few times and prints the figures.
 The report must not depend on the number of contacts: it reads the tallies only.
 
     python bench/status_bench.py                        # 1,000,000 contacts on PostgreSQL
@@ -25,7 +25,8 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from notify import campaigns, db, lookup  # noqa: E402
+from notify import campaigns, db  # noqa: E402
+from notify.status import campaign_status  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
 PG_URL = os.environ.get("NOTIFY_BENCH_POSTGRES_URL",
@@ -80,7 +81,7 @@ def main() -> None:
         for _ in range(args.repeat):
             started = time.perf_counter()
             with db.session_scope(engine) as session:
-                report = lookup.campaign_status(session, name)
+                report = campaign_status(session, name)
             timings.append(time.perf_counter() - started)
         rounds = {r["label"]: r["totals"].get("email", 0) for r in report["rounds"]}
         print(f"database:        {'SQLite' if args.sqlite else 'PostgreSQL'}")

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from notify import audit, campaigns, db, export, importer, lookup, resets, sender
+from notify import audit, campaigns, db, export, importer, resets, sender
 from notify.config import Settings
 from notify.errors import NotifyError
 from notify.files import private_dir
 from notify.models import Contact, PasswordReset, utcnow
 from notify.resources import data_dir
+from notify.status import campaign_status, format_status
 
 Echo = Callable[[str], None]
 
@@ -120,9 +121,9 @@ def _complete_one_reset(engine, name: str, echo: Echo, actor: str | None) -> Non
 
 def _status(engine, name: str, echo: Echo) -> None:
     with db.session_scope(engine) as session:
-        report = lookup.campaign_status(session, name)
+        report = campaign_status(session, name)
     echo("5. Status:")
-    for line in lookup.format_status(report):
+    for line in format_status(report):
         echo("   " + line)
 
 

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from notify import db
 from notify.campaigns import get_campaign
 from notify.csvsafe import atomic_csv, neutralize
-from notify.lookup import reset_state_expr
 from notify.models import REACHED_STATUSES, Contact, Event, Message, PasswordReset, Status, utcnow
+from notify.status import reset_state_expr
 
 DELIVERY_COLUMNS = (
     "campaign", "contact_key", "name", "channel", "address", "exposures", "template", "status",
@@ -206,7 +206,7 @@ def progress_total(engine: Engine, campaign: str, what: str) -> int | None:
     """How far an export's progress goes, from the counts the triggers keep (instant):
     ``deliveries`` writes one row per message, ``unreached`` looks at every contact; the
     others are not counted in advance (None)."""
-    from notify.lookup import read_tallies
+    from notify.status import read_tallies
 
     if what not in ("deliveries", "unreached"):
         return None

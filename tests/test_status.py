@@ -13,10 +13,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event
 
-from notify import campaigns, db, lookup
+from notify import campaigns, db
 from notify.cli import main
 from notify.errors import NotFound
 from notify.models import Contact, Event, Message, PasswordReset
+from notify.status import campaign_status, format_status
 
 T0 = datetime(2026, 11, 27, 10, 2, 3, tzinfo=UTC)
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -91,7 +92,7 @@ def seed_sample(engine, campaign_file) -> dict[str, int]:
 def test_status_counts_reach_and_resets(engine, campaign_file):
     seed_sample(engine, campaign_file)
     with db.session_scope(engine) as session:
-        report = lookup.campaign_status(session, "acme-2026-11", now=NOW)
+        report = campaign_status(session, "acme-2026-11", now=NOW)
     assert report["contacts"] == 5
     assert report["messages"]["email"] | {} == {
         "pending": 1, "sending": 0, "sent": 1, "delivered": 1, "failed": 0, "bounced": 1,
@@ -118,7 +119,7 @@ def test_status_is_a_few_aggregate_queries_whatever_the_size(engine, campaign_fi
     seed_sample(engine, campaign_file)
     with db.session_scope(engine) as session:
         statements = _count_statements(engine)
-        lookup.campaign_status(session, "acme-2026-11", now=NOW)
+        campaign_status(session, "acme-2026-11", now=NOW)
         small = len(statements)
         cid = campaigns.get_campaign(session, "acme-2026-11").id
         for n in range(200):
@@ -130,7 +131,7 @@ def test_status_is_a_few_aggregate_queries_whatever_the_size(engine, campaign_fi
                                 status="sent", address=contact.email))
         session.flush()
         statements.clear()
-        report = lookup.campaign_status(session, "acme-2026-11", now=NOW)
+        report = campaign_status(session, "acme-2026-11", now=NOW)
         assert len(statements) == small <= 6
         assert report["reach"]["reached"] == 202
         assert all(s.lstrip().upper().startswith("SELECT") for s in statements)
@@ -139,15 +140,15 @@ def test_status_is_a_few_aggregate_queries_whatever_the_size(engine, campaign_fi
 def test_status_of_an_empty_campaign(engine, campaign_file):
     with db.session_scope(engine) as session:
         campaigns.load_campaign(session, campaign_file)
-        report = lookup.campaign_status(session, "acme-2026-11")
+        report = campaign_status(session, "acme-2026-11")
     assert report["contacts"] == 0 and report["messages"] == {}
     assert report["resets"]["completed_pct"] == 0.0
-    assert any("No messages yet" in line for line in lookup.format_status(report))
+    assert any("No messages yet" in line for line in format_status(report))
 
 
 def test_unknown_campaign(engine):
     with pytest.raises(NotFound), db.session_scope(engine) as session:
-        lookup.campaign_status(session, "nope")
+        campaign_status(session, "nope")
 
 
 def test_status_cli_text_and_json(env, campaign_file):

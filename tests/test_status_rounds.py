@@ -11,10 +11,11 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import event, text
 
-from notify import db, lookup, resets, sender
+from notify import db, resets, sender
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import utcnow
+from notify.status import campaign_status, format_status
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.test_tallies import assert_tallies_exact
 
@@ -54,7 +55,7 @@ def test_status_counts_first_notices_and_each_reminder_round_apart(env, tmp_path
                  lambda *args: statements.append(args[2].lower()))
     now = datetime(2026, 11, 27, 10, 2, tzinfo=UTC)
     with db.session_scope(engine) as session:
-        report = lookup.campaign_status(session, campaign.name, now=now)
+        report = campaign_status(session, campaign.name, now=now)
     assert not [s for s in statements if "from messages" in s]  # counts, never a scan
     rounds = [(r["notice"], r["sequence"], r["label"], r["totals"], r["reached"])
               for r in report["rounds"]]
@@ -67,13 +68,13 @@ def test_status_counts_first_notices_and_each_reminder_round_apart(env, tmp_path
     assert report["totals"] == {"email": 18} and report["messages"]["email"]["sent"] == 17
     assert report["as_of"] == "2026-11-27T10:02:00Z"
 
-    lines = lookup.format_status(report)
+    lines = format_status(report)
     assert lines[0] == f"Campaign {campaign.name}: 8 contacts (as of 2026-11-27 10:02 UTC)"
     assert lines[1].split() == ["round", "channel", "sent", "skipped", "total"]
     assert re.fullmatch(r"  first notice +email +7 +1 +8", lines[2])
     assert re.fullmatch(r"  reminder 1 +email +5 +0 +5", lines[3])
     assert re.fullmatch(r"  reminder 2 +email +5 +0 +5", lines[4])
-    berlin = lookup.format_status(report, zone=__import__("notify.localtime").localtime
+    berlin = format_status(report, zone=__import__("notify.localtime").localtime
                                    .named_zone("Europe/Berlin"))
     assert berlin[0].endswith("(as of 2026-11-27 11:02 CET)")
 

@@ -14,9 +14,10 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, select, text
 
-from notify import db, events, lookup, sender
+from notify import db, events, sender
 from notify.config import load_settings
 from notify.models import Contact, Message, PasswordReset, utcnow
+from notify.status import campaign_status, read_tallies
 from tests.factories import add_contacts, campaign_toml, make_campaign
 
 BUCKET = ("CASE WHEN status IN ('sent', 'delivered') THEN 2 "
@@ -45,7 +46,7 @@ def recount(engine, campaign_id: int) -> dict[str, int]:
 
 def tallies(engine, campaign_id: int) -> dict[str, int]:
     with db.session_scope(engine) as session:
-        return {k: v for k, v in lookup.read_tallies(session, campaign_id).items() if v}
+        return {k: v for k, v in read_tallies(session, campaign_id).items() if v}
 
 
 def assert_tallies_exact(engine, campaign_id: int) -> dict[str, int]:
@@ -124,7 +125,7 @@ def test_status_reads_tallies_not_rows(env, tmp_path):
     event.listen(engine, "before_cursor_execute",
                  lambda *args: statements.append(args[2].lower()))
     with db.session_scope(engine) as session:
-        report = lookup.campaign_status(session, campaign.name)
+        report = campaign_status(session, campaign.name)
     assert report["contacts"] == 6 and report["messages"]["email"]["sent"] == 6
     assert report["reach"]["reached"] == 6
     assert report["resets"] == {"total": 6, "pending": 3, "completed": 1, "expired": 2,

@@ -189,14 +189,14 @@ def status(app: App, name: str, as_json: bool, zone: tzinfo) -> None:
       notify status acme-2026-11 --json
       NOTIFY_TIMEZONE=Europe/Berlin notify status acme-2026-11
     """
-    from notify import lookup
+    from notify.status import campaign_status, format_status
 
     with app.session() as session:
-        report = {**lookup.campaign_status(session, name), "database": app.database_name}
+        report = {**campaign_status(session, name), "database": app.database_name}
     if as_json:
         echo_json(report)
         return
-    for line in lookup.format_status(report, zone):
+    for line in format_status(report, zone):
         click.echo(line)
     click.echo(f"Database:    {report['database']}")
 

@@ -29,6 +29,7 @@ from notify import audit, db, lookup
 from notify.campaigns import get_campaign, list_campaigns
 from notify.errors import NotFound, NotifyError
 from notify.models import WEB_ROLES, AuditRecord, utcnow
+from notify.status import CHANNEL_LABEL, campaign_status
 from notify.times import iso_utc
 from notify.web import auth, charts, downloads, progress, search, users
 
@@ -103,7 +104,7 @@ def _environment() -> jinja2.Environment:
     env.filters["t"] = time_tag
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["pretty_json"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
-    env.globals["channel_label"] = lambda c: lookup.CHANNEL_LABEL.get(c, c)
+    env.globals["channel_label"] = lambda c: CHANNEL_LABEL.get(c, c)
     env.globals["quote"] = lambda s: quote(s, safe="")
     return env
 
@@ -343,7 +344,7 @@ async def search_page(request: web.Request, viewer: Viewer) -> web.StreamRespons
 
 def _campaign_rows(engine: Engine) -> list[dict[str, Any]]:
     with db.session_scope(engine) as session:
-        return [lookup.campaign_status(session, c.name) | {
+        return [campaign_status(session, c.name) | {
                     "organization": c.settings.get("organization")}
                 for c in list_campaigns(session)]
 
@@ -381,7 +382,7 @@ async def campaign_page(request: web.Request, viewer: Viewer) -> web.StreamRespo
             "sent": charts.line_chart(
                 sent, "Messages sent per minute", f"Messages handed to a provider per {per}, "
                 "over the campaign.", "per minute", width=width),
-            "status": charts.status_bars(data["status"]["messages"], lookup.CHANNEL_LABEL,
+            "status": charts.status_bars(data["status"]["messages"], CHANNEL_LABEL,
                                          width=width),
             "resets": charts.line_chart(
                 charts.cumulative(done, done_bucket), "Reset completions over time",

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from notify import lookup
 from notify.campaigns import get_campaign
 from notify.models import IN_FLIGHT_STATUSES, Message, PasswordReset, utcnow
+from notify.status import campaign_status
 
 # The series scan the campaign's messages (a second or so at a million): while a send runs
 # the page refreshes every REFRESH seconds, and the series are reused for SERIES_TTL.
@@ -55,7 +55,7 @@ def _cached(key: tuple[str, str], compute: Any) -> Any:
 def campaign_page(session: Session, name: str, now: datetime | None = None) -> dict[str, Any]:
     """Status counts, resets funnel, whether a send is under way, and the chart series."""
     now = now or utcnow()
-    status = lookup.campaign_status(session, name, now=now)
+    status = campaign_status(session, name, now=now)
     campaign = get_campaign(session, name)
     in_flight = sum(sum(by.get(s, 0) for s in IN_FLIGHT_STATUSES)
                     for by in status["messages"].values())

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from notify import lookup
 from notify.models import REACHED_STATUSES, Contact, Status, utcnow
+from notify.status import CHANNEL_LABEL
 
 MAX_RESULTS = 50
 
@@ -59,7 +60,7 @@ class Verdict:
 
 
 def _clause(message: dict[str, Any], lead: str) -> list[tuple[str, str | None]]:
-    label = lookup.CHANNEL_LABEL.get(message["channel"], message["channel"])
+    label = CHANNEL_LABEL.get(message["channel"], message["channel"])
     status = message["status"]
     if status in REACHED_STATUSES:
         return [(f"{lead}{label} {status} ", None),
@@ -84,7 +85,7 @@ def verdict(messages: list[dict[str, Any]]) -> Verdict:
     others = [m for m in best.values() if m["status"] not in REACHED_STATUSES]
     if reached:
         first = reached[0]
-        label = lookup.CHANNEL_LABEL.get(first["channel"], first["channel"])
+        label = CHANNEL_LABEL.get(first["channel"], first["channel"])
         parts: list[tuple[str, str | None]] = [
             (f"Reached by {label} on ", None), ("", first["delivered_at"] or first["sent_at"])]
         for message in [*reached[1:], *others]:
