@@ -418,13 +418,26 @@ def _text(path: Path, data: bytes) -> tuple[str, bytes]:
                               "re-save the file as UTF-8") from None
     sample = data[:SAMPLE]
     controls = sum(1 for b in sample if b < 9 or 13 < b < 32)
-    if controls > len(sample) // 100 + 1:
+    # Binary data is rarely valid UTF-8; valid text with a few control characters is a
+    # hostile or careless cell (cleaned per field later, with a warning), not a binary file.
+    # NULs stay a sign of binary whatever the encoding (UTF-16 without its BOM decodes).
+    if controls > len(sample) // 100 + 1 and (_invalid_utf8(sample) or sample.count(0)
+                                              > len(sample) // 100 + 1):
         at = next(i for i, b in enumerate(sample) if b < 9 or 13 < b < 32)
         raise NotifyError(f"{path}: not a {FORMATS} file (binary data at byte {at})")
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if head in (b"[", b"{"):
         return "json", data
     return "csv", data
+
+
+def _invalid_utf8(sample: bytes) -> bool:
+    """Whether a sample is not UTF-8 (a sequence cut at the sample's end does not count)."""
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(sample) - 3
+    return False
 
 
 def _not_utf8(path: Path, data: bytes) -> NotifyError:

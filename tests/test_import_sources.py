@@ -330,3 +330,16 @@ def test_a_nul_rejects_its_row_with_its_line(loaded, tmp_path, fmt):
     contacts = stored(loaded)
     assert "C-1" not in contacts and "C-2" in contacts
     assert not any("\x00" in (c.name or "") for c in contacts.values())
+
+
+def test_a_short_list_with_terminal_escapes_is_text_not_binary(loaded, tmp_path):
+    """A few escape sequences in a small file are a hostile name, not a binary file: cleaned
+    with a warning like any other control character (they were refused as 'binary data')."""
+    path = tmp_path / "list.csv"
+    path.write_bytes(csv_bytes([
+        ["Customer ID", "Name", "Email", "Exposure"],
+        ["C-1", "Ann\x1b]0;pwned\x07\x1b[2J\x1b[H", "ann@example.com", "card"],
+    ]))
+    summary = do_import(loaded, path)
+    assert [p.line for p in summary.warned] == [2]
+    assert stored(loaded)["C-1"].name == "Ann]0;pwned[2J[H"
