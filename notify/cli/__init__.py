@@ -17,11 +17,11 @@ from notify.cli.common import App, NotifyGroup
 # when that command runs (or help lists them all), so `notify status` does not pay for
 # importing the send engine, Jinja2 or the importer.
 COMMANDS = {
-    "audit": "audit", "bounces": "tracking", "campaign": "campaign", "codes": "codes",
+    "audit": "audit", "bounces": "bounces", "campaign": "campaign", "codes": "codes",
     "contacts": "contacts", "demo": "demo", "export": "export", "init": "campaign",
-    "lookup": "tracking", "plan": "plan", "preview": "templates", "remind": "resets",
+    "lookup": "bounces", "plan": "plan", "preview": "templates", "remind": "resets",
     "report": "report", "requeue": "send", "resets": "resets", "rules": "rules", "send": "send",
-    "serve": "serve", "status": "tracking", "sync": "tracking", "templates": "templates",
+    "serve": "serve", "status": "bounces", "sync": "bounces", "templates": "templates",
     "users": "users",
 }
 
