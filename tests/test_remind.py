@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from notify import db, resets
 from notify.cli import main
-from notify.cli.resets import parse_duration
+from notify.cli.common import parse_duration
 from notify.errors import NotifyError
 from notify.models import AuditRecord, Event, Message, ResetToken, utcnow
 from tests.test_resets import add_contact, add_message, make_campaign

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from notify import db, localtime, resets
 from notify.cli import main
-from notify.cli.resets import next_due_text
+from notify.cli.remind import next_due_text
 from notify.models import Campaign, Contact, Message, PasswordReset, utcnow
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
 from tests.test_resets import add_contact, add_message

@@ -18,10 +18,10 @@ from notify.cli.common import App, NotifyGroup
 # importing the send engine, Jinja2 or the importer.
 COMMANDS = {
     "audit": "audit", "bounces": "bounces", "campaign": "campaign", "codes": "codes",
-    "contacts": "contacts", "demo": "demo", "export": "export", "init": "campaign",
-    "lookup": "bounces", "plan": "plan", "preview": "templates", "remind": "resets",
-    "report": "report", "requeue": "send", "resets": "resets", "rules": "rules", "send": "send",
-    "serve": "serve", "status": "bounces", "sync": "bounces", "templates": "templates",
+    "contacts": "contacts", "demo": "demo", "export": "export", "init": "init",
+    "lookup": "lookup", "plan": "plan", "preview": "preview", "remind": "remind",
+    "report": "report", "requeue": "requeue", "resets": "resets", "rules": "rules", "send": "send",
+    "serve": "serve", "status": "status", "sync": "sync", "templates": "templates",
     "users": "users",
 }
 

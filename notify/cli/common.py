@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -102,3 +104,24 @@ class NotifyGroup(click.Group):
             sys.exit(1)
         except BrokenPipeError:
             sys.exit(1)
+
+
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+_DURATION_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``72h``, ``3d``, ``90m``, ``1h30m``, ``2w`` -> timedelta; NotifyError otherwise.
+
+    A bare number is refused rather than guessed (hours? days?): a wrong guess would nag
+    people too early or far too late.
+    """
+    compact = (text or "").strip().lower().replace(" ", "")
+    match = _DURATION.match(compact)
+    if not compact or not match or not any(match.groups()):
+        raise NotifyError(f"--after: {text!r} is not a duration (examples: 72h, 3d, 90m, 1h30m)")
+    parts = {unit: int(value) for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
+             if value}
+    return timedelta(**parts)
