@@ -21,10 +21,23 @@ def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> M
     if email.status not in FAILED_STATUSES:
         return None
     contact = session.get(Contact, email.contact_id)
-    if contact is None or not contact.phone:
+    if contact is None:
+        return None
+    return queue_sms(session, config, email, contact, f"email {email.id} {email.status}")
+
+
+def queue_sms(session: Session, config: CampaignConfig, email: Message, contact: Contact,
+              because: str) -> Message | None:
+    """The pending SMS that carries ``email``'s notice instead, with its ``pending`` event;
+    None when the campaign has no SMS fallback, the contact no phone, or it exists already.
+
+    The one place a fallback row is made (a failed or bounced email, or one the law says
+    not to send): the unique (contact, channel, notice, sequence) row makes it once.
+    """
+    if config.fallback != "sms" or "sms" in config.channels or not contact.phone:
         return None
     existing = session.scalar(
-        select(Message).where(
+        select(Message.id).where(
             Message.campaign_id == email.campaign_id,
             Message.contact_id == email.contact_id,
             Message.channel == "sms",
@@ -37,10 +50,10 @@ def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> M
     sms = Message(
         campaign_id=email.campaign_id, contact_id=email.contact_id, channel="sms",
         notice=email.notice, sequence=email.sequence, is_fallback=True, status=Status.PENDING,
-        address=contact.phone,
+        address=contact.phone, attempts=0,
     )
     session.add(sms)
     session.flush()
     events.record(session, source="fallback", kind=Status.PENDING, message=sms,
-                  detail={"because": f"email {email.id} {email.status}"})
+                  detail={"because": because})
     return sms

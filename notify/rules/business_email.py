@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from notify import events
+from notify import events, fallback
 from notify import rules as rules_mod
 from notify.campaigns import CampaignConfig
 from notify.models import Campaign, Contact, Message, Status
@@ -57,26 +57,6 @@ def skip_business_credentials(session: Session, campaign: Campaign, config: Camp
         message.skip_reason = reason
         events.advance(session, message, Status.SKIPPED, source="plan", detail={"reason": reason})
         skipped += 1
-        _fallback_sms(session, config, message, contact)
+        fallback.queue_sms(session, config, message, contact,
+                           f"email {message.id} skipped (1798.82(d)(5))")
     return skipped
-
-
-def _fallback_sms(session: Session, config: CampaignConfig, email: Message,
-                  contact: Contact) -> None:
-    """The SMS that carries the notice instead, for a campaign whose SMS is a fallback only
-    (when SMS is a channel, its row is planned anyway)."""
-    if config.fallback != "sms" or "sms" in config.channels or not contact.phone:
-        return
-    exists = session.scalar(select(Message.id).where(
-        Message.campaign_id == email.campaign_id, Message.contact_id == email.contact_id,
-        Message.channel == "sms", Message.notice == email.notice,
-        Message.sequence == email.sequence))
-    if exists is not None:
-        return
-    sms = Message(campaign_id=email.campaign_id, contact_id=email.contact_id, channel="sms",
-                  notice=email.notice, sequence=email.sequence, is_fallback=True,
-                  status=Status.PENDING, address=contact.phone, attempts=0)
-    session.add(sms)
-    session.flush()
-    events.record(session, source="fallback", kind=Status.PENDING, message=sms,
-                  detail={"because": f"email {email.id} skipped (1798.82(d)(5))"})
