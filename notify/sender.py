@@ -747,7 +747,7 @@ def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: dateti
 _SENT = bulk.Statement(
     "UPDATE messages SET status = 'sent', sent_at = :sent_at, provider_message_id = :pid, "
     "last_event_at = :now, lease_owner = NULL, lease_expires_at = NULL, "
-    "next_attempt_at = NULL, "
+    "next_attempt_at = NULL, error_code = NULL, error_message = NULL, "
     "template = COALESCE(:template, template), "
     "template_version = COALESCE(:template_version, template_version), "
     "content_sha256 = COALESCE(:content_sha256, content_sha256) "

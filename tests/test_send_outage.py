@@ -199,6 +199,10 @@ def test_twilio_5xx_for_a_while_is_an_outage_spending_nothing(env, tmp_path, mon
     # The 5xx answers before the streak proved an outage had their attempts given back.
     assert [r.attempts for r in _rows(engine)] == [1] * 10
     assert {r.status for r in _rows(engine)} == {"sent"}
+    # A sent message's error columns describe its outcome, not the outage it waited out
+    # (the export said "sent ... 500, Internal Server Error"); the events keep the history.
+    assert {(r.error_code, r.error_message) for r in _rows(engine)} == {(None, None)}
+    assert _event_kinds(engine)["outage"] >= 1
 
 
 def test_twilio_refusing_connections_then_back(env, tmp_path, monkeypatch):
