@@ -179,3 +179,19 @@ def test_nobody_is_an_empty_answer(engine, campaign_file):
     with db.session_scope(engine) as session:
         assert search.search(session, "Zed Nobody", now=NOW) == []
         assert search.search(session, "   ", now=NOW) == []
+
+
+def test_users_add_without_a_terminal_names_the_flag(env, tmp_path):
+    """A script that forgets --password-stdin: one line naming the flag, not getpass's warning
+    that the password may be echoed followed by "Aborted!"."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "notify", "users", "add", "dave", "--role",
+                             "support"], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, env={**os.environ, **env}, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("Error: no terminal to ask for the password on: pipe it in with "
+                             "--password-stdin\n")
+    assert run("users", "list", "--format", "json").output.strip() == "[]"

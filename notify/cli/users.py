@@ -11,6 +11,7 @@ from notify import audit as audit_log
 from notify.cli import main
 from notify.cli.common import App, pass_app
 from notify.cli.listing import Column, emit, list_options
+from notify.errors import NotifyError
 from notify.models import WEB_ROLES
 
 
@@ -43,6 +44,11 @@ def users_add(app: App, name: str, role: str, password_stdin: bool) -> None:
     name = accounts.check_name(name)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin is sys.__stdin__ and not sys.stdin.isatty():
+        # The process has no terminal (a script, cron): getpass would warn that the password
+        # may be echoed, then abort on the empty input.
+        raise NotifyError("no terminal to ask for the password on: pipe it in with "
+                          "--password-stdin")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     accounts.check_password(password)
