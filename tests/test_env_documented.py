@@ -52,3 +52,11 @@ def test_every_variable_read_has_its_own_row_in_the_readme():
 def test_every_row_names_one_variable_the_code_reads():
     stale = documented() - set(names_in_code())
     assert not stale, f"README documents variables the code never reads: {sorted(stale)}"
+
+
+def test_each_variable_has_one_row():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("Environment variables:"):]
+    table = table[:table.index("\n\n", table.index("| variable |"))]
+    rows = ROW.findall(table)
+    assert sorted(n for n in set(rows) if rows.count(n) > 1) == []
