@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
+from notify import events
 from notify.campaigns import config_of
 from notify.errors import NotifyError
 from notify.models import (
@@ -36,7 +37,6 @@ from notify.models import (
     FAILED_STATUSES,
     UNREACHED_STATUSES,
     Campaign,
-    Status,
     UTCDateTime,
     utcnow,
 )
@@ -86,14 +86,7 @@ def _statement(sql: str, col: str, extra: str = ""):
 
 def _insert_events(session: Session, campaign_id: int, rows: Sequence[Sequence[Any]],
                    now: datetime, source: str, detail: dict) -> None:
-    from notify.models import Event
-
-    if rows:
-        session.execute(Event.__table__.insert(), [
-            {"campaign_id": campaign_id, "message_id": message_id, "contact_id": contact_id,
-             "provider_message_id": None, "at": now, "source": source, "kind": Status.PENDING,
-             "applied": True, "detail": detail}
-            for message_id, contact_id in rows])
+    events.insert_planned(session, campaign_id, rows, now, source, detail)
 
 
 def plan_corrections(session: Session, campaign: Campaign, channels: tuple[str, ...],

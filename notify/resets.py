@@ -1191,13 +1191,7 @@ def _insert_reminders(session: Session, campaign: Campaign, due, now: datetime) 
                 .add_cte(new))
         return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
     rows = session.execute(created).all()
-    for start in range(0, len(rows), 1000):
-        session.execute(event_table.insert(), [
-            {"campaign_id": campaign.id, "message_id": message_id, "contact_id": contact_id,
-             "provider_message_id": None, "at": now, "source": "reset", "kind": "pending",
-             "applied": True, "detail": detail}
-            for message_id, contact_id in rows[start:start + 1000]
-        ])
+    events.insert_planned(session, campaign.id, rows, now, "reset", detail)
     return len(rows)
 
 

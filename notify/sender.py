@@ -62,6 +62,7 @@ from notify.campaigns import CampaignConfig
 from notify.config import LEASE_SECONDS, Settings
 from notify.db import is_sqlite, rowcount, session_scope
 from notify.errors import NotifyError
+from notify.events import row as event_values
 from notify.models import (
     IN_FLIGHT_STATUSES,
     REACHED_STATUSES,
@@ -739,9 +740,7 @@ def _skip_completed(session: Session, begin: Begin, now: datetime) -> None:
 
 def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: datetime,
                detail: dict | None) -> dict:
-    return {"campaign_id": campaign_id, "message_id": item.id, "contact_id": item.contact_id,
-            "provider_message_id": None, "at": now, "source": source, "kind": kind,
-            "applied": True, "detail": detail}
+    return event_values(campaign_id, item.id, item.contact_id, kind, source, now, detail)
 
 
 _SENT = bulk.Statement(
