@@ -44,7 +44,7 @@ def users_add(app: App, name: str, role: str, password_stdin: bool) -> None:
     name = accounts.check_name(name)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin is sys.__stdin__ and not sys.stdin.isatty():
+    elif sys.__stdin__ is not None and sys.stdin is sys.__stdin__ and not sys.stdin.isatty():
         # The process has no terminal (a script, cron): getpass would warn that the password
         # may be echoed, then abort on the empty input.
         raise NotifyError("no terminal to ask for the password on: pipe it in with "
