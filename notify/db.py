@@ -93,7 +93,11 @@ def make_engine(url: str) -> Engine:
             return engine
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     except (ArgumentError, ImportError, ValueError) as exc:
-        raise ConfigError(f"NOTIFY_DATABASE_URL: cannot use {mask_url(url)!r}: {exc}") from None
+        hint = ("" if "://" in url else
+                f" (a SQLite file is written sqlite:///{Path(url).expanduser().resolve()}, "
+                "or given as a path with notify --db PATH)")
+        raise ConfigError(f"NOTIFY_DATABASE_URL: cannot use {mask_url(url)!r}: {exc}{hint}"
+                          ) from None
 
 
 def database_url(value: str) -> str:

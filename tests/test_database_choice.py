@@ -107,3 +107,14 @@ def test_a_cron_run_without_environment_prints_one_line(env, tmp_path, args):
                              "the database with --db URL|PATH or NOTIFY_DATABASE_URL (or create "
                              "one with notify init)\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_in_the_environment_variable_says_how_to_write_it(tmp_path):
+    """NOTIFY_DATABASE_URL is a URL; a bare path (the natural first try) says the URL form."""
+    target = tmp_path / "notify.db"
+    result = CliRunner(env={"NOTIFY_DATABASE_URL": str(target)}).invoke(main, ["campaign", "list"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: NOTIFY_DATABASE_URL: cannot use ")
+    assert result.output.endswith(f"(a SQLite file is written sqlite:///{target.resolve()}, or "
+                                  "given as a path with notify --db PATH)\n")
+    assert not target.exists()
