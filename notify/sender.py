@@ -162,6 +162,10 @@ def snake(word: str) -> str:
 SKIP_WORDS = {"no email address": "no address", "no phone number": "no address"}
 
 
+# How a run's outcomes read in its summary ("2 retried, 34 sent", not "2 retry").
+RUN_WORDS = {"retry": "retried"}
+
+
 @dataclass
 class SendSummary:
     """What one run did, and where the campaign stands afterwards."""
@@ -194,8 +198,8 @@ class SendSummary:
             statuses = self.totals[channel]
             total = sum(statuses.values())
             parts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-            run = ", ".join(f"{n} {out}" for (ch, out), n in sorted(self.done.items())
-                            if ch == channel)
+            run = ", ".join(f"{n} {RUN_WORDS.get(out, out)}"
+                            for (ch, out), n in sorted(self.done.items()) if ch == channel)
             out.append(f"  {channel}: {total} messages ({parts}); this run: {run or 'nothing'}")
         return out
 

@@ -121,3 +121,13 @@ def test_reimport_says_nothing_new_and_what_changed(env, tmp_path):
     assert changed.output.splitlines()[0] == (
         f"Dry run (nothing written): would import {source} into {campaign.name}: 3 rows: "
         "1 new, 2 already present, 1 changed.")
+
+
+def test_a_runs_retries_read_as_retried():
+    from collections import Counter
+
+    from notify.sender import SendSummary
+
+    summary = SendSummary("acme", done=Counter({("sms", "retry"): 2, ("sms", "sent"): 34}),
+                          totals={"sms": {"sent": 34}})
+    assert summary.lines()[1] == "  sms: 34 messages (34 sent); this run: 2 retried, 34 sent"
