@@ -8,7 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, text
+from sqlalchemy import Connection, CursorResult, Engine, Result, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
@@ -33,6 +34,22 @@ def rowcount(result: Result[Any]) -> int:
     CursorResult, which alone carries the count.
     """
     return cast(CursorResult[Any], result).rowcount or 0
+
+
+def insert_for(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can skip rows hitting a unique constraint (both dialects support it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)  # notify supports SQLite and PostgreSQL only
+
+
+def insert_ignoring_duplicates(session: Session, table: Table, columns: list[str],
+                               source: Any) -> int:
+    """INSERT ... SELECT that skips rows a unique constraint already holds; returns how many
+    were inserted (what makes planning safe to run again)."""
+    stmt = insert_for(session, table).from_select(columns, source).on_conflict_do_nothing()
+    # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.x).
+    return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from notify import audit, campaigns, db, export, importer, resets, sender
+from notify import audit, campaigns, db, export, importer, sender
 from notify.config import Settings
 from notify.errors import NotifyError
 from notify.files import private_dir
 from notify.models import Contact, PasswordReset, utcnow
+from notify.resets import completions
 from notify.resources import data_dir
 from notify.status import campaign_status, format_status
 
@@ -111,7 +112,7 @@ def _complete_one_reset(engine, name: str, echo: Echo, actor: str | None) -> Non
             .where(PasswordReset.campaign_id == campaign.id).order_by(Contact.id).limit(1))
         if key is None:
             return
-        result = resets.complete(session, campaign, key=key, completed_at=utcnow(),
+        result = completions.complete(session, campaign, key=key, completed_at=utcnow(),
                                  source="demo")
         audit.record(session, "resets complete", campaign=name, actor=actor,
                      arguments={"key": key, "demo": True}, counts={"completed": 1})

@@ -9,19 +9,41 @@ looks like a good one. Cells a spreadsheet would run as formulas are neutralized
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, String, Text, and_, case, func, literal, select, type_coerce
+from sqlalchemy import (
+    Engine,
+    Select,
+    String,
+    Text,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import Session
 
 from notify import db
 from notify.campaigns import get_campaign
 from notify.csvsafe import atomic_csv, neutralize
-from notify.models import REACHED_STATUSES, Contact, Event, Message, PasswordReset, Status, utcnow
-from notify.status import reset_state_expr
+from notify.models import (
+    REACHED_STATUSES,
+    Campaign,
+    Contact,
+    Event,
+    Message,
+    PasswordReset,
+    Status,
+    utcnow,
+)
+from notify.resets.state import has_passwords, iso, status_expression
+from notify.times import as_utc
 
 DELIVERY_COLUMNS = (
     "campaign", "contact_key", "name", "channel", "address", "exposures", "template", "status",
@@ -166,7 +188,7 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
             Message.error_message, time_sql(Message.first_attempt_at, sqlite),
             time_sql(Message.sent_at, sqlite), time_sql(Message.delivered_at, sqlite),
             time_sql(Message.last_event_at, sqlite), Message.content_sha256,
-            reset_state_expr(now), time_sql(PasswordReset.completed_at, sqlite),
+            status_expression(now, absent=None), time_sql(PasswordReset.completed_at, sqlite),
             Message.transport, Message.template_version, Contact.state, Contact.country,
         )
         .join(Contact, Contact.id == Message.contact_id)
@@ -339,6 +361,66 @@ def export_codes(engine: Engine, campaign: str, path: str | Path,
     return codes.export_codes(engine, campaign, path, progress=progress, bom=bom)
 
 
+# --- resets ------------------------------------------------------------------------------------
+
+RESET_COLUMNS = (
+    "campaign", "contact_key", "email", "phone", "reset_status", "reset_completed_at",
+    "links_sent", "link_expires_at",
+)
+
+
+def export_resets(session: Session, campaign: Campaign, path: str | Path,
+                  now: datetime | None = None,
+                  progress: Callable[[int], None] | None = None) -> int:
+    """Write who must reset (and who did) as CSV; returns the number of rows.
+
+    Columns: campaign, contact_key, email, phone, reset_status (pending|completed|expired),
+    reset_completed_at, links_sent, link_expires_at. Every contact with exposed passwords is
+    listed, even before a reset record exists. Streamed in batches, written to a temporary
+    file renamed into place at the end, so a reader never sees half a file.
+    """
+    return _write_rows(path, RESET_COLUMNS, reset_rows(session, campaign, now), progress)
+
+
+def reset_rows(session: Session, campaign: Campaign,
+               now: datetime | None = None) -> Iterator[tuple]:
+    """The rows of :func:`export_resets` (cells not yet neutralized), streamed from the
+    database: the CLI writes them to a file, the web view to a download."""
+    now = as_utc(now or utcnow())
+    query = (
+        select(Contact.key, Contact.email, Contact.phone, status_expression(now),
+               PasswordReset.completed_at, PasswordReset.links_sent,
+               PasswordReset.link_expires_at)
+        .select_from(Contact)
+        .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Contact.campaign_id,
+                                       PasswordReset.contact_id == Contact.id))
+        .where(Contact.campaign_id == campaign.id,
+               or_(PasswordReset.id.is_not(None), has_passwords()))
+        .order_by(Contact.id)
+        .execution_options(yield_per=1000)
+    )
+    return (
+        (campaign.name, key, email, phone, status, iso(done), sent or 0, iso(expires))
+        for key, email, phone, status, done, sent, expires in session.execute(query)
+    )
+
+
+def _write_rows(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]],
+                progress: Callable[[int], None] | None = None) -> int:
+    """Write rows (cells neutralized) atomically (:func:`notify.csvsafe.atomic_csv`: a temp
+    file in the same folder, renamed into place once complete, or ``-`` for standard
+    output); returns the row count. ``progress`` gets the rows written every 1000 rows."""
+    count = 0
+    with atomic_csv(path) as writer:
+        writer.writerow(list(header))
+        for row in rows:
+            writer.writerow([neutralize(cell) for cell in row])
+            count += 1
+            if progress is not None and not count % PROGRESS_EVERY:
+                progress(count)
+    return count
+
+
 # --- to any csv writer (the web view's downloads) ----------------------------------------------
 
 EXPORTS = ("deliveries", "unreached", "resets", "events")
@@ -350,11 +432,9 @@ def write_export(session: Session, what: str, campaign: Any, writer: Any,
     then every row, exactly as `notify export WHAT` / `notify resets export` write their
     files (same code), so a download is byte-equal to the command's file. Returns rows."""
     if what == "resets":
-        from notify import resets
-
-        writer.writerow(resets.EXPORT_COLUMNS)
+        writer.writerow(RESET_COLUMNS)
         count = 0
-        for row in resets.export_rows(session, campaign, now):
+        for row in reset_rows(session, campaign, now):
             writer.writerow([neutralize(cell) for cell in row])
             count += 1
         return count

@@ -26,7 +26,8 @@ from notify.models import (
     Status,
     utcnow,
 )
-from notify.status import CHANNEL_LABEL, channel_order, reset_state
+from notify.resets.state import state_of
+from notify.status import CHANNEL_LABEL, channel_order
 from notify.times import iso_utc
 
 
@@ -101,7 +102,7 @@ def _reset_view(reset: PasswordReset | None, contact: Contact,
         return {"status": "pending", "completed_at": None, "completed_via": None,
                 "links_sent": 0, "link_expires_at": None}
     return {
-        "status": reset_state(reset.status, reset.link_expires_at, now),
+        "status": state_of(reset.status, reset.link_expires_at, now),
         "completed_at": _iso(reset.completed_at),
         "completed_via": reset.completed_via,
         "links_sent": reset.links_sent,

@@ -11,7 +11,7 @@ contact's current address, which the next `notify send` sends:
   bounced (optionally only one status, or one provider error code).
 
 Sequences are per (contact, channel) across first notices and reminders: the new row takes
-the last one's sequence + 1, as `resets.plan_reminders` does, so a requeued or corrected
+the last one's sequence + 1, as `resets.reminders.plan_reminders` does, so a requeued or corrected
 message never takes the number of a reminder (and reminders, which follow a reached
 message, see the new row as the latest). Only the last message of a channel with nothing
 in flight or reached qualifies, so running either again plans nothing twice; the unique

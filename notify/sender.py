@@ -433,10 +433,10 @@ def _hash_anti_joins(session: Session):
 
 def _ensure_resets(session: Session, campaign: Campaign) -> None:
     try:
-        from notify import resets
+        from notify.resets import tokens as reset_tokens
     except ImportError:  # resets module not installed in this build
         return
-    resets.ensure_resets(session, campaign)
+    reset_tokens.ensure_resets(session, campaign)
 
 
 def status_totals(session: Session, campaign_id: int) -> dict[str, dict[str, int]]:
@@ -681,12 +681,12 @@ def begin_attempts(session: Session, begins: list[Begin]
     linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
     tokens: dict[int, str | None] = {}
     if linked:
-        from notify import resets
+        from notify.resets import tokens as reset_tokens
 
-        issued = resets.issue_tokens(
+        issued = reset_tokens.issue_tokens(
             session, linked[0].job.campaign, [(b.item.contact_id, b.item.id) for b in linked],
             now=nows[linked[0].item.id],
-            raw_tokens=[b.token or resets.new_token() for b in linked])
+            raw_tokens=[b.token or reset_tokens.new_token() for b in linked])
         tokens = {b.item.id: token for b, token in zip(linked, issued, strict=True)}
     events = []
     for b in begins:
@@ -810,9 +810,9 @@ def _count_links(session: Session, sents: list[Sent], updated: int, now: datetim
     if updated != len(sents):
         linked = list(session.scalars(select(Message.id).where(
             Message.id.in_(linked), Message.status == Status.SENT, Message.last_event_at == now)))
-    from notify import resets
+    from notify.resets import tokens as reset_tokens
 
-    resets.count_links_sent(session, linked)
+    reset_tokens.count_links_sent(session, linked)
 
 
 def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
@@ -1278,9 +1278,9 @@ class Runner:
         want = templates.needs_reset(item.view) and bool(job.config.reset_url)
         token = None
         if want:
-            from notify import resets
+            from notify.resets import tokens as reset_tokens
 
-            token = resets.new_token()
+            token = reset_tokens.new_token()
         first = item.first_attempt_at
         if item.first_attempt_at is None:
             item.first_attempt_at = now  # the Date of the email: its first attempt
@@ -1427,9 +1427,9 @@ class Runner:
         job = self.job
         reset_url = None
         if token:
-            from notify import resets
+            from notify.resets import tokens as reset_tokens
 
-            reset_url = resets.reset_url(job.config, token)
+            reset_url = reset_tokens.reset_url(job.config, token)
         to = item.address
         if to is None:  # planning gives every row an address (rows without one are skipped)
             raise NotifyError(f"message {item.id} has no address")
@@ -1670,7 +1670,7 @@ async def run_campaign(engine: Engine, settings: Settings, name: str,
         summary.transports = dict(job.transports)
         return summary
     planned: Counter = Counter()
-    if options.notice != "reminder":  # reminders are planned by resets.plan_reminders
+    if options.notice != "reminder":  # reminders are planned by resets.reminders
         with session_scope(engine) as session:
             planned = plan(session, job.campaign, job.channels)
     runner = Runner(engine, settings, job, options)

@@ -1,7 +1,7 @@
 """The aiohttp app behind `notify serve`: Twilio status callbacks, reset completions, health.
 
 Every request that changes something is authenticated first (Twilio's X-Twilio-Signature,
-or the reset webhook's HMAC checked by ``notify.resets``); a request that fails any check
+or the reset webhook's HMAC, :func:`verify_signature`); a request that fails any check
 changes nothing, and the refusal is logged (rate-limited). Database work runs on a small
 thread pool so the event loop keeps answering while a transaction waits for a lock; the
 health check has threads of its own and a one-second budget, so it answers even then.
@@ -14,6 +14,9 @@ keep-alive timeout of connecting (or of its previous response) and its body with
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import os
 import sqlite3
@@ -21,19 +24,22 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from notify import db, tracking
 from notify.config import Settings, check_webhook_secret
-from notify.models import utcnow
+from notify.models import Campaign, utcnow
+from notify.resets.completions import CLOCK_SKEW, CompletionResult, complete, failure
+from notify.times import as_utc, parse_iso
 
 log = logging.getLogger("notify.server")
 
@@ -285,18 +291,128 @@ async def twilio_status(request: web.Request) -> web.Response:
 # --- Password reset completions ------------------------------------------------------------
 
 
+SIGNATURE_HEADER = "X-Notify-Signature"
+# A webhook completion is judged at receipt: its ``completed_at`` may run ahead of our clock by
+# completions.CLOCK_SKEW, and may lag its receipt by at most this (a provider retrying for a
+# day is plausible; a completion claimed for last month is a replayed or forged body).
+MAX_COMPLETION_AGE = timedelta(hours=24)
+
+
+def signature_for(secret: str, body: bytes) -> str:
+    """The ``X-Notify-Signature`` value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str | None, body: bytes, header: str | None) -> bool:
+    """True when ``header`` is the HMAC-SHA256 of ``body`` under ``secret``.
+
+    Compared in constant time. Without a configured secret nothing is accepted: an
+    unauthenticated completion endpoint would let anyone mark resets done.
+    """
+    if not secret or not header:
+        return False
+    expected = signature_for(secret, body).encode("ascii")
+    given = header.strip()
+    scheme, sep, digest = given.partition("=")
+    if not sep or scheme.strip().lower() != "sha256":
+        return False
+    given_bytes = ("sha256=" + digest.strip().lower()).encode("utf-8", "replace")
+    return hmac.compare_digest(expected, given_bytes)
+
+
+def handle_webhook(session: Session, settings: Settings, body: bytes,
+                   signature: str | None,
+                   received_at: datetime | None = None) -> tuple[int, dict[str, Any]]:
+    """POST /webhooks/resets: verify, parse, complete; returns (HTTP status, JSON body).
+
+    Body: ``{"token": ..., "completed_at": "<ISO-8601>"}``, or ``key``/``email`` in place of
+    ``token`` with an optional ``campaign`` name. ``completed_at`` defaults to the time of
+    receipt ``received_at`` (now when not given; the server passes the time the request
+    arrived). 403 bad/missing signature, 400 malformed or a ``completed_at`` implausible at
+    receipt (more than 5 minutes ahead, more than 24 hours before, or before the link was
+    issued), 404 unknown, 409 already completed or revoked, 410 expired at receipt, 200
+    completed. Nothing is written on any error; the caller commits on 2xx.
+    """
+    received = as_utc(received_at) if received_at is not None else utcnow()
+    if not settings.webhook_secret:
+        return 403, {"status": "error",
+                     "error": "reset webhook disabled: NOTIFY_WEBHOOK_SECRET is not set"}
+    if not verify_signature(settings.webhook_secret, body, signature):
+        return 403, {"status": "error", "error": f"missing or invalid {SIGNATURE_HEADER}"}
+    request = _parse_webhook_body(body, received)
+    if isinstance(request, CompletionResult):
+        return request.status, request.body()
+    fields, completed_at, campaign_name = request
+    if completed_at > received + CLOCK_SKEW:
+        return 400, failure(400, "completed_at is in the future").body()
+    if completed_at < received - MAX_COMPLETION_AGE:
+        return 400, failure(400, "completed_at is more than 24 hours before its receipt").body()
+    campaign = None
+    if campaign_name is not None:
+        campaign = session.scalar(select(Campaign).where(Campaign.name == campaign_name))
+        if campaign is None:
+            return 404, {"status": "error", "error": "unknown campaign"}
+    result = complete(session, campaign, completed_at=completed_at, source="webhook",
+                      received_at=received, **fields)
+    return result.status, result.body()
+
+
+def _parse_webhook_body(
+    body: bytes, received: datetime,
+) -> tuple[dict[str, str], datetime, str | None] | CompletionResult:
+    # A signed body is still untrusted input (a leaked secret, a buggy provider): deep nesting
+    # (RecursionError), bad UTF-8, NUL or lone surrogates are a 400, never a 500.
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return failure(400, "body is not JSON")
+    if not isinstance(payload, dict):
+        return failure(400, "body must be a JSON object")
+    for name in ("token", "key", "email", "completed_at", "campaign"):
+        problem = _bad_text(name, payload.get(name))
+        if problem:
+            return failure(400, problem)
+    fields: dict[str, str] = {name: payload[name] for name in ("token", "key", "email")
+                              if payload.get(name) not in (None, "")}
+    if len(fields) != 1:
+        return failure(400, "give exactly one of token, key or email")
+    raw_time = payload.get("completed_at")
+    completed_at: datetime | None = received
+    if raw_time is not None:
+        try:
+            completed_at = parse_iso(raw_time)
+        except (ValueError, OverflowError):  # year 1 with an offset overflows in UTC
+            completed_at = None
+    if completed_at is None:
+        return failure(400, "completed_at must be an ISO-8601 date-time")
+    campaign_name = payload.get("campaign")
+    return fields, completed_at, campaign_name or None
+
+
+def _bad_text(name: str, value: Any) -> str | None:
+    """Why a webhook field is unusable (not a string, too long, NUL, not UTF-8), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"{name} must be a string"
+    if len(value) > 512:
+        return f"{name} is longer than 512 characters"
+    if "\x00" in value:
+        return f"{name} contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name} is not valid UTF-8"
+    return None
+
+
 def _apply_reset(
     engine: Engine, settings: Settings, body: bytes, signature: str | None,
     received_at: Any = None,
 ) -> tuple[int, dict]:
-    try:
-        from notify import resets  # written separately; the server must work without it
-    except ImportError:
-        return 503, {"error": "password resets are not available in this installation"}
     session = db.sessionmaker_for(db.writer(engine))()
     try:
-        status, payload = resets.handle_webhook(session, settings, body, signature,
-                                                received_at)
+        status, payload = handle_webhook(session, settings, body, signature, received_at)
         # "Nothing changes on any error": keep the work only for a success answer.
         if 200 <= status < 300:
             session.commit()
@@ -311,7 +427,7 @@ def _apply_reset(
 
 
 async def reset_completion(request: web.Request) -> web.Response:
-    """POST /webhooks/resets: hand the signed body to ``notify.resets.handle_webhook``.
+    """POST /webhooks/resets: hand the signed body to :func:`handle_webhook`.
 
     The time of receipt is taken as the request arrives (before any wait for the database):
     the link's expiry is judged by it, not by the ``completed_at`` the body claims.
@@ -322,7 +438,7 @@ async def reset_completion(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     status, payload = await _run_db(app, _apply_reset, app[ENGINE], app[SETTINGS], body,
-                                    request.headers.get("X-Notify-Signature"), received_at)
+                                    request.headers.get(SIGNATURE_HEADER), received_at)
     if status == 403:
         app[REFUSALS].warn("reset-signature", f"reset completion refused ({payload.get('error')})"
                            f" at {request.path} from {request.remote}")

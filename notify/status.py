@@ -2,8 +2,7 @@
 
 Instant at a million contacts: it reads the counts that triggers maintain (``tallies``,
 migration 0004) and counts only the lapsed reset links on their index. Nothing iterates over
-rows in Python. Also the shared wording of what users see: channel labels, percentages and
-the reset status (a pending reset whose link has lapsed is ``expired``).
+rows in Python. Also the shared wording of what users see: channel labels and percentages.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from notify import localtime
@@ -33,28 +32,6 @@ CHANNEL_LABEL = {"email": "email", "sms": "SMS"}
 def percent(part: int, whole: int) -> float:
     """``part`` of ``whole`` in percent, one decimal; 0.0 for an empty whole."""
     return round(100.0 * part / whole, 1) if whole else 0.0
-
-
-def reset_state_expr(now: datetime):
-    """SQL for the reset status users see: a pending reset whose link expired is ``expired``."""
-    return case(
-        (and_(PasswordReset.status == "pending", PasswordReset.link_expires_at < now),
-         literal("expired")),
-        else_=PasswordReset.status,
-    )
-
-
-def reset_state(status: str | None, link_expires_at: datetime | None,
-                now: datetime | None = None) -> str | None:
-    """Python twin of :func:`reset_state_expr`, for rows already loaded."""
-    if status is None:
-        return None
-    if status == "pending" and link_expires_at is not None and link_expires_at < (now or utcnow()):
-        return "expired"
-    return status
-
-
-
 
 
 def read_tallies(session: Session, campaign_id: int) -> dict[str, int]:

@@ -81,16 +81,16 @@ def test_reminders_follow_the_same_rule(env, tmp_path):
     """A domain added after the first notices went out: the reminders to it are skipped."""
     from datetime import timedelta
 
-    from notify import resets
     from notify.campaigns import get_campaign
     from notify.models import utcnow
+    from notify.resets.reminders import plan_reminders
 
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     setup(engine, tmp_path, business_email_domains='["other.example"]')
     assert by_key(engine)[("ca-biz", "email")].status == "sent"
     make_campaign(engine, campaign_toml(tmp_path, business_email_domains='["corp.acme.example"]'))
     with db.session_scope(engine) as session:
-        planned = resets.plan_reminders(session, get_campaign(session, NAME), timedelta(0), 2,
+        planned = plan_reminders(session, get_campaign(session, NAME), timedelta(0), 2,
                                         ["email"], now=utcnow() + timedelta(days=4))
         assert planned == 5  # every contact here has a password to reset
     with db.session_scope(engine) as session:

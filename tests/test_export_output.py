@@ -92,7 +92,7 @@ def test_export_prints_a_plain_progress_line_off_a_terminal(planned, monkeypatch
 
 def test_resets_export_progress_off_a_terminal(planned, monkeypatch):
     monkeypatch.setattr(progress_mod, "INTERVAL", 0)
-    monkeypatch.setattr("notify.resets.PROGRESS_EVERY", 100)
+    monkeypatch.setattr("notify.export.PROGRESS_EVERY", 100)
     result = CliRunner().invoke(main, ["resets", "export", NAME, "-o", "-"],
                                 catch_exceptions=False)
     progress_lines = [line for line in result.stderr.splitlines() if "reset(s)" not in line]

@@ -11,11 +11,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from notify import db, resets
+from notify import db
 from notify.cli import main
 from notify.cli.common import parse_duration
 from notify.errors import NotifyError
 from notify.models import AuditRecord, Event, Message, ResetToken, utcnow
+from notify.resets.completions import complete
+from notify.resets.reminders import plan_reminders
+from notify.resets.state import counts
+from notify.resets.tokens import hash_token, issue_token
 from tests.test_resets import add_contact, add_message, make_campaign
 
 AFTER = timedelta(hours=72)
@@ -32,7 +36,7 @@ def reminders(session, **where) -> list[Message]:
 def plan(session, campaign, **kwargs) -> int:
     options = {"after": AFTER, "max_reminders": 2, "channels": ["email", "sms"]}
     options.update(kwargs)
-    return resets.plan_reminders(session, campaign, **options)
+    return plan_reminders(session, campaign, **options)
 
 
 def test_parse_duration():
@@ -64,7 +68,7 @@ def test_only_pending_password_resets_whose_last_notice_is_old_enough(session, c
     waiting = add_contact(session, campaign, "waiting")
     add_message(session, campaign, waiting, status="pending")
     add_contact(session, campaign, "never-sent")
-    assert resets.complete(session, campaign, key="done", completed_at=now,
+    assert complete(session, campaign, key="done", completed_at=now,
                            source="import").status == 200
 
     assert plan(session, campaign, now=now) == 2
@@ -76,7 +80,7 @@ def test_only_pending_password_resets_whose_last_notice_is_old_enough(session, c
     # Each planned row has its "pending" event; the reset records now exist for the engine.
     planned = session.scalars(select(Event).where(Event.message_id.in_([r.id for r in rows])))
     assert sorted((e.source, e.kind) for e in planned) == [("reset", "pending")] * 2
-    assert resets.counts(session, campaign) == {"pending": 6, "completed": 1, "expired": 0}
+    assert counts(session, campaign) == {"pending": 6, "completed": 1, "expired": 0}
 
 
 def test_after_boundary_is_inclusive(session, campaign):
@@ -133,20 +137,20 @@ def test_reminder_after_expiry_gets_a_fresh_link(session, campaign):
     now = utcnow()
     contact = add_contact(session, campaign, "a")
     first = add_message(session, campaign, contact, sent_at=now - timedelta(days=15))
-    old_token = resets.issue_token(session, campaign, contact.id, first.id,
+    old_token = issue_token(session, campaign, contact.id, first.id,
                                    now=now - timedelta(days=15))
-    assert resets.counts(session, campaign, now)["expired"] == 1
+    assert counts(session, campaign, now)["expired"] == 1
     assert plan(session, campaign, now=now) == 1
     reminder = reminders(session)[0]
     # What the engine does at send time: a new token for the reminder message.
-    new_token = resets.issue_token(session, campaign, contact.id, reminder.id, now=now)
+    new_token = issue_token(session, campaign, contact.id, reminder.id, now=now)
     assert new_token and new_token != old_token
-    assert resets.counts(session, campaign, now) == {"pending": 1, "completed": 0, "expired": 0}
-    assert resets.complete(session, campaign, token=old_token, completed_at=now,
+    assert counts(session, campaign, now) == {"pending": 1, "completed": 0, "expired": 0}
+    assert complete(session, campaign, token=old_token, completed_at=now,
                            source="webhook").status == 410
-    assert resets.complete(session, campaign, token=new_token, completed_at=now,
+    assert complete(session, campaign, token=new_token, completed_at=now,
                            source="webhook").status == 200
-    assert resets.counts(session, campaign, now)["completed"] == 1  # no reminder is due
+    assert counts(session, campaign, now)["completed"] == 1  # no reminder is due
 
 
 def test_concurrent_runs_create_nothing_twice(engine, campaign_file):
@@ -247,7 +251,7 @@ def test_cli_remind_end_to_end_sends_through_the_engine(env, campaign_file, tmp_
     for path in sent:
         text = path.read_text()
         tokens = set(re.findall(r"reset\?token=([A-Za-z0-9_-]{43,})", text))
-        assert len(tokens) == 1 and resets.hash_token(tokens.pop()) in hashes
+        assert len(tokens) == 1 and hash_token(tokens.pop()) in hashes
     again = run("remind", "acme-2026-11", "--after", "72h", "--channel", "email", "--yes")
     assert "Planned 0 reminder(s)." in again.output
     with db.session_scope(engine) as session:

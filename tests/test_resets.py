@@ -12,10 +12,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from notify import campaigns, db, resets
+from notify import campaigns, db
 from notify.cli import main
 from notify.config import Settings
 from notify.errors import NotifyError
+from notify.export import export_resets
 from notify.models import (
     AuditRecord,
     Campaign,
@@ -26,6 +27,17 @@ from notify.models import (
     ResetToken,
     utcnow,
 )
+from notify.resets.completions import complete, import_completions
+from notify.resets.state import counts, iso
+from notify.resets.tokens import (
+    count_links_sent,
+    ensure_resets,
+    hash_token,
+    issue_token,
+    issue_tokens,
+    reset_url,
+)
+from notify.server import handle_webhook, signature_for, verify_signature
 
 SECRET = "s3cret-webhook-key-long-enough-for-hmac"
 SETTINGS = Settings(webhook_secret=SECRET)
@@ -88,7 +100,7 @@ def completions(session) -> int:
 
 def signed(payload: dict) -> tuple[bytes, str]:
     body = json.dumps(payload).encode()
-    return body, resets.signature_for(SECRET, body)
+    return body, signature_for(SECRET, body)
 
 
 # --------------------------------------------------------------------------- records and tokens
@@ -99,8 +111,8 @@ def test_ensure_resets_only_for_password_contacts_and_idempotent(session, campai
     add_contact(session, campaign, "b", "card")
     both = add_contact(session, campaign, "c", "identity;passwords")
     add_contact(session, campaign, "d", "identity;card")
-    assert resets.ensure_resets(session, campaign) == 2
-    assert resets.ensure_resets(session, campaign) == 0
+    assert ensure_resets(session, campaign) == 2
+    assert ensure_resets(session, campaign) == 0
     owners = set(session.scalars(select(PasswordReset.contact_id)))
     assert owners == {pw.id, both.id}
     assert {r.status for r in session.scalars(select(PasswordReset))} == {"pending"}
@@ -110,8 +122,8 @@ def test_token_format_and_only_its_hash_is_stored(session, campaign):
     contact = add_contact(session, campaign, "a")
     message = add_message(session, campaign, contact, status="pending")
     now = utcnow()
-    raw = resets.issue_token(session, campaign, contact.id, message.id, now=now)
-    other = resets.issue_token(session, campaign, contact.id, None, now=now)
+    raw = issue_token(session, campaign, contact.id, message.id, now=now)
+    other = issue_token(session, campaign, contact.id, None, now=now)
     assert raw and TOKEN_RE.match(raw) and TOKEN_RE.match(other) and raw != other
     stored = session.scalars(select(ResetToken).order_by(ResetToken.id)).all()
     assert [t.token_hash for t in stored] == [
@@ -126,7 +138,7 @@ def test_token_format_and_only_its_hash_is_stored(session, campaign):
     for table in ("reset_tokens", "password_resets", "events", "messages", "audit_log"):
         for row in session.execute(select(db_table(table))):
             assert not any(raw in str(cell) or other in str(cell) for cell in row), table
-    url = resets.reset_url(campaigns.config_of(campaign), raw)
+    url = reset_url(campaigns.config_of(campaign), raw)
     assert url == f"https://acme.example/reset?token={raw}"
 
 
@@ -138,13 +150,13 @@ def db_table(name: str):
 
 def test_issue_token_none_without_passwords_or_when_completed(session, campaign):
     card = add_contact(session, campaign, "card", "card")
-    assert resets.issue_token(session, campaign, card.id, None) is None
+    assert issue_token(session, campaign, card.id, None) is None
     assert session.scalar(select(func.count()).select_from(PasswordReset)) == 0
     contact = add_contact(session, campaign, "a")
-    token = resets.issue_token(session, campaign, contact.id, None)
-    assert resets.complete(session, campaign, token=token, completed_at=utcnow(),
+    token = issue_token(session, campaign, contact.id, None)
+    assert complete(session, campaign, token=token, completed_at=utcnow(),
                            source="webhook").status == 200
-    assert resets.issue_token(session, campaign, contact.id, None) is None
+    assert issue_token(session, campaign, contact.id, None) is None
     assert session.scalar(select(func.count()).select_from(ResetToken)) == 1
 
 
@@ -155,26 +167,26 @@ def test_issue_tokens_in_bulk_follows_the_same_rules(session, campaign):
     done = add_contact(session, campaign, "done")
     first = add_message(session, campaign, linked, status="pending")
     second = add_message(session, campaign, linked, channel="sms", status="pending")
-    resets.ensure_resets(session, campaign)
-    assert resets.complete(session, campaign, key="done", completed_at=now,
+    ensure_resets(session, campaign)
+    assert complete(session, campaign, key="done", completed_at=now,
                            source="import").status == 200
-    issued = resets.issue_tokens(session, campaign, [
+    issued = issue_tokens(session, campaign, [
         (linked.id, first.id), (linked.id, second.id), (card.id, None), (done.id, None)],
         now=now)
     assert issued[2:] == [None, None]
     assert all(TOKEN_RE.match(t) for t in issued[:2]) and issued[0] != issued[1]
     stored = dict(session.execute(select(ResetToken.message_id, ResetToken.token_hash)).all())
-    assert stored == {first.id: resets.hash_token(issued[0]),
-                      second.id: resets.hash_token(issued[1])}
+    assert stored == {first.id: hash_token(issued[0]),
+                      second.id: hash_token(issued[1])}
     session.expire_all()
     reset = session.scalar(select(PasswordReset).where(PasswordReset.contact_id == linked.id))
     # Issued is not sent: a link counts once its message is handed to the provider.
     assert (reset.links_sent, reset.link_expires_at) == (0, None)
-    assert resets.count_links_sent(session, [first.id, second.id]) == 2
+    assert count_links_sent(session, [first.id, second.id]) == 2
     session.expire_all()
     reset = session.scalar(select(PasswordReset).where(PasswordReset.contact_id == linked.id))
     assert (reset.links_sent, reset.link_expires_at) == (2, now + timedelta(days=14))
-    assert resets.complete(session, campaign, token=issued[1], completed_at=now,
+    assert complete(session, campaign, token=issued[1], completed_at=now,
                            source="webhook").status == 200
 
 
@@ -183,24 +195,24 @@ def test_issue_tokens_in_bulk_follows_the_same_rules(session, campaign):
 
 def test_completion_happens_once_and_revokes_the_other_links(session, campaign):
     contact = add_contact(session, campaign, "a")
-    first = resets.issue_token(session, campaign, contact.id, None)
-    second = resets.issue_token(session, campaign, contact.id, None)
-    third = resets.issue_token(session, campaign, contact.id, None)
+    first = issue_token(session, campaign, contact.id, None)
+    second = issue_token(session, campaign, contact.id, None)
+    third = issue_token(session, campaign, contact.id, None)
     when = utcnow().replace(microsecond=0)
-    result = resets.complete(session, campaign, token=second, completed_at=when,
+    result = complete(session, campaign, token=second, completed_at=when,
                              source="webhook")
     assert (result.status, result.contact_key) == (200, "a")
     reset = session.scalar(select(PasswordReset))
     assert (reset.status, reset.completed_at, reset.completed_via) == ("completed", when,
                                                                        "webhook")
     tokens = {t.token_hash: t for t in session.scalars(select(ResetToken))}
-    assert tokens[resets.hash_token(second)].used_at == when
-    assert tokens[resets.hash_token(second)].revoked_at is None
-    assert tokens[resets.hash_token(first)].revoked_at is not None
-    assert tokens[resets.hash_token(third)].revoked_at is not None
+    assert tokens[hash_token(second)].used_at == when
+    assert tokens[hash_token(second)].revoked_at is None
+    assert tokens[hash_token(first)].revoked_at is not None
+    assert tokens[hash_token(third)].revoked_at is not None
     before = snapshot(session)
     for token in (first, second, third):
-        again = resets.complete(session, campaign, token=token, completed_at=utcnow(),
+        again = complete(session, campaign, token=token, completed_at=utcnow(),
                                 source="webhook")
         assert again.status == 409
     assert snapshot(session) == before
@@ -212,28 +224,28 @@ def test_completion_happens_once_and_revokes_the_other_links(session, campaign):
 
 def test_expired_link_is_410_and_a_fresh_one_still_works(session, campaign):
     contact = add_contact(session, campaign, "a")
-    old = resets.issue_token(session, campaign, contact.id, None,
+    old = issue_token(session, campaign, contact.id, None,
                              now=utcnow() - timedelta(days=15))
     before = snapshot(session)
-    result = resets.complete(session, campaign, token=old, completed_at=utcnow(),
+    result = complete(session, campaign, token=old, completed_at=utcnow(),
                              source="webhook")
     assert result.status == 410
     assert snapshot(session) == before
-    fresh = resets.issue_token(session, campaign, contact.id, None)
-    assert resets.complete(session, campaign, token=fresh, completed_at=utcnow(),
+    fresh = issue_token(session, campaign, contact.id, None)
+    assert complete(session, campaign, token=fresh, completed_at=utcnow(),
                            source="webhook").status == 200
 
 
 def test_unknown_token_is_404_and_foreign_campaign_token_too(session, campaign, campaign_file):
     other = make_campaign(session, campaign_file, "other-2026")
     contact = add_contact(session, other, "a")
-    token = resets.issue_token(session, other, contact.id, None)
+    token = issue_token(session, other, contact.id, None)
     before = snapshot(session)
     for bad in ("x" * 43, "not a token!", token[:-1] + ("A" if token[-1] != "A" else "B")):
-        assert resets.complete(session, campaign, token=bad, completed_at=utcnow(),
+        assert complete(session, campaign, token=bad, completed_at=utcnow(),
                                source="webhook").status == 404
     # A real token of another campaign is unknown in this one.
-    assert resets.complete(session, campaign, token=token, completed_at=utcnow(),
+    assert complete(session, campaign, token=token, completed_at=utcnow(),
                            source="webhook").status == 404
     assert snapshot(session) == before
 
@@ -242,25 +254,25 @@ def test_completion_by_key_and_by_email(session, campaign):
     by_key = add_contact(session, campaign, "K-1")
     add_contact(session, campaign, "K-2", email="Mixed.Case@example.com")
     add_contact(session, campaign, "card-only", "card")
-    resets.ensure_resets(session, campaign)
-    token = resets.issue_token(session, campaign, by_key.id, None)
-    assert resets.complete(session, campaign, key="K-1", completed_at=utcnow(),
+    ensure_resets(session, campaign)
+    token = issue_token(session, campaign, by_key.id, None)
+    assert complete(session, campaign, key="K-1", completed_at=utcnow(),
                            source="import").status == 200
     # Its link was revoked by the completion.
-    assert resets.complete(session, campaign, token=token, completed_at=utcnow(),
+    assert complete(session, campaign, token=token, completed_at=utcnow(),
                            source="webhook").status == 409
     # Domain case differs from the stored (lower-cased) domain; local part matched as stored.
-    result = resets.complete(session, campaign, email="Mixed.Case@EXAMPLE.COM",
+    result = complete(session, campaign, email="Mixed.Case@EXAMPLE.COM",
                              completed_at=utcnow(), source="webhook")
     assert (result.status, result.contact_key) == (200, "K-2")
-    assert resets.complete(session, campaign, email="mixed.case@example.com",
+    assert complete(session, campaign, email="mixed.case@example.com",
                            completed_at=utcnow(), source="webhook").status == 409
     before = snapshot(session)
-    assert resets.complete(session, campaign, key="nobody", completed_at=utcnow(),
+    assert complete(session, campaign, key="nobody", completed_at=utcnow(),
                            source="import").status == 404
-    assert resets.complete(session, campaign, key="card-only", completed_at=utcnow(),
+    assert complete(session, campaign, key="card-only", completed_at=utcnow(),
                            source="import").status == 404
-    assert resets.complete(session, campaign, key="K-1", email="x@example.com",
+    assert complete(session, campaign, key="K-1", email="x@example.com",
                            completed_at=utcnow(), source="import").status == 400
     assert snapshot(session) == before
     assert completions(session) == 2
@@ -272,21 +284,21 @@ def test_completion_by_key_and_by_email(session, campaign):
 def test_webhook_signature_good_bad_missing(session, campaign):
     contact = add_contact(session, campaign, "a")
     received = datetime.fromisoformat("2026-11-25T10:02:00+00:00")  # the injected clock
-    token = resets.issue_token(session, campaign, contact.id, None,
+    token = issue_token(session, campaign, contact.id, None,
                                now=received - timedelta(days=1))
     body, signature = signed({"token": token, "completed_at": "2026-11-25T10:00:00Z"})
     before = snapshot(session)
-    bad = resets.signature_for("wrong-secret", body)
+    bad = signature_for("wrong-secret", body)
     for header in (None, "", bad, signature.replace("sha256=", "sha1="), "sha256=zz"):
-        status, answer = resets.handle_webhook(session, SETTINGS, body, header, received)
+        status, answer = handle_webhook(session, SETTINGS, body, header, received)
         assert status == 403
         assert token not in json.dumps(answer)
     # No secret configured: nothing is accepted, even a "valid" signature.
-    assert resets.handle_webhook(session, Settings(), body, signature)[0] == 403
+    assert handle_webhook(session, Settings(), body, signature)[0] == 403
     assert snapshot(session) == before
-    assert resets.verify_signature(SECRET, body, signature)
-    assert not resets.verify_signature(SECRET, body + b" ", signature)
-    status, answer = resets.handle_webhook(session, SETTINGS, body, signature, received)
+    assert verify_signature(SECRET, body, signature)
+    assert not verify_signature(SECRET, body + b" ", signature)
+    status, answer = handle_webhook(session, SETTINGS, body, signature, received)
     assert status == 200
     assert answer["status"] == "completed" and answer["completed_at"] == "2026-11-25T10:00:00Z"
     assert token not in json.dumps(answer)
@@ -299,11 +311,11 @@ def test_webhook_signature_good_bad_missing(session, campaign):
 def test_webhook_replay_is_409_and_errors_change_nothing(session, campaign):
     contact = add_contact(session, campaign, "a")
     expired_contact = add_contact(session, campaign, "b")
-    token = resets.issue_token(session, campaign, contact.id, None)
-    expired = resets.issue_token(session, campaign, expired_contact.id, None,
+    token = issue_token(session, campaign, contact.id, None)
+    expired = issue_token(session, campaign, expired_contact.id, None,
                                  now=utcnow() - timedelta(days=20))
     body, signature = signed({"token": token, "completed_at": utcnow().isoformat()})
-    assert resets.handle_webhook(session, SETTINGS, body, signature)[0] == 200
+    assert handle_webhook(session, SETTINGS, body, signature)[0] == 200
     before = snapshot(session)
     cases = [
         ((body, signature), 409),  # the very same request, replayed
@@ -314,11 +326,11 @@ def test_webhook_replay_is_409_and_errors_change_nothing(session, campaign):
         (signed({"token": token, "completed_at": "yesterday"}), 400),
         (signed({"token": 12345}), 400),
         (signed(["token"]), 400),
-        ((b"{not json", resets.signature_for(SECRET, b"{not json")), 400),
+        ((b"{not json", signature_for(SECRET, b"{not json")), 400),
         (signed({"key": "a", "campaign": "no-such-campaign"}), 404),
     ]
     for (payload, header), expected in cases:
-        status, answer = resets.handle_webhook(session, SETTINGS, payload, header)
+        status, answer = handle_webhook(session, SETTINGS, payload, header)
         assert status == expected, (payload, answer)
         assert answer["status"] == "error" and answer["error"]
         assert token not in json.dumps(answer) and expired not in json.dumps(answer)
@@ -330,14 +342,14 @@ def test_webhook_by_key_resolves_the_campaign(session, campaign, campaign_file):
     add_contact(session, campaign, "shared")
     add_contact(session, other, "shared")
     add_contact(session, other, "only-other")
-    status, answer = resets.handle_webhook(session, SETTINGS, *signed({"key": "shared"}))
+    status, answer = handle_webhook(session, SETTINGS, *signed({"key": "shared"}))
     assert status == 400 and "campaign" in answer["error"]
-    status, answer = resets.handle_webhook(
+    status, answer = handle_webhook(
         session, SETTINGS, *signed({"key": "shared", "campaign": "other-2026"}))
     assert (status, answer["campaign"]) == (200, "other-2026")
-    status, answer = resets.handle_webhook(session, SETTINGS, *signed({"key": "only-other"}))
+    status, answer = handle_webhook(session, SETTINGS, *signed({"key": "only-other"}))
     assert (status, answer["campaign"]) == (200, "other-2026")
-    status, _ = resets.handle_webhook(session, SETTINGS,
+    status, _ = handle_webhook(session, SETTINGS,
                                       *signed({"email": "only-other@example.com"}))
     assert status == 409
     done = session.scalars(select(PasswordReset).where(PasswordReset.status == "completed"))
@@ -359,16 +371,16 @@ def test_export_columns_and_statuses(session, campaign, tmp_path):
     old = add_contact(session, campaign, "=HYPERLINK(\"http://x\")")
     done = add_contact(session, campaign, "done")
     add_contact(session, campaign, "card", "card")
-    resets.ensure_resets(session, campaign)
-    resets.issue_token(session, campaign, linked.id, None, now=now)
-    resets.issue_token(session, campaign, old.id, None, now=now - timedelta(days=30))
-    resets.issue_token(session, campaign, old.id, None, now=now - timedelta(days=20))
-    token = resets.issue_token(session, campaign, done.id, None, now=now)
+    ensure_resets(session, campaign)
+    issue_token(session, campaign, linked.id, None, now=now)
+    issue_token(session, campaign, old.id, None, now=now - timedelta(days=30))
+    issue_token(session, campaign, old.id, None, now=now - timedelta(days=20))
+    token = issue_token(session, campaign, done.id, None, now=now)
     when = now.replace(microsecond=0) - timedelta(hours=1)
-    assert resets.complete(session, campaign, token=token, completed_at=when,
+    assert complete(session, campaign, token=token, completed_at=when,
                            source="webhook").status == 200
     path = tmp_path / "resets.csv"
-    assert resets.export_resets(session, campaign, path) == 4
+    assert export_resets(session, campaign, path) == 4
     with open(path, newline="", encoding="utf-8") as handle:
         assert next(csv.reader(handle)) == [
             "campaign", "contact_key", "email", "phone", "reset_status",
@@ -379,15 +391,15 @@ def test_export_columns_and_statuses(session, campaign, tmp_path):
     assert rows["no-link"]["links_sent"] == "0" and rows["no-link"]["link_expires_at"] == ""
     assert rows["no-link"]["phone"] == "+14155550100"  # E.164 left as is
     assert rows["linked"]["reset_status"] == "pending"
-    assert rows["linked"]["link_expires_at"] == resets.iso(now + timedelta(days=14))
+    assert rows["linked"]["link_expires_at"] == iso(now + timedelta(days=14))
     expired = rows["'=HYPERLINK(\"http://x\")"]
     assert (expired["reset_status"], expired["links_sent"]) == ("expired", "2")
-    assert expired["link_expires_at"] == resets.iso(now - timedelta(days=6))
+    assert expired["link_expires_at"] == iso(now - timedelta(days=6))
     assert rows["done"]["reset_status"] == "completed"
     assert rows["done"]["reset_completed_at"] == when.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert all(row["campaign"] == "acme-2026-11" for row in rows.values())
     assert sorted(p.name for p in tmp_path.iterdir() if "resets" in p.name) == ["resets.csv"]
-    assert resets.counts(session, campaign) == {"pending": 2, "completed": 1, "expired": 1}
+    assert counts(session, campaign) == {"pending": 2, "completed": 1, "expired": 1}
 
 
 # --------------------------------------------------------------------------- IdP import
@@ -404,8 +416,8 @@ def test_import_completions_rejects_and_idempotency(session, campaign, tmp_path)
     for key in ("a", "b", "c"):
         add_contact(session, campaign, key)
     add_contact(session, campaign, "card", "card")
-    assert resets.ensure_resets(session, campaign) == 3
-    token = resets.issue_token(session, campaign,
+    assert ensure_resets(session, campaign) == 3
+    token = issue_token(session, campaign,
                                session.scalar(select(Contact.id).where(Contact.key == "a")), None)
     source = write(tmp_path / "idp.csv", (
         "Customer ID,E-mail,Completed At\r\n"
@@ -419,7 +431,7 @@ def test_import_completions_rejects_and_idempotency(session, campaign, tmp_path)
         ",,2026-11-25\r\n"                       # 9: neither key nor email
     ))
     rejects = tmp_path / "rejects.csv"
-    summary = resets.import_completions(session, campaign, source, rejects_path=rejects)
+    summary = import_completions(session, campaign, source, rejects_path=rejects)
     assert summary.as_dict() == {"read": 8, "completed": 2, "already_completed": 1,
                                  "rejected": 5, "dry_run": False}
     rows = read_csv(rejects)
@@ -436,10 +448,10 @@ def test_import_completions_rejects_and_idempotency(session, campaign, tmp_path)
     assert done["a"].completed_via == "import"
     assert done["c"].status == "pending"
     assert session.scalar(select(ResetToken.revoked_at)) is not None
-    assert resets.complete(session, campaign, token=token, completed_at=utcnow(),
+    assert complete(session, campaign, token=token, completed_at=utcnow(),
                            source="webhook").status == 409
     assert completions(session) == 2
-    again = resets.import_completions(session, campaign, source, rejects_path=rejects)
+    again = import_completions(session, campaign, source, rejects_path=rejects)
     assert again.as_dict() == {"read": 8, "completed": 0, "already_completed": 3,
                                "rejected": 5, "dry_run": False}
     assert completions(session) == 2
@@ -448,32 +460,32 @@ def test_import_completions_rejects_and_idempotency(session, campaign, tmp_path)
 def test_import_is_all_or_nothing_on_a_bad_file(session, campaign, tmp_path):
     add_contact(session, campaign, "a")
     add_contact(session, campaign, "b")
-    resets.ensure_resets(session, campaign)
+    ensure_resets(session, campaign)
     before = snapshot(session)
     good = b"key,completed_at\na,2026-11-25\nb,2026-11-25\n"
     # Valid rows first, then bytes that are not UTF-8: nothing may be applied.
     padding = b"".join(b"a,2026-11-25\n" for _ in range(2000))
     bad = write(tmp_path / "bad.csv", good + padding + b"\xff\xfe,2026-11-25\n")
     with pytest.raises(NotifyError, match="not UTF-8"):
-        resets.import_completions(session, campaign, bad, rejects_path=tmp_path / "r.csv")
+        import_completions(session, campaign, bad, rejects_path=tmp_path / "r.csv")
     assert snapshot(session) == before
     assert not (tmp_path / "r.csv").exists()
     for text, problem in [("key,when_done\na,2026-11-25\n", "no completed_at column"),
                           ("name,completed_at\nx,2026-11-25\n", "no key or email column"),
                           ("", "empty")]:
         with pytest.raises(NotifyError, match=problem):
-            resets.import_completions(session, campaign, write(tmp_path / "x.csv", text))
+            import_completions(session, campaign, write(tmp_path / "x.csv", text))
     with pytest.raises(NotifyError, match="no such file"):
-        resets.import_completions(session, campaign, tmp_path / "missing.csv")
+        import_completions(session, campaign, tmp_path / "missing.csv")
     assert snapshot(session) == before
 
 
 def test_import_dry_run_counts_and_changes_nothing(session, campaign, tmp_path):
     add_contact(session, campaign, "a")
-    resets.ensure_resets(session, campaign)
+    ensure_resets(session, campaign)
     before = snapshot(session)
     source = write(tmp_path / "idp.tsv", "key\tcompleted_at\na\t2026-11-25\nzz\t2026-11-25\n")
-    summary = resets.import_completions(session, campaign, source, dry_run=True)
+    summary = import_completions(session, campaign, source, dry_run=True)
     assert (summary.completed, summary.rejected, summary.dry_run) == (1, 1, True)
     assert snapshot(session) == before
 

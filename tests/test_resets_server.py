@@ -9,10 +9,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from notify import db, resets
+from notify import db
 from notify.config import Settings
 from notify.models import Event, PasswordReset
-from notify.server import make_app
+from notify.resets.tokens import issue_token
+from notify.server import make_app, signature_for
 from tests.test_resets import add_contact, make_campaign
 
 SECRET = "server-test-secret-of-at-least-32-bytes"
@@ -25,7 +26,7 @@ def seed_token(engine, campaign_file, issued: datetime = RECEIVED - timedelta(da
     with db.session_scope(engine) as session:
         campaign = make_campaign(session, campaign_file)
         contact = add_contact(session, campaign, "a")
-        return resets.issue_token(session, campaign, contact.id, None, now=issued)
+        return issue_token(session, campaign, contact.id, None, now=issued)
 
 
 def reset_state(engine) -> tuple[str, int]:
@@ -41,12 +42,12 @@ async def test_signed_completion_is_committed_and_a_replay_is_409(engine, campai
     body = json.dumps({"token": token, "completed_at": "2026-11-25T10:00:00Z"}).encode()
     app = make_app(engine, Settings(webhook_secret=SECRET), clock=lambda: RECEIVED)
     async with TestClient(TestServer(app)) as client:
-        for header in ({}, {"X-Notify-Signature": resets.signature_for("nope", body)}):
+        for header in ({}, {"X-Notify-Signature": signature_for("nope", body)}):
             resp = await client.post("/webhooks/resets", data=body, headers=header)
             assert resp.status == 403
             assert token not in await resp.text()
         assert reset_state(engine) == ("pending", 0)
-        good = {"X-Notify-Signature": resets.signature_for(SECRET, body)}
+        good = {"X-Notify-Signature": signature_for(SECRET, body)}
         resp = await client.post("/webhooks/resets", data=body, headers=good)
         assert resp.status == 200
         answer = await resp.json()
@@ -65,7 +66,7 @@ async def _complete(engine, body: dict, clock: datetime) -> tuple[int, dict]:
     app = make_app(engine, Settings(webhook_secret=SECRET), clock=lambda: clock)
     async with TestClient(TestServer(app)) as client:
         resp = await client.post("/webhooks/resets", data=raw,
-                                 headers={"X-Notify-Signature": resets.signature_for(SECRET, raw)})
+                                 headers={"X-Notify-Signature": signature_for(SECRET, raw)})
         return resp.status, await resp.json()
 
 

@@ -13,10 +13,11 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from notify import db, requeue, resets, sender
+from notify import db, requeue, sender
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import AuditRecord, Contact, Event, Message
+from notify.resets.reminders import plan_reminders
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 
@@ -160,7 +161,7 @@ def test_requeue_gives_final_failures_another_chance(env, tmp_path, monkeypatch)
             ("bounced", 1), (None, 2), (None, 0)]
         assert session.scalar(select(Event.id).where(Event.source == "requeue")) is not None
         # A reminder after a requeued message takes the next sequence: no collision.
-        created = resets.plan_reminders(session, campaign, timedelta(0), 2, ["email"],
+        created = plan_reminders(session, campaign, timedelta(0), 2, ["email"],
                                         now=summary_time(engine))
     assert created == 4
     assert [r[:3] for r in rows(engine, "C-00001")][-1] == (2, "reminder", "pending")

@@ -137,8 +137,10 @@ def test_reset_links_are_issued_per_message(env, tmp_path):
 def test_reminder_after_a_completed_reset_is_skipped_not_sent(env, tmp_path):
     from datetime import timedelta
 
-    from notify import campaigns, resets
+    from notify import campaigns
     from notify.models import utcnow
+    from notify.resets.completions import complete
+    from notify.resets.reminders import plan_reminders
 
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
@@ -148,10 +150,10 @@ def test_reminder_after_a_completed_reset_is_skipped_not_sent(env, tmp_path):
     later = utcnow() + timedelta(hours=80)
     with db.session_scope(engine) as session:
         stored = campaigns.get_campaign(session, campaign.name)
-        planned = resets.plan_reminders(session, stored, timedelta(hours=72), 2, ["email"],
+        planned = plan_reminders(session, stored, timedelta(hours=72), 2, ["email"],
                                         now=later)
         assert planned == 2
-        done = resets.complete(session, stored, key="C-00000", completed_at=utcnow(),
+        done = complete(session, stored, key="C-00000", completed_at=utcnow(),
                                source="test")
         assert done.status == 200
     summary = sender.send_campaign(engine, load_settings(), campaign.name,

@@ -15,10 +15,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from notify import db, resets
+from notify import db
 from notify.config import Settings
 from notify.models import Event
-from notify.server import BODY_TIMEOUT, KEEPALIVE_TIMEOUT, make_app
+from notify.server import BODY_TIMEOUT, KEEPALIVE_TIMEOUT, make_app, signature_for
 from tests.test_webhooks import PUBLIC, SID, callback, seed, settings, signed, state
 
 SECRET = "reset-webhook-secret-for-hardening-tests"
@@ -126,7 +126,7 @@ async def test_healthz_answers_within_a_second_while_another_process_writes(sqli
 
 
 def _signed_json(payload: bytes) -> dict:
-    return {"X-Notify-Signature": resets.signature_for(SECRET, payload),
+    return {"X-Notify-Signature": signature_for(SECRET, payload),
             "Content-Type": "application/json"}
 
 

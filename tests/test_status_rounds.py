@@ -11,10 +11,11 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import event, text
 
-from notify import db, resets, sender
+from notify import db, sender
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import utcnow
+from notify.resets.reminders import plan_reminders
 from notify.status import campaign_status, format_status
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.test_tallies import assert_tallies_exact
@@ -44,7 +45,7 @@ def test_status_counts_first_notices_and_each_reminder_round_apart(env, tmp_path
     for expected in (5, 5):  # two reminder rounds, each to the 5 who have not reset
         _backdate_sends(engine, 4)
         with db.session_scope(engine) as session:
-            planned = resets.plan_reminders(session, session.merge(campaign),
+            planned = plan_reminders(session, session.merge(campaign),
                                             timedelta(hours=72), 2, ("email",))
         assert planned == expected
         _send(engine, campaign.name)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from urllib.parse import urlencode
 
 import pytest
@@ -12,7 +10,6 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-import notify
 from notify import campaigns, db, events, tracking
 from notify.audit import AppendOnlyError
 from notify.cli import main
@@ -288,10 +285,7 @@ async def test_resets_route_delegates_and_keeps_nothing_on_error(engine, campaig
         session.add(AuditRecord(actor="t", command="probe"))
         return (200, {"ok": True}) if signature == "sha256=good" else (409, {"error": "done"})
 
-    fake = types.ModuleType("notify.resets")
-    fake.handle_webhook = handle_webhook
-    monkeypatch.setitem(sys.modules, "notify.resets", fake)
-    monkeypatch.setattr(notify, "resets", fake, raising=False)
+    monkeypatch.setattr("notify.server.handle_webhook", handle_webhook)
     resp = await client.post("/webhooks/resets", data=b'{"token": "t"}',
                              headers={"X-Notify-Signature": "sha256=bad"})
     assert resp.status == 409 and await resp.json() == {"error": "done"}

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from notify import db, localtime, resets
+from notify import db, localtime
 from notify.cli import main
 from notify.cli.remind import next_due_text
 from notify.models import Campaign, Contact, Message, PasswordReset, utcnow
+from notify.resets.reminders import Upcoming, plan_reminders, upcoming_reminders
+from notify.resets.tokens import ensure_resets
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
 from tests.test_resets import add_contact, add_message
 from tests.test_resets import make_campaign as resets_make_campaign
@@ -60,22 +62,22 @@ def test_upcoming_reminders_with_the_clock_injected(env, campaign_file):
         "later": now - timedelta(hours=30), "reset": now - timedelta(days=1)})
     with db.session_scope(engine) as session:
         campaign = session.scalar(select(Campaign))
-        resets.ensure_resets(session, campaign)
+        ensure_resets(session, campaign)
         session.scalar(select(PasswordReset).join(Contact, Contact.id == PasswordReset.contact_id)
                        .where(Contact.key == "reset")).status = "completed"
         session.flush()
-        upcoming = resets.upcoming_reminders(session, campaign, timedelta(hours=72), 2,
+        upcoming = upcoming_reminders(session, campaign, timedelta(hours=72), 2,
                                              ("email",), now=now)
-        assert upcoming == resets.Upcoming(2, now + timedelta(days=1),
+        assert upcoming == Upcoming(2, now + timedelta(days=1),
                                            now + timedelta(hours=42))
-        assert resets.plan_reminders(session, campaign, timedelta(hours=72), 2, ("email",),
+        assert plan_reminders(session, campaign, timedelta(hours=72), 2, ("email",),
                                      now=now, dry_run=True) == 1
         text = next_due_text("acme-2026-11", upcoming, "72h",
                              localtime.named_zone("Europe/Berlin"))
     assert text == ("Next: 2 reminders fall due from 2026-11-28 11:00 CET to 2026-11-29 "
                     "05:00 CET (unless those contacts reset); run notify remind acme-2026-11 "
                     "--after 72h then.")
-    assert next_due_text("x", resets.Upcoming(), "3d").startswith("Next: none will fall due")
+    assert next_due_text("x", Upcoming(), "3d").startswith("Next: none will fall due")
 
 
 def test_remind_dry_run_names_when_the_next_reminders_fall_due(env, campaign_file):

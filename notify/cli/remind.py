@@ -9,13 +9,13 @@ import click
 from sqlalchemy import func, select
 
 from notify import localtime
-from notify import resets as reset_lib
 from notify.cli import main
 from notify.cli.common import App, echo_json, parse_duration, pass_app
 from notify.cli.listing import local_option
 from notify.cli.send import build_options, run_and_report, send_options
 from notify.errors import NotifyError
 from notify.models import IN_FLIGHT_STATUSES, Message
+from notify.resets import reminders
 
 
 @main.command()
@@ -54,12 +54,12 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
 
     job = sender.load_job(app.engine, app.settings, name, options)
     with app.session() as session:
-        due = reset_lib.plan_reminders(session, job.campaign, after, max_reminders,
+        due = reminders.plan_reminders(session, job.campaign, after, max_reminders,
                                        job.channels, dry_run=True, limit=limit)
         waiting = _unsent_reminders(session, job.campaign.id, job.channels)
     if dry_run:
         with app.session() as session:
-            upcoming = reset_lib.upcoming_reminders(session, job.campaign, after,
+            upcoming = reminders.upcoming_reminders(session, job.campaign, after,
                                                     max_reminders, job.channels)
         _report_dry_run(name, due, waiting, job.channels, upcoming, after_text, as_json, zone)
         return
@@ -71,7 +71,7 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
         # A fresh transaction whose first statement writes: on SQLite it takes the write
         # lock before reading, so two overlapping cron runs queue instead of failing.
         with app.session() as session:
-            created = reset_lib.plan_reminders(session, job.campaign, after, max_reminders,
+            created = reminders.plan_reminders(session, job.campaign, after, max_reminders,
                                                job.channels, limit=limit)
         if not as_json:
             click.echo(f"Planned {created} reminder(s).")
@@ -91,7 +91,7 @@ def _unsent_reminders(session, campaign_id: int, channels: tuple[str, ...]) -> i
 
 
 def _report_dry_run(name: str, due: int, waiting: int, channels: tuple[str, ...],
-                    upcoming: reset_lib.Upcoming, after_text: str, as_json: bool,
+                    upcoming: reminders.Upcoming, after_text: str, as_json: bool,
                     zone: tzinfo) -> None:
     if as_json:
         echo_json({"campaign": name, "dry_run": True, "reminders_due": due,
@@ -106,7 +106,7 @@ def _report_dry_run(name: str, due: int, waiting: int, channels: tuple[str, ...]
     click.echo(next_due_text(name, upcoming, after_text, zone))
 
 
-def next_due_text(name: str, upcoming: reset_lib.Upcoming, after_text: str,
+def next_due_text(name: str, upcoming: reminders.Upcoming, after_text: str,
                   zone: tzinfo | None = None) -> str:
     """``Next: 26 reminders fall due from 2026-12-09 10:02 UTC to ...``: when to run again."""
     if not upcoming.count:

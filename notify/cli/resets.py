@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from notify import audit as audit_log
-from notify import campaigns
-from notify import resets as reset_lib
+from notify import campaigns, export
 from notify.cli import main
 from notify.cli.common import App, echo_json, pass_app
 from notify.cli.export import summary, where
 from notify.cli.progress import RowProgress
+from notify.resets import completions
 
 
 @main.group()
@@ -41,7 +41,7 @@ def resets_export(app: App, name: str, output: str, as_json: bool) -> None:
     with app.session() as session:
         campaign = campaigns.get_campaign(session, name)
         with RowProgress(f"resets export {name}") as progress:
-            rows = reset_lib.export_resets(session, campaign, output, progress=progress.update)
+            rows = export.export_resets(session, campaign, output, progress=progress.update)
         # Exports of personal data are recorded too: compliance asks who took a copy.
         audit_log.record(session, "resets export", campaign=name,
                          arguments={"output": output}, counts={"rows": rows}, actor=app.actor)
@@ -73,7 +73,7 @@ def resets_complete(app: App, file: str, campaign_name: str, rejects: str | None
     """
     with app.session() as session:
         campaign = campaigns.get_campaign(session, campaign_name)
-        summary = reset_lib.import_completions(session, campaign, file, rejects_path=rejects,
+        summary = completions.import_completions(session, campaign, file, rejects_path=rejects,
                                                dry_run=dry_run)
         if not dry_run:
             audit_log.record(session, "resets complete", campaign=campaign_name,
