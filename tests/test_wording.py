@@ -133,3 +133,12 @@ def test_a_runs_retries_read_as_retried():
     summary = SendSummary("acme", done=Counter({("sms", "retry"): 2, ("sms", "sent"): 34}),
                           totals={"sms": {"sent": 34}})
     assert summary.lines()[1] == "  sms: 34 messages (34 sent); this run: 2 retried, 34 sent"
+
+
+def test_next_reminders_within_one_shown_minute_read_at_that_time():
+    from datetime import UTC, datetime
+
+    first = datetime(2026, 12, 9, 1, 34, 5, tzinfo=UTC)
+    text = next_due_text("acme", resets.Upcoming(28, first, first + timedelta(seconds=20)),
+                         "72h")
+    assert text.startswith("Next: 28 reminders fall due at 2026-12-09 01:34 UTC (unless")

@@ -112,9 +112,9 @@ def next_due_text(name: str, upcoming: reminders.Upcoming, after_text: str,
     if not upcoming.count:
         return ("Next: none will fall due (every contact with exposed passwords has reset, "
                 "had the most reminders, or still waits for a notice to be sent).")
-    first = localtime.show(upcoming.first_at, zone)
-    when = (f"at {first}" if upcoming.first_at == upcoming.last_at
-            else f"from {first} to {localtime.show(upcoming.last_at, zone)}")
+    first, last = localtime.show(upcoming.first_at, zone), localtime.show(upcoming.last_at, zone)
+    # Times shown to the minute: seconds apart read "from 01:34 to 01:34" otherwise.
+    when = f"at {first}" if first == last else f"from {first} to {last}"
     return (f"Next: {plural(upcoming.count, 'reminder')} fall due {when} (unless those "
             f"contacts reset); run notify remind {name} --after {after_text} then.")
 
