@@ -139,6 +139,6 @@ def test_next_reminders_within_one_shown_minute_read_at_that_time():
     from datetime import UTC, datetime
 
     first = datetime(2026, 12, 9, 1, 34, 5, tzinfo=UTC)
-    text = next_due_text("acme", resets.Upcoming(28, first, first + timedelta(seconds=20)),
+    text = next_due_text("acme", Upcoming(28, first, first + timedelta(seconds=20)),
                          "72h")
     assert text.startswith("Next: 28 reminders fall due at 2026-12-09 01:34 UTC (unless")
