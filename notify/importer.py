@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from itertools import repeat
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -47,7 +46,7 @@ import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from notify import exposures, tabular
@@ -69,7 +68,9 @@ from notify.models import Campaign, Contact, utcnow
 MAX_TEXT = 1000
 MAX_KEY = 320
 _COLUMN_LIMITS = {"country": 64, "state": 64, "locale": 32}  # String(n) columns
-CHUNK = 5000  # rows per insert batch: big enough to amortize, small enough to stream
+CHUNK = 5000  # rows per UPDATE batch
+BLOCK = 20_000  # new contacts converted to Python objects at a time (bounded memory)
+ROWS_PER_INSERT = 80  # SQLite multi-row INSERT: 80 x 12 = 960 values, under the oldest limit (999)
 PROBLEM_CAP = 100_000  # per-row problems kept in the summary; the rejects file has them all
 BULK_TALLY = 20_000  # SQLite: from this many new contacts, count them once (see _Writer)
 
@@ -512,6 +513,35 @@ def _patch(array: pa.Array, rows: Any, values: list) -> pa.Array:
 def _blank_is_null(array: pa.Array) -> pa.Array:
     """Empty strings as nulls: what the database stores for an absent value."""
     return pc.if_else(pc.fill_null(pc.equal(array, ""), True), pa.scalar(None, _TEXT), array)
+
+
+class _Objects:
+    """A column's values as the Python objects the driver binds, made block by block.
+
+    A column with few distinct values (exposures, country, a plan in the extra columns)
+    shares one object per value, taken by code: making a new string per row is most of
+    what converting a column costs. ``shared=False``: a column of distinct values.
+    """
+
+    def __init__(self, array: pa.Array, *, shared: bool = True) -> None:
+        self.array = array
+        self.codes: np.ndarray | None = None
+        self.values: np.ndarray | None = None
+        if not shared:
+            return
+        encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+        if len(encoded.dictionary) * 2 > len(array):
+            return
+        values = encoded.dictionary.to_pylist()
+        self.values = np.empty(len(values) + 1, dtype=object)  # the last: null
+        self.values[:-1] = values
+        self.codes = pc.fill_null(encoded.indices, len(values)).to_numpy(zero_copy_only=False)
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """The values at ``rows`` (None for null), as a numpy object array."""
+        if self.codes is not None and self.values is not None:
+            return self.values[self.codes[rows]]
+        return pc.take(self.array, pa.array(rows)).to_numpy(zero_copy_only=False)
 
 
 def _at(array: pa.Array, rows: Any) -> list:
@@ -988,19 +1018,24 @@ class _Importer:
             for i, row in enumerate(rows):
                 values = [campaign_id, *(p[i] for p in picked), stamp, stamp]
                 self._settle_row(int(row), values[1], values, int(lines[row]))
+        self.writer.flush()  # the settled rows first (as they were read)
         # Every other accepted row is a contact new to the campaign, written as is.
         bulk = np.flatnonzero(accepted & ~special)
         summary.imported += len(bulk)
-        for start in range(0, len(bulk), CHUNK):
-            block = bulk[start:start + CHUNK]
-            picked = [_at(keys, block), *(_at(c, block) for c in columns)]
-            self.pending.extend(zip(repeat(campaign_id, len(block)), *picked,
-                                    repeat(stamp), repeat(stamp)))
-            self.writer.flush()
+        sources = [_Objects(keys, shared=False), *(_Objects(c) for c in columns)] \
+            if self.writer.writes else []
+        for start in range(0, len(bulk), BLOCK):
+            block = bulk[start:start + BLOCK]
+            if sources:  # a dry run converts nothing
+                grid = np.empty((len(block), len(_DB_COLUMNS)), dtype=object)
+                grid[:, 0] = campaign_id
+                for index, source in enumerate(sources, 1):
+                    grid[:, index] = source.at(block)
+                grid[:, -2:] = stamp
+                self.writer.insert(grid)
             if self.progress:
                 done = start + len(block)
                 self.progress("write", done, 0.45 + 0.55 * done / len(bulk))
-        self.writer.flush()
 
     def _settle_row(self, row: int, key: str, values: list[Any], line: int) -> None:
         """One row whose key, email or phone is already known: merge, warn or insert."""
@@ -1194,9 +1229,14 @@ class _NullWriter:
         self.pending: list[Sequence[Any]] = []  # new contacts, in _DB_COLUMNS order
         self.stamp: Any = utcnow().replace(tzinfo=None)  # created_at/updated_at, naive UTC
 
+    writes = False  # a dry run: the bulk rows are not even converted
+
     def flush(self) -> None:
         """Write what is queued (the list is emptied in place: the importer holds it)."""
         self.pending.clear()
+
+    def insert(self, grid: np.ndarray) -> None:
+        """Write new contacts, one per row of ``grid`` (an object array, _DB_COLUMNS order)."""
 
     def prepare(self, campaign_id: int, expected: int) -> None:
         """Called once before the first row with how many new contacts may come."""
@@ -1256,12 +1296,45 @@ class _Writer(_NullWriter):
                 self.conn.exec_driver_sql(f'DROP INDEX "{name}"')
                 self.indexes.append(sql)
 
+    writes = True
+
     def flush(self) -> None:
         if self.pending:
             rows = [r if r.__class__ is tuple else tuple(r) for r in self.pending]
             self.conn.exec_driver_sql(self.sql, rows)
             self.written += len(self.pending)
             self.pending.clear()
+
+    def insert(self, grid: np.ndarray) -> None:
+        """Multi-row INSERTs on the driver's cursor: one statement per 80 rows costs a third
+        less than executemany's one per row (binding and stepping each row from Python)."""
+        if not len(grid):
+            return
+        width = grid.shape[1]
+        flat = grid.ravel().tolist()
+        step = ROWS_PER_INSERT * width
+        full = len(flat) // step * step
+        dialect = self.conn.dialect
+        cursor = self.conn.connection.cursor()
+        sql = self._multi_sql(ROWS_PER_INSERT)
+        try:
+            for start in range(0, full, step):
+                cursor.execute(sql, flat[start:start + step])
+            if full < len(flat):
+                sql = self._multi_sql((len(flat) - full) // width)
+                cursor.execute(sql, flat[full:])
+        except dialect.loaded_dbapi.Error as exc:
+            # SQLAlchemy's exception classes, as from any other statement of the import.
+            raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error,
+                                      hide_parameters=True, dialect=dialect) from exc
+        finally:
+            cursor.close()
+        self.written += len(grid)
+
+    def _multi_sql(self, rows: int) -> str:
+        """``INSERT ... VALUES (...), (...)`` for ``rows`` rows."""
+        values = self.sql.partition(" VALUES ")[2]
+        return self.sql.partition(" VALUES ")[0] + " VALUES " + ", ".join([values] * rows)
 
     def close(self) -> None:
         for sql in self.indexes:
@@ -1308,6 +1381,10 @@ class _CopyWriter(_Writer):
                 for row in self.pending:
                     copy.write_row(row)
         self.pending.clear()
+
+    def insert(self, grid: np.ndarray) -> None:
+        self.pending.extend(grid.tolist())
+        self.flush()
 
 
 @contextmanager
