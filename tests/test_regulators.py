@@ -86,3 +86,14 @@ def test_an_unknown_campaign_writes_nothing(env, tmp_path):
     result = run("report", "regulators", "nope", "-o", str(out))
     assert result.exit_code == 1 and "unknown campaign 'nope'" in result.output
     assert not out.exists()
+
+
+def test_a_dash_for_the_folder_is_refused_not_created(env, tmp_path, monkeypatch):
+    """Elsewhere `-o -` means standard output; a folder of reports cannot go there, and a
+    folder named '-' is what nobody meant."""
+    assert run("init").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    result = run("report", "regulators", NAME, "-o", "-")
+    assert result.exit_code == 2
+    assert "-o -: the reports are several files; name a folder" in result.output
+    assert not (tmp_path / "-").exists()

@@ -41,6 +41,9 @@ def report_regulators(app: App, name: str, output: Path, as_of: datetime | None,
     """
     from notify.regulators import write_reports
 
+    if str(output) == "-":
+        raise click.UsageError("-o -: the reports are several files; name a folder "
+                               "(e.g. -o regulators/)")
     day = as_of.date() if as_of else datetime.now(UTC).date()
     with app.session() as session:
         files = write_reports(session, name, output, day)
