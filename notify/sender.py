@@ -191,6 +191,9 @@ class SendSummary:
         if self.interrupted:
             head = "Interrupted; in-flight messages were recorded. Run again to resume"
         out = [f"{head}: campaign {self.campaign} in {self.elapsed:.1f}s."]
+        if not self.totals:  # a bare headline read as if something had been sent
+            out.append(f"  no messages: the campaign has no contacts yet (import them with: "
+                       f"notify contacts import FILE --campaign {self.campaign})")
         for channel in sorted(self.totals):
             if self.dry_run:
                 out.append(f"  {channel}: {self.dry_run_text(channel)}")

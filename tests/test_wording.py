@@ -142,3 +142,12 @@ def test_next_reminders_within_one_shown_minute_read_at_that_time():
     text = next_due_text("acme", Upcoming(28, first, first + timedelta(seconds=20)),
                          "72h")
     assert text.startswith("Next: 28 reminders fall due at 2026-12-09 01:34 UTC (unless")
+
+
+def test_a_send_with_no_contacts_says_so(env, campaign_file):
+    assert run("campaign", "load", str(campaign_file)).exit_code == 0
+    result = run("send", "acme-2026-11", "--yes", "--outbox")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1] == (
+        "  no messages: the campaign has no contacts yet (import them with: notify contacts "
+        "import FILE --campaign acme-2026-11)")
