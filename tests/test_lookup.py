@@ -130,3 +130,13 @@ def test_lookup_cli_prints_verdict_first_and_json(env, campaign_file):
     assert json.loads(as_json.stdout)["matches"] == 0
     bad = runner.invoke(main, ["lookup", "c1", "--campaign", "nope"])
     assert bad.exit_code == 1 and "unknown campaign 'nope'" in bad.output
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_an_empty_query_is_a_usage_error_not_an_answer(env, query):
+    """`notify lookup "$KEY"` with KEY unset must not answer "no contact matches ''"."""
+    db.connect(env["NOTIFY_DATABASE_URL"])
+    result = CliRunner().invoke(main, ["lookup", query])
+    assert result.exit_code == 2
+    assert "QUERY is empty: give a key, an email or a phone number" in result.output
+    assert "No contact" not in result.output

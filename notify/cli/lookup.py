@@ -36,6 +36,8 @@ def lookup(app: App, query: str, campaign: str | None, as_json: bool, zone: tzin
     """
     from notify import lookup
 
+    if not query.strip():  # an empty shell variable: "no contact matches ''" reads as an answer
+        raise click.UsageError("QUERY is empty: give a key, an email or a phone number")
     with app.session() as session:
         result = {**lookup.lookup(session, query, campaign), "database": app.database_name}
     if as_json:
