@@ -62,9 +62,16 @@ def prepare_sqlite_file(database: str | None) -> None:
     """
     if not database or database == ":memory:" or database.startswith("file:"):
         return
+    folder = Path(database).expanduser().resolve().parent
+    if not folder.is_dir():
+        # SQLite would say "unable to open database file", which reads as an outage.
+        from notify.errors import NotifyError
+
+        raise NotifyError(f"cannot create the database {database}: folder {folder} does not "
+                          "exist (create it first, or choose another path with --db)")
     try:
         fd = create_private(database)
-    except OSError:  # no such folder, no permission: SQLite reports it in its own words
+    except OSError:  # no permission: SQLite reports it in its own words
         return
     if fd is not None:
         os.close(fd)

@@ -118,3 +118,17 @@ def test_a_path_in_the_environment_variable_says_how_to_write_it(tmp_path):
     assert result.output.endswith(f"(a SQLite file is written sqlite:///{target.resolve()}, or "
                                   "given as a path with notify --db PATH)\n")
     assert not target.exists()
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("command", [["init"], ["campaign", "load", "CAMPAIGN"]])
+def test_a_database_in_a_missing_folder_names_the_folder(env, tmp_path, campaign_file, command):
+    """Not "the database failed: unable to open database file ... once the database is back"."""
+    target = tmp_path / "no" / "such" / "notify.db"
+    args = [str(campaign_file) if a == "CAMPAIGN" else a for a in command]
+    result = run("--db", str(target), *args)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: cannot create the database {target}: folder "
+                             f"{target.parent} does not exist (create it first, or choose "
+                             "another path with --db)\n")
+    assert not (tmp_path / "no").exists()
