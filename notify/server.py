@@ -37,6 +37,7 @@ from sqlalchemy.pool import NullPool
 
 from notify import db, tracking
 from notify.config import Settings, check_webhook_secret
+from notify.errors import NotifyError
 from notify.models import Campaign, utcnow
 from notify.resets.completions import CLOCK_SKEW, CompletionResult, complete, failure
 from notify.times import as_utc, parse_iso
@@ -523,4 +524,8 @@ def serve(engine: Engine, settings: Settings, host: str, port: int,
           announce: Callable[[str], None] = print) -> None:
     """Run the app until interrupted (what `notify serve` does)."""
     app = make_app(engine, settings)
-    web.run_app(app, host=host, port=port, print=announce, access_log=log)
+    try:
+        web.run_app(app, host=host, port=port, print=announce, access_log=log)
+    except OSError as exc:  # binding: the port is taken, or the address is not this host's
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise NotifyError(f"cannot listen on {host}:{port}: {why}") from None

@@ -246,3 +246,24 @@ async def test_healthz_never_creates_a_database(tmp_path):
         assert resp.status == 503
     assert not path.exists()
     engine.dispose()
+
+
+def test_a_port_in_use_is_one_line_not_a_traceback(env, tmp_path):
+    import os
+    import socket
+
+    db.connect(env["NOTIFY_DATABASE_URL"])
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        result = subprocess.run([sys.executable, "-m", "notify", "serve", "--port", str(port)],
+                                capture_output=True, text=True, env={**os.environ, **env},
+                                timeout=60)
+    finally:
+        taken.close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (f"Error: cannot listen on 127.0.0.1:{port}: "
+                                              "Address already in use")
