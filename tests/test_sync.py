@@ -173,3 +173,26 @@ def test_sync_unknown_campaign(env):
     db.connect(env["NOTIFY_DATABASE_URL"])  # an existing database without that campaign
     result = CliRunner().invoke(main, ["sync", "sms", "nope"])
     assert result.exit_code == 1 and "unknown campaign 'nope'" in result.output
+
+
+def test_a_sync_whose_every_lookup_failed_exits_1(env, campaign_file, double, monkeypatch):
+    """Twilio unreachable: the run learned nothing, and says so with a failing status."""
+    import socket
+
+    sids = create_at_twilio(double, campaigns.parse_campaign_file(campaign_file))
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    seed(engine, campaign_file, sids)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    for key, value in double.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("NOTIFY_TWILIO_API_URL", f"http://127.0.0.1:{port}")
+    for args in ([], ["--json"]):
+        result = CliRunner().invoke(main, ["sync", "sms", NAME, *args])
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines()[-1] == ("Error: every lookup at twilio failed; "
+                                                  "nothing changed: run notify sync sms "
+                                                  "again once it answers")
+    assert sync_events(engine) == []

@@ -62,8 +62,13 @@ def sync_sms(app: App, name: str, concurrency: int | None, as_json: bool) -> Non
     with app.session() as session:
         audit_log.record(session, "sync sms", campaign=name, arguments=arguments,
                          counts=counts, actor=app.actor)
+    # Nothing was learned when every lookup failed: a cron job must not read it as success.
+    failed = NotifyError(f"every lookup at {messenger.name} failed; nothing changed: run "
+                         "notify sync sms again once it answers")
     if as_json:
         echo_json({"campaign": name, **counts})
+        if counts["errors"] and counts["errors"] == counts["checked"]:
+            raise failed
         return
     changed = ", ".join(f"{n} {status}" for status, n in counts["by_status"].items()) or "none"
     click.echo(f"Checked {counts['checked']} SMS of {name} with {messenger.name}: changed "
@@ -73,3 +78,5 @@ def sync_sms(app: App, name: str, concurrency: int | None, as_json: bool) -> Non
         click.echo(f"Applied {counts['early_applied']} status callbacks that had arrived early.")
     for sample in report.error_samples:
         click.echo(f"  lookup error: {sample}", err=True)
+    if counts["errors"] and counts["errors"] == counts["checked"]:
+        raise failed
