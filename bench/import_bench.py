@@ -1,7 +1,8 @@
 """Benchmark: import a realistic 1,000,000-row customer list into SQLite and PostgreSQL.
 
 Generates the CSV once (mixed phone formats, messy header aliases, assorted exposure
-spellings, an internationalized domain, ~1% repeated keys, 2% bad rows), then imports it through
+spellings, an internationalized domain, ~1% repeated keys, 3% bad rows; the output describes
+it), then imports it through
 ``notify.importer.import_contacts`` in a fresh subprocess per database, so each run's peak RSS
 is its own. PostgreSQL imports into a schema of its own, dropped afterwards. It also times
 ``pandas.read_csv`` alone on the same file (its own subprocess, pandas' defaults) and prints
@@ -13,6 +14,10 @@ through pandas). The machine's load average is printed with each figure: measure
     python bench/import_bench.py                    # both databases, 1,000,000 rows
     python bench/import_bench.py --db sqlite --rows 200000
     NOTIFY_BENCH_POSTGRES_URL=postgresql+psycopg://me@db/x python bench/import_bench.py --db pg
+
+Each customer has their own phone number. Until December the UK customers' numbers came from
+10,000 values (+44 20 7946 xxxx), so ~5 customers shared each and 30,000 rows were "possible
+duplicates" settled one by one; ``--shared-uk-phones`` generates that file again to compare.
 """
 
 from __future__ import annotations
@@ -88,10 +93,15 @@ def _us_phone(rng: random.Random) -> str:
     return f"001-{area}-{exchange}-{line:04d}"
 
 
+SHARED_UK = False  # --shared-uk-phones: the file this bench generated before (see describe())
+
+
 def _phone(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.05:
-        return f"+44 20 7946 {rng.randint(0, 9999):04d}"
+        if SHARED_UK:  # 10,000 numbers for 5% of a million people: ~5 people per number
+            return f"+44 20 7946 {rng.randint(0, 9999):04d}"
+        return f"+44 20 7{rng.randint(0, 999):03d} {rng.randint(0, 9999):04d}"
     if roll < 0.07:
         return f"+33 1 {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)} " \
                f"{rng.randint(10, 99)}"
@@ -136,6 +146,21 @@ def generate(path: Path, rows: int, seed: int = 2026) -> None:
                              f"20{rng.randint(10, 25)}-{rng.randint(1, 12):02d}-01"])
 
 
+def describe(rows: int) -> str:
+    """What the generated file holds (the same mix whatever --rows is), for the output."""
+    uk = ("drawn from 10,000 numbers, so ~5 customers share each: ~30,000 possible duplicates"
+          if SHARED_UK else "distinct numbers, as real customers have")
+    return (
+        f"file: {rows:,} rows, header {', '.join(HEADER)}; 80% have a phone: US/CA in six "
+        "formats ((212) 555-0134 30%, 212.555.0134 20%, +1 212 555 0134 20%, 2125550134 15%, "
+        f"1-212-555-0134 10%, 001-212-555-0134 5%), 5% +44 20 7xxx xxxx ({uk}), 2% French "
+        "+33 1 xx xx xx xx; emails on 10 domains in mixed case and 1% on an internationalized "
+        f"domain; {len(EXPOSURES)} exposure spellings; ~1% repeated keys (merged); 3% bad rows: "
+        "1% no usable address, 1% no known exposure (rejected), 1% a bad email with a good "
+        "phone (warned)"
+    )
+
+
 def child(url: str, csv_path: str) -> None:
     """Run one import in this process and print its figures as JSON (the parent reads them)."""
     sys.path.insert(0, str(ROOT))
@@ -153,7 +178,8 @@ def child(url: str, csv_path: str) -> None:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     engine.dispose()
     print(json.dumps({"elapsed": elapsed, "cpu": cpu, "peak_rss_mb": peak_kb / 1024,
-                      "counts": summary.counts()}))
+                      "counts": {**summary.counts(),
+                                 "possible_duplicates": summary.possible_duplicates}}))
 
 
 def read_csv_child(csv_path: str) -> None:
@@ -191,7 +217,7 @@ def run(label: str, url: str, csv_path: Path, rows: int) -> dict:
     # CPU time is this process's own: on a shared machine it shows what the code costs
     # when wall time is inflated by other work (the load average is printed too).
     print(f"{label:10s} {rows:>9,} rows  {result['elapsed']:7.1f} s  {rate:>9,.0f} rows/s  "
-          f"(client CPU {result['cpu']:.1f} s)  peak RSS {result['peak_rss_mb']:,.0f} MB  "
+          f"(CPU user+sys {result['cpu']:.1f} s)  peak RSS {result['peak_rss_mb']:,.0f} MB  "
           f"load {os.getloadavg()[0]:.1f}  {result['counts']}", flush=True)
     return result
 
@@ -224,7 +250,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", choices=["sqlite", "postgres", "pg", "both"], default="both")
     parser.add_argument("--csv", type=Path, help="reuse or write the generated CSV here")
+    parser.add_argument("--shared-uk-phones", action="store_true",
+                        help="generate the earlier file: the UK customers' numbers drawn from "
+                             "10,000 values (~30,000 possible duplicates at a million rows)")
     args = parser.parse_args()
+    global SHARED_UK
+    SHARED_UK = args.shared_uk_phones
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
         csv_path = args.csv or Path(tmp) / f"customers-{args.rows}.csv"
         if not csv_path.exists():
@@ -232,6 +263,7 @@ def main() -> None:
             generate(csv_path, args.rows)
             print(f"generated {csv_path} ({csv_path.stat().st_size / 1e6:,.0f} MB) in "
                   f"{time.perf_counter() - started:.1f} s", flush=True)
+        print(describe(args.rows), flush=True)
         baseline = read_csv_alone(csv_path)
         if args.db in ("sqlite", "both"):
             result = run("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", csv_path, args.rows)
