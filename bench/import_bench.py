@@ -263,7 +263,10 @@ def main() -> None:
             generate(csv_path, args.rows)
             print(f"generated {csv_path} ({csv_path.stat().st_size / 1e6:,.0f} MB) in "
                   f"{time.perf_counter() - started:.1f} s", flush=True)
-        print(describe(args.rows), flush=True)
+            print(describe(args.rows), flush=True)
+        else:
+            print(f"reusing {csv_path}; if this bench generated it with the same --rows and "
+                  f"--shared-uk-phones, its {describe(args.rows)}", flush=True)
         baseline = read_csv_alone(csv_path)
         if args.db in ("sqlite", "both"):
             result = run("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", csv_path, args.rows)
