@@ -10,6 +10,9 @@ the ratio: what the import costs beyond reading the file.
 
 Goal (2-core machine): <= 12 s into SQLite, peak RSS <= 1 GB (25.5 s before the import went
 through pandas). The machine's load average is printed with each figure: measure when quiet.
+Measured in December on the shared 2-core machine, load 1.7: 14.0 s (CPU user+sys 13.8 s),
+peak RSS 861 MB, so the 12 s goal is not met yet. About 6.5 s of the CPU is SQLite's
+own work (the insert, rebuilding four indexes, the commit's checkpoint).
 
     python bench/import_bench.py                    # both databases, 1,000,000 rows
     python bench/import_bench.py --db sqlite --rows 200000
