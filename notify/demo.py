@@ -12,13 +12,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from notify import audit, campaigns, db, export, importer, sender
+from notify import audit, campaigns, db, export, importer
 from notify.config import Settings
 from notify.errors import NotifyError
 from notify.files import private_dir
 from notify.models import Contact, PasswordReset, utcnow
 from notify.resets import completions
 from notify.resources import data_dir
+from notify.send import runner as sender
 from notify.status import campaign_status, format_status
 
 Echo = Callable[[str], None]

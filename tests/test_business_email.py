@@ -8,9 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from notify import db, export, sender
+from notify import db, export
 from notify.config import load_settings
 from notify.models import Contact, Event, Message
+from notify.send import runner as sender
 from tests.factories import campaign_toml, make_campaign
 
 NAME = "acme-2026-11"

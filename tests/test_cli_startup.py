@@ -26,7 +26,7 @@ def test_status_does_not_load_the_send_engine_or_templates(env):
         "    main(['status', 'nope'])\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 1, exc.code\n"
-        "heavy = [m for m in ('notify.sender', 'notify.importer', 'notify.templates', "
+        "heavy = [m for m in ('notify.send.runner', 'notify.importer', 'notify.templates', "
         "'jinja2', 'aiosmtplib', 'twilio') if m in sys.modules]\n"
         "print('loaded:', heavy)\n"
     )

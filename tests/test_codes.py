@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from notify import codes, db, sender
+from notify import codes, db
 from notify.campaigns import get_campaign
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import Contact, EnrollmentCode, Message
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, make_campaign
 
 NAME = "acme-2026-11"

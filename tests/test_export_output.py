@@ -9,10 +9,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from notify import db, sender
+from notify import db
 from notify.cli import main
 from notify.cli import progress as progress_mod
 from notify.cli.progress import RowProgress
+from notify.send import runner as sender
 from tests.factories import EXAMPLE, add_contacts, make_campaign
 
 NAME = "acme-2026-11"

@@ -233,7 +233,7 @@ def test_cli_remind_dry_run_plans_nothing(env, campaign_file):
 
 
 def test_cli_remind_end_to_end_sends_through_the_engine(env, campaign_file, tmp_path):
-    pytest.importorskip("notify.sender", reason="send engine not written yet")
+    pytest.importorskip("notify.send.runner", reason="send engine not written yet")
     seed_due(env, campaign_file)
     result = run("remind", "acme-2026-11", "--after", "72h", "--channel", "email", "--yes")
     assert result.exit_code == 0, result.output

@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, text
 
-from notify import db, sender
+from notify import db
 from notify.models import Event, Message
+from notify.send import runner as sender
 from notify.throttle import Throttle
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.processes import notify_process, wait_for_sink

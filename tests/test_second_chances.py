@@ -13,11 +13,12 @@ from datetime import timedelta
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from notify import db, requeue, sender
+from notify import db, requeue
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import AuditRecord, Contact, Event, Message
 from notify.resets.reminders import plan_reminders
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from notify import db, sender
+from notify import db
 from notify.config import load_settings
 from notify.models import Message
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
 
 CONTACTS = 40

@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from notify import db, sender
+from notify import db
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import Event, Message
 from notify.outage import OutageTooLong
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
 from tests.smtp_sink import SmtpSink
 from tests.twilio_double import TwilioDouble

@@ -9,10 +9,11 @@ from pathlib import Path
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from notify import db, sender
+from notify import db
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import Event, Message
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
 
 

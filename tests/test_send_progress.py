@@ -8,11 +8,12 @@ import re
 
 from click.testing import CliRunner
 
-from notify import db, sender
+from notify import db
 from notify.cli import main
 from notify.cli.send_progress import PlainProgress, TerminalProgress
 from notify.config import load_settings
 from notify.outage import OutageState
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 

@@ -11,9 +11,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from notify import db, sender
+from notify import db
 from notify.config import load_settings
 from notify.models import Event, Message, utcnow
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 from tests.test_transport_twilio import messenger, sms

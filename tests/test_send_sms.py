@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from notify import db, sender
+from notify import db
 from notify.config import load_settings
 from notify.models import Message, utcnow
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.twilio_double import TwilioDouble
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from notify import db, sender
+from notify import db
 from notify.config import load_settings
 from notify.models import Event, Message
+from notify.send import runner as sender
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
 from tests.smtp_sink import SmtpSink, window_max
 

@@ -11,11 +11,12 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import event, text
 
-from notify import db, sender
+from notify import db
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import utcnow
 from notify.resets.reminders import plan_reminders
+from notify.send import runner as sender
 from notify.status import campaign_status, format_status
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.test_tallies import assert_tallies_exact

@@ -176,8 +176,8 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
         monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
         monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-        from notify import sender
         from notify.config import load_settings
+        from notify.send import runner as sender
 
         sender.send_campaign(engine, load_settings(), campaign.name,
                              sender.SendOptions(email_rate=0, retry_base=0.01, progress=False))
@@ -192,8 +192,8 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
     with SmtpSink(fail_every=2) as sink:
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
         other, _ = setup_second(engine, tmp_path)
-        from notify import sender
         from notify.config import load_settings
+        from notify.send import runner as sender
 
         sender.send_campaign(engine, load_settings(), other.name,
                              sender.SendOptions(email_rate=0, retry_base=0.01, progress=False))

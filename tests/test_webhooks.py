@@ -223,7 +223,7 @@ async def test_send_engine_applies_early_callbacks_when_it_records_sent(
     """record_sent (the engine's group write) links and applies a callback that came first."""
     from types import SimpleNamespace
 
-    from notify import sender
+    from notify.send import runner as sender
 
     row = seed(engine, campaign_file, sid=None, status="sending")
     early_sid, other_sid = "SM" + "d" * 32, "SM" + "e" * 32

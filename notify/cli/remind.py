@@ -50,7 +50,7 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
                             assume_yes=True, notice="reminder")
     # The engine's own view of the campaign: same channels as `notify send`, and broken
     # reminder templates are refused before anything is planned.
-    from notify import sender  # the send engine: only when reminders go out
+    from notify.send import runner as sender  # the send engine: only when reminders go out
 
     job = sender.load_job(app.engine, app.settings, name, options)
     with app.session() as session:

@@ -16,7 +16,7 @@ from notify.config import LEASE_SECONDS
 from notify.errors import ConfigError, NotifyError
 
 if TYPE_CHECKING:  # the engine (jinja2, aiosmtplib, twilio) loads when a send starts
-    from notify import sender
+    from notify.send import runner as sender
 
 # DESIGN.md: a lease lasts at most 30 s. Below a second, a busy database could let a live
 # worker's lease run out between two renewals (every third of the lease).
@@ -77,7 +77,7 @@ def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: fl
                   sms_rate: float | None, concurrency: int | None, assume_yes: bool,
                   notice: str | None = None) -> sender.SendOptions:
     """SendOptions from the shared flags (and NOTIFY_LEASE_SECONDS from the environment)."""
-    from notify import sender
+    from notify.send import runner as sender
 
     options = sender.SendOptions(
         channels=None if channel == "all" else (channel,), dry_run=dry_run, limit=limit,
@@ -114,7 +114,7 @@ def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
     """Ask before sending for real; refuses without --yes when nobody can answer."""
     if options.dry_run or options.assume_yes:
         return True
-    from notify import sender
+    from notify.send import runner as sender
 
     counts = sender.pending_counts(app.engine, app.settings, name, options)
     total = sum(counts.values())
@@ -134,8 +134,8 @@ def run_and_report(app: App, command: str, name: str, options: sender.SendOption
     ``prepare`` (remind's planning) runs first, inside the audited run, and returns counts
     for the record and the summary.
     """
-    from notify import sender
     from notify.cli.send_progress import reporter
+    from notify.send import runner as sender
 
     if options.observer is None:
         options.observer = reporter(options.progress and not options.dry_run)
