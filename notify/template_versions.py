@@ -11,7 +11,11 @@ Reading is where hostile files are stopped. Every entry is resolved with realpat
 link (or the folder itself) that leads outside its root, a broken link, a link loop, or
 anything that is not a regular file (a FIFO, a device, ``/proc/self/environ`` through a link)
 is a one-line error naming it, and nothing is stored. Only ``*.j2`` files are kept; Jinja
-then resolves ``include``/``extends`` among the stored names only, never on disk.
+then resolves ``include``/``extends`` among the stored names only, never on disk. An
+``include``, ``extends`` or ``import`` naming a template outside the set (``/etc/passwd``,
+``../x``), or naming it with an expression (which could reach anything at render time), is
+refused when the set is read, as a one-line error: a notice that can never render is not
+stored.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
+from jinja2 import nodes
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -41,6 +47,9 @@ MAX_FILES = 2000
 COUNTERPARTS = (("email.txt.j2", "email.html.j2"), ("reminder.txt.j2", "reminder.html.j2"),
                 ("notice.txt.j2", "notice.html.j2"))
 OVERRIDE, DEFAULTS = "override", "defaults"
+# The defaults are also reachable as ``defaults/<name>`` (notify.templates' loader), so an
+# override can extend the default it replaces.
+DEFAULTS_PREFIX = "defaults"
 
 
 class TemplateSetError(NotifyError):
@@ -177,13 +186,71 @@ def read_folder(root: Path, shown: str | None = None) -> dict[str, str]:
 
 def read_set(override: Path | None, *, shown: str | None = None,
              defaults: Path | None = None) -> TemplateSet:
-    """The override folder (if any) over the shipped defaults, read once and checked."""
+    """The override folder (if any) over the shipped defaults, read once and checked
+    (entries by realpath, references by :func:`check_references`)."""
     defaults = defaults or default_templates()
     shipped = read_folder(defaults, "<defaults>")
     if override is None:
-        return TemplateSet({}, shipped, None)
-    origin = shown or str(override)
-    return TemplateSet(read_folder(override, origin), shipped, origin)
+        tset = TemplateSet({}, shipped, None)
+    else:
+        origin = shown or str(override)
+        tset = TemplateSet(read_folder(override, origin), shipped, origin)
+    check_references(tset)
+    return tset
+
+
+def _referenced(source: str) -> list[tuple[int, str | None]]:
+    """(line, name) of every template ``source`` includes, extends or imports; name None
+    when it is computed at render time (a variable, a concatenation).
+
+    The same nodes :func:`jinja2.meta.find_referenced_templates` inspects, kept with their
+    line so the error can say where.
+    """
+    found: list[tuple[int, str | None]] = []
+    ast = jinja2.Environment().parse(source)
+    for node in ast.find_all((nodes.Extends, nodes.FromImport, nodes.Import, nodes.Include)):
+        target = node.template
+        if isinstance(target, nodes.Const) and isinstance(target.value, str):
+            found.append((node.lineno, target.value))
+        elif isinstance(target, nodes.Const) and isinstance(target.value, (tuple, list)) \
+                and all(isinstance(item, str) for item in target.value):
+            found.extend((node.lineno, item) for item in target.value)
+        elif isinstance(target, (nodes.Tuple, nodes.List)) and all(
+                isinstance(item, nodes.Const) and isinstance(item.value, str)
+                for item in target.items):
+            found.extend((node.lineno, item.value) for item in target.items)  # type: ignore[attr-defined]
+        else:
+            found.append((node.lineno, None))
+    return found
+
+
+def check_references(tset: TemplateSet) -> None:
+    """Raise TemplateSetError for the first include/extends/import leaving the stored set.
+
+    The renderer would refuse it too (its loader knows only stored names), but only when
+    that notice is rendered, mid-send; the issue's rule is that a reference leaving the root
+    is a one-line error at load, with nothing stored. A name computed at render time cannot
+    be checked here, so it is refused as well. A file Jinja cannot parse is left to
+    ``templates check``, which names the syntax error (it includes nothing).
+    """
+    names = {*tset.overrides, *tset.defaults, *(f"{DEFAULTS_PREFIX}/{n}" for n in tset.defaults)}
+    where = f"{tset.origin} or the defaults" if tset.origin else "the defaults"
+    for shown, files in ((tset.origin or "templates", tset.overrides),
+                         ("<defaults>", tset.defaults)):
+        for name in sorted(files):
+            try:
+                references = _referenced(files[name])
+            except jinja2.TemplateSyntaxError:
+                continue
+            for line, target in references:
+                if target is None:
+                    raise TemplateSetError(
+                        f"{shown}/{name}, line {line}: includes a template named by an "
+                        "expression; name it literally (a stored template)")
+                if target not in names:
+                    raise TemplateSetError(
+                        f"{shown}/{name}, line {line}: includes {target!r}, which is not in "
+                        f"{where}")
 
 
 def override_folder(campaign_file: Path, templates: str) -> Path:

@@ -249,25 +249,72 @@ def test_links_within_the_folder_are_fine(env, campaign_file, tmp_path):
     assert '"card/email.subject.j2": "Version one' in files and "README" not in files
 
 
-def test_includes_resolve_only_within_the_stored_set(env, campaign_file, tmp_path):
+@pytest.mark.parametrize("kind,tag,name", [
+    ("card", "include", "../../secret.j2"),
+    ("identity", "include", "SECRET"),  # the absolute path of secret.j2
+    ("passwords", "extends", "notes.txt"),
+    ("card", "import", "/etc/passwd"),
+    ("identity", "from", "../x.j2"),
+    ("passwords", "include", "_shared/missing.txt.j2"),
+])
+def test_a_reference_leaving_the_stored_set_is_refused_at_load(env, campaign_file, tmp_path,
+                                                               kind, tag, name):
     secret = tmp_path / "secret.j2"
     secret.write_text("TOP SECRET\n")
-    notices = write(tmp_path / "notices", {
-        "card/email.subject.j2": '{% include "../../secret.j2" %}',
-        "identity/email.subject.j2": '{% include "' + str(secret) + '" %}',
-        "passwords/email.subject.j2": '{% include "notes.txt" %}',
+    name = str(secret) if name == "SECRET" else name
+    statement = {"include": f"{{% include {name!r} %}}", "extends": f"{{% extends {name!r} %}}",
+                 "import": f"{{% import {name!r} as x %}}",
+                 "from": f"{{% from {name!r} import y %}}"}[tag]
+    write(tmp_path / "notices", {
+        f"{kind}/email.subject.j2": "Your notice\n" + statement + "\n",
         "notes.txt": "a file in the folder, but not a template\n",
     })
-    assert (notices / "notes.txt").exists()
+    with_templates(campaign_file)
+    for command in (("campaign", "load", str(campaign_file)),):
+        result = run(*command)
+        error = one_line_error(result)
+        assert error == (f"Error: notices/{kind}/email.subject.j2, line 2: includes {name!r}, "
+                         "which is not in notices or the defaults"), error
+        assert "TOP SECRET" not in result.output and "not a template" not in result.output
+    assert stored(env) == (0, 0)
+
+
+@pytest.mark.parametrize("statement", [
+    "{% include name %}", '{% include "_shared/" ~ name %}', "{% extends [name] %}",
+    '{% import name ~ ".j2" as x %}'])
+def test_an_include_named_by_an_expression_is_refused_at_load(env, campaign_file, tmp_path,
+                                                               statement):
+    write(tmp_path / "notices", {"card/sms.txt.j2": "Hi\n" + statement + "\n"})
+    with_templates(campaign_file)
+    error = one_line_error(run("campaign", "load", str(campaign_file)))
+    assert error.startswith("Error: notices/card/sms.txt.j2, line 2: includes a template named "
+                            "by an expression"), error
+    assert stored(env) == (0, 0)
+
+
+def test_references_within_the_stored_set_load(env, campaign_file, tmp_path):
+    write(tmp_path / "notices", {
+        "card/email.txt.j2": '{% extends "defaults/card/email.txt.j2" %}\n',
+        "card/email.html.j2": '{% extends "_shared/notice.html.j2" %}\n',
+        "card/sms.txt.j2": '{% include ["_shared/sms.txt.j2", "card/extra.j2"] %}\n',
+        "card/extra.j2": "more\n",
+    })
+    with_templates(campaign_file)
+    result = run("campaign", "load", str(campaign_file))
+    assert result.exit_code == 0, result.output
+    assert stored(env) == (1, 1)
+
+
+def test_a_folder_changed_after_load_to_include_outside_fails_the_check(env, campaign_file,
+                                                                       tmp_path):
+    notices = write(tmp_path / "notices", {"card/email.subject.j2": SUBJECT_V1})
     with_templates(campaign_file)
     assert run("campaign", "load", str(campaign_file)).exit_code == 0
-    result = run("templates", "check", "--campaign", NAME)
-    assert result.exit_code == 1
-    assert "TOP SECRET" not in result.output and "not a template" not in result.output
-    for kind, name in (("card", "../../secret.j2"), ("identity", str(secret)),
-                       ("passwords", "notes.txt")):
-        assert (f"notices/{kind}/email.subject.j2, line 1: includes {name!r}, which is not in "
-                "notices or the defaults") in result.output
+    (notices / "card" / "email.subject.j2").write_text('{% include "/etc/passwd" %}\n')
+    error = one_line_error(run("templates", "check", "--campaign", NAME))
+    assert error == ("Error: notices/card/email.subject.j2, line 1: includes '/etc/passwd', "
+                     "which is not in notices or the defaults"), error
+    assert "root:" not in error
 
 
 def test_check_warns_when_one_part_of_a_notice_is_overridden(env, campaign_file, tmp_path):
