@@ -157,7 +157,7 @@ WHERE contacts.campaign_id = :campaign_id AND contacts.enrollment_code IS NULL
 def assign(session: Session, campaign: Campaign, now: datetime | None = None) -> int:
     """Give each identity-exposed contact without a code one free code; returns how many.
 
-    Runs inside the caller's transaction (``sender.plan``). A campaign that has no pool
+    Runs inside the caller's transaction (``send.plan.plan``). A campaign that has no pool
     needs no codes. A pool smaller than the contacts waiting is a NotifyError and assigns
     nothing, so ``send`` refuses to start rather than tell some people their code and not
     others. The campaign row is locked first (PostgreSQL; SQLite writes are serialized

@@ -19,7 +19,8 @@ from notify.files import private_dir
 from notify.models import Contact, PasswordReset, utcnow
 from notify.resets import completions
 from notify.resources import data_dir
-from notify.send import runner as sender
+from notify.send.options import SendObserver, SendOptions
+from notify.send.runner import send_campaign
 from notify.status import campaign_status, format_status
 
 Echo = Callable[[str], None]
@@ -36,7 +37,7 @@ def demo_folder(folder: str | Path | None) -> Path:
 
 
 def run_demo(folder: Path, echo: Echo, actor: str | None = None,
-             observer: sender.SendObserver | None = None) -> dict[str, Path]:
+             observer: SendObserver | None = None) -> dict[str, Path]:
     """Load the example campaign, import the example list, send, report, export.
 
     ``observer`` shows the send's progress (the CLI's display; None: nothing).
@@ -92,11 +93,11 @@ def _import(engine, name: str, rejects: Path, echo: Echo, actor: str | None) -> 
 
 
 def _send(engine, settings: Settings, name: str, echo: Echo, actor: str | None,
-          observer: sender.SendObserver | None = None) -> None:
+          observer: SendObserver | None = None) -> None:
     # The outbox has no provider quota: lift the campaign's real-world rates for the demo.
-    options = sender.SendOptions(email_rate=0, sms_rate=0, assume_yes=True, progress=True,
+    options = SendOptions(email_rate=0, sms_rate=0, assume_yes=True, progress=True,
                                  observer=observer)
-    summary = sender.send_campaign(engine, settings, name, options)
+    summary = send_campaign(engine, settings, name, options)
     with db.session_scope(engine) as session:
         audit.record(session, "send", campaign=name, actor=actor,
                      arguments={"demo": True}, counts=summary.as_dict()["run"])

@@ -1,4 +1,4 @@
-"""Status changes and the append-only event log, shared by sender, webhooks, sync and bounces.
+"""Status changes and the append-only event log, shared by the engine, webhooks, sync and bounces.
 
 Statuses only move forward (pending < sending < sent < a final one); anything that would move
 a message backwards or sideways between finals is still recorded, as an event only.

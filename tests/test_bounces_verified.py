@@ -12,11 +12,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, text
 
-from notify import bounces, campaigns, db, sender, verp
+from notify import bounces, campaigns, db, verp
 from notify.cli import main
 from notify.config import load_settings
 from notify.errors import ConfigError
 from notify.models import Campaign, Contact, Event, Message
+from notify.send.options import SendOptions
+from notify.send.plan import plan
+from notify.send.runner import send_campaign
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 
@@ -93,8 +96,8 @@ def test_verp_through_the_smtp_sink_and_back(env, tmp_path, monkeypatch):
     add_contacts(engine, campaign, 3)
     with SmtpSink() as sink:
         smtp_env(monkeypatch, sink)
-        summary = sender.send_campaign(engine, load_settings(), campaign.name,
-                                       sender.SendOptions(email_rate=0, progress=False))
+        summary = send_campaign(engine, load_settings(), campaign.name,
+                                       SendOptions(email_rate=0, progress=False))
         received = {r.rcpt_tos[0]: r.mail_from for r in sink.received}
     assert summary.count("sent", "email") == 3
     rows = emails(engine)
@@ -167,8 +170,8 @@ def test_without_bounce_address_the_envelope_sender_is_the_sender(env, tmp_path,
     add_contacts(engine, campaign, 1)
     with SmtpSink() as sink:
         smtp_env(monkeypatch, sink)
-        sender.send_campaign(engine, load_settings(), campaign.name,
-                             sender.SendOptions(email_rate=0, progress=False))
+        send_campaign(engine, load_settings(), campaign.name,
+                             SendOptions(email_rate=0, progress=False))
         assert [r.mail_from for r in sink.received] == ["security@acme.example"]
 
 
@@ -272,7 +275,7 @@ def test_long_values_and_nul_are_clipped_and_a_refused_dsn_is_skipped(env, tmp_p
                                                    fallback='"none"'))
     add_contacts(engine, campaign, 4)
     with db.session_scope(engine) as session:
-        sender.plan(session, session.get(Campaign, campaign.id), ("email",))
+        plan(session, session.get(Campaign, campaign.id), ("email",))
     with db.session_scope(engine) as session:  # sent an hour ago, by the real clock
         for row in session.scalars(select(Message)):
             row.status, row.sent_at = "sent", datetime.now(UTC) - timedelta(hours=1)

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from notify import db, export
 from notify.config import load_settings
 from notify.models import Contact, Event, Message
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.runner import send_campaign
 from tests.factories import campaign_toml, make_campaign
 
 NAME = "acme-2026-11"
@@ -32,8 +33,8 @@ def setup(engine, tmp_path, **changes):
         session.add_all(Contact(campaign_id=campaign.id, key=k, email=e.lower(), phone=p,
                                 country="US", state=s, exposures=x, extra={})
                         for k, s, x, e, p in PEOPLE)
-    sender.send_campaign(engine, load_settings(), NAME,
-                         sender.SendOptions(email_rate=0, sms_rate=0, progress=False))
+    send_campaign(engine, load_settings(), NAME,
+                         SendOptions(email_rate=0, sms_rate=0, progress=False))
 
 
 def by_key(engine) -> dict[tuple[str, str], Message]:

@@ -16,7 +16,9 @@ from notify.campaigns import get_campaign
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import Contact, EnrollmentCode, Message
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.plan import plan
+from notify.send.runner import send_campaign
 from tests.factories import add_contacts, campaign_toml, make_campaign
 
 NAME = "acme-2026-11"
@@ -91,8 +93,8 @@ def test_send_gives_each_identity_contact_one_code_and_the_notice_shows_it(env, 
     add_contacts(engine, campaign, 2, start=10, exposures="card")
     assert run("codes", "import", str(write_codes(tmp_path / "c.csv", 6)), "--campaign",
                NAME).exit_code == 0
-    options = sender.SendOptions(email_rate=0, progress=False)
-    sender.send_campaign(engine, load_settings(), NAME, options)
+    options = SendOptions(email_rate=0, progress=False)
+    send_campaign(engine, load_settings(), NAME, options)
     given = assignments(engine)
     assert sorted(given) == ["C-00000", "C-00001", "C-00002", "C-00003"]  # identity only
     assert len(set(given.values())) == 4
@@ -100,7 +102,7 @@ def test_send_gives_each_identity_contact_one_code_and_the_notice_shows_it(env, 
     for code in given.values():
         assert sum(f"Your enrollment code is {code}." in m for m in mails) == 1
     # Sending again changes nothing: nobody gets a second code.
-    sender.send_campaign(engine, load_settings(), NAME, options)
+    send_campaign(engine, load_settings(), NAME, options)
     assert assignments(engine) == given
     out = tmp_path / "codes-out.csv"
     result = run("export", "codes", NAME, "-o", str(out))
@@ -136,11 +138,11 @@ def test_a_crash_before_the_commit_gives_no_code(engine, campaign_file, tmp_path
     with db.session_scope(engine) as session:
         codes.import_codes(session, get_campaign(session, NAME), write_codes(tmp_path / "c", 3))
     with pytest.raises(RuntimeError), db.session_scope(engine) as session:
-        sender.plan(session, get_campaign(session, NAME), ("email", "sms"))
+        plan(session, get_campaign(session, NAME), ("email", "sms"))
         raise RuntimeError("killed before the commit")
     assert assignments(engine) == {}
     with db.session_scope(engine) as session:
-        sender.plan(session, get_campaign(session, NAME), ("email", "sms"))
+        plan(session, get_campaign(session, NAME), ("email", "sms"))
     assert len(set(assignments(engine).values())) == 3
 
 
@@ -170,7 +172,7 @@ def test_two_workers_planning_at_once_never_share_or_double_a_code(pg_url, tmp_p
             for _ in range(rounds):
                 barrier.wait(timeout=60)
                 with db.session_scope(engine) as session:
-                    sender.plan(session, get_campaign(session, NAME), ("email",))
+                    plan(session, get_campaign(session, NAME), ("email",))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(repr(exc))
             barrier.abort()

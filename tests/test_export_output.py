@@ -13,7 +13,7 @@ from notify import db
 from notify.cli import main
 from notify.cli import progress as progress_mod
 from notify.cli.progress import RowProgress
-from notify.send import runner as sender
+from notify.send.plan import plan
 from tests.factories import EXAMPLE, add_contacts, make_campaign
 
 NAME = "acme-2026-11"
@@ -48,7 +48,7 @@ def planned(env):
     campaign = make_campaign(engine, EXAMPLE)
     add_contacts(engine, campaign, 1500, exposures="passwords")
     with db.session_scope(engine) as session:
-        sender.plan(session, session.merge(campaign), ("email", "sms"))
+        plan(session, session.merge(campaign), ("email", "sms"))
     return env
 
 

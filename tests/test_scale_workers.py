@@ -31,7 +31,7 @@ from sqlalchemy import Engine, select, text
 
 from notify import db
 from notify.models import Event, Message
-from notify.send import runner as sender
+from notify.send.plan import plan
 from notify.throttle import Throttle
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.processes import notify_process, wait_for_sink
@@ -285,7 +285,7 @@ def test_a_worker_joining_a_planned_campaign_plans_in_linear_time(pg_url, tmp_pa
         for _ in range(2):  # the first worker, then one that joins
             started = time.perf_counter()
             with db.session_scope(engine) as session:
-                planned = sender.plan(session, campaign, ("email",))
+                planned = plan(session, campaign, ("email",))
             timings.append((planned["email"], time.perf_counter() - started))
     finally:
         engine.dispose()

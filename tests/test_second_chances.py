@@ -18,7 +18,9 @@ from notify.cli import main
 from notify.config import load_settings
 from notify.models import AuditRecord, Contact, Event, Message
 from notify.resets.reminders import plan_reminders
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.plan import plan
+from notify.send.runner import send_campaign
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 
@@ -28,8 +30,8 @@ def run(*args):
 
 
 def send(engine, name):
-    return sender.send_campaign(engine, load_settings(), name,
-                                sender.SendOptions(email_rate=0, sms_rate=0, progress=False))
+    return send_campaign(engine, load_settings(), name,
+                                SendOptions(email_rate=0, sms_rate=0, progress=False))
 
 
 def smtp(monkeypatch, sink):
@@ -109,7 +111,7 @@ def test_an_unchanged_address_or_one_in_flight_gets_nothing(env, tmp_path):
                                                    fallback='"none"'))
     add_contacts(engine, campaign, 2)
     with db.session_scope(engine) as session:
-        sender.plan(session, campaign, ("email",))
+        plan(session, campaign, ("email",))
         session.execute(update(Message).where(Message.contact_id == 1).values(
             status="bounced"))
     set_contact(engine, "C-00001", email="other@example.com")  # still pending: in flight
@@ -190,7 +192,7 @@ def test_a_requeued_message_that_fails_again_is_requeued_after_itself(env, tmp_p
                                                    fallback='"none"'))
     add_contacts(engine, campaign, 1)
     with db.session_scope(engine) as session:
-        sender.plan(session, campaign, ("email",))
+        plan(session, campaign, ("email",))
         session.execute(update(Message).values(status="failed", error_code="550"))
     for expected in (1, 2):
         with db.session_scope(engine) as session:

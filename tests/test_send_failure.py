@@ -13,7 +13,10 @@ from sqlalchemy import func, select
 from notify import db
 from notify.config import load_settings
 from notify.models import Message
-from notify.send import runner as sender
+from notify.send import runner
+from notify.send.options import SendOptions
+from notify.send.runner import send_campaign
+from notify.send.store import claim
 from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
 
 CONTACTS = 40
@@ -25,7 +28,7 @@ def _send_in_thread(engine, name: str, options) -> BaseException | None:
 
     def run() -> None:
         try:
-            sender.send_campaign(engine, load_settings(), name, options)
+            send_campaign(engine, load_settings(), name, options)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             outcome[0] = exc
 
@@ -41,7 +44,7 @@ def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkey
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, CONTACTS, exposures="passwords")
-    real = getattr(sender, broken)
+    real = getattr(runner, broken)
     calls = {"n": 0}
 
     def flaky(session, rows):
@@ -50,8 +53,8 @@ def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkey
             raise RuntimeError("database went away")
         return real(session, rows)
 
-    monkeypatch.setattr(sender, broken, flaky)
-    options = sender.SendOptions(email_rate=0, concurrency=4, progress=False)
+    monkeypatch.setattr(runner, broken, flaky)
+    options = SendOptions(email_rate=0, concurrency=4, progress=False)
     error = _send_in_thread(engine, campaign.name, options)
     assert isinstance(error, RuntimeError) and "database went away" in str(error)
     first = message_statuses(engine)
@@ -60,7 +63,7 @@ def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkey
         assert session.scalar(select(func.count()).where(
             Message.lease_owner.is_not(None))) == 0
 
-    monkeypatch.setattr(sender, broken, real)
+    monkeypatch.setattr(runner, broken, real)
     assert _send_in_thread(engine, campaign.name, options) is None
     assert message_statuses(engine) == {"sent": CONTACTS}
 
@@ -78,7 +81,7 @@ def test_database_failure_mid_send_is_one_line(env, tmp_path, monkeypatch):
     def gone(session, rows):
         raise OperationalError("UPDATE messages ...", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(sender, "begin_attempts", gone)
+    monkeypatch.setattr(runner, "begin_attempts", gone)
     result = CliRunner().invoke(main, ["send", campaign.name, "--yes"])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -92,7 +95,7 @@ def test_claim_error_on_one_channel_stops_both_without_hanging(env, tmp_path, mo
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path))  # email and SMS
     add_contacts(engine, campaign, 30, exposures="card")
-    real = sender.claim
+    real = claim
     calls = {"email": 0}
 
     def flaky(engine, campaign_id, channel, *args, **kwargs):
@@ -102,12 +105,12 @@ def test_claim_error_on_one_channel_stops_both_without_hanging(env, tmp_path, mo
                 raise RuntimeError("claim refused")
         return real(engine, campaign_id, channel, *args, **kwargs)
 
-    monkeypatch.setattr(sender, "claim", flaky)
-    options = sender.SendOptions(email_rate=0, sms_rate=5, concurrency=4, batch_size=5,
+    monkeypatch.setattr(runner, "claim", flaky)
+    options = SendOptions(email_rate=0, sms_rate=5, concurrency=4, batch_size=5,
                                  progress=False)
     error = _send_in_thread(engine, campaign.name, options)
     assert isinstance(error, RuntimeError) and "claim refused" in str(error)
-    monkeypatch.setattr(sender, "claim", real)
+    monkeypatch.setattr(runner, "claim", real)
     assert _send_in_thread(engine, campaign.name, options) is None
     assert message_statuses(engine) == {"sent": 60}
     # Begun messages the failed run did not hand over were in doubt, not lost or doubled.

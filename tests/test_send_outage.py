@@ -15,7 +15,9 @@ from notify.cli import main
 from notify.config import load_settings
 from notify.models import Event, Message
 from notify.outage import OutageTooLong
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.plan import plan
+from notify.send.runner import send_campaign
 from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
 from tests.smtp_sink import SmtpSink
 from tests.twilio_double import TwilioDouble
@@ -89,7 +91,7 @@ def test_relay_down_then_back_sends_everyone_once_spending_nothing(env, tmp_path
         _smtp(monkeypatch, sink)
         sink.go_down(mode, 1.5)
         seen = Seen()
-        summary = sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+        summary = send_campaign(engine, load_settings(), campaign.name, SendOptions(
             email_rate=0, concurrency=3, observer=seen, **FAST))
         ids, port = sink.message_ids(), sink.port
         assert sink.refused_while_down > 0 or mode == "refuse"
@@ -109,7 +111,7 @@ def test_silent_relay_is_an_outage_not_a_hang(env, tmp_path, monkeypatch):
         _smtp(monkeypatch, sink)
         sink.go_down("silent", 1.5)
         seen = Seen()
-        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+        send_campaign(engine, load_settings(), campaign.name, SendOptions(
             email_rate=0, concurrency=2, observer=seen, provider_timeout=0.3, **FAST))
         ids = sink.message_ids()
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
@@ -128,7 +130,7 @@ def test_outage_longer_than_max_outage_ends_the_run_with_everything_pending(env,
 
         def run() -> None:
             try:
-                sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+                send_campaign(engine, load_settings(), campaign.name, SendOptions(
                     email_rate=0, concurrency=3, max_outage=1.0, provider_timeout=0.3, **FAST))
             except BaseException as exc:  # noqa: BLE001 - handed to the test
                 outcome[0] = exc
@@ -191,7 +193,7 @@ def test_twilio_5xx_for_a_while_is_an_outage_spending_nothing(env, tmp_path, mon
         _twilio(monkeypatch, tw)
         tw.go_down("5xx", 1.5)
         seen = Seen()
-        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+        send_campaign(engine, load_settings(), campaign.name, SendOptions(
             sms_rate=0, concurrency=4, observer=seen, **FAST))
         sent = [m["to"] for m in tw.messages]
         assert tw.down_answers >= 3
@@ -214,7 +216,7 @@ def test_twilio_refusing_connections_then_back(env, tmp_path, monkeypatch):
         _twilio(monkeypatch, tw)
         tw.go_down("refuse", 1.5)
         seen = Seen()
-        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+        send_campaign(engine, load_settings(), campaign.name, SendOptions(
             sms_rate=0, concurrency=3, observer=seen, **FAST))
         sent = [m["to"] for m in tw.messages]
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 6
@@ -232,7 +234,7 @@ def test_an_isolated_5xx_stays_a_per_message_failure(env, tmp_path, monkeypatch)
     with TwilioDouble(fail_numbers={"+14155550002"}) as tw:
         _twilio(monkeypatch, tw)
         seen = Seen()
-        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+        send_campaign(engine, load_settings(), campaign.name, SendOptions(
             sms_rate=0, concurrency=2, observer=seen, **FAST))
     rows = {r.address: r for r in _rows(engine)}
     bad = rows.pop("+14155550002")
@@ -257,7 +259,7 @@ def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_p
     with TwilioDouble() as tw:
         _twilio(monkeypatch, tw)
         with db.session_scope(engine) as session:
-            sender.plan(session, session.merge(campaign), ("sms",))
+            plan(session, session.merge(campaign), ("sms",))
             session.execute(update(Message).values(
                 status="sending", attempts=1, first_attempt_at=utcnow(),
                 lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
@@ -268,7 +270,7 @@ def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_p
                                   detail={"attempt": 1, "content_sha256": "0" * 64}))
         tw.go_down("5xx", 1.5)
         seen = Seen()
-        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+        send_campaign(engine, load_settings(), campaign.name, SendOptions(
             sms_rate=0, concurrency=3, observer=seen, **FAST))
         sent = [m["to"] for m in tw.messages]
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 3

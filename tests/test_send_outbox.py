@@ -13,7 +13,8 @@ from notify import db
 from notify.cli import main
 from notify.config import load_settings
 from notify.models import Event, Message
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.runner import send_campaign
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
 
 
@@ -29,8 +30,8 @@ def test_send_everyone_once_then_nothing(env, tmp_path):
     add_contacts(engine, campaign, 12, exposures="identity;card;passwords")
     add_contacts(engine, campaign, 3, start=100, phones=False, exposures="card")
     settings = load_settings()
-    options = sender.SendOptions(email_rate=0, sms_rate=0, progress=False)
-    summary = sender.send_campaign(engine, settings, campaign.name, options)
+    options = SendOptions(email_rate=0, sms_rate=0, progress=False)
+    summary = send_campaign(engine, settings, campaign.name, options)
     assert summary.count("sent", "email") == 15
     assert summary.count("sent", "sms") == 12
     outbox = Path(env["NOTIFY_OUTBOX"])
@@ -47,7 +48,7 @@ def test_send_everyone_once_then_nothing(env, tmp_path):
         assert count(session, Event, Event.kind == "sending") == 27
         assert count(session, Event, Event.kind == "sent") == 27
         assert count(session, Event, Event.kind == "skipped") == 3
-    again = sender.send_campaign(engine, settings, campaign.name, options)
+    again = send_campaign(engine, settings, campaign.name, options)
     assert again.count("sent") == 0
     assert len(list((outbox / "email").glob("*.eml"))) == 15
     assert len(_sms_lines(outbox)) == 12
@@ -57,10 +58,10 @@ def test_new_contacts_after_a_send_get_only_their_messages(env, tmp_path):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 5)
-    options = sender.SendOptions(email_rate=0, progress=False)
-    sender.send_campaign(engine, load_settings(), campaign.name, options)
+    options = SendOptions(email_rate=0, progress=False)
+    send_campaign(engine, load_settings(), campaign.name, options)
     add_contacts(engine, campaign, 2, start=50)
-    summary = sender.send_campaign(engine, load_settings(), campaign.name, options)
+    summary = send_campaign(engine, load_settings(), campaign.name, options)
     assert summary.count("sent", "email") == 2
     assert summary.planned["email"] == 2
 
@@ -116,8 +117,8 @@ def test_reset_links_are_issued_per_message(env, tmp_path):
     campaign = make_campaign(engine, campaign_toml(tmp_path))
     add_contacts(engine, campaign, 2, exposures="passwords")
     add_contacts(engine, campaign, 1, start=10, exposures="card")
-    sender.send_campaign(engine, load_settings(), campaign.name,
-                         sender.SendOptions(email_rate=0, sms_rate=0, progress=False))
+    send_campaign(engine, load_settings(), campaign.name,
+                         SendOptions(email_rate=0, sms_rate=0, progress=False))
     outbox = Path(env["NOTIFY_OUTBOX"])
     bodies = [line["body"] for line in _sms_lines(outbox)]
     with_link = [b for b in bodies if "reset?token=" in b]
@@ -146,8 +147,8 @@ def test_reminder_after_a_completed_reset_is_skipped_not_sent(env, tmp_path):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 2, exposures="passwords")
-    options = sender.SendOptions(email_rate=0, progress=False)
-    sender.send_campaign(engine, load_settings(), campaign.name, options)
+    options = SendOptions(email_rate=0, progress=False)
+    send_campaign(engine, load_settings(), campaign.name, options)
     later = utcnow() + timedelta(hours=80)
     with db.session_scope(engine) as session:
         stored = campaigns.get_campaign(session, campaign.name)
@@ -157,8 +158,8 @@ def test_reminder_after_a_completed_reset_is_skipped_not_sent(env, tmp_path):
         done = complete(session, stored, key="C-00000", completed_at=utcnow(),
                                source="test")
         assert done.status == 200
-    summary = sender.send_campaign(engine, load_settings(), campaign.name,
-                                   sender.SendOptions(email_rate=0, progress=False,
+    summary = send_campaign(engine, load_settings(), campaign.name,
+                                   SendOptions(email_rate=0, progress=False,
                                                       notice="reminder"))
     assert summary.count("sent") == 1
     with db.session_scope(engine) as session:

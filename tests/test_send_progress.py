@@ -13,7 +13,8 @@ from notify.cli import main
 from notify.cli.send_progress import PlainProgress, TerminalProgress
 from notify.config import load_settings
 from notify.outage import OutageState
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.runner import send_campaign
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 
@@ -91,7 +92,7 @@ def test_a_send_off_a_terminal_prints_lines_as_it_goes(env, tmp_path, monkeypatc
         monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
         monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-        sender.send_campaign(engine, load_settings(), campaign.name, sender.SendOptions(
+        send_campaign(engine, load_settings(), campaign.name, SendOptions(
             email_rate=5, observer=PlainProgress(out, interval=0.5)))
     counts = [int(m) for m in re.findall(r"^email: (\d+)/15 done, [\d.]+/s, ETA \S+, 0 failed$",
                                          out.getvalue(), re.MULTILINE)]

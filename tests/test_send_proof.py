@@ -14,7 +14,10 @@ from sqlalchemy import select, update
 from notify import db
 from notify.config import load_settings
 from notify.models import Event, Message, utcnow
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.plan import load_job, plan
+from notify.send.runner import send_campaign
+from notify.send.store import Begin, begin_attempts, claim
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.smtp_sink import SmtpSink
 from tests.test_transport_twilio import messenger, sms
@@ -31,14 +34,14 @@ def _twilio(monkeypatch, tw: TwilioDouble) -> None:
 def _crashed_attempt(engine, campaign) -> tuple[str, object]:
     """One SMS whose attempt was committed `sending` (with its body's hash) by a worker that
     then died before Twilio answered; returns (the body it handed over, when it began)."""
-    job = sender.load_job(engine, load_settings(), campaign.name, sender.SendOptions())
+    job = load_job(engine, load_settings(), campaign.name, SendOptions())
     with db.session_scope(engine) as session:
-        sender.plan(session, session.merge(campaign), ("sms",))
-    [item] = sender.claim(engine, campaign.id, "sms", "dead-worker", 1, 30.0)
+        plan(session, session.merge(campaign), ("sms",))
+    [item] = claim(engine, campaign.id, "sms", "dead-worker", 1, 30.0)
     body = job.notices.render_sms(item.view, notice="notice").text
     began = utcnow()
     with db.session_scope(engine) as session:
-        [(ok, _token, _at)] = sender.begin_attempts(session, [sender.Begin(
+        [(ok, _token, _at)] = begin_attempts(session, [Begin(
             job, item, "dead-worker", 30.0, False, None,
             hashlib.sha256(body.encode()).hexdigest(), began)])
         assert ok
@@ -60,8 +63,8 @@ def test_an_unrelated_sms_to_the_number_is_not_adopted(env, tmp_path, monkeypatc
                                      began + timedelta(seconds=1))
         else:
             foreign = tw.add_message(NUMBER, body, began - timedelta(minutes=1))
-        summary = sender.send_campaign(engine, load_settings(), campaign.name,
-                                       sender.SendOptions(sms_rate=0, progress=False))
+        summary = send_campaign(engine, load_settings(), campaign.name,
+                                       SendOptions(sms_rate=0, progress=False))
         messages = tw.messages
     assert summary.count("reconciled") == 0 and summary.count("sent") == 1
     ours = [m for m in messages if m["sid"] != foreign]
@@ -80,8 +83,8 @@ def test_the_exact_sms_is_adopted(env, tmp_path, monkeypatch):
         body, began = _crashed_attempt(engine, campaign)
         tw.add_message(NUMBER, "Acme: your login code is 481516", began + timedelta(seconds=1))
         ours = tw.add_message(NUMBER, body, began + timedelta(seconds=1))
-        summary = sender.send_campaign(engine, load_settings(), campaign.name,
-                                       sender.SendOptions(sms_rate=0, progress=False))
+        summary = send_campaign(engine, load_settings(), campaign.name,
+                                       SendOptions(sms_rate=0, progress=False))
         assert len(tw.messages) == 2  # nothing sent again
     assert summary.count("reconciled") == 1 and summary.count("sent") == 0
     with db.session_scope(engine) as session:
@@ -102,11 +105,11 @@ def test_an_sms_another_row_holds_is_not_adopted(env, tmp_path, monkeypatch):
                                                     channels='["sms"]'))
         add_contacts(engine, other, 1, emails=False)
         with db.session_scope(engine) as session:
-            sender.plan(session, session.merge(other), ("sms",))
+            plan(session, session.merge(other), ("sms",))
             session.execute(update(Message).where(Message.campaign_id == other.id)
                             .values(status="sent", provider_message_id=taken))
-        summary = sender.send_campaign(engine, load_settings(), campaign.name,
-                                       sender.SendOptions(sms_rate=0, progress=False))
+        summary = send_campaign(engine, load_settings(), campaign.name,
+                                       SendOptions(sms_rate=0, progress=False))
         assert len(tw.messages) == 2
     assert summary.count("reconciled") == 0 and summary.count("sent") == 1
 
@@ -135,14 +138,14 @@ def test_every_copy_of_a_resent_email_has_its_hash_on_record(env, tmp_path, monk
         monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
         monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-        options = sender.SendOptions(email_rate=0, progress=False)
-        sender.send_campaign(engine, load_settings(), campaign.name, options)
+        options = SendOptions(email_rate=0, progress=False)
+        send_campaign(engine, load_settings(), campaign.name, options)
         # A crash before `sent` was committed: in doubt, sent again.
         with db.session_scope(engine) as session:
             session.execute(update(Message).values(
                 status="sending", sent_at=None, lease_owner="dead-worker",
                 lease_expires_at=utcnow() - timedelta(seconds=1)))
-        sender.send_campaign(engine, load_settings(), campaign.name, options)
+        send_campaign(engine, load_settings(), campaign.name, options)
         copies = [r.data for r in sink.received]
         ids = sink.message_ids()
     assert len(copies) == 2 and ids[0] == ids[1] and copies[0] != copies[1]

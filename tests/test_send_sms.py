@@ -9,7 +9,9 @@ from sqlalchemy import select, update
 from notify import db
 from notify.config import load_settings
 from notify.models import Message, utcnow
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.plan import plan
+from notify.send.runner import send_campaign
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.twilio_double import TwilioDouble
 
@@ -26,9 +28,9 @@ def test_permanent_codes_fail_at_once_and_429_is_retried(env, tmp_path, monkeypa
     with TwilioDouble(invalid={"+14155550003"}, opted_out={"+14155550004"}, rate=4,
                       burst=1, retry_after=1) as tw:
         _twilio_env(monkeypatch, tw)
-        summary = sender.send_campaign(
+        summary = send_campaign(
             engine, load_settings(), campaign.name,
-            sender.SendOptions(sms_rate=0, concurrency=4, retry_base=0.05, progress=False))
+            SendOptions(sms_rate=0, concurrency=4, retry_base=0.05, progress=False))
         accepted = [m["to"] for m in tw.messages]
         assert tw.rejected_429 > 0  # the double pushed back, and nothing was lost
     assert sorted(accepted) == sorted(
@@ -50,8 +52,8 @@ def test_sms_in_doubt_is_reconciled_not_resent(env, tmp_path, monkeypatch):
     with TwilioDouble() as tw:
         _twilio_env(monkeypatch, tw)
         settings = load_settings()
-        sender.send_campaign(engine, settings, campaign.name,
-                             sender.SendOptions(sms_rate=0, progress=False))
+        send_campaign(engine, settings, campaign.name,
+                             SendOptions(sms_rate=0, progress=False))
         assert len(tw.messages) == 3
         # Simulate a crash after Twilio accepted the SMS but before `sent` was committed:
         # the row is back in `sending` with an expired lease and no provider id.
@@ -59,8 +61,8 @@ def test_sms_in_doubt_is_reconciled_not_resent(env, tmp_path, monkeypatch):
             session.execute(update(Message).where(Message.address == "+14155550001").values(
                 status="sending", provider_message_id=None, sent_at=None,
                 lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
-        summary = sender.send_campaign(engine, settings, campaign.name,
-                                       sender.SendOptions(sms_rate=0, progress=False))
+        summary = send_campaign(engine, settings, campaign.name,
+                                       SendOptions(sms_rate=0, progress=False))
         assert len(tw.messages) == 3  # not sent again
         sid = next(m["sid"] for m in tw.messages if m["to"] == "+14155550001")
     assert summary.count("reconciled") == 1
@@ -77,11 +79,11 @@ def test_sms_in_doubt_that_never_left_is_sent_once(env, tmp_path, monkeypatch):
         _twilio_env(monkeypatch, tw)
         settings = load_settings()
         with db.session_scope(engine) as session:
-            sender.plan(session, session.merge(campaign), ("sms",))
+            plan(session, session.merge(campaign), ("sms",))
             session.execute(update(Message).values(
                 status="sending", attempts=1, first_attempt_at=utcnow(),
                 lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
-        summary = sender.send_campaign(engine, settings, campaign.name,
-                                       sender.SendOptions(sms_rate=0, progress=False))
+        summary = send_campaign(engine, settings, campaign.name,
+                                       SendOptions(sms_rate=0, progress=False))
         assert len(tw.messages) == 1
     assert summary.count("sent") == 1 and summary.count("reconciled") == 0

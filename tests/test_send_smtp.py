@@ -15,7 +15,8 @@ from sqlalchemy import select
 from notify import db
 from notify.config import load_settings
 from notify.models import Event, Message
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.runner import SLOT_AHEAD, Runner, send_campaign
 from tests.factories import add_contacts, campaign_toml, count, make_campaign
 from tests.smtp_sink import SmtpSink, window_max
 
@@ -35,9 +36,9 @@ def test_transient_failures_are_retried_until_sent(env, tmp_path, monkeypatch):
     add_contacts(engine, campaign, 20)
     with SmtpSink(fail_every=4, drop_every=7) as sink:
         _smtp_env(monkeypatch, sink)
-        summary = sender.send_campaign(
+        summary = send_campaign(
             engine, load_settings(), campaign.name,
-            sender.SendOptions(email_rate=0, concurrency=3, retry_base=0.05, progress=False))
+            SendOptions(email_rate=0, concurrency=3, retry_base=0.05, progress=False))
         received = {r.rcpt_tos[0] for r in sink.received}
         assert sink.failed > 0 and sink.dropped > 0
     assert received == {f"user{i}@example.com" for i in range(20)}
@@ -57,8 +58,8 @@ def test_permanent_failure_is_final_with_code_and_falls_back_to_sms(env, tmp_pat
     add_contacts(engine, campaign, 3)
     with SmtpSink(reject={"user1@example.com"}) as sink:
         _smtp_env(monkeypatch, sink)
-        sender.send_campaign(engine, load_settings(), campaign.name,
-                             sender.SendOptions(email_rate=0, sms_rate=0, progress=False))
+        send_campaign(engine, load_settings(), campaign.name,
+                             SendOptions(email_rate=0, sms_rate=0, progress=False))
         assert sink.count == 2
     with db.session_scope(engine) as session:
         failed = session.scalars(select(Message).where(Message.status == "failed")).one()
@@ -75,8 +76,8 @@ def test_message_id_is_deterministic_per_row(env, tmp_path, monkeypatch):
     add_contacts(engine, campaign, 3)
     with SmtpSink() as sink:
         _smtp_env(monkeypatch, sink)
-        sender.send_campaign(engine, load_settings(), campaign.name,
-                             sender.SendOptions(email_rate=0, progress=False))
+        send_campaign(engine, load_settings(), campaign.name,
+                             SendOptions(email_rate=0, progress=False))
         ids = {r.rcpt_tos[0]: message_from_bytes(r.data)["Message-ID"] for r in sink.received}
         parts = [message_from_bytes(r.data).get_content_type() for r in sink.received]
     assert parts == ["multipart/alternative"] * 3
@@ -113,9 +114,9 @@ def test_rate_is_held_in_every_one_second_window(env, tmp_path, monkeypatch):
         monkeypatch.setenv("NOTIFY_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(port))
         monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-        summary = sender.send_campaign(
+        summary = send_campaign(
             engine, load_settings(), campaign.name,
-            sender.SendOptions(email_rate=10, concurrency=8, progress=False))
+            SendOptions(email_rate=10, concurrency=8, progress=False))
         arrivals = [json.loads(line)["monotonic"] for line in record.read_text().splitlines()]
         connections = {json.loads(line)["connection"] for line in record.read_text()
                        .splitlines()}
@@ -137,8 +138,8 @@ def test_slow_rates_start_no_more_messages_than_fit_the_slot_horizon():
     job = SimpleNamespace(campaign=SimpleNamespace(name="x"), channels=("email",),
                           rates={"email": 0.5, "sms": 50.0, "other": None}, concurrency=20,
                           config=SimpleNamespace(sms_from=None))
-    runner = sender.Runner(None, Settings(), job, sender.SendOptions(progress=False))
-    assert runner._consumers("email") == int(0.5 * sender.SLOT_AHEAD) == 5
+    runner = Runner(None, Settings(), job, SendOptions(progress=False))
+    assert runner._consumers("email") == int(0.5 * SLOT_AHEAD) == 5
     assert runner._consumers("sms") == 20  # the rate fills 20 in well under SLOT_AHEAD
     assert runner._consumers("other") == 20  # no rate: --concurrency as given
 

@@ -16,7 +16,8 @@ from notify.cli import main
 from notify.config import load_settings
 from notify.models import utcnow
 from notify.resets.reminders import plan_reminders
-from notify.send import runner as sender
+from notify.send.options import SendOptions
+from notify.send.runner import send_campaign
 from notify.status import campaign_status, format_status
 from tests.factories import add_contacts, campaign_toml, make_campaign
 from tests.test_tallies import assert_tallies_exact
@@ -32,8 +33,8 @@ def _backdate_sends(engine, days: int) -> None:
 
 
 def _send(engine, name: str) -> None:
-    sender.send_campaign(engine, load_settings(), name,
-                         sender.SendOptions(email_rate=0, sms_rate=0, progress=False))
+    send_campaign(engine, load_settings(), name,
+                         SendOptions(email_rate=0, sms_rate=0, progress=False))
 
 
 def test_status_counts_first_notices_and_each_reminder_round_apart(env, tmp_path):

@@ -14,9 +14,11 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, select, text
 
-from notify import db, events, sender
+from notify import db, events
 from notify.config import load_settings
 from notify.models import Contact, Message, PasswordReset, utcnow
+from notify.send.options import SendOptions
+from notify.send.runner import send_campaign
 from notify.status import campaign_status, read_tallies
 from tests.factories import add_contacts, campaign_toml, make_campaign
 
@@ -63,8 +65,8 @@ def test_tallies_follow_a_send_tracking_and_deletes(env, tmp_path):
     counts = assert_tallies_exact(engine, campaign.id)
     assert counts == {"contacts": 14}
 
-    options = sender.SendOptions(email_rate=0, sms_rate=0, progress=False)
-    sender.send_campaign(engine, load_settings(), campaign.name, options)
+    options = SendOptions(email_rate=0, sms_rate=0, progress=False)
+    send_campaign(engine, load_settings(), campaign.name, options)
     counts = assert_tallies_exact(engine, campaign.id)
     assert counts["message:email:sent:notice:0"] == 14
     assert counts["message:sms:sent:notice:0"] == 10
@@ -111,8 +113,8 @@ def test_status_reads_tallies_not_rows(env, tmp_path):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 6, exposures="passwords")
-    sender.send_campaign(engine, load_settings(), campaign.name,
-                         sender.SendOptions(email_rate=0, progress=False))
+    send_campaign(engine, load_settings(), campaign.name,
+                         SendOptions(email_rate=0, progress=False))
     with engine.begin() as conn:  # two links lapsed, one reset done
         conn.execute(text("UPDATE password_resets SET link_expires_at = :t WHERE id IN "
                           "(SELECT id FROM password_resets ORDER BY id LIMIT 2)"),

@@ -177,10 +177,11 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
         monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
         from notify.config import load_settings
-        from notify.send import runner as sender
+        from notify.send.options import SendOptions
+        from notify.send.runner import send_campaign
 
-        sender.send_campaign(engine, load_settings(), campaign.name,
-                             sender.SendOptions(email_rate=0, retry_base=0.01, progress=False))
+        send_campaign(engine, load_settings(), campaign.name,
+                             SendOptions(email_rate=0, retry_base=0.01, progress=False))
     rows = messages(engine)
     assert {m.status for m in rows} == {"failed"} and all(m.attempts > 1 for m in rows)
     with db.session_scope(engine) as session:
@@ -193,10 +194,11 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
         other, _ = setup_second(engine, tmp_path)
         from notify.config import load_settings
-        from notify.send import runner as sender
+        from notify.send.options import SendOptions
+        from notify.send.runner import send_campaign
 
-        sender.send_campaign(engine, load_settings(), other.name,
-                             sender.SendOptions(email_rate=0, retry_base=0.01, progress=False))
+        send_campaign(engine, load_settings(), other.name,
+                             SendOptions(email_rate=0, retry_base=0.01, progress=False))
     with db.session_scope(engine) as session:
         sent = session.scalars(select(Message).where(Message.campaign_id == other.id)).all()
         assert {m.status for m in sent} == {"sent"} and any(m.attempts > 1 for m in sent)

@@ -223,7 +223,7 @@ async def test_send_engine_applies_early_callbacks_when_it_records_sent(
     """record_sent (the engine's group write) links and applies a callback that came first."""
     from types import SimpleNamespace
 
-    from notify.send import runner as sender
+    from notify.send.store import Sent, record_sent
 
     row = seed(engine, campaign_file, sid=None, status="sending")
     early_sid, other_sid = "SM" + "d" * 32, "SM" + "e" * 32
@@ -237,12 +237,12 @@ async def test_send_engine_applies_early_callbacks_when_it_records_sent(
         session.flush()
         job = SimpleNamespace(campaign=SimpleNamespace(id=message.campaign_id),
                               config=SimpleNamespace(reset_url=None))
-        sents = [sender.Sent(job, SimpleNamespace(id=m.id, contact_id=m.contact_id,
+        sents = [Sent(job, SimpleNamespace(id=m.id, contact_id=m.contact_id,
                                                   channel="sms"), sid, "queued", {})
                  for m, sid in ((message, early_sid), (other, other_sid))]
         other_id = other.id
     with db.session_scope(engine) as session:
-        sender.record_sent(session, sents)
+        record_sent(session, sents)
     assert state(engine, row)[0].status == "delivered"
     assert state(engine, other_id)[0].status == "sent"  # no callback of its own yet
 

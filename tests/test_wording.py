@@ -128,7 +128,7 @@ def test_reimport_says_nothing_new_and_what_changed(env, tmp_path):
 def test_a_runs_retries_read_as_retried():
     from collections import Counter
 
-    from notify.send.runner import SendSummary
+    from notify.send.options import SendSummary
 
     summary = SendSummary("acme", done=Counter({("sms", "retry"): 2, ("sms", "sent"): 34}),
                           totals={"sms": {"sent": 34}})

@@ -50,9 +50,9 @@ def remind(app: App, name: str, after_text: str, max_reminders: int, channel: st
                             assume_yes=True, notice="reminder")
     # The engine's own view of the campaign: same channels as `notify send`, and broken
     # reminder templates are refused before anything is planned.
-    from notify.send import runner as sender  # the send engine: only when reminders go out
+    from notify.send.plan import load_job  # the send engine: only when reminders go out
 
-    job = sender.load_job(app.engine, app.settings, name, options)
+    job = load_job(app.engine, app.settings, name, options)
     with app.session() as session:
         due = reminders.plan_reminders(session, job.campaign, after, max_reminders,
                                        job.channels, dry_run=True, limit=limit)

@@ -16,7 +16,7 @@ from notify.config import LEASE_SECONDS
 from notify.errors import ConfigError, NotifyError
 
 if TYPE_CHECKING:  # the engine (jinja2, aiosmtplib, twilio) loads when a send starts
-    from notify.send import runner as sender
+    from notify.send.options import SendOptions
 
 # DESIGN.md: a lease lasts at most 30 s. Below a second, a busy database could let a live
 # worker's lease run out between two renewals (every third of the lease).
@@ -75,11 +75,11 @@ def _use_outbox(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
 
 def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: float | None,
                   sms_rate: float | None, concurrency: int | None, assume_yes: bool,
-                  notice: str | None = None) -> sender.SendOptions:
+                  notice: str | None = None) -> SendOptions:
     """SendOptions from the shared flags (and NOTIFY_LEASE_SECONDS from the environment)."""
-    from notify.send import runner as sender
+    from notify.send.options import SendOptions
 
-    options = sender.SendOptions(
+    options = SendOptions(
         channels=None if channel == "all" else (channel,), dry_run=dry_run, limit=limit,
         email_rate=email_rate, sms_rate=sms_rate, concurrency=concurrency,
         assume_yes=assume_yes, notice=notice, lease_seconds=lease_seconds(),
@@ -110,13 +110,13 @@ def lease_seconds(env: Mapping[str, str] | None = None) -> float:
     return value
 
 
-def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
+def confirm_send(app: App, name: str, options: SendOptions) -> bool:
     """Ask before sending for real; refuses without --yes when nobody can answer."""
     if options.dry_run or options.assume_yes:
         return True
-    from notify.send import runner as sender
+    from notify.send.plan import pending_counts
 
-    counts = sender.pending_counts(app.engine, app.settings, name, options)
+    counts = pending_counts(app.engine, app.settings, name, options)
     total = sum(counts.values())
     if total == 0:
         return True
@@ -127,7 +127,7 @@ def confirm_send(app: App, name: str, options: sender.SendOptions) -> bool:
     return click.confirm(f"Send {what} for campaign {name}?", default=False)
 
 
-def run_and_report(app: App, command: str, name: str, options: sender.SendOptions,
+def run_and_report(app: App, command: str, name: str, options: SendOptions,
                    as_json: bool, prepare: Callable[[], dict] | None = None) -> None:
     """Run the engine, print the summary, write the audit record, set the exit status.
 
@@ -135,7 +135,7 @@ def run_and_report(app: App, command: str, name: str, options: sender.SendOption
     for the record and the summary.
     """
     from notify.cli.send_progress import reporter
-    from notify.send import runner as sender
+    from notify.send.runner import send_campaign
 
     if options.observer is None:
         options.observer = reporter(options.progress and not options.dry_run)
@@ -147,7 +147,7 @@ def run_and_report(app: App, command: str, name: str, options: sender.SendOption
                                 arguments=arguments, enabled=not options.dry_run) as run:
         extra_counts = prepare() if prepare is not None else {}
         run.counts = dict(extra_counts)
-        summary = sender.send_campaign(app.engine, app.settings, name, options)
+        summary = send_campaign(app.engine, app.settings, name, options)
         run.counts.update(summary.as_dict()["run"])
         # channel -> "smtp:HOST" | "twilio" | "outbox" (the record is written on leaving)
         arguments.update({f"{ch}_transport": t for ch, t in summary.transports.items()})

@@ -30,7 +30,6 @@ import hashlib
 import math
 import os
 import random
-import re
 import signal
 import socket
 import sys
@@ -40,49 +39,50 @@ from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
 
 from sqlalchemy import (
-    ColumnElement,
     Engine,
-    and_,
-    bindparam,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
 )
 from sqlalchemy.orm import Session
 
-from notify import bulk, codes, fallback, mime, templates, verp
-from notify import campaigns as campaigns_mod
-from notify.campaigns import CampaignConfig
-from notify.config import LEASE_SECONDS, Settings
-from notify.db import is_sqlite, rowcount, session_scope
+from notify import mime, templates
+from notify.config import Settings
+from notify.db import session_scope
 from notify.errors import NotifyError
-from notify.events import row as event_values
 from notify.models import (
-    IN_FLIGHT_STATUSES,
-    REACHED_STATUSES,
-    Campaign,
-    Contact,
-    Event,
-    Message,
     Status,
-    UTCDateTime,
     utcnow,
 )
 from notify.outage import (
-    BACKOFF_MAX,
-    BACKOFF_MIN,
-    MAX_OUTAGE,
     ChannelOutage,
     OutageState,
     OutageTooLong,
 )
-from notify.rules.business_email import skip_business_credentials
+from notify.send.options import SendOptions, SendSummary
+from notify.send.plan import Job, load_job, plan
+from notify.send.store import (
+    Begin,
+    Item,
+    Sent,
+    attempt_proofs,
+    begin_attempts,
+    claim,
+    in_flight_counts,
+    in_flight_messages,
+    known_provider_ids,
+    outstanding,
+    record_content,
+    record_failed,
+    record_put_back,
+    record_retry,
+    record_sent,
+    refund_attempts,
+    release,
+    renew,
+    skipped_counts,
+    status_totals,
+    unlease,
+)
 from notify.throttle import Throttle
 from notify.transports import (
     Messenger,
@@ -94,859 +94,27 @@ from notify.transports import (
 )
 
 RETRY_CAP_SECONDS = 300.0
+
+
 # The furthest ahead of its rate slot a message may start (see Runner._consumers); relays
 # wait minutes between commands, so this keeps well inside that.
 SLOT_AHEAD = 10.0
+
+
 # Messages begun in one group commit ahead of their hand-over (see Runner._ahead).
 PREPARE_GROUP = 8
+
+
 PREPARE_SECONDS = 0.25
+
+
 # An in-doubt SMS is adopted only from a provider message created at or after one of its
 # attempts began, less this much for the difference between our clock and the provider's.
 ADOPT_SKEW = timedelta(seconds=5)
+
+
 # How often the engine tells its observer that time passed (progress lines, outage lines).
 TICK_SECONDS = 1.0
-
-
-class SendObserver(Protocol):
-    """What the engine tells whoever shows progress (the CLI); called on the event loop."""
-
-    def begin(self, totals: dict[str, int], rates: dict[str, float | None]) -> None:
-        """Sending starts: messages to attempt per channel, and each channel's rate."""
-
-    def done(self, channel: str, outcome: str) -> None:
-        """One message ended this run: ``sent``, ``reconciled`` or ``failed``."""
-
-    def outage_started(self, state: OutageState) -> None:
-        """A channel's provider went down: the channel pauses."""
-
-    def outage_ended(self, state: OutageState, seconds: float) -> None:
-        """The provider answered again after ``seconds``: the channel resumes."""
-
-    def tick(self) -> None:
-        """About once a second while sending (periodic lines need no thread of their own)."""
-
-    def end(self) -> None:
-        """Sending ended (normally or not)."""
-
-
-@dataclass
-class SendOptions:
-    """What `notify send` (and `notify remind`) asked for; None means the campaign's value."""
-
-    channels: tuple[str, ...] | None = None
-    dry_run: bool = False
-    limit: int | None = None
-    email_rate: float | None = None  # messages per second; 0 = no limit
-    sms_rate: float | None = None
-    concurrency: int | None = None
-    notice: str | None = None  # None: every pending row (first notices and planned reminders)
-    progress: bool = True
-    assume_yes: bool = False
-    retry_base: float = 1.0  # seconds before the second attempt; doubles each time
-    lease_seconds: float = LEASE_SECONDS
-    batch_size: int | None = None
-    worker_id: str | None = None
-    max_outage: float = MAX_OUTAGE  # seconds a provider may stay down before the run ends
-    outage_backoff: tuple[float, float] = (BACKOFF_MIN, BACKOFF_MAX)  # probe delays, seconds
-    provider_timeout: float | None = None  # per network step; None: the transport's default
-    observer: SendObserver | None = None  # progress and outage lines (the CLI's)
-
-
-def snake(word: str) -> str:
-    """``would send`` -> ``would_send``: JSON keys are snake_case identifiers (docs/cli.md)."""
-    return re.sub(r"[^a-z0-9]+", "_", word.lower()).strip("_")
-
-
-# Why a message is skipped, in the words of summaries: an address missing for the channel
-# reads the same on both channels.
-SKIP_WORDS = {"no email address": "no address", "no phone number": "no address"}
-
-
-# How a run's outcomes read in its summary ("2 retried, 34 sent", not "2 retry").
-RUN_WORDS = {"retry": "retried"}
-
-
-@dataclass
-class SendSummary:
-    """What one run did, and where the campaign stands afterwards."""
-
-    campaign: str
-    dry_run: bool = False
-    planned: Counter = field(default_factory=Counter)  # new rows, by channel
-    done: Counter = field(default_factory=Counter)  # (channel, outcome) -> n, this run
-    totals: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> status -> n
-    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # channel -> reason -> n
-    elapsed: float = 0.0
-    interrupted: bool = False
-    transports: dict[str, str] = field(default_factory=dict)  # channel -> where it went
-
-    def count(self, outcome: str, channel: str | None = None) -> int:
-        """How many messages of this run ended in ``outcome`` (sent, failed, retry, ...)."""
-        return sum(n for (ch, out), n in self.done.items()
-                   if out == outcome and (channel is None or ch == channel))
-
-    def lines(self) -> list[str]:
-        """Printable summary, one line per channel plus a headline."""
-        head = "Dry run (nothing sent)" if self.dry_run else "Sent"
-        if self.interrupted:
-            head = "Interrupted; in-flight messages were recorded. Run again to resume"
-        out = [f"{head}: campaign {self.campaign} in {self.elapsed:.1f}s."]
-        if not self.totals:  # a bare headline read as if something had been sent
-            out.append(f"  no messages: the campaign has no contacts yet (import them with: "
-                       f"notify contacts import FILE --campaign {self.campaign})")
-        for channel in sorted(self.totals):
-            if self.dry_run:
-                out.append(f"  {channel}: {self.dry_run_text(channel)}")
-                continue
-            statuses = self.totals[channel]
-            total = sum(statuses.values())
-            parts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-            run = ", ".join(f"{n} {RUN_WORDS.get(out, out)}"
-                            for (ch, out), n in sorted(self.done.items()) if ch == channel)
-            out.append(f"  {channel}: {total} messages ({parts}); this run: {run or 'nothing'}")
-        return out
-
-    def dry_run_text(self, channel: str) -> str:
-        """``203 would be sent, 3 skipped (no address)``: what a send would do on a channel."""
-        statuses = self.totals.get(channel, {})
-        parts = [f"{self.count('would send', channel):,} would be sent"]
-        already = sum(statuses.get(s, 0) for s in REACHED_STATUSES)
-        if already:
-            parts.append(f"{already:,} already sent")
-        reasons: Counter = Counter()
-        for reason, n in self.skipped.get(channel, {}).items():
-            reasons[SKIP_WORDS.get(reason, reason)] += n
-        parts += [f"{n:,} skipped ({reason})" for reason, n in sorted(reasons.items())]
-        ended = sum(n for s, n in statuses.items()
-                    if s not in REACHED_STATUSES and s not in (*IN_FLIGHT_STATUSES, Status.SKIPPED))
-        if ended:
-            parts.append(f"{ended:,} failed earlier")
-        return ", ".join(parts)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for audit records and --json (snake_case keys all through)."""
-        run: dict[str, dict[str, int]] = {}
-        for (channel, outcome), n in sorted(self.done.items()):
-            run.setdefault(channel, {})[snake(outcome)] = n
-        skipped: dict[str, dict[str, int]] = {}
-        for channel, reasons in self.skipped.items():
-            for reason, n in reasons.items():
-                key = snake(SKIP_WORDS.get(reason, reason))
-                skipped.setdefault(channel, {})[key] = skipped.get(channel, {}).get(key, 0) + n
-        data = {
-            "campaign": self.campaign,
-            "dry_run": self.dry_run,
-            "planned": dict(self.planned),
-            "run": run,
-            "totals": self.totals,
-            "elapsed_s": round(self.elapsed, 3),
-            "interrupted": self.interrupted,
-            "transports": self.transports,
-        }
-        if self.dry_run:
-            data["skipped"] = skipped
-        return data
-
-
-def skipped_counts(session: Session, campaign_id: int, channels: tuple[str, ...],
-                   options: SendOptions) -> dict[str, dict[str, int]]:
-    """Skipped messages by channel and reason (of the notices this send covers)."""
-    rows = session.execute(
-        select(Message.channel, Message.skip_reason, func.count())
-        .where(Message.campaign_id == campaign_id, Message.status == Status.SKIPPED,
-               Message.channel.in_(channels), *_notice_filter(options))
-        .group_by(Message.channel, Message.skip_reason)
-    )
-    counts: dict[str, dict[str, int]] = {}
-    for channel, reason, n in rows:
-        counts.setdefault(channel, {})[reason or "no reason given"] = n
-    return counts
-
-
-@dataclass
-class Item:
-    """One claimed message with what rendering it needs."""
-
-    id: int
-    contact_id: int
-    channel: str
-    notice: str
-    sequence: int
-    status: str
-    attempts: int
-    first_attempt_at: datetime | None
-    address: str | None
-    view: templates.ContactView
-
-
-@dataclass
-class Job:
-    """Everything fixed for the duration of a run."""
-
-    campaign: Campaign
-    config: CampaignConfig
-    notices: templates.Notices
-    channels: tuple[str, ...]
-    rates: dict[str, float | None]
-    concurrency: int
-    max_attempts: int
-    verp_key: bytes | None = None  # set when the campaign has a bounce_address
-
-    def envelope_sender(self, row_id: int) -> str:
-        """MAIL FROM for an email: its own VERP address, or the campaign's sender."""
-        if self.verp_key is None or not self.config.bounce_address:
-            return self.config.sender_email
-        return verp.envelope_sender(self.config.bounce_address, self.verp_key, row_id)
-
-    # Per channel, where its messages go ("smtp:HOST", "twilio", "outbox"): recorded on each.
-    transports: dict[str, str] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- preparing a run
-
-
-def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions) -> Job:
-    """Resolve the campaign, channels, rates and templates; refuse broken templates."""
-    with session_scope(engine) as session:
-        campaign = campaigns_mod.get_campaign(session, name)
-        notices = templates.notices_for(session, campaign)  # the stored version, no folder
-        config = campaigns_mod.config_of(campaign)
-        verp_key = verp.key(session) if config.bounce_address else None
-    problems = notices.check()
-    if problems:
-        more = f" (and {len(problems) - 1} more; see notify templates check)" \
-            if len(problems) > 1 else ""
-        raise NotifyError(f"templates: {problems[0]}{more}")
-    channels = _channels(config, options)
-    return Job(
-        campaign=campaign,
-        config=config,
-        notices=notices,
-        channels=channels,
-        # Before anything is planned: a channel with nowhere to go is an error, not the
-        # outbox (unless asked for).
-        transports={channel: settings.transport(channel) for channel in channels},
-        rates={
-            "email": config.throttle.email_per_second if options.email_rate is None
-            else options.email_rate,
-            "sms": config.throttle.sms_per_second if options.sms_rate is None
-            else options.sms_rate,
-        },
-        concurrency=options.concurrency or config.throttle.concurrency,
-        max_attempts=config.throttle.max_attempts,
-        verp_key=verp_key,
-    )
-
-
-def _channels(config: CampaignConfig, options: SendOptions) -> tuple[str, ...]:
-    wanted = list(config.channels)
-    if config.fallback == "sms" and "sms" not in wanted:
-        wanted.append("sms")  # fallback SMS rows are planned as emails fail
-    if options.channels:
-        unknown = [c for c in options.channels if c not in ("email", "sms")]
-        if unknown:
-            raise NotifyError(f"--channel: {unknown[0]!r} is not email, sms or all")
-        wanted = [c for c in wanted if c in options.channels]
-        if not wanted:
-            raise NotifyError(f"--channel {','.join(options.channels)}: the campaign "
-                              f"{config.name} does not use it (channels: "
-                              f"{', '.join(config.channels)})")
-    return tuple(wanted)
-
-
-_PLAN_SQL = """
-INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, is_fallback, status,
-                      skip_reason, address, attempts, created_at)
-SELECT c.campaign_id, c.id, CAST(:channel AS VARCHAR(8)), 'notice', 0, :false,
-       CASE WHEN c.{col} IS NULL OR c.{col} = '' THEN 'skipped' ELSE 'pending' END,
-       CASE WHEN c.{col} IS NULL OR c.{col} = '' THEN CAST(:reason AS TEXT) END,
-       c.{col}, 0, :now
-FROM contacts c
-WHERE c.campaign_id = :campaign_id
-  AND NOT EXISTS (SELECT 1 FROM messages m
-                  WHERE m.campaign_id = c.campaign_id AND m.contact_id = c.id
-                    AND m.channel = CAST(:channel AS VARCHAR(8)) AND m.notice = 'notice'
-                    AND m.sequence = 0)
-ON CONFLICT DO NOTHING
-"""
-
-_SKIP_EVENTS_SQL = """
-INSERT INTO events (campaign_id, message_id, contact_id, at, source, kind, applied, detail)
-SELECT m.campaign_id, m.id, m.contact_id, :now, 'plan', 'skipped', :true, :detail
-FROM messages m
-WHERE m.campaign_id = :campaign_id AND m.channel = :channel AND m.status = 'skipped'
-  AND m.created_at = :now
-"""
-
-
-def plan(session: Session, campaign: Campaign, channels: tuple[str, ...]) -> Counter:
-    """Create the first-notice rows that do not exist yet; returns how many, by channel.
-
-    Contacts without an address for a channel get a ``skipped`` row with the reason, so the
-    record shows they were considered. Only the campaign's own channels get first notices
-    (fallback SMS rows are created as emails fail). A contact whose address on a channel was
-    corrected since its last message there, which nothing reached, gets a new message to the
-    new address (``requeue.plan_corrections``).
-    """
-    config = campaigns_mod.config_of(campaign)
-    now = utcnow()
-    created: Counter = Counter()
-    # Monitoring codes first: it takes the campaign lock before any message row is written
-    # (the other order could deadlock two planning workers), and a pool too small refuses.
-    codes.assign(session, campaign, now)
-    restore = _hash_anti_joins(session)
-    for channel in channels:
-        if channel not in config.channels:
-            continue
-        col = "email" if channel == "email" else "phone"
-        reason = "no email address" if channel == "email" else "no phone number"
-        params = {"channel": channel, "campaign_id": campaign.id, "reason": reason,
-                  "now": now, "false": False, "true": True}
-        stmt = text(_PLAN_SQL.format(col=col)).bindparams(bindparam("now", type_=UTCDateTime()))
-        created[channel] = rowcount(session.execute(stmt, params))
-        skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
-        session.execute(skip, {**params, "detail": f'{{"reason": "{reason}"}}'})
-    # A corrected address that no message reached yet gets a message of its own.
-    from notify.requeue import plan_corrections
-
-    created.update(plan_corrections(session, campaign, channels, now))
-    restore()
-    if "email" in created:  # California 1798.82(d)(5): not to the business's own mailboxes
-        skip_business_credentials(session, campaign, config, now)
-    _ensure_resets(session, campaign)
-    return created
-
-
-def _hash_anti_joins(session: Session):
-    """Keep PostgreSQL off nested loops for the plan's NOT EXISTS; returns the undo.
-
-    With statistics that say messages is (nearly) empty, as they do until autovacuum has
-    analyzed the rows the first worker just planned, PostgreSQL picks a nested loop that
-    compares every contact with every existing row: a worker joining or resuming a planned
-    campaign then spent 40 s at 20,000 contacts, hours at a million. A hash anti join is
-    linear. Transaction-local, so an error needs no undo.
-    """
-    if is_sqlite(session.get_bind()):
-        return lambda: None
-    before = session.scalar(text("SELECT current_setting('enable_nestloop')"))
-    session.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
-    return lambda: session.execute(text("SELECT set_config('enable_nestloop', :v, true)"),
-                                   {"v": before})
-
-
-def _ensure_resets(session: Session, campaign: Campaign) -> None:
-    try:
-        from notify.resets import tokens as reset_tokens
-    except ImportError:  # resets module not installed in this build
-        return
-    reset_tokens.ensure_resets(session, campaign)
-
-
-def status_totals(session: Session, campaign_id: int) -> dict[str, dict[str, int]]:
-    """Counts of message rows by channel and status."""
-    rows = session.execute(
-        select(Message.channel, Message.status, func.count())
-        .where(Message.campaign_id == campaign_id)
-        .group_by(Message.channel, Message.status)
-    )
-    totals: dict[str, dict[str, int]] = {}
-    for channel, status, n in rows:
-        totals.setdefault(channel, {})[status] = n
-    return totals
-
-
-def pending_counts(engine: Engine, settings: Settings, name: str,
-                   options: SendOptions) -> dict[str, int]:
-    """How many messages a send would attempt now, by channel (plans, then rolls back)."""
-    job = load_job(engine, settings, name, options)
-    session = Session(engine)
-    try:
-        with session.begin():
-            if options.notice != "reminder":
-                plan(session, job.campaign, job.channels)
-                session.flush()
-            rows = session.execute(
-                select(Message.channel, func.count())
-                .where(Message.campaign_id == job.campaign.id,
-                       Message.status.in_(IN_FLIGHT_STATUSES),
-                       Message.channel.in_(job.channels),
-                       *_notice_filter(options))
-                .group_by(Message.channel)
-            )
-            counts = dict(rows.all())
-            session.rollback()
-    finally:
-        session.close()
-    return {ch: counts.get(ch, 0) for ch in job.channels}
-
-
-def _notice_filter(options: SendOptions) -> list:
-    return [Message.notice == options.notice] if options.notice else []
-
-
-# ---------------------------------------------------------------- claiming work
-
-
-_messages = Message.__table__
-_contacts = Contact.__table__
-
-
-def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: int,
-          lease_seconds: float, notice: str | None = None) -> list[Item]:
-    """Lease up to ``count`` claimable rows of one channel to ``worker``; oldest first.
-
-    Claimable: pending or sending (in doubt or waiting to retry), not leased by a live
-    worker, and due; in-doubt rows and due retries go before new ones. ``SKIP LOCKED`` lets
-    concurrent workers take disjoint batches.
-    """
-    now = utcnow()
-    m = _messages.c  # Core, not the ORM: nothing to synchronize, and less work per claim
-    conditions = [
-        m.campaign_id == campaign_id,
-        m.channel == channel,
-        or_(m.lease_expires_at.is_(None), m.lease_expires_at < now),
-        or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
-    ]
-    if notice:
-        conditions.append(m.notice == notice)
-    until = now + timedelta(seconds=lease_seconds)
-    with Session(engine) as session, session.begin():
-        ids: list[int] = []
-        # One status at a time, each a range of ix_messages_queue in id order: a single scan
-        # in id order over both statuses walks past every row already sent, on every claim,
-        # so the cost of a claim would grow with the campaign.
-        for status in (Status.SENDING, Status.PENDING):
-            if len(ids) < count:
-                ids += _lease(session, [*conditions, m.status == status],
-                              count - len(ids), worker, until)
-        if not ids:
-            return []
-        # Plain columns, not ORM objects: a claim loads hundreds of rows on the hot path.
-        rows = session.connection().execute(
-            select(*_CLAIM_MESSAGE, *_CLAIM_CONTACT)
-            .join_from(_messages, _contacts, _contacts.c.id == _messages.c.contact_id)
-            .where(_messages.c.id.in_(ids))
-            .order_by(_messages.c.id)
-        ).all()
-        return [
-            Item(id=r.id, contact_id=r.contact_id, channel=r.channel, notice=r.notice,
-                 sequence=r.sequence, status=r.status, attempts=r.attempts,
-                 first_attempt_at=r.first_attempt_at, address=r.address,
-                 view=templates.ContactView.from_model(r))
-            for r in rows
-        ]
-
-
-_CLAIM_MESSAGE = tuple(_messages.c[n] for n in (
-    "id", "contact_id", "channel", "notice", "sequence", "status", "attempts",
-    "first_attempt_at", "address"))
-# The columns ContactView.from_model reads (their names do not clash with the above).
-_CLAIM_CONTACT = tuple(_contacts.c[n] for n in (
-    "key", "name", "email", "phone", "exposures", "extra", "country", "state", "locale",
-    "enrollment_code"))
-
-
-def _lease(session: Session, conditions: list, count: int, worker: str,
-           until: datetime) -> list[int]:
-    """Lease up to ``count`` rows matching ``conditions`` (lowest ids first); their ids."""
-    m = _messages.c
-    candidates = select(m.id).where(and_(*conditions)).order_by(m.id).limit(count)
-    target: ColumnElement[bool]
-    if is_sqlite(session.get_bind()):
-        target = m.id.in_(candidates.scalar_subquery())
-    else:
-        # Lock the batch exactly once. As `id IN (subquery)` PostgreSQL may plan a nested
-        # loop that re-runs the locking subquery for every row of messages (it does on a
-        # table not yet analyzed): quadratic, and it keeps rows locked that it then does not
-        # claim, so other workers' status updates wait for the whole statement.
-        picked = (candidates.with_for_update(skip_locked=True)
-                  .cte("claimable").prefix_with("MATERIALIZED"))
-        target = m.id == picked.c.id
-    return list(session.connection().execute(
-        update(_messages)
-        .where(target)
-        .values(lease_owner=worker, lease_expires_at=until)
-        .returning(m.id)
-    ).scalars())
-
-
-def outstanding(engine: Engine, campaign_id: int, channel: str,
-                notice: str | None = None) -> float | None:
-    """None when the channel has nothing left to do; else seconds until something may be.
-
-    Rows leased by other live workers, and rows waiting to retry, keep a run going: `notify
-    send` returns only when nothing is pending or leased.
-    """
-    now = utcnow()
-    with Session(engine) as session:
-        query = select(func.count(), func.min(Message.lease_expires_at),
-                       func.min(Message.next_attempt_at)).where(
-            Message.campaign_id == campaign_id,
-            Message.channel == channel,
-            Message.status.in_(IN_FLIGHT_STATUSES),
-        )
-        if notice:
-            query = query.where(Message.notice == notice)
-        n, lease_min, retry_min = session.execute(query).one()
-    if not n:
-        return None
-    soonest = [t for t in (lease_min, retry_min) if t is not None and t > now]
-    if not soonest:
-        return 0.1
-    return max(0.05, min(1.0, (min(soonest) - now).total_seconds()))
-
-
-def release(engine: Engine, worker: str) -> None:
-    """Give back every row this worker still leases (a clean stop leaves none in flight)."""
-    with Session(engine) as session, session.begin():
-        session.execute(
-            update(Message).where(Message.lease_owner == worker)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
-
-
-def renew(engine: Engine, worker: str, lease_seconds: float) -> None:
-    """Extend this worker's leases: it is alive."""
-    with Session(engine) as session, session.begin():
-        session.execute(
-            update(Message)
-            .where(Message.lease_owner == worker, Message.status.in_(IN_FLIGHT_STATUSES))
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)
-        )
-
-
-# ---------------------------------------------------------------- recording (writer thread)
-
-
-def _event(session: Session, item: Item, campaign_id: int, kind: str, source: str,
-           now: datetime, detail: dict | None = None) -> None:
-    session.execute(insert(Event).values(
-        campaign_id=campaign_id, message_id=item.id, contact_id=item.contact_id, at=now,
-        source=source, kind=kind, applied=True, detail=detail,
-    ))
-
-
-_BEGIN = bulk.Statement(
-    "UPDATE messages SET status = 'sending', attempts = attempts + 1, transport = :transport, "
-    "first_attempt_at = COALESCE(first_attempt_at, :now), next_attempt_at = NULL, "
-    "last_event_at = :now, lease_expires_at = :until "
-    "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')",
-    now=UTCDateTime(), until=UTCDateTime())
-_INSERT_EVENT = bulk.insert_into(Event.__table__, *(
-    name for name in Event.__table__.c.keys() if name not in ("id", "replay_key")))
-
-
-@dataclass
-class Begin:
-    """One message about to be handed to its provider."""
-
-    job: Job
-    item: Item
-    worker: str
-    lease_seconds: float
-    want_token: bool
-    # Rendered before the commit: the reset token in its link, and the hash of exactly what
-    # will be handed over (email: the whole message; SMS: the body), kept in the `sending`
-    # event of each attempt: the proof an in-doubt SMS is adopted by, and the record of
-    # every copy of a re-sent email.
-    token: str | None = None
-    content_sha256: str | None = None
-    now: datetime | None = None  # when the attempt began (taken before rendering)
-
-
-def begin_attempts(session: Session, begins: list[Begin]
-                   ) -> list[tuple[bool, str | None, datetime]]:
-    """Commit `sending` (and issue reset tokens) for a group, before the provider is called.
-
-    Returns (ok, raw token, attempt time) per message; not ok when the lease was lost to
-    another worker or the row is already final, and then it must not be sent. A message
-    rendered with ``Begin.token`` gets that token stored (or None when the reset was
-    completed meanwhile: then its event carries no hash, and the caller renders it again).
-    """
-    default = utcnow()
-    nows = {b.item.id: b.now or default for b in begins}
-    params = [{"id": b.item.id, "worker": b.worker, "now": nows[b.item.id],
-               "until": nows[b.item.id] + timedelta(seconds=b.lease_seconds),
-               "transport": b.job.transports.get(b.item.channel)} for b in begins]
-    conn = session.connection()
-    updated = _BEGIN.execute(conn, params)
-    ok_ids = {b.item.id for b in begins}
-    if updated != len(begins):  # rare: find which rows this statement really moved
-        moved: set[int] = set()
-        for now in set(nows.values()):
-            moved |= set(session.scalars(select(Message.id).where(
-                Message.id.in_([i for i in ok_ids if nows[i] == now]),
-                Message.lease_owner == begins[0].worker,
-                Message.status == Status.SENDING, Message.last_event_at == now)))
-        ok_ids = moved
-    linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
-    tokens: dict[int, str | None] = {}
-    if linked:
-        from notify.resets import tokens as reset_tokens
-
-        issued = reset_tokens.issue_tokens(
-            session, linked[0].job.campaign, [(b.item.contact_id, b.item.id) for b in linked],
-            now=nows[linked[0].item.id],
-            raw_tokens=[b.token or reset_tokens.new_token() for b in linked])
-        tokens = {b.item.id: token for b, token in zip(linked, issued, strict=True)}
-    events = []
-    for b in begins:
-        if b.item.id not in ok_ids:
-            continue
-        detail = {"attempt": b.item.attempts + 1, "worker": b.worker,
-                  "transport": b.job.transports.get(b.item.channel)}
-        if b.content_sha256 and (not b.want_token or tokens.get(b.item.id) == b.token):
-            detail["content_sha256"] = b.content_sha256
-        events.append(_event_row(b.job.campaign.id, b.item, Status.SENDING, "send",
-                                 nows[b.item.id], detail))
-    _INSERT_EVENT.execute(conn, events)
-    # A reminder exists only to carry a fresh link: if the reset was completed since it was
-    # planned, there is nothing to remind of.
-    done = [b for b in linked if b.item.notice == "reminder" and tokens.get(b.item.id) is None]
-    for b in done:
-        _skip_completed(session, b, nows[b.item.id])
-        ok_ids.discard(b.item.id)
-    return [(b.item.id in ok_ids, tokens.get(b.item.id), nows[b.item.id]) for b in begins]
-
-
-def _record_content(session: Session, job: Job, item: Item, content_sha256: str) -> None:
-    """The hash of what an attempt hands over, when it is not the one its `sending` event
-    could carry (the message was rendered again without its reset link)."""
-    _event(session, item, job.campaign.id, "content", "send", utcnow(),
-           {"attempt": item.attempts + 1, "content_sha256": content_sha256})
-
-
-def _attempt_proofs(engine: Engine, message_id: int) -> list[tuple[datetime, str]]:
-    """(when the attempt began, hash of what it handed over) for every attempt on record."""
-    with Session(engine) as session:
-        rows = session.execute(
-            select(Event.at, Event.detail).where(Event.message_id == message_id,
-                                                 Event.kind.in_(("sending", "content")))
-        ).all()
-    proofs = []
-    for at, detail in rows:
-        digest = (detail or {}).get("content_sha256") if isinstance(detail, dict) else None
-        if digest:
-            proofs.append((at, digest))
-    return proofs
-
-
-def _skip_completed(session: Session, begin: Begin, now: datetime) -> None:
-    session.execute(
-        update(Message).where(Message.id == begin.item.id)
-        .values(status=Status.SKIPPED, skip_reason="reset completed", last_event_at=now,
-                lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(insert(Event).values(**_event_row(
-        begin.job.campaign.id, begin.item, Status.SKIPPED, "send", now,
-        {"reason": "reset completed"})))
-
-
-def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: datetime,
-               detail: dict | None) -> dict:
-    return event_values(campaign_id, item.id, item.contact_id, kind, source, now, detail)
-
-
-_SENT = bulk.Statement(
-    "UPDATE messages SET status = 'sent', sent_at = :sent_at, provider_message_id = :pid, "
-    "last_event_at = :now, lease_owner = NULL, lease_expires_at = NULL, "
-    "next_attempt_at = NULL, error_code = NULL, error_message = NULL, "
-    "template = COALESCE(:template, template), "
-    "template_version = COALESCE(:template_version, template_version), "
-    "content_sha256 = COALESCE(:content_sha256, content_sha256) "
-    "WHERE id = :id AND status IN ('pending', 'sending')",
-    now=UTCDateTime(), sent_at=UTCDateTime())
-
-
-@dataclass
-class Sent:
-    """A provider's acceptance of one message, to record."""
-
-    job: Job
-    item: Item
-    provider_id: str | None
-    provider_status: str | None
-    content: dict
-    source: str = "send"
-    sent_at: datetime | None = None
-
-
-def record_sent(session: Session, sents: list[Sent]) -> list[None]:
-    """Commit `sent` with the provider's id for a group (one executemany)."""
-    now = utcnow()
-    conn = session.connection()
-    # In contact order: the status triggers update each contact's reach row, and workers that
-    # lock those rows in one order cannot deadlock each other (email and SMS of one contact
-    # may be recorded by two workers at once).
-    updated = _SENT.execute(conn, [
-        {"id": x.item.id, "now": now, "sent_at": x.sent_at or now, "pid": x.provider_id,
-         "template": x.content.get("template"),
-         "template_version": x.content.get("template_version"),
-         "content_sha256": x.content.get("content_sha256")}
-        for x in sorted(sents, key=lambda x: x.item.contact_id)])
-    _count_links(session, sents, updated, now)
-    events = []
-    for x in sents:
-        detail = {"provider_id": x.provider_id}
-        if x.provider_status:
-            detail["provider_status"] = x.provider_status
-        events.append(_event_row(x.job.campaign.id, x.item, Status.SENT, x.source, now, detail))
-    _INSERT_EVENT.execute(conn, events)
-    _apply_early(session, {x.provider_id: x.item.id for x in sents
-                           if x.item.channel == "sms" and x.provider_id})
-    return [None] * len(sents)
-
-
-def _count_links(session: Session, sents: list[Sent], updated: int, now: datetime) -> None:
-    """Count the reset links of the messages this group just recorded as handed over.
-
-    Only messages that can carry a link are looked up (passwords exposed, a reset_url), and
-    only those this statement moved to `sent` (rarely not all: then the moved ones are read).
-    """
-    linked = [x.item.id for x in sents
-              if x.job.config.reset_url and templates.needs_reset(x.item.view)]
-    if not linked:
-        return
-    if updated != len(sents):
-        linked = list(session.scalars(select(Message.id).where(
-            Message.id.in_(linked), Message.status == Status.SENT, Message.last_event_at == now)))
-    from notify.resets import tokens as reset_tokens
-
-    reset_tokens.count_links_sent(session, linked)
-
-
-def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
-    """Apply status callbacks that arrived before these SMS ids were stored.
-
-    Rare (a callback must beat our own commit), so one indexed query per group finds the
-    ids that have any, and only those messages are loaded.
-    """
-    if not message_ids:
-        return
-    from notify import tracking
-
-    waiting = session.scalars(
-        select(Event.provider_message_id).distinct().where(
-            Event.provider_message_id.in_(list(message_ids)),
-            Event.message_id.is_(None), Event.applied.is_(False))
-    ).all()
-    for sid in waiting:
-        if sid is None:  # not among the ids asked for: never NULL
-            continue
-        message = session.get(Message, message_ids[sid])
-        if message is not None:
-            tracking.apply_early_events(session, message)
-
-
-def _record_retry(session: Session, job: Job, item: Item, result: Result, delay: float,
-                  content: dict, handed_over: bool = True) -> None:
-    """Due again after ``delay``. A message that never reached the provider (the transport's
-    setup failed first) gives its attempt back: it was begun, not tried."""
-    now = utcnow()
-    given_back = {} if handed_over else {"attempts": Message.attempts - 1}
-    session.execute(
-        update(Message).where(Message.id == item.id)
-        .values(next_attempt_at=now + timedelta(seconds=delay), lease_owner=None,
-                lease_expires_at=None, error_code=result.error_code,
-                error_message=(result.error_message or "")[:2000], last_event_at=now,
-                **given_back, **content)
-        .execution_options(synchronize_session=False)
-    )
-    detail = {"code": result.error_code, "message": (result.error_message or "")[:500],
-              "retry_in_s": round(delay, 3), "attempt": item.attempts + 1}
-    if not handed_over:
-        detail["handed_over"] = False
-    _event(session, item, job.campaign.id, "retry", "send", now, detail)
-
-
-def _record_put_back(session: Session, job: Job, item: Item, result: Result, content: dict,
-                     handed_over: bool, in_doubt: bool, kind: str) -> None:
-    """Due again at once, the attempt given back: the provider was down (``kind``
-    "outage") or the transport's setup is wrong ("retry"), nothing about this message.
-
-    A message claimed new that surely did not reach the provider is ``pending`` again, as
-    if never begun; one that may have (``in_doubt``), or was in doubt or retrying before,
-    stays ``sending`` (an SMS is then looked up before it is sent again).
-    """
-    now = utcnow()
-    values: dict[str, Any] = {"attempts": Message.attempts - 1}
-    if item.status == Status.PENDING and not in_doubt:
-        values.update(status=Status.PENDING, first_attempt_at=None)
-    session.execute(
-        update(Message).where(Message.id == item.id, Message.attempts > 0)
-        .values(next_attempt_at=None, lease_owner=None, lease_expires_at=None,
-                error_code=result.error_code,
-                error_message=(result.error_message or "")[:2000], last_event_at=now,
-                **values, **content)
-        .execution_options(synchronize_session=False)
-    )
-    detail = {"code": result.error_code, "message": (result.error_message or "")[:500],
-              "attempt": item.attempts + 1, "attempt_spent": False,
-              "handed_over": handed_over}
-    if in_doubt:
-        detail["in_doubt"] = True
-    _event(session, item, job.campaign.id, kind, "send", now, detail)
-
-
-def _refund_attempts(session: Session, job: Job, ids: list[int]) -> None:
-    """Give back the attempts that 5xx answers spent before they proved an outage."""
-    now = utcnow()
-    rows = session.execute(
-        update(Message)
-        .where(Message.id.in_(ids), Message.status == Status.SENDING, Message.attempts > 0)
-        .values(attempts=Message.attempts - 1, next_attempt_at=None)
-        .returning(Message.id, Message.contact_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    for message_id, contact_id in rows:
-        session.execute(insert(Event).values(
-            campaign_id=job.campaign.id, message_id=message_id, contact_id=contact_id, at=now,
-            source="send", kind="outage", applied=True,
-            detail={"attempt_given_back": True,
-                    "reason": "the provider's 5xx answers turned out to be an outage"}))
-
-
-def _unlease(engine: Engine, message_id: int, worker: str) -> None:
-    """Give one claimed message back, not begun (due again at once)."""
-    with Session(engine) as session, session.begin():
-        session.execute(
-            update(Message).where(Message.id == message_id, Message.lease_owner == worker)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
-
-
-def _record_failed(session: Session, job: Job, item: Item, code: str | None,
-                   message: str | None, content: dict) -> None:
-    now = utcnow()
-    session.execute(
-        update(Message).where(Message.id == item.id)
-        .values(status=Status.FAILED, error_code=code, error_message=(message or "")[:2000],
-                last_event_at=now, lease_owner=None, lease_expires_at=None,
-                next_attempt_at=None, **content)
-        .execution_options(synchronize_session=False)
-    )
-    _event(session, item, job.campaign.id, Status.FAILED, "send", now,
-           {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1})
-    row = session.get(Message, item.id)
-    if row is not None:
-        session.refresh(row)
-        fallback.plan_fallback(session, job.config, row)
-
-
-def _known_provider_ids(engine: Engine, ids: list[str]) -> set[str]:
-    if not ids:
-        return set()
-    with Session(engine) as session:
-        return set(session.scalars(
-            select(Message.provider_message_id).where(Message.provider_message_id.in_(ids))
-        ))
-
-
-# ---------------------------------------------------------------- the run
 
 
 class Runner:
@@ -1291,7 +459,7 @@ class Runner:
             outgoing, content = self._render(item, token)
         except NotifyError as exc:
             item.first_attempt_at = first
-            await self.recorder.call(_record_failed, job, item, "template", str(exc), {})
+            await self.recorder.call(record_failed, job, item, "template", str(exc), {})
             self._done(item, "failed")
             return None
         begin = Begin(job, item, self.worker, self.options.lease_seconds, want, token,
@@ -1304,10 +472,10 @@ class Runner:
         try:
             outgoing, content = self._render(item, None)
         except NotifyError as exc:
-            await self.recorder.call(_record_failed, self.job, item, "template", str(exc), {})
+            await self.recorder.call(record_failed, self.job, item, "template", str(exc), {})
             self._done(item, "failed")
             return None
-        await self.recorder.call(_record_content, self.job, item, content["content_sha256"])
+        await self.recorder.call(record_content, self.job, item, content["content_sha256"])
         return _Ready(item, outgoing, content)
 
     async def _consume(self, claimed: asyncio.Queue, ready: asyncio.Queue, messenger,
@@ -1332,7 +500,7 @@ class Runner:
         """Reconcile, begin, render and hand over one message (an SMS in doubt)."""
         item = ready.item
         if self.stop.is_set() or outage.hold_back(ready.probe):
-            await asyncio.to_thread(_unlease, self.engine, item.id, self.worker)
+            await asyncio.to_thread(unlease, self.engine, item.id, self.worker)
             return  # not started: due again at once (at the end of the outage)
         if _in_doubt_sms(item):
             try:
@@ -1340,7 +508,7 @@ class Runner:
             except ProviderDown as exc:
                 # The lookup could not reach the provider: the outage rule, not a stop.
                 outage.report(exc.kind, str(exc), item.id, ready.probe)
-                await asyncio.to_thread(_unlease, self.engine, item.id, self.worker)
+                await asyncio.to_thread(unlease, self.engine, item.id, self.worker)
                 return
             outage.report(None, None)  # the provider answered
             if reconciled:
@@ -1370,7 +538,7 @@ class Runner:
                 state.error if state is not None else None)
             back = Result(outcome="retry", error_code="config" if kind == "retry"
                           else "outage", error_message=str(error))
-            await self.recorder.call(_record_put_back, job, item, back, content, False,
+            await self.recorder.call(record_put_back, job, item, back, content, False,
                                      False, kind)
             return
         if outgoing is None:  # never rendered: nothing to hand over
@@ -1389,7 +557,7 @@ class Runner:
             # Wrong credentials or relay setup: every message would fail the same way. Put
             # this one back (due now) and stop the run with the reason.
             back = Result(outcome="retry", error_code="config", error_message=str(exc))
-            await self.recorder.call(_record_put_back, job, item, back, content,
+            await self.recorder.call(record_put_back, job, item, back, content,
                                      handed_over, False, "retry")
             self.fatal = self.fatal or exc
             self.stop.set()
@@ -1402,11 +570,11 @@ class Runner:
         if outage.report(result.outage, result.error_message, item.id, prepared.probe):
             # The provider is down: this message goes back unspent (and so do the earlier
             # 5xx answers of the streak that turned out to be an outage).
-            await self.recorder.call(_record_put_back, job, item, result, content,
+            await self.recorder.call(record_put_back, job, item, result, content,
                                      handed_over, result.in_doubt, "outage")
             refund = outage.refund()
             if refund:
-                await self.recorder.call(_refund_attempts, job, refund)
+                await self.recorder.call(refund_attempts, job, refund)
             return
         if result.outcome == "retry" and result.error_code == "429":
             # Too fast for the provider: slow the whole channel, not just this message.
@@ -1416,7 +584,7 @@ class Runner:
     async def _adoptable(self, result: Result) -> Result:
         """A timed-out SMS push found at the provider: adopt the first matching SID no row
         holds; when every match belongs to another row, this one is still in doubt."""
-        known = await asyncio.to_thread(_known_provider_ids, self.engine,
+        known = await asyncio.to_thread(known_provider_ids, self.engine,
                                         list(result.candidates))
         for sid in result.candidates:
             if sid not in known:
@@ -1466,10 +634,10 @@ class Runner:
             self._done(item, "sent")
         elif result.outcome == "retry" and item.attempts + 1 < self._attempt_cap(result):
             delay = self._backoff(item.attempts + 1, result.retry_after)
-            await self.recorder.call(_record_retry, job, item, result, delay, content)
+            await self.recorder.call(record_retry, job, item, result, delay, content)
             self._done(item, "retry", final=False)
         else:
-            await self.recorder.call(_record_failed, job, item, result.error_code,
+            await self.recorder.call(record_failed, job, item, result.error_code,
                                      result.error_message, content)
             self._done(item, "failed")
 
@@ -1493,7 +661,7 @@ class Runner:
         unrelated text to the same number (a login code, another campaign) is never taken
         for the notice: then the notice is sent.
         """
-        proofs = await asyncio.to_thread(_attempt_proofs, self.engine, item.id)
+        proofs = await asyncio.to_thread(attempt_proofs, self.engine, item.id)
         if not proofs:
             return False  # nothing on record to prove a match with
         since = min(at for at, _ in proofs) - ADOPT_SKEW
@@ -1501,7 +669,7 @@ class Runner:
         matching = [f for f in found if f.body is not None and f.created_at is not None
                     and _proves(f, proofs)]
         known = await asyncio.to_thread(
-            _known_provider_ids, self.engine, [f.provider_id for f in matching])
+            known_provider_ids, self.engine, [f.provider_id for f in matching])
         fresh = sorted((f for f in matching if f.provider_id not in known),
                        key=lambda f: f.created_at)
         if not fresh:
@@ -1608,22 +776,14 @@ def _recorder(engine: Engine):
 def _totals_to_send(runner: Runner) -> dict[str, int]:
     """Messages this run is to attempt, per channel (for the observer's progress)."""
     with Session(runner.engine) as session:
-        counts = dict(session.execute(
-            select(Message.channel, func.count()).where(
-                Message.campaign_id == runner.job.campaign.id,
-                Message.status.in_(IN_FLIGHT_STATUSES),
-                Message.channel.in_(runner.job.channels),
-                *_notice_filter(runner.options),
-            ).group_by(Message.channel)).all())
+        counts = in_flight_counts(session, runner.job.campaign.id, runner.job.channels,
+                                  runner.options.notice)
     totals = {ch: counts.get(ch, 0) for ch in runner.job.channels}
     if runner.options.limit is not None:
         left = runner.options.limit
         for ch in totals:
             totals[ch] = min(totals[ch], left)
     return totals
-
-
-# ---------------------------------------------------------------- entry points
 
 
 def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
@@ -1638,16 +798,8 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
             if options.notice != "reminder":
                 summary.planned = plan(session, job.campaign, job.channels)
                 session.flush()
-            query = (
-                select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
-                .where(Message.campaign_id == job.campaign.id,
-                       Message.status.in_(IN_FLIGHT_STATUSES),
-                       Message.channel.in_(job.channels), *_notice_filter(options))
-                .order_by(Message.id)
-            )
-            if options.limit is not None:
-                query = query.limit(options.limit)
-            for message, contact in session.execute(query):
+            for message, contact in in_flight_messages(session, job.campaign.id, job.channels,
+                                                       options.notice, options.limit):
                 view = templates.ContactView.from_model(contact)
                 url = placeholder if templates.needs_reset(view) else None
                 if message.channel == "email":
@@ -1694,9 +846,3 @@ def send_campaign(engine: Engine, settings: Settings, name: str,
         return asyncio.run(run_campaign(engine, settings, name, options or SendOptions()))
     finally:
         sys.setswitchinterval(previous)
-
-
-__all__ = [
-    "SendOptions", "SendSummary", "send_campaign", "run_campaign", "plan", "claim",
-    "pending_counts", "status_totals",
-]
