@@ -1233,6 +1233,7 @@ class _NullWriter:
     def __init__(self) -> None:
         self.pending: list[Sequence[Any]] = []  # new contacts, in _DB_COLUMNS order
         self.stamp: Any = utcnow().replace(tzinfo=None)  # created_at/updated_at, naive UTC
+        self.campaign_id = 0  # the real writer's prepare() sets it
 
     writes = False  # a dry run: the bulk rows are not even converted
 

@@ -208,7 +208,10 @@ def _referenced(source: str) -> list[tuple[int, str | None]]:
     """
     found: list[tuple[int, str | None]] = []
     ast = jinja2.Environment().parse(source)
-    for node in ast.find_all((nodes.Extends, nodes.FromImport, nodes.Import, nodes.Include)):
+    kinds = (nodes.Extends, nodes.FromImport, nodes.Import, nodes.Include)
+    for node in ast.find_all(kinds):
+        if not isinstance(node, kinds):  # find_all gives only these; says so to the checker
+            continue
         target = node.template
         if isinstance(target, nodes.Const) and isinstance(target.value, str):
             found.append((node.lineno, target.value))
