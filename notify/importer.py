@@ -32,11 +32,14 @@ import gc
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -49,7 +52,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from notify import exposures, tabular
+from notify import exposures, intl_phones, tabular
 from notify.addresses import (
     MAX_EMAIL,
     NANP_REGIONS,
@@ -72,6 +75,7 @@ CHUNK = 5000  # rows per UPDATE batch
 BLOCK = 20_000  # new contacts converted to Python objects at a time (bounded memory)
 MAX_BOUND = 999  # values bound per multi-row INSERT: SQLite's oldest limit
 PROBLEM_CAP = 100_000  # per-row problems kept in the summary; the rejects file has them all
+HELPER_PHONES = 10_000  # distinct international numbers judged in a helper process
 BULK_TALLY = 20_000  # SQLite: from this many new contacts, count them once (see _Writer)
 
 SINGLE_FIELDS = (
@@ -608,12 +612,14 @@ class _Regions(NamedTuple):
     names: list[str]
 
 
-def _phones(raw: pd.Series, regions: _Regions) -> tuple[pa.Array, dict[int, str]]:
+def _phones(raw: pd.Series, regions: _Regions) -> Callable[[], tuple[pa.Array, dict[int, str]]]:
     """Every phone of a column in E.164 (null when absent or unusable); problems by row.
 
     US/Canadian formats are parsed by one regex over the column and validated by area code +
     exchange (cached per prefix, see ``nanp_prefix_valid``); every other value goes through
-    :func:`normalize_phone` once per distinct (value, region).
+    :func:`normalize_phone` once per distinct (value, region). Returns a function giving the
+    result: many distinct international numbers are judged in a helper process meanwhile
+    (see :class:`_Verdicts`), so the caller cleans other columns before calling it.
     """
     array = _arrow(raw)
     parts = pc.extract_regex(array, _FAST_PHONE)
@@ -623,12 +629,18 @@ def _phones(raw: pd.Series, regions: _Regions) -> tuple[pa.Array, dict[int, str]
     plus = _numpy(pc.starts_with(pc.struct_field(parts, [0]), "+"))
     nanp = np.array([r in NANP_REGIONS for r in regions.names], dtype=bool)[regions.codes]
     fast = matched & (nanp | plus)
+    slow = np.flatnonzero(~fast & _numpy(pc.not_equal(array, "")))
+    slow_values = _at(array, slow) if len(slow) else []
+    # "+44 20 7946 0958" -> "+442079460958": judged without parse() (see _other_phone).
+    digits = ["+" + _NOT_DIGIT.sub("", v) if _INTERNATIONAL.fullmatch(v) else None
+              for v in slow_values]
+    verdicts = _Verdicts(digits)
     # Validity by area code + exchange, once per distinct prefix (None: check the number).
     prefixes = pc.dictionary_encode(pc.utf8_slice_codeunits(national, 0, 6))
-    verdicts = [nanp_prefix_valid(u) for u in prefixes.dictionary.to_pylist()]
-    codes = pc.fill_null(prefixes.indices, len(verdicts)).to_numpy(zero_copy_only=False)
-    valid = np.array([v is True for v in verdicts] + [False], dtype=bool)[codes] & fast
-    exact = np.array([v is None for v in verdicts] + [False], dtype=bool)[codes] & fast
+    prefix_verdicts = [nanp_prefix_valid(u) for u in prefixes.dictionary.to_pylist()]
+    codes = pc.fill_null(prefixes.indices, len(prefix_verdicts)).to_numpy(zero_copy_only=False)
+    valid = np.array([v is True for v in prefix_verdicts] + [False], dtype=bool)[codes] & fast
+    exact = np.array([v is None for v in prefix_verdicts] + [False], dtype=bool)[codes] & fast
     e164 = _join("+1", national, sep="")
     phones = pc.if_else(pa.array(valid), e164, pa.scalar(None, _TEXT))
     problems: dict[int, str] = {}
@@ -642,15 +654,65 @@ def _phones(raw: pd.Series, regions: _Regions) -> tuple[pa.Array, dict[int, str]
                 problems[int(row)] = "not a valid phone number"
     for row in np.flatnonzero(fast & ~valid & ~exact):
         problems[int(row)] = "not a valid phone number"
-    slow = np.flatnonzero(~fast & _numpy(pc.not_equal(array, "")))
-    if len(slow):
-        settled = [_other_phone(value, regions.names[regions.codes[row]])
-                   for row, value in zip(slow, _at(array, slow), strict=True)]
-        phones = _patch(phones, slow, [phone for phone, _ in settled])
+
+    def result() -> tuple[pa.Array, dict[int, str]]:
+        if not len(slow):
+            return phones, problems
+        judged = verdicts.result()
+        settled = []
+        for row, value, number in zip(slow, slow_values, digits, strict=True):
+            verdict = judged.get(number) if number is not None else None
+            settled.append(verdict if verdict is not None else
+                           _phone_cached(value, regions.names[regions.codes[row]]))
         for row, (_, problem) in zip(slow, settled, strict=True):
             if problem:
                 problems[int(row)] = problem
-    return phones, problems
+        return _patch(phones, slow, [phone for phone, _ in settled]), problems
+
+    return result
+
+
+class _Verdicts:
+    """:func:`notify.intl_phones.verdict` for the distinct numbers of a list.
+
+    From ``HELPER_PHONES`` distinct numbers (~20 us each with phonenumbers) they are judged
+    in a helper process started at once, the importer meanwhile cleaning other columns; if
+    the helper cannot run or answers wrongly, they are judged here, with the same answers.
+    """
+
+    def __init__(self, digits: list[str | None]) -> None:
+        self.numbers = list(dict.fromkeys(d for d in digits if d is not None))
+        self.output: list[str] = []
+        self.thread: threading.Thread | None = None
+        if len(self.numbers) < HELPER_PHONES:
+            return
+        try:
+            helper = subprocess.Popen(
+                [sys.executable, "-m", "notify.intl_phones"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                encoding="ascii")
+        except OSError:
+            return  # judged here
+        request = "\n".join(self.numbers)
+
+        def talk() -> None:  # a thread: writing to the pipe waits for the helper to read
+            with suppress(Exception):
+                out, _ = helper.communicate(request)
+                if helper.returncode == 0:
+                    self.output.append(out)
+
+        self.thread = threading.Thread(target=talk, daemon=True)
+        self.thread.start()
+
+    def result(self) -> dict[str, tuple[str | None, str | None] | None]:
+        """Each distinct number's verdict (None: ask normalize_phone)."""
+        if self.thread is not None:
+            self.thread.join()
+        letters = self.output[0] if self.output else ""
+        if len(letters) == len(self.numbers):
+            return {n: intl_phones.decode(n, c) for n, c in zip(self.numbers, letters,
+                                                                  strict=True)}
+        return {n: _international(n) for n in self.numbers}
 
 
 @lru_cache(maxsize=65536)
@@ -674,44 +736,10 @@ def _other_phone(value: str, region: str) -> tuple[str | None, str | None]:
     return _phone_cached(value, region)
 
 
-@cache
-def _national_prefix(code: int) -> re.Pattern[str] | None:
-    """The pattern parse() strips a national prefix with (the code's main region), if any."""
-    region = phonenumbers.region_code_for_country_code(code)
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if meta is None:
-        return re.compile("")  # unknown metadata: always ask parse()
-    pattern = meta.national_prefix_for_parsing or meta.national_prefix
-    return re.compile(pattern) if pattern else None
-
-
 @lru_cache(maxsize=131072)
 def _international(digits: str) -> tuple[str | None, str | None] | None:
-    """``+442079460958`` -> normalize_phone's answer, without parse(); None: ask parse().
-
-    The country code is taken as parse() takes it (the first of 1, 2, 3 digits that is one);
-    a national part starting with 0 (Italy keeps it), or one that the country's national
-    prefix pattern matches (GB's 180020, RU's 8, ...), goes to parse(), which may strip it;
-    for the rest parse() builds this very number, so the verdict is the same
-    (tests/test_import_keys.py compares the two, on chosen and random numbers).
-    """
-    if not 8 <= len(digits) <= 16:
-        return None
-    for size in (1, 2, 3):
-        code = int(digits[1:1 + size])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            break
-    else:
-        return None
-    national = digits[1 + size:]
-    prefix = _national_prefix(code)
-    if code == 1 or not national or national[0] == "0" or (
-            prefix is not None and prefix.match(national)):
-        return None  # parse() might strip a prefix: its number could differ from ours
-    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
-    if phonenumbers.is_valid_number(number):
-        return digits, None
-    return None, "not a valid phone number"
+    """:func:`notify.intl_phones.verdict`, cached (a number repeated in the file is judged once)."""
+    return intl_phones.verdict(digits)
 
 
 def _factorized(series: pd.Series, parse: Callable[[str], Any]) -> tuple[np.ndarray, list[Any]]:
@@ -809,19 +837,21 @@ class _Importer:
         countries = self._texts(country_col, "country", 64)
         email_col, phone_col = column("email"), column("phone")
         nothing = pa.nulls(count, _TEXT)
+        # The phones first: their international numbers may be judged in a helper process
+        # while the other columns are cleaned here.
+        phones_done = _phones(phone_col, regions) if phone_col is not None else None
         emails, email_problems = _emails(email_col) if email_col is not None else (nothing, {})
-        phones, phone_problems = _phones(phone_col, regions) if phone_col is not None else (
-            nothing, {})
         masks, unknown = self._exposures(cells)
+        names = self._names(cells)
+        states = self._texts(column("state"), "state", 64)
+        locales = self._texts(column("locale"), "locale", 32)
+        extras = self._extras(cells)
+        phones, phone_problems = phones_done() if phones_done is not None else (nothing, {})
         keys = _arrow(cells[single["key"]].str.strip()) if "key" in single else \
             pa.array([""] * count, type=_TEXT)
         # No key: the email (Ana@X and ana@x are one person), else the phone.
         fallback = pc.coalesce(pc.utf8_lower(emails), phones, pa.scalar("", _TEXT))
         keys = pc.if_else(pc.equal(keys, ""), fallback, keys)
-        names = self._names(cells)
-        states = self._texts(column("state"), "state", 64)
-        locales = self._texts(column("locale"), "locale", 32)
-        extras = self._extras(cells)
         if self.progress:
             self.progress("check", count, 0.45)
         # Rejections: no address, no exposure, key too long; warnings for what was dropped.

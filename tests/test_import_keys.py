@@ -222,3 +222,27 @@ def test_international_fast_path_agrees_with_phonenumbers():
         assert _other_phone(raw, "US") == normalize_phone(raw, "US"), raw
         checked += phonenumbers.is_valid_number(phonenumbers.parse(raw, "US"))
     assert checked > 400  # the sample holds plenty of valid numbers, not only refusals
+
+
+def test_helper_process_judges_international_numbers_as_the_importer_would():
+    """A big list of distinct international numbers is judged in a helper process (while the
+    other columns are cleaned); its verdicts are the importer's own, in the same order."""
+    import random
+
+    from notify import importer
+
+    rng = random.Random(7)
+    codes = [44, 33, 49, 39, 61, 7, 91, 353, 86, 27]
+    numbers = [f"+{rng.choice(codes)}{rng.randint(10 ** 6, 10 ** 11 - 1)}"
+               for _ in range(importer.HELPER_PHONES)]
+    numbers += ["+1", "+4420", "+442079460958", "+440207946095", None]
+    verdicts = importer._Verdicts(numbers)
+    judged = verdicts.result()
+    assert verdicts.output, "the helper process did not answer"
+    assert judged == {n: importer._international(n) for n in numbers if n is not None}
+    assert judged["+442079460958"] == ("+442079460958", None)
+    assert judged["+440207946095"] is None  # a national 0: normalize_phone decides
+    assert sum(v == (None, "not a valid phone number") for v in judged.values()) > 100
+    small = importer._Verdicts(numbers[:50])
+    assert small.result() == {n: importer._international(n) for n in numbers[:50]}
+    assert not small.output  # a short list is judged in this process
