@@ -28,8 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-from jinja2 import nodes
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -206,6 +204,10 @@ def _referenced(source: str) -> list[tuple[int, str | None]]:
     The same nodes :func:`jinja2.meta.find_referenced_templates` inspects, kept with their
     line so the error can say where.
     """
+    # Imported here: campaigns imports this module, and `notify status` must not load Jinja.
+    import jinja2
+    from jinja2 import nodes
+
     found: list[tuple[int, str | None]] = []
     ast = jinja2.Environment().parse(source)
     kinds = (nodes.Extends, nodes.FromImport, nodes.Import, nodes.Include)
@@ -236,6 +238,8 @@ def check_references(tset: TemplateSet) -> None:
     be checked here, so it is refused as well. A file Jinja cannot parse is left to
     ``templates check``, which names the syntax error (it includes nothing).
     """
+    import jinja2  # only when a campaign is loaded (see _referenced)
+
     names = {*tset.overrides, *tset.defaults, *(f"{DEFAULTS_PREFIX}/{n}" for n in tset.defaults)}
     where = f"{tset.origin} or the defaults" if tset.origin else "the defaults"
     for shown, files in ((tset.origin or "templates", tset.overrides),
