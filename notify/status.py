@@ -24,6 +24,7 @@ from notify.models import (
     Tally,
     utcnow,
 )
+from notify.resets.state import lapsed
 from notify.times import iso_utc
 
 CHANNEL_LABEL = {"email": "email", "sms": "SMS"}
@@ -118,8 +119,7 @@ def _reset_counts(session: Session, tallies: dict[str, int], campaign_id: int,
     if pending:
         expired = session.scalar(
             select(func.count()).select_from(PasswordReset).where(
-                PasswordReset.campaign_id == campaign_id, PasswordReset.status == "pending",
-                PasswordReset.link_expires_at < now)
+                PasswordReset.campaign_id == campaign_id, lapsed(now))
         ) or 0
     total = sum(n for name, n in tallies.items() if name.startswith("reset:"))
     counts = {"pending": pending - expired, "completed": completed, "expired": expired}

@@ -52,6 +52,13 @@ def exposes_passwords(stored: str | None) -> bool:
     return "passwords" in (stored or "").split(";")
 
 
+def lapsed(now: datetime) -> ColumnElement[bool]:
+    """SQL condition: a pending reset whose newest link expired before ``now`` (the rule's
+    ``expired``; written so that ``ix_resets_state`` can count them)."""
+    return and_(PasswordReset.status == PENDING,
+                PasswordReset.link_expires_at < literal(now, UTCDateTime()))
+
+
 def status_expression(now: datetime, *, absent: str | None = PENDING) -> ColumnElement[Any]:
     """SQL for the reported status (pending | completed | expired) of a joined reset row.
 
@@ -66,11 +73,7 @@ def status_expression(now: datetime, *, absent: str | None = PENDING) -> ColumnE
     return case(
         *whens,
         (PasswordReset.status == COMPLETED, literal(COMPLETED)),
-        (
-            and_(PasswordReset.link_expires_at.is_not(None),
-                 PasswordReset.link_expires_at < literal(now, UTCDateTime())),
-            literal(EXPIRED),
-        ),
+        (lapsed(now), literal(EXPIRED)),
         else_=literal(PENDING),
     )
 
