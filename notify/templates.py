@@ -692,8 +692,11 @@ def sample_token() -> str:
 
 
 def reset_link(config: CampaignConfig, token: str) -> str | None:
-    """The campaign's reset URL with ``token`` in place of ``{token}`` (None without one)."""
-    return config.reset_url.replace("{token}", token) if config.reset_url else None
+    """The campaign's reset URL with ``token`` in place of ``{token}`` (None without one):
+    :func:`notify.resets.tokens.reset_url`, for previews, plans and dry runs."""
+    from notify.resets.tokens import reset_url  # the send engine's own link, built one way
+
+    return reset_url(config, token) if config.reset_url else None
 
 
 def exposure_combinations() -> list[list[str]]:
