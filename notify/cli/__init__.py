@@ -7,11 +7,13 @@ commands is used (``COMMANDS``).
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
 from notify import __version__
 from notify.cli.common import App, NotifyGroup
+from notify.cli.terminal import installed
 
 # Which module under notify/cli/ defines each command. A command's module is imported only
 # when that command runs (or help lists them all), so `notify status` does not pay for
@@ -36,6 +38,12 @@ class LazyGroup(NotifyGroup):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             importlib.import_module(f"notify.cli.{COMMANDS[cmd_name]}")  # registers on main
         return super().get_command(ctx, cmd_name)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run notify with every character it prints to stdout and stderr made visible
+        (notify/cli/terminal.py): data from outside never drives the operator's terminal."""
+        with installed():
+            return super().main(*args, **kwargs)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import click
 
+from notify.cli.terminal import escape, raw
+
 INTERVAL = 30.0  # seconds between plain lines off a terminal (tests set it lower)
 REDRAW = 0.1  # seconds between redraws on a terminal
 WINDOW = 60.0  # the rate is measured over the last minute
@@ -40,7 +42,9 @@ class RowProgress:
                  interval: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.label, self.total, self.unit = label, total, unit
-        self.stream = stream or click.get_text_stream("stderr")
+        # The raw stream: the redraw's cursor codes must reach the terminal as they are;
+        # the line's text (the label holds a campaign name) is escaped here instead.
+        self.stream = raw(stream or click.get_text_stream("stderr"))
         self.terminal = self.stream.isatty() if terminal is None else terminal
         self.interval = INTERVAL if interval is None else interval
         self.clock = clock
@@ -68,11 +72,11 @@ class RowProgress:
         if self.terminal:
             if now - self._drawn >= REDRAW:
                 self._drawn = now
-                self.stream.write("\r\033[K" + self.line(now))
+                self.stream.write("\r\033[K" + escape(self.line(now)))
                 self.stream.flush()
         elif now - self._logged >= self.interval:
             self._logged = now
-            self.stream.write(self.line(now) + "\n")
+            self.stream.write(escape(self.line(now)) + "\n")
             self.stream.flush()
 
     def rate(self, now: float | None = None) -> float:

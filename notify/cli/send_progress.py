@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
+from notify.cli.terminal import escape, raw
 from notify.outage import OutageState, format_duration
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ class PlainProgress:
         self._next_outage_line: dict[str, float] = {}
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        # Provider answers (state.error) are outside data: escaped even if the stream is raw.
+        print(escape(text), file=self.stream, flush=True)
 
     def begin(self, totals: dict[str, int], rates: dict[str, float | None]) -> None:
         """Sending starts."""
@@ -160,7 +162,9 @@ class TerminalProgress(PlainProgress):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self.console = Console(file=self.stream)
+        # rich draws and redraws the bars with cursor codes: it writes to the stream under
+        # the escaping (notify/cli/terminal.py), and what it prints is escaped in _print.
+        self.console = Console(file=raw(self.stream))
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:.1f}/s"), TextColumn("ETA {task.fields[eta]}"),
@@ -170,7 +174,7 @@ class TerminalProgress(PlainProgress):
         self.tasks: dict[str, TaskID] = {}
 
     def _print(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(escape(text), markup=False, highlight=False)
 
     def begin(self, totals: dict[str, int], rates: dict[str, float | None]) -> None:
         """Sending starts: one bar per channel."""
@@ -213,7 +217,7 @@ class TerminalProgress(PlainProgress):
             f"paused: {count.outage.provider} down {format_duration(now - count.outage.started)}"
         self.bar.update(self.tasks[channel], completed=count.done, total=count.total,
                         rate=count.current_rate(now, self.started), failed=count.failed,
-                        eta=format_duration(eta) if eta is not None else "?", note=note)
+                        eta=format_duration(eta) if eta is not None else "?", note=escape(note))
 
     def end(self) -> None:
         """Leave the final bars on screen."""
