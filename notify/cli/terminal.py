@@ -25,7 +25,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 # Every character of Unicode categories Cc (controls), Cf (invisible format characters: bidi
 # marks, embeddings, overrides and isolates, zero-width space, soft hyphen, BOM, tags...), Zl
@@ -113,7 +113,7 @@ class SafeStream:
         return getattr(self.raw, name)
 
 
-def raw(stream: TextIO) -> TextIO:
+def raw(stream: IO[str]) -> IO[str]:
     """The stream under ``stream``'s escaping, for notify's own drawing (progress bars),
     which must send its cursor movements as they are and escapes its text itself."""
     while isinstance(stream, SafeStream):
@@ -131,9 +131,9 @@ def installed() -> Iterator[None]:
     """
     old_out, old_err = sys.stdout, sys.stderr
     if not isinstance(old_out, SafeStream) and old_out is not None:
-        sys.stdout = SafeStream(old_out)  # type: ignore[assignment]
+        sys.stdout = SafeStream(old_out)
     if not isinstance(old_err, SafeStream) and old_err is not None:
-        sys.stderr = SafeStream(old_err)  # type: ignore[assignment]
+        sys.stderr = SafeStream(old_err)
     try:
         yield
     finally:
