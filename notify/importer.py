@@ -76,6 +76,7 @@ BLOCK = 20_000  # new contacts converted to Python objects at a time (bounded me
 MAX_BOUND = 999  # values bound per multi-row INSERT: SQLite's oldest limit
 PROBLEM_CAP = 100_000  # per-row problems kept in the summary; the rejects file has them all
 HELPER_PHONES = 10_000  # distinct international numbers judged in a helper process
+INDEX_SORT_KB = 4000  # SQLite: page cache while building indexes (its sort chunks)
 BULK_TALLY = 20_000  # SQLite: from this many new contacts, count them once (see _Writer)
 
 SINGLE_FIELDS = (
@@ -1394,6 +1395,12 @@ class _Writer(_NullWriter):
         return head + " VALUES " + ", ".join([values] * rows)
 
     def close(self) -> None:
+        if self.indexes:
+            # Building an index sorts its entries in memory chunks as big as the page cache:
+            # the 64 MB set for the insert (see _big_page_cache) makes the million-entry sorts
+            # miss the CPU caches, a third slower than 4 MB chunks merged (measured: 3.2 s
+            # against 2.1 s for the four contacts indexes). _big_page_cache restores it.
+            self.conn.exec_driver_sql(f"PRAGMA cache_size = -{INDEX_SORT_KB}")
         for sql in self.indexes:
             self.conn.exec_driver_sql(sql)
         self.indexes = []
