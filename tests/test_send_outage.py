@@ -276,3 +276,85 @@ def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_p
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 3
     assert len(seen.started) == 1 and "listing messages" in seen.started[0]
     assert {r.status for r in _rows(engine)} == {"sent"}
+
+
+class SilentListener:
+    """A TCP listener on loopback that accepts every connection and never answers: a Twilio
+    endpoint that hangs (each push and each lookup runs into its timeout)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(200)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                continue
+
+    def __enter__(self) -> SilentListener:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(5)
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
+def test_a_silent_twilio_ends_the_run_soon_after_max_outage(env, tmp_path, monkeypatch):
+    """Twilio accepts connections and never answers: pushes time out (each then in doubt) and
+    so do lookups. The run must end about one step timeout after --max-outage, exit 75, with
+    no new pushes or lookups once the outage is declared but one probe at a time, and
+    nothing sent twice (the in-doubt ones stay `sending`, reconciled on the next run).
+
+    With a rate, consumers wait in line for their slots: they used to push (and look up)
+    one by one after the outage was declared and even after the run gave up (6 min with
+    Twilio's 30 s timeouts and --max-outage 20s)."""
+    import time
+
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
+    add_contacts(engine, campaign, 30, emails=False)
+    with SilentListener() as silent:
+        monkeypatch.setenv("NOTIFY_TWILIO_API_URL", f"http://127.0.0.1:{silent.port}")
+        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
+        outcome: list[BaseException | None] = [None]
+        started = time.monotonic()
+
+        def run() -> None:
+            try:
+                send_campaign(engine, load_settings(), campaign.name, SendOptions(
+                    sms_rate=2, concurrency=10, max_outage=1.0, provider_timeout=0.3,
+                    outage_backoff=(0.1, 0.4), retry_base=0.05, progress=False))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                outcome[0] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(60)
+        took = time.monotonic() - started
+        assert not thread.is_alive(), "a silent Twilio hung the run"
+        connections = len(silent.accepted)
+    assert isinstance(outcome[0], OutageTooLong) and outcome[0].exit_code == 75, outcome[0]
+    # The outage starts when the first push has timed out and its lookup too (0.6 s); it is
+    # declared too long 1 s later, and the run ends within about one more step timeout.
+    assert took < 3.5, f"the run took {took:.1f}s after a 1 s --max-outage"
+    print(f"took {took:.2f}s, {connections} connections")
+    rows = _rows(engine)
+    assert {r.status for r in rows} <= {"pending", "sending"}
+    assert all(r.provider_message_id is None and r.lease_owner is None for r in rows)
+    assert all(r.attempts <= 1 for r in rows)  # nothing was pushed twice

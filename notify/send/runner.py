@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -85,6 +86,7 @@ from notify.send.store import (
 )
 from notify.throttle import Throttle
 from notify.transports import (
+    HeldBack,
     Messenger,
     Outgoing,
     ProviderDown,
@@ -115,6 +117,8 @@ ADOPT_SKEW = timedelta(seconds=5)
 
 # How often the engine tells its observer that time passed (progress lines, outage lines).
 TICK_SECONDS = 1.0
+# How often a message waiting for its rate slot checks whether it is held back meanwhile.
+HELD_BACK_POLL = 0.2
 
 
 class Runner:
@@ -530,29 +534,32 @@ class Runner:
         outgoing = prepared.outgoing
         if self.failure is not None:
             return  # its answer could not be recorded: it stays in doubt (resent later)
-        if self.fatal is not None or outage.hold_back(prepared.probe):
-            kind = "outage" if outage.active or isinstance(self.fatal, OutageTooLong) \
-                else "retry"
-            state = outage.state
-            error = self.fatal if self.fatal is not None else (
-                state.error if state is not None else None)
-            back = Result(outcome="retry", error_code="config" if kind == "retry"
-                          else "outage", error_message=str(error))
-            await self.recorder.call(record_put_back, job, item, back, content, False,
-                                     False, kind)
+        if self._held_back(outage, prepared.probe):
+            await self._put_back_unsent(prepared, outage)
             return
         if outgoing is None:  # never rendered: nothing to hand over
             return
-        handed_over = False
+        handed_over = acquired = False
 
         async def ready() -> None:  # the messenger's last step before hand-over
-            nonlocal handed_over
-            await throttle.acquire()
+            nonlocal handed_over, acquired
+            await self._slot_unless_held_back(throttle, outage, prepared.probe)
+            acquired = True
+            # The slot may come long after the check above (a slow rate, many consumers
+            # waiting): a channel declared down meanwhile, or a run given up, sends nothing
+            # new (the probe aside), so an outage never keeps pushing into a silent provider.
+            if self._held_back(outage, prepared.probe):
+                raise HeldBack
             handed_over = True
 
         outgoing.ready = ready
+        # A push whose answer was lost looks the message up only while that can still help.
+        outgoing.may_look_up = lambda: not self._held_back(outage, prepared.probe)
         try:
             result = await messenger.push(outgoing)
+        except HeldBack:
+            await self._put_back_unsent(prepared, outage)
+            return
         except TransportConfigError as exc:
             # Wrong credentials or relay setup: every message would fail the same way. Put
             # this one back (due now) and stop the run with the reason.
@@ -563,7 +570,7 @@ class Runner:
             self.stop.set()
             return
         finally:
-            if handed_over:
+            if acquired:
                 throttle.release()
         if result.candidates:
             result = await self._adoptable(result)
@@ -580,6 +587,37 @@ class Runner:
             # Too fast for the provider: slow the whole channel, not just this message.
             throttle.pause(result.retry_after or 1.0)
         await self._record(item, result, content)
+
+    async def _slot_unless_held_back(self, throttle: Throttle, outage: ChannelOutage,
+                                     probe: int | None) -> None:
+        """Wait for a rate slot; raise HeldBack instead when the message is held back while
+        it waits (a slow rate would otherwise make every consumer in line wait its slot
+        before the run could end). The acquisition is not cancelled (the throttle's shared
+        reservation must not be): a slot it gets later is released unused."""
+        slot = asyncio.ensure_future(throttle.acquire())
+        while not slot.done():
+            await asyncio.wait({slot}, timeout=HELD_BACK_POLL)
+            if not slot.done() and self._held_back(outage, probe):
+                slot.add_done_callback(_release_unused(throttle))
+                raise HeldBack
+        slot.result()
+
+    def _held_back(self, outage: ChannelOutage, probe: int | None) -> bool:
+        """True when a begun message must not be handed over now: the run is giving up,
+        or its channel is down and it is not the probe."""
+        return self.fatal is not None or outage.hold_back(probe)
+
+    async def _put_back_unsent(self, prepared: _Ready, outage: ChannelOutage) -> None:
+        """Record a begun message as never handed over: back to its earlier state without
+        spending its attempt (an outage, a run given up, or a transport set up wrong)."""
+        kind = "outage" if outage.active or isinstance(self.fatal, OutageTooLong) else "retry"
+        state = outage.state
+        error = self.fatal if self.fatal is not None else (
+            state.error if state is not None else None)
+        back = Result(outcome="retry", error_code="config" if kind == "retry" else "outage",
+                      error_message=str(error))
+        await self.recorder.call(record_put_back, self.job, prepared.item, back,
+                                 prepared.content, False, False, kind)
 
     async def _adoptable(self, result: Result) -> Result:
         """A timed-out SMS push found at the provider: adopt the first matching SID no row
@@ -715,6 +753,14 @@ class Runner:
             print("\nStopping: finishing and recording the messages in flight...",
                   file=sys.stderr)
         self.stop.set()
+
+
+def _release_unused(throttle: Throttle) -> Callable[[asyncio.Future], None]:
+    """A callback giving back a slot acquired for a message that was held back meanwhile."""
+    def done(slot: asyncio.Future) -> None:
+        if not slot.cancelled() and slot.exception() is None:
+            throttle.release()
+    return done
 
 
 @dataclass

@@ -13,6 +13,7 @@ from notify.campaigns import CampaignConfig
 from notify.config import Settings
 from notify.transports.base import (
     Found,
+    HeldBack,
     Messenger,
     Outgoing,
     ProviderDown,
@@ -24,6 +25,7 @@ from notify.transports.base import (
 
 __all__ = [
     "Found",
+    "HeldBack",
     "Messenger",
     "Outgoing",
     "ProviderDown",

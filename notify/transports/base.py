@@ -60,6 +60,10 @@ class Outgoing:
     # sees a message varies as little as possible around its slot; None = no rate limit.
     ready: Callable[[], Awaitable[None]] | None = field(default=None, repr=False,
                                                         compare=False)
+    # Whether a push whose answer was lost may still look the message up at the provider
+    # (SMS): not once its channel was declared down (only the probe talks to the provider
+    # then) or the run is giving up; the message then stays in doubt, looked up next time.
+    may_look_up: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 
     async def wait_ready(self) -> None:
         """Wait for this message's rate slot: once, and only when about to hand it over.
@@ -68,6 +72,17 @@ class Outgoing:
         """
         if self.ready is not None:
             await self.ready()
+
+    def lookup_allowed(self) -> bool:
+        """True when a push in doubt may look its message up now (see ``may_look_up``)."""
+        return self.may_look_up is None or self.may_look_up()
+
+
+class HeldBack(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by :attr:`Outgoing.ready` when the message must not be handed over after all
+    (its channel was declared down, or the run gave up, while it waited for its rate slot).
+    Nothing is on the wire yet: messengers let it propagate (SMTP drops the session it
+    interrupts), and the engine puts the message back unspent."""
 
 
 @dataclass

@@ -242,7 +242,11 @@ class TwilioMessenger(Messenger):
         """Timeout or lost connection after sending: ask Twilio before anyone sends again."""
         code = "timeout" if isinstance(exc, TimeoutError) else "disconnected"
         detail = f"{code} talking to Twilio: {exc}".strip()[:500]
-        if self.reconcile:
+        if not item.lookup_allowed():
+            # The channel was declared down (or the run gave up) while this push waited:
+            # no new request but the probe's; it stays in doubt, looked up next time.
+            detail += "; not looked up (Twilio is unavailable)"
+        elif self.reconcile:
             try:
                 found = await self.find_sent(item.to, started)
             except (TransportError, TransportConfigError) as lookup_exc:
