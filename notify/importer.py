@@ -31,6 +31,7 @@ import csv
 import gc
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -1062,16 +1063,17 @@ class _Importer:
         summary.imported += len(bulk)
         sources = [_Objects(keys, shared=False), *(_Objects(c) for c in columns)] \
             if self.writer.writes else []
-        for start in range(0, len(bulk), BLOCK):
-            block = bulk[start:start + BLOCK]
-            if sources:  # a dry run converts nothing
-                grid = np.empty((len(block), len(sources)), dtype=object)
-                for index, source in enumerate(sources):
-                    grid[:, index] = source.at(block)
-                self.writer.insert(grid)
-            if self.progress:
-                done = start + len(block)
-                self.progress("write", done, 0.45 + 0.55 * done / len(bulk))
+        with self.writer.inserting(len(bulk)) as insert:
+            for start in range(0, len(bulk), BLOCK):
+                block = bulk[start:start + BLOCK]
+                if sources:  # a dry run converts nothing
+                    grid = np.empty((len(block), len(sources)), dtype=object)
+                    for index, source in enumerate(sources):
+                        grid[:, index] = source.at(block)
+                    insert(grid)
+                if self.progress:
+                    done = start + len(block)
+                    self.progress("write", done, 0.45 + 0.55 * done / len(bulk))
 
     def _settle_row(self, row: int, key: str, values: list[Any], line: int) -> None:
         """One row whose key, email or phone is already known: merge, warn or insert."""
@@ -1284,6 +1286,12 @@ class _NullWriter:
         full[:, -2:] = self.stamp
         return full
 
+    @contextmanager
+    def inserting(self, rows: int) -> Iterator[Callable[[np.ndarray], None]]:
+        """A function inserting one grid (see :meth:`insert`), for ``rows`` new contacts;
+        everything given is written when the block ends."""
+        yield self.insert
+
     def prepare(self, campaign_id: int, expected: int) -> None:
         """Called once before the first row with how many new contacts may come."""
 
@@ -1379,6 +1387,57 @@ class _Writer(_NullWriter):
         finally:
             cursor.close()
         self.written += len(grid)
+
+    @contextmanager
+    def inserting(self, rows: int) -> Iterator[Callable[[np.ndarray], None]]:
+        """SQLite, a big import: the grids are inserted by a thread while the caller converts
+        the next one. sqlite3 lets go of the GIL while SQLite steps a statement, so on a
+        2-core machine SQLite's insert and Python's conversion run side by side. One grid
+        waits at most (bounded memory); an error of the insert is raised here, as is."""
+        if self.conn.dialect.name != "sqlite" or rows < BULK_TALLY or not self._threadable():
+            yield self.insert
+            return
+        grids: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=1)
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            while (grid := grids.get()) is not None:
+                if not failed:  # after an error the rest is only drained
+                    try:
+                        self.insert(grid)
+                    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                        failed.append(exc)
+
+        def insert(grid: np.ndarray) -> None:
+            if failed:
+                raise failed[0]
+            grids.put(grid)
+
+        worker = threading.Thread(target=work, name="notify-sqlite-insert", daemon=True)
+        worker.start()
+        try:
+            yield insert
+        finally:
+            grids.put(None)
+            worker.join()  # the connection is the caller's again, whatever happened
+        if failed:
+            raise failed[0]
+
+    def _threadable(self) -> bool:
+        """Whether the driver connection may be used from another thread (pysqlite refuses
+        it for a connection made with check_same_thread, e.g. SQLAlchemy's in-memory one)."""
+        raw = self.conn.connection.driver_connection
+        ok: list[bool] = []
+
+        def probe() -> None:
+            with suppress(Exception):
+                raw.execute("SELECT 1").fetchall()  # type: ignore[union-attr]
+                ok.append(True)
+
+        probe_thread = threading.Thread(target=probe)
+        probe_thread.start()
+        probe_thread.join()
+        return bool(ok)
 
     def _literals(self) -> bool:
         """Whether the constant columns can be written into the SQL (SQLite's stamp is text)."""

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from notify import db, importer
+from notify.errors import NotifyError
 from notify.models import Contact, Tally
 from tests.import_helpers import do_import
 
@@ -73,3 +74,46 @@ def test_a_failed_bulk_import_restores_the_trigger_and_indexes(loaded, tmp_path,
         do_import(loaded, path)
     assert _schema(loaded) == before
     assert _counts(loaded) == (0, 0)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_big_import_inserts_from_a_thread_and_its_error_fails_the_whole_import(
+        loaded, tmp_path, monkeypatch):
+    """The bulk rows are inserted by a second thread (SQLite steps without the GIL) while the
+    next block is converted; an error in that thread fails the import with nothing stored."""
+    import sqlite3
+    import threading
+
+    from sqlalchemy import event
+
+    monkeypatch.setattr(importer, "BULK_TALLY", 10)
+    monkeypatch.setattr(importer, "BLOCK", 10)
+    before = _schema(loaded)
+    inserting: set[str] = set()
+
+    def register(dbapi_conn, _record):  # which thread steps the INSERTs
+        dbapi_conn.create_function(
+            "inserted_by", 0, lambda: inserting.add(threading.current_thread().name))
+
+    loaded.dispose()
+    event.listen(loaded, "connect", register)
+    with loaded.begin() as conn:
+        conn.execute(text("CREATE TABLE seen (x)"))
+        conn.execute(text("CREATE TRIGGER watch BEFORE INSERT ON contacts BEGIN "
+                          "INSERT INTO seen VALUES (inserted_by()); "
+                          "SELECT RAISE(ABORT, 'refused by the test') WHERE NEW.key = 'K45'; "
+                          "END"))
+    do_import(loaded, _write(tmp_path / "a.csv", 0, 40))
+    assert _counts(loaded) == (40, 40)
+    assert inserting == {"notify-sqlite-insert"}
+    # A constraint failure reads as a concurrent import (the importer's wording for it).
+    with pytest.raises(NotifyError, match="nothing was imported") as caught:
+        do_import(loaded, _write(tmp_path / "b.csv", 40, 60))  # the 6th row fails
+    causes, error = [], caught.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__ or error.__context__
+    assert any(isinstance(c, sqlite3.IntegrityError) and "refused by the test" in str(c)
+               for c in causes)
+    assert _counts(loaded) == (40, 40)
+    assert _schema(loaded) - {("trigger", "watch")} == before
