@@ -51,9 +51,39 @@ def verdict(digits: str) -> tuple[str | None, str | None] | None:
             prefix is not None and prefix.match(national)):
         return None  # parse() might strip a prefix: its number could differ from ours
     number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
-    if phonenumbers.is_valid_number(number):
+    if _is_valid(number, code, national):
         return digits, None
     return None, INVALID
+
+
+# phonenumbers' own per-region type test; without it (another version) we ask is_valid_number.
+_type_of = getattr(phonenumbers.phonenumberutil, "_number_type_helper", None)
+_UNKNOWN = phonenumbers.PhoneNumberType.UNKNOWN
+
+
+def _is_valid(number: phonenumbers.PhoneNumber, code: int, national: str) -> bool:
+    """``phonenumbers.is_valid_number(number)``, once instead of twice for a code several
+    regions share (+44: GB, GG, IM, JE; +7: RU, KZ).
+
+    is_valid_number finds the region as the first of the code's regions whose leading digits
+    match or whose number patterns take the number, then tests that region's patterns again:
+    when the region was found by its patterns, that second test is the same and passes.
+    """
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    if _type_of is None or len(regions) < 2:
+        return phonenumbers.is_valid_number(number)
+    for region in regions:
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region.upper(), None)
+        if meta is None:
+            continue
+        if meta.leading_digits is not None:
+            if re.match(meta.leading_digits, national):
+                return phonenumbers.is_valid_number(number)  # its own full test
+        elif _type_of(national, meta) != _UNKNOWN:
+            if phonenumbers.country_code_for_valid_region(region) != code:
+                return phonenumbers.is_valid_number(number)
+            return True
+    return False  # no region: is_valid_number says False
 
 
 def encode(result: tuple[str | None, str | None] | None) -> str:

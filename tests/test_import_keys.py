@@ -246,3 +246,29 @@ def test_helper_process_judges_international_numbers_as_the_importer_would():
     small = importer._Verdicts(numbers[:50])
     assert small.result() == {n: importer._international(n) for n in numbers[:50]}
     assert not small.output  # a short list is judged in this process
+
+
+def test_validity_for_codes_several_regions_share_is_phonenumbers_own():
+    """+44 (GB, GG, IM, JE), +7 (RU, KZ), +61, +262, +590...: the region is found once and
+    its verdict reused; the answer is is_valid_number's, for valid and invalid numbers."""
+    import random
+
+    import phonenumbers
+
+    from notify.intl_phones import _is_valid
+
+    rng = random.Random(3)
+    codes = [44, 7, 61, 262, 590, 599, 47, 358, 212, 290, 672, 33, 49]
+    valid = 0
+    for _ in range(20000):
+        code = rng.choice(codes)
+        national = str(rng.randint(10 ** 5, 10 ** 11 - 1))
+        if rng.random() < 0.4:  # leading digits of the regions sharing a code
+            national = rng.choice(["20", "7", "1624", "1481", "1534", "7700", "495", "4",
+                                   "33", "6"]) + national[:rng.randint(5, 9)]
+        number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+        expected = phonenumbers.is_valid_number(number)
+        assert _is_valid(number, code, str(number.national_number)) == expected, (code,
+                                                                                   national)
+        valid += expected
+    assert valid > 1000
