@@ -11,11 +11,13 @@ the ratio: what the import costs beyond reading the file.
 Goal (2-core machine): <= 12 s into SQLite, peak RSS <= 1 GB (25.5 s before the import went
 through pandas). The machine's load average is printed with each figure: measure when quiet.
 Measured in December on the shared 2-core machine (CPU: user+sys of the import and its
-helper process): 11.4 s at load 1.1 (CPU 11.4 s), 12.2 s at load 1.7 (CPU 12.5 s), 12.6 s at
-load 2.2, peak RSS 880 MB; the code before, in the same minutes: 13.6 s, 14.0 s, 15.2 s. So
-12 s is met on a quiet machine only. The import overlaps work on the 2 cores: international
-numbers judged in a helper process, SQLite's INSERTs stepped by a second thread; about 5 s
-of the CPU is SQLite's own (the insert, rebuilding four indexes, the commit).
+helper process), peak RSS ~880 MB: 11.4 s at load 1.1 (CPU 11.4 s); at load 1.7, 12.3 s,
+12.5 s and 13.0 s (CPU 12.4-13.1 s) against 13.5 s, 13.8 s and 14.0 s for the code before
+these changes, run alternately with it. So 12 s is met on a quiet machine only: at load 1.7
+the second core is busy with other work and the wall time is the CPU time. The import
+overlaps work on the 2 cores: international numbers judged in a helper process, SQLite's
+INSERTs stepped by a second thread; about 5 s of the CPU is SQLite's own (the insert,
+rebuilding four indexes, the commit).
 
     python bench/import_bench.py                    # both databases, 1,000,000 rows
     python bench/import_bench.py --db sqlite --rows 200000
