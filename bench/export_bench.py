@@ -47,10 +47,22 @@ CAMPAIGN = "acme-2026-11"
 # Not in the schema (yet): makes the per-contact reach of `notify status` an index-only scan.
 CHUNK = 10_000
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
-EMAIL_STATUSES = [("sent", 80), ("delivered", 5), ("bounced", 5), ("failed", 2),
-                  ("pending", 3), ("skipped", 5)]
-SMS_STATUSES = [("delivered", 60), ("sent", 10), ("undelivered", 5), ("failed", 5),
-                ("pending", 10), ("skipped", 10)]
+EMAIL_STATUSES = [
+    ("sent", 80),
+    ("delivered", 5),
+    ("bounced", 5),
+    ("failed", 2),
+    ("pending", 3),
+    ("skipped", 5),
+]
+SMS_STATUSES = [
+    ("delivered", 60),
+    ("sent", 10),
+    ("undelivered", 5),
+    ("failed", 5),
+    ("pending", 10),
+    ("skipped", 10),
+]
 EXPOSURES = ["passwords", "card;passwords", "identity", "card", "identity;passwords"]
 
 
@@ -86,20 +98,37 @@ def message_row(rng, mid, cid, channel, address, contact_no) -> dict:
     at = T0 + timedelta(seconds=contact_no // 20)
     started = status not in ("pending", "skipped")
     return {
-        "id": mid, "campaign_id": 1, "contact_id": cid, "channel": channel,
-        "notice": "notice", "sequence": 0, "is_fallback": False, "status": status,
+        "id": mid,
+        "campaign_id": 1,
+        "contact_id": cid,
+        "channel": channel,
+        "notice": "notice",
+        "sequence": 0,
+        "is_fallback": False,
+        "status": status,
         "skip_reason": f"no {'email' if channel == 'email' else 'phone'}"
-        if status == "skipped" else None,
+        if status == "skipped"
+        else None,
         "address": None if status == "skipped" else address,
-        "template": f"passwords/{channel}", "template_version": "v1" * 8,
+        "template": f"passwords/{channel}",
+        "template_version": "v1" * 8,
         "content_sha256": f"{mid:064x}" if started else None,
         "attempts": 1 if started else 0,
-        "provider_message_id": (f"<{mid}.1@acme.example>" if channel == "email"
-                                else f"SM{mid:032x}") if started else None,
-        "error_code": {"bounced": "5.1.1", "failed": "550" if channel == "email" else "21610",
-                       "undelivered": "30003"}.get(status),
-        "error_message": {"bounced": "550 5.1.1 User unknown", "failed": "rejected",
-                          "undelivered": "unreachable handset"}.get(status),
+        "provider_message_id": (
+            f"<{mid}.1@acme.example>" if channel == "email" else f"SM{mid:032x}"
+        )
+        if started
+        else None,
+        "error_code": {
+            "bounced": "5.1.1",
+            "failed": "550" if channel == "email" else "21610",
+            "undelivered": "30003",
+        }.get(status),
+        "error_message": {
+            "bounced": "550 5.1.1 User unknown",
+            "failed": "rejected",
+            "undelivered": "unreachable handset",
+        }.get(status),
         "first_attempt_at": at if started else None,
         "sent_at": at + timedelta(seconds=1) if status in ("sent", "delivered") else None,
         "delivered_at": at + timedelta(seconds=9) if status == "delivered" else None,
@@ -119,28 +148,53 @@ def build(engine, contacts: int) -> None:
         for i in range(first, min(first + CHUNK, contacts)):
             cid = i + 1
             exposure = EXPOSURES[i % len(EXPOSURES)]
-            rows_c.append({"id": cid, "campaign_id": 1, "key": f"C-{i:07d}",
-                           "name": f"Customer {i}", "email": email_of(i),
-                           "phone": phone_of(i), "exposures": exposure, "country": "US",
-                           "state": "CA", "locale": "en", "extra": None,
-                           "created_at": T0, "updated_at": T0})
-            for offset, channel, address in ((1, "email", email_of(i)),
-                                             (2, "sms", phone_of(i))):
+            rows_c.append(
+                {
+                    "id": cid,
+                    "campaign_id": 1,
+                    "key": f"C-{i:07d}",
+                    "name": f"Customer {i}",
+                    "email": email_of(i),
+                    "phone": phone_of(i),
+                    "exposures": exposure,
+                    "country": "US",
+                    "state": "CA",
+                    "locale": "en",
+                    "extra": None,
+                    "created_at": T0,
+                    "updated_at": T0,
+                }
+            )
+            for offset, channel, address in ((1, "email", email_of(i)), (2, "sms", phone_of(i))):
                 row = message_row(rng, 2 * i + offset, cid, channel, address, i)
                 rows_m.append(row)
-                rows_e.append({"campaign_id": 1, "message_id": row["id"], "contact_id": cid,
-                               "provider_message_id": None, "at": row["last_event_at"] or T0,
-                               "source": "send", "kind": row["status"], "applied": True,
-                               "detail": None})
+                rows_e.append(
+                    {
+                        "campaign_id": 1,
+                        "message_id": row["id"],
+                        "contact_id": cid,
+                        "provider_message_id": None,
+                        "at": row["last_event_at"] or T0,
+                        "source": "send",
+                        "kind": row["status"],
+                        "applied": True,
+                        "detail": None,
+                    }
+                )
             if "passwords" in exposure:
                 done = rng.random() < 0.3
-                rows_r.append({"campaign_id": 1, "contact_id": cid,
-                               "status": "completed" if done else "pending",
-                               "completed_at": T0 + timedelta(days=1) if done else None,
-                               "completed_via": "webhook" if done else None,
-                               "links_sent": 1,
-                               "link_expires_at": T0 + timedelta(days=14 if i % 4 else -1),
-                               "created_at": T0})
+                rows_r.append(
+                    {
+                        "campaign_id": 1,
+                        "contact_id": cid,
+                        "status": "completed" if done else "pending",
+                        "completed_at": T0 + timedelta(days=1) if done else None,
+                        "completed_via": "webhook" if done else None,
+                        "links_sent": 1,
+                        "link_expires_at": T0 + timedelta(days=14 if i % 4 else -1),
+                        "created_at": T0,
+                    }
+                )
         with engine.begin() as conn:
             conn.execute(insert(Contact.__table__), rows_c)
             conn.execute(insert(Message.__table__), rows_m)
@@ -148,8 +202,9 @@ def build(engine, contacts: int) -> None:
             conn.execute(insert(Event.__table__), rows_e)
         done_n = min(first + CHUNK, contacts)
         if done_n % 100_000 == 0 or done_n == contacts:
-            print(f"  built {done_n:,} contacts ({time.perf_counter() - started:.0f} s)",
-                  flush=True)
+            print(
+                f"  built {done_n:,} contacts ({time.perf_counter() - started:.0f} s)", flush=True
+            )
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")
     if not db.is_sqlite(engine):
@@ -161,8 +216,13 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int
     """Run ``notify ARGS`` as a subprocess: (wall s, peak RSS bytes, stdout, CPU s)."""
     started = time.perf_counter()
     out = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "notify", *args], env=env, cwd=cwd,
-                            stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "notify", *args],
+        env=env,
+        cwd=cwd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -192,8 +252,7 @@ def in_process_cli(url: str, args: list[str], expect: int = 0) -> float:
 
     runner = CliRunner()
     started = time.perf_counter()
-    result = runner.invoke(main, args, env={"NOTIFY_DATABASE_URL": url},
-                           catch_exceptions=False)
+    result = runner.invoke(main, args, env={"NOTIFY_DATABASE_URL": url}, catch_exceptions=False)
     elapsed = (time.perf_counter() - started) * 1000
     if result.exit_code != expect:
         raise SystemExit(f"notify {' '.join(args)} exited {result.exit_code}: {result.output}")
@@ -231,14 +290,19 @@ def measure_queries(engine, url: str, contacts: int) -> dict:
         "lookup unknown email": ["lookup", "nobody@nowhere.example"],
     }
     for name, query in queries.items():
+
         def once(query=query):
             with db.session_scope(engine) as session:
                 query(session)
+
         first, median = timed(once)
         expect = 1 if "unknown" in name else 0
         in_proc = [in_process_cli(url, cli_args[name], expect) for _ in range(3)]
-        figures[name] = {"query_first_ms": round(first, 1), "query_ms": round(median, 1),
-                         "command_ms": round(statistics.median(in_proc), 1)}
+        figures[name] = {
+            "query_first_ms": round(first, 1),
+            "query_ms": round(median, 1),
+            "command_ms": round(statistics.median(in_proc), 1),
+        }
     return figures
 
 
@@ -246,9 +310,12 @@ def status_parts(engine) -> dict[str, float]:
     """Milliseconds of each query of `notify status` (median of 3), to see what costs."""
     from notify.models import utcnow
 
-    parts = {"tallies": status_mod.read_tallies,
-             "resets (expired links)": lambda s, cid: status_mod._reset_counts(
-                 s, status_mod.read_tallies(s, cid), cid, utcnow())}
+    parts = {
+        "tallies": status_mod.read_tallies,
+        "resets (expired links)": lambda s, cid: status_mod._reset_counts(
+            s, status_mod.read_tallies(s, cid), cid, utcnow()
+        ),
+    }
     out = {}
     with db.session_scope(engine) as session:
         campaign_id = campaigns.get_campaign(session, CAMPAIGN).id
@@ -276,8 +343,10 @@ def main() -> None:
     if existing and not args.reuse:
         raise SystemExit(f"{db.mask_url(url)} already has messages; use --reuse or a new DB")
     if not existing:
-        print(f"Building {args.contacts:,} contacts x 2 channels in {db.mask_url(url)} ...",
-              flush=True)
+        print(
+            f"Building {args.contacts:,} contacts x 2 channels in {db.mask_url(url)} ...",
+            flush=True,
+        )
         started = time.perf_counter()
         build(engine, args.contacts)
         print(f"Built in {time.perf_counter() - started:.0f} s", flush=True)
@@ -287,21 +356,28 @@ def main() -> None:
     env = {**os.environ, "NOTIFY_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
     out_csv = workdir / "deliveries.csv"
     load = os.getloadavg()[0]
-    wall, rss, _, cpu = run_cli(["export", "deliveries", CAMPAIGN, "-o", str(out_csv)], env,
-                                workdir)
+    wall, rss, _, cpu = run_cli(
+        ["export", "deliveries", CAMPAIGN, "-o", str(out_csv)], env, workdir
+    )
     with open(out_csv, "rb") as handle:
         rows = sum(1 for _ in handle) - 1
     figures = {
-        "database": engine.dialect.name, "messages": messages, "contacts": contacts,
-        "load_average": round(load, 1), "cpus": os.cpu_count(),
-        "export_deliveries": {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
-                              "peak_rss_mb": round(rss / 2**20, 1),
-                              "rows": rows, "csv_mb": round(out_csv.stat().st_size / 2**20, 1),
-                              "ok": wall <= 30 and rss <= 300 * 2**20},
+        "database": engine.dialect.name,
+        "messages": messages,
+        "contacts": contacts,
+        "load_average": round(load, 1),
+        "cpus": os.cpu_count(),
+        "export_deliveries": {
+            "seconds": round(wall, 2),
+            "cpu_seconds": round(cpu, 2),
+            "peak_rss_mb": round(rss / 2**20, 1),
+            "rows": rows,
+            "csv_mb": round(out_csv.stat().st_size / 2**20, 1),
+            "ok": wall <= 30 and rss <= 300 * 2**20,
+        },
     }
     queries = measure_queries(engine, url, contacts)
-    for name, argv in (("status", ["status", CAMPAIGN]),
-                       ("lookup key", ["lookup", "C-0000007"])):
+    for name, argv in (("status", ["status", CAMPAIGN]), ("lookup key", ["lookup", "C-0000007"])):
         queries[name]["subprocess_ms"] = round(run_cli(argv, env, workdir)[0] * 1000, 1)
     queries["status"]["parts_ms"] = status_parts(engine)
     figures["queries"] = queries
@@ -315,21 +391,28 @@ def main() -> None:
 
 def print_figures(figures: dict) -> None:
     export = figures["export_deliveries"]
-    print(f"\n{figures['database']}: {figures['messages']:,} messages, "
-          f"{figures['contacts']:,} contacts (load average {figures['load_average']} on "
-          f"{figures['cpus']} CPUs)")
+    print(
+        f"\n{figures['database']}: {figures['messages']:,} messages, "
+        f"{figures['contacts']:,} contacts (load average {figures['load_average']} on "
+        f"{figures['cpus']} CPUs)"
+    )
     verdict = "OK" if export["ok"] else "OVER TARGET"
-    print(f"export deliveries: {export['seconds']} s ({export['cpu_seconds']} s CPU), "
-          f"peak RSS {export['peak_rss_mb']} MB, "
-          f"{export['rows']:,} rows, {export['csv_mb']} MB CSV  [{verdict}: <= 30 s, "
-          "<= 300 MB]")
+    print(
+        f"export deliveries: {export['seconds']} s ({export['cpu_seconds']} s CPU), "
+        f"peak RSS {export['peak_rss_mb']} MB, "
+        f"{export['rows']:,} rows, {export['csv_mb']} MB CSV  [{verdict}: <= 30 s, "
+        "<= 300 MB]"
+    )
     for name, data in figures["queries"].items():
         ok = "OK" if data["query_ms"] < 200 and data["command_ms"] < 200 else "OVER 200 ms"
         extra = f", subprocess {data['subprocess_ms']} ms" if "subprocess_ms" in data else ""
-        print(f"{name:<28} query {data['query_ms']} ms (first {data['query_first_ms']} ms), "
-              f"whole command in-process {data['command_ms']} ms{extra}  [{ok}]")
+        print(
+            f"{name:<28} query {data['query_ms']} ms (first {data['query_first_ms']} ms), "
+            f"whole command in-process {data['command_ms']} ms{extra}  [{ok}]"
+        )
         if "parts_ms" in data:
             print(" " * 29 + ", ".join(f"{k} {v} ms" for k, v in data["parts_ms"].items()))
+
 
 if __name__ == "__main__":
     main()

@@ -50,19 +50,105 @@ PG_URL = os.environ.get(
     os.environ.get("NOTIFY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
 )
 
-HEADER = ["Customer ID", "Full Name", "E-mail Address", "Mobile", "Data Exposed", "Country",
-          "Plan", "Signup Date"]
-FIRST = ["Ana", "Ben", "Chloé", "David", "Émilie", "Farah", "George", "Hana", "Ivan", "Julia",
-         "Kwame", "Laura", "Mateo", "Nina", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq"]
-LAST = ["Lima", "Okafor", "Martin", "Chen", "Dubois", "Haddad", "Papadopoulos", "Suzuki",
-        "Petrov", "Santos", "Mensah", "Rossi", "García", "Kowalski", "Farouk", "O'Brien"]
-DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com", "example.co.uk",
-           "corp.example.com", "Example.COM", "inbox.example.org", "example.de", "example.fr"]
-AREA_CODES = ["212", "305", "312", "415", "503", "617", "646", "702", "801", "206", "404",
-              "512", "602", "713", "720", "818", "919", "949", "971", "978"]
-EXPOSURES = ["PASSWORDS", "Card Data", "ssn", "passwords; card", "Credit Card", "identity",
-             "password", "card", "Passwords, Card Data", "PII", "payment", "card|identity",
-             "credentials / ssn"]
+HEADER = [
+    "Customer ID",
+    "Full Name",
+    "E-mail Address",
+    "Mobile",
+    "Data Exposed",
+    "Country",
+    "Plan",
+    "Signup Date",
+]
+FIRST = [
+    "Ana",
+    "Ben",
+    "Chloé",
+    "David",
+    "Émilie",
+    "Farah",
+    "George",
+    "Hana",
+    "Ivan",
+    "Julia",
+    "Kwame",
+    "Laura",
+    "Mateo",
+    "Nina",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tariq",
+]
+LAST = [
+    "Lima",
+    "Okafor",
+    "Martin",
+    "Chen",
+    "Dubois",
+    "Haddad",
+    "Papadopoulos",
+    "Suzuki",
+    "Petrov",
+    "Santos",
+    "Mensah",
+    "Rossi",
+    "García",
+    "Kowalski",
+    "Farouk",
+    "O'Brien",
+]
+DOMAINS = [
+    "example.com",
+    "example.org",
+    "example.net",
+    "mail.example.com",
+    "example.co.uk",
+    "corp.example.com",
+    "Example.COM",
+    "inbox.example.org",
+    "example.de",
+    "example.fr",
+]
+AREA_CODES = [
+    "212",
+    "305",
+    "312",
+    "415",
+    "503",
+    "617",
+    "646",
+    "702",
+    "801",
+    "206",
+    "404",
+    "512",
+    "602",
+    "713",
+    "720",
+    "818",
+    "919",
+    "949",
+    "971",
+    "978",
+]
+EXPOSURES = [
+    "PASSWORDS",
+    "Card Data",
+    "ssn",
+    "passwords; card",
+    "Credit Card",
+    "identity",
+    "password",
+    "card",
+    "Passwords, Card Data",
+    "PII",
+    "payment",
+    "card|identity",
+    "credentials / ssn",
+]
 PLANS = ["Basic", "Premium", "Family"]
 
 
@@ -73,8 +159,9 @@ def _valid_prefixes() -> list[tuple[str, int]]:
     pairs = []
     for area in AREA_CODES:
         for exchange in range(200, 1000):
-            number = phonenumbers.PhoneNumber(country_code=1,
-                                              national_number=int(f"{area}{exchange}0134"))
+            number = phonenumbers.PhoneNumber(
+                country_code=1, national_number=int(f"{area}{exchange}0134")
+            )
             if phonenumbers.is_valid_number(number):
                 pairs.append((area, exchange))
     return pairs
@@ -111,8 +198,10 @@ def _phone(rng: random.Random) -> str:
             return f"+44 20 7946 {rng.randint(0, 9999):04d}"
         return f"+44 20 7{rng.randint(0, 999):03d} {rng.randint(0, 9999):04d}"
     if roll < 0.07:
-        return f"+33 1 {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)} " \
-               f"{rng.randint(10, 99)}"
+        return (
+            f"+33 1 {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)} "
+            f"{rng.randint(10, 99)}"
+        )
     return _us_phone(rng)
 
 
@@ -149,15 +238,27 @@ def generate(path: Path, rows: int, seed: int = 2026) -> None:
                 exposure = "marketing preferences"
             elif roll < 0.03:  # warning: bad email, good phone
                 email, phone = email.replace("@", "@@"), _us_phone(rng)
-            writer.writerow([f"C-{key:07d}", name, email, phone, exposure, country,
-                             rng.choice(PLANS),
-                             f"20{rng.randint(10, 25)}-{rng.randint(1, 12):02d}-01"])
+            writer.writerow(
+                [
+                    f"C-{key:07d}",
+                    name,
+                    email,
+                    phone,
+                    exposure,
+                    country,
+                    rng.choice(PLANS),
+                    f"20{rng.randint(10, 25)}-{rng.randint(1, 12):02d}-01",
+                ]
+            )
 
 
 def describe(rows: int) -> str:
     """What the generated file holds (the same mix whatever --rows is), for the output."""
-    uk = ("drawn from 10,000 numbers, so ~5 customers share each: ~30,000 possible duplicates"
-          if SHARED_UK else "distinct numbers, as real customers have")
+    uk = (
+        "drawn from 10,000 numbers, so ~5 customers share each: ~30,000 possible duplicates"
+        if SHARED_UK
+        else "distinct numbers, as real customers have"
+    )
     return (
         f"file: {rows:,} rows, header {', '.join(HEADER)}; 80% have a phone: US/CA in six "
         "formats ((212) 555-0134 30%, 212.555.0134 20%, +1 212 555 0134 20%, 2125550134 15%, "
@@ -192,9 +293,16 @@ def child(url: str, csv_path: str) -> None:
     elapsed, cpu = time.perf_counter() - started, _cpu() - cpu_started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     engine.dispose()
-    print(json.dumps({"elapsed": elapsed, "cpu": cpu, "peak_rss_mb": peak_kb / 1024,
-                      "counts": {**summary.counts(),
-                                 "possible_duplicates": summary.possible_duplicates}}))
+    print(
+        json.dumps(
+            {
+                "elapsed": elapsed,
+                "cpu": cpu,
+                "peak_rss_mb": peak_kb / 1024,
+                "counts": {**summary.counts(), "possible_duplicates": summary.possible_duplicates},
+            }
+        )
+    )
 
 
 def read_csv_child(csv_path: str) -> None:
@@ -210,12 +318,19 @@ def read_csv_child(csv_path: str) -> None:
 
 def read_csv_alone(csv_path: Path) -> float:
     """Time pandas.read_csv on the file in a fresh interpreter; prints and returns seconds."""
-    out = subprocess.run([sys.executable, __file__, "--read-csv", str(csv_path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--read-csv", str(csv_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{'read_csv':10s} {result['rows']:>9,} rows  {result['elapsed']:7.1f} s  "
-          f"pandas.read_csv alone  peak RSS {result['peak_rss_mb']:,.0f} MB  "
-          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{'read_csv':10s} {result['rows']:>9,} rows  {result['elapsed']:7.1f} s  "
+        f"pandas.read_csv alone  peak RSS {result['peak_rss_mb']:,.0f} MB  "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     return result["elapsed"]
 
 
@@ -223,7 +338,9 @@ def run(label: str, url: str, csv_path: Path, rows: int) -> dict:
     """One import in a fresh interpreter; returns its figures."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", url, str(csv_path)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"{label} run failed:\n{out.stderr}")
@@ -231,9 +348,12 @@ def run(label: str, url: str, csv_path: Path, rows: int) -> dict:
     rate = rows / result["elapsed"]
     # CPU time is this process's own: on a shared machine it shows what the code costs
     # when wall time is inflated by other work (the load average is printed too).
-    print(f"{label:10s} {rows:>9,} rows  {result['elapsed']:7.1f} s  {rate:>9,.0f} rows/s  "
-          f"(CPU user+sys {result['cpu']:.1f} s)  peak RSS {result['peak_rss_mb']:,.0f} MB  "
-          f"load {os.getloadavg()[0]:.1f}  {result['counts']}", flush=True)
+    print(
+        f"{label:10s} {rows:>9,} rows  {result['elapsed']:7.1f} s  {rate:>9,.0f} rows/s  "
+        f"(CPU user+sys {result['cpu']:.1f} s)  peak RSS {result['peak_rss_mb']:,.0f} MB  "
+        f"load {os.getloadavg()[0]:.1f}  {result['counts']}",
+        flush=True,
+    )
     return result
 
 
@@ -265,9 +385,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", choices=["sqlite", "postgres", "pg", "both"], default="both")
     parser.add_argument("--csv", type=Path, help="reuse or write the generated CSV here")
-    parser.add_argument("--shared-uk-phones", action="store_true",
-                        help="generate the earlier file: the UK customers' numbers drawn from "
-                             "10,000 values (~30,000 possible duplicates at a million rows)")
+    parser.add_argument(
+        "--shared-uk-phones",
+        action="store_true",
+        help="generate the earlier file: the UK customers' numbers drawn from "
+        "10,000 values (~30,000 possible duplicates at a million rows)",
+    )
     args = parser.parse_args()
     global SHARED_UK
     SHARED_UK = args.shared_uk_phones
@@ -276,17 +399,26 @@ def main() -> None:
         if not csv_path.exists():
             started = time.perf_counter()
             generate(csv_path, args.rows)
-            print(f"generated {csv_path} ({csv_path.stat().st_size / 1e6:,.0f} MB) in "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)
+            print(
+                f"generated {csv_path} ({csv_path.stat().st_size / 1e6:,.0f} MB) in "
+                f"{time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
             print(describe(args.rows), flush=True)
         else:
-            print(f"reusing {csv_path}; if this bench generated it with the same --rows and "
-                  f"--shared-uk-phones, its {describe(args.rows)}", flush=True)
+            print(
+                f"reusing {csv_path}; if this bench generated it with the same --rows and "
+                f"--shared-uk-phones, its {describe(args.rows)}",
+                flush=True,
+            )
         baseline = read_csv_alone(csv_path)
         if args.db in ("sqlite", "both"):
             result = run("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", csv_path, args.rows)
-            print(f"ratio      import into SQLite / pandas.read_csv alone: "
-                  f"{result['elapsed'] / baseline:.1f}x", flush=True)
+            print(
+                f"ratio      import into SQLite / pandas.read_csv alone: "
+                f"{result['elapsed'] / baseline:.1f}x",
+                flush=True,
+            )
         if args.db in ("postgres", "pg", "both"):
             _postgres(csv_path, args.rows)
 

@@ -82,12 +82,15 @@ class Step:
         rate = self.items / self.seconds if self.seconds else 0.0
         rss = ", ".join(f"{p.rss_mb:,.0f}" for p in self.procs)
         cpu = ", ".join(f"{p.cpu_s:,.1f}" for p in self.procs)
-        return (f"{self.name:18s} {self.seconds:9.1f} s  {self.items:>10,} {self.unit:8s} "
-                f"{rate:>9,.0f}/s  peak RSS MB [{rss}]  CPU s [{cpu}]  {self.note}")
+        return (
+            f"{self.name:18s} {self.seconds:9.1f} s  {self.items:>10,} {self.unit:8s} "
+            f"{rate:>9,.0f}/s  peak RSS MB [{rss}]  CPU s [{cpu}]  {self.note}"
+        )
 
 
-def run_together(commands: list[list[str]], env: dict[str, str], cwd: Path
-                 ) -> tuple[float, list[Proc]]:
+def run_together(
+    commands: list[list[str]], env: dict[str, str], cwd: Path
+) -> tuple[float, list[Proc]]:
     """Start the commands at once; wall time until the last exits, and each one's figures.
 
     Each process's own CPU comes from ``wait4`` (getrusage of children would merge them),
@@ -95,8 +98,10 @@ def run_together(commands: list[list[str]], env: dict[str, str], cwd: Path
     """
     started = time.perf_counter()
     outputs = [tempfile.TemporaryFile() for _ in commands]
-    popens = [subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-              for cmd, out in zip(commands, outputs, strict=True)]
+    popens = [
+        subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        for cmd, out in zip(commands, outputs, strict=True)
+    ]
     results: list[Proc | None] = [None] * len(popens)
 
     def reap(index: int, proc: subprocess.Popen) -> None:
@@ -110,12 +115,16 @@ def run_together(commands: list[list[str]], env: dict[str, str], cwd: Path
         proc.returncode = os.waitstatus_to_exitcode(status)
         outputs[index].seek(0)
         results[index] = Proc(
-            code=proc.returncode, rss_mb=peak, cpu_s=usage.ru_utime + usage.ru_stime,
+            code=proc.returncode,
+            rss_mb=peak,
+            cpu_s=usage.ru_utime + usage.ru_stime,
             ended=time.perf_counter() - started,
-            output=outputs[index].read().decode(errors="replace"))
+            output=outputs[index].read().decode(errors="replace"),
+        )
 
-    threads = [threading.Thread(target=reap, args=(i, p), daemon=True)
-               for i, p in enumerate(popens)]
+    threads = [
+        threading.Thread(target=reap, args=(i, p), daemon=True) for i, p in enumerate(popens)
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -164,9 +173,21 @@ class Sink:
         port_file = workdir / f"sink-{label}.port"
         port_file.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.smtp_sink", "--port", "0", "--port-file",
-             str(port_file), "--record", str(self.record), "--no-parse"],
-            cwd=ROOT, stdout=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "tests.smtp_sink",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--record",
+                str(self.record),
+                "--no-parse",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -202,20 +223,31 @@ def campaign_file(workdir: Path) -> Path:
 def import_step(url: str, csv_path: Path, rows: int) -> Step:
     """import_bench's child: the example campaign loaded, the CSV imported, in one process."""
     wall, procs = run_together(
-        [[sys.executable, str(ROOT / "bench" / "import_bench.py"), "--child", url,
-          str(csv_path)]], os.environ.copy(), ROOT)
+        [[sys.executable, str(ROOT / "bench" / "import_bench.py"), "--child", url, str(csv_path)]],
+        os.environ.copy(),
+        ROOT,
+    )
     figures = json.loads(procs[0].output.strip().splitlines()[-1])
-    return Step("import", figures["elapsed"], rows, "rows", procs,
-                f"(process {wall:.1f} s) {figures['counts']}")
+    return Step(
+        "import",
+        figures["elapsed"],
+        rows,
+        "rows",
+        procs,
+        f"(process {wall:.1f} s) {figures['counts']}",
+    )
 
 
 def expected_emails(engine) -> int:
     """Contacts of the campaign with an email address: the messages a send must deliver."""
     with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT count(*) FROM contacts c JOIN campaigns k ON k.id = c.campaign_id "
-            "WHERE k.name = :n AND c.email IS NOT NULL AND c.email <> ''"),
-            {"n": CAMPAIGN}).scalar_one()
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM contacts c JOIN campaigns k ON k.id = c.campaign_id "
+                "WHERE k.name = :n AND c.email IS NOT NULL AND c.email <> ''"
+            ),
+            {"n": CAMPAIGN},
+        ).scalar_one()
 
 
 def reset_sends(engine) -> None:
@@ -227,8 +259,9 @@ def reset_sends(engine) -> None:
     a million times.
     """
     with engine.begin() as conn:
-        cid = conn.execute(text("SELECT id FROM campaigns WHERE name = :n"),
-                           {"n": CAMPAIGN}).scalar_one()
+        cid = conn.execute(
+            text("SELECT id FROM campaigns WHERE name = :n"), {"n": CAMPAIGN}
+        ).scalar_one()
         for sql in (
             "DELETE FROM events WHERE campaign_id = :c",
             "DELETE FROM reset_tokens WHERE reset_id IN "
@@ -255,11 +288,13 @@ def check_send(engine, sink: Sink, expected: int) -> tuple[int, float]:
             ids.add(row["message_id"])
             first, last = min(first, row["monotonic"]), max(last, row["monotonic"])
     if arrived != expected or len(ids) != expected:
-        raise SystemExit(f"sink got {arrived} messages, {len(ids)} distinct; "
-                         f"expected {expected} once each")
+        raise SystemExit(
+            f"sink got {arrived} messages, {len(ids)} distinct; expected {expected} once each"
+        )
     with engine.connect() as conn:
-        sent = conn.execute(text("SELECT count(*) FROM messages WHERE status = 'sent'")
-                            ).scalar_one()
+        sent = conn.execute(
+            text("SELECT count(*) FROM messages WHERE status = 'sent'")
+        ).scalar_one()
     if sent != expected:
         raise SystemExit(f"{sent} messages sent in the database, expected {expected}")
     return arrived, max(0.0, last - first)
@@ -269,44 +304,70 @@ def check_outbox(engine, outbox: Path, expected: int) -> tuple[int, float]:
     """One ``.eml`` per expected message and all ``sent``; (files, seconds first..last sent)."""
     files = sum(1 for entry in os.scandir(outbox / "email") if entry.name.endswith(".eml"))
     with engine.connect() as conn:
-        sent, first, last = conn.execute(text(
-            "SELECT count(*), min(sent_at), max(sent_at) FROM messages WHERE status = 'sent'")
+        sent, first, last = conn.execute(
+            text("SELECT count(*), min(sent_at), max(sent_at) FROM messages WHERE status = 'sent'")
         ).one()
     if files != expected or sent != expected:
-        raise SystemExit(f"outbox holds {files} emails and the database {sent} sent; "
-                         f"expected {expected}")
+        raise SystemExit(
+            f"outbox holds {files} emails and the database {sent} sent; expected {expected}"
+        )
     return files, (last - first).total_seconds() if first and last else 0.0
 
 
-def send_step(engine, env: dict[str, str], workdir: Path, workers: int, concurrency: int,
-              expected: int, transport: str = "sink") -> Step:
+def send_step(
+    engine,
+    env: dict[str, str],
+    workdir: Path,
+    workers: int,
+    concurrency: int,
+    expected: int,
+    transport: str = "sink",
+) -> Step:
     """``workers`` send processes started together against a fresh sink (or outbox)."""
-    cmd = notify_cmd("send", CAMPAIGN, "--yes", "--json", "--email-rate", "0",
-                     "--concurrency", str(concurrency))
+    cmd = notify_cmd(
+        "send", CAMPAIGN, "--yes", "--json", "--email-rate", "0", "--concurrency", str(concurrency)
+    )
     if transport == "outbox":
         outbox = workdir / f"outbox-{workers}w"
-        wall, procs = run_together([cmd] * workers, {**env, "NOTIFY_OUTBOX": str(outbox)},
-                                   workdir)
+        wall, procs = run_together([cmd] * workers, {**env, "NOTIFY_OUTBOX": str(outbox)}, workdir)
         arrived, span = check_outbox(engine, outbox, expected)
         shutil.rmtree(outbox, ignore_errors=True)  # a million files: free the disk now
         sink_note = "outbox"
     else:
         sink = Sink(workdir, f"{workers}w")
         try:
-            worker_env = {**env, "NOTIFY_SMTP_HOST": "127.0.0.1",
-                          "NOTIFY_SMTP_PORT": str(sink.port), "NOTIFY_SMTP_TLS": "none"}
+            worker_env = {
+                **env,
+                "NOTIFY_SMTP_HOST": "127.0.0.1",
+                "NOTIFY_SMTP_PORT": str(sink.port),
+                "NOTIFY_SMTP_TLS": "none",
+            }
             wall, procs = run_together([cmd] * workers, worker_env, workdir)
         finally:
             sink_cpu, sink_rss = sink.stop()
         arrived, span = check_send(engine, sink, expected)
         sink_note = f"sink CPU {sink_cpu:.1f} s, RSS {sink_rss:.0f} MB"
-    shares = [sum(n for key, n in json.loads(p.output.strip().splitlines()[-1])["run"].items()
-                  if key.endswith(".sent")) for p in procs]
-    note = (f"sending {arrived / span if span else 0:,.0f}/s over {span:.1f} s; "
-            f"sent per worker {shares}; exits at {[round(p.ended, 1) for p in procs]} s; "
-            f"{sink_note}")
-    return Step(f"send, {workers} worker{'s' if workers > 1 else ''}", wall, arrived,
-                "messages", procs, note)
+    shares = [
+        sum(
+            n
+            for key, n in json.loads(p.output.strip().splitlines()[-1])["run"].items()
+            if key.endswith(".sent")
+        )
+        for p in procs
+    ]
+    note = (
+        f"sending {arrived / span if span else 0:,.0f}/s over {span:.1f} s; "
+        f"sent per worker {shares}; exits at {[round(p.ended, 1) for p in procs]} s; "
+        f"{sink_note}"
+    )
+    return Step(
+        f"send, {workers} worker{'s' if workers > 1 else ''}",
+        wall,
+        arrived,
+        "messages",
+        procs,
+        note,
+    )
 
 
 def status_step(env: dict[str, str], workdir: Path) -> Step:
@@ -319,23 +380,37 @@ def export_step(engine, env: dict[str, str], workdir: Path) -> Step:
     """``notify export deliveries`` to a file; one row per message."""
     target = workdir / "deliveries.csv"
     wall, procs = run_together(
-        [notify_cmd("export", "deliveries", CAMPAIGN, "-o", str(target))], env, workdir)
+        [notify_cmd("export", "deliveries", CAMPAIGN, "-o", str(target))], env, workdir
+    )
     with open(target, "rb") as handle:
         rows = sum(1 for _ in handle) - 1  # header; no field holds a newline here
-    return Step("export deliveries", wall, rows, "rows", procs,
-                f"{target.stat().st_size / 1e6:,.0f} MB")
+    return Step(
+        "export deliveries", wall, rows, "rows", procs, f"{target.stat().st_size / 1e6:,.0f} MB"
+    )
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--contacts", type=int, default=1_000_000,
-                        help="rows of the generated CSV (default 1,000,000)")
-    parser.add_argument("--workers", default="1,3",
-                        help="comma-separated worker counts, one send each (default 1,3)")
-    parser.add_argument("--concurrency", type=int, default=20,
-                        help="--concurrency of each worker (default 20)")
-    parser.add_argument("--transport", choices=["sink", "outbox"], default="sink",
-                        help="send to the loopback SMTP sink (default) or the outbox")
+    parser.add_argument(
+        "--contacts",
+        type=int,
+        default=1_000_000,
+        help="rows of the generated CSV (default 1,000,000)",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,3",
+        help="comma-separated worker counts, one send each (default 1,3)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=20, help="--concurrency of each worker (default 20)"
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["sink", "outbox"],
+        default="sink",
+        help="send to the loopback SMTP sink (default) or the outbox",
+    )
     parser.add_argument("--csv", type=Path, help="reuse or write the generated CSV here")
     parser.add_argument("--url", default=PG_URL, help="PostgreSQL URL (a schema is made in it)")
     parser.add_argument("--keep", action="store_true", help="keep the schema and the workdir")
@@ -350,8 +425,11 @@ def main() -> None:
     if not csv_path.exists():
         started = time.perf_counter()
         import_bench.generate(csv_path, args.contacts)
-        print(f"generated {csv_path} ({csv_path.stat().st_size / 1e6:,.0f} MB) in "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"generated {csv_path} ({csv_path.stat().st_size / 1e6:,.0f} MB) in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
     schema = "scale_" + uuid.uuid4().hex[:10]
     admin = create_engine(args.url)
     with admin.begin() as conn:
@@ -361,8 +439,11 @@ def main() -> None:
     engine = create_engine(url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "TWILIO_"))}
     env.update(NOTIFY_DATABASE_URL=url, NOTIFY_OUTBOX=str(workdir / "outbox"))
-    print(f"PostgreSQL schema {schema}; workdir {workdir}; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"PostgreSQL schema {schema}; workdir {workdir}; {os.cpu_count()} CPUs; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     try:
         step = import_step(url, csv_path, args.contacts)
         print(step.line(), flush=True)
@@ -371,8 +452,9 @@ def main() -> None:
         for i, workers in enumerate(int(w) for w in args.workers.split(",")):
             if i:
                 reset_sends(engine)
-            step = send_step(engine, env, workdir, workers, args.concurrency, expected,
-                             args.transport)
+            step = send_step(
+                engine, env, workdir, workers, args.concurrency, expected, args.transport
+            )
             print(step.line(), flush=True)
         print(status_step(env, workdir).line(), flush=True)
         print(export_step(engine, env, workdir).line(), flush=True)

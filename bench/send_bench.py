@@ -45,8 +45,11 @@ RATE_CONCURRENCY = 20
 
 def start_process(args: list[str], port_file: Path) -> tuple[subprocess.Popen, int]:
     """Start a helper server process and wait for the port it reports."""
-    proc = subprocess.Popen([sys.executable, "-m", *args, "--port", "0", "--port-file",
-                             str(port_file)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args, "--port", "0", "--port-file", str(port_file)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while not port_file.exists():
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -69,12 +72,17 @@ def make_db(folder: Path, contacts: int, channels: str) -> tuple[str, str]:
     rows = []
     with engine.begin() as conn:
         for i in range(contacts):
-            rows.append({"campaign_id": campaign_id, "key": f"K{i:07d}",
-                         "name": f"Customer {i}", "email": f"user{i}@example.com",
-                         "phone": f"+1415{5550000 + i % 10000:07d}" if channels != '["email"]'
-                         else None,
-                         "exposures": ("card", "identity;card", "passwords")[i % 3],
-                         "extra": {}})
+            rows.append(
+                {
+                    "campaign_id": campaign_id,
+                    "key": f"K{i:07d}",
+                    "name": f"Customer {i}",
+                    "email": f"user{i}@example.com",
+                    "phone": f"+1415{5550000 + i % 10000:07d}" if channels != '["email"]' else None,
+                    "exposures": ("card", "identity;card", "passwords")[i % 3],
+                    "extra": {},
+                }
+            )
             if len(rows) == 20000:
                 conn.execute(insert(Contact.__table__), rows)
                 rows = []
@@ -88,8 +96,13 @@ def make_db(folder: Path, contacts: int, channels: str) -> tuple[str, str]:
 def run_notify(env: dict, args: list[str]) -> dict:
     """Run `notify` as a child; returns wall time, CPU seconds and peak RSS (sampled)."""
     start = time.monotonic()
-    proc = psutil.Popen([sys.executable, "-m", "notify", *args], env=env, cwd=ROOT,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = psutil.Popen(
+        [sys.executable, "-m", "notify", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     peak = 0
     cpu = 0.0
     while proc.poll() is None:
@@ -104,22 +117,26 @@ def run_notify(env: dict, args: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"notify {' '.join(args)} failed: {err.decode()[-2000:]}")
     # Exact CPU of the finished child, from the kernel's accounting of reaped children.
-    return {"wall": time.monotonic() - start, "cpu": cpu, "peak_rss": peak,
-            "out": out.decode()}
+    return {"wall": time.monotonic() - start, "cpu": cpu, "peak_rss": peak, "out": out.decode()}
 
 
 def child_cpu(before: os.times_result) -> float:
     """CPU seconds used by children reaped since ``before``."""
     now = os.times()
     return (now.children_user - before.children_user) + (
-        now.children_system - before.children_system)
+        now.children_system - before.children_system
+    )
 
 
 def import_only_cpu(env: dict) -> float:
     """CPU seconds of a notify process that starts, imports everything and exits."""
     before = os.times()
-    subprocess.run([sys.executable, "-c", "import notify.cli, notify.send.runner, "
-                    "notify.transports.smtp"], env=env, cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import notify.cli, notify.send.runner, notify.transports.smtp"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
     return child_cpu(before)
 
 
@@ -133,12 +150,12 @@ def render_one(url: str) -> bytes:
         view = templates.ContactView.from_model(contact)
         config = campaigns.config_of(campaign)
         rendered = notices.render_email(view, reset_url=None)
-        return mime.build_email(config, rendered, contact.email,
-                                mime.message_id_for(config, campaign.id, 1))
+        return mime.build_email(
+            config, rendered, contact.email, mime.message_id_for(config, campaign.id, 1)
+        )
 
 
-async def raw_ceiling(port: int, data: bytes, count: int, connections: int
-                      ) -> tuple[float, float]:
+async def raw_ceiling(port: int, data: bytes, count: int, connections: int) -> tuple[float, float]:
     """Messages per second of bare aiosmtplib over ``connections`` reused connections, and
     the CPU seconds per message it took (the floor under notify's own figure)."""
     import aiosmtplib
@@ -146,8 +163,7 @@ async def raw_ceiling(port: int, data: bytes, count: int, connections: int
     per = count // connections
 
     async def one_connection() -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, use_tls=False,
-                                 start_tls=False)
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, use_tls=False, start_tls=False)
         await client.connect()
         for i in range(per):
             await client.sendmail("security@acme.example", [f"user{i}@example.com"], data)
@@ -170,11 +186,16 @@ def read_times(record: Path, skip: int = 0) -> list[float]:
 
 
 def base_env(url: str, folder: Path, port: int) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NOTIFY_", "TWILIO_"))}
-    env.update({"NOTIFY_DATABASE_URL": url, "NOTIFY_OUTBOX": str(folder / "outbox"),
-                "NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(port),
-                "NOTIFY_SMTP_TLS": "none"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "TWILIO_"))}
+    env.update(
+        {
+            "NOTIFY_DATABASE_URL": url,
+            "NOTIFY_OUTBOX": str(folder / "outbox"),
+            "NOTIFY_SMTP_HOST": "127.0.0.1",
+            "NOTIFY_SMTP_PORT": str(port),
+            "NOTIFY_SMTP_TLS": "none",
+        }
+    )
     return env
 
 
@@ -184,21 +205,28 @@ def part_ab(port: int, record: Path, contacts: int) -> None:
         url, name = make_db(folder, contacts, '["email"]')
         data = render_one(url)
         ceiling, raw_cpu = asyncio.run(raw_ceiling(port, data, contacts, CONCURRENCY))
-        print(f"(a) ceiling: raw aiosmtplib, {CONCURRENCY} connections, {len(data)} B notice: "
-              f"{ceiling:,.0f} msg/s, its CPU {raw_cpu * 1000:.3f} ms per message")
+        print(
+            f"(a) ceiling: raw aiosmtplib, {CONCURRENCY} connections, {len(data)} B notice: "
+            f"{ceiling:,.0f} msg/s, its CPU {raw_cpu * 1000:.3f} ms per message"
+        )
         env = base_env(url, folder, port)
         startup = import_only_cpu(env)
         before = os.times()
-        res = run_notify(env, ["send", name, "--yes", "--email-rate", "0",
-                               "--concurrency", str(CONCURRENCY)])
+        res = run_notify(
+            env, ["send", name, "--yes", "--email-rate", "0", "--concurrency", str(CONCURRENCY)]
+        )
         cpu = child_cpu(before)
         rate = contacts / res["wall"]
         per_msg = (cpu - startup) / contacts * 1000
-        print(f"(b) notify send {contacts:,} contacts, no rate cap: {res['wall']:.1f} s, "
-              f"{rate:,.0f} msg/s = {rate / ceiling:.2f} of the ceiling (goal >= 0.40)")
-        print(f"    CPU of the notify process: {cpu:.1f} s in all, {startup:.2f} s of it "
-              f"start-up; {per_msg:.3f} ms per message (goal <= 0.6 ms); "
-              f"peak RSS {res['peak_rss'] / 2**20:.0f} MB")
+        print(
+            f"(b) notify send {contacts:,} contacts, no rate cap: {res['wall']:.1f} s, "
+            f"{rate:,.0f} msg/s = {rate / ceiling:.2f} of the ceiling (goal >= 0.40)"
+        )
+        print(
+            f"    CPU of the notify process: {cpu:.1f} s in all, {startup:.2f} s of it "
+            f"start-up; {per_msg:.3f} ms per message (goal <= 0.6 ms); "
+            f"peak RSS {res['peak_rss'] / 2**20:.0f} MB"
+        )
 
 
 def part_c(port: int, record: Path, seconds: float) -> None:
@@ -208,28 +236,42 @@ def part_c(port: int, record: Path, seconds: float) -> None:
         folder = Path(tmp)
         url, name = make_db(folder, contacts, '["email"]')
         skip = len(record.read_text().splitlines()) if record.exists() else 0
-        res = run_notify(base_env(url, folder, port),
-                         ["send", name, "--yes", "--email-rate", str(rate),
-                          "--concurrency", str(RATE_CONCURRENCY)])
+        res = run_notify(
+            base_env(url, folder, port),
+            [
+                "send",
+                name,
+                "--yes",
+                "--email-rate",
+                str(rate),
+                "--concurrency",
+                str(RATE_CONCURRENCY),
+            ],
+        )
         times = sorted(read_times(record, skip))
         measured = (len(times) - 1) / (times[-1] - times[0])
         busiest = window_max(times, 1.0)
-        print(f"(c) --email-rate {rate} --concurrency {RATE_CONCURRENCY} for {contacts:,} "
-              f"messages ({res['wall']:.1f} s): "
-              f"measured {measured:.1f}/s ({(measured / rate - 1) * 100:+.2f}%, goal within "
-              f"3%), busiest one-second window {busiest} (goal <= {rate + 2})")
+        print(
+            f"(c) --email-rate {rate} --concurrency {RATE_CONCURRENCY} for {contacts:,} "
+            f"messages ({res['wall']:.1f} s): "
+            f"measured {measured:.1f}/s ({(measured / rate - 1) * 100:+.2f}%, goal within "
+            f"3%), busiest one-second window {busiest} (goal <= {rate + 2})"
+        )
 
 
 def part_d(port: int, contacts: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url, name = make_db(folder, contacts, '["email"]')
-        res = run_notify(base_env(url, folder, port),
-                         ["send", name, "--yes", "--email-rate", "0",
-                          "--concurrency", str(CONCURRENCY)])
-        print(f"(d) notify send {contacts:,} contacts: {res['wall']:.1f} s "
-              f"({contacts / res['wall']:,.0f} msg/s), peak RSS "
-              f"{res['peak_rss'] / 2**20:.0f} MB (goal <= 400 MB)")
+        res = run_notify(
+            base_env(url, folder, port),
+            ["send", name, "--yes", "--email-rate", "0", "--concurrency", str(CONCURRENCY)],
+        )
+        print(
+            f"(d) notify send {contacts:,} contacts: {res['wall']:.1f} s "
+            f"({contacts / res['wall']:,.0f} msg/s), peak RSS "
+            f"{res['peak_rss'] / 2**20:.0f} MB (goal <= 400 MB)"
+        )
 
 
 def part_sms(seconds: float) -> None:
@@ -238,30 +280,50 @@ def part_sms(seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         record = folder / "sms.jsonl"
-        proc, port = start_process(["tests.twilio_double", "--rate", str(rate),
-                                    "--record", str(record)], folder / "tw.port")
+        proc, port = start_process(
+            ["tests.twilio_double", "--rate", str(rate), "--record", str(record)],
+            folder / "tw.port",
+        )
         try:
             url, name = make_db(folder, contacts, '["sms"]')
             from tests.twilio_double import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
             env = base_env(url, folder, 1)
-            env.update({"TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-                        "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
-                        "NOTIFY_TWILIO_API_URL": f"http://127.0.0.1:{port}"})
-            res = run_notify(env, ["send", name, "--yes", "--sms-rate", str(rate),
-                                   "--concurrency", str(CONCURRENCY), "--json"])
+            env.update(
+                {
+                    "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+                    "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+                    "NOTIFY_TWILIO_API_URL": f"http://127.0.0.1:{port}",
+                }
+            )
+            res = run_notify(
+                env,
+                [
+                    "send",
+                    name,
+                    "--yes",
+                    "--sms-rate",
+                    str(rate),
+                    "--concurrency",
+                    str(CONCURRENCY),
+                    "--json",
+                ],
+            )
             import urllib.request
 
-            stats = json.loads(urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/_double/stats").read())
+            stats = json.loads(
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_double/stats").read()
+            )
             times = sorted(read_times(record))
             measured = (len(times) - 1) / (times[-1] - times[0])
             summary = json.loads(res["out"].strip().splitlines()[-1])
-            print(f"(s) --sms-rate {rate} against a double limited to {rate}/s: "
-                  f"{len(times):,} of {contacts:,} accepted, measured {measured:.1f}/s, "
-                  f"busiest window {window_max(times, 1.0)}, 429s answered "
-                  f"{stats.get('rejected_429')}, lost {contacts - len(times)}; "
-                  f"run: {summary['run']}")
+            print(
+                f"(s) --sms-rate {rate} against a double limited to {rate}/s: "
+                f"{len(times):,} of {contacts:,} accepted, measured {measured:.1f}/s, "
+                f"busiest window {window_max(times, 1.0)}, 429s answered "
+                f"{stats.get('rejected_429')}, lost {contacts - len(times)}; "
+                f"run: {summary['run']}"
+            )
         finally:
             proc.terminate()
             proc.wait()
@@ -277,8 +339,9 @@ def main() -> None:
     parts = set(args.only.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "sink.jsonl"
-        sink, port = start_process(["tests.smtp_sink", "--no-parse", "--record", str(record)],
-                                   Path(tmp) / "sink.port")
+        sink, port = start_process(
+            ["tests.smtp_sink", "--no-parse", "--record", str(record)], Path(tmp) / "sink.port"
+        )
         try:
             if parts & {"a", "b"}:
                 part_ab(port, record, args.contacts)

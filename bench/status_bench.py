@@ -29,29 +29,42 @@ from notify import campaigns, db  # noqa: E402
 from notify.status import campaign_status  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
-PG_URL = os.environ.get("NOTIFY_BENCH_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "NOTIFY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
     """Contacts, their first notices (sent) and two reminder rounds for every tenth."""
     started = time.perf_counter()
-    series = ("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-              "SELECT i FROM s" if sqlite else "SELECT generate_series(1, :n) AS i")
+    series = (
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+        "SELECT i FROM s"
+        if sqlite
+        else "SELECT generate_series(1, :n) AS i"
+    )
     now = "CURRENT_TIMESTAMP"
     with engine.begin() as conn:
-        conn.execute(text(
-            f"INSERT INTO contacts (campaign_id, key, email, exposures, created_at, updated_at) "
-            f"SELECT :c, 'K' || i, 'u' || i || '@example.com', 'passwords', {now}, {now} "
-            f"FROM ({series}) AS g"), {"c": campaign_id, "n": contacts})
+        conn.execute(
+            text(
+                "INSERT INTO contacts "
+                "(campaign_id, key, email, exposures, created_at, updated_at) "
+                f"SELECT :c, 'K' || i, 'u' || i || '@example.com', 'passwords', {now}, {now} "
+                f"FROM ({series}) AS g"
+            ),
+            {"c": campaign_id, "n": contacts},
+        )
     for notice, sequence, every in (("notice", 0, 1), ("reminder", 1, 10), ("reminder", 2, 10)):
         with engine.begin() as conn:
-            conn.execute(text(
-                f"INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
-                f"is_fallback, status, address, attempts, created_at, sent_at) "
-                f"SELECT campaign_id, id, 'email', :notice, :seq, false, 'sent', email, 1, "
-                f"{now}, {now} FROM contacts WHERE campaign_id = :c AND id % :every = 0"),
-                {"c": campaign_id, "notice": notice, "seq": sequence, "every": every})
+            conn.execute(
+                text(
+                    f"INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
+                    f"is_fallback, status, address, attempts, created_at, sent_at) "
+                    f"SELECT campaign_id, id, 'email', :notice, :seq, false, 'sent', email, 1, "
+                    f"{now}, {now} FROM contacts WHERE campaign_id = :c AND id % :every = 0"
+                ),
+                {"c": campaign_id, "notice": notice, "seq": sequence, "every": every},
+            )
     return time.perf_counter() - started
 
 
@@ -88,9 +101,11 @@ def main() -> None:
         print(f"contacts:        {report['contacts']:,}")
         print(f"rounds:          {rounds}")
         print(f"fill (SQL):      {filled:.1f} s")
-        print(f"status, median:  {statistics.median(timings) * 1000:.1f} ms "
-              f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
-              f"{args.repeat} runs)")
+        print(
+            f"status, median:  {statistics.median(timings) * 1000:.1f} ms "
+            f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
+            f"{args.repeat} runs)"
+        )
     finally:
         engine.dispose()
         if schema:

@@ -29,28 +29,41 @@ from notify import campaigns, db  # noqa: E402
 from notify.web import pages  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
-PG_URL = os.environ.get("NOTIFY_BENCH_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "NOTIFY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
     """Contacts C<i> "Customer <i>" u<i>@example.com +1415(2000000 + i), one sent email each."""
     started = time.perf_counter()
-    series = ("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-              "SELECT i FROM s" if sqlite else "SELECT generate_series(1, :n) AS i")
+    series = (
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+        "SELECT i FROM s"
+        if sqlite
+        else "SELECT generate_series(1, :n) AS i"
+    )
     phone = "'+1415' || (2000000 + i)" if sqlite else "'+1415' || (2000000 + i)::text"
     now = "CURRENT_TIMESTAMP"
     with engine.begin() as conn:
-        conn.execute(text(
-            f"INSERT INTO contacts (campaign_id, key, name, email, phone, exposures, "
-            f"created_at, updated_at) SELECT :c, 'C' || i, 'Customer ' || i, "
-            f"'u' || i || '@example.com', {phone}, 'identity;passwords', {now}, {now} "
-            f"FROM ({series}) AS g"), {"c": campaign_id, "n": contacts})
-        conn.execute(text(
-            f"INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
-            f"is_fallback, status, address, attempts, created_at, sent_at) "
-            f"SELECT campaign_id, id, 'email', 'notice', 0, false, 'sent', email, 1, "
-            f"{now}, {now} FROM contacts WHERE campaign_id = :c"), {"c": campaign_id})
+        conn.execute(
+            text(
+                f"INSERT INTO contacts (campaign_id, key, name, email, phone, exposures, "
+                f"created_at, updated_at) SELECT :c, 'C' || i, 'Customer ' || i, "
+                f"'u' || i || '@example.com', {phone}, 'identity;passwords', {now}, {now} "
+                f"FROM ({series}) AS g"
+            ),
+            {"c": campaign_id, "n": contacts},
+        )
+        conn.execute(
+            text(
+                f"INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
+                f"is_fallback, status, address, attempts, created_at, sent_at) "
+                f"SELECT campaign_id, id, 'email', 'notice', 0, false, 'sent', email, 1, "
+                f"{now}, {now} FROM contacts WHERE campaign_id = :c"
+            ),
+            {"c": campaign_id},
+        )
     if not sqlite:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
@@ -98,9 +111,11 @@ def main() -> None:
                 timings.append(time.perf_counter() - started)
             median = statistics.median(timings) * 1000
             worst = max(worst, median)
-            print(f"{kind:<6} {query!r:<26} {found} found  median {median:6.1f} ms  "
-                  f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
-                  f"{args.repeat} runs)")
+            print(
+                f"{kind:<6} {query!r:<26} {found} found  median {median:6.1f} ms  "
+                f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
+                f"{args.repeat} runs)"
+            )
         print(f"slowest median: {worst:.1f} ms (goal: under 100 ms)")
     finally:
         engine.dispose()

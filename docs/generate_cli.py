@@ -75,25 +75,36 @@ def vocabulary() -> str:
     """The words `contacts import` reads as exposures, flags and keys, from the code itself."""
     from notify import exposures, importer
 
-    lines = ["## Exposure vocabulary (`contacts import`)", "",
-             "An exposure cell may hold several of these, split on `;` `,` `|` `/`; they match "
-             "ignoring case, spaces and punctuation (`Card-Data` = `card data`). "
-             "`--map-value \"WORD=KIND\"` adds a word for one import.", ""]
+    lines = [
+        "## Exposure vocabulary (`contacts import`)",
+        "",
+        "An exposure cell may hold several of these, split on `;` `,` `|` `/`; they match "
+        "ignoring case, spaces and punctuation (`Card-Data` = `card data`). "
+        '`--map-value "WORD=KIND"` adds a word for one import.',
+        "",
+    ]
     for kind in exposures.RANKED:
         words = ", ".join(f"`{w}`" for w in exposures.VOCABULARY[kind])
         lines.append(f"- **{kind}**: {words}")
     flag_words = ", ".join(f"`{w}`" for w in exposures.FLAG_WORDS)
     yes = ", ".join(f"`{w}`" for w in exposures.TRUE_WORDS)
     no = ", ".join(f"`{w}`" for w in exposures.FALSE_WORDS if w) + ", an empty cell"
-    lines += ["", "**Flag columns**: a header naming a kind (any word above), alone or "
-              f"followed by {flag_words} (e.g. `Password Exposed`, `SSN/DOB Exposed (Y/N)`). "
-              f"A flag cell is yes ({yes}) or no ({no}); anything else rejects its row, "
-              "naming the value.", ""]
+    lines += [
+        "",
+        "**Flag columns**: a header naming a kind (any word above), alone or "
+        f"followed by {flag_words} (e.g. `Password Exposed`, `SSN/DOB Exposed (Y/N)`). "
+        f"A flag cell is yes ({yes}) or no ({no}); anything else rejects its row, "
+        "naming the value.",
+        "",
+    ]
     owners = ", ".join(f"`{w}`" for w in importer._KEY_OWNERS)
     suffixes = ", ".join(f"`{w}`" for w in importer._KEY_SUFFIXES)
-    lines += ["**Key columns**: `key`, `id`, `account`, or one of " + owners + " followed by "
-              "one of " + suffixes + " (`Cust #`, `Acct No`, `Member Number`). Without one, "
-              "a contact is keyed by its email, else its phone; the summary says which.", ""]
+    lines += [
+        "**Key columns**: `key`, `id`, `account`, or one of " + owners + " followed by "
+        "one of " + suffixes + " (`Cust #`, `Acct No`, `Member Number`). Without one, "
+        "a contact is keyed by its email, else its phone; the summary says which.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -111,8 +122,13 @@ def help_text(path: list[str], command: click.Command) -> str:
     """The --help output exactly as a user sees it, at a fixed width."""
     # The same help option names a real invocation inherits from `main` (click caches the
     # help option per command, so they must agree whatever ran first).
-    ctx = click.Context(command, info_name=" ".join(path), terminal_width=100,
-                        max_content_width=100, help_option_names=["-h", "--help"])
+    ctx = click.Context(
+        command,
+        info_name=" ".join(path),
+        terminal_width=100,
+        max_content_width=100,
+        help_option_names=["-h", "--help"],
+    )
     return command.get_help(ctx)
 
 

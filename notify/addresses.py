@@ -87,10 +87,15 @@ _US_FORMAT = re.compile(
     r"\s*(\+1[\s.\-]?|1[\s.\-]?)?\(?([2-9]\d\d)\)?[\s.\-]?([2-9]\d\d)[\s.\-]?(\d{4})\s*"
 )
 # Leading digits of the NANP members other than US/CA (Caribbean, territories).
-_NANP_OTHER = re.compile("(?:" + "|".join(
-    md.leading_digits for md in map(phonenumbers.PhoneMetadata.metadata_for_region, NANP_REGIONS)
-    if md is not None and md.leading_digits
-) + ")")
+_NANP_OTHER = re.compile(
+    "(?:"
+    + "|".join(
+        md.leading_digits
+        for md in map(phonenumbers.PhoneMetadata.metadata_for_region, NANP_REGIONS)
+        if md is not None and md.leading_digits
+    )
+    + ")"
+)
 
 
 @lru_cache(maxsize=65536)
@@ -173,8 +178,6 @@ def normalize_phone(raw: str, region: str = "US") -> tuple[str | None, str | Non
     return _slow_phone(digits, region)
 
 
-
-
 def idna_domain(domain: str) -> str:
     """A domain in lower-case IDNA (``xn--``) form, the form SMTP and our rows use.
 
@@ -218,5 +221,4 @@ def email_case_variants(email: str) -> set[str]:
     the common support case, would always pay it.)"""
     local, _, domain = email.rpartition("@")
     capitalized = re.sub(r"[^._+\-]+", lambda m: m.group(0).capitalize(), local.lower())
-    return {f"{variant}@{domain}" for variant in (local, local.lower(), local.upper(),
-                                                  capitalized)}
+    return {f"{variant}@{domain}" for variant in (local, local.lower(), local.upper(), capitalized)}

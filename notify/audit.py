@@ -80,9 +80,15 @@ class Run:
 
 
 @contextmanager
-def recorded_run(open_session: Callable[[], AbstractContextManager[Session]], command: str, *,
-                 campaign: str | None = None, arguments: dict[str, Any] | None = None,
-                 actor: str | None = None, enabled: bool = True) -> Iterator[Run]:
+def recorded_run(
+    open_session: Callable[[], AbstractContextManager[Session]],
+    command: str,
+    *,
+    campaign: str | None = None,
+    arguments: dict[str, Any] | None = None,
+    actor: str | None = None,
+    enabled: bool = True,
+) -> Iterator[Run]:
     """Write a run's audit record however the run ends (issue 13: a failed run is evidence
     too).
 
@@ -99,8 +105,15 @@ def recorded_run(open_session: Callable[[], AbstractContextManager[Session]], co
         if not enabled:
             return
         with open_session() as session:
-            record(session, command, campaign=campaign, arguments=arguments, counts=counts,
-                   actor=actor, outcome=outcome)
+            record(
+                session,
+                command,
+                campaign=campaign,
+                arguments=arguments,
+                counts=counts,
+                actor=actor,
+                outcome=outcome,
+            )
 
     try:
         yield run
@@ -108,18 +121,21 @@ def recorded_run(open_session: Callable[[], AbstractContextManager[Session]], co
         _write_after_failure(write, "interrupted", {**run.counts, "exit_status": 130})
         raise
     except NotifyError as exc:
-        _write_after_failure(write, "failed", {**run.counts, "error": str(exc)[:500],
-                                               "exit_status": exc.exit_code})
+        _write_after_failure(
+            write, "failed", {**run.counts, "error": str(exc)[:500], "exit_status": exc.exit_code}
+        )
         raise
     except Exception as exc:  # a bug or a database failure: its type, never its text
-        _write_after_failure(write, "failed", {**run.counts, "error": type(exc).__name__,
-                                               "exit_status": 1})
+        _write_after_failure(
+            write, "failed", {**run.counts, "error": type(exc).__name__, "exit_status": 1}
+        )
         raise
     write(run.outcome, run.counts)
 
 
-def _write_after_failure(write: Callable[[str, dict[str, Any]], None], outcome: str,
-                         counts: dict[str, Any]) -> None:
+def _write_after_failure(
+    write: Callable[[str, dict[str, Any]], None], outcome: str, counts: dict[str, Any]
+) -> None:
     try:
         write(outcome, counts)
     except NotifyError:
@@ -128,7 +144,8 @@ def _write_after_failure(write: Callable[[str, dict[str, Any]], None], outcome: 
         return
     except Exception as exc:  # the original error matters more than its record
         logging.getLogger("notify.audit").warning(
-            "could not write the audit record of a %s run: %s", outcome, type(exc).__name__)
+            "could not write the audit record of a %s run: %s", outcome, type(exc).__name__
+        )
 
 
 def records(session: Session, campaign: str | None = None, limit: int | None = None):

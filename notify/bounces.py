@@ -51,8 +51,13 @@ from notify.campaigns import CampaignConfig, config_of
 from notify.errors import NotifyError
 from notify.models import FAILED_STATUSES, NOT_HANDED_OVER, Campaign, Event, Message, Status, utcnow
 
-ORIGINAL_PARTS = ("message/rfc822", "message/global", "text/rfc822-headers",
-                  "message/rfc822-headers", "message/global-headers")
+ORIGINAL_PARTS = (
+    "message/rfc822",
+    "message/global",
+    "text/rfc822-headers",
+    "message/rfc822-headers",
+    "message/global-headers",
+)
 _UNFOLD = re.compile(r"\r?\n[ \t]+")
 _ANGLE_ID = re.compile(r"<[^<>\s]+>")
 _XTEXT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
@@ -100,8 +105,11 @@ def _as_text(value: Any) -> str:
     """A header value as text; raw 8-bit (UTF-8 addresses, RFC 6533) decoded as UTF-8."""
     if isinstance(value, Header):
         return "".join(
-            chunk.decode("utf-8" if charset in (None, "unknown-8bit") else charset,
-                         errors="replace") if isinstance(chunk, bytes) else chunk
+            chunk.decode(
+                "utf-8" if charset in (None, "unknown-8bit") else charset, errors="replace"
+            )
+            if isinstance(chunk, bytes)
+            else chunk
             for chunk, charset in decode_header(value)
         )
     return str(value).encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
@@ -167,7 +175,8 @@ def _returned_message_id(report: EmailMessage, status_blocks: list[EmailMessage]
             found = payload[0].get("Message-ID")
         else:
             headers = HeaderParser(policy=policy.compat32).parsestr(
-                _decoded(part.get_payload(decode=True)), headersonly=True)
+                _decoded(part.get_payload(decode=True)), headersonly=True
+            )
             found = headers.get("Message-ID")
         if found:
             return _normalize_message_id(found)
@@ -187,8 +196,9 @@ def parse_dsn(raw: bytes, source: str) -> Dsn:
     )
     if status_part is None:
         kind = message.get_content_type()
-        raise NotADsn(f"not a delivery status notification ({kind}, no message/delivery-status"
-                      " part)")
+        raise NotADsn(
+            f"not a delivery status notification ({kind}, no message/delivery-status part)"
+        )
     blocks = _status_blocks(status_part)
     recipients = [
         RecipientReport(
@@ -205,8 +215,13 @@ def parse_dsn(raw: bytes, source: str) -> Dsn:
     if not recipients:
         raise NotADsn("delivery status part has no recipient (Final-Recipient) block")
     reporting = _typed_value(_clean(blocks[0].get("Reporting-MTA"))) if blocks else None
-    return Dsn(source, _returned_message_id(message, blocks), reporting, recipients,
-               _envelope_addresses(message, blocks))
+    return Dsn(
+        source,
+        _returned_message_id(message, blocks),
+        reporting,
+        recipients,
+        _envelope_addresses(message, blocks),
+    )
 
 
 def _envelope_addresses(message: EmailMessage, blocks: list[EmailMessage]) -> list[str]:
@@ -215,8 +230,11 @@ def _envelope_addresses(message: EmailMessage, blocks: list[EmailMessage]) -> li
     for name in ENVELOPE_HEADERS:
         found += [text for value in message.get_all(name) or () if (text := _clean(value))]
     for block in blocks[:1]:  # Postfix copies the original envelope sender here
-        found += [text for name in ("X-Postfix-Sender", "Original-Envelope-Sender")
-                  if (text := _typed_value(_clean(block.get(name))))]
+        found += [
+            text
+            for name in ("X-Postfix-Sender", "Original-Envelope-Sender")
+            if (text := _typed_value(_clean(block.get(name))))
+        ]
     return found
 
 
@@ -237,8 +255,11 @@ def iter_messages(path: Path) -> Iterator[tuple[str, int | None, bytes | Excepti
     """
     if not path.exists():
         raise NotifyError(f"{path}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) \
-        if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if path.is_dir()
+        else [path]
+    )
     for file in files:
         try:
             if file.stat().st_size > MAX_FILE_BYTES and not _is_mbox(file):
@@ -286,18 +307,31 @@ class ImportReport:
     def counts(self) -> dict[str, Any]:
         """Integer counts for --json and the audit record."""
         return {
-            "messages": self.messages, "dsns": self.dsns, "recipients": self.recipients,
-            "bounced": self.bounced, "already_final": self.already_final,
-            "events_only": self.events_only, "fallbacks_queued": self.fallbacks,
-            "verified_by_tag": self.verified, "matched_by_recipient": self.by_recipient,
-            "unmatched": len(self.unmatched), "unparseable": len(self.unparseable),
+            "messages": self.messages,
+            "dsns": self.dsns,
+            "recipients": self.recipients,
+            "bounced": self.bounced,
+            "already_final": self.already_final,
+            "events_only": self.events_only,
+            "fallbacks_queued": self.fallbacks,
+            "verified_by_tag": self.verified,
+            "matched_by_recipient": self.by_recipient,
+            "unmatched": len(self.unmatched),
+            "unparseable": len(self.unparseable),
             "skipped": len(self.skipped),
         }
 
     def add(self, other: ImportReport) -> None:
         """Take in the counts of one DSN once it is applied."""
-        for name in ("recipients", "bounced", "already_final", "events_only", "fallbacks",
-                     "verified", "by_recipient"):
+        for name in (
+            "recipients",
+            "bounced",
+            "already_final",
+            "events_only",
+            "fallbacks",
+            "verified",
+            "by_recipient",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name, n in other.fallbacks_by_campaign.items():
             self.fallbacks_by_campaign[name] = self.fallbacks_by_campaign.get(name, 0) + n
@@ -333,8 +367,9 @@ def _fit(value: str | None, column: Any, limit: int | None = None) -> str | None
     return value[:length] if length else value
 
 
-def _recent_email_to(session: Session, report: RecipientReport, returned_id: str | None,
-                     ctx: _Context) -> Message | None:
+def _recent_email_to(
+    session: Session, report: RecipientReport, returned_id: str | None, ctx: _Context
+) -> Message | None:
     """The email this untagged report is about: one sent to its address in the last 30 days
     (in the campaign, if one was named); the one the returned Message-ID names among them,
     else the latest."""
@@ -345,10 +380,12 @@ def _recent_email_to(session: Session, report: RecipientReport, returned_id: str
             continue
         query = (
             select(Message)
-            .where(Message.address == _fit(normalized, Message.address),
-                   Message.channel == "email",
-                   Message.status.not_in(NOT_HANDED_OVER),
-                   Message.sent_at >= ctx.now - RECIPIENT_WINDOW)
+            .where(
+                Message.address == _fit(normalized, Message.address),
+                Message.channel == "email",
+                Message.status.not_in(NOT_HANDED_OVER),
+                Message.sent_at >= ctx.now - RECIPIENT_WINDOW,
+            )
             .order_by(Message.id.desc())
             .limit(100)
         )
@@ -367,12 +404,14 @@ def _tagged_message(session: Session, dsn: Dsn, ctx: _Context) -> Message | None
     if not tags:
         return None
     if len({(t.message_id, t.mac) for t in tags}) > 1:
-        raise _Skip("it names two different VERP tags: " + ", ".join(
-            dict.fromkeys(t.address for t in tags)))
+        raise _Skip(
+            "it names two different VERP tags: " + ", ".join(dict.fromkeys(t.address for t in tags))
+        )
     tag = tags[0]
     if not verp.verify(ctx.secret(session), tag):
-        raise _Skip(f"its VERP tag ({tag.address}) does not verify: forged, or from another "
-                    "database")
+        raise _Skip(
+            f"its VERP tag ({tag.address}) does not verify: forged, or from another database"
+        )
     message = session.get(Message, tag.message_id)
     if message is None or message.channel != "email":
         raise _Skip(f"its VERP tag names message {tag.message_id}, which is no email here")
@@ -381,19 +420,34 @@ def _tagged_message(session: Session, dsn: Dsn, ctx: _Context) -> Message | None
     return message
 
 
-def _apply(session: Session, message: Message, dsn: Dsn, report: RecipientReport,
-           matched_by: str, result: ImportReport, ctx: _Context) -> None:
+def _apply(
+    session: Session,
+    message: Message,
+    dsn: Dsn,
+    report: RecipientReport,
+    matched_by: str,
+    result: ImportReport,
+    ctx: _Context,
+) -> None:
     detail: dict[str, Any] = {
-        "file": dsn.source, "action": report.action, "status_code": report.status,
-        "diagnostic": report.diagnostic, "recipient": report.final_recipient,
-        "reporting_mta": dsn.reporting_mta, "matched_by": matched_by}
+        "file": dsn.source,
+        "action": report.action,
+        "status_code": report.status,
+        "diagnostic": report.diagnostic,
+        "recipient": report.final_recipient,
+        "reporting_mta": dsn.reporting_mta,
+        "matched_by": matched_by,
+    }
     if matched_by == "recipient":
-        detail["note"] = ("matched by recipient: no VERP tag, so the latest email to this "
-                          "address in the last 30 days")
+        detail["note"] = (
+            "matched by recipient: no VERP tag, so the latest email to this "
+            "address in the last 30 days"
+        )
     detail = {k: v[:MAX_DETAIL] for k, v in detail.items() if v is not None}
     if report.action == "failed":
-        if events.advance(session, message, Status.BOUNCED, source="bounce", detail=detail,
-                          at=ctx.now):
+        if events.advance(
+            session, message, Status.BOUNCED, source="bounce", detail=detail, at=ctx.now
+        ):
             message.error_code = _fit(report.status, Message.error_code)
             message.error_message = _fit(report.diagnostic, Message.error_message, MAX_DETAIL)
             result.bounced += 1
@@ -403,15 +457,23 @@ def _apply(session: Session, message: Message, dsn: Dsn, report: RecipientReport
             config = ctx.configs.get(message.campaign_id)
             if config is None:
                 config = ctx.configs[message.campaign_id] = config_of(
-                    session.get_one(Campaign, message.campaign_id))
+                    session.get_one(Campaign, message.campaign_id)
+                )
             if fallback.plan_fallback(session, config, message) is not None:
                 result.fallbacks += 1
                 name = session.get_one(Campaign, message.campaign_id).name
                 result.fallbacks_by_campaign[name] = result.fallbacks_by_campaign.get(name, 0) + 1
         return
     # delayed, delivered, relayed, expanded (and anything unknown): an event only.
-    events.record(session, source="bounce", kind=_fit(report.action or "unknown", Event.kind) or "",
-                  message=message, detail=detail, applied=False, at=ctx.now)
+    events.record(
+        session,
+        source="bounce",
+        kind=_fit(report.action or "unknown", Event.kind) or "",
+        message=message,
+        detail=detail,
+        applied=False,
+        at=ctx.now,
+    )
     message.last_event_at = max(message.last_event_at or ctx.now, ctx.now)
     result.events_only += 1
 
@@ -442,8 +504,13 @@ def _refusal(exc: SQLAlchemyError) -> str:
     return f"the database refused it ({type(orig).__name__}: {first})"
 
 
-def import_path(session: Session, path: str | Path, *, campaign: Campaign | None = None,
-                now: datetime | None = None) -> ImportReport:
+def import_path(
+    session: Session,
+    path: str | Path,
+    *,
+    campaign: Campaign | None = None,
+    now: datetime | None = None,
+) -> ImportReport:
     """Import every DSN under ``path`` (file, folder or mbox) in the caller's transaction.
 
     ``campaign`` limits matching to its emails; ``now`` is the clock the 30-day recipient
@@ -451,8 +518,11 @@ def import_path(session: Session, path: str | Path, *, campaign: Campaign | None
     cannot be applied is reported in ``skipped`` and the others still apply.
     """
     result = ImportReport()
-    ctx = _Context(now=now or utcnow(), campaign_id=campaign.id if campaign else None,
-                   campaign_name=campaign.name if campaign else None)
+    ctx = _Context(
+        now=now or utcnow(),
+        campaign_id=campaign.id if campaign else None,
+        campaign_name=campaign.name if campaign else None,
+    )
     for file, number, raw in iter_messages(Path(path)):
         result.messages += 1
         name = f"{file}#{number}" if number else file

@@ -26,16 +26,19 @@ class _Compiled:
     """One statement in one dialect's SQL and parameter style."""
 
     def __init__(self, sql: str, types: Mapping[str, TypeEngine], dialect: Dialect) -> None:
-        clause = text(sql).bindparams(*(bindparam(name, type_=type_)
-                                        for name, type_ in types.items()))
+        clause = text(sql).bindparams(
+            *(bindparam(name, type_=type_) for name, type_ in types.items())
+        )
         compiled = clause.compile(dialect=dialect)
         self.sql = compiled.string
         # qmark/format drivers take tuples in placeholder order; the others take dicts.
         self.order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup or ()) if compiled.positional else None)
+            tuple(compiled.positiontup or ()) if compiled.positional else None
+        )
         names = self.order if self.order is not None else tuple(compiled.binds)
         self.processors: dict[str, Processor] = {
-            name: _processor(types.get(name), dialect) for name in names}
+            name: _processor(types.get(name), dialect) for name in names
+        }
 
     def params(self, rows: Sequence[Mapping[str, Any]]) -> list:
         """The driver's parameters for ``rows``, each value converted by its type."""
@@ -94,8 +97,14 @@ class Statement:
             # The same exception classes SQLAlchemy raises (OperationalError, ...), so callers
             # and the command line handle a failure here like any other database failure.
             raise DBAPIError.instance(
-                compiled.sql, params, exc, dialect.loaded_dbapi.Error,
-                hide_parameters=True, dialect=dialect, ismulti=len(params) > 1) from exc
+                compiled.sql,
+                params,
+                exc,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                dialect=dialect,
+                ismulti=len(params) > 1,
+            ) from exc
         finally:
             cursor.close()
 
@@ -104,7 +113,10 @@ def insert_into(table: Table, *columns: str) -> Statement:
     """A plain INSERT of ``columns`` (default: all but an integer primary key) of ``table``,
     converting each value with its column's type."""
     names = columns or tuple(
-        c.name for c in table.columns if not (c.primary_key and c.autoincrement))
-    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
-           f"VALUES ({', '.join(':' + n for n in names)})")
+        c.name for c in table.columns if not (c.primary_key and c.autoincrement)
+    )
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"VALUES ({', '.join(':' + n for n in names)})"
+    )
     return Statement(sql, **{n: table.c[n].type for n in names})

@@ -99,8 +99,7 @@ class CampaignConfig:
 
 
 _REQUIRED = ("name", "organization", "sender_email")
-_DATE_KEYS = ("incident_date", "discovered_date", "determined_date",
-              "law_enforcement_delay_until")
+_DATE_KEYS = ("incident_date", "discovered_date", "determined_date", "law_enforcement_delay_until")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 _SID_RE = re.compile(r"^MG[0-9a-fA-F]{32}$")
@@ -122,11 +121,18 @@ def _check_bounce_address(path: Path, value: str) -> str:
     address = _check_email(path, "bounce_address", value)
     local, _, domain = address.rpartition("@")
     if not address.isascii():
-        raise _fail(path, "bounce_address", f"{value!r} must be an ASCII address (it is the "
-                    "SMTP envelope sender)")
+        raise _fail(
+            path,
+            "bounce_address",
+            f"{value!r} must be an ASCII address (it is the SMTP envelope sender)",
+        )
     if len(local) > MAX_BASE_LOCAL:
-        raise _fail(path, "bounce_address", f"{value!r}: the part before @ must be at most "
-                    f"{MAX_BASE_LOCAL} characters, to leave room for the tag (+ID-MAC)")
+        raise _fail(
+            path,
+            "bounce_address",
+            f"{value!r}: the part before @ must be at most "
+            f"{MAX_BASE_LOCAL} characters, to leave room for the tag (+ID-MAC)",
+        )
     return f"{local}@{domain.lower()}"
 
 
@@ -141,25 +147,31 @@ def _check_types(path: Path, raw: dict[str, Any]) -> None:
             tknown = {f.name for f in fields(ThrottleConfig)}
             for tkey in value:
                 if tkey not in tknown:
-                    raise _fail(path, f"throttle.{tkey}", "unknown key (known: "
-                                + ", ".join(sorted(tknown)) + ")")
+                    raise _fail(
+                        path,
+                        f"throttle.{tkey}",
+                        "unknown key (known: " + ", ".join(sorted(tknown)) + ")",
+                    )
         elif key in ("channels", "regimes", "business_email_domains"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise _fail(path, key, "must be a list of strings")
         elif key in ("credit_monitoring", "prices"):
             if not isinstance(value, dict):
                 raise _fail(path, key, f"must be a table [{key}]")
-            sub = MONITORING_KEYS if key == "credit_monitoring" else \
-                tuple(f.name for f in fields(Prices))
+            sub = (
+                MONITORING_KEYS
+                if key == "credit_monitoring"
+                else tuple(f.name for f in fields(Prices))
+            )
             for skey in value:
                 if skey not in sub:
-                    raise _fail(path, f"{key}.{skey}", "unknown key (known: "
-                                + ", ".join(sorted(sub)) + ")")
+                    raise _fail(
+                        path, f"{key}.{skey}", "unknown key (known: " + ", ".join(sorted(sub)) + ")"
+                    )
         elif key == "reset_token_ttl_days":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise _fail(path, key, f"{value!r} must be a whole number of days")
-        elif not isinstance(value, str) and not (
-                key in _DATE_KEYS and isinstance(value, date)):
+        elif not isinstance(value, str) and not (key in _DATE_KEYS and isinstance(value, date)):
             raise _fail(path, key, f"{value!r} must be a string")
 
 
@@ -199,8 +211,11 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
                 raise _fail(path, key, f"{value!r} is not a date (YYYY-MM-DD)") from None
     sms_from = data.get("sms_from", "")
     if sms_from and not (_E164_RE.match(sms_from) or _SID_RE.match(sms_from)):
-        raise _fail(path, "sms_from", f"{sms_from!r} is not an E.164 number or a Messaging "
-                    "Service SID (MG...)")
+        raise _fail(
+            path,
+            "sms_from",
+            f"{sms_from!r} is not an E.164 number or a Messaging Service SID (MG...)",
+        )
     reset_url = data.get("reset_url", "")
     if reset_url and (not re.match(r"^https?://", reset_url) or "{token}" not in reset_url):
         raise _fail(path, "reset_url", f"{reset_url!r} must be an http(s) URL containing {{token}}")
@@ -209,11 +224,14 @@ def _validate(path: Path, raw: dict[str, Any]) -> CampaignConfig:
     channels = data.get("channels", ["email", "sms"])
     bad = [c for c in channels if c not in CHANNELS]
     if bad or not channels:
-        raise _fail(path, "channels", f"{channels!r} must be a non-empty list of "
-                    + " and ".join(repr(c) for c in CHANNELS))
+        raise _fail(
+            path,
+            "channels",
+            f"{channels!r} must be a non-empty list of " + " and ".join(repr(c) for c in CHANNELS),
+        )
     data["channels"] = tuple(dict.fromkeys(channels))
     if data.get("fallback", "none") not in ("sms", "none"):
-        raise _fail(path, "fallback", f"{data['fallback']!r} must be \"sms\" or \"none\"")
+        raise _fail(path, "fallback", f'{data["fallback"]!r} must be "sms" or "none"')
     throttle = dict(data.get("throttle", {}))
     for key in ("email_per_second", "sms_per_second"):
         if key in throttle:
@@ -234,8 +252,11 @@ def _validate_law_facts(path: Path, data: dict[str, Any]) -> None:
     regimes = [r.strip().lower() for r in data.get("regimes", [])]
     bad = [r for r in regimes if r not in known_regimes]
     if bad:
-        raise _fail(path, "regimes", f"{bad[0]!r} is not a known regime (known: "
-                    + ", ".join(known_regimes) + ")")
+        raise _fail(
+            path,
+            "regimes",
+            f"{bad[0]!r} is not a known regime (known: " + ", ".join(known_regimes) + ")",
+        )
     data["regimes"] = tuple(dict.fromkeys(regimes))
     if "credit_monitoring" in data:
         offer = dict(data["credit_monitoring"])
@@ -244,15 +265,22 @@ def _validate_law_facts(path: Path, data: dict[str, Any]) -> None:
                 raise _fail(path, f"credit_monitoring.{key}", "is required")
         months = offer["months"]
         if not isinstance(months, int) or isinstance(months, bool) or months < 1:
-            raise _fail(path, "credit_monitoring.months", f"{months!r} must be a positive "
-                        "whole number of months")
+            raise _fail(
+                path,
+                "credit_monitoring.months",
+                f"{months!r} must be a positive whole number of months",
+            )
         for key in ("provider", "enroll_url"):
             if not isinstance(offer[key], str) or not offer[key].strip():
-                raise _fail(path, f"credit_monitoring.{key}", f"{offer[key]!r} must be a "
-                            "non-empty string")
+                raise _fail(
+                    path, f"credit_monitoring.{key}", f"{offer[key]!r} must be a non-empty string"
+                )
         if not re.match(r"^https?://", offer["enroll_url"]):
-            raise _fail(path, "credit_monitoring.enroll_url",
-                        f"{offer['enroll_url']!r} must be an http(s) URL")
+            raise _fail(
+                path,
+                "credit_monitoring.enroll_url",
+                f"{offer['enroll_url']!r} must be an http(s) URL",
+            )
         data["credit_monitoring"] = offer
     domains = []
     for domain in data.get("business_email_domains", []):
@@ -268,7 +296,7 @@ def _validate_law_facts(path: Path, data: dict[str, Any]) -> None:
             raise _fail(path, f"prices.{key}", f"{value!r} must be a number, 0 or more")
         prices[key] = float(value)
     if not isinstance(prices.get("currency", "USD"), str):
-        raise _fail(path, "prices.currency", "must be a string such as \"USD\"")
+        raise _fail(path, "prices.currency", 'must be a string such as "USD"')
     data["prices"] = Prices(**prices)
 
 
@@ -322,13 +350,18 @@ def load(session: Session, path: str | Path) -> Loaded:
     before = campaign.template_version_id
     campaign.settings = config.as_dict()
     campaign.templates_dir = (
-        str(template_versions.override_folder(path, config.templates))
-        if config.templates else None)
+        str(template_versions.override_folder(path, config.templates)) if config.templates else None
+    )
     campaign.template_version_id = version.id
     campaign.source_path = str(path.resolve())
     session.flush()
-    return Loaded(campaign, created, version.sha256, before != version.id,
-                  template_versions.counterpart_warnings(tset))
+    return Loaded(
+        campaign,
+        created,
+        version.sha256,
+        before != version.id,
+        template_versions.counterpart_warnings(tset),
+    )
 
 
 def load_campaign(session: Session, path: str | Path) -> tuple[Campaign, bool]:

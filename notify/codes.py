@@ -65,8 +65,9 @@ def read_codes(path: str | Path) -> list[str]:
     header = next(reader, None)
     names = [h.strip().lower() for h in header or []]
     if "code" not in names:
-        raise NotifyError(f"{path}, line 1: no column \"code\" (columns: "
-                          f"{', '.join(header or []) or 'none'})")
+        raise NotifyError(
+            f'{path}, line 1: no column "code" (columns: {", ".join(header or []) or "none"})'
+        )
     col = names.index("code")
     codes: list[str] = []
     seen: dict[str, int] = {}
@@ -76,13 +77,16 @@ def read_codes(path: str | Path) -> list[str]:
             continue
         value = row[col].strip() if col < len(row) else ""
         if not value:
-            raise NotifyError(f"{path}, line {line}, column \"code\": empty")
+            raise NotifyError(f'{path}, line {line}, column "code": empty')
         if len(value) > MAX_CODE:
-            raise NotifyError(f"{path}, line {line}, column \"code\": longer than {MAX_CODE} "
-                              "characters")
+            raise NotifyError(
+                f'{path}, line {line}, column "code": longer than {MAX_CODE} characters'
+            )
         if value in seen:
-            raise NotifyError(f"{path}, line {line}, column \"code\": {value[:4]}... already on "
-                              f"line {seen[value]}; a code must be given to one person only")
+            raise NotifyError(
+                f'{path}, line {line}, column "code": {value[:4]}... already on '
+                f"line {seen[value]}; a code must be given to one person only"
+            )
         seen[value] = line
         codes.append(value)
     if not codes:
@@ -93,13 +97,18 @@ def read_codes(path: str | Path) -> list[str]:
 def import_codes(session: Session, campaign: Campaign, path: str | Path) -> CodeImportSummary:
     """Add the file's codes to the campaign's pool (all or nothing); known codes are skipped."""
     codes = read_codes(path)
-    known = set(session.scalars(
-        select(EnrollmentCode.code).where(EnrollmentCode.campaign_id == campaign.id)))
+    known = set(
+        session.scalars(
+            select(EnrollmentCode.code).where(EnrollmentCode.campaign_id == campaign.id)
+        )
+    )
     new = [c for c in codes if c not in known]
     now = utcnow()
     if new:
-        session.execute(EnrollmentCode.__table__.insert(), [
-            {"campaign_id": campaign.id, "code": c, "created_at": now} for c in new])
+        session.execute(
+            EnrollmentCode.__table__.insert(),
+            [{"campaign_id": campaign.id, "code": c, "created_at": now} for c in new],
+        )
     return CodeImportSummary(read=len(codes), added=len(new), already=len(codes) - len(new))
 
 
@@ -114,17 +123,24 @@ class PoolState:
 
 
 def _needs_code(campaign_id: int):
-    return (Contact.campaign_id == campaign_id, Contact.exposures.like("%identity%"),
-            Contact.enrollment_code.is_(None))
+    return (
+        Contact.campaign_id == campaign_id,
+        Contact.exposures.like("%identity%"),
+        Contact.enrollment_code.is_(None),
+    )
 
 
 def pool_state(session: Session, campaign: Campaign) -> PoolState:
     """Counts of the pool and of the contacts still waiting for a code."""
     total, assigned = session.execute(
-        select(func.count(), func.count(EnrollmentCode.contact_id))
-        .where(EnrollmentCode.campaign_id == campaign.id)).one()
-    waiting = session.scalar(select(func.count()).select_from(Contact)
-                             .where(*_needs_code(campaign.id))) or 0
+        select(func.count(), func.count(EnrollmentCode.contact_id)).where(
+            EnrollmentCode.campaign_id == campaign.id
+        )
+    ).one()
+    waiting = (
+        session.scalar(select(func.count()).select_from(Contact).where(*_needs_code(campaign.id)))
+        or 0
+    )
     return PoolState(total=total, free=total - assigned, assigned=assigned, waiting=waiting)
 
 
@@ -173,22 +189,35 @@ def assign(session: Session, campaign: Campaign, now: datetime | None = None) ->
             f"campaign {campaign.name}: {state.waiting:,} contact(s) with identity data exposed "
             f"need a credit-monitoring code but only {state.free:,} code(s) are free in the "
             f"pool; import {state.waiting - state.free:,} more with: notify codes import FILE "
-            f"--campaign {campaign.name}")
+            f"--campaign {campaign.name}"
+        )
     stmt = text(_PAIR_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
     assigned = db.rowcount(
-        session.execute(stmt, {"now": now or utcnow(), "campaign_id": campaign.id}))
+        session.execute(stmt, {"now": now or utcnow(), "campaign_id": campaign.id})
+    )
     session.execute(text(_COPY_SQL), {"campaign_id": campaign.id})
     return assigned
 
 
-def export_codes(engine: Engine, name: str, path: str | Path,
-                 progress: Callable[[int], None] | None = None, bom: bool = False) -> int:
+def export_codes(
+    engine: Engine,
+    name: str,
+    path: str | Path,
+    progress: Callable[[int], None] | None = None,
+    bom: bool = False,
+) -> int:
     """Who got which code (one row per assigned code), as CSV; returns the row count."""
     with db.session_scope(engine) as session:
         campaign = get_campaign(session, name)
         rows = session.execute(
-            select(Contact.key, Contact.name, Contact.email, Contact.phone, EnrollmentCode.code,
-                   EnrollmentCode.assigned_at)
+            select(
+                Contact.key,
+                Contact.name,
+                Contact.email,
+                Contact.phone,
+                EnrollmentCode.code,
+                EnrollmentCode.assigned_at,
+            )
             .join(Contact, Contact.id == EnrollmentCode.contact_id)
             .where(EnrollmentCode.campaign_id == campaign.id)
             .order_by(EnrollmentCode.assigned_at, EnrollmentCode.id)
@@ -197,9 +226,17 @@ def export_codes(engine: Engine, name: str, path: str | Path,
         with atomic_csv(path, bom) as writer:
             writer.writerow(EXPORT_COLUMNS)
             for key, cname, email, phone, code, at in rows:
-                writer.writerow([neutralize(campaign.name), neutralize(key), neutralize(cname),
-                                 neutralize(email), neutralize(phone), neutralize(code),
-                                 iso_utc(at) or ""])
+                writer.writerow(
+                    [
+                        neutralize(campaign.name),
+                        neutralize(key),
+                        neutralize(cname),
+                        neutralize(email),
+                        neutralize(phone),
+                        neutralize(code),
+                        iso_utc(at) or "",
+                    ]
+                )
                 count += 1
                 if progress is not None and not count % 1000:
                     progress(count)

@@ -68,23 +68,28 @@ class Settings:
                 return f"smtp:{self.smtp_host}"
             if self.use_outbox:
                 return "outbox"
-            raise ConfigError("email: no provider configured: set NOTIFY_SMTP_HOST (and "
-                              "NOTIFY_SMTP_PORT, NOTIFY_SMTP_USERNAME, NOTIFY_SMTP_PASSWORD), "
-                              "or ask for the outbox folder with --outbox or NOTIFY_OUTBOX")
+            raise ConfigError(
+                "email: no provider configured: set NOTIFY_SMTP_HOST (and "
+                "NOTIFY_SMTP_PORT, NOTIFY_SMTP_USERNAME, NOTIFY_SMTP_PASSWORD), "
+                "or ask for the outbox folder with --outbox or NOTIFY_OUTBOX"
+            )
         if channel == "sms":
             if self.twilio_account_sid and self.twilio_auth_token:
                 return "twilio"
             if self.use_outbox:
                 return "outbox"
-            raise ConfigError("sms: no provider configured: set TWILIO_ACCOUNT_SID and "
-                              "TWILIO_AUTH_TOKEN, or ask for the outbox folder with --outbox "
-                              "or NOTIFY_OUTBOX")
+            raise ConfigError(
+                "sms: no provider configured: set TWILIO_ACCOUNT_SID and "
+                "TWILIO_AUTH_TOKEN, or ask for the outbox folder with --outbox "
+                "or NOTIFY_OUTBOX"
+            )
         raise ConfigError(f"unknown channel {channel!r}")
 
     def outbox_only(self) -> Settings:
         """These settings with every channel sent to the outbox folder (``--outbox``)."""
-        return replace(self, smtp_host=None, twilio_account_sid=None, twilio_auth_token=None,
-                       use_outbox=True)
+        return replace(
+            self, smtp_host=None, twilio_account_sid=None, twilio_auth_token=None, use_outbox=True
+        )
 
     @property
     def status_callback_url(self) -> str | None:
@@ -123,12 +128,18 @@ def check_transport_security(settings: Settings) -> None:
     carries the auth token in every request, so it must be https unless it is loopback.
     Checked when settings are loaded, before any command claims or sends anything.
     """
-    if (settings.smtp_host and settings.smtp_tls == "none" and settings.smtp_username
-            and not settings.smtp_allow_plaintext and not is_loopback(settings.smtp_host)):
+    if (
+        settings.smtp_host
+        and settings.smtp_tls == "none"
+        and settings.smtp_username
+        and not settings.smtp_allow_plaintext
+        and not is_loopback(settings.smtp_host)
+    ):
         raise ConfigError(
             f"NOTIFY_SMTP_TLS=none would send the SMTP password for "
             f"{settings.smtp_username!r} in clear to {settings.smtp_host}: use starttls or "
-            "tls, or set NOTIFY_SMTP_ALLOW_PLAINTEXT=1 if the network path is protected")
+            "tls, or set NOTIFY_SMTP_ALLOW_PLAINTEXT=1 if the network path is protected"
+        )
     if settings.twilio_api_url:
         parts = urlsplit(settings.twilio_api_url)
         try:
@@ -136,12 +147,14 @@ def check_transport_security(settings: Settings) -> None:
         except ValueError:
             host = None
         if parts.scheme not in ("https", "http") or not host:
-            raise ConfigError(f"NOTIFY_TWILIO_API_URL: {settings.twilio_api_url!r} is not an "
-                              "http(s) URL")
+            raise ConfigError(
+                f"NOTIFY_TWILIO_API_URL: {settings.twilio_api_url!r} is not an http(s) URL"
+            )
         if parts.scheme != "https" and not is_loopback(host):
             raise ConfigError(
                 f"NOTIFY_TWILIO_API_URL: {parts.scheme}://{host} would send the Twilio auth "
-                "token in clear: use https (plain http only to a loopback address)")
+                "token in clear: use https (plain http only to a loopback address)"
+            )
 
 
 def check_webhook_secret(secret: str | None) -> None:
@@ -154,7 +167,8 @@ def check_webhook_secret(secret: str | None) -> None:
         raise ConfigError(
             f"NOTIFY_WEBHOOK_SECRET is {len(secret.encode('utf-8'))} bytes long: use at least "
             f"{MIN_WEBHOOK_SECRET_BYTES} random bytes (e.g. the output of "
-            "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`)")
+            '`python -c "import secrets; print(secrets.token_urlsafe(32))"`)'
+        )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -173,9 +187,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"NOTIFY_SMTP_PORT: {port_text!r} is not a TCP port number") from None
     tls = (env.get("NOTIFY_SMTP_TLS") or "starttls").strip().lower()
     if tls not in SMTP_TLS_MODES:
-        raise ConfigError(
-            f"NOTIFY_SMTP_TLS: {tls!r} is not one of {', '.join(SMTP_TLS_MODES)}"
-        )
+        raise ConfigError(f"NOTIFY_SMTP_TLS: {tls!r} is not one of {', '.join(SMTP_TLS_MODES)}")
     plaintext_text = (env.get("NOTIFY_SMTP_ALLOW_PLAINTEXT") or "").strip()
     if plaintext_text not in ("", "0", "1"):
         raise ConfigError(f"NOTIFY_SMTP_ALLOW_PLAINTEXT: {plaintext_text!r} is not 0 or 1")

@@ -43,8 +43,9 @@ def insert_for(session: Session, table: Table) -> postgresql.Insert | sqlite.Ins
     return sqlite.insert(table)  # notify supports SQLite and PostgreSQL only
 
 
-def insert_ignoring_duplicates(session: Session, table: Table, columns: list[str],
-                               source: Any) -> int:
+def insert_ignoring_duplicates(
+    session: Session, table: Table, columns: list[str], source: Any
+) -> int:
     """INSERT ... SELECT that skips rows a unique constraint already holds; returns how many
     were inserted (what makes planning safe to run again)."""
     stmt = insert_for(session, table).from_select(columns, source).on_conflict_do_nothing()
@@ -110,11 +111,15 @@ def make_engine(url: str) -> Engine:
             return engine
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     except (ArgumentError, ImportError, ValueError) as exc:
-        hint = ("" if "://" in url else
-                f" (a SQLite file is written sqlite:///{Path(url).expanduser().resolve()}, "
-                "or given as a path with notify --db PATH)")
-        raise ConfigError(f"NOTIFY_DATABASE_URL: cannot use {mask_url(url)!r}: {exc}{hint}"
-                          ) from None
+        hint = (
+            ""
+            if "://" in url
+            else f" (a SQLite file is written sqlite:///{Path(url).expanduser().resolve()}, "
+            "or given as a path with notify --db PATH)"
+        )
+        raise ConfigError(
+            f"NOTIFY_DATABASE_URL: cannot use {mask_url(url)!r}: {exc}{hint}"
+        ) from None
 
 
 def database_url(value: str) -> str:
@@ -158,8 +163,10 @@ def require_existing(url: str) -> None:
     """
     path = sqlite_file(url)
     if path is not None and not path.exists():
-        raise NotifyError(f"no database at {path}: choose the database with --db URL|PATH "
-                          "or NOTIFY_DATABASE_URL (or create one with notify init)")
+        raise NotifyError(
+            f"no database at {path}: choose the database with --db URL|PATH "
+            "or NOTIFY_DATABASE_URL (or create one with notify init)"
+        )
 
 
 def mask_url(url: str) -> str:

@@ -36,21 +36,29 @@ def demo_folder(folder: str | Path | None) -> Path:
     return private_dir(path)
 
 
-def run_demo(folder: Path, echo: Echo, actor: str | None = None,
-             observer: SendObserver | None = None) -> dict[str, Path]:
+def run_demo(
+    folder: Path, echo: Echo, actor: str | None = None, observer: SendObserver | None = None
+) -> dict[str, Path]:
     """Load the example campaign, import the example list, send, report, export.
 
     ``observer`` shows the send's progress (the CLI's display; None: nothing).
 
     Returns the paths it wrote (database, outbox, rejects, deliveries).
     """
-    settings = Settings(database_url=f"sqlite:///{folder / 'notify.db'}",
-                        outbox=folder / "outbox", use_outbox=True)
+    settings = Settings(
+        database_url=f"sqlite:///{folder / 'notify.db'}", outbox=folder / "outbox", use_outbox=True
+    )
     engine = db.connect(settings.database_url)
-    paths = {"database": folder / "notify.db", "outbox": folder / "outbox",
-             "rejects": folder / "rejects.csv", "deliveries": folder / "deliveries.csv"}
-    echo(f"notify demo in {folder} (embedded SQLite database and outbox; nothing leaves "
-         "this machine)\n")
+    paths = {
+        "database": folder / "notify.db",
+        "outbox": folder / "outbox",
+        "rejects": folder / "rejects.csv",
+        "deliveries": folder / "deliveries.csv",
+    }
+    echo(
+        f"notify demo in {folder} (embedded SQLite database and outbox; nothing leaves "
+        "this machine)\n"
+    )
     name = _load_campaign(engine, echo, actor)
     _import(engine, name, paths["rejects"], echo, actor)
     _send(engine, settings, name, echo, actor, observer)
@@ -68,11 +76,18 @@ def _load_campaign(engine, echo: Echo, actor: str | None) -> str:
     source = data_dir("campaigns") / "example.toml"
     with db.session_scope(engine) as session:
         campaign, _ = campaigns.load_campaign(session, source)
-        audit.record(session, "campaign load", campaign=campaign.name,
-                     arguments={"file": str(source), "demo": True}, actor=actor)
+        audit.record(
+            session,
+            "campaign load",
+            campaign=campaign.name,
+            arguments={"file": str(source), "demo": True},
+            actor=actor,
+        )
         config = campaigns.config_of(campaign)
-    echo(f"1. Loaded campaign {config.name!r} ({config.organization}): "
-         f"channels {', '.join(config.channels)}, fallback {config.fallback}.")
+    echo(
+        f"1. Loaded campaign {config.name!r} ({config.organization}): "
+        f"channels {', '.join(config.channels)}, fallback {config.fallback}."
+    )
     return config.name
 
 
@@ -81,8 +96,14 @@ def _import(engine, name: str, rejects: Path, echo: Echo, actor: str | None) -> 
     with db.session_scope(engine) as session:
         campaign = campaigns.get_campaign(session, name)
         summary = importer.import_contacts(session, campaign, source, rejects_path=rejects)
-        audit.record(session, "contacts import", campaign=name, actor=actor,
-                     arguments={"file": str(source), "demo": True}, counts=summary.counts())
+        audit.record(
+            session,
+            "contacts import",
+            campaign=name,
+            actor=actor,
+            arguments={"file": str(source), "demo": True},
+            counts=summary.counts(),
+        )
     counts = summary.counts()
     echo(f"2. Imported {source.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for problem in summary.rejects:
@@ -92,15 +113,28 @@ def _import(engine, name: str, rejects: Path, echo: Echo, actor: str | None) -> 
     echo(f"   (rejected rows with their data: {rejects})")
 
 
-def _send(engine, settings: Settings, name: str, echo: Echo, actor: str | None,
-          observer: SendObserver | None = None) -> None:
+def _send(
+    engine,
+    settings: Settings,
+    name: str,
+    echo: Echo,
+    actor: str | None,
+    observer: SendObserver | None = None,
+) -> None:
     # The outbox has no provider quota: lift the campaign's real-world rates for the demo.
-    options = SendOptions(email_rate=0, sms_rate=0, assume_yes=True, progress=True,
-                                 observer=observer)
+    options = SendOptions(
+        email_rate=0, sms_rate=0, assume_yes=True, progress=True, observer=observer
+    )
     summary = send_campaign(engine, settings, name, options)
     with db.session_scope(engine) as session:
-        audit.record(session, "send", campaign=name, actor=actor,
-                     arguments={"demo": True}, counts=summary.as_dict()["run"])
+        audit.record(
+            session,
+            "send",
+            campaign=name,
+            actor=actor,
+            arguments={"demo": True},
+            counts=summary.as_dict()["run"],
+        )
     echo("3. " + summary.lines()[0])
     for line in summary.lines()[1:]:
         echo("   " + line.strip())
@@ -110,16 +144,26 @@ def _complete_one_reset(engine, name: str, echo: Echo, actor: str | None) -> Non
     with db.session_scope(engine) as session:
         campaign = campaigns.get_campaign(session, name)
         key = session.scalar(
-            select(Contact.key).join(PasswordReset, PasswordReset.contact_id == Contact.id)
-            .where(PasswordReset.campaign_id == campaign.id).order_by(Contact.id).limit(1))
+            select(Contact.key)
+            .join(PasswordReset, PasswordReset.contact_id == Contact.id)
+            .where(PasswordReset.campaign_id == campaign.id)
+            .order_by(Contact.id)
+            .limit(1)
+        )
         if key is None:
             return
-        result = completions.complete(session, campaign, key=key, completed_at=utcnow(),
-                                 source="demo")
-        audit.record(session, "resets complete", campaign=name, actor=actor,
-                     arguments={"key": key, "demo": True}, counts={"completed": 1})
-    echo(f"4. The identity provider reports that {key} reset their password: "
-         f"{result.message}.")
+        result = completions.complete(
+            session, campaign, key=key, completed_at=utcnow(), source="demo"
+        )
+        audit.record(
+            session,
+            "resets complete",
+            campaign=name,
+            actor=actor,
+            arguments={"key": key, "demo": True},
+            counts={"completed": 1},
+        )
+    echo(f"4. The identity provider reports that {key} reset their password: {result.message}.")
 
 
 def _status(engine, name: str, echo: Echo) -> None:
@@ -133,6 +177,12 @@ def _status(engine, name: str, echo: Echo) -> None:
 def _export(engine, name: str, path: Path, echo: Echo, actor: str | None) -> None:
     rows = export.export_deliveries(engine, name, path)
     with db.session_scope(engine) as session:
-        audit.record(session, "export deliveries", campaign=name, actor=actor,
-                     arguments={"output": str(path), "demo": True}, counts={"rows": rows})
+        audit.record(
+            session,
+            "export deliveries",
+            campaign=name,
+            actor=actor,
+            arguments={"output": str(path), "demo": True},
+            counts={"rows": rows},
+        )
     echo(f"6. Wrote the compliance record: {path} ({rows} messages)")

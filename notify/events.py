@@ -78,26 +78,57 @@ def advance(
         if status == Status.DELIVERED and message.delivered_at is None:
             message.delivered_at = at
     message.last_event_at = max(message.last_event_at or at, at)
-    record(session, source=source, kind=status, message=message, detail=detail, at=at,
-           applied=moved, replay_key=replay_key)
+    record(
+        session,
+        source=source,
+        kind=status,
+        message=message,
+        detail=detail,
+        at=at,
+        applied=moved,
+        replay_key=replay_key,
+    )
     return moved
 
 
-def row(campaign_id: int, message_id: int, contact_id: int, kind: str, source: str,
-        at: datetime, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+def row(
+    campaign_id: int,
+    message_id: int,
+    contact_id: int,
+    kind: str,
+    source: str,
+    at: datetime,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One applied event as the values of a bulk INSERT: what the engine's group commits and
     the bulk planners write next to the status change they record (same transaction)."""
-    return {"campaign_id": campaign_id, "message_id": message_id, "contact_id": contact_id,
-            "provider_message_id": None, "at": at, "source": source, "kind": kind,
-            "applied": True, "detail": detail}
+    return {
+        "campaign_id": campaign_id,
+        "message_id": message_id,
+        "contact_id": contact_id,
+        "provider_message_id": None,
+        "at": at,
+        "source": source,
+        "kind": kind,
+        "applied": True,
+        "detail": detail,
+    }
 
 
-def insert_planned(session: Session, campaign_id: int,
-                   created: Iterable[Sequence[Any]], at: datetime, source: str,
-                   detail: dict[str, Any] | None, chunk: int = 1000) -> None:
+def insert_planned(
+    session: Session,
+    campaign_id: int,
+    created: Iterable[Sequence[Any]],
+    at: datetime,
+    source: str,
+    detail: dict[str, Any] | None,
+    chunk: int = 1000,
+) -> None:
     """The ``pending`` event of each message just created in bulk (``(message_id,
     contact_id)`` pairs, as an INSERT ... RETURNING gives them), in chunks."""
-    rows = [row(campaign_id, message_id, contact_id, Status.PENDING, source, at, detail)
-            for message_id, contact_id in created]
+    rows = [
+        row(campaign_id, message_id, contact_id, Status.PENDING, source, at, detail)
+        for message_id, contact_id in created
+    ]
     for start in range(0, len(rows), chunk):
-        session.execute(Event.__table__.insert(), rows[start:start + chunk])
+        session.execute(Event.__table__.insert(), rows[start : start + chunk])

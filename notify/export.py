@@ -46,18 +46,42 @@ from notify.resets.state import has_passwords, iso, status_expression
 from notify.times import as_utc
 
 DELIVERY_COLUMNS = (
-    "campaign", "contact_key", "name", "channel", "address", "exposures", "template", "status",
-    "attempts", "provider_message_id", "error_code", "error_message", "first_attempt_at",
-    "sent_at", "delivered_at", "last_event_at", "content_sha256", "reset_status",
+    "campaign",
+    "contact_key",
+    "name",
+    "channel",
+    "address",
+    "exposures",
+    "template",
+    "status",
+    "attempts",
+    "provider_message_id",
+    "error_code",
+    "error_message",
+    "first_attempt_at",
+    "sent_at",
+    "delivered_at",
+    "last_event_at",
+    "content_sha256",
+    "reset_status",
     "reset_completed_at",
     # Appended (DESIGN.md, December): read them by name.
     "transport",  # where the message was handed over: smtp:HOST, twilio or outbox
     "template_version",  # the stored template version the message was rendered from
-    "state", "country",  # where the contact lives, as imported (notify.rules)
+    "state",
+    "country",  # where the contact lives, as imported (notify.rules)
 )
 EVENT_COLUMNS = (
-    "id", "at", "campaign", "contact_key", "message_id", "channel", "source", "kind",
-    "applied", "detail",
+    "id",
+    "at",
+    "campaign",
+    "contact_key",
+    "message_id",
+    "channel",
+    "source",
+    "kind",
+    "applied",
+    "detail",
 )
 UNREACHED_COLUMNS = ("key", "name", "email", "phone", "exposures", "country", "state", "why")
 
@@ -98,8 +122,14 @@ Progress = Callable[[int], None]
 PROGRESS_EVERY = 1000  # rows between two progress calls
 
 
-def _write_safe(writer: Any, rows: Iterator[Any], out: slice, times: Sequence[int],
-                suspects: Sequence[int], progress: Progress | None = None) -> int:
+def _write_safe(
+    writer: Any,
+    rows: Iterator[Any],
+    out: slice,
+    times: Sequence[int],
+    suspects: Sequence[int],
+    progress: Progress | None = None,
+) -> int:
     """Write ``row[out]`` per row with its ``times`` cells in ISO-8601 UTC and its
     ``suspects`` cells (contact and provider text) neutralized when they look like formulas.
 
@@ -135,8 +165,9 @@ def campaign_filter(column: Any, campaign_id: int, keyset: bool) -> Any:
     return (column + 0 == campaign_id) if keyset else (column == campaign_id)
 
 
-def stream_rows(session: Session, query: Select, key: Any,
-                batch: int | None = None) -> Iterator[Any]:
+def stream_rows(
+    session: Session, query: Select, key: Any, batch: int | None = None
+) -> Iterator[Any]:
     """Rows of ``query`` ordered by ``key`` (its first column), in bounded memory.
 
     PostgreSQL: one statement on a server-side cursor. SQLite: keyset pages
@@ -162,8 +193,14 @@ def stream_rows(session: Session, query: Select, key: Any,
         last = rows[-1][0]
 
 
-def _write(engine: Engine, name: str, path: str | Path, header: Sequence[str],
-           produce: Callable[[Session, Any, Any], int], bom: bool = False) -> int:
+def _write(
+    engine: Engine,
+    name: str,
+    path: str | Path,
+    header: Sequence[str],
+    produce: Callable[[Session, Any, Any], int],
+    bom: bool = False,
+) -> int:
     """Open one read transaction, look up the campaign, write the CSV; returns row count.
 
     ``path`` ``-`` writes to standard output (see :func:`notify.csvsafe.atomic_csv`);
@@ -182,18 +219,38 @@ def _deliveries_query(campaign: Any, sqlite: bool, now: datetime) -> Select:
     return (
         select(
             Message.id,
-            literal(neutralize(campaign.name), String), Contact.key, Contact.name,
-            Message.channel, Message.address, Contact.exposures, Message.template,
-            Message.status, Message.attempts, Message.provider_message_id, Message.error_code,
-            Message.error_message, time_sql(Message.first_attempt_at, sqlite),
-            time_sql(Message.sent_at, sqlite), time_sql(Message.delivered_at, sqlite),
-            time_sql(Message.last_event_at, sqlite), Message.content_sha256,
-            status_expression(now, absent=None), time_sql(PasswordReset.completed_at, sqlite),
-            Message.transport, Message.template_version, Contact.state, Contact.country,
+            literal(neutralize(campaign.name), String),
+            Contact.key,
+            Contact.name,
+            Message.channel,
+            Message.address,
+            Contact.exposures,
+            Message.template,
+            Message.status,
+            Message.attempts,
+            Message.provider_message_id,
+            Message.error_code,
+            Message.error_message,
+            time_sql(Message.first_attempt_at, sqlite),
+            time_sql(Message.sent_at, sqlite),
+            time_sql(Message.delivered_at, sqlite),
+            time_sql(Message.last_event_at, sqlite),
+            Message.content_sha256,
+            status_expression(now, absent=None),
+            time_sql(PasswordReset.completed_at, sqlite),
+            Message.transport,
+            Message.template_version,
+            Contact.state,
+            Contact.country,
         )
         .join(Contact, Contact.id == Message.contact_id)
-        .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Message.campaign_id,
-                                       PasswordReset.contact_id == Message.contact_id))
+        .outerjoin(
+            PasswordReset,
+            and_(
+                PasswordReset.campaign_id == Message.campaign_id,
+                PasswordReset.contact_id == Message.contact_id,
+            ),
+        )
         .where(campaign_filter(Message.campaign_id, campaign.id, sqlite))
     )
 
@@ -204,24 +261,45 @@ _DELIVERY_SUSPECTS = (1, 2, 4, 5, 6, 9, 10, 11, 21, 22)
 _DELIVERY_TIMES = (12, 13, 14, 15, 18)
 
 
-def _write_deliveries(session: Session, campaign, writer, now: datetime | None = None,
-                      progress: Progress | None = None) -> int:
+def _write_deliveries(
+    session: Session,
+    campaign,
+    writer,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> int:
     query = _deliveries_query(campaign, is_sqlite(session), now or utcnow())
     rows = stream_rows(session, query, Message.id)
-    return _write_safe(writer, rows, slice(1, 1 + len(DELIVERY_COLUMNS)), _DELIVERY_TIMES,
-                       _DELIVERY_SUSPECTS, progress)
+    return _write_safe(
+        writer,
+        rows,
+        slice(1, 1 + len(DELIVERY_COLUMNS)),
+        _DELIVERY_TIMES,
+        _DELIVERY_SUSPECTS,
+        progress,
+    )
 
 
-def export_deliveries(engine: Engine, campaign: str, path: str | Path,
-                      now: datetime | None = None, progress: Progress | None = None,
-                      bom: bool = False) -> int:
+def export_deliveries(
+    engine: Engine,
+    campaign: str,
+    path: str | Path,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    bom: bool = False,
+) -> int:
     """One CSV row per message of the campaign (DESIGN.md columns); returns the row count.
 
     `now` decides which pending reset links count as expired (tests inject it); `progress`
     is called with the rows written so far every PROGRESS_EVERY rows."""
-    return _write(engine, campaign, path, DELIVERY_COLUMNS,
-                  lambda session, found, writer: _write_deliveries(session, found, writer, now,
-                                                                   progress), bom)
+    return _write(
+        engine,
+        campaign,
+        path,
+        DELIVERY_COLUMNS,
+        lambda session, found, writer: _write_deliveries(session, found, writer, now, progress),
+        bom,
+    )
 
 
 def progress_total(engine: Engine, campaign: str, what: str) -> int | None:
@@ -246,9 +324,16 @@ def _events_query(campaign: Any, sqlite: bool) -> Select:
     detail = type_coerce(Event.detail, Text)  # the stored JSON text, not decoded
     return (
         select(
-            Event.id, time_sql(Event.at, sqlite), literal(neutralize(campaign.name), String),
-            Contact.key, Event.message_id, Message.channel, Event.source, Event.kind,
-            case((Event.applied, "true"), else_="false"), detail,
+            Event.id,
+            time_sql(Event.at, sqlite),
+            literal(neutralize(campaign.name), String),
+            Contact.key,
+            Event.message_id,
+            Message.channel,
+            Event.source,
+            Event.kind,
+            case((Event.applied, "true"), else_="false"),
+            detail,
         )
         .outerjoin(Contact, Contact.id == Event.contact_id)
         .outerjoin(Message, Message.id == Event.message_id)
@@ -261,16 +346,25 @@ _EVENT_SUSPECTS = (3, 6, 7, 9)
 
 def _write_events(session: Session, campaign, writer, progress: Progress | None = None) -> int:
     rows = stream_rows(session, _events_query(campaign, is_sqlite(session)), Event.id)
-    return _write_safe(writer, rows, slice(0, len(EVENT_COLUMNS)), (1,), _EVENT_SUSPECTS,
-                       progress)
+    return _write_safe(writer, rows, slice(0, len(EVENT_COLUMNS)), (1,), _EVENT_SUSPECTS, progress)
 
 
-def export_events(engine: Engine, campaign: str, path: str | Path,
-                  progress: Progress | None = None, bom: bool = False) -> int:
+def export_events(
+    engine: Engine,
+    campaign: str,
+    path: str | Path,
+    progress: Progress | None = None,
+    bom: bool = False,
+) -> int:
     """The campaign's raw event log, oldest first; returns the row count."""
-    return _write(engine, campaign, path, EVENT_COLUMNS,
-                  lambda session, found, writer: _write_events(session, found, writer, progress),
-                  bom)
+    return _write(
+        engine,
+        campaign,
+        path,
+        EVENT_COLUMNS,
+        lambda session, found, writer: _write_events(session, found, writer, progress),
+        bom,
+    )
 
 
 # --- unreached ---------------------------------------------------------------------------------
@@ -283,8 +377,16 @@ def _contact_pages(session: Session, campaign_id: int, batch: int) -> Iterator[S
     last = 0
     while True:
         page = session.execute(
-            select(Contact.id, Contact.key, Contact.name, Contact.email, Contact.phone,
-                   Contact.exposures, Contact.country, Contact.state)
+            select(
+                Contact.id,
+                Contact.key,
+                Contact.name,
+                Contact.email,
+                Contact.phone,
+                Contact.exposures,
+                Contact.country,
+                Contact.state,
+            )
             .where(campaign_filter(Contact.campaign_id, campaign_id, keyset), Contact.id > last)
             .order_by(Contact.id)
             .limit(batch)
@@ -295,8 +397,9 @@ def _contact_pages(session: Session, campaign_id: int, batch: int) -> Iterator[S
         last = page[-1][0]
 
 
-def _channel_reason(status: str, code: str | None, error: str | None,
-                    skip_reason: str | None) -> str:
+def _channel_reason(
+    status: str, code: str | None, error: str | None, skip_reason: str | None
+) -> str:
     if status == Status.SKIPPED:
         return f"skipped ({skip_reason})" if skip_reason else "skipped"
     details = " ".join(p for p in (code, error) if p)
@@ -312,21 +415,26 @@ def _why(messages: list[tuple]) -> str | None:
         last[row[0]] = row  # rows come in (channel, sequence, id) order: the latest wins
     if not last:
         return "no message planned yet"
-    return "; ".join(f"{channel}: {_channel_reason(*row[1:])}"
-                     for channel, row in sorted(last.items()))
+    return "; ".join(
+        f"{channel}: {_channel_reason(*row[1:])}" for channel, row in sorted(last.items())
+    )
 
 
-def _write_unreached(session: Session, campaign, writer,
-                     progress: Progress | None = None) -> int:
+def _write_unreached(session: Session, campaign, writer, progress: Progress | None = None) -> int:
     rows = 0
     read = 0
     for page in _contact_pages(session, campaign.id, BATCH):  # read at call time (tests)
         by_contact: dict[int, list[tuple]] = {row[0]: [] for row in page}
         for contact_id, *rest in session.execute(
-            select(Message.contact_id, Message.channel, Message.status, Message.error_code,
-                   Message.error_message, Message.skip_reason)
-            .where(Message.contact_id.in_(list(by_contact)),
-                   Message.campaign_id == campaign.id)
+            select(
+                Message.contact_id,
+                Message.channel,
+                Message.status,
+                Message.error_code,
+                Message.error_message,
+                Message.skip_reason,
+            )
+            .where(Message.contact_id.in_(list(by_contact)), Message.campaign_id == campaign.id)
             .order_by(Message.contact_id, Message.channel, Message.sequence, Message.id)
         ):
             by_contact[contact_id].append(tuple(rest))
@@ -334,8 +442,11 @@ def _write_unreached(session: Session, campaign, writer,
             why = _why(by_contact[contact_id])
             if why is None:
                 continue
-            writer.writerow(tuple(neutralize(v) for v in (
-                key, person, email, phone, kinds, country, state, why)))
+            writer.writerow(
+                tuple(
+                    neutralize(v) for v in (key, person, email, phone, kinds, country, state, why)
+                )
+            )
             rows += 1
         read += len(page)
         if progress is not None:
@@ -343,18 +454,33 @@ def _write_unreached(session: Session, campaign, writer,
     return rows
 
 
-def export_unreached(engine: Engine, campaign: str, path: str | Path,
-                     progress: Progress | None = None, bom: bool = False) -> int:
+def export_unreached(
+    engine: Engine,
+    campaign: str,
+    path: str | Path,
+    progress: Progress | None = None,
+    bom: bool = False,
+) -> int:
     """Contacts that no channel reached (no message sent or delivered), with why.
 
     ``progress`` is called with the number of contacts looked at after each page."""
-    return _write(engine, campaign, path, UNREACHED_COLUMNS,
-                  lambda session, found, writer: _write_unreached(session, found, writer,
-                                                                  progress), bom)
+    return _write(
+        engine,
+        campaign,
+        path,
+        UNREACHED_COLUMNS,
+        lambda session, found, writer: _write_unreached(session, found, writer, progress),
+        bom,
+    )
 
 
-def export_codes(engine: Engine, campaign: str, path: str | Path,
-                 progress: Progress | None = None, bom: bool = False) -> int:
+def export_codes(
+    engine: Engine,
+    campaign: str,
+    path: str | Path,
+    progress: Progress | None = None,
+    bom: bool = False,
+) -> int:
     """Who got which credit-monitoring enrollment code (see :mod:`notify.codes`)."""
     from notify import codes
 
@@ -364,14 +490,24 @@ def export_codes(engine: Engine, campaign: str, path: str | Path,
 # --- resets ------------------------------------------------------------------------------------
 
 RESET_COLUMNS = (
-    "campaign", "contact_key", "email", "phone", "reset_status", "reset_completed_at",
-    "links_sent", "link_expires_at",
+    "campaign",
+    "contact_key",
+    "email",
+    "phone",
+    "reset_status",
+    "reset_completed_at",
+    "links_sent",
+    "link_expires_at",
 )
 
 
-def export_resets(session: Session, campaign: Campaign, path: str | Path,
-                  now: datetime | None = None,
-                  progress: Callable[[int], None] | None = None) -> int:
+def export_resets(
+    session: Session,
+    campaign: Campaign,
+    path: str | Path,
+    now: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Write who must reset (and who did) as CSV; returns the number of rows.
 
     Columns: campaign, contact_key, email, phone, reset_status (pending|completed|expired),
@@ -382,20 +518,33 @@ def export_resets(session: Session, campaign: Campaign, path: str | Path,
     return _write_rows(path, RESET_COLUMNS, reset_rows(session, campaign, now), progress)
 
 
-def reset_rows(session: Session, campaign: Campaign,
-               now: datetime | None = None) -> Iterator[tuple]:
+def reset_rows(
+    session: Session, campaign: Campaign, now: datetime | None = None
+) -> Iterator[tuple]:
     """The rows of :func:`export_resets` (cells not yet neutralized), streamed from the
     database: the CLI writes them to a file, the web view to a download."""
     now = as_utc(now or utcnow())
     query = (
-        select(Contact.key, Contact.email, Contact.phone, status_expression(now),
-               PasswordReset.completed_at, PasswordReset.links_sent,
-               PasswordReset.link_expires_at)
+        select(
+            Contact.key,
+            Contact.email,
+            Contact.phone,
+            status_expression(now),
+            PasswordReset.completed_at,
+            PasswordReset.links_sent,
+            PasswordReset.link_expires_at,
+        )
         .select_from(Contact)
-        .outerjoin(PasswordReset, and_(PasswordReset.campaign_id == Contact.campaign_id,
-                                       PasswordReset.contact_id == Contact.id))
-        .where(Contact.campaign_id == campaign.id,
-               or_(PasswordReset.id.is_not(None), has_passwords()))
+        .outerjoin(
+            PasswordReset,
+            and_(
+                PasswordReset.campaign_id == Contact.campaign_id,
+                PasswordReset.contact_id == Contact.id,
+            ),
+        )
+        .where(
+            Contact.campaign_id == campaign.id, or_(PasswordReset.id.is_not(None), has_passwords())
+        )
         .order_by(Contact.id)
         .execution_options(yield_per=1000)
     )
@@ -405,8 +554,12 @@ def reset_rows(session: Session, campaign: Campaign,
     )
 
 
-def _write_rows(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]],
-                progress: Callable[[int], None] | None = None) -> int:
+def _write_rows(
+    path: str | Path,
+    header: Iterable[str],
+    rows: Iterable[Iterable[Any]],
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Write rows (cells neutralized) atomically (:func:`notify.csvsafe.atomic_csv`: a temp
     file in the same folder, renamed into place once complete, or ``-`` for standard
     output); returns the row count. ``progress`` gets the rows written every 1000 rows."""
@@ -426,8 +579,9 @@ def _write_rows(path: str | Path, header: Iterable[str], rows: Iterable[Iterable
 EXPORTS = ("deliveries", "unreached", "resets", "events")
 
 
-def write_export(session: Session, what: str, campaign: Any, writer: Any,
-                 now: datetime | None = None) -> int:
+def write_export(
+    session: Session, what: str, campaign: Any, writer: Any, now: datetime | None = None
+) -> int:
     """Write export ``what`` (one of EXPORTS) of ``campaign`` to a csv writer: the header,
     then every row, exactly as `notify export WHAT` / `notify resets export` write their
     files (same code), so a download is byte-equal to the command's file. Returns rows."""

@@ -11,35 +11,109 @@ RANKED = ("identity", "card", "passwords")
 # (generated from this table); ``--map-value WORD=KIND`` adds more for one import.
 VOCABULARY: dict[str, tuple[str, ...]] = {
     "passwords": (
-        "passwords", "password", "credentials", "credential", "hashed passwords",
-        "hashed password", "password hashes", "login", "logins", "login credentials",
-        "username and password", "usernames and passwords", "user name and password",
-        "security questions", "security question", "security answers", "account credentials",
+        "passwords",
+        "password",
+        "credentials",
+        "credential",
+        "hashed passwords",
+        "hashed password",
+        "password hashes",
+        "login",
+        "logins",
+        "login credentials",
+        "username and password",
+        "usernames and passwords",
+        "user name and password",
+        "security questions",
+        "security question",
+        "security answers",
+        "account credentials",
     ),
     "card": (
-        "card", "cards", "card data", "carddata", "credit card", "credit cards", "payment",
-        "payments", "payment card", "payment cards", "payment data", "debit card",
-        "debit cards", "PAN", "card number", "card numbers", "CVV", "CVV2", "CVC",
-        "security code", "expiry", "expiry date", "expiration date", "card expiry",
+        "card",
+        "cards",
+        "card data",
+        "carddata",
+        "credit card",
+        "credit cards",
+        "payment",
+        "payments",
+        "payment card",
+        "payment cards",
+        "payment data",
+        "debit card",
+        "debit cards",
+        "PAN",
+        "card number",
+        "card numbers",
+        "CVV",
+        "CVV2",
+        "CVC",
+        "security code",
+        "expiry",
+        "expiry date",
+        "expiration date",
+        "card expiry",
     ),
     "identity": (
-        "identity", "identity data", "identity theft", "personal data", "PII", "SSN",
-        "social security number", "social security", "DOB", "date of birth", "birth date",
-        "birthdate", "driver's license", "drivers license", "driver license",
-        "driving licence", "driver's licence", "passport", "passport number", "national ID",
-        "national id number", "tax id", "tax identification number", "TIN", "ITIN",
+        "identity",
+        "identity data",
+        "identity theft",
+        "personal data",
+        "PII",
+        "SSN",
+        "social security number",
+        "social security",
+        "DOB",
+        "date of birth",
+        "birth date",
+        "birthdate",
+        "driver's license",
+        "drivers license",
+        "driver license",
+        "driving licence",
+        "driver's licence",
+        "passport",
+        "passport number",
+        "national ID",
+        "national id number",
+        "tax id",
+        "tax identification number",
+        "TIN",
+        "ITIN",
     ),
 }
 _ALIASES = VOCABULARY
 
 # A column named for a kind and one of these words is a yes/no flag: "Password Exposed",
 # "SSN/DOB Exposed (Y/N)", "Card compromised?".
-FLAG_WORDS = ("exposed", "compromised", "leaked", "affected", "breached", "involved",
-              "impacted", "yn", "flag")
+FLAG_WORDS = (
+    "exposed",
+    "compromised",
+    "leaked",
+    "affected",
+    "breached",
+    "involved",
+    "impacted",
+    "yn",
+    "flag",
+)
 # A column named by one of these alone is a flag column; any other word of the vocabulary
 # (PAN, DOB, passport...) names a flag only with a flag word: a column "PAN" holds card numbers.
-BARE_FLAGS = ("passwords", "password", "credentials", "card", "cards", "card data",
-              "credit card", "payment card", "identity", "identity data", "ssn", "pii")
+BARE_FLAGS = (
+    "passwords",
+    "password",
+    "credentials",
+    "card",
+    "cards",
+    "card data",
+    "credit card",
+    "payment card",
+    "identity",
+    "identity data",
+    "ssn",
+    "pii",
+)
 TRUE_WORDS = ("yes", "y", "true", "t", "1", "x", "✓", "✔", "on")
 FALSE_WORDS = ("", "no", "n", "false", "f", "0", "-", "off", "none")
 
@@ -58,9 +132,7 @@ _BARE = frozenset(squash(word) for word in BARE_FLAGS)
 _SPLIT = re.compile(r"[;,|/]")
 
 
-def parse_exposures(
-    value: str, extra: dict[str, str] | None = None
-) -> tuple[set[str], list[str]]:
+def parse_exposures(value: str, extra: dict[str, str] | None = None) -> tuple[set[str], list[str]]:
     """Split a cell like ``Passwords; Card Data`` into known kinds and the unknown parts.
 
     ``extra`` (squashed word -> kind, from ``--map-value``) is consulted before the vocabulary.
@@ -99,8 +171,7 @@ def flag_kinds(header: str, extra: dict[str, str] | None = None) -> set[str]:
     lookup = {**EXPOSURE_BY_ALIAS, **(extra or {})}
     if not flagged:
         bare = squash(body)
-        kind = (extra or {}).get(bare) or (
-            EXPOSURE_BY_ALIAS.get(bare) if bare in _BARE else None)
+        kind = (extra or {}).get(bare) or (EXPOSURE_BY_ALIAS.get(bare) if bare in _BARE else None)
         return {kind} if kind else set()
     kind = lookup.get(squash(body))
     if kind:

@@ -26,8 +26,9 @@ def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> M
     return queue_sms(session, config, email, contact, f"email {email.id} {email.status}")
 
 
-def queue_sms(session: Session, config: CampaignConfig, email: Message, contact: Contact,
-              because: str) -> Message | None:
+def queue_sms(
+    session: Session, config: CampaignConfig, email: Message, contact: Contact, because: str
+) -> Message | None:
     """The pending SMS that carries ``email``'s notice instead, with its ``pending`` event;
     None when the campaign has no SMS fallback, the contact no phone, or it exists already.
 
@@ -48,12 +49,19 @@ def queue_sms(session: Session, config: CampaignConfig, email: Message, contact:
     if existing is not None:
         return None
     sms = Message(
-        campaign_id=email.campaign_id, contact_id=email.contact_id, channel="sms",
-        notice=email.notice, sequence=email.sequence, is_fallback=True, status=Status.PENDING,
-        address=contact.phone, attempts=0,
+        campaign_id=email.campaign_id,
+        contact_id=email.contact_id,
+        channel="sms",
+        notice=email.notice,
+        sequence=email.sequence,
+        is_fallback=True,
+        status=Status.PENDING,
+        address=contact.phone,
+        attempts=0,
     )
     session.add(sms)
     session.flush()
-    events.record(session, source="fallback", kind=Status.PENDING, message=sms,
-                  detail={"because": because})
+    events.record(
+        session, source="fallback", kind=Status.PENDING, message=sms, detail={"because": because}
+    )
     return sms

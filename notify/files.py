@@ -67,8 +67,10 @@ def prepare_sqlite_file(database: str | None) -> None:
         # SQLite would say "unable to open database file", which reads as an outage.
         from notify.errors import NotifyError
 
-        raise NotifyError(f"cannot create the database {database}: folder {folder} does not "
-                          "exist (create it first, or choose another path with --db)")
+        raise NotifyError(
+            f"cannot create the database {database}: folder {folder} does not "
+            "exist (create it first, or choose another path with --db)"
+        )
     try:
         fd = create_private(database)
     except OSError:  # no permission: SQLite reports it in its own words

@@ -81,37 +81,106 @@ INDEX_SORT_KB = 4000  # SQLite: page cache while building indexes (its sort chun
 BULK_TALLY = 20_000  # SQLite: from this many new contacts, count them once (see _Writer)
 
 SINGLE_FIELDS = (
-    "key", "name", "first_name", "last_name", "email", "phone", "country", "state", "locale",
+    "key",
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "country",
+    "state",
+    "locale",
 )
 FIELDS = (*SINGLE_FIELDS, "exposure", *exposures.RANKED)
 MERGE_ON = ("email", "phone")
 
-_KEY_OWNERS = ("customer", "cust", "client", "account", "acct", "member", "user",
-               "subscriber", "patient", "policy", "record")
+_KEY_OWNERS = (
+    "customer",
+    "cust",
+    "client",
+    "account",
+    "acct",
+    "member",
+    "user",
+    "subscriber",
+    "patient",
+    "policy",
+    "record",
+)
 _KEY_SUFFIXES = ("id", "no", "nr", "num", "number", "#", "code", "ref", "reference", "key")
 _FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "key": (
-        "key", "id", "account", "customer key", "unique id", "uid", "external id", "contact id",
+        "key",
+        "id",
+        "account",
+        "customer key",
+        "unique id",
+        "uid",
+        "external id",
+        "contact id",
         *(f"{owner} {suffix}" for owner in _KEY_OWNERS for suffix in _KEY_SUFFIXES),
         *(f"{owner}{suffix}" for owner in _KEY_OWNERS for suffix in ("id", "no", "nr", "num")),
     ),
-    "name": ("name", "full name", "customer name", "client name", "contact name", "display name",
-             "account name", "member name", "account holder", "holder name"),
+    "name": (
+        "name",
+        "full name",
+        "customer name",
+        "client name",
+        "contact name",
+        "display name",
+        "account name",
+        "member name",
+        "account holder",
+        "holder name",
+    ),
     "first_name": ("first name", "firstname", "given name", "forename", "first"),
     "last_name": ("last name", "lastname", "surname", "family name", "last"),
     "email": (
-        "email", "e-mail", "email address", "e-mail address", "mail", "email addr",
-        "contact email", "customer email", "primary email", "work email",
+        "email",
+        "e-mail",
+        "email address",
+        "e-mail address",
+        "mail",
+        "email addr",
+        "contact email",
+        "customer email",
+        "primary email",
+        "work email",
     ),
     "phone": (
-        "phone", "mobile", "cell", "phone number", "sms", "mobile phone", "mobile number",
-        "cell phone", "telephone", "tel", "phone no", "sms number", "cell number",
-        "contact number", "phone #", "mobile #",
+        "phone",
+        "mobile",
+        "cell",
+        "phone number",
+        "sms",
+        "mobile phone",
+        "mobile number",
+        "cell phone",
+        "telephone",
+        "tel",
+        "phone no",
+        "sms number",
+        "cell number",
+        "contact number",
+        "phone #",
+        "mobile #",
     ),
     "exposure": (
-        "exposure", "exposures", "exposure type", "exposed", "data exposed", "exposed data",
-        "data type", "data types", "data compromised", "compromised data", "breach type",
-        "exposure category", "data elements", "data involved", "information exposed",
+        "exposure",
+        "exposures",
+        "exposure type",
+        "exposed",
+        "data exposed",
+        "exposed data",
+        "data type",
+        "data types",
+        "data compromised",
+        "compromised data",
+        "breach type",
+        "exposure category",
+        "data elements",
+        "data involved",
+        "information exposed",
     ),
     "country": ("country", "country code", "nation"),
     "state": ("state", "region", "province", "state/province", "state or province"),
@@ -144,8 +213,18 @@ _CONTROL_PATTERN = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\u202a-\u202e\u2
 _json_string = json.encoder.encode_basestring
 
 _DB_COLUMNS = (
-    "campaign_id", "key", "name", "email", "phone", "exposures", "country", "state", "locale",
-    "extra", "created_at", "updated_at",
+    "campaign_id",
+    "key",
+    "name",
+    "email",
+    "phone",
+    "exposures",
+    "country",
+    "state",
+    "locale",
+    "extra",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -189,8 +268,11 @@ class ImportSummary:
     def counts(self) -> dict[str, int]:
         """The five integers of the ``--json`` contract, in the order the summary line uses."""
         return {
-            "read": self.read, "imported": self.imported, "merged": self.merged,
-            "warnings": self.warnings, "rejected": self.rejected,
+            "read": self.read,
+            "imported": self.imported,
+            "merged": self.merged,
+            "warnings": self.warnings,
+            "rejected": self.rejected,
         }
 
     def json(self) -> dict[str, int]:
@@ -254,15 +336,15 @@ def import_contacts(
             progress("read", 0, 0.05 * fraction)
 
     with _no_cyclic_gc(), _arrow_memory():
-        table = tabular.read_table(path, recognizes, sheet=sheet, header_row=header_row,
-                                   progress=reading)
+        table = tabular.read_table(
+            path, recognizes, sheet=sheet, header_row=header_row, progress=reading
+        )
         if progress:
             progress("read", len(table.frame), 0.25)
         summary.kind, summary.sheet = table.kind, table.sheet
         summary.notes.extend(table.notes)
         layout = _layout(path, table, mapping, value_map)
-        summary.key_column = table.header[layout.single["key"]] if "key" in layout.single \
-            else None
+        summary.key_column = table.header[layout.single["key"]] if "key" in layout.single else None
         if not layout.exposure_cols and not layout.flag_cols:
             summary.notes.append(
                 "no exposure column (exposure, or passwords/card/identity flags): "
@@ -270,9 +352,18 @@ def import_contacts(
             )
         conn = session.connection()
         writer = _NullWriter() if dry_run else _make_writer(conn)
-        work = _Importer(table, layout, region, campaign.id, summary, writer,
-                         merge_on=merge_on, update=update, value_map=value_map,
-                         progress=progress)
+        work = _Importer(
+            table,
+            layout,
+            region,
+            campaign.id,
+            summary,
+            writer,
+            merge_on=merge_on,
+            update=update,
+            value_map=value_map,
+            progress=progress,
+        )
         with _RejectsFile(target, table.header) as rejects, _big_page_cache(conn, not dry_run):
             work.rejects = rejects
             try:
@@ -286,8 +377,9 @@ def import_contacts(
                     "nothing was imported, run it again"
                 ) from None
             except OperationalError as exc:
-                raise NotifyError(f"{path}: database error, nothing was imported: "
-                                  f"{str(exc.orig).splitlines()[0]}") from None
+                raise NotifyError(
+                    f"{path}: database error, nothing was imported: {str(exc.orig).splitlines()[0]}"
+                ) from None
     if not dry_run:
         # Contacts the caller had loaded are stale now; the writes bypassed the ORM.
         for obj in list(session.identity_map.values()):
@@ -310,7 +402,7 @@ def parse_mapping(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     for item in items:
         column, sep, target = item.rpartition("=")
         if not sep or not column.strip() or not target.strip():
-            raise NotifyError(f"--map {item!r}: expected COLUMN=FIELD, e.g. --map \"Cell=phone\"")
+            raise NotifyError(f'--map {item!r}: expected COLUMN=FIELD, e.g. --map "Cell=phone"')
         mapping[column.strip()] = target.strip()
     return mapping
 
@@ -322,11 +414,14 @@ def parse_value_map(items: list[str] | tuple[str, ...]) -> dict[str, str]:
         word, sep, kind = item.rpartition("=")
         kind_name = exposures.EXPOSURE_BY_ALIAS.get(exposures.squash(kind)) if sep else None
         if not sep or not exposures.squash(word):
-            raise NotifyError(f"--map-value {item!r}: expected WORD=KIND, e.g. "
-                              "--map-value \"PAN=card\"")
+            raise NotifyError(
+                f'--map-value {item!r}: expected WORD=KIND, e.g. --map-value "PAN=card"'
+            )
         if kind_name is None or exposures.squash(kind) not in _BITS:
-            raise NotifyError(f"--map-value {item!r}: unknown kind {kind.strip()!r} (kinds: "
-                              f"{', '.join(exposures.RANKED)})")
+            raise NotifyError(
+                f"--map-value {item!r}: unknown kind {kind.strip()!r} (kinds: "
+                f"{', '.join(exposures.RANKED)})"
+            )
         words[exposures.squash(word)] = kind_name
     return words
 
@@ -341,11 +436,30 @@ def _show(value: str, limit: int = 40) -> str:
 
 
 _COUNTRY_REGIONS = {
-    "usa": "US", "unitedstates": "US", "unitedstatesofamerica": "US", "america": "US",
-    "uk": "GB", "unitedkingdom": "GB", "greatbritain": "GB", "england": "GB", "scotland": "GB",
-    "wales": "GB", "canada": "CA", "germany": "DE", "deutschland": "DE", "france": "FR",
-    "spain": "ES", "italy": "IT", "ireland": "IE", "netherlands": "NL", "australia": "AU",
-    "newzealand": "NZ", "mexico": "MX", "brazil": "BR", "india": "IN", "japan": "JP",
+    "usa": "US",
+    "unitedstates": "US",
+    "unitedstatesofamerica": "US",
+    "america": "US",
+    "uk": "GB",
+    "unitedkingdom": "GB",
+    "greatbritain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "canada": "CA",
+    "germany": "DE",
+    "deutschland": "DE",
+    "france": "FR",
+    "spain": "ES",
+    "italy": "IT",
+    "ireland": "IE",
+    "netherlands": "NL",
+    "australia": "AU",
+    "newzealand": "NZ",
+    "mexico": "MX",
+    "brazil": "BR",
+    "india": "IN",
+    "japan": "JP",
 }
 
 
@@ -363,7 +477,6 @@ def _snake(header: str) -> str:
     return "_".join(re.findall(r"[0-9a-z]+", header.lower()))
 
 
-
 # --------------------------------------------------------------------------- header
 
 
@@ -374,8 +487,10 @@ def _recognizer(mapping: dict[str, str], value_map: dict[str, str]) -> tabular.R
     def recognizes(cell: str) -> bool:
         squashed = _header_squash(cell)
         return bool(squashed) and (
-            squashed in _HEADER_FIELD or exposures.squash(cell) in mapped
-            or bool(exposures.flag_kinds(cell, value_map)))
+            squashed in _HEADER_FIELD
+            or exposures.squash(cell) in mapped
+            or bool(exposures.flag_kinds(cell, value_map))
+        )
 
     return recognizes
 
@@ -391,8 +506,9 @@ class _Layout:
     extra_cols: list[tuple[int, str, str]]  # (index, extra key, header)
 
 
-def _layout(path: Path, table: tabular.Table, mapping: dict[str, str],
-            value_map: dict[str, str]) -> _Layout:
+def _layout(
+    path: Path, table: tabular.Table, mapping: dict[str, str], value_map: dict[str, str]
+) -> _Layout:
     """Resolve the header: aliases ignoring case and punctuation, ``--map`` taking precedence.
 
     Two columns read the same way, or two columns claiming one field, are an error naming
@@ -409,9 +525,11 @@ def _layout(path: Path, table: tabular.Table, mapping: dict[str, str],
             continue
         if squashed in seen:
             first = seen[squashed]
-            raise NotifyError(f"{where}: columns {first + 1} {names[first]!r} and {index + 1} "
-                              f"{name!r} have the same name (ignoring case and punctuation); "
-                              "rename one")
+            raise NotifyError(
+                f"{where}: columns {first + 1} {names[first]!r} and {index + 1} "
+                f"{name!r} have the same name (ignoring case and punctuation); "
+                "rename one"
+            )
         seen[squashed] = index
     explicit = _explicit_columns(path, names, mapping)
     single: dict[str, int] = {}
@@ -445,15 +563,19 @@ def _layout(path: Path, table: tabular.Table, mapping: dict[str, str],
     for target, indexes in claims.items():
         if len(indexes) > 1:
             a, b = (names[i] for i in indexes[:2])
-            raise NotifyError(f"{where}: columns {a!r} and {b!r} both look like the {target}; "
-                              f"choose one with --map \"{b}={target}\"")
+            raise NotifyError(
+                f"{where}: columns {a!r} and {b!r} both look like the {target}; "
+                f'choose one with --map "{b}={target}"'
+            )
         single[target] = indexes[0]
     if "email" not in single and "phone" not in single:
-        hint = ("name one with --map COLUMN=email or --map COLUMN=phone" if table.sheet is None
-                else "name one with --map COLUMN=email, or choose the sheet (--sheet) and "
-                "header row (--header-row)")
-        raise NotifyError(f"{path}: no email or phone column (columns: {_columns(names)}); "
-                          + hint)
+        hint = (
+            "name one with --map COLUMN=email or --map COLUMN=phone"
+            if table.sheet is None
+            else "name one with --map COLUMN=email, or choose the sheet (--sheet) and "
+            "header row (--header-row)"
+        )
+        raise NotifyError(f"{path}: no email or phone column (columns: {_columns(names)}); " + hint)
     return _Layout(len(names), single, exposure_cols, flag_cols, extra_cols)
 
 
@@ -470,12 +592,15 @@ def _explicit_columns(path: Path, names: list[str], mapping: dict[str, str]) -> 
     for column, target in mapping.items():
         field_name = _MAP_TARGET.get(exposures.squash(target))
         if field_name is None:
-            raise NotifyError(f"--map {column}={target}: unknown field {target!r} (fields: "
-                              f"{', '.join(FIELDS)})")
+            raise NotifyError(
+                f"--map {column}={target}: unknown field {target!r} (fields: {', '.join(FIELDS)})"
+            )
         index = names.index(column) if column in names else by_squash.get(exposures.squash(column))
         if index is None:
-            raise NotifyError(f"--map {column}={target}: {path} has no column {column!r} "
-                              f"(columns: {_columns(names)})")
+            raise NotifyError(
+                f"--map {column}={target}: {path} has no column {column!r} "
+                f"(columns: {_columns(names)})"
+            )
         if field_name in SINGLE_FIELDS and field_name in explicit.values():
             raise NotifyError(f"--map: two columns mapped to {field_name}")
         explicit[index] = field_name
@@ -512,8 +637,9 @@ def _patch(array: pa.Array, rows: Any, values: list) -> pa.Array:
     order = np.argsort(rows, kind="stable")
     mask = np.zeros(len(array), dtype=bool)
     mask[np.asarray(rows)[order]] = True
-    return pc.replace_with_mask(array, pa.array(mask),
-                                pa.array([values[i] for i in order], type=array.type))
+    return pc.replace_with_mask(
+        array, pa.array(mask), pa.array([values[i] for i in order], type=array.type)
+    )
 
 
 def _blank_is_null(array: pa.Array) -> pa.Array:
@@ -525,8 +651,7 @@ def _repeated(array: pa.Array) -> np.ndarray:
     """Rows whose value occurs more than once in the column (nulls count as one value):
     pandas' ``duplicated(keep=False)`` from Arrow's hash encoding, at half its cost."""
     encoded = pc.dictionary_encode(array)
-    codes = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(
-        zero_copy_only=False)
+    codes = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(zero_copy_only=False)
     return np.bincount(codes, minlength=len(encoded.dictionary) + 1)[codes] > 1
 
 
@@ -569,10 +694,14 @@ def _numpy(mask: Any) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
-_FAST_EMAIL = (r"^(?P<local>[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*)@"
-               r"(?P<domain>[A-Za-z0-9.\-]+)$")
-_FAST_PHONE = (r"^\s*(?P<cc>\+1[\s.\-]?|1[\s.\-]?)?\(?(?P<a>[2-9]\d\d)\)?[\s.\-]?"
-               r"(?P<e>[2-9]\d\d)[\s.\-]?(?P<l>\d{4})\s*$")
+_FAST_EMAIL = (
+    r"^(?P<local>[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*)@"
+    r"(?P<domain>[A-Za-z0-9.\-]+)$"
+)
+_FAST_PHONE = (
+    r"^\s*(?P<cc>\+1[\s.\-]?|1[\s.\-]?)?\(?(?P<a>[2-9]\d\d)\)?[\s.\-]?"
+    r"(?P<e>[2-9]\d\d)[\s.\-]?(?P<l>\d{4})\s*$"
+)
 
 
 def _emails(raw: pd.Series) -> tuple[pa.Array, dict[int, str]]:
@@ -585,8 +714,12 @@ def _emails(raw: pd.Series) -> tuple[pa.Array, dict[int, str]]:
     stripped = _arrow(raw.str.strip())
     parts = pc.extract_regex(stripped, _FAST_EMAIL)
     local = pc.struct_field(parts, [0])
-    fast = _numpy(pc.and_(pc.less_equal(pc.utf8_length(local), 64),
-                          pc.less_equal(pc.utf8_length(stripped), MAX_EMAIL)))
+    fast = _numpy(
+        pc.and_(
+            pc.less_equal(pc.utf8_length(local), 64),
+            pc.less_equal(pc.utf8_length(stripped), MAX_EMAIL),
+        )
+    )
     domains = pc.dictionary_encode(pc.utf8_lower(pc.struct_field(parts, [1])))
     checked = [email_domain(d) for d in domains.dictionary.to_pylist()]
     ascii_domains = pa.array([c[0] for c in checked], type=_TEXT)
@@ -626,16 +759,21 @@ def _phones(raw: pd.Series, regions: _Regions) -> Callable[[], tuple[pa.Array, d
     array = _arrow(raw)
     parts = pc.extract_regex(array, _FAST_PHONE)
     matched = _numpy(pc.is_valid(parts))
-    national = _join(pc.struct_field(parts, [1]), pc.struct_field(parts, [2]),
-                     pc.struct_field(parts, [3]), sep="")
+    national = _join(
+        pc.struct_field(parts, [1]),
+        pc.struct_field(parts, [2]),
+        pc.struct_field(parts, [3]),
+        sep="",
+    )
     plus = _numpy(pc.starts_with(pc.struct_field(parts, [0]), "+"))
     nanp = np.array([r in NANP_REGIONS for r in regions.names], dtype=bool)[regions.codes]
     fast = matched & (nanp | plus)
     slow = np.flatnonzero(~fast & _numpy(pc.not_equal(array, "")))
     slow_values = _at(array, slow) if len(slow) else []
     # "+44 20 7946 0958" -> "+442079460958": judged without parse() (see _other_phone).
-    digits = ["+" + _NOT_DIGIT.sub("", v) if _INTERNATIONAL.fullmatch(v) else None
-              for v in slow_values]
+    digits = [
+        "+" + _NOT_DIGIT.sub("", v) if _INTERNATIONAL.fullmatch(v) else None for v in slow_values
+    ]
     verdicts = _Verdicts(digits)
     # Validity by area code + exchange, once per distinct prefix (None: check the number).
     prefixes = pc.dictionary_encode(pc.utf8_slice_codeunits(national, 0, 6))
@@ -664,8 +802,11 @@ def _phones(raw: pd.Series, regions: _Regions) -> Callable[[], tuple[pa.Array, d
         settled = []
         for row, value, number in zip(slow, slow_values, digits, strict=True):
             verdict = judged.get(number) if number is not None else None
-            settled.append(verdict if verdict is not None else
-                           _phone_cached(value, regions.names[regions.codes[row]]))
+            settled.append(
+                verdict
+                if verdict is not None
+                else _phone_cached(value, regions.names[regions.codes[row]])
+            )
         for row, (_, problem) in zip(slow, settled, strict=True):
             if problem:
                 problems[int(row)] = problem
@@ -690,9 +831,13 @@ class _Verdicts:
             return
         try:
             helper = subprocess.Popen(
-                [sys.executable, "-m", "notify.intl_phones"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                encoding="ascii")
+                [sys.executable, "-m", "notify.intl_phones"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                encoding="ascii",
+            )
         except OSError:
             return  # judged here
         request = "\n".join(self.numbers)
@@ -712,8 +857,7 @@ class _Verdicts:
             self.thread.join()
         letters = self.output[0] if self.output else ""
         if len(letters) == len(self.numbers):
-            return {n: intl_phones.decode(n, c) for n, c in zip(self.numbers, letters,
-                                                                  strict=True)}
+            return {n: intl_phones.decode(n, c) for n, c in zip(self.numbers, letters, strict=True)}
         return {n: _international(n) for n in self.numbers}
 
 
@@ -761,9 +905,17 @@ class _Importer:
     """
 
     def __init__(
-        self, table: tabular.Table, layout: _Layout, region: str, campaign_id: int,
-        summary: ImportSummary, writer: _NullWriter, *, merge_on: str | None = None,
-        update: bool = False, value_map: dict[str, str] | None = None,
+        self,
+        table: tabular.Table,
+        layout: _Layout,
+        region: str,
+        campaign_id: int,
+        summary: ImportSummary,
+        writer: _NullWriter,
+        *,
+        merge_on: str | None = None,
+        update: bool = False,
+        value_map: dict[str, str] | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.table = table
@@ -792,16 +944,31 @@ class _Importer:
     def load_existing(self, conn: Connection) -> None:
         """Key -> state of every contact the campaign already has, read once, streamed."""
         t = Contact.__table__
-        query = select(t.c.key, t.c.exposures, t.c.email, t.c.phone, t.c.name, t.c.country,
-                       t.c.state, t.c.locale).where(t.c.campaign_id == self.campaign_id)
+        query = select(
+            t.c.key,
+            t.c.exposures,
+            t.c.email,
+            t.c.phone,
+            t.c.name,
+            t.c.country,
+            t.c.state,
+            t.c.locale,
+        ).where(t.c.campaign_id == self.campaign_id)
         result = conn.execute(query.execution_options(yield_per=10_000))
         for key, stored, email, phone, name, country, state, locale in result:
             mask = 0
             for kind in exposures.split(stored):
                 mask |= _BITS.get(kind, 0)
             email_lower = email.lower() if email else None
-            self.known[key] = [mask, email_lower, phone, _filled(name, country, state, locale),
-                               0, None, name]
+            self.known[key] = [
+                mask,
+                email_lower,
+                phone,
+                _filled(name, country, state, locale),
+                0,
+                None,
+                name,
+            ]
             if email_lower:
                 self.email_owner.setdefault(email_lower, key)
             if phone:
@@ -819,8 +986,10 @@ class _Importer:
         count = len(frame)
         self.summary.read = count + len(table.bad_rows)
         single = layout.single
-        cells = {i: frame[i] if i in frame.columns else pd.Series([""] * count, dtype=str)
-                 for i in range(layout.width)}
+        cells = {
+            i: frame[i] if i in frame.columns else pd.Series([""] * count, dtype=str)
+            for i in range(layout.width)
+        }
         self._surplus(frame)
         for index in range(layout.width):
             cells[index] = self._clean(index, cells[index])
@@ -833,8 +1002,9 @@ class _Importer:
         regions = _Regions(np.zeros(count, dtype=np.int64), [self.region])
         if country_col is not None:
             stripped = country_col.str.strip()
-            codes, found = _factorized(stripped, lambda c: (
-                _region_for_country(c, self.region) if c else self.region))
+            codes, found = _factorized(
+                stripped, lambda c: _region_for_country(c, self.region) if c else self.region
+            )
             regions = _Regions(np.where(codes < 0, 0, codes), found or [self.region])
         countries = self._texts(country_col, "country", 64)
         email_col, phone_col = column("email"), column("phone")
@@ -849,8 +1019,11 @@ class _Importer:
         locales = self._texts(column("locale"), "locale", 32)
         extras = self._extras(cells)
         phones, phone_problems = phones_done() if phones_done is not None else (nothing, {})
-        keys = _arrow(cells[single["key"]].str.strip()) if "key" in single else \
-            pa.array([""] * count, type=_TEXT)
+        keys = (
+            _arrow(cells[single["key"]].str.strip())
+            if "key" in single
+            else pa.array([""] * count, type=_TEXT)
+        )
         # No key: the email (Ana@X and ana@x are one person), else the phone.
         fallback = pc.coalesce(pc.utf8_lower(emails), phones, pa.scalar("", _TEXT))
         keys = pc.if_else(pc.equal(keys, ""), fallback, keys)
@@ -863,10 +1036,16 @@ class _Importer:
         suspect.update(np.flatnonzero((masks == 0) | unreachable | long_keys).tolist())
         suspect -= set(self.reasons)
         rows = sorted(suspect)
-        raw_email = dict(zip(rows, _at(_arrow(email_col), rows), strict=True)) \
-            if email_col is not None else {}
-        raw_phone = dict(zip(rows, _at(_arrow(phone_col), rows), strict=True)) \
-            if phone_col is not None else {}
+        raw_email = (
+            dict(zip(rows, _at(_arrow(email_col), rows), strict=True))
+            if email_col is not None
+            else {}
+        )
+        raw_phone = (
+            dict(zip(rows, _at(_arrow(phone_col), rows), strict=True))
+            if phone_col is not None
+            else {}
+        )
         key_at = dict(zip(rows, _at(keys, rows), strict=True))
         has_exposure = bool(layout.exposure_cols or layout.flag_cols)
         for row in rows:
@@ -874,22 +1053,36 @@ class _Importer:
             reachable = not unreachable[row]
             if not reachable or not masks[row] or long_keys[row]:
                 self.reasons[row] = _reasons(
-                    raw_email.get(row, ""), e_problem, raw_phone.get(row, ""), p_problem,
-                    reachable, int(masks[row]), unknown.get(row, ()), key_at[row] or "",
-                    has_exposure)
+                    raw_email.get(row, ""),
+                    e_problem,
+                    raw_phone.get(row, ""),
+                    p_problem,
+                    reachable,
+                    int(masks[row]),
+                    unknown.get(row, ()),
+                    key_at[row] or "",
+                    has_exposure,
+                )
                 continue
             if e_problem:
-                self.note(row, f"email {_show(raw_email[row].strip())}: {e_problem}; "
-                          "imported without it")
+                self.note(
+                    row, f"email {_show(raw_email[row].strip())}: {e_problem}; imported without it"
+                )
             if p_problem:
-                self.note(row, f"phone {_show(raw_phone[row].strip())}: {p_problem}; "
-                          "imported without it")
+                self.note(
+                    row, f"phone {_show(raw_phone[row].strip())}: {p_problem}; imported without it"
+                )
             if unknown.get(row):
-                self.note(row, "unknown exposure " + ", ".join(_show(u) for u in
-                                                              unknown[row][:3]) + " ignored")
+                self.note(
+                    row,
+                    "unknown exposure "
+                    + ", ".join(_show(u) for u in unknown[row][:3])
+                    + " ignored",
+                )
         cells.clear()  # the cleaned columns: not needed any more
-        joined = pa.DictionaryArray.from_arrays(pa.array(masks, type=pa.int8()),
-                                                pa.array(_JOINED, type=_TEXT))
+        joined = pa.DictionaryArray.from_arrays(
+            pa.array(masks, type=pa.int8()), pa.array(_JOINED, type=_TEXT)
+        )
         self._settle(keys, [names, emails, phones, joined, countries, states, locales, extras])
         self.finish()
         self._report()
@@ -906,8 +1099,11 @@ class _Importer:
         for row in np.flatnonzero(beyond):
             values = frame.iloc[row].tolist()
             used = max(i for i, v in enumerate(values) if v.strip()) + 1
-            hint = ("a delimiter inside an unquoted value?" if self.table.kind in ("CSV", "TSV")
-                    else "is the header row right? see --header-row")
+            hint = (
+                "a delimiter inside an unquoted value?"
+                if self.table.kind in ("CSV", "TSV")
+                else "is the header row right? see --header-row"
+            )
             self.reasons[int(row)] = f"{used} cells but the header has {width} columns ({hint})"
 
     def _clean(self, index: int, series: pd.Series) -> pd.Series:
@@ -919,8 +1115,10 @@ class _Importer:
         rows = np.flatnonzero(flagged)
         for row, value in zip(rows, series.iloc[rows].tolist(), strict=True):
             if "\x00" in value:
-                self.reasons.setdefault(int(row), f"column {header!r} holds a NUL character "
-                                                  "(byte 0); fix or remove the row")
+                self.reasons.setdefault(
+                    int(row),
+                    f"column {header!r} holds a NUL character (byte 0); fix or remove the row",
+                )
             self.note(int(row), f"control characters removed from column {header!r}")
         return series.str.replace(_CONTROL_PATTERN, "", regex=True)
 
@@ -930,8 +1128,9 @@ class _Importer:
         for line in self.table.nul_lines:
             row = int(np.searchsorted(lines, line, side="right")) - 1
             if row >= 0:
-                self.reasons.setdefault(row, "a NUL character (byte 0) in the row; fix or "
-                                             "remove the row")
+                self.reasons.setdefault(
+                    row, "a NUL character (byte 0) in the row; fix or remove the row"
+                )
 
     def _texts(self, series: pd.Series | None, label: str, limit: int) -> pa.Array:
         """An optional text field: stripped, on one line, dropped with a note when too long;
@@ -940,8 +1139,12 @@ class _Importer:
             return pa.nulls(len(self.table.frame), _TEXT)
         stripped = series.str.strip()
         values = _arrow(stripped)
-        odd = _numpy(pc.or_(pc.greater(pc.utf8_length(values), limit),
-                            pc.match_substring_regex(values, r"[\t\r\n]")))
+        odd = _numpy(
+            pc.or_(
+                pc.greater(pc.utf8_length(values), limit),
+                pc.match_substring_regex(values, r"[\t\r\n]"),
+            )
+        )
         rows = np.flatnonzero(odd)
         if len(rows):
             fixed = []
@@ -957,8 +1160,11 @@ class _Importer:
         single = self.layout.single
         if "name" in single:
             return self._texts(cells[single["name"]], "name", MAX_TEXT)
-        parts = [pc.fill_null(self._texts(cells[single[f]], "name", MAX_TEXT), "")
-                 for f in ("first_name", "last_name") if f in single]
+        parts = [
+            pc.fill_null(self._texts(cells[single[f]], "name", MAX_TEXT), "")
+            for f in ("first_name", "last_name")
+            if f in single
+        ]
         if not parts:
             return pa.nulls(len(self.table.frame), _TEXT)
         return _blank_is_null(pc.utf8_trim_whitespace(_join(*parts, sep=" ")))
@@ -984,8 +1190,10 @@ class _Importer:
                 originals = cells[index].tolist()
                 for row in np.flatnonzero(np.isin(codes, neither)):
                     self.reasons.setdefault(
-                        int(row), f"column {header!r} is {_flag_value(originals[row])}, "
-                        "neither yes nor no (yes, true, 1, x / no, false, 0, empty)")
+                        int(row),
+                        f"column {header!r} is {_flag_value(originals[row])}, "
+                        "neither yes nor no (yes, true, 1, x / no, false, 0, empty)",
+                    )
         return masks, unknown
 
     def _cell(self, value: str) -> tuple[int, tuple[str, ...]]:
@@ -1005,15 +1213,22 @@ class _Importer:
         for index, key, header in columns:
             values = _arrow(cells[index].str.strip())
             encoded = _join('"', values, '"', sep="")
-            needs = _numpy(pc.or_(pc.match_substring_regex(values, r'["\\\x00-\x1f]'),
-                                  pc.greater(pc.utf8_length(values), MAX_TEXT)))
+            needs = _numpy(
+                pc.or_(
+                    pc.match_substring_regex(values, r'["\\\x00-\x1f]'),
+                    pc.greater(pc.utf8_length(values), MAX_TEXT),
+                )
+            )
             rows = np.flatnonzero(needs)
             if len(rows):
                 fixed = []
                 for row, value in zip(rows, _at(values, rows), strict=True):
                     if len(value) > MAX_TEXT:
-                        self.note(int(row), f"column {header!r} is {len(value)} characters "
-                                            f"long (limit {MAX_TEXT}); dropped")
+                        self.note(
+                            int(row),
+                            f"column {header!r} is {len(value)} characters "
+                            f"long (limit {MAX_TEXT}); dropped",
+                        )
                         value = ""
                     fixed.append(_json_string(value))
                 encoded = _patch(encoded, rows, fixed)
@@ -1061,11 +1276,14 @@ class _Importer:
         # Every other accepted row is a contact new to the campaign, written as is.
         bulk = np.flatnonzero(accepted & ~special)
         summary.imported += len(bulk)
-        sources = [_Objects(keys, shared=False), *(_Objects(c) for c in columns)] \
-            if self.writer.writes else []
+        sources = (
+            [_Objects(keys, shared=False), *(_Objects(c) for c in columns)]
+            if self.writer.writes
+            else []
+        )
         with self.writer.inserting(len(bulk)) as insert:
             for start in range(0, len(bulk), BLOCK):
-                block = bulk[start:start + BLOCK]
+                block = bulk[start : start + BLOCK]
                 if sources:  # a dry run converts nothing
                     grid = np.empty((len(block), len(sources)), dtype=object)
                     for index, source in enumerate(sources):
@@ -1084,26 +1302,47 @@ class _Importer:
         if known is None:
             other = self.email_owner.get(email_lower) if email_lower else None
             other_phone = self.phone_owner.get(phone) if phone else None
-            target = other if self.merge_on == "email" else other_phone \
-                if self.merge_on == "phone" else None
+            target = (
+                other
+                if self.merge_on == "email"
+                else other_phone
+                if self.merge_on == "phone"
+                else None
+            )
             if target is not None and target != key:
                 summary.merged += 1
-                self.note(row, f"merged into contact {_show(target)} (same "
-                               f"{self.merge_on}, --merge-on {self.merge_on})")
+                self.note(
+                    row,
+                    f"merged into contact {_show(target)} (same "
+                    f"{self.merge_on}, --merge-on {self.merge_on})",
+                )
                 self._merge(row, self.known[target], target, values)
                 return
-            clash = [(what, owner) for what, owner in (("email", other), ("phone", other_phone))
-                     if owner is not None and owner != key]
+            clash = [
+                (what, owner)
+                for what, owner in (("email", other), ("phone", other_phone))
+                if owner is not None and owner != key
+            ]
             if clash:
                 summary.possible_duplicates += 1
                 what, owner = clash[0]
                 value = email if what == "email" else phone
-                self.note(row, f"possible duplicate: {what} {_show(value or '')} also belongs "
-                               f"to key {_show(owner)}, this row's key is {_show(key)}; "
-                               f"imported as a new contact (--merge-on {what} merges them)")
+                self.note(
+                    row,
+                    f"possible duplicate: {what} {_show(value or '')} also belongs "
+                    f"to key {_show(owner)}, this row's key is {_show(key)}; "
+                    f"imported as a new contact (--merge-on {what} merges them)",
+                )
             filled = _filled(values[2], values[6], values[7], values[8])
-            self.known[key] = [_BITS_OF[values[5]], email_lower, phone, filled, line, values,
-                               values[2]]
+            self.known[key] = [
+                _BITS_OF[values[5]],
+                email_lower,
+                phone,
+                filled,
+                line,
+                values,
+                values[2],
+            ]
             if email_lower:
                 self.email_owner.setdefault(email_lower, key)
             if phone:
@@ -1133,20 +1372,27 @@ class _Importer:
                 known[1] = email.lower()
                 changes["email"] = email
             elif known[1] != email.lower():
-                self.note(row, f"email {_show(email)} differs from {where} ({_show(known[1])}); "
-                               "kept the first (--update replaces it)")
+                self.note(
+                    row,
+                    f"email {_show(email)} differs from {where} ({_show(known[1])}); "
+                    "kept the first (--update replaces it)",
+                )
         if phone:
             if known[2] is None or (self.update and known[2] != phone):
                 known[2] = phone
                 changes["phone"] = phone
             elif known[2] != phone:
-                self.note(row, f"phone {phone} differs from {where} ({known[2]}); kept the "
-                               "first (--update replaces it)")
+                self.note(
+                    row,
+                    f"phone {phone} differs from {where} ({known[2]}); kept the "
+                    "first (--update replaces it)",
+                )
         if self.update and name and name != known[6]:
             changes["name"] = known[6] = name
             known[3] |= _FILL["name"]
-        for (field_name, bit), value in zip(_FILL.items(), (name, country, state, locale),
-                                            strict=True):
+        for (field_name, bit), value in zip(
+            _FILL.items(), (name, country, state, locale), strict=True
+        ):
             if value and not known[3] & bit:
                 known[3] |= bit
                 changes[field_name] = value
@@ -1175,7 +1421,8 @@ class _Importer:
         """Rejects and warnings in line order: the summary lists and the rejects file."""
         summary, lines = self.summary, self.table.lines
         problems: list[tuple[int, str, int | None]] = [
-            (line, reason, None) for line, reason in self.table.bad_rows]
+            (line, reason, None) for line, reason in self.table.bad_rows
+        ]
         problems += [(int(lines[row]), reason, row) for row, reason in self.reasons.items()]
         problems.sort(key=lambda p: p[0])
         summary.rejected = len(problems)
@@ -1185,10 +1432,14 @@ class _Importer:
             width = self.layout.width
             for line, reason, row in problems:
                 cells: list[str] = (
-                    [] if row is None else [str(v) for v in frame.iloc[row].tolist()[:width]])
+                    [] if row is None else [str(v) for v in frame.iloc[row].tolist()[:width]]
+                )
                 self.rejects.write(line, reason, cells)
-        warned = sorted((int(lines[row]), "; ".join(texts)) for row, texts in self.notes.items()
-                        if row not in self.reasons)
+        warned = sorted(
+            (int(lines[row]), "; ".join(texts))
+            for row, texts in self.notes.items()
+            if row not in self.reasons
+        )
         summary.warnings = len(warned)
         summary.warned = [Problem(line, text) for line, text in warned[:PROBLEM_CAP]]
 
@@ -1215,8 +1466,15 @@ def _flag(value: str) -> bool | None:
 
 
 def _reasons(
-    raw_email: str, email_problem: str | None, raw_phone: str, phone_problem: str | None,
-    reachable: bool, mask: int, unknown: tuple[str, ...], key: str, has_exposure: bool,
+    raw_email: str,
+    email_problem: str | None,
+    raw_phone: str,
+    phone_problem: str | None,
+    reachable: bool,
+    mask: int,
+    unknown: tuple[str, ...],
+    key: str,
+    has_exposure: bool,
 ) -> str:
     """Why a row is rejected, every reason at once so one fix is enough."""
     reasons = []
@@ -1226,14 +1484,18 @@ def _reasons(
             details.append(f"email {_show(raw_email.strip())}: {email_problem}")
         if phone_problem:
             details.append(f"phone {_show(raw_phone.strip())}: {phone_problem}")
-        reasons.append("no usable email or phone (" + "; ".join(details) + ")" if details
-                       else "no email and no phone")
+        reasons.append(
+            "no usable email or phone (" + "; ".join(details) + ")"
+            if details
+            else "no email and no phone"
+        )
     if not mask:
         if not has_exposure:
             reasons.append("no exposure column; map one with --map COLUMN=exposure")
         elif unknown:
-            reasons.append("no recognized exposure ("
-                           + ", ".join(_show(u) for u in unknown[:3]) + ")")
+            reasons.append(
+                "no recognized exposure (" + ", ".join(_show(u) for u in unknown[:3]) + ")"
+            )
         else:
             reasons.append("no exposure (the cell is empty)")
     if len(key) > MAX_KEY:
@@ -1257,6 +1519,8 @@ def _text(value: str, label: str, limit: int, notes: list[str]) -> str | None:
     if not value.isprintable():  # a quoted newline or tab must not reach a mail header
         value = " ".join(value.split())
     return value or None
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -1313,8 +1577,10 @@ class _Writer(_NullWriter):
         process = stamp_type.bind_processor(conn.dialect)
         self.stamp = process(self.stamp) if process else self.stamp
         marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        self.sql = (f"INSERT INTO contacts ({', '.join(_DB_COLUMNS)}) "
-                    f"VALUES ({', '.join([marker] * len(_DB_COLUMNS))})")
+        self.sql = (
+            f"INSERT INTO contacts ({', '.join(_DB_COLUMNS)}) "
+            f"VALUES ({', '.join([marker] * len(_DB_COLUMNS))})"
+        )
 
         self.trigger: str | None = None  # the tally trigger set aside by prepare()
         self.indexes: list[str] = []  # the secondary indexes set aside by prepare()
@@ -1335,7 +1601,8 @@ class _Writer(_NullWriter):
             return
         self.trigger = self.conn.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE type = 'trigger' "
-            "AND name = 'tally_contacts_insert'").scalar()
+            "AND name = 'tally_contacts_insert'"
+        ).scalar()
         if self.trigger:
             self.conn.exec_driver_sql("DROP TRIGGER tally_contacts_insert")
         # The secondary indexes too, when the import at least doubles the table: building an
@@ -1345,7 +1612,8 @@ class _Writer(_NullWriter):
         if expected >= stored:
             found = self.conn.exec_driver_sql(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                "AND tbl_name = 'contacts' AND sql IS NOT NULL").all()
+                "AND tbl_name = 'contacts' AND sql IS NOT NULL"
+            ).all()
             for name, sql in found:
                 self.conn.exec_driver_sql(f'DROP INDEX "{name}"')
                 self.indexes.append(sql)
@@ -1376,14 +1644,15 @@ class _Writer(_NullWriter):
         sql = self._multi_sql(step // width)
         try:
             for start in range(0, full, step):
-                cursor.execute(sql, flat[start:start + step])
+                cursor.execute(sql, flat[start : start + step])
             if full < len(flat):
                 sql = self._multi_sql((len(flat) - full) // width)
                 cursor.execute(sql, flat[full:])
         except dialect.loaded_dbapi.Error as exc:
             # SQLAlchemy's exception classes, as from any other statement of the import.
-            raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error,
-                                      hide_parameters=True, dialect=dialect) from exc
+            raise DBAPIError.instance(
+                sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+            ) from exc
         finally:
             cursor.close()
         self.written += len(grid)
@@ -1441,8 +1710,11 @@ class _Writer(_NullWriter):
 
     def _literals(self) -> bool:
         """Whether the constant columns can be written into the SQL (SQLite's stamp is text)."""
-        return self.conn.dialect.name == "sqlite" and isinstance(self.stamp, str) \
+        return (
+            self.conn.dialect.name == "sqlite"
+            and isinstance(self.stamp, str)
             and isinstance(self.campaign_id, int)
+        )
 
     def _multi_sql(self, rows: int) -> str:
         """``INSERT ... VALUES (...), (...)`` for ``rows`` rows."""
@@ -1450,7 +1722,7 @@ class _Writer(_NullWriter):
         if self._literals():
             stamp = "'" + str(self.stamp).replace("'", "''") + "'"
             values = values.replace("?", str(int(self.campaign_id)), 1)
-            values = values[:values.rindex("?", 0, values.rindex("?"))] + f"{stamp}, {stamp})"
+            values = values[: values.rindex("?", 0, values.rindex("?"))] + f"{stamp}, {stamp})"
         return head + " VALUES " + ", ".join([values] * rows)
 
     def close(self) -> None:
@@ -1470,7 +1742,8 @@ class _Writer(_NullWriter):
             self.conn.exec_driver_sql(
                 "INSERT INTO tallies (campaign_id, name, shard, n) VALUES (?, 'contacts', 0, ?) "
                 "ON CONFLICT (campaign_id, name, shard) DO UPDATE SET n = n + excluded.n",
-                (self.campaign_id, self.written))
+                (self.campaign_id, self.written),
+            )
         self.trigger = None
 
     def update(self, campaign_id: int, changes: dict[str, dict[str, Any]]) -> None:
@@ -1487,7 +1760,7 @@ class _Writer(_NullWriter):
                 .values({**{c: bindparam(c) for c in columns}, "updated_at": now})
             )
             for start in range(0, len(params), CHUNK):
-                self.conn.execute(stmt, params[start:start + CHUNK])
+                self.conn.execute(stmt, params[start : start + CHUNK])
 
 
 class _CopyWriter(_Writer):
@@ -1601,8 +1874,9 @@ class _RejectsFile:
 
     def __enter__(self) -> _RejectsFile:
         if self.target is not None:
-            fd, tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.",
-                                            suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(
+                dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp"
+            )
             self.tmp = Path(tmp)
             self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
             self.writer = csv.writer(self.handle)
@@ -1622,5 +1896,3 @@ class _RejectsFile:
             os.replace(self.tmp, self.target)
         else:
             os.unlink(self.tmp)
-
-

@@ -40,15 +40,19 @@ def verdict(digits: str) -> tuple[str | None, str | None] | None:
     if not 8 <= len(digits) <= 16:
         return None
     for size in (1, 2, 3):
-        code = int(digits[1:1 + size])
+        code = int(digits[1 : 1 + size])
         if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
             break
     else:
         return None
-    national = digits[1 + size:]
+    national = digits[1 + size :]
     prefix = _national_prefix(code)
-    if code == 1 or not national or national[0] == "0" or (
-            prefix is not None and prefix.match(national)):
+    if (
+        code == 1
+        or not national
+        or national[0] == "0"
+        or (prefix is not None and prefix.match(national))
+    ):
         return None  # parse() might strip a prefix: its number could differ from ours
     number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
     if _is_valid(number, code, national):

@@ -30,8 +30,10 @@ def named_zone(name: str, source: str = ENV) -> tzinfo:
     try:
         return ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ConfigError(f"{source}: {name!r} is not a time zone (use an IANA name such as "
-                          "Europe/Berlin or America/New_York)") from None
+        raise ConfigError(
+            f"{source}: {name!r} is not a time zone (use an IANA name such as "
+            "Europe/Berlin or America/New_York)"
+        ) from None
 
 
 def system_zone(env: Mapping[str, str] | None = None) -> tzinfo:

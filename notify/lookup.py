@@ -85,22 +85,33 @@ def _message_view(message: Message, timeline: list[Event]) -> dict[str, Any]:
         "delivered_at": _iso(message.delivered_at),
         "last_event_at": _iso(message.last_event_at),
         "timeline": [
-            {"at": _iso(e.at), "source": e.source, "kind": e.kind, "applied": e.applied,
-             "detail": e.detail}
+            {
+                "at": _iso(e.at),
+                "source": e.source,
+                "kind": e.kind,
+                "applied": e.applied,
+                "detail": e.detail,
+            }
             for e in timeline
         ],
     }
 
 
-def _reset_view(reset: PasswordReset | None, contact: Contact,
-                now: datetime) -> dict[str, Any] | None:
+def _reset_view(
+    reset: PasswordReset | None, contact: Contact, now: datetime
+) -> dict[str, Any] | None:
     if reset is None:
         if "passwords" not in exposures.split(contact.exposures):
             return None
         # Passwords exposed, and no reset record yet (made when notify send first plans the
         # campaign): required all the same, and no link sent.
-        return {"status": "pending", "completed_at": None, "completed_via": None,
-                "links_sent": 0, "link_expires_at": None}
+        return {
+            "status": "pending",
+            "completed_at": None,
+            "completed_via": None,
+            "links_sent": 0,
+            "link_expires_at": None,
+        }
     return {
         "status": state_of(reset.status, reset.link_expires_at, now),
         "completed_at": _iso(reset.completed_at),
@@ -162,8 +173,10 @@ def verdict(messages: list[dict[str, Any]], zone: tzinfo | None = None) -> str:
         return "Not contacted yet: no message planned (notify send has not run for them)."
     best = _best_per_channel(messages)
     ordered = sorted(best.values(), key=lambda m: channel_order(m["channel"]))
-    reached = sorted((m for m in ordered if m["status"] in REACHED_STATUSES),
-                     key=lambda m: m["delivered_at"] or m["sent_at"] or "")
+    reached = sorted(
+        (m for m in ordered if m["status"] in REACHED_STATUSES),
+        key=lambda m: m["delivered_at"] or m["sent_at"] or "",
+    )
     others = [m for m in ordered if m["status"] not in REACHED_STATUSES]
     if reached:
         first = reached[0]
@@ -177,8 +190,9 @@ def verdict(messages: list[dict[str, Any]], zone: tzinfo | None = None) -> str:
     return "NOT reached: " + "; ".join(_channel_clause(m, zone) for m in others)
 
 
-def lookup(session: Session, query: str, campaign: str | None = None,
-           now: datetime | None = None) -> dict[str, Any]:
+def lookup(
+    session: Session, query: str, campaign: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Contacts matching ``query`` (key, email in any case, phone in any format).
 
     Each comes with its exposures, every message with its event timeline, its reset state,
@@ -197,43 +211,60 @@ def describe(session: Session, found: list[tuple], now: datetime) -> list[dict[s
     """Per found ``(Contact, campaign name)``: its verdict, exposures, messages with their
     timelines, and reset state (what `notify lookup` and the web search show)."""
     contact_ids = [contact.id for contact, _ in found]
-    messages = list(session.scalars(
-        select(Message).where(Message.contact_id.in_(contact_ids))
-        .order_by(Message.contact_id, Message.channel, Message.sequence, Message.id)
-    ))
+    messages = list(
+        session.scalars(
+            select(Message)
+            .where(Message.contact_id.in_(contact_ids))
+            .order_by(Message.contact_id, Message.channel, Message.sequence, Message.id)
+        )
+    )
     timelines: dict[int | None, list[Event]] = defaultdict(list)
     if messages:
         for event in session.scalars(
-            select(Event).where(Event.message_id.in_([m.id for m in messages]))
+            select(Event)
+            .where(Event.message_id.in_([m.id for m in messages]))
             .order_by(Event.at, Event.id)
         ):
             timelines[event.message_id].append(event)
     # By (campaign_id, contact_id): the only index on password_resets (uq_resets_contact).
-    resets = {r.contact_id: r for r in session.scalars(
-        select(PasswordReset).where(or_(*(
-            and_(PasswordReset.campaign_id == contact.campaign_id,
-                 PasswordReset.contact_id == contact.id)
-            for contact, _ in found))))}
+    resets = {
+        r.contact_id: r
+        for r in session.scalars(
+            select(PasswordReset).where(
+                or_(
+                    *(
+                        and_(
+                            PasswordReset.campaign_id == contact.campaign_id,
+                            PasswordReset.contact_id == contact.id,
+                        )
+                        for contact, _ in found
+                    )
+                )
+            )
+        )
+    }
     by_contact: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for message in messages:
         by_contact[message.contact_id].append(_message_view(message, timelines[message.id]))
     results = []
     for contact, campaign_name in found:
         views = by_contact[contact.id]
-        results.append({
-            "verdict": verdict(views),
-            "reached": any(m["status"] in REACHED_STATUSES for m in views),
-            "campaign": campaign_name,
-            "key": contact.key,
-            "name": contact.name,
-            "email": contact.email,
-            "phone": contact.phone,
-            "exposures": exposures.split(contact.exposures),
-            "country": contact.country,
-            "state": contact.state,
-            "messages": views,
-            "reset": _reset_view(resets.get(contact.id), contact, now),
-        })
+        results.append(
+            {
+                "verdict": verdict(views),
+                "reached": any(m["status"] in REACHED_STATUSES for m in views),
+                "campaign": campaign_name,
+                "key": contact.key,
+                "name": contact.name,
+                "email": contact.email,
+                "phone": contact.phone,
+                "exposures": exposures.split(contact.exposures),
+                "country": contact.country,
+                "state": contact.state,
+                "messages": views,
+                "reset": _reset_view(resets.get(contact.id), contact, now),
+            }
+        )
     return results
 
 
@@ -242,19 +273,35 @@ def no_match_text(result: dict[str, Any], database: str) -> str:
     the person, which is not "they were not notified" (they may be in another database,
     under another spelling, or in a list not imported)."""
     where = f" in campaign {result['campaign']!r}" if result.get("campaign") else ""
-    return (f"No contact in {database}{where} matches {result['query'].strip()!r} (searched "
-            "key, email and phone): this database has no record of them; check the "
-            "spelling, or the database (--db or NOTIFY_DATABASE_URL).")
+    return (
+        f"No contact in {database}{where} matches {result['query'].strip()!r} (searched "
+        "key, email and phone): this database has no record of them; check the "
+        "spelling, or the database (--db or NOTIFY_DATABASE_URL)."
+    )
 
 
 def _describe_event(event: dict[str, Any], zone: tzinfo | None = None) -> str:
     detail = event.get("detail") or {}
-    extras = [f"{k}={v}" for k, v in detail.items()
-              if k in ("provider_status", "error_code", "error_message", "status_code",
-                       "diagnostic", "reason", "because", "early_event_id", "file")]
+    extras = [
+        f"{k}={v}"
+        for k, v in detail.items()
+        if k
+        in (
+            "provider_status",
+            "error_code",
+            "error_message",
+            "status_code",
+            "diagnostic",
+            "reason",
+            "because",
+            "early_event_id",
+            "file",
+        )
+    ]
     note = "" if event["applied"] else " (recorded only)"
-    return (f"{_human_iso(event['at'], zone)}  {event['source']:<9} {event['kind']}{note}"
-            + (f"  {' '.join(extras)}" if extras else ""))
+    return f"{_human_iso(event['at'], zone)}  {event['source']:<9} {event['kind']}{note}" + (
+        f"  {' '.join(extras)}" if extras else ""
+    )
 
 
 def format_lookup(result: dict[str, Any], zone: tzinfo | None = None) -> list[str]:
@@ -267,11 +314,14 @@ def format_lookup(result: dict[str, Any], zone: tzinfo | None = None) -> list[st
         lines.append(verdict(contact["messages"], zone))
         who = contact["name"] or contact["key"]
         addresses = ", ".join(a for a in (contact["email"], contact["phone"]) if a) or "-"
-        lines.append(f"Contact: {who} (key {contact['key']}, campaign {contact['campaign']})"
-                     f" - {addresses}")
+        lines.append(
+            f"Contact: {who} (key {contact['key']}, campaign {contact['campaign']}) - {addresses}"
+        )
         where = ", ".join(x for x in (contact["state"], contact["country"]) if x)
-        lines.append(f"Exposures: {', '.join(contact['exposures']) or '-'}"
-                     + (f"  Location: {where}" if where else ""))
+        lines.append(
+            f"Exposures: {', '.join(contact['exposures']) or '-'}"
+            + (f"  Location: {where}" if where else "")
+        )
         lines.append("Reset: " + _format_reset(contact["reset"], zone))
         lines.append("Messages:" if contact["messages"] else "Messages: none")
         for message in contact["messages"]:

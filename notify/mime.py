@@ -99,7 +99,7 @@ def _encode_part(text: str) -> tuple[bytes, str]:
         if plain and (len(data) <= MAX_LINE or max(map(len, data.split(b"\r\n"))) <= MAX_LINE):
             return data, "7bit"
     encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
-    lines = [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
+    lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
     return b"\r\n".join(lines) + b"\r\n", "base64"
 
 
@@ -110,8 +110,9 @@ def _date_header(epoch_seconds: int) -> str:
 
 
 def _part(content_type: str, body: bytes, cte: str) -> bytes:
-    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\n"
-            f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode("ascii") + body
+    return (
+        f'Content-Type: {content_type}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
+    ).encode("ascii") + body
 
 
 def build_email(
@@ -142,15 +143,20 @@ def build_email(
         _address_header("Reply-To", "", config.reply_to) if config.reply_to else b"",
         _subject_header(rendered.subject),
         f"Date: {date_header}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
-        f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n".encode("ascii"),
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode("ascii"),
     ]
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    return b"".join([
-        *head,
-        delimiter, _part("text/plain", text, text_cte),
-        b"\r\n", delimiter, _part("text/html", html, html_cte),
-        f"\r\n--{boundary}--\r\n".encode("ascii"),
-    ])
+    return b"".join(
+        [
+            *head,
+            delimiter,
+            _part("text/plain", text, text_cte),
+            b"\r\n",
+            delimiter,
+            _part("text/html", html, html_cte),
+            f"\r\n--{boundary}--\r\n".encode("ascii"),
+        ]
+    )
 
 
 def _slug(name: str) -> str:

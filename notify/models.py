@@ -61,8 +61,9 @@ class Status(StrEnum):
 
 
 MESSAGE_STATUSES: tuple[Status, ...] = tuple(Status)
-FINAL_STATUSES = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED,
-                            Status.BOUNCED, Status.SKIPPED})
+FINAL_STATUSES = frozenset(
+    {Status.DELIVERED, Status.UNDELIVERED, Status.FAILED, Status.BOUNCED, Status.SKIPPED}
+)
 STATUS_RANK: dict[str, int] = {
     status: 3 if status in FINAL_STATUSES else rank for rank, status in enumerate(Status)
 }
@@ -77,8 +78,6 @@ UNREACHED_STATUSES = (Status.SKIPPED, Status.FAILED, Status.BOUNCED, Status.UNDE
 FAILED_STATUSES = (Status.FAILED, Status.UNDELIVERED, Status.BOUNCED)
 CHANNELS = ("email", "sms")
 NOTICES = ("notice", "reminder")
-
-
 
 
 class UTCDateTime(TypeDecorator):
@@ -160,7 +159,8 @@ class Campaign(Base):
     templates_dir: Mapped[str | None] = mapped_column(Text)
     # The notices stored at the last `campaign load` (notify.template_versions).
     template_version_id: Mapped[int | None] = mapped_column(
-        ForeignKey("template_versions.id", name="fk_campaigns_template_version"))
+        ForeignKey("template_versions.id", name="fk_campaigns_template_version")
+    )
     source_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -200,7 +200,11 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint(
-            "campaign_id", "contact_id", "channel", "notice", "sequence",
+            "campaign_id",
+            "contact_id",
+            "channel",
+            "notice",
+            "sequence",
             name="uq_messages_once",
         ),
         Index("ix_messages_queue", "campaign_id", "status", "channel", "id"),
@@ -295,8 +299,10 @@ class ResetToken(Base):
     """A link's token, stored only as its SHA-256; the raw token lives only in the message."""
 
     __tablename__ = "reset_tokens"
-    __table_args__ = (Index("ix_reset_tokens_reset", "reset_id"),
-                      Index("ix_reset_tokens_message", "message_id"))
+    __table_args__ = (
+        Index("ix_reset_tokens_reset", "reset_id"),
+        Index("ix_reset_tokens_message", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     reset_id: Mapped[int] = mapped_column(ForeignKey("password_resets.id", ondelete="CASCADE"))
@@ -352,7 +358,8 @@ class ContactReach(Base):
 
     contact_id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"),
-        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True,
+        ForeignKey("contacts.id", ondelete="CASCADE"),
+        primary_key=True,
     )
     campaign_id: Mapped[int] = mapped_column(Integer)
     reached_n: Mapped[int] = mapped_column(Integer, default=0)
@@ -396,8 +403,8 @@ class EnrollmentCode(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(128))
     contact_id: Mapped[int | None] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"),
-        ForeignKey("contacts.id", ondelete="SET NULL"))
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("contacts.id", ondelete="SET NULL")
+    )
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -72,11 +72,18 @@ class ChannelOutage:
     :meth:`hold_back` before handing one over and :meth:`report` every answer.
     """
 
-    def __init__(self, channel: str, provider: str, *, backoff_min: float = BACKOFF_MIN,
-                 backoff_max: float = BACKOFF_MAX, max_outage: float = MAX_OUTAGE,
-                 on_start: Callable[[OutageState], None] | None = None,
-                 on_end: Callable[[OutageState, float], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        channel: str,
+        provider: str,
+        *,
+        backoff_min: float = BACKOFF_MIN,
+        backoff_max: float = BACKOFF_MAX,
+        max_outage: float = MAX_OUTAGE,
+        on_start: Callable[[OutageState], None] | None = None,
+        on_end: Callable[[OutageState, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.channel = channel
         self.provider = provider
         self.backoff_min = backoff_min
@@ -107,7 +114,8 @@ class ChannelOutage:
             f"{self.channel}: {state.provider} has been unavailable for "
             f"{format_duration(self.clock() - state.started)} (--max-outage "
             f"{format_duration(self.max_outage)}): {state.error}. Nothing was spent: every "
-            "unsent message is still pending; run the same command again once it is back.")
+            "unsent message is still pending; run the same command again once it is back."
+        )
 
     async def admit(self, stop: asyncio.Event) -> int | None:
         """Wait until a message may be begun: None at once while the provider is up; while it
@@ -125,8 +133,9 @@ class ChannelOutage:
                 self._tickets += 1
                 self._probe = self._tickets
                 return self._probe
-            wait = CHECK_EVERY if self._probe is not None else \
-                min(CHECK_EVERY, self._next_probe - now)
+            wait = (
+                CHECK_EVERY if self._probe is not None else min(CHECK_EVERY, self._next_probe - now)
+            )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, wait))
@@ -146,8 +155,13 @@ class ChannelOutage:
             self._probe = None
             self._changed.set()
 
-    def report(self, outage: str | None, error: str | None, message_id: int | None = None,
-               probe: int | None = None) -> bool:
+    def report(
+        self,
+        outage: str | None,
+        error: str | None,
+        message_id: int | None = None,
+        probe: int | None = None,
+    ) -> bool:
         """Record one answer; True when it is part of an outage (the message goes back
         without spending an attempt), False when it concerns the message alone.
 

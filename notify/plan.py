@@ -25,8 +25,11 @@ from notify.models import IN_FLIGHT_STATUSES, Contact, Message
 
 # Segments per second a US sender of each type may send (carrier limits, typical).
 SENDER_LIMITS = {"long_code": 1.0, "toll_free": 3.0, "short_code": 100.0}
-SENDER_LABEL = {"long_code": "long code", "toll_free": "toll-free number",
-                "short_code": "short code"}
+SENDER_LABEL = {
+    "long_code": "long code",
+    "toll_free": "toll-free number",
+    "short_code": "short code",
+}
 _TOLL_FREE = re.compile(r"^\+18(00|33|44|55|66|77|88)\d{7}$")
 # Up to this many SMS, every one is rendered; beyond, one per (exposures, residence) group.
 RENDER_EACH = 20_000
@@ -48,12 +51,15 @@ class ChannelPlan:
     # campaign's sender type's limit when that is slower (carriers hold the excess back)
 
     def as_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"messages": self.messages, "rate_per_second": self.rate,
-                                "seconds": round(self.seconds, 1), "cost": round(self.cost, 4)}
+        data: dict[str, Any] = {
+            "messages": self.messages,
+            "rate_per_second": self.rate,
+            "seconds": round(self.seconds, 1),
+            "cost": round(self.cost, 4),
+        }
         if self.channel == "sms":
             data["segments"] = self.segments
-            data["seconds_at_sender_limits"] = {k: round(v, 1)
-                                                for k, v in self.seconds_at.items()}
+            data["seconds_at_sender_limits"] = {k: round(v, 1) for k, v in self.seconds_at.items()}
             data["seconds_at_sender"] = round(max(self.seconds, self.effective), 1)
         return data
 
@@ -90,7 +96,8 @@ class Plan:
             "start": self.start.isoformat().replace("+00:00", "Z"),
             "channels": {c.channel: c.as_json() for c in self.channels},
             "sender_type": self.sender_type,
-            "cost": round(self.cost, 4), "currency": self.currency,
+            "cost": round(self.cost, 4),
+            "currency": self.currency,
             "seconds": round(self.seconds, 1),
             "finish": self.finish.isoformat().replace("+00:00", "Z"),
             "deadlines": self.deadlines,
@@ -114,16 +121,30 @@ def _to_send(channel: str, campaign_id: int) -> Any:
     """Contacts a send will message on ``channel``: an open first notice, or none planned
     yet and an address."""
     col = Contact.email if channel == "email" else Contact.phone
-    planned = exists().where(and_(Message.contact_id == Contact.id, Message.channel == channel,
-                                  Message.notice == "notice", Message.sequence == 0))
-    open_row = exists().where(and_(Message.contact_id == Contact.id, Message.channel == channel,
-                                   Message.status.in_(OPEN)))
-    return and_(Contact.campaign_id == campaign_id,
-                or_(open_row, and_(~planned, col.is_not(None), col != "")))
+    planned = exists().where(
+        and_(
+            Message.contact_id == Contact.id,
+            Message.channel == channel,
+            Message.notice == "notice",
+            Message.sequence == 0,
+        )
+    )
+    open_row = exists().where(
+        and_(Message.contact_id == Contact.id, Message.channel == channel, Message.status.in_(OPEN))
+    )
+    return and_(
+        Contact.campaign_id == campaign_id,
+        or_(open_row, and_(~planned, col.is_not(None), col != "")),
+    )
 
 
-def _sms_segments(session: Session, notices: templates.Notices, config: CampaignConfig,
-                  campaign_id: int, count: int) -> tuple[int, list[str]]:
+def _sms_segments(
+    session: Session,
+    notices: templates.Notices,
+    config: CampaignConfig,
+    campaign_id: int,
+    count: int,
+) -> tuple[int, list[str]]:
     """Segments of the SMS still to send, rendered as sending will (a reset link of the real
     length); exact up to RENDER_EACH messages, else one render per group."""
     link = templates.reset_link(config, templates.sample_token())
@@ -134,16 +155,22 @@ def _sms_segments(session: Session, notices: templates.Notices, config: Campaign
         rows = session.execute(select(Contact).where(where).order_by(Contact.id)).scalars()
         groups = ((c, 1) for c in rows)
     else:
-        first = (select(func.min(Contact.id).label("id"), func.count().label("n"))
-                 .where(where).group_by(Contact.exposures, Contact.country, Contact.state)
-                 .subquery())
-        groups = ((c, n) for c, n in session.execute(
-            select(Contact, first.c.n).join(first, first.c.id == Contact.id)))
+        first = (
+            select(func.min(Contact.id).label("id"), func.count().label("n"))
+            .where(where)
+            .group_by(Contact.exposures, Contact.country, Contact.state)
+            .subquery()
+        )
+        groups = (
+            (c, n)
+            for c, n in session.execute(
+                select(Contact, first.c.n).join(first, first.c.id == Contact.id)
+            )
+        )
     for contact, n in groups:
         view = templates.ContactView.from_model(contact)
         try:
-            sms = notices.render_sms(view, reset_url=link if templates.needs_reset(view)
-                                     else None)
+            sms = notices.render_sms(view, reset_url=link if templates.needs_reset(view) else None)
         except templates.TemplateError as exc:
             problems.append(str(exc))
             continue
@@ -166,20 +193,34 @@ def make_plan(session: Session, name: str, start: datetime) -> Plan:
     warnings: list[str] = []
     used = list(config.channels)
     for channel in used:
-        count = session.scalar(select(func.count()).select_from(Contact)
-                               .where(_to_send(channel, campaign.id))) or 0
+        count = (
+            session.scalar(
+                select(func.count()).select_from(Contact).where(_to_send(channel, campaign.id))
+            )
+            or 0
+        )
         if channel == "email":
             rate = config.throttle.email_per_second
-            channels.append(ChannelPlan("email", count, rate, _duration(count, rate),
-                                        count * prices.email))
+            channels.append(
+                ChannelPlan("email", count, rate, _duration(count, rate), count * prices.email)
+            )
             continue
         rate = config.throttle.sms_per_second
-        segments, problems = _sms_segments(session, templates.notices_for(session, campaign),
-                                           config, campaign.id, count)
+        segments, problems = _sms_segments(
+            session, templates.notices_for(session, campaign), config, campaign.id, count
+        )
         warnings += problems
-        channels.append(ChannelPlan(
-            "sms", count, rate, _duration(count, rate), segments * prices.sms_segment,
-            segments=segments, seconds_at={k: segments / v for k, v in SENDER_LIMITS.items()}))
+        channels.append(
+            ChannelPlan(
+                "sms",
+                count,
+                rate,
+                _duration(count, rate),
+                segments * prices.sms_segment,
+                segments=segments,
+                seconds_at={k: segments / v for k, v in SENDER_LIMITS.items()},
+            )
+        )
     kind = sender_type(config.sms_from)
     sms = next((c for c in channels if c.channel == "sms"), None)
     if sms and kind:
@@ -189,13 +230,17 @@ def make_plan(session: Session, name: str, start: datetime) -> Plan:
         demand = sms.rate * per_message
         for key, limit in SENDER_LIMITS.items():
             if demand > limit and (kind is None or kind == key):
-                what = (f"this campaign's sender (a {SENDER_LABEL[key]})" if kind == key
-                        else f"a {SENDER_LABEL[key]}")
+                what = (
+                    f"this campaign's sender (a {SENDER_LABEL[key]})"
+                    if kind == key
+                    else f"a {SENDER_LABEL[key]}"
+                )
                 warnings.append(
                     f"SMS at {sms.rate:g}/s x {per_message:.2f} segments = {demand:.2f} "
                     f"segments/s is more than {what} allows ({limit:g}/s): "
                     f"lower sms_per_second to {math.floor(limit / per_message * 100) / 100:g} "
-                    f"or use a faster sender type")
+                    f"or use a faster sender type"
+                )
     if "sms" not in used and config.fallback == "sms":
         warnings.append("fallback SMS are not counted: they depend on which emails fail")
     if config.credit_monitoring:
@@ -203,29 +248,50 @@ def make_plan(session: Session, name: str, start: datetime) -> Plan:
 
         pool = pool_state(session, campaign)
         if pool.total == 0 and pool.waiting:
-            warnings.append(f"{pool.waiting:,} contact(s) with identity data exposed will be "
-                            "offered monitoring through the enroll_url without a personal code "
-                            "(import codes with notify codes import if the provider issues them)")
+            warnings.append(
+                f"{pool.waiting:,} contact(s) with identity data exposed will be "
+                "offered monitoring through the enroll_url without a personal code "
+                "(import codes with notify codes import if the provider issues them)"
+            )
         elif pool.free < pool.waiting:
-            warnings.append(f"the monitoring-code pool has {pool.free:,} free code(s) for "
-                            f"{pool.waiting:,} contact(s): send will refuse to start")
+            warnings.append(
+                f"the monitoring-code pool has {pool.free:,} free code(s) for "
+                f"{pool.waiting:,} contact(s): send will refuse to start"
+            )
     if not prices.email and not prices.sms_segment:
-        warnings.append("no prices in the campaign file: the cost is 0 (set prices = { email = "
-                        "..., sms_segment = ... })")
-    plan = Plan(campaign=name, start=start, channels=channels, currency=prices.currency,
-                sender_type=kind, deadlines=[], warnings=warnings)
+        warnings.append(
+            "no prices in the campaign file: the cost is 0 (set prices = { email = "
+            "..., sms_segment = ... })"
+        )
+    plan = Plan(
+        campaign=name,
+        start=start,
+        channels=channels,
+        currency=prices.currency,
+        sender_type=kind,
+        deadlines=[],
+        warnings=warnings,
+    )
     finish_day = plan.finish.date()
     report = check_campaign(session, name, start.date(), verify_templates=False)
     for j in report.jurisdictions:
         if j.notice_deadline is None:
             continue
         spare = (j.notice_deadline - finish_day).days
-        plan.deadlines.append({"code": j.code, "notice_deadline": j.notice_deadline.isoformat(),
-                               "met": spare >= 0, "days_to_spare": spare})
+        plan.deadlines.append(
+            {
+                "code": j.code,
+                "notice_deadline": j.notice_deadline.isoformat(),
+                "met": spare >= 0,
+                "days_to_spare": spare,
+            }
+        )
         if spare < 0:
-            warnings.append(f"{j.code}: sending finishes {finish_day.isoformat()}, "
-                            f"{-spare} day(s) after the notice deadline "
-                            f"{j.notice_deadline.isoformat()}")
+            warnings.append(
+                f"{j.code}: sending finishes {finish_day.isoformat()}, "
+                f"{-spare} day(s) after the notice deadline "
+                f"{j.notice_deadline.isoformat()}"
+            )
     return plan
 
 
@@ -246,22 +312,31 @@ def format_plan(plan: Plan) -> list[str]:
     for c in plan.channels:
         rate = f"{c.rate:g}/s" if c.rate else "no rate limit"
         if c.channel == "email":
-            lines.append(f"  email: {c.messages:,} message(s), {human_seconds(c.seconds)} at "
-                         f"{rate}, {c.cost:,.2f} {plan.currency}")
+            lines.append(
+                f"  email: {c.messages:,} message(s), {human_seconds(c.seconds)} at "
+                f"{rate}, {c.cost:,.2f} {plan.currency}"
+            )
         else:
-            at = ", ".join(f"{SENDER_LABEL[k]} {human_seconds(v)}"
-                           for k, v in c.seconds_at.items())
-            lines.append(f"  sms: {c.messages:,} message(s), {c.segments:,} segment(s), "
-                         f"{human_seconds(c.seconds)} at {rate}, {c.cost:,.2f} {plan.currency}")
+            at = ", ".join(f"{SENDER_LABEL[k]} {human_seconds(v)}" for k, v in c.seconds_at.items())
+            lines.append(
+                f"  sms: {c.messages:,} message(s), {c.segments:,} segment(s), "
+                f"{human_seconds(c.seconds)} at {rate}, {c.cost:,.2f} {plan.currency}"
+            )
             lines.append(f"       at sender limits: {at}")
             if c.effective > c.seconds:
-                lines.append(f"       the campaign's sender holds it to "
-                             f"{human_seconds(c.effective)}")
-    lines.append(f"  total: {plan.cost:,.2f} {plan.currency}; finishes "
-                 f"{plan.finish:%Y-%m-%d %H:%M} UTC ({human_seconds(plan.seconds)})")
+                lines.append(
+                    f"       the campaign's sender holds it to {human_seconds(c.effective)}"
+                )
+    lines.append(
+        f"  total: {plan.cost:,.2f} {plan.currency}; finishes "
+        f"{plan.finish:%Y-%m-%d %H:%M} UTC ({human_seconds(plan.seconds)})"
+    )
     for d in plan.deadlines:
-        verdict = (f"{d['days_to_spare']} day(s) to spare" if d["met"]
-                   else f"{-d['days_to_spare']} day(s) LATE")
+        verdict = (
+            f"{d['days_to_spare']} day(s) to spare"
+            if d["met"]
+            else f"{-d['days_to_spare']} day(s) LATE"
+        )
         lines.append(f"  {d['code']}: notice deadline {d['notice_deadline']}: {verdict}")
     for warning in plan.warnings:
         lines.append(f"Warning: {warning}")

@@ -47,8 +47,7 @@ class Recorder:
         """Run ``arg`` through ``batch_fn`` with whatever else is ready; returns its result."""
         return await self._submit(batch_fn, (arg,), True)
 
-    async def batched_all(self, batch_fn: Callable[[Session, list], list], args: list
-                          ) -> list[Any]:
+    async def batched_all(self, batch_fn: Callable[[Session, list], list], args: list) -> list[Any]:
         """:meth:`batched` for several arguments at once (their results, in order)."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in args]

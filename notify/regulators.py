@@ -27,11 +27,16 @@ from notify.rules.check import CRA_NAME, JurisdictionCheck, RulesReport, check_c
 from notify.rules.variants import sample_residence
 
 COUNTS_COLUMNS = ("jurisdiction", "residents", "notified", "reached", "unreached")
-DISCLAIMER = ("Prepared by notify from its breach-law data (not legal advice): check the "
-              "regulator's current form and the statute before filing.")
-KIND_LABEL = {"identity": "identity information (such as Social Security, driver's license "
-              "numbers, dates of birth)", "card": "payment card information",
-              "passwords": "account passwords"}
+DISCLAIMER = (
+    "Prepared by notify from its breach-law data (not legal advice): check the "
+    "regulator's current form and the statute before filing."
+)
+KIND_LABEL = {
+    "identity": "identity information (such as Social Security, driver's license "
+    "numbers, dates of birth)",
+    "card": "payment card information",
+    "passwords": "account passwords",
+}
 
 
 @dataclass
@@ -61,9 +66,17 @@ def _sample_notice(notices, code: str, kinds: tuple[str, ...]) -> str:
     from notify.templates import ContactView, TemplateError
 
     country, state = sample_residence(code)
-    view = ContactView(key="[key]", name="[Name]", email="[email]", phone="[phone]",
-                       exposures=list(kinds), extra={}, country=country, state=state,
-                       enrollment_code="[enrollment code]" if "identity" in kinds else None)
+    view = ContactView(
+        key="[key]",
+        name="[Name]",
+        email="[email]",
+        phone="[phone]",
+        exposures=list(kinds),
+        extra={},
+        country=country,
+        state=state,
+        enrollment_code="[enrollment code]" if "identity" in kinds else None,
+    )
     reset = "[personal reset link]" if "passwords" in kinds else None
     try:
         if "email" in notices.config.channels or not notices.config.channels:
@@ -74,61 +87,88 @@ def _sample_notice(notices, code: str, kinds: tuple[str, ...]) -> str:
         return f"(the notice cannot be rendered: {exc})"
 
 
-def _sections(report: RulesReport, j: JurisdictionCheck, reg, config, notices,
-              totals: dict[str, int]) -> list[Section]:
+def _sections(
+    report: RulesReport, j: JurisdictionCheck, reg, config, notices, totals: dict[str, int]
+) -> list[Section]:
     res = j.residents
     org = config.organization
     contact = [f"Organization: {org}"]
     if config.sender_name:
         contact.append(f"Notices signed by: {config.sender_name} <{config.sender_email}>")
-    for label, value in (("Telephone", config.support_phone), ("Email", config.support_email),
-                         ("Web", config.support_url)):
+    for label, value in (
+        ("Telephone", config.support_phone),
+        ("Email", config.support_email),
+        ("Web", config.support_url),
+    ):
         if value:
             contact.append(f"{label}: {value}")
     first = res.first_notice.isoformat() if res.first_notice else "not sent yet"
-    dates = [f"Date of the breach: {_longdate(config.incident_date)}",
-             f"Date discovered: {_longdate(config.discovered_date)}",
-             f"Date determined: {_longdate(config.determined_date)}",
-             f"First notice to residents: {first}"]
+    dates = [
+        f"Date of the breach: {_longdate(config.incident_date)}",
+        f"Date discovered: {_longdate(config.discovered_date)}",
+        f"Date determined: {_longdate(config.determined_date)}",
+        f"First notice to residents: {first}",
+    ]
     if j.notice_deadline:
         dates.append(f"Notice deadline for residents: {j.notice_deadline.isoformat()}")
     if config.law_enforcement_delay_until:
-        dates.append("Notice delayed at the request of law enforcement until "
-                     f"{_longdate(config.law_enforcement_delay_until)}")
+        dates.append(
+            "Notice delayed at the request of law enforcement until "
+            f"{_longdate(config.law_enforcement_delay_until)}"
+        )
     kinds: dict[str, int] = {}
     for combo, n in res.combos.items():
         for kind in combo:
             kinds[kind] = kinds.get(kind, 0) + n
-    involved = [f"{KIND_LABEL.get(k, k)}: {n:,} resident(s)"
-                for k, n in sorted(kinds.items(), key=lambda kv: kinds_mod.RANKED.index(kv[0])
-                                   if kv[0] in kinds_mod.RANKED else 9)]
-    done = [f"Residents sent a notice: {res.notified:,} of {res.total:,}",
-            f"Residents reached (notice sent or delivered): {res.reached:,}",
-            f"Residents not reached yet: {res.unreached:,} (to be notified by other means)"]
+    involved = [
+        f"{KIND_LABEL.get(k, k)}: {n:,} resident(s)"
+        for k, n in sorted(
+            kinds.items(),
+            key=lambda kv: kinds_mod.RANKED.index(kv[0]) if kv[0] in kinds_mod.RANKED else 9,
+        )
+    ]
+    done = [
+        f"Residents sent a notice: {res.notified:,} of {res.total:,}",
+        f"Residents reached (notice sent or delivered): {res.reached:,}",
+        f"Residents not reached yet: {res.unreached:,} (to be notified by other means)",
+    ]
     offer = config.credit_monitoring
     if offer and kinds.get("identity"):
         months = max(int(offer["months"]), j.monitoring_months_required)
-        done.append(f"Free credit monitoring offered: {months} months through "
-                    f"{offer['provider']} (enrollment: {offer['enroll_url']})")
+        done.append(
+            f"Free credit monitoring offered: {months} months through "
+            f"{offer['provider']} (enrollment: {offer['enroll_url']})"
+        )
     if kinds.get("passwords"):
-        done.append("Passwords of affected accounts are being reset (each resident gets a "
-                    "personal reset link)")
+        done.append(
+            "Passwords of affected accounts are being reset (each resident gets a "
+            "personal reset link)"
+        )
     cra = next((r for r in j.regulators if r.name == CRA_NAME and r.required), None)
     if cra:
         done.append("The nationwide consumer reporting agencies are notified")
     asked = [reg.wants]
     if reg.due:
-        asked.append(f"Due: {reg.due.isoformat()}"
-                     + (" (before the notice to residents)" if reg.before_consumer_notice
-                        else ""))
+        asked.append(
+            f"Due: {reg.due.isoformat()}"
+            + (" (before the notice to residents)" if reg.before_consumer_notice else "")
+        )
     rules = j.rules
     sections = [
         Section("Reporting organization", contact),
-        Section("Residents affected",
-                [f"{j.name}: {res.total:,}", f"All jurisdictions: {totals['residents']:,}"]),
-        Section("Residents affected by state or country",
-                [f"{other.code}: {other.residents.total:,}" for other in report.jurisdictions
-                 if other.code != "US-HIPAA"], bullets=True),
+        Section(
+            "Residents affected",
+            [f"{j.name}: {res.total:,}", f"All jurisdictions: {totals['residents']:,}"],
+        ),
+        Section(
+            "Residents affected by state or country",
+            [
+                f"{other.code}: {other.residents.total:,}"
+                for other in report.jurisdictions
+                if other.code != "US-HIPAA"
+            ],
+            bullets=True,
+        ),
         Section("Dates", dates),
         Section("What happened", [config.description or "(no description in the campaign)"]),
         Section("What information was involved", involved, bullets=True),
@@ -136,10 +176,21 @@ def _sections(report: RulesReport, j: JurisdictionCheck, reg, config, notices,
         Section(f"What {reg.name} asks for", asked),
     ]
     for combo in sorted(res.combos):
-        sections.append(Section(f"The notice as sent ({'+'.join(combo)} exposed)",
-                                [_sample_notice(notices, j.code, combo)], preformatted=True))
-    source = ([f"{rules.law}; {rules.source}; last checked {rules.last_checked.isoformat()}; "
-               f"confidence: {rules.confidence}."] if rules is not None else [])
+        sections.append(
+            Section(
+                f"The notice as sent ({'+'.join(combo)} exposed)",
+                [_sample_notice(notices, j.code, combo)],
+                preformatted=True,
+            )
+        )
+    source = (
+        [
+            f"{rules.law}; {rules.source}; last checked {rules.last_checked.isoformat()}; "
+            f"confidence: {rules.confidence}."
+        ]
+        if rules is not None
+        else []
+    )
     sections.append(Section("Source", [*source, DISCLAIMER]))
     return sections
 
@@ -160,8 +211,16 @@ def _markdown(title: str, sections: list[Section]) -> str:
 
 def _html(title: str, sections: list[Section]) -> str:
     esc = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           f"<title>{esc(title)}</title>", "</head>", "<body>", f"<h1>{esc(title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        "</head>",
+        "<body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
     for s in sections:
         out.append(f"<h2>{esc(s.title)}</h2>")
         if s.preformatted:
@@ -190,8 +249,9 @@ def write_reports(session: Session, name: str, folder: str | Path, as_of: date) 
     if not folder.is_dir():
         raise NotifyError(f"{folder}: not a folder")
     notices = notices_for(session, campaign)
-    totals = {"residents": sum(j.residents.total for j in report.jurisdictions
-                               if j.code != "US-HIPAA")}
+    totals = {
+        "residents": sum(j.residents.total for j in report.jurisdictions if j.code != "US-HIPAA")
+    }
     written: list[Path] = []
     for j in report.jurisdictions:
         for reg in j.regulators:
@@ -200,8 +260,10 @@ def write_reports(session: Session, name: str, folder: str | Path, as_of: date) 
             title = f"Data breach notification to {reg.name}"
             sections = _sections(report, j, reg, config, notices, totals)
             stem = f"{j.code}-{_slug(reg.name)}"
-            for suffix, text in ((".md", _markdown(title, sections)),
-                                 (".html", _html(title, sections))):
+            for suffix, text in (
+                (".md", _markdown(title, sections)),
+                (".html", _html(title, sections)),
+            ):
                 path = folder / f"{stem}{suffix}"
                 path.write_text(text, encoding="utf-8")
                 written.append(path)

@@ -62,15 +62,19 @@ WHERE m.campaign_id = :campaign_id AND m.channel = :channel
                          OR o.status IN ('pending', 'sending', 'sent', 'delivered')))
 """
 
-_INSERT_NEXT = """
+_INSERT_NEXT = (
+    """
 INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, is_fallback, status,
                       address, attempts, created_at)
 SELECT m.campaign_id, m.contact_id, m.channel, m.notice, m.sequence + 1, m.is_fallback,
        'pending', c.{col}, 0, :now
-""" + _LAST_UNREACHED + """
+"""
+    + _LAST_UNREACHED
+    + """
 ON CONFLICT DO NOTHING
 RETURNING id, contact_id
 """
+)
 
 _COUNT = "SELECT m.status, count(*) " + _LAST_UNREACHED + " GROUP BY m.status"
 
@@ -84,13 +88,20 @@ def _statement(sql: str, col: str, extra: str = ""):
     return stmt.bindparams(bindparam("now", type_=UTCDateTime())) if ":now" in sql else stmt
 
 
-def _insert_events(session: Session, campaign_id: int, rows: Sequence[Sequence[Any]],
-                   now: datetime, source: str, detail: dict) -> None:
+def _insert_events(
+    session: Session,
+    campaign_id: int,
+    rows: Sequence[Sequence[Any]],
+    now: datetime,
+    source: str,
+    detail: dict,
+) -> None:
     events.insert_planned(session, campaign_id, rows, now, source, detail)
 
 
-def plan_corrections(session: Session, campaign: Campaign, channels: tuple[str, ...],
-                     now: datetime | None = None) -> Counter:
+def plan_corrections(
+    session: Session, campaign: Campaign, channels: tuple[str, ...], now: datetime | None = None
+) -> Counter:
     """Plan a message to each corrected address nobody reached yet; how many, by channel.
 
     Called by `notify send` when it plans (see the module docstring for the rule). Only the
@@ -103,11 +114,23 @@ def plan_corrections(session: Session, campaign: Campaign, channels: tuple[str, 
         if channel not in config.channels:
             continue
         col = ADDRESS_COLUMN[channel]
-        rows = session.execute(_statement(_INSERT_NEXT, col, _CORRECTED), {
-            "campaign_id": campaign.id, "channel": channel, "statuses": list(UNREACHED),
-            "now": now}).all()
-        _insert_events(session, campaign.id, rows, now, "plan",
-                       {"planned": "correction", "reason": "address changed"})
+        rows = session.execute(
+            _statement(_INSERT_NEXT, col, _CORRECTED),
+            {
+                "campaign_id": campaign.id,
+                "channel": channel,
+                "statuses": list(UNREACHED),
+                "now": now,
+            },
+        ).all()
+        _insert_events(
+            session,
+            campaign.id,
+            rows,
+            now,
+            "plan",
+            {"planned": "correction", "reason": "address changed"},
+        )
         created[channel] = len(rows)
     return created
 
@@ -127,13 +150,24 @@ class RequeueResult:
 
     def as_dict(self) -> dict:
         """JSON-ready counts (also the audit record's)."""
-        return {"campaign": self.campaign, "dry_run": self.dry_run, "requeued": self.total,
-                "by_channel": {ch: dict(c) for ch, c in self.by_channel.items() if c}}
+        return {
+            "campaign": self.campaign,
+            "dry_run": self.dry_run,
+            "requeued": self.total,
+            "by_channel": {ch: dict(c) for ch, c in self.by_channel.items() if c},
+        }
 
 
-def requeue(session: Session, campaign: Campaign, *, channel: str | None = None,
-            status: str | None = None, error_code: str | None = None, dry_run: bool = False,
-            now: datetime | None = None) -> RequeueResult:
+def requeue(
+    session: Session,
+    campaign: Campaign,
+    *,
+    channel: str | None = None,
+    status: str | None = None,
+    error_code: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> RequeueResult:
     """Give final failures another chance: a new pending message after each (see module).
 
     ``channel``, ``status`` (failed, undelivered or bounced) and ``error_code`` narrow the
@@ -153,10 +187,16 @@ def requeue(session: Session, campaign: Campaign, *, channel: str | None = None,
     result = RequeueResult(campaign=campaign.name, dry_run=dry_run)
     for ch in channels:
         col = ADDRESS_COLUMN[ch]
-        params = {"campaign_id": campaign.id, "channel": ch, "statuses": statuses, "now": now,
-                  "error_code": error_code}
-        result.by_channel[ch] = Counter(dict(session.execute(
-            _statement(_COUNT, col, extra), params).all()))
+        params = {
+            "campaign_id": campaign.id,
+            "channel": ch,
+            "statuses": statuses,
+            "now": now,
+            "error_code": error_code,
+        }
+        result.by_channel[ch] = Counter(
+            dict(session.execute(_statement(_COUNT, col, extra), params).all())
+        )
         if dry_run or not result.by_channel[ch]:
             continue
         rows = session.execute(_statement(_INSERT_NEXT, col, extra), params).all()

@@ -20,15 +20,28 @@ from notify import tabular
 from notify.errors import NotifyError
 from notify.models import NOT_HANDED_OVER, Campaign, Contact, Message
 
-LIST_FIELDS = ("key", "name", "email", "phone", "exposures", "country", "state", "locale",
-               "created_at", "updated_at")
+LIST_FIELDS = (
+    "key",
+    "name",
+    "email",
+    "phone",
+    "exposures",
+    "country",
+    "state",
+    "locale",
+    "created_at",
+    "updated_at",
+)
 
 
 def contact_rows(session: Session, campaign: Campaign) -> Iterator[dict[str, Any]]:
     """Every contact of the campaign (key order) as a dict of LIST_FIELDS; streamed."""
     table = Contact.__table__
-    query = (select(*(table.c[f] for f in LIST_FIELDS))
-             .where(table.c.campaign_id == campaign.id).order_by(table.c.key))
+    query = (
+        select(*(table.c[f] for f in LIST_FIELDS))
+        .where(table.c.campaign_id == campaign.id)
+        .order_by(table.c.key)
+    )
     for row in session.execute(query.execution_options(yield_per=5000)):
         values = dict(row._mapping)
         values["exposures"] = [k for k in (values["exposures"] or "").split(";") if k]
@@ -47,8 +60,12 @@ class Removal:
 
     def counts(self) -> dict[str, int]:
         """``--json``: how many were removed, unknown and refused."""
-        return {"removed": len(self.removed), "unknown": len(self.unknown),
-                "refused": len(self.refused), "messages_removed": self.messages}
+        return {
+            "removed": len(self.removed),
+            "unknown": len(self.unknown),
+            "refused": len(self.refused),
+            "messages_removed": self.messages,
+        }
 
 
 def keys_from_file(path: str | Path) -> list[str]:
@@ -80,8 +97,9 @@ def keys_from_file(path: str | Path) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
-def remove(session: Session, campaign: Campaign, keys: list[str], *,
-           dry_run: bool = False) -> Removal:
+def remove(
+    session: Session, campaign: Campaign, keys: list[str], *, dry_run: bool = False
+) -> Removal:
     """Remove the contacts with these keys, all or none: when any key is unknown or refused
     (a message handed over), nothing is removed and the result says which and why."""
     result = Removal(dry_run=dry_run)
@@ -90,20 +108,25 @@ def remove(session: Session, campaign: Campaign, keys: list[str], *,
         raise NotifyError("no key given: name contacts by key, or --keys-from FILE")
     found: dict[str, int] = {}
     for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
-        found.update(session.execute(
-            select(Contact.key, Contact.id).where(Contact.campaign_id == campaign.id,
-                                                  Contact.key.in_(chunk))).all())
+        chunk = wanted[start : start + 500]
+        found.update(
+            session.execute(
+                select(Contact.key, Contact.id).where(
+                    Contact.campaign_id == campaign.id, Contact.key.in_(chunk)
+                )
+            ).all()
+        )
     result.unknown = [k for k in wanted if k not in found]
     ids = list(found.values())
     by_id = {v: k for k, v in found.items()}
     handed: dict[int, set[str]] = {}
     unsent = 0
     for start in range(0, len(ids), 500):
-        id_chunk = ids[start:start + 500]
+        id_chunk = ids[start : start + 500]
         for contact_id, status, n in session.execute(
             select(Message.contact_id, Message.status, func.count())
-            .where(Message.contact_id.in_(id_chunk)).group_by(Message.contact_id, Message.status)
+            .where(Message.contact_id.in_(id_chunk))
+            .group_by(Message.contact_id, Message.status)
         ):
             if status in NOT_HANDED_OVER:
                 unsent += n
@@ -117,6 +140,6 @@ def remove(session: Session, campaign: Campaign, keys: list[str], *,
             result.removed = []
         return result
     for start in range(0, len(ids), 500):
-        session.execute(delete(Contact).where(Contact.id.in_(ids[start:start + 500])))
+        session.execute(delete(Contact).where(Contact.id.in_(ids[start : start + 500])))
     session.expire_all()
     return result

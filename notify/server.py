@@ -75,9 +75,14 @@ BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
 T = TypeVar("T")
 
 
-def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow,
-             body_timeout: float = BODY_TIMEOUT,
-             keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> web.Application:
+def make_app(
+    engine: Engine,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    body_timeout: float = BODY_TIMEOUT,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+) -> web.Application:
     """Build the webhook application (routes, body limit, timeouts, DB thread pool).
 
     ``clock`` gives the time a reset completion is received at (tests inject it). A
@@ -87,8 +92,11 @@ def make_app(engine: Engine, settings: Settings, *, clock: Callable[[], datetime
     check_webhook_secret(settings.webhook_secret)
     # handler_args reach the connection handler however the app is run (run_app, test
     # servers, an embedding AppRunner).
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_bounded_body], handler_args={
-        "keepalive_timeout": keepalive_timeout, "lingering_time": LINGERING_TIME})
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[_bounded_body],
+        handler_args={"keepalive_timeout": keepalive_timeout, "lingering_time": LINGERING_TIME},
+    )
     app[ENGINE] = engine
     app[SETTINGS] = settings
     app[CLOCK] = clock
@@ -136,8 +144,9 @@ class RefusalLog:
     logged at once, then at most every ``interval`` seconds with the count left out since.
     """
 
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, interval: float = REFUSAL_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.interval = interval
         self.clock = clock
         self._last: dict[str, float] = {}
@@ -187,9 +196,12 @@ async def _read_body(request: web.Request) -> bytes | web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"body larger than {MAX_BODY} bytes")
     except TimeoutError:
-        request.app[REFUSALS].warn("body-timeout", f"request to {request.path} from "
-                                   f"{request.remote}: body not received within "
-                                   f"{request.app[BODY_TIMEOUT_KEY]:g} s; connection closed")
+        request.app[REFUSALS].warn(
+            "body-timeout",
+            f"request to {request.path} from "
+            f"{request.remote}: body not received within "
+            f"{request.app[BODY_TIMEOUT_KEY]:g} s; connection closed",
+        )
         response = _error(408, "request body not received in time")
         response.force_close()
         return response
@@ -226,15 +238,17 @@ def signature_ok(settings: Settings, request: web.Request, params: MultiDict) ->
 def _parse_form(body: bytes) -> MultiDict:
     """Form fields of the body; ValueError when it is not a url-encoded UTF-8 form, or holds
     a NUL (PostgreSQL cannot store one, and no Twilio field has one)."""
-    pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
-                      errors="strict")
+    pairs = parse_qsl(
+        body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, errors="strict"
+    )
     if any("\x00" in name or "\x00" in value for name, value in pairs):
         raise ValueError("NUL in a form field")
     return MultiDict(pairs)
 
 
-def _apply_callback(engine: Engine, report: tracking.StatusReport,
-                    key: str | None = None) -> dict[str, Any]:
+def _apply_callback(
+    engine: Engine, report: tracking.StatusReport, key: str | None = None
+) -> dict[str, Any]:
     engine = db.writer(engine)
     try:
         with db.session_scope(engine) as session:
@@ -269,16 +283,21 @@ async def twilio_status(request: web.Request) -> web.Response:
     if not signature_ok(settings, request, params):
         refusals = request.app[REFUSALS]
         if not (settings.twilio_auth_token and settings.public_url):
-            refusals.warn("twilio-unconfigured", "Twilio callback refused: TWILIO_AUTH_TOKEN "
-                          "and NOTIFY_PUBLIC_URL are both needed to check its signature")
+            refusals.warn(
+                "twilio-unconfigured",
+                "Twilio callback refused: TWILIO_AUTH_TOKEN "
+                "and NOTIFY_PUBLIC_URL are both needed to check its signature",
+            )
         else:
             # The URL is what operators need to see: a proxy that rewrites the scheme or
             # host makes every genuine callback fail against NOTIFY_PUBLIC_URL.
-            what = ("missing" if not request.headers.get("X-Twilio-Signature")
-                    else "invalid")
-            refusals.warn("twilio-signature", f"Twilio callback refused: {what} "
-                          f"X-Twilio-Signature, validated against {twilio_url(settings, request)}"
-                          f" (from {request.remote})")
+            what = "missing" if not request.headers.get("X-Twilio-Signature") else "invalid"
+            refusals.warn(
+                "twilio-signature",
+                f"Twilio callback refused: {what} "
+                f"X-Twilio-Signature, validated against {twilio_url(settings, request)}"
+                f" (from {request.remote})",
+            )
         return _error(403, "missing or invalid X-Twilio-Signature")
     try:
         report = tracking.StatusReport.from_callback(params)
@@ -321,9 +340,13 @@ def verify_signature(secret: str | None, body: bytes, header: str | None) -> boo
     return hmac.compare_digest(expected, given_bytes)
 
 
-def handle_webhook(session: Session, settings: Settings, body: bytes,
-                   signature: str | None,
-                   received_at: datetime | None = None) -> tuple[int, dict[str, Any]]:
+def handle_webhook(
+    session: Session,
+    settings: Settings,
+    body: bytes,
+    signature: str | None,
+    received_at: datetime | None = None,
+) -> tuple[int, dict[str, Any]]:
     """POST /webhooks/resets: verify, parse, complete; returns (HTTP status, JSON body).
 
     Body: ``{"token": ..., "completed_at": "<ISO-8601>"}``, or ``key``/``email`` in place of
@@ -336,8 +359,10 @@ def handle_webhook(session: Session, settings: Settings, body: bytes,
     """
     received = as_utc(received_at) if received_at is not None else utcnow()
     if not settings.webhook_secret:
-        return 403, {"status": "error",
-                     "error": "reset webhook disabled: NOTIFY_WEBHOOK_SECRET is not set"}
+        return 403, {
+            "status": "error",
+            "error": "reset webhook disabled: NOTIFY_WEBHOOK_SECRET is not set",
+        }
     if not verify_signature(settings.webhook_secret, body, signature):
         return 403, {"status": "error", "error": f"missing or invalid {SIGNATURE_HEADER}"}
     request = _parse_webhook_body(body, received)
@@ -353,13 +378,20 @@ def handle_webhook(session: Session, settings: Settings, body: bytes,
         campaign = session.scalar(select(Campaign).where(Campaign.name == campaign_name))
         if campaign is None:
             return 404, {"status": "error", "error": "unknown campaign"}
-    result = complete(session, campaign, completed_at=completed_at, source="webhook",
-                      received_at=received, **fields)
+    result = complete(
+        session,
+        campaign,
+        completed_at=completed_at,
+        source="webhook",
+        received_at=received,
+        **fields,
+    )
     return result.status, result.body()
 
 
 def _parse_webhook_body(
-    body: bytes, received: datetime,
+    body: bytes,
+    received: datetime,
 ) -> tuple[dict[str, str], datetime, str | None] | CompletionResult:
     # A signed body is still untrusted input (a leaked secret, a buggy provider): deep nesting
     # (RecursionError), bad UTF-8, NUL or lone surrogates are a 400, never a 500.
@@ -373,8 +405,11 @@ def _parse_webhook_body(
         problem = _bad_text(name, payload.get(name))
         if problem:
             return failure(400, problem)
-    fields: dict[str, str] = {name: payload[name] for name in ("token", "key", "email")
-                              if payload.get(name) not in (None, "")}
+    fields: dict[str, str] = {
+        name: payload[name]
+        for name in ("token", "key", "email")
+        if payload.get(name) not in (None, "")
+    }
     if len(fields) != 1:
         return failure(400, "give exactly one of token, key or email")
     raw_time = payload.get("completed_at")
@@ -408,7 +443,10 @@ def _bad_text(name: str, value: Any) -> str | None:
 
 
 def _apply_reset(
-    engine: Engine, settings: Settings, body: bytes, signature: str | None,
+    engine: Engine,
+    settings: Settings,
+    body: bytes,
+    signature: str | None,
     received_at: Any = None,
 ) -> tuple[int, dict]:
     session = db.sessionmaker_for(db.writer(engine))()
@@ -438,11 +476,21 @@ async def reset_completion(request: web.Request) -> web.Response:
     body = await _read_body(request)
     if isinstance(body, web.Response):
         return body
-    status, payload = await _run_db(app, _apply_reset, app[ENGINE], app[SETTINGS], body,
-                                    request.headers.get(SIGNATURE_HEADER), received_at)
+    status, payload = await _run_db(
+        app,
+        _apply_reset,
+        app[ENGINE],
+        app[SETTINGS],
+        body,
+        request.headers.get(SIGNATURE_HEADER),
+        received_at,
+    )
     if status == 403:
-        app[REFUSALS].warn("reset-signature", f"reset completion refused ({payload.get('error')})"
-                           f" at {request.path} from {request.remote}")
+        app[REFUSALS].warn(
+            "reset-signature",
+            f"reset completion refused ({payload.get('error')})"
+            f" at {request.path} from {request.remote}",
+        )
     return web.json_response(payload, status=status)
 
 
@@ -468,10 +516,12 @@ class HealthProbe:
             # Read-write but never create (mode=rw): a health check must not make a database.
             uri = f"file:{urllib.parse.quote(os.path.abspath(database))}?mode=rw"
             self._own = create_engine(
-                "sqlite://", poolclass=NullPool,
-                creator=lambda: sqlite3.connect(uri, uri=True, timeout=0.2,
-                                                isolation_level=None,
-                                                check_same_thread=False))
+                "sqlite://",
+                poolclass=NullPool,
+                creator=lambda: sqlite3.connect(
+                    uri, uri=True, timeout=0.2, isolation_level=None, check_same_thread=False
+                ),
+            )
 
     def check(self) -> str:
         """``ok`` or ``busy``; raises when the database cannot be read."""
@@ -504,24 +554,33 @@ async def healthz(request: web.Request) -> web.Response:
     probe = request.app[HEALTH]
     loop = asyncio.get_running_loop()
     try:
-        state = await asyncio.wait_for(loop.run_in_executor(probe.executor, probe.check),
-                                       HEALTH_TIMEOUT)
+        state = await asyncio.wait_for(
+            loop.run_in_executor(probe.executor, probe.check), HEALTH_TIMEOUT
+        )
     except TimeoutError:
         log.warning("health check: the database did not answer within %g s", HEALTH_TIMEOUT)
         return web.json_response({"status": "error", "database": "timeout"}, status=503)
     except Exception as exc:  # any failure means "not healthy"; never leak the URL
         log.warning("health check failed: %s", type(exc).__name__)
-        return web.json_response({"status": "error", "database": type(exc).__name__},
-                                 status=503)
+        return web.json_response({"status": "error", "database": type(exc).__name__}, status=503)
     if state == "busy":
-        return web.json_response({"status": "ok", "database": "busy",
-                                  "detail": "another process holds the write lock; "
-                                            "webhooks wait their turn"})
+        return web.json_response(
+            {
+                "status": "ok",
+                "database": "busy",
+                "detail": "another process holds the write lock; webhooks wait their turn",
+            }
+        )
     return web.json_response({"status": "ok", "database": "ok"})
 
 
-def serve(engine: Engine, settings: Settings, host: str, port: int,
-          announce: Callable[[str], None] = print) -> None:
+def serve(
+    engine: Engine,
+    settings: Settings,
+    host: str,
+    port: int,
+    announce: Callable[[str], None] = print,
+) -> None:
     """Run the app until interrupted (what `notify serve` does)."""
     app = make_app(engine, settings)
     try:

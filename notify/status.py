@@ -42,7 +42,8 @@ def read_tallies(session: Session, campaign_id: int) -> dict[str, int]:
     whatever the number of contacts or messages.
     """
     rows = session.execute(
-        select(Tally.name, func.sum(Tally.n)).where(Tally.campaign_id == campaign_id)
+        select(Tally.name, func.sum(Tally.n))
+        .where(Tally.campaign_id == campaign_id)
         .group_by(Tally.name)
     )
     return {name: int(n) for name, n in rows}
@@ -69,8 +70,10 @@ def _round_counts(tallies: dict[str, int]) -> dict[tuple[str, int], dict[str, di
         _, channel, status, notice, sequence = (name.split(":") + ["notice", "0"])[:5]
         by_channel = rounds.setdefault((notice, int(sequence)), {})
         by_channel.setdefault(channel, dict.fromkeys(MESSAGE_STATUSES, 0))[status] = n
-    return {key: {ch: rounds[key][ch] for ch in sorted(rounds[key], key=channel_order)}
-            for key in sorted(rounds, key=lambda k: (k[0] != "notice", k[1]))}
+    return {
+        key: {ch: rounds[key][ch] for ch in sorted(rounds[key], key=channel_order)}
+        for key in sorted(rounds, key=lambda k: (k[0] != "notice", k[1]))
+    }
 
 
 def round_label(notice: str, sequence: int) -> str:
@@ -84,15 +87,19 @@ def _rounds(tallies: dict[str, int]) -> list[dict[str, Any]]:
     """The first notices and each reminder round apart (see :func:`campaign_status`)."""
     out = []
     for (notice, sequence), by_channel in _round_counts(tallies).items():
-        out.append({
-            "notice": notice,
-            "sequence": sequence,
-            "label": round_label(notice, sequence),
-            "messages": by_channel,
-            "totals": {channel: sum(by.values()) for channel, by in by_channel.items()},
-            "reached": {channel: sum(by.get(s, 0) for s in REACHED_STATUSES)
-                        for channel, by in by_channel.items()},
-        })
+        out.append(
+            {
+                "notice": notice,
+                "sequence": sequence,
+                "label": round_label(notice, sequence),
+                "messages": by_channel,
+                "totals": {channel: sum(by.values()) for channel, by in by_channel.items()},
+                "reached": {
+                    channel: sum(by.get(s, 0) for s in REACHED_STATUSES)
+                    for channel, by in by_channel.items()
+                },
+            }
+        )
     return out
 
 
@@ -106,21 +113,29 @@ def _reach_counts(tallies: dict[str, int], contacts: int) -> dict[str, int]:
     sending (or no message planned yet); every message ended without reaching."""
     reached = tallies.get("reach:reached", 0)
     not_reached = tallies.get("reach:not_reached", 0)
-    return {"reached": reached, "pending": max(0, contacts - reached - not_reached),
-            "not_reached": not_reached}
+    return {
+        "reached": reached,
+        "pending": max(0, contacts - reached - not_reached),
+        "not_reached": not_reached,
+    }
 
 
-def _reset_counts(session: Session, tallies: dict[str, int], campaign_id: int,
-                  now: datetime) -> dict[str, Any]:
+def _reset_counts(
+    session: Session, tallies: dict[str, int], campaign_id: int, now: datetime
+) -> dict[str, Any]:
     """Resets by state; ``expired`` (a pending reset whose link has lapsed) depends on the
     clock, so it is counted on ``ix_resets_state``, over the lapsed links only."""
     pending, completed = tallies.get("reset:pending", 0), tallies.get("reset:completed", 0)
     expired = 0
     if pending:
-        expired = session.scalar(
-            select(func.count()).select_from(PasswordReset).where(
-                PasswordReset.campaign_id == campaign_id, lapsed(now))
-        ) or 0
+        expired = (
+            session.scalar(
+                select(func.count())
+                .select_from(PasswordReset)
+                .where(PasswordReset.campaign_id == campaign_id, lapsed(now))
+            )
+            or 0
+        )
     total = sum(n for name, n in tallies.items() if name.startswith("reset:"))
     counts = {"pending": pending - expired, "completed": completed, "expired": expired}
     report = {"total": total, **counts, "completed_pct": percent(completed, total)}
@@ -135,8 +150,14 @@ def _reset_counts(session: Session, tallies: dict[str, int], campaign_id: int,
 
 def _password_contacts(session: Session, campaign_id: int) -> int:
     exposed = (literal(";") + Contact.exposures + literal(";")).like("%;passwords;%")
-    return session.scalar(select(func.count()).select_from(Contact).where(
-        Contact.campaign_id == campaign_id, exposed)) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Contact)
+            .where(Contact.campaign_id == campaign_id, exposed)
+        )
+        or 0
+    )
 
 
 def campaign_status(session: Session, name: str, now: datetime | None = None) -> dict[str, Any]:
@@ -180,27 +201,35 @@ def campaign_status(session: Session, name: str, now: datetime | None = None) ->
 def format_status(report: dict[str, Any], zone: tzinfo | None = None) -> list[str]:
     """The status report as aligned text lines for a terminal: one table row per round
     (first notices, then each reminder round) and channel; times in ``zone`` (UTC)."""
-    lines = [f"Campaign {report['campaign']}: {report['contacts']:,} contacts "
-             f"(as of {localtime.show(report.get('as_of'), zone)})"]
+    lines = [
+        f"Campaign {report['campaign']}: {report['contacts']:,} contacts "
+        f"(as of {localtime.show(report.get('as_of'), zone)})"
+    ]
     rounds = report.get("rounds") or []
-    shown = [s for s in MESSAGE_STATUSES
-             if any(by.get(s) for by in report["messages"].values())]
+    shown = [s for s in MESSAGE_STATUSES if any(by.get(s) for by in report["messages"].values())]
     if rounds:
         header = ["round", "channel", *shown, "total"]
         table = [header]
         for round_ in rounds:
             for i, (ch, by) in enumerate(round_["messages"].items()):
-                table.append([round_["label"] if i == 0 else "", CHANNEL_LABEL.get(ch, ch),
-                              *(f"{by.get(s, 0):,}" for s in shown),
-                              f"{round_['totals'][ch]:,}"])
+                table.append(
+                    [
+                        round_["label"] if i == 0 else "",
+                        CHANNEL_LABEL.get(ch, ch),
+                        *(f"{by.get(s, 0):,}" for s in shown),
+                        f"{round_['totals'][ch]:,}",
+                    ]
+                )
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         for row in table:
-            cells = ([row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-                     + [c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)])
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [
+                c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True)
+            ]
             lines.append(("  " + "  ".join(cells)).rstrip())
     else:
-        lines.append("  No messages yet (plan and send them with: notify send "
-                     f"{report['campaign']})")
+        lines.append(
+            f"  No messages yet (plan and send them with: notify send {report['campaign']})"
+        )
     reach = report["reach"]
     lines += [
         f"Reached:     {reach['reached']:,} ({reach['reached_pct']}%)",
@@ -209,8 +238,10 @@ def format_status(report: dict[str, Any], zone: tzinfo | None = None) -> list[st
     ]
     resets = report["resets"]
     if resets.get("before_first_send") and resets["total"]:
-        lines.append(f"Resets:      {resets['total']:,} required (passwords exposed), no link "
-                     "sent yet (links go out with the notices)")
+        lines.append(
+            f"Resets:      {resets['total']:,} required (passwords exposed), no link "
+            "sent yet (links go out with the notices)"
+        )
     elif resets["total"]:
         lines.append(
             f"Resets:      {resets['completed']:,} of {resets['total']:,} completed "
@@ -220,6 +251,8 @@ def format_status(report: dict[str, Any], zone: tzinfo | None = None) -> list[st
     else:
         lines.append("Resets:      none (no contact with exposed passwords)")
     if reach["not_reached"]:
-        lines.append(f"For postal or substitute notice: notify export unreached "
-                     f"{report['campaign']} -o unreached.csv")
+        lines.append(
+            f"For postal or substitute notice: notify export unreached "
+            f"{report['campaign']} -o unreached.csv"
+        )
     return lines

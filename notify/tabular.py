@@ -77,8 +77,12 @@ class _Grid:
 
 
 def read_table(
-    path: Path, recognizes: Recognizer, *, sheet: str | None = None,
-    header_row: int | None = None, progress: ReadProgress | None = None,
+    path: Path,
+    recognizes: Recognizer,
+    *,
+    sheet: str | None = None,
+    header_row: int | None = None,
+    progress: ReadProgress | None = None,
 ) -> Table:
     """Read ``path`` (any supported format) and find its header; one-line errors otherwise."""
     data = _read_bytes(path, progress)
@@ -97,8 +101,9 @@ def read_table(
             grid = _csv_grid(path, data, recognizes)
     if grid.named_columns:
         if header_row is not None:
-            raise NotifyError(f"--header-row {header_row}: {path} is {grid.kind}; its column "
-                              "names are the header")
+            raise NotifyError(
+                f"--header-row {header_row}: {path} is {grid.kind}; its column names are the header"
+            )
         return _named_table(grid)
     return _headed(path, grid, recognizes, header_row)
 
@@ -121,10 +126,10 @@ def _read_bytes(path: Path, progress: ReadProgress | None) -> bytes:
         raise NotifyError(f"{path}: permission denied") from None
     except OSError as exc:
         raise NotifyError(f"{path}: cannot read: {exc.strerror}") from None
-    if not data[:SAMPLE].strip(b" \t\r\n\xef\xbb\xbf") and \
-            not data.strip(b" \t\r\n\xef\xbb\xbf"):
-        raise NotifyError(f"{path}: the file is empty (expected a header row, then one row "
-                          "per customer)")
+    if not data[:SAMPLE].strip(b" \t\r\n\xef\xbb\xbf") and not data.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise NotifyError(
+            f"{path}: the file is empty (expected a header row, then one row per customer)"
+        )
     return data
 
 
@@ -163,8 +168,9 @@ def _decompress(path: Path, opener: Callable[[io.BytesIO], Any], data: bytes) ->
     except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
         raise NotifyError(f"{path}: a damaged compressed file ({exc})") from None
     if len(inflated) > MAX_TEXT_BYTES:
-        raise NotifyError(f"{path}: decompresses to more than {MAX_TEXT_BYTES:,} bytes; "
-                          "nothing was imported")
+        raise NotifyError(
+            f"{path}: decompresses to more than {MAX_TEXT_BYTES:,} bytes; nothing was imported"
+        )
     return inflated
 
 
@@ -175,12 +181,16 @@ def _zipped_text(path: Path, data: bytes) -> bytes | None:
             names = archive.namelist()
             if "[Content_Types].xml" in names or "mimetype" in names:
                 return None
-            files = [i for i in archive.infolist() if not i.is_dir()
-                     and not i.filename.startswith(("__MACOSX/", "."))]
+            files = [
+                i
+                for i in archive.infolist()
+                if not i.is_dir() and not i.filename.startswith(("__MACOSX/", "."))
+            ]
             if len(files) != 1:
                 raise NotifyError(
                     f"{path}: not a readable workbook, and a zip of {len(files)} files: "
-                    "zip one list at a time")
+                    "zip one list at a time"
+                )
             _check_parts(path, files)
             return archive.read(files[0])
     except zipfile.BadZipFile as exc:
@@ -192,16 +202,19 @@ def _check_parts(path: Path, parts: list[zipfile.ZipInfo]) -> None:
     total = sum(p.file_size for p in parts)
     packed = sum(p.compress_size for p in parts)
     if total > MAX_WORKBOOK_BYTES:
-        raise NotifyError(f"{path}: its parts are {total:,} bytes uncompressed (limit "
-                          f"{MAX_WORKBOOK_BYTES:,}); nothing was imported")
-    ratios = [(p.file_size / max(1, p.compress_size), p) for p in parts
-              if p.file_size > 1_000_000]
+        raise NotifyError(
+            f"{path}: its parts are {total:,} bytes uncompressed (limit "
+            f"{MAX_WORKBOOK_BYTES:,}); nothing was imported"
+        )
+    ratios = [(p.file_size / max(1, p.compress_size), p) for p in parts if p.file_size > 1_000_000]
     overall = total / max(1, packed)
     worst = max(ratios, key=lambda r: r[0], default=(overall, None))
     ratio = max(overall, worst[0]) if total > 1_000_000 else 0
     if ratio > MAX_RATIO:
-        raise NotifyError(f"{path}: compressed {ratio:,.0f}:1 (limit {MAX_RATIO}:1), a "
-                          "decompression bomb; nothing was imported")
+        raise NotifyError(
+            f"{path}: compressed {ratio:,.0f}:1 (limit {MAX_RATIO}:1), a "
+            "decompression bomb; nothing was imported"
+        )
 
 
 def check_workbook_bounds(path: Path, data: bytes) -> None:
@@ -221,11 +234,15 @@ def _workbook_kind(data: bytes) -> str:
         return "XLS workbook"
     if b"opendocument.spreadsheet" in data[:200]:
         return "ODS workbook"
-    return "XLSM workbook" if b"macroEnabled" in data[:SAMPLE * 4] else "XLSX workbook"
+    return "XLSM workbook" if b"macroEnabled" in data[: SAMPLE * 4] else "XLSX workbook"
 
 
 def _workbook_table(
-    path: Path, data: bytes, recognizes: Recognizer, sheet: str | None, header_row: int | None,
+    path: Path,
+    data: bytes,
+    recognizes: Recognizer,
+    sheet: str | None,
+    header_row: int | None,
 ) -> Table:
     """The chosen sheet (``--sheet``), else the first whose header is recognizable."""
     kind = _workbook_kind(data)
@@ -235,12 +252,14 @@ def _workbook_table(
         book = pd.ExcelFile(io.BytesIO(data), engine="calamine")
         names = [str(n) for n in book.sheet_names]
     except Exception as exc:  # calamine's errors: damaged, encrypted, entity tricks...
-        raise NotifyError(f"{path}: not a readable workbook ({_one_line(exc)}); "
-                          "nothing was imported") from None
+        raise NotifyError(
+            f"{path}: not a readable workbook ({_one_line(exc)}); nothing was imported"
+        ) from None
     if sheet is not None:
         chosen = _choose_sheet(path, names, sheet)
-        return _headed(path, _sheet_grid(path, book, chosen, kind), recognizes, header_row,
-                       said_sheet=False)
+        return _headed(
+            path, _sheet_grid(path, book, chosen, kind), recognizes, header_row, said_sheet=False
+        )
     grids = []
     for name in names:
         grid = _sheet_grid(path, book, name, kind)
@@ -251,8 +270,7 @@ def _workbook_table(
             table = _headed(path, grid, recognizes, header_row, said_sheet=len(names) > 1)
             return table
     if not grids:
-        raise NotifyError(f"{path}: every sheet of the workbook is empty (expected a header "
-                          "row)")
+        raise NotifyError(f"{path}: every sheet of the workbook is empty (expected a header row)")
     return _headed(path, grids[0], recognizes, header_row, said_sheet=len(names) > 1)
 
 
@@ -273,8 +291,10 @@ def _sheet_grid(path: Path, book: pd.ExcelFile, name: str, kind: str) -> _Grid:
     try:
         frame = book.parse(name, header=None, dtype=object)
     except Exception as exc:
-        raise NotifyError(f"{path}: not a readable workbook (sheet {name!r}: "
-                          f"{_one_line(exc)}); nothing was imported") from None
+        raise NotifyError(
+            f"{path}: not a readable workbook (sheet {name!r}: "
+            f"{_one_line(exc)}); nothing was imported"
+        ) from None
     frame = _as_text(frame)
     frame.columns = range(frame.shape[1])
     # The sheet is read from A1, so position + 1 is the row number Excel shows.
@@ -356,8 +376,12 @@ def _named_grid(frame: pd.DataFrame, kind: str, lines: np.ndarray | None) -> _Gr
     grid = pd.concat([header, text], ignore_index=True) if len(names) else text
     if lines is None:  # record n is "line" n + 1: the line it would be on in a CSV export
         lines = np.arange(2, len(frame) + 2, dtype=np.int64)
-    return _Grid(grid.fillna("").astype(str), np.concatenate([[1], lines]).astype(np.int64),
-                 kind, named_columns=True)
+    return _Grid(
+        grid.fillna("").astype(str),
+        np.concatenate([[1], lines]).astype(np.int64),
+        kind,
+        named_columns=True,
+    )
 
 
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]|\n')
@@ -368,22 +392,30 @@ def _json_grid(path: Path, data: bytes) -> _Grid:
     stripped = data.lstrip()
     try:
         if stripped.startswith(b"["):
-            frame = pd.read_json(io.BytesIO(data), orient="records", dtype=False,
-                                 convert_dates=False, convert_axes=False)
+            frame = pd.read_json(
+                io.BytesIO(data),
+                orient="records",
+                dtype=False,
+                convert_dates=False,
+                convert_axes=False,
+            )
             lines = _array_record_lines(data)
             kind = "JSON array"
         else:
-            frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False,
-                                 convert_dates=False, convert_axes=False)
-            lines = np.array([n for n, line in enumerate(data.splitlines(), 1) if line.strip()],
-                             dtype=np.int64)
+            frame = pd.read_json(
+                io.BytesIO(data), lines=True, dtype=False, convert_dates=False, convert_axes=False
+            )
+            lines = np.array(
+                [n for n, line in enumerate(data.splitlines(), 1) if line.strip()], dtype=np.int64
+            )
             kind = "JSON Lines"
     except ValueError as exc:
-        raise NotifyError(f"{path}: not readable JSON ({_one_line(exc)}); expected one object "
-                          "per line, or an array of objects") from None
+        raise NotifyError(
+            f"{path}: not readable JSON ({_one_line(exc)}); expected one object "
+            "per line, or an array of objects"
+        ) from None
     if len(lines) != len(frame):
-        raise NotifyError(f"{path}: expected JSON objects (one per customer), found other "
-                          "values")
+        raise NotifyError(f"{path}: expected JSON objects (one per customer), found other values")
     return _named_grid(frame, kind, lines)
 
 
@@ -414,15 +446,18 @@ def _text(path: Path, data: bytes) -> tuple[str, bytes]:
         try:
             data = data.decode("utf-16").encode("utf-8")
         except UnicodeDecodeError:
-            raise NotifyError(f"{path}: not valid UTF-16 text despite its byte-order mark; "
-                              "re-save the file as UTF-8") from None
+            raise NotifyError(
+                f"{path}: not valid UTF-16 text despite its byte-order mark; "
+                "re-save the file as UTF-8"
+            ) from None
     sample = data[:SAMPLE]
     controls = sum(1 for b in sample if b < 9 or 13 < b < 32)
     # Binary data is rarely valid UTF-8; valid text with a few control characters is a
     # hostile or careless cell (cleaned per field later, with a warning), not a binary file.
     # NULs stay a sign of binary whatever the encoding (UTF-16 without its BOM decodes).
-    if controls > len(sample) // 100 + 1 and (_invalid_utf8(sample) or sample.count(0)
-                                              > len(sample) // 100 + 1):
+    if controls > len(sample) // 100 + 1 and (
+        _invalid_utf8(sample) or sample.count(0) > len(sample) // 100 + 1
+    ):
         at = next(i for i, b in enumerate(sample) if b < 9 or 13 < b < 32)
         raise NotifyError(f"{path}: not a {FORMATS} file (binary data at byte {at})")
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
@@ -448,7 +483,7 @@ def _not_utf8(path: Path, data: bytes) -> NotifyError:
         at = exc.start
         line_no = data.count(b"\n", 0, at) + 1
         start = max(0, at - 12)
-        guess = data[start:at + 12].decode("cp1252", "replace").strip()
+        guess = data[start : at + 12].decode("cp1252", "replace").strip()
         return NotifyError(
             f"{path}, line {line_no}: not UTF-8 (byte 0x{data[at]:02X} at offset {at}, "
             f"around {guess!r}, looks like Latin-1/Windows-1252); re-save the file as UTF-8 "
@@ -472,13 +507,13 @@ def _delimiter(path: Path, text: str, recognizes: Recognizer) -> tuple[str, bool
     while header names almost never do. Without such a line, the candidate the first line
     holds most often; csv.Sniffer breaks ties.
     """
-    lines = [line for line in text.lstrip("\ufeff").splitlines()[:HEADER_SCAN * 2]
-             if line.strip()]
+    lines = [line for line in text.lstrip("\ufeff").splitlines()[: HEADER_SCAN * 2] if line.strip()]
     first = lines[0] if lines else ""
     if re.fullmatch(r"sep=.", first.strip()):
         return first.strip()[4], True
-    candidates = ("\t", ",", ";", "|") if path.suffix.lower() in (".tsv", ".tab") \
-        else (",", ";", "\t", "|")
+    candidates = (
+        ("\t", ",", ";", "|") if path.suffix.lower() in (".tsv", ".tab") else (",", ";", "\t", "|")
+    )
     for line in lines[:HEADER_SCAN]:
         for delimiter in candidates:
             if delimiter in line and sum(map(recognizes, _split_line(line, delimiter))) >= 2:
@@ -491,7 +526,7 @@ def _delimiter(path: Path, text: str, recognizes: Recognizer) -> tuple[str, bool
     if best and len(winners) == 1:
         return winners[0], False
     try:
-        return csv.Sniffer().sniff(text[:SAMPLE // 4], delimiters=",;\t|").delimiter, False
+        return csv.Sniffer().sniff(text[: SAMPLE // 4], delimiters=",;\t|").delimiter, False
     except csv.Error:
         return ",", False
 
@@ -527,8 +562,9 @@ def _quoted_breaks(body: bytes) -> bool:
     carry = 0
     block = 16 << 20
     for start in range(0, len(body), block):
-        chunk = np.frombuffer(body, dtype=np.uint8, count=min(block, len(body) - start),
-                              offset=start)
+        chunk = np.frombuffer(
+            body, dtype=np.uint8, count=min(block, len(body) - start), offset=start
+        )
         parity = (np.cumsum(chunk == 34, dtype=np.uint8) + carry) & 1
         breaks = (chunk == 10) | (chunk == 13)
         if parity[breaks].any():
@@ -574,20 +610,42 @@ def _csv_cells(path: Path, data: bytes, recognizes: Recognizer) -> _Grid:
         # then one line, unless it skipped blank lines or refused a ragged row: the count
         # tells, and the C parser below takes over.
         try:
-            frame = pd.read_csv(io.BytesIO(body), sep=delimiter, header=None,
-                                names=range(width), dtype=str, keep_default_na=False,
-                                skiprows=skip, encoding="utf-8", engine="pyarrow")
+            frame = pd.read_csv(
+                io.BytesIO(body),
+                sep=delimiter,
+                header=None,
+                names=range(width),
+                dtype=str,
+                keep_default_na=False,
+                skiprows=skip,
+                encoding="utf-8",
+                engine="pyarrow",
+            )
         except Exception:  # noqa: BLE001 - any refusal: the C parser decides and explains
             frame = None
-        if frame is not None and len(frame) == expected and frame.shape[1] == width \
-                and isinstance(frame.index, pd.RangeIndex):
+        if (
+            frame is not None
+            and len(frame) == expected
+            and frame.shape[1] == width
+            and isinstance(frame.index, pd.RangeIndex)
+        ):
             lines = np.arange(1 + skip, 1 + skip + len(frame), dtype=np.int64)
             return _Grid(_no_nulls(frame), lines, kind)
     try:
         frame = pd.read_csv(
-            io.BytesIO(body), sep=delimiter, header=None, names=range(width), dtype=str,
-            keep_default_na=False, na_filter=False, skip_blank_lines=False, skiprows=skip,
-            encoding="utf-8", quotechar='"', doublequote=True, engine="c",
+            io.BytesIO(body),
+            sep=delimiter,
+            header=None,
+            names=range(width),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            skiprows=skip,
+            encoding="utf-8",
+            quotechar='"',
+            doublequote=True,
+            engine="c",
             index_col=False,
         )
     except UnicodeDecodeError:
@@ -632,11 +690,14 @@ def _stdlib_grid(path: Path, body: bytes, delimiter: str, skip: int, kind: str) 
         except csv.Error as exc:
             message = str(exc)
             if "end of data" in message:
-                raise NotifyError(f"{path}, line {start}: a quote opened here is never "
-                                  "closed") from None
+                raise NotifyError(
+                    f"{path}, line {start}: a quote opened here is never closed"
+                ) from None
             if "field larger" in message:
-                raise NotifyError(f"{path}, line {start}: a cell is longer than "
-                                  f"{CSV_CELL_LIMIT:,} characters (an unclosed quote?)") from None
+                raise NotifyError(
+                    f"{path}, line {start}: a cell is longer than "
+                    f"{CSV_CELL_LIMIT:,} characters (an unclosed quote?)"
+                ) from None
             prev = reader.line_num
             bad.append((start, f"malformed quoting ({message})"))
             continue
@@ -646,8 +707,9 @@ def _stdlib_grid(path: Path, body: bytes, delimiter: str, skip: int, kind: str) 
         rows.append(cells)
         lines.append(start)
     width = max((len(r) for r in rows), default=1)
-    frame = pd.DataFrame([r + [""] * (width - len(r)) for r in rows], columns=range(width),
-                         dtype=str)
+    frame = pd.DataFrame(
+        [r + [""] * (width - len(r)) for r in rows], columns=range(width), dtype=str
+    )
     return _Grid(frame.fillna(""), np.array(lines, dtype=np.int64), kind, bad_rows=bad)
 
 
@@ -680,7 +742,10 @@ def _header_index(grid: _Grid, recognizes: Recognizer) -> int | None:
 
 
 def _headed(
-    path: Path, grid: _Grid, recognizes: Recognizer, header_row: int | None,
+    path: Path,
+    grid: _Grid,
+    recognizes: Recognizer,
+    header_row: int | None,
     said_sheet: bool = False,
 ) -> Table:
     """Split a grid at its header: ``--header-row``, else found, else the first row."""
@@ -691,8 +756,10 @@ def _headed(
     if header_row is not None:
         hits = np.flatnonzero(lines == header_row)
         if not len(hits) or not nonempty[hits[0]]:
-            raise NotifyError(f"--header-row {header_row}: {path}, {where}line {header_row} "
-                              "is empty or not the start of a row")
+            raise NotifyError(
+                f"--header-row {header_row}: {path}, {where}line {header_row} "
+                "is empty or not the start of a row"
+            )
         position = int(hits[0])
     else:
         found = _header_index(grid, recognizes)
@@ -707,31 +774,48 @@ def _headed(
             skipped = [int(n) for n in lines[:position][nonempty[:position]]]
             if skipped:
                 rows = _span(skipped)
-                notes.append(f"the header is on {where}line {int(lines[position])}; "
-                             f"{rows} above it skipped (a title?); choose with --header-row")
+                notes.append(
+                    f"the header is on {where}line {int(lines[position])}; "
+                    f"{rows} above it skipped (a title?); choose with --header-row"
+                )
     if said_sheet and grid.sheet is not None and not any(grid.sheet in n for n in notes):
-        notes.insert(0, f"read sheet {grid.sheet!r} (the first with a recognizable header; "
-                        "choose another with --sheet)")
+        notes.insert(
+            0,
+            f"read sheet {grid.sheet!r} (the first with a recognizable header; "
+            "choose another with --sheet)",
+        )
     header = [h.strip().lstrip("\ufeff") for h in frame.iloc[position].tolist()]
     while header and not header[-1]:  # trailing empty cells are not columns
         header.pop()
     keep = nonempty.copy()
     keep[: position + 1] = False
-    if keep[position + 1:].all():  # no blank row: a slice, which copies nothing
-        data = frame.iloc[position + 1:].reset_index(drop=True)
+    if keep[position + 1 :].all():  # no blank row: a slice, which copies nothing
+        data = frame.iloc[position + 1 :].reset_index(drop=True)
     else:
         data = frame[keep].reset_index(drop=True)
     bad = [(line, why) for line, why in grid.bad_rows if line > int(lines[position])]
     header_line = int(lines[position])
-    return Table(data, lines[keep], header, header_line, grid.kind, grid.sheet, notes, bad,
-                 [n for n in grid.nul_lines if n > header_line])
+    return Table(
+        data,
+        lines[keep],
+        header,
+        header_line,
+        grid.kind,
+        grid.sheet,
+        notes,
+        bad,
+        [n for n in grid.nul_lines if n > header_line],
+    )
 
 
 def _span(lines: list[int]) -> str:
     if len(lines) == 1:
         return f"line {lines[0]}"
-    return f"lines {lines[0]}-{lines[-1]}" if lines[-1] - lines[0] == len(lines) - 1 \
+    return (
+        f"lines {lines[0]}-{lines[-1]}"
+        if lines[-1] - lines[0] == len(lines) - 1
         else "lines " + ", ".join(map(str, lines))
+    )
 
 
 def _named_table(grid: _Grid) -> Table:

@@ -42,8 +42,11 @@ MAX_SET_BYTES = 16 * 1024 * 1024
 MAX_FILES = 2000
 # Parts of one notice that must say the same thing: overriding one and not the other sends
 # two different texts in one email.
-COUNTERPARTS = (("email.txt.j2", "email.html.j2"), ("reminder.txt.j2", "reminder.html.j2"),
-                ("notice.txt.j2", "notice.html.j2"))
+COUNTERPARTS = (
+    ("email.txt.j2", "email.html.j2"),
+    ("reminder.txt.j2", "reminder.html.j2"),
+    ("notice.txt.j2", "notice.html.j2"),
+)
 OVERRIDE, DEFAULTS = "override", "defaults"
 # The defaults are also reachable as ``defaults/<name>`` (notify.templates' loader), so an
 # override can extend the default it replaces.
@@ -72,8 +75,11 @@ class TemplateSet:
 
     def to_json(self) -> str:
         """What the database stores (``template_versions.files``)."""
-        return json.dumps({OVERRIDE: dict(self.overrides), DEFAULTS: dict(self.defaults)},
-                          ensure_ascii=False, sort_keys=True)
+        return json.dumps(
+            {OVERRIDE: dict(self.overrides), DEFAULTS: dict(self.defaults)},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
 
 
 def _digest(overrides: Mapping[str, str], defaults: Mapping[str, str]) -> str:
@@ -94,9 +100,13 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _kind(mode: int) -> str:
-    for test, noun in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, noun in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return noun
     return "not a regular file"
@@ -182,8 +192,9 @@ def read_folder(root: Path, shown: str | None = None) -> dict[str, str]:
     return reader.files
 
 
-def read_set(override: Path | None, *, shown: str | None = None,
-             defaults: Path | None = None) -> TemplateSet:
+def read_set(
+    override: Path | None, *, shown: str | None = None, defaults: Path | None = None
+) -> TemplateSet:
     """The override folder (if any) over the shipped defaults, read once and checked
     (entries by realpath, references by :func:`check_references`)."""
     defaults = defaults or default_templates()
@@ -217,12 +228,15 @@ def _referenced(source: str) -> list[tuple[int, str | None]]:
         target = node.template
         if isinstance(target, nodes.Const) and isinstance(target.value, str):
             found.append((node.lineno, target.value))
-        elif isinstance(target, nodes.Const) and isinstance(target.value, (tuple, list)) \
-                and all(isinstance(item, str) for item in target.value):
+        elif (
+            isinstance(target, nodes.Const)
+            and isinstance(target.value, (tuple, list))
+            and all(isinstance(item, str) for item in target.value)
+        ):
             found.extend((node.lineno, item) for item in target.value)
         elif isinstance(target, (nodes.Tuple, nodes.List)) and all(
-                isinstance(item, nodes.Const) and isinstance(item.value, str)
-                for item in target.items):
+            isinstance(item, nodes.Const) and isinstance(item.value, str) for item in target.items
+        ):
             found.extend((node.lineno, item.value) for item in target.items)  # type: ignore[attr-defined]
         else:
             found.append((node.lineno, None))
@@ -242,8 +256,10 @@ def check_references(tset: TemplateSet) -> None:
 
     names = {*tset.overrides, *tset.defaults, *(f"{DEFAULTS_PREFIX}/{n}" for n in tset.defaults)}
     where = f"{tset.origin} or the defaults" if tset.origin else "the defaults"
-    for shown, files in ((tset.origin or "templates", tset.overrides),
-                         ("<defaults>", tset.defaults)):
+    for shown, files in (
+        (tset.origin or "templates", tset.overrides),
+        ("<defaults>", tset.defaults),
+    ):
         for name in sorted(files):
             try:
                 references = _referenced(files[name])
@@ -253,11 +269,12 @@ def check_references(tset: TemplateSet) -> None:
                 if target is None:
                     raise TemplateSetError(
                         f"{shown}/{name}, line {line}: includes a template named by an "
-                        "expression; name it literally (a stored template)")
+                        "expression; name it literally (a stored template)"
+                    )
                 if target not in names:
                     raise TemplateSetError(
-                        f"{shown}/{name}, line {line}: includes {target!r}, which is not in "
-                        f"{where}")
+                        f"{shown}/{name}, line {line}: includes {target!r}, which is not in {where}"
+                    )
 
 
 def override_folder(campaign_file: Path, templates: str) -> Path:
@@ -271,10 +288,12 @@ def override_folder(campaign_file: Path, templates: str) -> Path:
     if Path(templates).is_absolute() or not _inside(target, base):
         raise TemplateSetError(
             f"{campaign_file}: templates: {templates!r} is outside the campaign file's folder "
-            f"({base}); keep the overrides beside or below the campaign file")
+            f"({base}); keep the overrides beside or below the campaign file"
+        )
     if not os.path.isdir(target):
-        raise TemplateSetError(f"{campaign_file}: templates: {templates!r}: no such folder "
-                               f"({target})")
+        raise TemplateSetError(
+            f"{campaign_file}: templates: {templates!r}: no such folder ({target})"
+        )
     return Path(target)
 
 
@@ -307,8 +326,10 @@ def counterpart_warnings(tset: TemplateSet) -> list[str]:
             for mine, theirs in ((one, other), (other, one)):
                 twin = f"{folder}/{theirs}" if folder else theirs
                 if base == mine and twin not in tset.overrides and twin in tset.defaults:
-                    found.append(f"{tset.origin}/{name} overrides one part of the notice but "
-                                 f"not {twin}: the other part still says what the default says")
+                    found.append(
+                        f"{tset.origin}/{name} overrides one part of the notice but "
+                        f"not {twin}: the other part still says what the default says"
+                    )
     return found
 
 
@@ -326,8 +347,7 @@ def store(session: Session, tset: TemplateSet) -> TemplateVersion:
             session.add(version)
             session.flush()
     except IntegrityError:  # another load stored the same files at the same moment
-        found = session.scalar(
-            select(TemplateVersion).where(TemplateVersion.sha256 == tset.sha256))
+        found = session.scalar(select(TemplateVersion).where(TemplateVersion.sha256 == tset.sha256))
         if found is None:
             raise
         return found
@@ -337,11 +357,12 @@ def store(session: Session, tset: TemplateSet) -> TemplateVersion:
 def from_row(version: TemplateVersion, origin: str | None = None) -> TemplateSet:
     """The set a stored version holds (``origin`` names the override folder in messages)."""
     files = json.loads(version.files)
-    tset = TemplateSet(files.get(OVERRIDE, {}), files.get(DEFAULTS, {}),
-                       origin or version.origin)
+    tset = TemplateSet(files.get(OVERRIDE, {}), files.get(DEFAULTS, {}), origin or version.origin)
     if tset.sha256 != version.sha256:  # changed behind notify's back: never send it
-        raise TemplateSetError(f"stored templates version {version.sha256[:16]} does not match "
-                               "its files (altered in the database); load the campaign again")
+        raise TemplateSetError(
+            f"stored templates version {version.sha256[:16]} does not match "
+            "its files (altered in the database); load the campaign again"
+        )
     return tset
 
 

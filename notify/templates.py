@@ -85,7 +85,7 @@ def _labels(organization: str) -> dict[str, str]:
     """What each kind covers, as listed under "What Information Was Involved"."""
     return {
         "identity": "Identity information, such as your Social Security number, driver's "
-                    "license number or date of birth",
+        "license number or date of birth",
         "card": "Payment card information, such as your card number and expiration date",
         "passwords": f"The password for your {organization} account",
     }
@@ -224,7 +224,7 @@ def _linkify_text(text: str) -> markupsafe.Markup:
     pos = 0
     for match in _URL.finditer(text):
         url = escape(match[0])
-        out += (escape(text[pos:match.start()]), '<a href="', url, '">', url, "</a>")
+        out += (escape(text[pos : match.start()]), '<a href="', url, '">', url, "</a>")
         pos = match.end()
     out.append(escape(text[pos:]))
     return markupsafe.Markup("".join(out))  # every piece from the text went through escape()
@@ -274,8 +274,7 @@ class _StoredLoader(jinja2.BaseLoader):
         for name, text in tset.overrides.items():
             self.sources[name] = (text, f"{origin}/{name}")
 
-    def get_source(self, environment: jinja2.Environment, template: str
-                   ) -> tuple[str, str, Any]:
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
         found = self.sources.get(template)
         if found is None:
             raise jinja2.TemplateNotFound(template)
@@ -333,8 +332,9 @@ def one_line(text: str) -> str:
 
 # Context names that differ between renders; the rest are the campaign's constants.
 _PER_CONTACT = frozenset({"contact", "reset_url", "advice"})
-_PER_RENDER = frozenset({"exposures", "notice", "template", "link_expires", "jurisdiction",
-                         "rules"})
+_PER_RENDER = frozenset(
+    {"exposures", "notice", "template", "link_expires", "jurisdiction", "rules"}
+)
 
 
 def _hashable(value: Any) -> Any:
@@ -349,8 +349,9 @@ class Notices:
     defaults alone.
     """
 
-    def __init__(self, config: CampaignConfig,
-                 templates: TemplateSet | str | Path | None = None) -> None:
+    def __init__(
+        self, config: CampaignConfig, templates: TemplateSet | str | Path | None = None
+    ) -> None:
         self.config = config
         if not isinstance(templates, TemplateSet):
             folder = Path(templates) if templates else None
@@ -359,8 +360,9 @@ class Notices:
         self.origin = templates.origin  # the override folder, as messages name it
         self.version = templates.sha256  # what every message rendered here records
         self.env = _make_env(templates)
-        self._where = (f"{templates.origin} or the defaults" if templates.origin
-                       else "the default templates")
+        self._where = (
+            f"{templates.origin} or the defaults" if templates.origin else "the default templates"
+        )
         self._sources: dict[str, tuple[str, str]] = {}  # name -> (source, filename)
         self._problems: dict[str, str] = {}  # name -> why it cannot be compiled
         self._compile_all()
@@ -628,8 +630,10 @@ class Notices:
         if reset:
             for name, body in ((text_name, mail.text), (html_name, html_text)):
                 if reset not in body:
-                    found.append(f"{self.path_of(name)}: does not show the reset link "
-                                 f"(reset_url) to a contact whose password was exposed")
+                    found.append(
+                        f"{self.path_of(name)}: does not show the reset link "
+                        f"(reset_url) to a contact whose password was exposed"
+                    )
         return found
 
     def _check_sms(self, view: ContactView, notice: str, reset: str | None) -> list[str]:
@@ -641,8 +645,10 @@ class Notices:
         name = self.path_of(self._sets[(sms.template, notice, "sms")].names[0])
         found: list[str] = []
         if reset and reset not in sms.text:
-            found.append(f"{name}: does not show the reset link (reset_url) to a contact whose "
-                         f"password was exposed")
+            found.append(
+                f"{name}: does not show the reset link (reset_url) to a contact whose "
+                f"password was exposed"
+            )
         support = self.config.support_url
         if notice == "notice" and support and support not in sms.text:
             found.append(f"{name}: does not point to the full notice (campaign.support_url)")
@@ -664,12 +670,16 @@ class Notices:
                 continue
             shown = f"{self.origin}/{name}"
             if len(rel.parts) == 1:
-                found.append(f"{shown}: not used; notices live in a folder per exposure "
-                             f"({', '.join(kinds_mod.RANKED)})")
+                found.append(
+                    f"{shown}: not used; notices live in a folder per exposure "
+                    f"({', '.join(kinds_mod.RANKED)})"
+                )
             elif rel.parts[0] not in kinds_mod.RANKED:
                 if rel.name in KNOWN_FILES:
-                    found.append(f"{shown}: not used; {rel.parts[0]!r} is not an exposure "
-                                 f"({', '.join(kinds_mod.RANKED)})")
+                    found.append(
+                        f"{shown}: not used; {rel.parts[0]!r} is not an exposure "
+                        f"({', '.join(kinds_mod.RANKED)})"
+                    )
             elif len(rel.parts) == 2 and rel.name not in KNOWN_FILES:
                 found.append(f"{shown}: not used; expected one of {expected}")
         return found
@@ -711,8 +721,14 @@ def _samples(config: CampaignConfig) -> Iterator[tuple[str, ContactView, str | N
     for kinds in exposure_combinations():
         has_passwords = "passwords" in kinds
         for name in (SAMPLE_NAME, None):
-            view = ContactView(key="sample-0001", name=name, email="alexandra@example.com",
-                               phone="+14155550123", exposures=kinds, extra=_SampleExtra())
+            view = ContactView(
+                key="sample-0001",
+                name=name,
+                email="alexandra@example.com",
+                phone="+14155550123",
+                exposures=kinds,
+                extra=_SampleExtra(),
+            )
             links = [link, None] if has_passwords and link else [None]
             for reset in links:
                 yield "notice", view, reset
@@ -748,8 +764,10 @@ def check_campaign(session: Session, campaign: Campaign) -> CheckResult:
     source = Path(campaign.source_path) if campaign.source_path else None
     folder = notices.config.templates
     if source is not None and folder and not (source.parent / folder).is_dir():
-        warnings.append(f"the templates folder {source.parent / folder} is gone; checked the "
-                        f"stored version {notices.version[:16]}, which sending uses")
+        warnings.append(
+            f"the templates folder {source.parent / folder} is gone; checked the "
+            f"stored version {notices.version[:16]}, which sending uses"
+        )
     elif source is not None and source.is_file():
         on_disk = template_versions.read_for_campaign(source, folder)
         if on_disk.sha256 != notices.version:
@@ -757,18 +775,24 @@ def check_campaign(session: Session, campaign: Campaign) -> CheckResult:
             warnings.append(
                 f"the notices on disk ({where}) differ from the stored version "
                 f"{notices.version[:16]} that sending uses; to send them, load the campaign "
-                f"again: notify campaign load {source}")
+                f"again: notify campaign load {source}"
+            )
     return CheckResult(notices, notices.check(), warnings)
 
 
 def stored_templates(session: Session, campaign: Campaign) -> TemplateSet:
     """The template set stored with ``campaign``; a one-line error when it has none."""
-    version = (session.get(TemplateVersion, campaign.template_version_id)
-               if campaign.template_version_id is not None else None)
+    version = (
+        session.get(TemplateVersion, campaign.template_version_id)
+        if campaign.template_version_id is not None
+        else None
+    )
     if version is None:
-        raise TemplateError(f"campaign {campaign.name!r} has no stored templates (it was "
-                            "loaded by an older notify); load it again: notify campaign load "
-                            f"{campaign.source_path or 'FILE'}")
+        raise TemplateError(
+            f"campaign {campaign.name!r} has no stored templates (it was "
+            "loaded by an older notify); load it again: notify campaign load "
+            f"{campaign.source_path or 'FILE'}"
+        )
     return template_versions.from_row(version, _shown_origin(campaign.templates_dir))
 
 
@@ -779,4 +803,3 @@ def _shown_origin(folder: str | None) -> str | None:
         return str(Path(folder).relative_to(Path.cwd()))
     except ValueError:
         return folder
-

@@ -36,8 +36,9 @@ LATE_FRACTION = 0.9
 CALIBRATION_READS = 5
 
 
-def reserve_slots(engine: Engine, campaign_id: int, channel: str, rate: float, count: int
-                  ) -> tuple[float, float, float]:
+def reserve_slots(
+    engine: Engine, campaign_id: int, channel: str, rate: float, count: int
+) -> tuple[float, float, float]:
     """Reserve ``count`` consecutive slots: (first slot, database now, local monotonic now).
 
     The slots are ``first + i / rate`` for i in range(count), in database epoch seconds; the
@@ -48,26 +49,34 @@ def reserve_slots(engine: Engine, campaign_id: int, channel: str, rate: float, c
         if is_sqlite(engine):
             now, local = time.time(), time.monotonic()
             conn.execute(
-                text("INSERT INTO throttles (campaign_id, channel, next_slot) "
-                     "VALUES (:c, :ch, 0) ON CONFLICT DO NOTHING"),
+                text(
+                    "INSERT INTO throttles (campaign_id, channel, next_slot) "
+                    "VALUES (:c, :ch, 0) ON CONFLICT DO NOTHING"
+                ),
                 {"c": campaign_id, "ch": channel},
             )
             row = conn.execute(
-                text("UPDATE throttles SET next_slot = max(next_slot, :now) + :span "
-                     "WHERE campaign_id = :c AND channel = :ch RETURNING next_slot"),
+                text(
+                    "UPDATE throttles SET next_slot = max(next_slot, :now) + :span "
+                    "WHERE campaign_id = :c AND channel = :ch RETURNING next_slot"
+                ),
                 {"now": now, "span": span, "c": campaign_id, "ch": channel},
             ).one()
             return row[0] - span, now, local
         conn.execute(
-            text("INSERT INTO throttles (campaign_id, channel, next_slot) "
-                 "VALUES (:c, :ch, 0) ON CONFLICT DO NOTHING"),
+            text(
+                "INSERT INTO throttles (campaign_id, channel, next_slot) "
+                "VALUES (:c, :ch, 0) ON CONFLICT DO NOTHING"
+            ),
             {"c": campaign_id, "ch": channel},
         )
         row = conn.execute(
-            text("WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) "
-                 "UPDATE throttles SET next_slot = greatest(next_slot, now.t) + :span "
-                 "FROM now WHERE campaign_id = :c AND channel = :ch "
-                 "RETURNING next_slot, now.t"),
+            text(
+                "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) "
+                "UPDATE throttles SET next_slot = greatest(next_slot, now.t) + :span "
+                "FROM now WHERE campaign_id = :c AND channel = :ch "
+                "RETURNING next_slot, now.t"
+            ),
             {"span": span, "c": campaign_id, "ch": channel},
         ).one()
         local = time.monotonic()  # before the commit: only the way back adds error
@@ -86,7 +95,8 @@ def clock_offset(engine: Engine) -> float:
     with engine.connect() as conn:
         for _ in range(CALIBRATION_READS):
             db_now = conn.execute(
-                text("SELECT extract(epoch FROM clock_timestamp())::float8")).scalar_one()
+                text("SELECT extract(epoch FROM clock_timestamp())::float8")
+            ).scalar_one()
             samples.append(time.monotonic() - db_now)
     return min(samples)
 
@@ -107,8 +117,9 @@ class Throttle:
     provider holds more than rate + 1 from this worker.
     """
 
-    def __init__(self, engine: Engine | None, campaign_id: int, channel: str,
-                 rate: float | None) -> None:
+    def __init__(
+        self, engine: Engine | None, campaign_id: int, channel: str, rate: float | None
+    ) -> None:
         self.engine = engine
         self.campaign_id = campaign_id
         self.channel = channel

@@ -146,12 +146,21 @@ def apply_status(
     detail = {**report.detail(), **(extra or {})}
     status = mapped_status(report.provider_status)
     if status is None:
-        events.record(session, source=source, kind=report.provider_status, message=message,
-                      detail=detail, at=at, applied=False, replay_key=replay_key)
+        events.record(
+            session,
+            source=source,
+            kind=report.provider_status,
+            message=message,
+            detail=detail,
+            at=at,
+            applied=False,
+            replay_key=replay_key,
+        )
         _touch(message, at)
         return False
-    moved = events.advance(session, message, status, source=source, detail=detail, at=at,
-                           replay_key=replay_key)
+    moved = events.advance(
+        session, message, status, source=source, detail=detail, at=at, replay_key=replay_key
+    )
     if moved and status in FAILED_STATUSES:
         message.error_code = report.error_code
         message.error_message = describe_error(report.error_code, report.error_message)
@@ -185,8 +194,9 @@ def seen_before(session: Session, key: str) -> bool:
     return session.scalar(select(Event.id).where(Event.replay_key == key).limit(1)) is not None
 
 
-def handle_callback(session: Session, report: StatusReport,
-                    key: str | None = None) -> dict[str, Any]:
+def handle_callback(
+    session: Session, report: StatusReport, key: str | None = None
+) -> dict[str, Any]:
     """Apply one verified status callback; unknown SIDs are kept as early events.
 
     Returns a small JSON-able outcome: ``{"message_id", "status", "changed"}``,
@@ -197,8 +207,15 @@ def handle_callback(session: Session, report: StatusReport,
         return {"replay": True}
     message = find_sms(session, report.sid)
     if message is None:
-        events.record(session, source="webhook", kind=report.provider_status, applied=False,
-                      provider_message_id=report.sid, detail=report.detail(), replay_key=key)
+        events.record(
+            session,
+            source="webhook",
+            kind=report.provider_status,
+            applied=False,
+            provider_message_id=report.sid,
+            detail=report.detail(),
+            replay_key=key,
+        )
         return {"early": True}
     changed = apply_status(session, message, report, source="webhook", replay_key=key)
     return {"message_id": message.id, "status": message.status, "changed": changed}
@@ -246,8 +263,14 @@ def apply_early_events(session: Session, message: Message) -> int:
             error_code=detail.get("error_code"),
             error_message=detail.get("error_message"),
         )
-        apply_status(session, message, report, source=event.source, at=event.at,
-                     extra={"early_event_id": event.id})
+        apply_status(
+            session,
+            message,
+            report,
+            source=event.source,
+            at=event.at,
+            extra={"early_event_id": event.id},
+        )
     if early:
         session.flush()
     return len(early)
@@ -396,4 +419,3 @@ async def sync_sms(
         results = await _fetch_all(messenger, rows, concurrency)
         with db.session_scope(engine) as session:
             _record_found(session, results, report)
-

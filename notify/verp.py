@@ -32,8 +32,11 @@ SECRET_NAME = "verp"
 MAC_HEX = 20  # 80 bits: forging one needs ~2**79 guesses, each a mail to our bounce box
 # bounces + "+" + up to 19 digits + "-" + MAC must fit the 64 characters of a local part.
 MAX_BASE_LOCAL = 64 - 1 - 19 - 1 - MAC_HEX
-_TAGGED = re.compile(rf"(?P<local>[^@\s<>+]+)\+(?P<id>\d{{1,19}})-(?P<mac>[0-9a-f]{{{MAC_HEX}}})"
-                     r"@(?P<domain>[^@\s<>]+)", re.IGNORECASE)
+_TAGGED = re.compile(
+    rf"(?P<local>[^@\s<>+]+)\+(?P<id>\d{{1,19}})-(?P<mac>[0-9a-f]{{{MAC_HEX}}})"
+    r"@(?P<domain>[^@\s<>]+)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,12 @@ def find_tag(address: str) -> Tag | None:
     found = _TAGGED.search(address or "")
     if found is None:
         return None
-    return Tag(found.group(0).lower(), f"{found['local']}@{found['domain']}".lower(),
-               int(found["id"]), found["mac"].lower())
+    return Tag(
+        found.group(0).lower(),
+        f"{found['local']}@{found['domain']}".lower(),
+        int(found["id"]),
+        found["mac"].lower(),
+    )
 
 
 def verify(secret: bytes, tag: Tag) -> bool:

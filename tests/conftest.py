@@ -54,11 +54,14 @@ def pg_url():
         # A connection this test leaked still holds locks in the schema: end the sessions
         # that were left idle in a transaction opened during this test, then drop again.
         with admin.begin() as conn:
-            conn.execute(text(
-                "select pg_terminate_backend(pid) from pg_stat_activity "
-                "where datname = current_database() and pid <> pg_backend_pid() "
-                "and state like 'idle in transaction%' and xact_start >= :started"
-            ), {"started": started})
+            conn.execute(
+                text(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = current_database() and pid <> pg_backend_pid() "
+                    "and state like 'idle in transaction%' and xact_start >= :started"
+                ),
+                {"started": started},
+            )
         _drop_schema(admin, schema)
     admin.dispose()
 

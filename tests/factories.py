@@ -43,21 +43,34 @@ def make_campaign(engine, path: Path) -> Campaign:
     return campaign
 
 
-def add_contacts(engine, campaign: Campaign, count: int, *, exposures: str = "card",
-                 phones: bool = True, emails: bool = True, start: int = 0,
-                 domain: str = "example.com") -> list[str]:
+def add_contacts(
+    engine,
+    campaign: Campaign,
+    count: int,
+    *,
+    exposures: str = "card",
+    phones: bool = True,
+    emails: bool = True,
+    start: int = 0,
+    domain: str = "example.com",
+) -> list[str]:
     """Insert ``count`` contacts C-00000.. with email/phone; returns their keys."""
     keys = []
     with db.session_scope(engine) as session:
         for i in range(start, start + count):
             key = f"C-{i:05d}"
             keys.append(key)
-            session.add(Contact(
-                campaign_id=campaign.id, key=key, name=f"Customer {i}",
-                email=f"user{i}@{domain}" if emails else None,
-                phone=f"+1415555{i:04d}" if phones else None,
-                exposures=exposures, extra={},
-            ))
+            session.add(
+                Contact(
+                    campaign_id=campaign.id,
+                    key=key,
+                    name=f"Customer {i}",
+                    email=f"user{i}@{domain}" if emails else None,
+                    phone=f"+1415555{i:04d}" if phones else None,
+                    exposures=exposures,
+                    extra={},
+                )
+            )
     return keys
 
 

@@ -108,18 +108,27 @@ def make_self_signed_cert(directory: str | Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "sink-cert.pem", directory / "sink-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -129,8 +138,9 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
-    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
-                          mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
         reply = self.sink.reject_senders.get(address.lower())
         if reply:
             return reply
@@ -138,8 +148,9 @@ class _Handler:
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         if address.lower() in self.sink.reject:
             return f"550 5.1.1 <{address}>: Recipient address rejected (test sink)"
         envelope.rcpt_tos.append(address)
@@ -199,11 +210,13 @@ class _Controller(Controller):
 
     def cut_sessions(self) -> None:
         """Abort every open session (from any thread)."""
+
         def cut() -> None:
             for smtp in self.live:
                 if smtp.transport is not None:
                     smtp.transport.abort()
             self.live.clear()
+
         self.loop.call_soon_threadsafe(cut)
 
     def _trigger_server(self) -> None:
@@ -262,8 +275,12 @@ class SmtpSink:
 
     def start(self) -> SmtpSink:
         """Bind and serve; returns self."""
-        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.requested_port,
-                                  "server_hostname": "sink.test", "ready_timeout": 10.0}
+        kwargs: dict[str, Any] = {
+            "hostname": self.host,
+            "port": self.requested_port,
+            "server_hostname": "sink.test",
+            "ready_timeout": 10.0,
+        }
         if self.tls != "none":
             kwargs.update(self._tls_kwargs())
         if self.auth:
@@ -271,8 +288,9 @@ class SmtpSink:
         if self.idle_timeout:
             kwargs["timeout"] = self.idle_timeout  # aiosmtpd closes sessions idle this long
         if self.record_path:
-            self._record_fd = os.open(self.record_path,
-                                      os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._record_fd = os.open(
+                self.record_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            )
         self._kwargs = kwargs
         self._controller = _Controller(self, **kwargs)
         self._controller.start()
@@ -301,8 +319,9 @@ class SmtpSink:
         if seconds is not None:
             # A sleeping thread, not threading.Timer: timed condition waits never wake
             # under faketime (the suite must pass with the clock shifted).
-            self._recovery = threading.Thread(target=self._recover_after, args=(seconds,),
-                                              daemon=True)
+            self._recovery = threading.Thread(
+                target=self._recover_after, args=(seconds,), daemon=True
+            )
             self._recovery.start()
 
     def _recover_after(self, seconds: float) -> None:
@@ -334,8 +353,9 @@ class SmtpSink:
             return {"ssl_context": context}
         return {"tls_context": context, "require_starttls": True}
 
-    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
-                      auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         if isinstance(auth_data, LoginPassword) and self.auth:
             login = auth_data.login.decode("utf-8", "replace")
             password = auth_data.password.decode("utf-8", "replace")
@@ -399,17 +419,29 @@ class SmtpSink:
             message_id = _message_id(data)
         connection = getattr(server, "_sink_connection", 0)
         record = Received(
-            mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
-            data=data if self.parse else None, message_id=message_id,
-            monotonic=time.monotonic(), wall=time.time(), connection=connection,
+            mail_from=envelope.mail_from,
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=data if self.parse else None,
+            message_id=message_id,
+            monotonic=time.monotonic(),
+            wall=time.time(),
+            connection=connection,
             headers=headers,
         )
         if self._record_fd is not None:
-            line = json.dumps({
-                "message_id": message_id, "mail_from": record.mail_from,
-                "rcpt": record.rcpt_tos, "time": record.wall, "monotonic": record.monotonic,
-                "connection": connection,
-            }) + "\n"
+            line = (
+                json.dumps(
+                    {
+                        "message_id": message_id,
+                        "mail_from": record.mail_from,
+                        "rcpt": record.rcpt_tos,
+                        "time": record.wall,
+                        "monotonic": record.monotonic,
+                        "connection": connection,
+                    }
+                )
+                + "\n"
+            )
             os.write(self._record_fd, line.encode())  # O_APPEND: one whole line per write
         with self._arrived:
             self._received.append(record)
@@ -510,17 +542,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reject", default="", help="comma-separated addresses to 550")
     parser.add_argument("--no-parse", action="store_true", help="benchmark mode")
     parser.add_argument("--tls", default="none", choices=["none", "starttls", "tls"])
-    parser.add_argument("--down", help="MODE:SECONDS: start unavailable (refuse, silent, "
-                                       "421, reset), back after SECONDS")
+    parser.add_argument(
+        "--down",
+        help="MODE:SECONDS: start unavailable (refuse, silent, 421, reset), back after SECONDS",
+    )
     args = parser.parse_args(argv)
     down = None
     if args.down:
         mode, _, seconds = args.down.partition(":")
         down = (mode, float(seconds) if seconds else None)
     sink = SmtpSink(
-        host=args.host, port=args.port, fail_every=args.fail_every, drop_every=args.drop_every,
-        reject=[a for a in args.reject.split(",") if a], parse=not args.no_parse,
-        tls=args.tls, record_path=args.record, down=down,
+        host=args.host,
+        port=args.port,
+        fail_every=args.fail_every,
+        drop_every=args.drop_every,
+        reject=[a for a in args.reject.split(",") if a],
+        parse=not args.no_parse,
+        tls=args.tls,
+        record_path=args.record,
+        down=down,
     )
 
     def ready_lines() -> list[str]:

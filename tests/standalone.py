@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 
-def serve_until_signalled(server: Any, port_file: str | None,
-                          ready_lines: Callable[[], Iterable[str]]) -> None:
+def serve_until_signalled(
+    server: Any, port_file: str | None, ready_lines: Callable[[], Iterable[str]]
+) -> None:
     """Run ``server`` (``start()``, ``port``, ``stop()``) until SIGTERM / SIGINT.
 
     Once started: its port goes to ``port_file`` (if given) through a temporary file and a

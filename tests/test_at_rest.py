@@ -36,7 +36,8 @@ def test_new_sqlite_database_wal_and_shm_are_0600(tmp_path, loose_umask):
             wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
             assert wal.exists() and shm.exists()
             assert {p.name: oct(mode(p)) for p in (path, wal, shm)} == {
-                p.name: oct(0o600) for p in (path, wal, shm)}
+                p.name: oct(0o600) for p in (path, wal, shm)
+            }
     finally:
         engine.dispose()
 

@@ -25,8 +25,12 @@ def count(engine, model) -> int:
 
 def test_records_are_append_only_through_the_orm(engine):
     with db.session_scope(engine) as session:
-        entry = audit.record(session, "campaign load", campaign="c",
-                             arguments={"file": "x.toml", "password": "hunter2"})
+        entry = audit.record(
+            session,
+            "campaign load",
+            campaign="c",
+            arguments={"file": "x.toml", "password": "hunter2"},
+        )
         audit_id = entry.id
         ev = events.record(session, source="send", kind="sent", campaign_id=None)
         session.flush()
@@ -39,8 +43,12 @@ def test_records_are_append_only_through_the_orm(engine):
         session.get(Event, event_id).kind = "delivered"
     with pytest.raises(AppendOnlyError), db.session_scope(engine) as session:
         session.delete(session.get(Event, event_id))
-    for statement in (update(AuditRecord).values(actor="x"), delete(AuditRecord),
-                      update(Event).values(kind="x"), delete(Event)):
+    for statement in (
+        update(AuditRecord).values(actor="x"),
+        delete(AuditRecord),
+        update(Event).values(kind="x"),
+        delete(Event),
+    ):
         with pytest.raises(AppendOnlyError), db.session_scope(engine) as session:
             session.execute(statement)
     with db.session_scope(engine) as session:
@@ -55,25 +63,34 @@ def _seed_evidence(engine) -> tuple[int, int, int]:
     with db.session_scope(engine) as session:
         entry = audit.record(session, "send", campaign="c", counts={"sent": 1})
         applied = events.record(session, source="send", kind="sent", campaign_id=7)
-        early = events.record(session, source="webhook", kind="delivered", applied=False,
-                              provider_message_id="SMearly", detail={"sid": "SMearly"})
+        early = events.record(
+            session,
+            source="webhook",
+            kind="delivered",
+            applied=False,
+            provider_message_id="SMearly",
+            detail={"sid": "SMearly"},
+        )
         session.flush()
         return entry.id, applied.id, early.id
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE audit_log SET outcome = 'ok!'",
-    "UPDATE audit_log SET actor = 'mallory' WHERE id = :audit",
-    "DELETE FROM audit_log",
-    "UPDATE events SET kind = 'failed' WHERE id = :applied",
-    "UPDATE events SET at = '1970-01-01 00:00:00' WHERE id = :applied",
-    "DELETE FROM events WHERE id = :applied",
-    "DELETE FROM events",
-    # The early-link exception allows linking and marking applied, nothing more:
-    "UPDATE events SET applied = TRUE, message_id = 1, kind = 'failed' WHERE id = :early",
-    "UPDATE events SET applied = FALSE WHERE id = :applied",
-    "UPDATE events SET message_id = 99 WHERE id = :applied",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET outcome = 'ok!'",
+        "UPDATE audit_log SET actor = 'mallory' WHERE id = :audit",
+        "DELETE FROM audit_log",
+        "UPDATE events SET kind = 'failed' WHERE id = :applied",
+        "UPDATE events SET at = '1970-01-01 00:00:00' WHERE id = :applied",
+        "DELETE FROM events WHERE id = :applied",
+        "DELETE FROM events",
+        # The early-link exception allows linking and marking applied, nothing more:
+        "UPDATE events SET applied = TRUE, message_id = 1, kind = 'failed' WHERE id = :early",
+        "UPDATE events SET applied = FALSE WHERE id = :applied",
+        "UPDATE events SET message_id = 99 WHERE id = :applied",
+    ],
+)
 def test_database_refuses_rewriting_the_evidence(engine, statement):
     """Triggers guard the tables whatever client runs the SQL (here: plain SQL, no ORM)."""
     from sqlalchemy import text
@@ -111,8 +128,13 @@ def test_database_allows_linking_an_early_callback(engine):
 
     _, _, early_id = _seed_evidence(engine)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE events SET applied = TRUE, message_id = 5, contact_id = 6, "
-                          "campaign_id = 7 WHERE id = :id"), {"id": early_id})
+        conn.execute(
+            text(
+                "UPDATE events SET applied = TRUE, message_id = 5, contact_id = 6, "
+                "campaign_id = 7 WHERE id = :id"
+            ),
+            {"id": early_id},
+        )
     with db.session_scope(engine) as session:
         linked = session.get(Event, early_id)
         assert (linked.applied, linked.message_id, linked.kind) == (True, 5, "delivered")
@@ -127,12 +149,16 @@ def test_removing_a_message_or_contact_keeps_its_events(engine, campaign_file):
 
     with db.session_scope(engine) as session:
         campaign, _ = campaigns.load_campaign(session, campaign_file)
-        contact = Contact(campaign_id=campaign.id, key="k", email="a@example.com",
-                          exposures="card")
+        contact = Contact(campaign_id=campaign.id, key="k", email="a@example.com", exposures="card")
         session.add(contact)
         session.flush()
-        message = Message(campaign_id=campaign.id, contact_id=contact.id, channel="email",
-                          status="sent", address=contact.email)
+        message = Message(
+            campaign_id=campaign.id,
+            contact_id=contact.id,
+            channel="email",
+            status="sent",
+            address=contact.email,
+        )
         session.add(message)
         session.flush()
         events.record(session, source="send", kind="sent", message=message)
@@ -166,26 +192,42 @@ def test_package_source_never_updates_or_deletes_audit_or_events():
 
 def test_audit_cli_lists_masked_records(env, campaign_file):
     runner = CliRunner()
-    runner.invoke(main, ["--actor", "alice", "campaign", "load", str(campaign_file)],
-                  catch_exceptions=False)
+    runner.invoke(
+        main, ["--actor", "alice", "campaign", "load", str(campaign_file)], catch_exceptions=False
+    )
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
-        audit.record(session, "send", campaign="acme-2026-11",
-                     arguments={"smtp_password": "s3cret", "limit": 5}, counts={"sent": 5},
-                     actor="bob")
+        audit.record(
+            session,
+            "send",
+            campaign="acme-2026-11",
+            arguments={"smtp_password": "s3cret", "limit": 5},
+            counts={"sent": 5},
+            actor="bob",
+        )
         audit.record(session, "init", arguments={"to": "0001"})
     result = runner.invoke(main, ["audit"], catch_exceptions=False)
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
     assert len(lines) == 4
-    assert lines[0].split() == ["id", "at", "actor", "command", "campaign", "outcome",
-                                "arguments", "counts"]
-    assert re.match(r"^ *1  \d{4}-\d\d-\d\d \d\d:\d\d UTC  alice  campaign load  acme-2026-11 ",
-                    lines[1])
+    assert lines[0].split() == [
+        "id",
+        "at",
+        "actor",
+        "command",
+        "campaign",
+        "outcome",
+        "arguments",
+        "counts",
+    ]
+    assert re.match(
+        r"^ *1  \d{4}-\d\d-\d\d \d\d:\d\d UTC  alice  campaign load  acme-2026-11 ", lines[1]
+    )
     assert "s3cret" not in result.output and '"smtp_password":"***"' in lines[2]
     assert '{"sent":5}' in lines[2]
-    only = runner.invoke(main, ["audit", "--campaign", "acme-2026-11", "--json"],
-                         catch_exceptions=False)
+    only = runner.invoke(
+        main, ["audit", "--campaign", "acme-2026-11", "--json"], catch_exceptions=False
+    )
     assert len(only.output.strip().splitlines()) == 1
     data = json.loads(only.output)
     assert [r["command"] for r in data["records"]] == ["campaign load", "send"]

@@ -16,8 +16,11 @@ from tests.smtp_sink import SmtpSink
 
 def runs(engine, command: str = "send") -> list[AuditRecord]:
     with db.session_scope(engine) as session:
-        return list(session.scalars(select(AuditRecord).where(AuditRecord.command == command)
-                                    .order_by(AuditRecord.id)))
+        return list(
+            session.scalars(
+                select(AuditRecord).where(AuditRecord.command == command).order_by(AuditRecord.id)
+            )
+        )
 
 
 def smtp_env(monkeypatch, sink: SmtpSink) -> None:
@@ -42,16 +45,14 @@ def test_a_send_stopped_by_an_error_is_audited_as_failed(env, tmp_path, monkeypa
     assert "guess" not in str(record.counts) and "guess" not in str(record.arguments)
 
 
-def test_a_send_ended_by_a_long_outage_is_audited_with_exit_status_75(env, tmp_path,
-                                                                     monkeypatch):
+def test_a_send_ended_by_a_long_outage_is_audited_with_exit_status_75(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 3)
     with SmtpSink() as sink:
         smtp_env(monkeypatch, sink)
         sink.go_down("refuse")
-        result = CliRunner().invoke(main, ["send", campaign.name, "--yes",
-                                           "--max-outage", "2s"])
+        result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--max-outage", "2s"])
         assert result.exit_code == 75, result.output
     [record] = runs(engine)
     assert record.outcome == "failed" and record.counts["exit_status"] == 75
@@ -60,11 +61,14 @@ def test_a_send_ended_by_a_long_outage_is_audited_with_exit_status_75(env, tmp_p
 def test_recorded_run_outcomes(engine):
     """Ctrl-C anywhere in a run (also before the engine's own handler) is `interrupted`;
     an unforeseen error is `failed` by its type only; a normal end keeps its counts."""
+
     def open_session():
         return db.session_scope(engine)
 
-    with pytest.raises(KeyboardInterrupt), audit.recorded_run(
-            open_session, "send", campaign="c") as run:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        audit.recorded_run(open_session, "send", campaign="c") as run,
+    ):
         run.counts = {"planned": 4}
         raise KeyboardInterrupt
     with pytest.raises(ZeroDivisionError), audit.recorded_run(open_session, "remind"):
@@ -89,8 +93,10 @@ def test_when_the_database_is_what_failed_the_original_error_stands(tmp_path):
     def open_session():
         return db.session_scope(broken)
 
-    with pytest.raises(NotifyError, match="the real problem"), audit.recorded_run(
-            open_session, "send"):
+    with (
+        pytest.raises(NotifyError, match="the real problem"),
+        audit.recorded_run(open_session, "send"),
+    ):
         raise NotifyError("the real problem")
 
 
@@ -103,8 +109,9 @@ def test_a_remind_that_fails_is_audited_with_what_it_planned(env, campaign_file,
         smtp_env(monkeypatch, sink)
         monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
         monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
-        result = CliRunner().invoke(main, ["remind", "acme-2026-11", "--after", "72h",
-                                           "--channel", "email", "--yes"])
+        result = CliRunner().invoke(
+            main, ["remind", "acme-2026-11", "--after", "72h", "--channel", "email", "--yes"]
+        )
         assert result.exit_code == 1, result.output
     [record] = runs(engine, "remind")
     assert record.outcome == "failed" and record.counts["reminders_planned"] == 2
@@ -124,8 +131,16 @@ def test_a_send_stopped_with_ctrl_c_is_audited_as_interrupted(env, tmp_path):
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 60)
     with SmtpSink() as sink:
-        child = notify_process(process_env({**os.environ, **env}, sink), "send", campaign.name,
-                               "--yes", "--email-rate", "20", "--concurrency", "2")
+        child = notify_process(
+            process_env({**os.environ, **env}, sink),
+            "send",
+            campaign.name,
+            "--yes",
+            "--email-rate",
+            "20",
+            "--concurrency",
+            "2",
+        )
         wait_for_sink(sink, 5, [child])
         child.send_signal(signal.SIGINT)
         child.communicate(timeout=60)

@@ -18,8 +18,9 @@ ANN_ID = "<m1.20261127@acme.example>"
 CAROL_ID = "<m3.20261127@acme.example>"
 
 
-def postfix_dsn(recipient: str, message_id: str, action: str = "failed",
-                status: str = "5.1.1") -> bytes:
+def postfix_dsn(
+    recipient: str, message_id: str, action: str = "failed", status: str = "5.1.1"
+) -> bytes:
     """Postfix: text/plain + message/delivery-status + text/rfc822-headers, folded diag."""
     return f"""Return-Path: <>
 Received: by mail.acme.example (Postfix) id 4C0A21F4B2; Fri, 27 Nov 2026 10:03:00 +0000 (UTC)
@@ -231,18 +232,26 @@ def seed_bounces(engine, campaign_file) -> dict[str, int]:
         campaign, _ = campaigns.load_campaign(session, campaign_file)
 
         def person(key, email, phone=None):
-            contact = Contact(campaign_id=campaign.id, key=key, email=email, phone=phone,
-                              exposures="passwords")
+            contact = Contact(
+                campaign_id=campaign.id, key=key, email=email, phone=phone, exposures="passwords"
+            )
             session.add(contact)
             session.flush()
             return contact
 
         def email(contact, mid, notice="notice", sequence=0, status="sent"):
             # sent an hour ago: within the 30 days in which an untagged DSN may match it
-            row = Message(campaign_id=campaign.id, contact_id=contact.id, channel="email",
-                          notice=notice, sequence=sequence, status=status,
-                          address=contact.email, provider_message_id=mid,
-                          sent_at=utcnow() - timedelta(hours=1))
+            row = Message(
+                campaign_id=campaign.id,
+                contact_id=contact.id,
+                channel="email",
+                notice=notice,
+                sequence=sequence,
+                status=status,
+                address=contact.email,
+                provider_message_id=mid,
+                sent_at=utcnow() - timedelta(hours=1),
+            )
             session.add(row)
             session.flush()
             return row.id
@@ -267,7 +276,8 @@ def bounce_dir(tmp_path):
     (folder / "exim.eml").write_bytes(exim_dsn("bob@bücher.example"))
     (folder / "gmail.eml").write_bytes(gmail_dsn("Carol.Smith@gmail.com", CAROL_ID))
     (folder / "delayed.eml").write_bytes(
-        postfix_dsn("dan@example.net", "<m4@acme.example>", "delayed", "4.4.1"))
+        postfix_dsn("dan@example.net", "<m4@acme.example>", "delayed", "4.4.1")
+    )
     (folder / "ghost.eml").write_bytes(postfix_dsn("ghost@nowhere.example", "<zz@x>"))
     (folder / "notes.txt").write_text("Hello, this is not a bounce.\n")
     (folder / "garbage.bin").write_bytes(bytes(range(256)) * 4)
@@ -289,9 +299,15 @@ def test_parse_postfix_exim_gmail():
     assert postfix.message_id == ANN_ID and postfix.reporting_mta == "mail.acme.example"
     (rcpt,) = postfix.recipients
     assert (rcpt.final_recipient, rcpt.original_recipient, rcpt.action, rcpt.status) == (
-        "ann@example.com", "ann@example.com", "failed", "5.1.1")
-    assert rcpt.diagnostic == ("550 5.1.1 <ann@example.com>: Recipient address rejected: "
-                               "User unknown in virtual mailbox table")
+        "ann@example.com",
+        "ann@example.com",
+        "failed",
+        "5.1.1",
+    )
+    assert rcpt.diagnostic == (
+        "550 5.1.1 <ann@example.com>: Recipient address rejected: "
+        "User unknown in virtual mailbox table"
+    )
     exim = bounces.parse_dsn(exim_dsn("bob@bücher.example"), "e")
     assert exim.recipients[0].final_recipient == "bob@bücher.example"
     assert exim.recipients[0].status == "5.0.0"
@@ -320,26 +336,42 @@ def test_import_matches_bounces_and_queues_fallbacks(engine, seeded, bounce_dir)
     dan = message(engine, seeded["dan"])
     assert dan.status == "sent"  # delayed: an event only
     with db.session_scope(engine) as session:
-        kinds = [(e.source, e.kind, e.applied) for e in session.scalars(
-            select(Event).where(Event.message_id == seeded["dan"]))]
+        kinds = [
+            (e.source, e.kind, e.applied)
+            for e in session.scalars(select(Event).where(Event.message_id == seeded["dan"]))
+        ]
         assert kinds == [("bounce", "delayed", False)]
         ann_event = session.scalar(select(Event).where(Event.message_id == seeded["ann"]))
         assert ann_event.detail["matched_by"] == "recipient"  # no VERP tag in these
         assert ann_event.detail["note"].startswith("matched by recipient")
         assert ann_event.detail["file"].endswith("postfix.eml")
     fallbacks = sms_rows(engine)
-    assert sorted((m.address, m.notice, m.sequence, m.status, m.is_fallback)
-                  for m in fallbacks) == [
+    assert sorted(
+        (m.address, m.notice, m.sequence, m.status, m.is_fallback) for m in fallbacks
+    ) == [
         ("+14155550101", "notice", 0, "pending", True),
-        ("+14155550102", "reminder", 1, "pending", True)]
+        ("+14155550102", "reminder", 1, "pending", True),
+    ]
     counts = report.counts()
-    assert counts == {"messages": 7, "dsns": 5, "recipients": 5, "bounced": 3,
-                      "already_final": 0, "events_only": 1, "fallbacks_queued": 2,
-                      "verified_by_tag": 0, "matched_by_recipient": 4,
-                      "unmatched": 1, "unparseable": 2, "skipped": 0}
+    assert counts == {
+        "messages": 7,
+        "dsns": 5,
+        "recipients": 5,
+        "bounced": 3,
+        "already_final": 0,
+        "events_only": 1,
+        "fallbacks_queued": 2,
+        "verified_by_tag": 0,
+        "matched_by_recipient": 4,
+        "unmatched": 1,
+        "unparseable": 2,
+        "skipped": 0,
+    }
     assert report.unmatched == [f"{bounce_dir / 'ghost.eml'}: ghost@nowhere.example"]
     assert sorted(name.rsplit("/", 1)[1] for name, _ in report.unparseable) == [
-        "garbage.bin", "notes.txt"]
+        "garbage.bin",
+        "notes.txt",
+    ]
     # Importing the same bounces again changes nothing and queues nothing new.
     with db.session_scope(engine) as session:
         again = bounces.import_path(session, bounce_dir)
@@ -361,10 +393,13 @@ def test_delivered_and_relayed_are_events_only(engine, seeded, tmp_path):
 def test_mbox_and_a_message_id_alone_is_not_believed(engine, seeded, tmp_path):
     mbox = tmp_path / "bounces.mbox"
     # Message-IDs are guessable: without a VERP tag, the recipient must match.
-    parts = [postfix_dsn("ann@example.com", ANN_ID).replace(b"\r\n", b"\n"),
-             gmail_dsn("someone-else@gmail.com", CAROL_ID)]
-    mbox.write_bytes(b"".join(b"From MAILER-DAEMON Fri Nov 27 10:03:00 2026\n" + p + b"\n"
-                              for p in parts))
+    parts = [
+        postfix_dsn("ann@example.com", ANN_ID).replace(b"\r\n", b"\n"),
+        gmail_dsn("someone-else@gmail.com", CAROL_ID),
+    ]
+    mbox.write_bytes(
+        b"".join(b"From MAILER-DAEMON Fri Nov 27 10:03:00 2026\n" + p + b"\n" for p in parts)
+    )
     with db.session_scope(engine) as session:
         report = bounces.import_path(session, mbox)
     assert (report.messages, report.dsns, report.bounced) == (2, 2, 1)
@@ -373,8 +408,10 @@ def test_mbox_and_a_message_id_alone_is_not_believed(engine, seeded, tmp_path):
 
 
 def test_missing_path_is_an_error(engine, tmp_path):
-    with pytest.raises(bounces.NotifyError, match="no such file"), \
-            db.session_scope(engine) as session:
+    with (
+        pytest.raises(bounces.NotifyError, match="no such file"),
+        db.session_scope(engine) as session,
+    ):
         bounces.import_path(session, tmp_path / "nope")
 
 
@@ -385,12 +422,14 @@ def cli_seeded(env, campaign_file):
 
 def test_bounces_cli_reports_and_audits(env, cli_seeded, bounce_dir):
     runner = CliRunner()
-    result = runner.invoke(main, ["--actor", "postmaster", "bounces", "import", str(bounce_dir)],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        main,
+        ["--actor", "postmaster", "bounces", "import", str(bounce_dir)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "Read 7 message(s): 5 delivery status notification(s) with 5 recipient report(s)." \
-        in out
+    assert "Read 7 message(s): 5 delivery status notification(s) with 5 recipient report(s)." in out
     assert "Bounced: 3 email(s) newly marked bounced; 0 already final." in out
     assert f"Queued 2 SMS fallback(s) for {NAME}; send them with: notify send {NAME}" in out
     assert "Unmatched (1)" in out and "ghost@nowhere.example" in out
@@ -401,8 +440,11 @@ def test_bounces_cli_reports_and_audits(env, cli_seeded, bounce_dir):
         audit = session.scalar(select(AuditRecord).where(AuditRecord.command == "bounces import"))
     assert audit.actor == "postmaster" and audit.counts["bounced"] == 3
     assert audit.arguments == {"path": str(bounce_dir)}
-    again = runner.invoke(main, ["bounces", "import", str(bounce_dir / "postfix.eml"), "--json"],
-                          catch_exceptions=False)
+    again = runner.invoke(
+        main,
+        ["bounces", "import", str(bounce_dir / "postfix.eml"), "--json"],
+        catch_exceptions=False,
+    )
     data = json.loads(again.output)
     assert (data["bounced"], data["already_final"], data["fallbacks_queued"]) == (0, 1, 0)
     missing = runner.invoke(main, ["bounces", "import", str(bounce_dir / "nope")])

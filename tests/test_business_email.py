@@ -30,17 +30,29 @@ def setup(engine, tmp_path, **changes):
     path = campaign_toml(tmp_path, **changes)
     campaign = make_campaign(engine, path)
     with db.session_scope(engine) as session:
-        session.add_all(Contact(campaign_id=campaign.id, key=k, email=e.lower(), phone=p,
-                                country="US", state=s, exposures=x, extra={})
-                        for k, s, x, e, p in PEOPLE)
-    send_campaign(engine, load_settings(), NAME,
-                         SendOptions(email_rate=0, sms_rate=0, progress=False))
+        session.add_all(
+            Contact(
+                campaign_id=campaign.id,
+                key=k,
+                email=e.lower(),
+                phone=p,
+                country="US",
+                state=s,
+                exposures=x,
+                extra={},
+            )
+            for k, s, x, e, p in PEOPLE
+        )
+    send_campaign(
+        engine, load_settings(), NAME, SendOptions(email_rate=0, sms_rate=0, progress=False)
+    )
 
 
 def by_key(engine) -> dict[tuple[str, str], Message]:
     with db.session_scope(engine) as session:
-        rows = session.execute(select(Contact.key, Message)
-                               .join(Message, Message.contact_id == Contact.id)).all()
+        rows = session.execute(
+            select(Contact.key, Message).join(Message, Message.contact_id == Contact.id)
+        ).all()
         session.expunge_all()
         return {(key, m.channel): m for key, m in rows}
 
@@ -59,8 +71,11 @@ def test_credentials_email_to_a_business_mailbox_is_skipped_and_sms_carries_it(e
     mails = "".join(p.read_text() for p in (Path(env["NOTIFY_OUTBOX"]) / "email").glob("*.eml"))
     assert "ana@corp.acme.example" not in mails and "bo@corp.acme.example" not in mails
     with db.session_scope(engine) as session:
-        event = session.scalar(select(Event).where(
-            Event.message_id == found[("ca-biz", "email")].id, Event.kind == "skipped"))
+        event = session.scalar(
+            select(Event).where(
+                Event.message_id == found[("ca-biz", "email")].id, Event.kind == "skipped"
+            )
+        )
         assert "1798.82(d)(5)" in event.detail["reason"]
     out = tmp_path / "unreached.csv"
     export.export_unreached(engine, NAME, out)
@@ -92,14 +107,21 @@ def test_reminders_follow_the_same_rule(env, tmp_path):
     assert by_key(engine)[("ca-biz", "email")].status == "sent"
     make_campaign(engine, campaign_toml(tmp_path, business_email_domains='["corp.acme.example"]'))
     with db.session_scope(engine) as session:
-        planned = plan_reminders(session, get_campaign(session, NAME), timedelta(0), 2,
-                                        ["email"], now=utcnow() + timedelta(days=4))
+        planned = plan_reminders(
+            session,
+            get_campaign(session, NAME),
+            timedelta(0),
+            2,
+            ["email"],
+            now=utcnow() + timedelta(days=4),
+        )
         assert planned == 5  # every contact here has a password to reset
     with db.session_scope(engine) as session:
-        rows = session.execute(select(Contact.key, Message)
-                               .join(Message, Message.contact_id == Contact.id)
-                               .where(Message.notice == "reminder",
-                                      Message.channel == "email")).all()
+        rows = session.execute(
+            select(Contact.key, Message)
+            .join(Message, Message.contact_id == Contact.id)
+            .where(Message.notice == "reminder", Message.channel == "email")
+        ).all()
         reminders = {key: (m.status, m.skip_reason or "") for key, m in rows}
     assert reminders["ca-home"][0] == "pending" and reminders["ny-biz"][0] == "pending"
     assert reminders["ca-id"][0] == "pending"  # more than credentials

@@ -40,15 +40,20 @@ def test_load_then_reload_updates(env, campaign_file):
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (("channels = [\"email\", \"sms\"]", "channels = [\"fax\"]"), "channels"),
-        (("fallback = \"sms\"", "fallbak = \"sms\""), "fallbak: unknown key"),
+        (('channels = ["email", "sms"]', 'channels = ["fax"]'), "channels"),
+        (('fallback = "sms"', 'fallbak = "sms"'), "fallbak: unknown key"),
         (("email_per_second = 20", "email_per_second = -3"), "throttle.email_per_second"),
         (("concurrency = 10", "concurrency = 2.5"), "throttle.concurrency"),
-        (("incident_date = \"2026-11-20\"", "incident_date = \"20/11/2026\""), "incident_date"),
-        (("sms_from = \"+14155550199\"", "sms_from = \"call me\""), "sms_from"),
-        (("reset_url = \"https://acme.example/reset?token={token}\"",
-          "reset_url = \"https://acme.example/reset\""), "reset_url"),
-        (("sender_email = \"security@acme.example\"", "sender_email = \"nope\""), "sender_email"),
+        (('incident_date = "2026-11-20"', 'incident_date = "20/11/2026"'), "incident_date"),
+        (('sms_from = "+14155550199"', 'sms_from = "call me"'), "sms_from"),
+        (
+            (
+                'reset_url = "https://acme.example/reset?token={token}"',
+                'reset_url = "https://acme.example/reset"',
+            ),
+            "reset_url",
+        ),
+        (('sender_email = "security@acme.example"', 'sender_email = "nope"'), "sender_email"),
         (("[throttle]", "[throttle]\nburst = 3"), "throttle.burst: unknown key"),
     ],
 )
@@ -92,8 +97,10 @@ def test_init_upgrades_an_older_schema(env):
     command.upgrade(db._alembic_config(engine), "0001")
     assert db.current_revision(engine) == "0001"
     result = run("init")
-    assert result.output == (f"Upgraded database {db.describe(env['NOTIFY_DATABASE_URL'])} "
-                             f"from schema 0001 to {db.HEAD}.\n")
+    assert result.output == (
+        f"Upgraded database {db.describe(env['NOTIFY_DATABASE_URL'])} "
+        f"from schema 0001 to {db.HEAD}.\n"
+    )
     from sqlalchemy import inspect
 
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("messages")}
@@ -125,5 +132,6 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path, monkeypatch):
     result = run("status", "acme-2026-11")
     assert result.exit_code == 1
     assert result.output.strip() == (
-        f"Error: cannot open database sqlite:///{notes}: file is not a database")
+        f"Error: cannot open database sqlite:///{notes}: file is not a database"
+    )
     assert notes.read_text() == "these are my notes, not a database\n"  # left untouched

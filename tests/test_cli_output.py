@@ -30,10 +30,28 @@ def trail(env, campaign_file):
     run("campaign", "load", str(campaign_file))
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
-        session.add(AuditRecord(at=WINTER, actor="ann", command="send", campaign="acme-2026-11",
-                                arguments={"limit": 5}, counts={"sent": 5}, outcome="ok"))
-        session.add(AuditRecord(at=SUMMER, actor="=cmd()", command="init", campaign=None,
-                                arguments={}, counts={}, outcome="ok"))
+        session.add(
+            AuditRecord(
+                at=WINTER,
+                actor="ann",
+                command="send",
+                campaign="acme-2026-11",
+                arguments={"limit": 5},
+                counts={"sent": 5},
+                outcome="ok",
+            )
+        )
+        session.add(
+            AuditRecord(
+                at=SUMMER,
+                actor="=cmd()",
+                command="init",
+                campaign=None,
+                arguments={},
+                counts={},
+                outcome="ok",
+            )
+        )
     return env
 
 
@@ -45,26 +63,39 @@ def test_campaign_list_formats_have_a_header(trail):
     assert [r["name"] for r in rows] == ["acme-2026-11"]
     assert rows[0]["channels"] == "email;sms"
     assert rows[0]["updated_at"].endswith("Z") and "T" in rows[0]["updated_at"]
-    assert run("campaign", "list", "--csv").output == run("campaign", "list", "--format",
-                                                          "csv").output
+    assert (
+        run("campaign", "list", "--csv").output == run("campaign", "list", "--format", "csv").output
+    )
     data = json.loads(run("campaign", "list", "--format", "json").output)
     assert data[0]["channels"] == ["email", "sms"]
-    assert run("campaign", "list", "--json").output == run("campaign", "list", "--format",
-                                                           "json").output
+    assert (
+        run("campaign", "list", "--json").output
+        == run("campaign", "list", "--format", "json").output
+    )
 
 
 def test_empty_list_table_says_so_csv_keeps_header(env):
     db.connect(env["NOTIFY_DATABASE_URL"])  # a database with no campaign yet
     assert "No campaigns yet" in run("campaign", "list").output
-    assert run("campaign", "list", "--csv").stdout_bytes == \
-        b"name,organization,channels,updated_at\r\n"
+    assert (
+        run("campaign", "list", "--csv").stdout_bytes
+        == b"name,organization,channels,updated_at\r\n"
+    )
     assert json.loads(run("campaign", "list", "--json").output) == []
 
 
 def test_audit_csv_is_utc_and_neutralized_table_in_chosen_zone(trail, monkeypatch):
     rows = list(csv.DictReader(io.StringIO(run("audit", "--format", "csv").output)))
-    assert list(rows[0]) == ["id", "at", "actor", "command", "campaign", "outcome",
-                             "arguments", "counts"]
+    assert list(rows[0]) == [
+        "id",
+        "at",
+        "actor",
+        "command",
+        "campaign",
+        "outcome",
+        "arguments",
+        "counts",
+    ]
     send, init = rows[1], rows[2]
     assert send["at"] == "2026-11-27T10:02:03Z" and init["at"] == "2026-07-01T10:02:03Z"
     assert send["counts"] == '{"sent":5}'
@@ -74,8 +105,10 @@ def test_audit_csv_is_utc_and_neutralized_table_in_chosen_zone(trail, monkeypatc
     assert re.search(r"2026-11-27 11:02 CET +ann ", table)
     assert re.search(r"2026-07-01 12:02 CEST +=cmd\(\) ", table)
     # Files and JSON stay UTC whatever the screen zone.
-    assert list(csv.DictReader(io.StringIO(run("audit", "--csv").output)))[1]["at"] == \
-        "2026-11-27T10:02:03Z"
+    assert (
+        list(csv.DictReader(io.StringIO(run("audit", "--csv").output)))[1]["at"]
+        == "2026-11-27T10:02:03Z"
+    )
     records = json.loads(run("audit", "--json").output)["records"]
     assert records[1]["at"] == "2026-11-27T10:02:03Z"
 
@@ -92,8 +125,10 @@ def test_two_formats_or_a_bad_zone_are_one_line_errors(trail, monkeypatch):
     monkeypatch.setenv("NOTIFY_TIMEZONE", "Mars/Olympus")
     bad = CliRunner().invoke(main, ["audit"])
     assert bad.exit_code == 1
-    assert bad.output.strip() == ("Error: NOTIFY_TIMEZONE: 'Mars/Olympus' is not a time zone "
-                                  "(use an IANA name such as Europe/Berlin or America/New_York)")
+    assert bad.output.strip() == (
+        "Error: NOTIFY_TIMEZONE: 'Mars/Olympus' is not a time zone "
+        "(use an IANA name such as Europe/Berlin or America/New_York)"
+    )
 
 
 def test_show_and_iso():
@@ -104,8 +139,9 @@ def test_show_and_iso():
     assert localtime.show(None) == "-"
     assert localtime.iso_utc(WINTER.astimezone(berlin)) == "2026-11-27T10:02:03Z"
     assert localtime.screen_zone(False, {}) is UTC
-    assert localtime.screen_zone(False, {"NOTIFY_TIMEZONE": "Asia/Tokyo"}) == \
-        localtime.named_zone("Asia/Tokyo")
+    assert localtime.screen_zone(False, {"NOTIFY_TIMEZONE": "Asia/Tokyo"}) == localtime.named_zone(
+        "Asia/Tokyo"
+    )
     assert localtime.screen_zone(True, {"TZ": "Asia/Tokyo"}).key == "Asia/Tokyo"
     with pytest.raises(ConfigError, match="NOTIFY_TIMEZONE: 'nope'"):
         localtime.screen_zone(False, {"NOTIFY_TIMEZONE": "nope"})

@@ -12,8 +12,10 @@ from notify import cli, db
 def test_every_command_is_mapped_to_the_module_that_defines_it():
     for module in set(cli.COMMANDS.values()):
         importlib.import_module(f"notify.cli.{module}")
-    defined = {name: command.callback.__module__.rsplit(".", 1)[-1]
-               for name, command in cli.main.commands.items()}
+    defined = {
+        name: command.callback.__module__.rsplit(".", 1)[-1]
+        for name, command in cli.main.commands.items()
+    }
     assert defined == cli.COMMANDS
 
 
@@ -30,7 +32,8 @@ def test_status_does_not_load_the_send_engine_or_templates(env):
         "'jinja2', 'aiosmtplib', 'twilio') if m in sys.modules]\n"
         "print('loaded:', heavy)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert "unknown campaign 'nope'" in result.stderr
     assert result.stdout.strip() == "loaded: []"

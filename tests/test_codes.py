@@ -36,8 +36,11 @@ def write_codes(path: Path, n: int, start: int = 0, extra: str = "") -> Path:
 
 def assignments(engine) -> dict[str, str]:
     with db.session_scope(engine) as session:
-        rows = session.execute(select(Contact.key, EnrollmentCode.code, Contact.enrollment_code)
-                               .join(EnrollmentCode, EnrollmentCode.contact_id == Contact.id))
+        rows = session.execute(
+            select(Contact.key, EnrollmentCode.code, Contact.enrollment_code).join(
+                EnrollmentCode, EnrollmentCode.contact_id == Contact.id
+            )
+        )
         found = {}
         for key, code, copy in rows:
             assert key not in found, f"{key} has two codes"
@@ -68,12 +71,15 @@ def test_import_reads_the_code_column_and_is_idempotent(env, tmp_path):
         assert session.scalar(select(func.count()).select_from(EnrollmentCode)) == 5
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("id,value\n1,A\n", 'line 1: no column "code"'),
-    ("code\nA-1\n\n,\nA-2\nA-1\n", 'line 6, column "code": A-1... already on line 2'),
-    ("name,code\nx,A-1\ny,\n", 'line 3, column "code": empty'),
-    ("code\n", "no codes"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("id,value\n1,A\n", 'line 1: no column "code"'),
+        ("code\nA-1\n\n,\nA-2\nA-1\n", 'line 6, column "code": A-1... already on line 2'),
+        ("name,code\nx,A-1\ny,\n", 'line 3, column "code": empty'),
+        ("code\n", "no codes"),
+    ],
+)
 def test_bad_code_files_are_one_line_and_import_nothing(env, tmp_path, content, message):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     make_campaign(engine, campaign_toml(tmp_path))
@@ -91,8 +97,12 @@ def test_send_gives_each_identity_contact_one_code_and_the_notice_shows_it(env, 
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 4, exposures="identity;passwords")
     add_contacts(engine, campaign, 2, start=10, exposures="card")
-    assert run("codes", "import", str(write_codes(tmp_path / "c.csv", 6)), "--campaign",
-               NAME).exit_code == 0
+    assert (
+        run(
+            "codes", "import", str(write_codes(tmp_path / "c.csv", 6)), "--campaign", NAME
+        ).exit_code
+        == 0
+    )
     options = SendOptions(email_rate=0, progress=False)
     send_campaign(engine, load_settings(), NAME, options)
     given = assignments(engine)
@@ -122,8 +132,10 @@ def test_send_refuses_to_start_when_the_pool_is_too_small(env, tmp_path):
     assert "1 more code(s) are needed" in imported.output
     result = run("send", NAME, "--yes")
     assert result.exit_code == 1
-    assert ("3 contact(s) with identity data exposed need a credit-monitoring code but only 2 "
-            "code(s) are free") in result.output
+    assert (
+        "3 contact(s) with identity data exposed need a credit-monitoring code but only 2 "
+        "code(s) are free"
+    ) in result.output
     with db.session_scope(engine) as session:  # nothing planned, nothing given
         assert session.scalar(select(func.count()).select_from(Message)) == 0
     assert assignments(engine) == {}
@@ -161,8 +173,9 @@ def test_two_workers_planning_at_once_never_share_or_double_a_code(pg_url, tmp_p
     added = iter(range(rounds))
 
     def more_contacts() -> None:  # before each round: new contacts both workers race for
-        add_contacts(setup, campaign, per_round, start=next(added) * per_round,
-                     exposures="identity")
+        add_contacts(
+            setup, campaign, per_round, start=next(added) * per_round, exposures="identity"
+        )
 
     barrier = threading.Barrier(2, action=more_contacts)
 
@@ -189,6 +202,12 @@ def test_two_workers_planning_at_once_never_share_or_double_a_code(pg_url, tmp_p
     assert len(given) == n
     assert len(set(given.values())) == n
     with db.session_scope(setup) as session:
-        assert session.scalar(select(func.count()).select_from(EnrollmentCode)
-                              .where(EnrollmentCode.contact_id.is_(None))) == 0
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(EnrollmentCode)
+                .where(EnrollmentCode.contact_id.is_(None))
+            )
+            == 0
+        )
     setup.dispose()

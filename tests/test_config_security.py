@@ -12,9 +12,12 @@ from notify.config import Settings, load_settings
 from notify.errors import ConfigError
 from notify.models import Message
 
-SECRETS = {"NOTIFY_SMTP_PASSWORD": "smtp-pass-1234", "TWILIO_AUTH_TOKEN": "twilio-tok-5678",
-           "NOTIFY_WEBHOOK_SECRET": "w" * 40,
-           "NOTIFY_DATABASE_URL": "postgresql+psycopg://notify:db-pass-9999@db.example/n"}
+SECRETS = {
+    "NOTIFY_SMTP_PASSWORD": "smtp-pass-1234",
+    "TWILIO_AUTH_TOKEN": "twilio-tok-5678",
+    "NOTIFY_WEBHOOK_SECRET": "w" * 40,
+    "NOTIFY_DATABASE_URL": "postgresql+psycopg://notify:db-pass-9999@db.example/n",
+}
 
 
 def test_repr_and_str_hide_every_secret():
@@ -26,19 +29,26 @@ def test_repr_and_str_hide_every_secret():
     assert "smtp_password=None" in repr(Settings())  # unset stays visibly unset
 
 
-PLAIN = {"NOTIFY_SMTP_HOST": "smtp.example.com", "NOTIFY_SMTP_TLS": "none",
-         "NOTIFY_SMTP_USERNAME": "notify", "NOTIFY_SMTP_PASSWORD": "smtp-pass-1234"}
+PLAIN = {
+    "NOTIFY_SMTP_HOST": "smtp.example.com",
+    "NOTIFY_SMTP_TLS": "none",
+    "NOTIFY_SMTP_USERNAME": "notify",
+    "NOTIFY_SMTP_PASSWORD": "smtp-pass-1234",
+}
 
 
-@pytest.mark.parametrize("env, problem", [
-    (PLAIN, "NOTIFY_SMTP_TLS=none would send the SMTP password"),
-    ({**PLAIN, "NOTIFY_SMTP_HOST": "10.0.0.5"}, "in clear to 10.0.0.5"),
-    ({**PLAIN, "NOTIFY_SMTP_HOST": "127.0.0.1.example.com"}, "in clear"),
-    ({**PLAIN, "NOTIFY_SMTP_ALLOW_PLAINTEXT": "yes"}, "NOTIFY_SMTP_ALLOW_PLAINTEXT: 'yes'"),
-    ({"NOTIFY_TWILIO_API_URL": "http://api.twilio.example"}, "would send the Twilio auth"),
-    ({"NOTIFY_TWILIO_API_URL": "http://192.168.1.10:8080"}, "use https"),
-    ({"NOTIFY_TWILIO_API_URL": "ftp://127.0.0.1"}, "is not an http(s) URL"),
-])
+@pytest.mark.parametrize(
+    "env, problem",
+    [
+        (PLAIN, "NOTIFY_SMTP_TLS=none would send the SMTP password"),
+        ({**PLAIN, "NOTIFY_SMTP_HOST": "10.0.0.5"}, "in clear to 10.0.0.5"),
+        ({**PLAIN, "NOTIFY_SMTP_HOST": "127.0.0.1.example.com"}, "in clear"),
+        ({**PLAIN, "NOTIFY_SMTP_ALLOW_PLAINTEXT": "yes"}, "NOTIFY_SMTP_ALLOW_PLAINTEXT: 'yes'"),
+        ({"NOTIFY_TWILIO_API_URL": "http://api.twilio.example"}, "would send the Twilio auth"),
+        ({"NOTIFY_TWILIO_API_URL": "http://192.168.1.10:8080"}, "use https"),
+        ({"NOTIFY_TWILIO_API_URL": "ftp://127.0.0.1"}, "is not an http(s) URL"),
+    ],
+)
 def test_cleartext_credentials_are_refused(env, problem):
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
@@ -46,32 +56,37 @@ def test_cleartext_credentials_are_refused(env, problem):
     assert "\n" not in str(caught.value) and "smtp-pass-1234" not in str(caught.value)
 
 
-@pytest.mark.parametrize("env", [
-    {**PLAIN, "NOTIFY_SMTP_ALLOW_PLAINTEXT": "1"},  # the operator says the path is protected
-    {**PLAIN, "NOTIFY_SMTP_HOST": "127.0.0.1"},
-    {**PLAIN, "NOTIFY_SMTP_HOST": "localhost"},
-    {**PLAIN, "NOTIFY_SMTP_HOST": "::1"},
-    {**PLAIN, "NOTIFY_SMTP_TLS": "starttls"},
-    {**PLAIN, "NOTIFY_SMTP_TLS": "tls"},
-    {k: v for k, v in PLAIN.items() if k != "NOTIFY_SMTP_USERNAME"},  # no AUTH at all
-    {"NOTIFY_TWILIO_API_URL": "https://api.twilio.example"},
-    {"NOTIFY_TWILIO_API_URL": "http://127.0.0.1:8099"},
-    {"NOTIFY_TWILIO_API_URL": "http://localhost:8099/"},
-    {"NOTIFY_TWILIO_API_URL": "http://[::1]:8099"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {**PLAIN, "NOTIFY_SMTP_ALLOW_PLAINTEXT": "1"},  # the operator says the path is protected
+        {**PLAIN, "NOTIFY_SMTP_HOST": "127.0.0.1"},
+        {**PLAIN, "NOTIFY_SMTP_HOST": "localhost"},
+        {**PLAIN, "NOTIFY_SMTP_HOST": "::1"},
+        {**PLAIN, "NOTIFY_SMTP_TLS": "starttls"},
+        {**PLAIN, "NOTIFY_SMTP_TLS": "tls"},
+        {k: v for k, v in PLAIN.items() if k != "NOTIFY_SMTP_USERNAME"},  # no AUTH at all
+        {"NOTIFY_TWILIO_API_URL": "https://api.twilio.example"},
+        {"NOTIFY_TWILIO_API_URL": "http://127.0.0.1:8099"},
+        {"NOTIFY_TWILIO_API_URL": "http://localhost:8099/"},
+        {"NOTIFY_TWILIO_API_URL": "http://[::1]:8099"},
+    ],
+)
 def test_encrypted_or_loopback_settings_are_accepted(env):
     load_settings(env)
 
 
-def test_send_refuses_plaintext_auth_before_claiming_anything(env, campaign_file, monkeypatch,
-                                                              tmp_path):
+def test_send_refuses_plaintext_auth_before_claiming_anything(
+    env, campaign_file, monkeypatch, tmp_path
+):
     """`notify send` stops with one line; every message stays pending, nothing reaches SMTP."""
     runner = CliRunner()
     assert runner.invoke(main, ["campaign", "load", str(campaign_file)]).exit_code == 0
     contacts = tmp_path / "c.csv"
     contacts.write_text("email,exposure\nann@example.com,card\n")
-    result = runner.invoke(main, ["contacts", "import", str(contacts),
-                                  "--campaign", "acme-2026-11"])
+    result = runner.invoke(
+        main, ["contacts", "import", str(contacts), "--campaign", "acme-2026-11"]
+    )
     assert result.exit_code == 0, result.output
     for name, value in PLAIN.items():  # smtp.example.com: not loopback
         monkeypatch.setenv(name, value)
@@ -83,8 +98,12 @@ def test_send_refuses_plaintext_auth_before_claiming_anything(env, campaign_file
     assert "smtp-pass-1234" not in result.output
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
-        assert session.scalar(select(func.count()).select_from(Message)
-                              .where(Message.status != "pending")) == 0
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Message).where(Message.status != "pending")
+            )
+            == 0
+        )
 
 
 @pytest.mark.parametrize("secret", ["x", "y" * 31, "é" * 15])

@@ -41,15 +41,18 @@ def test_db_path_overrides_the_environment(env, tmp_path, campaign_file):
 
 
 @SQLITE_ONLY
-@pytest.mark.parametrize("args", [
-    ["status", "acme-2026-11"],
-    ["lookup", "100202"],
-    ["send", "acme-2026-11", "--yes"],
-    ["campaign", "list"],
-    ["contacts", "import", "contacts.csv", "--campaign", "acme-2026-11"],
-    ["export", "deliveries", "acme-2026-11", "-o", "out.csv"],
-    ["audit", "--json"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "acme-2026-11"],
+        ["lookup", "100202"],
+        ["send", "acme-2026-11", "--yes"],
+        ["campaign", "list"],
+        ["contacts", "import", "contacts.csv", "--campaign", "acme-2026-11"],
+        ["export", "deliveries", "acme-2026-11", "-o", "out.csv"],
+        ["audit", "--json"],
+    ],
+)
 def test_read_commands_never_create_a_database(env, tmp_path, args):
     (tmp_path / "contacts.csv").write_text("key,email,exposures\nC-1,a@example.com,card\n")
     elsewhere = tmp_path / "elsewhere"
@@ -58,13 +61,16 @@ def test_read_commands_never_create_a_database(env, tmp_path, args):
         target = elsewhere / f"{how.strip('-')}.db"
         if how == "env":
             result = CliRunner(env={"NOTIFY_DATABASE_URL": f"sqlite:///{target}"}).invoke(
-                main, args)
+                main, args
+            )
         else:
             result = run("--db", str(target), *args)
         assert result.exit_code == 1, result.output
-        assert result.output == (f"Error: no database at {target}: choose the database with "
-                                 "--db URL|PATH or NOTIFY_DATABASE_URL (or create one with "
-                                 "notify init)\n")
+        assert result.output == (
+            f"Error: no database at {target}: choose the database with "
+            "--db URL|PATH or NOTIFY_DATABASE_URL (or create one with "
+            "notify init)\n"
+        )
         assert not target.exists()
     assert sorted(p.name for p in elsewhere.iterdir()) == []
     assert not (tmp_path / "notify.db").exists()
@@ -89,8 +95,10 @@ def test_database_names_are_printed_without_password():
 
 
 @SQLITE_ONLY
-@pytest.mark.parametrize("args", [["send", "acme-2026-11", "--yes"],
-                                  ["remind", "acme-2026-11", "--after", "72h", "--yes"]])
+@pytest.mark.parametrize(
+    "args",
+    [["send", "acme-2026-11", "--yes"], ["remind", "acme-2026-11", "--after", "72h", "--yes"]],
+)
 def test_a_cron_run_without_environment_prints_one_line(env, tmp_path, args):
     """A cron job with no environment, in a folder with no database: the one error line, not a
     second about the audit record that cannot be written into a database that is not there."""
@@ -98,14 +106,24 @@ def test_a_cron_run_without_environment_prints_one_line(env, tmp_path, args):
     import subprocess
     import sys
 
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-             "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-m", "notify", *args], cwd=tmp_path, env=clean,
-                            capture_output=True, text=True, timeout=60)
+    clean = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "notify", *args],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
-    assert result.stderr == (f"Error: no database at {tmp_path.resolve() / 'notify.db'}: choose "
-                             "the database with --db URL|PATH or NOTIFY_DATABASE_URL (or create "
-                             "one with notify init)\n")
+    assert result.stderr == (
+        f"Error: no database at {tmp_path.resolve() / 'notify.db'}: choose "
+        "the database with --db URL|PATH or NOTIFY_DATABASE_URL (or create "
+        "one with notify init)\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -115,8 +133,10 @@ def test_a_path_in_the_environment_variable_says_how_to_write_it(tmp_path):
     result = CliRunner(env={"NOTIFY_DATABASE_URL": str(target)}).invoke(main, ["campaign", "list"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: NOTIFY_DATABASE_URL: cannot use ")
-    assert result.output.endswith(f"(a SQLite file is written sqlite:///{target.resolve()}, or "
-                                  "given as a path with notify --db PATH)\n")
+    assert result.output.endswith(
+        f"(a SQLite file is written sqlite:///{target.resolve()}, or "
+        "given as a path with notify --db PATH)\n"
+    )
     assert not target.exists()
 
 
@@ -128,7 +148,9 @@ def test_a_database_in_a_missing_folder_names_the_folder(env, tmp_path, campaign
     args = [str(campaign_file) if a == "CAMPAIGN" else a for a in command]
     result = run("--db", str(target), *args)
     assert result.exit_code == 1
-    assert result.output == (f"Error: cannot create the database {target}: folder "
-                             f"{target.parent} does not exist (create it first, or choose "
-                             "another path with --db)\n")
+    assert result.output == (
+        f"Error: cannot create the database {target}: folder "
+        f"{target.parent} does not exist (create it first, or choose "
+        "another path with --db)\n"
+    )
     assert not (tmp_path / "no").exists()

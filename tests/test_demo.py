@@ -9,10 +9,12 @@ from click.testing import CliRunner
 
 from notify.cli import main
 
-COLUMNS = ("campaign,contact_key,name,channel,address,exposures,template,status,attempts,"
-           "provider_message_id,error_code,error_message,first_attempt_at,sent_at,"
-           "delivered_at,last_event_at,content_sha256,reset_status,reset_completed_at,"
-           "transport,template_version,state,country")
+COLUMNS = (
+    "campaign,contact_key,name,channel,address,exposures,template,status,attempts,"
+    "provider_message_id,error_code,error_message,first_attempt_at,sent_at,"
+    "delivered_at,last_event_at,content_sha256,reset_status,reset_completed_at,"
+    "transport,template_version,state,country"
+)
 
 
 def test_demo_end_to_end(tmp_path, monkeypatch):
@@ -33,10 +35,8 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     assert {r["status"] for r in body} == {"sent", "skipped"}
     assert {r["reset_status"] for r in body} >= {"pending", "completed"}
     emails = list((folder / "outbox" / "email").glob("*.eml"))
-    sms = [json.loads(line) for line in (folder / "outbox" / "sms.jsonl").read_text()
-           .splitlines()]
-    assert len(emails) == sum(1 for r in body if r["channel"] == "email" and
-                              r["status"] == "sent")
+    sms = [json.loads(line) for line in (folder / "outbox" / "sms.jsonl").read_text().splitlines()]
+    assert len(emails) == sum(1 for r in body if r["channel"] == "email" and r["status"] == "sent")
     assert len(sms) == sum(1 for r in body if r["channel"] == "sms" and r["status"] == "sent")
     assert (folder / "rejects.csv").read_text().startswith("line,reason,")
 

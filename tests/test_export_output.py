@@ -54,12 +54,17 @@ def planned(env):
 
 def test_every_output_option_accepts_dash_for_stdout(planned, tmp_path):
     commands = output_commands()
-    assert {("export", "deliveries"), ("export", "events"), ("export", "unreached"),
-            ("resets", "export")} <= {tuple(c) for c in commands}
+    assert {
+        ("export", "deliveries"),
+        ("export", "events"),
+        ("export", "unreached"),
+        ("resets", "export"),
+    } <= {tuple(c) for c in commands}
     for command in commands:
         target = tmp_path / f"{'-'.join(command)}.csv"
-        to_file = CliRunner().invoke(main, [*command, NAME, "-o", str(target)],
-                                     catch_exceptions=False)
+        to_file = CliRunner().invoke(
+            main, [*command, NAME, "-o", str(target)], catch_exceptions=False
+        )
         assert to_file.exit_code == 0, (command, to_file.output)
         piped = CliRunner().invoke(main, [*command, NAME, "-o", "-"], catch_exceptions=False)
         assert piped.exit_code == 0, (command, piped.output)
@@ -75,13 +80,19 @@ def test_every_output_option_accepts_dash_for_stdout(planned, tmp_path):
 def test_export_prints_a_plain_progress_line_off_a_terminal(planned, monkeypatch, tmp_path):
     monkeypatch.setattr(progress_mod, "INTERVAL", 0)  # a line at every report (every 100 rows)
     monkeypatch.setattr("notify.export.PROGRESS_EVERY", 100)
-    result = CliRunner().invoke(main, ["export", "deliveries", NAME, "-o",
-                                       str(tmp_path / "d.csv")], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["export", "deliveries", NAME, "-o", str(tmp_path / "d.csv")], catch_exceptions=False
+    )
     lines = result.stderr.splitlines()
     assert len(lines) == 30, lines
-    assert all(re.fullmatch(
-        rf"export deliveries {NAME}: [\d,]+ of 3,000 rows \(\d+%\), [\d,]+/s(, \d+:\d\d left)?"
-        r", \d+:\d\d elapsed", line) for line in lines), lines
+    assert all(
+        re.fullmatch(
+            rf"export deliveries {NAME}: [\d,]+ of 3,000 rows \(\d+%\), [\d,]+/s(, \d+:\d\d left)?"
+            r", \d+:\d\d elapsed",
+            line,
+        )
+        for line in lines
+    ), lines
     assert lines[0].startswith(f"export deliveries {NAME}: 100 of 3,000 rows (3%), ")
     assert lines[-1].startswith(f"export deliveries {NAME}: 3,000 of 3,000 rows (100%), ")
     assert "\r" not in result.stderr and "\033" not in result.stderr  # a log, not a terminal
@@ -94,12 +105,12 @@ def test_export_prints_a_plain_progress_line_off_a_terminal(planned, monkeypatch
 def test_resets_export_progress_off_a_terminal(planned, monkeypatch):
     monkeypatch.setattr(progress_mod, "INTERVAL", 0)
     monkeypatch.setattr("notify.export.PROGRESS_EVERY", 100)
-    result = CliRunner().invoke(main, ["resets", "export", NAME, "-o", "-"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(main, ["resets", "export", NAME, "-o", "-"], catch_exceptions=False)
     progress_lines = [line for line in result.stderr.splitlines() if "reset(s)" not in line]
     assert len(progress_lines) == 15 and all(
         re.fullmatch(rf"resets export {NAME}: [\d,]+ rows, [\d,]+/s, \d+:\d\d elapsed", line)
-        for line in progress_lines), progress_lines
+        for line in progress_lines
+    ), progress_lines
     assert result.stdout_bytes.count(b"\r\n") == 1501
 
 
@@ -111,32 +122,37 @@ class FakeTerminal(io.StringIO):
 def test_terminal_line_shows_rows_rate_over_the_last_minute_and_eta():
     now = [1000.0]
     stream = FakeTerminal()
-    with RowProgress("export deliveries x", total=10_000, stream=stream,
-                     clock=lambda: now[0]) as bar:
+    with RowProgress(
+        "export deliveries x", total=10_000, stream=stream, clock=lambda: now[0]
+    ) as bar:
         assert bar.terminal
         for second in range(1, 121):  # 100 rows/s for the first minute, then 10 rows/s
             now[0] = 1000.0 + second
             bar.update(100 * min(second, 60) + 10 * max(0, second - 60))
-        assert bar.line() == ("export deliveries x: 6,600 of 10,000 rows (66%), 10/s, "
-                              "5:40 left, 2:00 elapsed")
+        assert bar.line() == (
+            "export deliveries x: 6,600 of 10,000 rows (66%), 10/s, 5:40 left, 2:00 elapsed"
+        )
     drawn = stream.getvalue()
-    assert drawn.startswith("\r\033[Kexport deliveries x: 100 of 10,000 rows (1%), 100/s, "
-                            "1:39 left, 0:01 elapsed")
+    assert drawn.startswith(
+        "\r\033[Kexport deliveries x: 100 of 10,000 rows (1%), 100/s, 1:39 left, 0:01 elapsed"
+    )
     assert drawn.endswith("\r\033[K")  # cleared for the summary line
 
 
 def test_plain_lines_every_interval_and_none_for_a_short_job():
     now = [100.0]
     stream = io.StringIO()
-    with RowProgress("job", stream=stream, terminal=False, interval=30,
-                     clock=lambda: now[0]) as bar:
+    with RowProgress(
+        "job", stream=stream, terminal=False, interval=30, clock=lambda: now[0]
+    ) as bar:
         for at, done in ((10, 500), (29, 1000)):
             now[0] = 100.0 + at
             bar.update(done)
     assert stream.getvalue() == ""  # ended before the first interval: no noise
     now[0] = 100.0
-    with RowProgress("job", stream=stream, terminal=False, interval=30,
-                     clock=lambda: now[0]) as bar:
+    with RowProgress(
+        "job", stream=stream, terminal=False, interval=30, clock=lambda: now[0]
+    ) as bar:
         for at, done in ((10, 1000), (31, 3100), (45, 4500), (62, 6200), (70, 7000)):
             now[0] = 100.0 + at
             bar.update(done)

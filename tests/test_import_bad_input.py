@@ -41,8 +41,11 @@ def contact_count(engine) -> int:
 
 def import_audits(engine) -> int:
     with db.session_scope(engine) as session:
-        return session.scalar(select(func.count()).select_from(AuditRecord)
-                              .where(AuditRecord.command == "contacts import"))
+        return session.scalar(
+            select(func.count())
+            .select_from(AuditRecord)
+            .where(AuditRecord.command == "contacts import")
+        )
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -66,25 +69,37 @@ def _zip_bytes() -> bytes:
 FILE_ERRORS = {
     "empty": (b"", ["the file is empty"]),
     "blank lines only": (b"\xef\xbb\xbf\r\n\r\n  \n", ["the file is empty"]),
-    "binary garbage": (random.Random(1).randbytes(4096),
-                       ["not a CSV, TSV, XLSX", "(binary data at byte"]),
-    "latin-1 bytes": ("Email,Name,Exposure\nana@example.com,Ana,card\nb@example.com,José,card\n"
-                      .encode("latin-1"),
-                      ["line 3: not UTF-8 (byte 0xE9 at offset 62", "re-save the file as UTF-8"]),
-    "no email or phone column": (b"Name,Exposure\nAna,card\n",
-                                 ["no email or phone column (columns: Name, Exposure)",
-                                  "--map COLUMN=email"]),
-    "duplicate header names": (b"Email,Name,E-mail,Exposure\na@example.com,A,b@example.com,card\n",
-                               ["line 1: columns 1 'Email' and 3 'E-mail' have the same name"]),
-    "two columns for one field": (b"Email,Email Address,Exposure\na@example.com,b@example.com,"
-                                  b"card\n", ["'Email' and 'Email Address' both look like the "
-                                              "email"]),
-    "unclosed quote": (b'Email,Name,Exposure\na@example.com,"Ana,card\nb@example.com,B,card\n',
-                       ["line 2: a quote opened here is never closed"]),
-    "zip that is not a workbook": (_zip_bytes(), ["not a readable workbook, and a zip of 2 "
-                                                   "files"]),
-    "damaged legacy xls": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600,
-                           ["not a readable workbook (", "nothing was imported"]),
+    "binary garbage": (
+        random.Random(1).randbytes(4096),
+        ["not a CSV, TSV, XLSX", "(binary data at byte"],
+    ),
+    "latin-1 bytes": (
+        "Email,Name,Exposure\nana@example.com,Ana,card\nb@example.com,José,card\n".encode(
+            "latin-1"
+        ),
+        ["line 3: not UTF-8 (byte 0xE9 at offset 62", "re-save the file as UTF-8"],
+    ),
+    "no email or phone column": (
+        b"Name,Exposure\nAna,card\n",
+        ["no email or phone column (columns: Name, Exposure)", "--map COLUMN=email"],
+    ),
+    "duplicate header names": (
+        b"Email,Name,E-mail,Exposure\na@example.com,A,b@example.com,card\n",
+        ["line 1: columns 1 'Email' and 3 'E-mail' have the same name"],
+    ),
+    "two columns for one field": (
+        b"Email,Email Address,Exposure\na@example.com,b@example.com,card\n",
+        ["'Email' and 'Email Address' both look like the email"],
+    ),
+    "unclosed quote": (
+        b'Email,Name,Exposure\na@example.com,"Ana,card\nb@example.com,B,card\n',
+        ["line 2: a quote opened here is never closed"],
+    ),
+    "zip that is not a workbook": (_zip_bytes(), ["not a readable workbook, and a zip of 2 files"]),
+    "damaged legacy xls": (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600,
+        ["not a readable workbook (", "nothing was imported"],
+    ),
 }
 
 
@@ -94,22 +109,26 @@ def test_unreadable_files_are_one_line_errors(cli, tmp_path, case):
     path = tmp_path / "list.csv"
     path.write_bytes(content)
     rejects = tmp_path / "rejects.csv"
-    result = invoke("contacts", "import", str(path), "--campaign", CAMPAIGN,
-                    "--rejects", str(rejects))
+    result = invoke(
+        "contacts", "import", str(path), "--campaign", CAMPAIGN, "--rejects", str(rejects)
+    )
     assert_one_line_error(result, str(path), *fragments)
     assert contact_count(cli) == 0
     assert import_audits(cli) == 0
     assert not rejects.exists()
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--campaign", "nope"], ["unknown campaign 'nope'"]),
-    (["--campaign", CAMPAIGN, "--map", "Name"], ["--map 'Name': expected COLUMN=FIELD"]),
-    (["--campaign", CAMPAIGN, "--map", "Name=salary"], ["unknown field 'salary'"]),
-    (["--campaign", CAMPAIGN, "--map", "Cell=phone"], ["has no column 'Cell'"]),
-    (["--campaign", CAMPAIGN, "--default-region", "XX"], ["--default-region 'XX'"]),
-    (["--campaign", CAMPAIGN, "--rejects", "/nonexistent/dir/r.csv"], ["does not exist"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--campaign", "nope"], ["unknown campaign 'nope'"]),
+        (["--campaign", CAMPAIGN, "--map", "Name"], ["--map 'Name': expected COLUMN=FIELD"]),
+        (["--campaign", CAMPAIGN, "--map", "Name=salary"], ["unknown field 'salary'"]),
+        (["--campaign", CAMPAIGN, "--map", "Cell=phone"], ["has no column 'Cell'"]),
+        (["--campaign", CAMPAIGN, "--default-region", "XX"], ["--default-region 'XX'"]),
+        (["--campaign", CAMPAIGN, "--rejects", "/nonexistent/dir/r.csv"], ["does not exist"]),
+    ],
+)
 def test_bad_options_and_unknown_campaign(cli, tmp_path, args, fragments):
     path = tmp_path / "list.csv"
     path.write_text(GOOD, encoding="utf-8")
@@ -131,7 +150,8 @@ def test_header_only_reads_nothing_and_says_so(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == (
         '{"read": 0, "imported": 0, "merged": 0, "warnings": 0, "rejected": 0, '
-        '"possible_duplicates": 0}')
+        '"possible_duplicates": 0}'
+    )
     assert "no data rows" in result.stdout
     assert contact_count(cli) == 0
 
@@ -160,22 +180,25 @@ def test_bad_rows_are_rejected_or_warned_with_their_line(cli, tmp_path):
         handle.write('C-14,"Mo"x,m@example.com,,card,\r\n')  # 16: lenient quoting, as Excel
         handle.write("C-15,No,n@example.com,,card\r\n")  # 17: a trailing cell missing: fine
     rejects = tmp_path / "rejects.csv"
-    result = invoke("contacts", "import", str(path), "--campaign", CAMPAIGN,
-                    "--rejects", str(rejects))
+    result = invoke(
+        "contacts", "import", str(path), "--campaign", CAMPAIGN, "--rejects", str(rejects)
+    )
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     out = result.stdout
     assert "line 2: name is 10000 characters long (limit 1000); dropped" in out
     assert "line 3: column 'Notes' is 10000 characters long (limit 1000); dropped" in out
-    assert "line 4: no usable email or phone (email \"xxxx" in out
+    assert 'line 4: no usable email or phone (email "xxxx' in out
     assert "is 10012 characters long (limit 254)" in out
     assert "line 5: key is 10000 characters long (limit 320)" in out
-    assert "line 6: no recognized exposure (\"xxxx" in out
+    assert 'line 6: no recognized exposure ("xxxx' in out
     assert "line 7: no email and no phone" in out
     assert 'line 9: no usable email or phone (phone "CALL-ME-NOW": not a phone number' in out
     assert 'line 10: phone "phone: ask": not a phone number (letters); imported without it' in out
-    assert 'line 11: no usable email or phone (email "j@example.com\\r\\nBcc: all@example.com": ' \
-           'contains a line break)' in out
+    assert (
+        'line 11: no usable email or phone (email "j@example.com\\r\\nBcc: all@example.com": '
+        "contains a line break)" in out
+    )
     assert 'line 13: email "k@example.com\\nX": contains a line break; imported without it' in out
     assert "line 15: 7 cells but the header has 6 columns" in out
     assert "line 16" not in out

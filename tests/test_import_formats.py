@@ -29,14 +29,20 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("delimiter, suffix", [
-    (",", ".csv"), (";", ".csv"), ("\t", ".tsv"), ("\t", ".csv"), ("|", ".txt"),
-])
+@pytest.mark.parametrize(
+    "delimiter, suffix",
+    [
+        (",", ".csv"),
+        (";", ".csv"),
+        ("\t", ".tsv"),
+        ("\t", ".csv"),
+        ("|", ".txt"),
+    ],
+)
 def test_delimiters_are_sniffed(loaded, tmp_path, delimiter, suffix):
     path = write_rows(tmp_path / f"list{suffix}", [HEADER, *ROWS], delimiter)
     summary = do_import(loaded, path)
-    assert summary.counts() == {"read": 2, "imported": 2, "merged": 0, "warnings": 0,
-                                "rejected": 0}
+    assert summary.counts() == {"read": 2, "imported": 2, "merged": 0, "warnings": 0, "rejected": 0}
     contacts = stored(loaded)
     assert contacts["C-1"].exposures == "card;passwords"
     assert contacts["C-1"].phone == "+14155550134"
@@ -92,8 +98,7 @@ def test_utf16_unicode_text_and_excel_sep_hint(loaded, tmp_path):
     summary = do_import(loaded, utf16)
     assert summary.imported == 1
     hinted = tmp_path / "hinted.csv"
-    hinted.write_text("sep=;\nEmail;Exposure\nana@example.com;passwords, card\n",
-                      encoding="utf-8")
+    hinted.write_text("sep=;\nEmail;Exposure\nana@example.com;passwords, card\n", encoding="utf-8")
     summary = do_import(loaded, hinted)
     assert summary.counts()["imported"] == 1
     assert stored(loaded)["ana@example.com"].exposures == "card;passwords"
@@ -101,43 +106,83 @@ def test_utf16_unicode_text_and_excel_sep_hint(loaded, tmp_path):
 
 
 def test_header_aliases_ignore_case_and_punctuation(loaded, tmp_path):
-    path = write_rows(tmp_path / "list.csv", [
-        ["ACCOUNT ID", "Given Name", "Surname", "EMAIL_ADDRESS", "Cell Phone", "Exposure-Type",
-         "Province", "Language", "Loyalty Tier"],
-        ["A-7", "Ana", "Lima", "ana@example.com", "+1 415 555 0134", "SSN", "ON", "fr-CA",
-         "Gold"],
-    ])
+    path = write_rows(
+        tmp_path / "list.csv",
+        [
+            [
+                "ACCOUNT ID",
+                "Given Name",
+                "Surname",
+                "EMAIL_ADDRESS",
+                "Cell Phone",
+                "Exposure-Type",
+                "Province",
+                "Language",
+                "Loyalty Tier",
+            ],
+            [
+                "A-7",
+                "Ana",
+                "Lima",
+                "ana@example.com",
+                "+1 415 555 0134",
+                "SSN",
+                "ON",
+                "fr-CA",
+                "Gold",
+            ],
+        ],
+    )
     do_import(loaded, path)
     contact = stored(loaded)["A-7"]
     assert (contact.name, contact.email, contact.phone) == (
-        "Ana Lima", "ana@example.com", "+14155550134")
+        "Ana Lima",
+        "ana@example.com",
+        "+14155550134",
+    )
     assert (contact.exposures, contact.state, contact.locale) == ("identity", "ON", "fr-CA")
     # Other columns are kept for templates; first/last names under their field names.
     assert contact.extra == {"first_name": "Ana", "last_name": "Lima", "loyalty_tier": "Gold"}
 
 
 def test_map_adds_aliases(loaded, tmp_path):
-    path = write_rows(tmp_path / "kunden.csv", [
-        ["Kundennummer", "E-Post", "Handy", "Daten"],
-        ["K-1", "ana@example.de", "030 901820", "Passwords"],
-    ])
+    path = write_rows(
+        tmp_path / "kunden.csv",
+        [
+            ["Kundennummer", "E-Post", "Handy", "Daten"],
+            ["K-1", "ana@example.de", "030 901820", "Passwords"],
+        ],
+    )
     with pytest.raises(NotifyError, match="no email or phone column"):
         do_import(loaded, path)
-    summary = do_import(loaded, path, default_region="DE", mapping={
-        "Kundennummer": "key", "e-post": "email", "Handy": "phone", "Daten": "exposure"})
+    summary = do_import(
+        loaded,
+        path,
+        default_region="DE",
+        mapping={"Kundennummer": "key", "e-post": "email", "Handy": "phone", "Daten": "exposure"},
+    )
     assert summary.counts()["imported"] == 1
     contact = stored(loaded)["K-1"]
     assert (contact.email, contact.phone, contact.exposures) == (
-        "ana@example.de", "+4930901820", "passwords")
+        "ana@example.de",
+        "+4930901820",
+        "passwords",
+    )
 
 
 def test_two_phone_columns_are_settled_with_map(loaded, tmp_path):
-    path = write_rows(tmp_path / "list.csv", [
-        ["Email", "Phone", "Mobile", "Exposure"],
-        ["ana@example.com", "+1 415 555 0134", "(646) 555-0141", "card"],
-    ])
-    with pytest.raises(NotifyError, match="'Phone' and 'Mobile' both look like the phone; "
-                                          "choose one with --map \"Mobile=phone\""):
+    path = write_rows(
+        tmp_path / "list.csv",
+        [
+            ["Email", "Phone", "Mobile", "Exposure"],
+            ["ana@example.com", "+1 415 555 0134", "(646) 555-0141", "card"],
+        ],
+    )
+    with pytest.raises(
+        NotifyError,
+        match="'Phone' and 'Mobile' both look like the phone; "
+        'choose one with --map "Mobile=phone"',
+    ):
         do_import(loaded, path)
     assert stored(loaded) == {}
     do_import(loaded, path, mapping={"Mobile": "phone"})
@@ -147,13 +192,16 @@ def test_two_phone_columns_are_settled_with_map(loaded, tmp_path):
 
 
 def test_exposure_flag_columns(loaded, tmp_path):
-    path = write_rows(tmp_path / "flags.csv", [
-        ["Email", "Passwords", "Card", "Identity"],
-        ["a@example.com", "yes", "", "no"],
-        ["b@example.com", "X", "TRUE", "1"],
-        ["c@example.com", "no", "0", ""],  # line 4: rejected
-        ["d@example.com", "maybe", "y", "n"],  # line 5: neither yes nor no: rejected
-    ])
+    path = write_rows(
+        tmp_path / "flags.csv",
+        [
+            ["Email", "Passwords", "Card", "Identity"],
+            ["a@example.com", "yes", "", "no"],
+            ["b@example.com", "X", "TRUE", "1"],
+            ["c@example.com", "no", "0", ""],  # line 4: rejected
+            ["d@example.com", "maybe", "y", "n"],  # line 5: neither yes nor no: rejected
+        ],
+    )
     summary = do_import(loaded, path)
     contacts = stored(loaded)
     assert contacts["a@example.com"].exposures == "passwords"
@@ -161,24 +209,42 @@ def test_exposure_flag_columns(loaded, tmp_path):
     assert "d@example.com" not in contacts
     assert [p.line for p in summary.rejects] == [4, 5]
     assert summary.rejects[1].reason == (
-        'column \'Passwords\' is "maybe", neither yes nor no '
-        "(yes, true, 1, x / no, false, 0, empty)")
+        "column 'Passwords' is \"maybe\", neither yes nor no "
+        "(yes, true, 1, x / no, false, 0, empty)"
+    )
 
 
 def test_example_list_through_the_cli(env, campaign_file, tmp_path):
     runner = CliRunner()
     assert runner.invoke(main, ["campaign", "load", str(campaign_file)]).exit_code == 0
     rejects = tmp_path / "rejects.csv"
-    result = runner.invoke(main, [
-        "contacts", "import", str(ROOT / "contacts" / "example.csv"), "--campaign", CAMPAIGN,
-        "--rejects", str(rejects), "--json",
-    ])
+    result = runner.invoke(
+        main,
+        [
+            "contacts",
+            "import",
+            str(ROOT / "contacts" / "example.csv"),
+            "--campaign",
+            CAMPAIGN,
+            "--rejects",
+            str(rejects),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts == {"read": 41, "imported": 36, "merged": 1, "warnings": 2, "rejected": 4,
-                      "possible_duplicates": 0}
-    assert ("41 rows: 36 new, 0 already present, 0 changed; 1 repeated in the file, "
-            "4 rejected; 2 with warnings.") in result.stdout
+    assert counts == {
+        "read": 41,
+        "imported": 36,
+        "merged": 1,
+        "warnings": 2,
+        "rejected": 4,
+        "possible_duplicates": 0,
+    }
+    assert (
+        "41 rows: 36 new, 0 already present, 0 changed; 1 repeated in the file, "
+        "4 rejected; 2 with warnings."
+    ) in result.stdout
     assert "line 37: no email and no phone" in result.stdout
     assert "line 38: no recognized exposure" in result.stdout
     with open(rejects, encoding="utf-8", newline="") as handle:

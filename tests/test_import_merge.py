@@ -23,8 +23,6 @@ def snapshot(engine) -> list[tuple]:
         return [tuple(row) for row in conn.execute(select(table).order_by(table.c.key))]
 
 
-
-
 def write_rows(path, rows):
     with open(path, "w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(rows)
@@ -43,8 +41,7 @@ LIST = [
 
 def test_same_key_in_one_file_is_one_contact(loaded, tmp_path):
     summary = do_import(loaded, write_rows(tmp_path / "list.csv", LIST))
-    assert summary.counts() == {"read": 5, "imported": 2, "merged": 2, "warnings": 1,
-                                "rejected": 1}
+    assert summary.counts() == {"read": 5, "imported": 2, "merged": 2, "warnings": 1, "rejected": 1}
     assert summary.imported == summary.read - summary.rejected - summary.merged
     contacts = stored(loaded)
     assert set(contacts) == {"C-1", "C-2"}
@@ -54,7 +51,11 @@ def test_same_key_in_one_file_is_one_contact(loaded, tmp_path):
     assert abs(datetime.now(UTC) - ana.created_at) < timedelta(minutes=5)
     ben = contacts["C-2"]  # the first values are kept, the differing ones reported
     assert (ben.name, ben.email, ben.phone, ben.country) == (
-        "Ben Okafor", "ben@example.org", "+14155550135", "US")
+        "Ben Okafor",
+        "ben@example.org",
+        "+14155550135",
+        "US",
+    )
     [warning] = summary.warned
     assert warning.line == 6
     assert 'email "other@example.org" differs from line 3 ("ben@example.org")' in warning.reason
@@ -73,25 +74,40 @@ def test_reimporting_the_same_file_changes_nothing(loaded, tmp_path):
 
 
 def test_a_later_import_unites_exposures_and_fills_blanks(loaded, tmp_path):
-    do_import(loaded, write_rows(tmp_path / "first.csv", [
-        ["id", "email", "phone", "exposure"],
-        ["C-1", "ana@example.com", "", "passwords"],
-        ["C-2", "ben@example.org", "", "card"],
-    ]))
+    do_import(
+        loaded,
+        write_rows(
+            tmp_path / "first.csv",
+            [
+                ["id", "email", "phone", "exposure"],
+                ["C-1", "ana@example.com", "", "passwords"],
+                ["C-2", "ben@example.org", "", "card"],
+            ],
+        ),
+    )
     ben_updated_at = stored(loaded)["C-2"].updated_at
-    summary = do_import(loaded, write_rows(tmp_path / "second.csv", [
-        ["id", "email", "phone", "exposure", "state"],
-        ["C-1", "ANA@example.com", "(415) 555-0134", "identity", "CA"],
-        ["C-2", "ben@example.org", "", "card", ""],
-        ["C-4", "dan@example.net", "", "card", ""],
-    ]))
-    assert summary.counts() == {"read": 3, "imported": 1, "merged": 2, "warnings": 0,
-                                "rejected": 0}
+    summary = do_import(
+        loaded,
+        write_rows(
+            tmp_path / "second.csv",
+            [
+                ["id", "email", "phone", "exposure", "state"],
+                ["C-1", "ANA@example.com", "(415) 555-0134", "identity", "CA"],
+                ["C-2", "ben@example.org", "", "card", ""],
+                ["C-4", "dan@example.net", "", "card", ""],
+            ],
+        ),
+    )
+    assert summary.counts() == {"read": 3, "imported": 1, "merged": 2, "warnings": 0, "rejected": 0}
     assert summary.updated == 1
     contacts = stored(loaded)
     ana = contacts["C-1"]
     assert (ana.exposures, ana.phone, ana.state, ana.email) == (
-        "identity;passwords", "+14155550134", "CA", "ana@example.com")
+        "identity;passwords",
+        "+14155550134",
+        "CA",
+        "ana@example.com",
+    )
     assert contacts["C-2"].updated_at == ben_updated_at  # nothing new for Ben: not rewritten
     assert set(contacts) == {"C-1", "C-2", "C-4"}
 
@@ -105,8 +121,11 @@ def test_dry_run_reports_the_same_numbers_and_writes_nothing(loaded, tmp_path):
     assert snapshot(loaded) == before
     assert rejects.read_text(encoding="utf-8").splitlines()[1].startswith("5,")  # a report
     real = do_import(loaded, path)
-    assert dry.counts() == real.counts() == {"read": 6, "imported": 1, "merged": 4,
-                                             "warnings": 1, "rejected": 1}
+    assert (
+        dry.counts()
+        == real.counts()
+        == {"read": 6, "imported": 1, "merged": 4, "warnings": 1, "rejected": 1}
+    )
     assert (dry.rejects, dry.warned, dry.updated) == (real.rejects, real.warned, real.updated)
     assert snapshot(loaded) != before
 
@@ -141,23 +160,30 @@ def test_cli_json_summary_and_audit_record(env, campaign_file, tmp_path):
     path = write_rows(tmp_path / "list.csv", LIST)
     runner = CliRunner()
     runner.invoke(main, ["campaign", "load", str(campaign_file)])
-    dry = runner.invoke(main, ["contacts", "import", str(path), "--campaign", CAMPAIGN,
-                               "--dry-run", "--json"])
+    dry = runner.invoke(
+        main, ["contacts", "import", str(path), "--campaign", CAMPAIGN, "--dry-run", "--json"]
+    )
     assert dry.exit_code == 0, dry.output
     assert dry.stdout.startswith("Dry run (nothing written)")
-    real = runner.invoke(main, ["contacts", "import", str(path), "--campaign", CAMPAIGN,
-                                "--json"])
+    real = runner.invoke(main, ["contacts", "import", str(path), "--campaign", CAMPAIGN, "--json"])
     assert real.exit_code == 0, real.output
     counts = json.loads(real.stdout.strip().splitlines()[-1])
     assert counts == json.loads(dry.stdout.strip().splitlines()[-1])
-    assert counts == {"read": 5, "imported": 2, "merged": 2, "warnings": 1, "rejected": 1,
-                      "possible_duplicates": 0}
+    assert counts == {
+        "read": 5,
+        "imported": 2,
+        "merged": 2,
+        "warnings": 1,
+        "rejected": 1,
+        "possible_duplicates": 0,
+    }
     assert all(type(v) is int for v in counts.values())
     assert "  line 5: no email and no phone" in real.stdout
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
-        records = list(session.scalars(
-            select(AuditRecord).where(AuditRecord.command == "contacts import")))
+        records = list(
+            session.scalars(select(AuditRecord).where(AuditRecord.command == "contacts import"))
+        )
         assert len(records) == 1  # the dry run changed nothing, so it is not audited
         assert records[0].campaign == CAMPAIGN
         assert records[0].counts["imported"] == 2 and records[0].counts["rejected"] == 1

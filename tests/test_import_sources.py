@@ -79,22 +79,40 @@ BUILDERS = {
     "csv.xz": lambda p: p.write_bytes(lzma.compress(csv_bytes())),
     "csv.zip": lambda p: p.write_bytes(_zip("list.csv", csv_bytes())),
     "xlsx": lambda p: xlsx(p, [HEADER, *ROWS]),
-    "xlsm": lambda p: frame().to_excel(p.with_suffix(".xlsm"), index=False,
-                                       engine="openpyxl") or os.replace(p.with_suffix(".xlsm"),
-                                                                        p),
+    "xlsm": lambda p: (
+        frame().to_excel(p.with_suffix(".xlsm"), index=False, engine="openpyxl")
+        or os.replace(p.with_suffix(".xlsm"), p)
+    ),
     "xls": _xls,
-    "ods": lambda p: frame().to_excel(p.with_suffix(".ods"), index=False, engine="odf")
-    or os.replace(p.with_suffix(".ods"), p),
+    "ods": lambda p: (
+        frame().to_excel(p.with_suffix(".ods"), index=False, engine="odf")
+        or os.replace(p.with_suffix(".ods"), p)
+    ),
     "parquet": lambda p: frame().to_parquet(p, index=False),
-    "jsonl": lambda p: p.write_text("\n".join(json.dumps(dict(zip(HEADER, r, strict=True)))
-                                              for r in ROWS) + "\n", encoding="utf-8"),
-    "json array": lambda p: p.write_text(json.dumps([dict(zip(HEADER, r, strict=True))
-                                                     for r in ROWS], indent=2), encoding="utf-8"),
+    "jsonl": lambda p: p.write_text(
+        "\n".join(json.dumps(dict(zip(HEADER, r, strict=True))) for r in ROWS) + "\n",
+        encoding="utf-8",
+    ),
+    "json array": lambda p: p.write_text(
+        json.dumps([dict(zip(HEADER, r, strict=True)) for r in ROWS], indent=2), encoding="utf-8"
+    ),
 }
-KINDS = {"csv": "CSV", "tsv": "TSV", "semicolons": "CSV", "csv.gz": "CSV", "csv.bz2": "CSV",
-         "csv.xz": "CSV", "csv.zip": "CSV", "xlsx": "XLSX workbook", "xlsm": "XLSX workbook",
-         "xls": "XLS workbook", "ods": "ODS workbook", "parquet": "Parquet",
-         "jsonl": "JSON Lines", "json array": "JSON array"}
+KINDS = {
+    "csv": "CSV",
+    "tsv": "TSV",
+    "semicolons": "CSV",
+    "csv.gz": "CSV",
+    "csv.bz2": "CSV",
+    "csv.xz": "CSV",
+    "csv.zip": "CSV",
+    "xlsx": "XLSX workbook",
+    "xlsm": "XLSX workbook",
+    "xls": "XLS workbook",
+    "ods": "ODS workbook",
+    "parquet": "Parquet",
+    "jsonl": "JSON Lines",
+    "json array": "JSON array",
+}
 
 
 @pytest.mark.parametrize("fmt", BUILDERS)
@@ -103,8 +121,7 @@ def test_every_format_is_read_by_content(loaded, tmp_path, fmt):
     BUILDERS[fmt](path)
     summary = do_import(loaded, path)
     assert summary.kind == KINDS[fmt]
-    assert summary.counts() == {"read": 3, "imported": 2, "merged": 0, "warnings": 0,
-                                "rejected": 1}
+    assert summary.counts() == {"read": 3, "imported": 2, "merged": 0, "warnings": 0, "rejected": 1}
     line = {"json array": 9, "jsonl": 2}.get(fmt, 3)  # the line the rejected record starts on
     assert [(p.line, p.reason) for p in summary.rejects] == [(line, "no email and no phone")]
     contacts = stored(loaded)
@@ -123,9 +140,15 @@ def test_a_workbook_named_csv_is_read_as_a_workbook(loaded, tmp_path):
 
 def test_typed_cells_read_as_people_see_them(loaded, tmp_path):
     path = tmp_path / "typed.parquet"
-    pd.DataFrame({"Account No": [1001, 1002], "Email": ["a@example.com", "b@example.com"],
-                  "Phone": [4155550134.0, None], "Card Exposed": [True, False],
-                  "Passwords": ["yes", "x"]}).to_parquet(path)
+    pd.DataFrame(
+        {
+            "Account No": [1001, 1002],
+            "Email": ["a@example.com", "b@example.com"],
+            "Phone": [4155550134.0, None],
+            "Card Exposed": [True, False],
+            "Passwords": ["yes", "x"],
+        }
+    ).to_parquet(path)
     do_import(loaded, path)
     contacts = stored(loaded)
     assert contacts["1001"].phone == "+14155550134"  # not 4155550134.0
@@ -135,9 +158,12 @@ def test_typed_cells_read_as_people_see_them(loaded, tmp_path):
 
 def test_json_lines_keep_their_physical_lines(loaded, tmp_path):
     path = tmp_path / "list.jsonl"
-    path.write_text('{"email": "a@example.com", "exposure": "card"}\n\n'
-                    '{"email": "", "exposure": "card"}\n'
-                    '{"email": "c@example.com", "exposure": "toast"}\n', encoding="utf-8")
+    path.write_text(
+        '{"email": "a@example.com", "exposure": "card"}\n\n'
+        '{"email": "", "exposure": "card"}\n'
+        '{"email": "c@example.com", "exposure": "toast"}\n',
+        encoding="utf-8",
+    )
     summary = do_import(loaded, path)
     assert [p.line for p in summary.rejects] == [3, 4]
 
@@ -155,8 +181,10 @@ def test_a_title_row_above_the_header_is_skipped_and_said(loaded, tmp_path):
 
 
 def test_workbook_title_rows_and_sheet_row_numbers(loaded, tmp_path):
-    path = xlsx(tmp_path / "list.xlsx", [["ACME breach: affected customers"], [], HEADER,
-                                         ROWS[0], [], ROWS[1], ROWS[2]])
+    path = xlsx(
+        tmp_path / "list.xlsx",
+        [["ACME breach: affected customers"], [], HEADER, ROWS[0], [], ROWS[1], ROWS[2]],
+    )
     summary = do_import(loaded, path)
     assert [p.line for p in summary.rejects] == [6]
     assert any("line 3; line 1 above it skipped" in n for n in summary.notes)
@@ -167,8 +195,9 @@ def test_header_row_option_overrides(loaded, tmp_path):
     path = xlsx(tmp_path / "list.xlsx", [["Email", "Phone", "see row 2"], HEADER, *ROWS])
     wrong = do_import(loaded, path, dry_run=True)
     assert wrong.all_rejected
-    assert wrong.rejects[0].reason == ("5 cells but the header has 3 columns (is the header row "
-                                       "right? see --header-row)")
+    assert wrong.rejects[0].reason == (
+        "5 cells but the header has 3 columns (is the header row right? see --header-row)"
+    )
     summary = do_import(loaded, path, header_row=2)
     assert summary.imported == 2 and [p.line for p in summary.rejects] == [4]
     with pytest.raises(NotifyError, match="--header-row 40: .* line 40 is empty"):
@@ -195,8 +224,11 @@ def test_the_first_sheet_with_a_recognizable_header_is_read_and_named(loaded, tm
     assert by_name.sheet == "Other" and by_name.imported == 1
     by_number = do_import(loaded, path, sheet="3", dry_run=True)
     assert by_number.sheet == "Other"
-    with pytest.raises(NotifyError, match=r"--sheet Nope: .* no such sheet \(sheets: 'Read me', "
-                                          "'Affected', 'Other'\\)"):
+    with pytest.raises(
+        NotifyError,
+        match=r"--sheet Nope: .* no such sheet \(sheets: 'Read me', "
+        "'Affected', 'Other'\\)",
+    ):
         do_import(loaded, path, sheet="Nope")
 
 
@@ -219,8 +251,9 @@ def _replace_part(data: bytes, name: str, content: bytes) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
         for info in source.infolist():
-            target.writestr(info.filename, content if info.filename == name
-                            else source.read(info.filename))
+            target.writestr(
+                info.filename, content if info.filename == name else source.read(info.filename)
+            )
         if name not in source.namelist():
             target.writestr(name, content)
     return buffer.getvalue()
@@ -246,8 +279,9 @@ def test_a_decompression_bomb_is_refused_before_parsing(env, campaign_file, tmp_
     path = tmp_path / "bomb.xlsx"
     path.write_bytes(bomb)
     result = _cli_import(env, campaign_file, path)
-    _one_line_error(result, str(path), "a decompression bomb", "limit 100:1",
-                    "nothing was imported")
+    _one_line_error(
+        result, str(path), "a decompression bomb", "limit 100:1", "nothing was imported"
+    )
 
 
 def test_a_workbook_beyond_the_size_bound_is_refused(env, campaign_file, tmp_path, monkeypatch):
@@ -259,12 +293,15 @@ def test_a_workbook_beyond_the_size_bound_is_refused(env, campaign_file, tmp_pat
     _one_line_error(result, str(path), "uncompressed (limit 100,000)", "nothing was imported")
 
 
-ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-               + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1
-                                                         else b"&lol;") * 10)
-                          for i in range(1, 10))
-               + b']><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-               b'count="1" uniqueCount="1"><si><t>&lol9;</t></si></sst>')
+ENTITY_BOMB = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(
+        b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+        for i in range(1, 10)
+    )
+    + b']><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    b'count="1" uniqueCount="1"><si><t>&lol9;</t></si></sst>'
+)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "entity bomb", "not xml"])
@@ -290,12 +327,16 @@ def test_a_damaged_workbook_is_one_line_naming_the_file(env, campaign_file, tmp_
 
 def test_control_characters_and_bidi_overrides_are_removed_with_a_warning(loaded, tmp_path):
     path = tmp_path / "list.csv"
-    path.write_bytes(csv_bytes([
-        ["Customer ID", "Name", "Email", "Exposure", "Plan"],
-        ["C-1", "Ana\x1b]0;pwned\x07 Lima", "ana@example.com", "card", "Gold"],
-        ["C-2", "Ben \u202eevil\u202c", "ben@example.com", "card", "Basic\x9b"],
-        ["C-3", "Chloé", "chloe@example.com", "card", "\u2066Gold\u2069"],
-    ]))
+    path.write_bytes(
+        csv_bytes(
+            [
+                ["Customer ID", "Name", "Email", "Exposure", "Plan"],
+                ["C-1", "Ana\x1b]0;pwned\x07 Lima", "ana@example.com", "card", "Gold"],
+                ["C-2", "Ben \u202eevil\u202c", "ben@example.com", "card", "Basic\x9b"],
+                ["C-3", "Chloé", "chloe@example.com", "card", "\u2066Gold\u2069"],
+            ]
+        )
+    )
     summary = do_import(loaded, path)
     assert [p.line for p in summary.warned] == [2, 3, 4]
     assert summary.warned[0].reason == "control characters removed from column 'Name'"
@@ -313,16 +354,23 @@ def test_a_nul_rejects_its_row_with_its_line(loaded, tmp_path, fmt):
     if fmt == "csv":
         # Past the first 64 KB, where a sample-based check would not look.
         filler = "".join(f"F-{i},Filler,f{i}@example.com,card\n" for i in range(3000))
-        path.write_bytes(("Customer ID,Name,Email,Exposure\n" + filler
-                          + "C-1,Ana\x00Lima,ana@example.com,card\n"
-                          + "C-2,Ben,ben@example.com,card\n").encode())
+        path.write_bytes(
+            (
+                "Customer ID,Name,Email,Exposure\n"
+                + filler
+                + "C-1,Ana\x00Lima,ana@example.com,card\n"
+                + "C-2,Ben,ben@example.com,card\n"
+            ).encode()
+        )
         line = 3002
     else:
-        path.write_text('{"id": "C-0", "email": "z@example.com", "exposure": "card"}\n'
-                        '{"id": "C-1", "email": "ana@example.com", "exposure": "card", '
-                        '"name": "Ana\\u0000Lima"}\n'
-                        '{"id": "C-2", "email": "ben@example.com", "exposure": "card"}\n',
-                        encoding="utf-8")
+        path.write_text(
+            '{"id": "C-0", "email": "z@example.com", "exposure": "card"}\n'
+            '{"id": "C-1", "email": "ana@example.com", "exposure": "card", '
+            '"name": "Ana\\u0000Lima"}\n'
+            '{"id": "C-2", "email": "ben@example.com", "exposure": "card"}\n',
+            encoding="utf-8",
+        )
         line = 2
     summary = do_import(loaded, path)
     assert [p.line for p in summary.rejects] == [line]
@@ -336,10 +384,14 @@ def test_a_short_list_with_terminal_escapes_is_text_not_binary(loaded, tmp_path)
     """A few escape sequences in a small file are a hostile name, not a binary file: cleaned
     with a warning like any other control character (they were refused as 'binary data')."""
     path = tmp_path / "list.csv"
-    path.write_bytes(csv_bytes([
-        ["Customer ID", "Name", "Email", "Exposure"],
-        ["C-1", "Ann\x1b]0;pwned\x07\x1b[2J\x1b[H", "ann@example.com", "card"],
-    ]))
+    path.write_bytes(
+        csv_bytes(
+            [
+                ["Customer ID", "Name", "Email", "Exposure"],
+                ["C-1", "Ann\x1b]0;pwned\x07\x1b[2J\x1b[H", "ann@example.com", "card"],
+            ]
+        )
+    )
     summary = do_import(loaded, path)
     assert [p.line for p in summary.warned] == [2]
     assert stored(loaded)["C-1"].name == "Ann]0;pwned[2J[H"

@@ -77,7 +77,8 @@ def json_commands() -> dict[tuple[str, ...], click.Command]:
             for param in command.params:
                 choices = getattr(param.type, "choices", ()) or ()
                 if "--json" in getattr(param, "opts", ()) or (
-                        "--format" in getattr(param, "opts", ()) and "json" in choices):
+                    "--format" in getattr(param, "opts", ()) and "json" in choices
+                ):
                     found[(*path, name)] = command
                     break
 
@@ -88,8 +89,9 @@ def json_commands() -> dict[tuple[str, ...], click.Command]:
 def runs(folder: Path, demo_db: str) -> dict[tuple[str, ...], list[list[str]]]:
     """The invocations (without --json) that exercise each command on the demo's data."""
     completions = folder / "completions.csv"
-    completions.write_text("key,completed_at\nC-1003,2026-11-28T09:00:00Z\nnobody,"
-                           "2026-11-28T09:00:00Z\n")
+    completions.write_text(
+        "key,completed_at\nC-1003,2026-11-28T09:00:00Z\nnobody,2026-11-28T09:00:00Z\n"
+    )
     more = folder / "more.csv"
     more.write_text((folder / "example.csv").read_text())
     out = str(folder / "out.csv")
@@ -102,17 +104,20 @@ def runs(folder: Path, demo_db: str) -> dict[tuple[str, ...], list[list[str]]]:
         ("campaign", "list"): [["campaign", "list"]],
         ("codes", "import"): [["codes", "import", str(codes), "--campaign", NAME]],
         ("export", "codes"): [["export", "codes", NAME, "-o", out]],
-        ("contacts", "import"): [["contacts", "import", str(more), "--campaign", NAME,
-                                  "--dry-run"]],
-        ("contacts", "remove"): [["contacts", "remove", "--campaign", NAME, "C-1001", "nobody",
-                                  "--dry-run"]],
+        ("contacts", "import"): [
+            ["contacts", "import", str(more), "--campaign", NAME, "--dry-run"]
+        ],
+        ("contacts", "remove"): [
+            ["contacts", "remove", "--campaign", NAME, "C-1001", "nobody", "--dry-run"]
+        ],
         ("export", "deliveries"): [["export", "deliveries", NAME, "-o", out]],
         ("export", "events"): [["export", "events", NAME, "-o", out]],
         ("export", "unreached"): [["export", "unreached", NAME, "-o", out]],
         ("lookup",): [["lookup", "C-1001"], ["lookup", "C-1003"]],
-        ("remind",): [["remind", NAME, "--after", "1s", "--dry-run"],
-                      ["remind", NAME, "--after", "1s", "--yes", "--channel", "email",
-                       "--email-rate", "0"]],
+        ("remind",): [
+            ["remind", NAME, "--after", "1s", "--dry-run"],
+            ["remind", NAME, "--after", "1s", "--yes", "--channel", "email", "--email-rate", "0"],
+        ],
         ("requeue",): [["requeue", NAME, "--dry-run"], ["requeue", NAME, "--yes"]],
         ("resets", "complete"): [["resets", "complete", str(completions), "--campaign", NAME]],
         ("resets", "export"): [["resets", "export", NAME, "-o", out]],
@@ -155,9 +160,11 @@ def demo(tmp_path, monkeypatch):
     (folder / "example.csv").write_text((data_dir("contacts") / "example.csv").read_text())
     # A second campaign by email only, with the SMS fallback: a bounce queues one.
     email_only = campaign_toml(tmp_path, name='"email-only"', channels='["email"]')
-    for args in (["campaign", "load", str(email_only)],
-                 ["contacts", "import", str(folder / "example.csv"), "--campaign", "email-only"],
-                 ["send", "email-only", "--yes", "--email-rate", "0"]):
+    for args in (
+        ["campaign", "load", str(email_only)],
+        ["contacts", "import", str(folder / "example.csv"), "--campaign", "email-only"],
+        ["send", "email-only", "--yes", "--email-rate", "0"],
+    ):
         assert CliRunner().invoke(main, args).exit_code == 0, args
     (folder / "bounce.eml").write_text(DSN.format(address="ana.lima@example.com"))
     return folder, url
@@ -178,8 +185,9 @@ def test_every_json_output_has_snake_case_keys(demo):
         invocations = known.get(path) or [guess(path, command, folder)]
         for args in invocations:
             for flag in (["--json"], ["--format", "json"]):
-                if not any(flag[0] in p.opts for p in command.params
-                           if isinstance(p, click.Option)):
+                if not any(
+                    flag[0] in p.opts for p in command.params if isinstance(p, click.Option)
+                ):
                     continue
                 result = CliRunner().invoke(main, [*args, *flag])
                 assert result.exit_code in (0, 1), (args, result.output)
@@ -187,12 +195,16 @@ def test_every_json_output_has_snake_case_keys(demo):
                 try:
                     data = last_json(stdout)
                 except (ValueError, IndexError):
-                    pytest.fail(f"notify {' '.join(args)} {flag[0]}: no JSON on the last line "
-                                f"(add it to RUNS in this file): {result.output[-300:]}")
+                    pytest.fail(
+                        f"notify {' '.join(args)} {flag[0]}: no JSON on the last line "
+                        f"(add it to RUNS in this file): {result.output[-300:]}"
+                    )
                 problems += [f"notify {' '.join(args)}: {p}" for p in bad_keys(data)]
     assert problems == []
 
 
 def test_the_check_itself_finds_spaces_dots_and_capitals():
     assert bad_keys({"run": {"email.would send": 3}, "ok": [{"Sid": 1}], "fine_1": {}}) == [
-        "$.run: 'email.would send'", "$.ok[0]: 'Sid'"]
+        "$.run: 'email.would send'",
+        "$.ok[0]: 'Sid'",
+    ]

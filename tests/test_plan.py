@@ -21,17 +21,37 @@ def setup(engine, tmp_path, n=300, **changes):
     folder.mkdir(parents=True)
     (folder / "sms.txt.j2").write_text(TWO_SEGMENTS)
     changes.setdefault("prices", '{ email = 0.001, sms_segment = 0.01, currency = "EUR" }')
-    path = campaign_toml(tmp_path, templates='"notices"', email_per_second="20",
-                         sms_per_second="2", **changes)
+    path = campaign_toml(
+        tmp_path, templates='"notices"', email_per_second="20", sms_per_second="2", **changes
+    )
     campaign = make_campaign(engine, path)
     with db.session_scope(engine) as session:
-        session.add_all(Contact(campaign_id=campaign.id, key=f"K{i}", email=f"u{i}@example.com",
-                                phone=f"+1415555{i:04d}", country="US", state="CA",
-                                exposures="card", extra={}) for i in range(n))
+        session.add_all(
+            Contact(
+                campaign_id=campaign.id,
+                key=f"K{i}",
+                email=f"u{i}@example.com",
+                phone=f"+1415555{i:04d}",
+                country="US",
+                state="CA",
+                exposures="card",
+                extra={},
+            )
+            for i in range(n)
+        )
         # 20 more with an email only: they count for email, not SMS.
-        session.add_all(Contact(campaign_id=campaign.id, key=f"E{i}", email=f"e{i}@example.com",
-                                country="US", state="CA", exposures="card", extra={})
-                        for i in range(20))
+        session.add_all(
+            Contact(
+                campaign_id=campaign.id,
+                key=f"E{i}",
+                email=f"e{i}@example.com",
+                country="US",
+                state="CA",
+                exposures="card",
+                extra={},
+            )
+            for i in range(20)
+        )
     return campaign
 
 
@@ -50,20 +70,34 @@ def test_messages_segments_time_cost_and_sender_limits(engine, tmp_path):
     # The example's sender is a long code: 2/s x 2 segments = 4 segments/s > 1/s allowed,
     # so the carrier holds SMS to 600 s, and that is when sending finishes.
     assert result.sender_type == "long_code"
-    assert any("4.00 segments/s is more than this campaign's sender (a long code) allows "
-               "(1/s): lower sms_per_second to 0.5" in w for w in result.warnings)
+    assert any(
+        "4.00 segments/s is more than this campaign's sender (a long code) allows "
+        "(1/s): lower sms_per_second to 0.5" in w
+        for w in result.warnings
+    )
     assert result.finish == datetime(2026, 12, 1, 9, 10, tzinfo=UTC)
     ca = next(d for d in result.deadlines if d["code"] == "US-CA")
-    assert ca == {"code": "US-CA", "notice_deadline": "2026-12-22", "met": True,
-                  "days_to_spare": 21}
+    assert ca == {
+        "code": "US-CA",
+        "notice_deadline": "2026-12-22",
+        "met": True,
+        "days_to_spare": 21,
+    }
 
 
 def test_a_finish_after_a_deadline_is_a_warning_and_sent_rows_do_not_count(engine, tmp_path):
     campaign = setup(engine, tmp_path, n=10, sms_from='"+18005550100"')  # toll-free
     with db.session_scope(engine) as session:
         first = session.query(Contact).filter_by(key="K0").one()
-        session.add(Message(campaign_id=campaign.id, contact_id=first.id, channel="sms",
-                            status="sent", address=first.phone))
+        session.add(
+            Message(
+                campaign_id=campaign.id,
+                contact_id=first.id,
+                channel="sms",
+                status="sent",
+                address=first.phone,
+            )
+        )
     start = datetime(2026, 12, 22, 23, 59, 55, tzinfo=UTC)
     with db.session_scope(engine) as session:
         result = plan.make_plan(session, NAME, start)
@@ -73,21 +107,27 @@ def test_a_finish_after_a_deadline_is_a_warning_and_sent_rows_do_not_count(engin
     assert result.finish == datetime(2026, 12, 23, 0, 0, 1, tzinfo=UTC)
     ca = next(d for d in result.deadlines if d["code"] == "US-CA")
     assert ca["met"] is False and ca["days_to_spare"] == -1
-    assert any("US-CA: sending finishes 2026-12-23, 1 day(s) after the notice deadline" in w
-               for w in result.warnings)
+    assert any(
+        "US-CA: sending finishes 2026-12-23, 1 day(s) after the notice deadline" in w
+        for w in result.warnings
+    )
 
 
 def test_plan_command_json(env, tmp_path):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     setup(engine, tmp_path, n=5, sms_from='"MG' + "0" * 32 + '"')
-    result = CliRunner().invoke(plan_cli(), ["plan", NAME, "--start", "2026-12-01T09:00",
-                                             "--json"])
+    result = CliRunner().invoke(plan_cli(), ["plan", NAME, "--start", "2026-12-01T09:00", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output.splitlines()[-1])
     assert data["channels"]["sms"] == {
-        "messages": 5, "rate_per_second": 2.0, "seconds": 2.5, "cost": 0.1, "segments": 10,
+        "messages": 5,
+        "rate_per_second": 2.0,
+        "seconds": 2.5,
+        "cost": 0.1,
+        "segments": 10,
         "seconds_at_sender_limits": {"long_code": 10.0, "toll_free": 3.3, "short_code": 0.1},
-        "seconds_at_sender": 2.5}
+        "seconds_at_sender": 2.5,
+    }
     assert data["sender_type"] is None and data["cost"] == 0.125 and data["currency"] == "EUR"
     # A Messaging Service's senders are unknown: each type the rate exceeds is named.
     assert sum("is more than a " in w for w in data["warnings"]) == 2
@@ -113,13 +153,15 @@ def test_plan_warns_about_monitoring_codes(engine, tmp_path):
     start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     with db.session_scope(engine) as session:
         warnings = plan.make_plan(session, NAME, start).warnings
-    assert any("23 contact(s) with identity data exposed will be offered monitoring through "
-               "the enroll_url without a personal code" in w for w in warnings)
+    assert any(
+        "23 contact(s) with identity data exposed will be offered monitoring through "
+        "the enroll_url without a personal code" in w
+        for w in warnings
+    )
     path = tmp_path / "codes.csv"
     path.write_text("code\nA\nB\n")
     with db.session_scope(engine) as session:
         codes.import_codes(session, get_campaign(session, NAME), path)
     with db.session_scope(engine) as session:
         warnings = plan.make_plan(session, NAME, start).warnings
-    assert any("2 free code(s) for 23 contact(s): send will refuse to start" in w
-               for w in warnings)
+    assert any("2 free code(s) for 23 contact(s): send will refuse to start" in w for w in warnings)

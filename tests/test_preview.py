@@ -22,13 +22,29 @@ def loaded(env, campaign_file):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
         campaign = campaigns.get_campaign(session, "acme-2026-11")
-        session.add_all([
-            Contact(campaign_id=campaign.id, key="C-1001", name="Jane <script>x</script>",
-                    email="jane@xn--bcher-kva.example", phone="+14155550123",
-                    exposures="identity;passwords", extra={}, enrollment_code="EN-42"),
-            Contact(campaign_id=campaign.id, key="C-1002", name=None, email=None,
-                    phone="+14155550124", exposures="card", extra={}),
-        ])
+        session.add_all(
+            [
+                Contact(
+                    campaign_id=campaign.id,
+                    key="C-1001",
+                    name="Jane <script>x</script>",
+                    email="jane@xn--bcher-kva.example",
+                    phone="+14155550123",
+                    exposures="identity;passwords",
+                    extra={},
+                    enrollment_code="EN-42",
+                ),
+                Contact(
+                    campaign_id=campaign.id,
+                    key="C-1002",
+                    name=None,
+                    email=None,
+                    phone="+14155550124",
+                    exposures="card",
+                    extra={},
+                ),
+            ]
+        )
     return engine
 
 
@@ -67,8 +83,7 @@ def test_preview_raw_is_the_mime_message(loaded):
 
 
 def test_preview_sms_shows_text_and_segments(loaded):
-    result = run("preview", "--campaign", "acme-2026-11", "--contact", "C-1001",
-                 "--channel", "sms")
+    result = run("preview", "--campaign", "acme-2026-11", "--contact", "C-1001", "--channel", "sms")
     assert result.exit_code == 0, result.output
     out = result.output
     assert "To: +14155550123\nFrom: +14155550199\n" in out
@@ -78,8 +93,9 @@ def test_preview_sms_shows_text_and_segments(loaded):
 
 
 def test_preview_reminder(loaded):
-    result = run("preview", "--campaign", "acme-2026-11", "--contact", "C-1001",
-                 "--notice", "reminder")
+    result = run(
+        "preview", "--campaign", "acme-2026-11", "--contact", "C-1001", "--notice", "reminder"
+    )
     assert result.exit_code == 0, result.output
     assert "Subject: Reminder: please reset your Acme Corp password" in result.output
     assert "you have not yet reset it" in result.output
@@ -94,14 +110,21 @@ def test_preview_defaults_to_sms_without_email(loaded):
     assert "reset" not in result.output.lower()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--campaign", "nope", "--contact", "C-1001"], "unknown campaign 'nope'"),
-    (["--campaign", "acme-2026-11", "--contact", "C-404"], "no contact with key 'C-404'"),
-    (["--campaign", "acme-2026-11", "--contact", "C-1002", "--channel", "email"],
-     "has no email address"),
-    (["--campaign", "acme-2026-11", "--contact", "C-1002", "--notice", "reminder"],
-     "reminders go only to contacts whose password was exposed"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--campaign", "nope", "--contact", "C-1001"], "unknown campaign 'nope'"),
+        (["--campaign", "acme-2026-11", "--contact", "C-404"], "no contact with key 'C-404'"),
+        (
+            ["--campaign", "acme-2026-11", "--contact", "C-1002", "--channel", "email"],
+            "has no email address",
+        ),
+        (
+            ["--campaign", "acme-2026-11", "--contact", "C-1002", "--notice", "reminder"],
+            "reminders go only to contacts whose password was exposed",
+        ),
+    ],
+)
 def test_preview_errors_are_one_line(loaded, args, message):
     result = run("preview", *args)
     assert result.exit_code == 1

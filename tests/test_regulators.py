@@ -35,18 +35,31 @@ def test_reports_for_each_required_regulator_with_counts_and_no_personal_data(en
     campaign = make_campaign(engine, campaign_toml(tmp_path))
     with db.session_scope(engine) as session:
         for key, name, email, phone, state, kinds, reached in PEOPLE:
-            contact = Contact(campaign_id=campaign.id, key=key, name=name, email=email,
-                              phone=phone, country="US", state=state, exposures=kinds,
-                              extra={"plan": "Gold"})
+            contact = Contact(
+                campaign_id=campaign.id,
+                key=key,
+                name=name,
+                email=email,
+                phone=phone,
+                country="US",
+                state=state,
+                exposures=kinds,
+                extra={"plan": "Gold"},
+            )
             session.add(contact)
             session.flush()
-            session.add(Message(campaign_id=campaign.id, contact_id=contact.id,
-                                channel="email", address=email,
-                                status="sent" if reached else "bounced",
-                                sent_at=campaign.created_at))
+            session.add(
+                Message(
+                    campaign_id=campaign.id,
+                    contact_id=contact.id,
+                    channel="email",
+                    address=email,
+                    status="sent" if reached else "bounced",
+                    sent_at=campaign.created_at,
+                )
+            )
     out = tmp_path / "regs"
-    result = run("report", "regulators", NAME, "-o", str(out), "--as-of", "2026-12-06",
-                 "--json")
+    result = run("report", "regulators", NAME, "-o", str(out), "--as-of", "2026-12-06", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.splitlines()[-1])
     assert summary["reports"] == [
@@ -71,9 +84,14 @@ def test_reports_for_each_required_regulator_with_counts_and_no_personal_data(en
     with open(out / "counts.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["jurisdiction", "residents", "notified", "reached", "unreached"]
-    assert {r["jurisdiction"]: (r["residents"], r["notified"], r["reached"], r["unreached"])
-            for r in rows} == {"US-MA": ("2", "2", "1", "1"), "US-CT": ("1", "1", "1", "0"),
-                               "US-TX": ("1", "1", "0", "1")}
+    assert {
+        r["jurisdiction"]: (r["residents"], r["notified"], r["reached"], r["unreached"])
+        for r in rows
+    } == {
+        "US-MA": ("2", "2", "1", "1"),
+        "US-CT": ("1", "1", "1", "0"),
+        "US-TX": ("1", "1", "0", "1"),
+    }
     everything = "".join(p.read_text() for p in out.iterdir())
     for key, name, email, phone, *_ in PEOPLE:
         for personal in (key, name, email, phone, name.split()[0], "Gold"):

@@ -26,8 +26,11 @@ AFTER = timedelta(hours=72)
 
 
 def reminders(session, **where) -> list[Message]:
-    query = select(Message).where(Message.notice == "reminder").order_by(Message.contact_id,
-                                                                        Message.channel)
+    query = (
+        select(Message)
+        .where(Message.notice == "reminder")
+        .order_by(Message.contact_id, Message.channel)
+    )
     for name, value in where.items():
         query = query.where(getattr(Message, name) == value)
     return list(session.scalars(query))
@@ -68,8 +71,7 @@ def test_only_pending_password_resets_whose_last_notice_is_old_enough(session, c
     waiting = add_contact(session, campaign, "waiting")
     add_message(session, campaign, waiting, status="pending")
     add_contact(session, campaign, "never-sent")
-    assert complete(session, campaign, key="done", completed_at=now,
-                           source="import").status == 200
+    assert complete(session, campaign, key="done", completed_at=now, source="import").status == 200
 
     assert plan(session, campaign, now=now) == 2
     rows = reminders(session)
@@ -137,8 +139,7 @@ def test_reminder_after_expiry_gets_a_fresh_link(session, campaign):
     now = utcnow()
     contact = add_contact(session, campaign, "a")
     first = add_message(session, campaign, contact, sent_at=now - timedelta(days=15))
-    old_token = issue_token(session, campaign, contact.id, first.id,
-                                   now=now - timedelta(days=15))
+    old_token = issue_token(session, campaign, contact.id, first.id, now=now - timedelta(days=15))
     assert counts(session, campaign, now)["expired"] == 1
     assert plan(session, campaign, now=now) == 1
     reminder = reminders(session)[0]
@@ -146,10 +147,14 @@ def test_reminder_after_expiry_gets_a_fresh_link(session, campaign):
     new_token = issue_token(session, campaign, contact.id, reminder.id, now=now)
     assert new_token and new_token != old_token
     assert counts(session, campaign, now) == {"pending": 1, "completed": 0, "expired": 0}
-    assert complete(session, campaign, token=old_token, completed_at=now,
-                           source="webhook").status == 410
-    assert complete(session, campaign, token=new_token, completed_at=now,
-                           source="webhook").status == 200
+    assert (
+        complete(session, campaign, token=old_token, completed_at=now, source="webhook").status
+        == 410
+    )
+    assert (
+        complete(session, campaign, token=new_token, completed_at=now, source="webhook").status
+        == 200
+    )
     assert counts(session, campaign, now)["completed"] == 1  # no reminder is due
 
 
@@ -160,8 +165,7 @@ def test_concurrent_runs_create_nothing_twice(engine, campaign_file):
         for n in range(40):
             contact = add_contact(session, campaign, f"c{n}", phone=f"+1415555{n:04d}")
             add_message(session, campaign, contact, sent_at=now - timedelta(days=4))
-            add_message(session, campaign, contact, channel="sms",
-                        sent_at=now - timedelta(days=4))
+            add_message(session, campaign, contact, channel="sms", sent_at=now - timedelta(days=4))
     barrier = threading.Barrier(2)
     created: list[int] = []
     errors: list[BaseException] = []
@@ -183,8 +187,14 @@ def test_concurrent_runs_create_nothing_twice(engine, campaign_file):
     assert sorted(created)[-1] + sorted(created)[0] == 80
     with db.session_scope(engine) as session:
         assert len(reminders(session)) == 80
-        assert session.scalar(select(func.count()).select_from(Event)
-                              .where(Event.kind == "pending", Event.source == "reset")) == 80
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(Event.kind == "pending", Event.source == "reset")
+            )
+            == 80
+        )
         # And a third, later run still finds nothing new to plan.
         assert plan(session, campaign, now=now) == 0
 
@@ -210,7 +220,8 @@ def test_cli_remind_bad_duration_is_one_line(env, campaign_file):
     result = run("remind", "acme-2026-11", "--after", "72x")
     assert result.exit_code == 1
     assert result.output.strip() == (
-        "Error: --after: '72x' is not a duration (examples: 72h, 3d, 90m, 1h30m)")
+        "Error: --after: '72x' is not a duration (examples: 72h, 3d, 90m, 1h30m)"
+    )
     unknown = run("remind", "nope", "--after", "72h", "--yes")
     assert unknown.exit_code == 1 and unknown.output.startswith("Error: unknown campaign")
 
@@ -219,8 +230,9 @@ def test_cli_remind_dry_run_plans_nothing(env, campaign_file):
     seed_due(env, campaign_file)
     result = run("remind", "acme-2026-11", "--after", "3d", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert ("Dry run (nothing planned or sent): 2 reminders due now for 'acme-2026-11' on "
-            "email, sms.") in result.output
+    assert (
+        "Dry run (nothing planned or sent): 2 reminders due now for 'acme-2026-11' on email, sms."
+    ) in result.output
     later = run("remind", "acme-2026-11", "--after", "5d", "--dry-run", "--json")
     assert json.loads(later.output.strip().splitlines()[-1])["reminders_due"] == 0
     no_tty = run("remind", "acme-2026-11", "--after", "3d")  # no --yes, nobody to ask
@@ -228,8 +240,12 @@ def test_cli_remind_dry_run_plans_nothing(env, campaign_file):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
         assert reminders(session) == []
-        assert session.scalar(select(func.count()).select_from(AuditRecord)
-                              .where(AuditRecord.command == "remind")) == 0
+        assert (
+            session.scalar(
+                select(func.count()).select_from(AuditRecord).where(AuditRecord.command == "remind")
+            )
+            == 0
+        )
 
 
 def test_cli_remind_end_to_end_sends_through_the_engine(env, campaign_file, tmp_path):
@@ -243,8 +259,11 @@ def test_cli_remind_end_to_end_sends_through_the_engine(env, campaign_file, tmp_
         rows = reminders(session)
         assert [(r.sequence, r.status) for r in rows] == [(1, "sent"), (1, "sent")]
         # Each reminder carried its own fresh link, and only the link's hash is stored.
-        hashes = set(session.scalars(select(ResetToken.token_hash)
-                                     .where(ResetToken.message_id.in_([r.id for r in rows]))))
+        hashes = set(
+            session.scalars(
+                select(ResetToken.token_hash).where(ResetToken.message_id.in_([r.id for r in rows]))
+            )
+        )
         assert len(hashes) == 2
     sent = sorted((tmp_path / "outbox" / "email").glob("*.eml"))
     assert len(sent) == 2
@@ -255,7 +274,8 @@ def test_cli_remind_end_to_end_sends_through_the_engine(env, campaign_file, tmp_
     again = run("remind", "acme-2026-11", "--after", "72h", "--channel", "email", "--yes")
     assert "Planned 0 reminder(s)." in again.output
     with db.session_scope(engine) as session:
-        audits = session.scalars(select(AuditRecord).where(AuditRecord.command == "remind")
-                                 .order_by(AuditRecord.id)).all()
+        audits = session.scalars(
+            select(AuditRecord).where(AuditRecord.command == "remind").order_by(AuditRecord.id)
+        ).all()
         assert [a.counts["reminders_planned"] for a in audits] == [2, 0]
         assert audits[0].counts["email"]["sent"] == 2

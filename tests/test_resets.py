@@ -57,22 +57,47 @@ def make_campaign(session, campaign_file, name: str | None = None) -> Campaign:
     return campaign
 
 
-def add_contact(session, campaign, key: str, exposures: str = "passwords",
-                email: str | None = "", phone: str | None = None) -> Contact:
-    contact = Contact(campaign_id=campaign.id, key=key, exposures=exposures,
-                      email=f"{key}@example.com" if email == "" else email, phone=phone)
+def add_contact(
+    session,
+    campaign,
+    key: str,
+    exposures: str = "passwords",
+    email: str | None = "",
+    phone: str | None = None,
+) -> Contact:
+    contact = Contact(
+        campaign_id=campaign.id,
+        key=key,
+        exposures=exposures,
+        email=f"{key}@example.com" if email == "" else email,
+        phone=phone,
+    )
     session.add(contact)
     session.flush()
     return contact
 
 
-def add_message(session, campaign, contact, *, channel: str = "email", status: str = "sent",
-                sent_at: datetime | None = None, notice: str = "notice",
-                sequence: int = 0) -> Message:
-    message = Message(campaign_id=campaign.id, contact_id=contact.id, channel=channel,
-                      notice=notice, sequence=sequence, status=status,
-                      address=contact.email if channel == "email" else contact.phone,
-                      sent_at=sent_at if status in ("sent", "delivered") else None)
+def add_message(
+    session,
+    campaign,
+    contact,
+    *,
+    channel: str = "email",
+    status: str = "sent",
+    sent_at: datetime | None = None,
+    notice: str = "notice",
+    sequence: int = 0,
+) -> Message:
+    message = Message(
+        campaign_id=campaign.id,
+        contact_id=contact.id,
+        channel=channel,
+        notice=notice,
+        sequence=sequence,
+        status=status,
+        address=contact.email if channel == "email" else contact.phone,
+        sent_at=sent_at if status in ("sent", "delivered") else None,
+    )
     session.add(message)
     session.flush()
     return message
@@ -94,8 +119,9 @@ def snapshot(session) -> dict:
 
 
 def completions(session) -> int:
-    return session.scalar(select(func.count()).select_from(Event)
-                          .where(Event.kind == "reset_completed"))
+    return session.scalar(
+        select(func.count()).select_from(Event).where(Event.kind == "reset_completed")
+    )
 
 
 def signed(payload: dict) -> tuple[bytes, str]:
@@ -127,7 +153,9 @@ def test_token_format_and_only_its_hash_is_stored(session, campaign):
     assert raw and TOKEN_RE.match(raw) and TOKEN_RE.match(other) and raw != other
     stored = session.scalars(select(ResetToken).order_by(ResetToken.id)).all()
     assert [t.token_hash for t in stored] == [
-        hashlib.sha256(raw.encode()).hexdigest(), hashlib.sha256(other.encode()).hexdigest()]
+        hashlib.sha256(raw.encode()).hexdigest(),
+        hashlib.sha256(other.encode()).hexdigest(),
+    ]
     assert stored[0].message_id == message.id
     assert stored[0].expires_at == now + timedelta(days=14)
     reset = session.scalar(select(PasswordReset))  # created on demand by issue_token
@@ -154,8 +182,10 @@ def test_issue_token_none_without_passwords_or_when_completed(session, campaign)
     assert session.scalar(select(func.count()).select_from(PasswordReset)) == 0
     contact = add_contact(session, campaign, "a")
     token = issue_token(session, campaign, contact.id, None)
-    assert complete(session, campaign, token=token, completed_at=utcnow(),
-                           source="webhook").status == 200
+    assert (
+        complete(session, campaign, token=token, completed_at=utcnow(), source="webhook").status
+        == 200
+    )
     assert issue_token(session, campaign, contact.id, None) is None
     assert session.scalar(select(func.count()).select_from(ResetToken)) == 1
 
@@ -168,16 +198,17 @@ def test_issue_tokens_in_bulk_follows_the_same_rules(session, campaign):
     first = add_message(session, campaign, linked, status="pending")
     second = add_message(session, campaign, linked, channel="sms", status="pending")
     ensure_resets(session, campaign)
-    assert complete(session, campaign, key="done", completed_at=now,
-                           source="import").status == 200
-    issued = issue_tokens(session, campaign, [
-        (linked.id, first.id), (linked.id, second.id), (card.id, None), (done.id, None)],
-        now=now)
+    assert complete(session, campaign, key="done", completed_at=now, source="import").status == 200
+    issued = issue_tokens(
+        session,
+        campaign,
+        [(linked.id, first.id), (linked.id, second.id), (card.id, None), (done.id, None)],
+        now=now,
+    )
     assert issued[2:] == [None, None]
     assert all(TOKEN_RE.match(t) for t in issued[:2]) and issued[0] != issued[1]
     stored = dict(session.execute(select(ResetToken.message_id, ResetToken.token_hash)).all())
-    assert stored == {first.id: hash_token(issued[0]),
-                      second.id: hash_token(issued[1])}
+    assert stored == {first.id: hash_token(issued[0]), second.id: hash_token(issued[1])}
     session.expire_all()
     reset = session.scalar(select(PasswordReset).where(PasswordReset.contact_id == linked.id))
     # Issued is not sent: a link counts once its message is handed to the provider.
@@ -186,8 +217,10 @@ def test_issue_tokens_in_bulk_follows_the_same_rules(session, campaign):
     session.expire_all()
     reset = session.scalar(select(PasswordReset).where(PasswordReset.contact_id == linked.id))
     assert (reset.links_sent, reset.link_expires_at) == (2, now + timedelta(days=14))
-    assert complete(session, campaign, token=issued[1], completed_at=now,
-                           source="webhook").status == 200
+    assert (
+        complete(session, campaign, token=issued[1], completed_at=now, source="webhook").status
+        == 200
+    )
 
 
 # --------------------------------------------------------------------------- completions
@@ -199,12 +232,10 @@ def test_completion_happens_once_and_revokes_the_other_links(session, campaign):
     second = issue_token(session, campaign, contact.id, None)
     third = issue_token(session, campaign, contact.id, None)
     when = utcnow().replace(microsecond=0)
-    result = complete(session, campaign, token=second, completed_at=when,
-                             source="webhook")
+    result = complete(session, campaign, token=second, completed_at=when, source="webhook")
     assert (result.status, result.contact_key) == (200, "a")
     reset = session.scalar(select(PasswordReset))
-    assert (reset.status, reset.completed_at, reset.completed_via) == ("completed", when,
-                                                                       "webhook")
+    assert (reset.status, reset.completed_at, reset.completed_via) == ("completed", when, "webhook")
     tokens = {t.token_hash: t for t in session.scalars(select(ResetToken))}
     assert tokens[hash_token(second)].used_at == when
     assert tokens[hash_token(second)].revoked_at is None
@@ -212,28 +243,26 @@ def test_completion_happens_once_and_revokes_the_other_links(session, campaign):
     assert tokens[hash_token(third)].revoked_at is not None
     before = snapshot(session)
     for token in (first, second, third):
-        again = complete(session, campaign, token=token, completed_at=utcnow(),
-                                source="webhook")
+        again = complete(session, campaign, token=token, completed_at=utcnow(), source="webhook")
         assert again.status == 409
     assert snapshot(session) == before
     event = session.scalar(select(Event).where(Event.kind == "reset_completed"))
-    assert (event.source, event.contact_id, event.campaign_id) == ("reset", contact.id,
-                                                                  campaign.id)
+    assert (event.source, event.contact_id, event.campaign_id) == ("reset", contact.id, campaign.id)
     assert completions(session) == 1
 
 
 def test_expired_link_is_410_and_a_fresh_one_still_works(session, campaign):
     contact = add_contact(session, campaign, "a")
-    old = issue_token(session, campaign, contact.id, None,
-                             now=utcnow() - timedelta(days=15))
+    old = issue_token(session, campaign, contact.id, None, now=utcnow() - timedelta(days=15))
     before = snapshot(session)
-    result = complete(session, campaign, token=old, completed_at=utcnow(),
-                             source="webhook")
+    result = complete(session, campaign, token=old, completed_at=utcnow(), source="webhook")
     assert result.status == 410
     assert snapshot(session) == before
     fresh = issue_token(session, campaign, contact.id, None)
-    assert complete(session, campaign, token=fresh, completed_at=utcnow(),
-                           source="webhook").status == 200
+    assert (
+        complete(session, campaign, token=fresh, completed_at=utcnow(), source="webhook").status
+        == 200
+    )
 
 
 def test_unknown_token_is_404_and_foreign_campaign_token_too(session, campaign, campaign_file):
@@ -242,11 +271,15 @@ def test_unknown_token_is_404_and_foreign_campaign_token_too(session, campaign, 
     token = issue_token(session, other, contact.id, None)
     before = snapshot(session)
     for bad in ("x" * 43, "not a token!", token[:-1] + ("A" if token[-1] != "A" else "B")):
-        assert complete(session, campaign, token=bad, completed_at=utcnow(),
-                               source="webhook").status == 404
+        assert (
+            complete(session, campaign, token=bad, completed_at=utcnow(), source="webhook").status
+            == 404
+        )
     # A real token of another campaign is unknown in this one.
-    assert complete(session, campaign, token=token, completed_at=utcnow(),
-                           source="webhook").status == 404
+    assert (
+        complete(session, campaign, token=token, completed_at=utcnow(), source="webhook").status
+        == 404
+    )
     assert snapshot(session) == before
 
 
@@ -256,24 +289,49 @@ def test_completion_by_key_and_by_email(session, campaign):
     add_contact(session, campaign, "card-only", "card")
     ensure_resets(session, campaign)
     token = issue_token(session, campaign, by_key.id, None)
-    assert complete(session, campaign, key="K-1", completed_at=utcnow(),
-                           source="import").status == 200
+    assert (
+        complete(session, campaign, key="K-1", completed_at=utcnow(), source="import").status == 200
+    )
     # Its link was revoked by the completion.
-    assert complete(session, campaign, token=token, completed_at=utcnow(),
-                           source="webhook").status == 409
+    assert (
+        complete(session, campaign, token=token, completed_at=utcnow(), source="webhook").status
+        == 409
+    )
     # Domain case differs from the stored (lower-cased) domain; local part matched as stored.
-    result = complete(session, campaign, email="Mixed.Case@EXAMPLE.COM",
-                             completed_at=utcnow(), source="webhook")
+    result = complete(
+        session, campaign, email="Mixed.Case@EXAMPLE.COM", completed_at=utcnow(), source="webhook"
+    )
     assert (result.status, result.contact_key) == (200, "K-2")
-    assert complete(session, campaign, email="mixed.case@example.com",
-                           completed_at=utcnow(), source="webhook").status == 409
+    assert (
+        complete(
+            session,
+            campaign,
+            email="mixed.case@example.com",
+            completed_at=utcnow(),
+            source="webhook",
+        ).status
+        == 409
+    )
     before = snapshot(session)
-    assert complete(session, campaign, key="nobody", completed_at=utcnow(),
-                           source="import").status == 404
-    assert complete(session, campaign, key="card-only", completed_at=utcnow(),
-                           source="import").status == 404
-    assert complete(session, campaign, key="K-1", email="x@example.com",
-                           completed_at=utcnow(), source="import").status == 400
+    assert (
+        complete(session, campaign, key="nobody", completed_at=utcnow(), source="import").status
+        == 404
+    )
+    assert (
+        complete(session, campaign, key="card-only", completed_at=utcnow(), source="import").status
+        == 404
+    )
+    assert (
+        complete(
+            session,
+            campaign,
+            key="K-1",
+            email="x@example.com",
+            completed_at=utcnow(),
+            source="import",
+        ).status
+        == 400
+    )
     assert snapshot(session) == before
     assert completions(session) == 2
 
@@ -284,8 +342,7 @@ def test_completion_by_key_and_by_email(session, campaign):
 def test_webhook_signature_good_bad_missing(session, campaign):
     contact = add_contact(session, campaign, "a")
     received = datetime.fromisoformat("2026-11-25T10:02:00+00:00")  # the injected clock
-    token = issue_token(session, campaign, contact.id, None,
-                               now=received - timedelta(days=1))
+    token = issue_token(session, campaign, contact.id, None, now=received - timedelta(days=1))
     body, signature = signed({"token": token, "completed_at": "2026-11-25T10:00:00Z"})
     before = snapshot(session)
     bad = signature_for("wrong-secret", body)
@@ -312,8 +369,9 @@ def test_webhook_replay_is_409_and_errors_change_nothing(session, campaign):
     contact = add_contact(session, campaign, "a")
     expired_contact = add_contact(session, campaign, "b")
     token = issue_token(session, campaign, contact.id, None)
-    expired = issue_token(session, campaign, expired_contact.id, None,
-                                 now=utcnow() - timedelta(days=20))
+    expired = issue_token(
+        session, campaign, expired_contact.id, None, now=utcnow() - timedelta(days=20)
+    )
     body, signature = signed({"token": token, "completed_at": utcnow().isoformat()})
     assert handle_webhook(session, SETTINGS, body, signature)[0] == 200
     before = snapshot(session)
@@ -345,12 +403,12 @@ def test_webhook_by_key_resolves_the_campaign(session, campaign, campaign_file):
     status, answer = handle_webhook(session, SETTINGS, *signed({"key": "shared"}))
     assert status == 400 and "campaign" in answer["error"]
     status, answer = handle_webhook(
-        session, SETTINGS, *signed({"key": "shared", "campaign": "other-2026"}))
+        session, SETTINGS, *signed({"key": "shared", "campaign": "other-2026"})
+    )
     assert (status, answer["campaign"]) == (200, "other-2026")
     status, answer = handle_webhook(session, SETTINGS, *signed({"key": "only-other"}))
     assert (status, answer["campaign"]) == (200, "other-2026")
-    status, _ = handle_webhook(session, SETTINGS,
-                                      *signed({"email": "only-other@example.com"}))
+    status, _ = handle_webhook(session, SETTINGS, *signed({"email": "only-other@example.com"}))
     assert status == 409
     done = session.scalars(select(PasswordReset).where(PasswordReset.status == "completed"))
     assert {r.campaign_id for r in done} == {other.id}
@@ -368,7 +426,7 @@ def test_export_columns_and_statuses(session, campaign, tmp_path):
     now = utcnow()
     add_contact(session, campaign, "no-link", phone="+14155550100")
     linked = add_contact(session, campaign, "linked")
-    old = add_contact(session, campaign, "=HYPERLINK(\"http://x\")")
+    old = add_contact(session, campaign, '=HYPERLINK("http://x")')
     done = add_contact(session, campaign, "done")
     add_contact(session, campaign, "card", "card")
     ensure_resets(session, campaign)
@@ -377,22 +435,30 @@ def test_export_columns_and_statuses(session, campaign, tmp_path):
     issue_token(session, campaign, old.id, None, now=now - timedelta(days=20))
     token = issue_token(session, campaign, done.id, None, now=now)
     when = now.replace(microsecond=0) - timedelta(hours=1)
-    assert complete(session, campaign, token=token, completed_at=when,
-                           source="webhook").status == 200
+    assert (
+        complete(session, campaign, token=token, completed_at=when, source="webhook").status == 200
+    )
     path = tmp_path / "resets.csv"
     assert export_resets(session, campaign, path) == 4
     with open(path, newline="", encoding="utf-8") as handle:
         assert next(csv.reader(handle)) == [
-            "campaign", "contact_key", "email", "phone", "reset_status",
-            "reset_completed_at", "links_sent", "link_expires_at"]
+            "campaign",
+            "contact_key",
+            "email",
+            "phone",
+            "reset_status",
+            "reset_completed_at",
+            "links_sent",
+            "link_expires_at",
+        ]
     rows = {row["contact_key"]: row for row in read_csv(path)}
-    assert set(rows) == {"no-link", "linked", "'=HYPERLINK(\"http://x\")", "done"}
+    assert set(rows) == {"no-link", "linked", '\'=HYPERLINK("http://x")', "done"}
     assert rows["no-link"]["reset_status"] == "pending"
     assert rows["no-link"]["links_sent"] == "0" and rows["no-link"]["link_expires_at"] == ""
     assert rows["no-link"]["phone"] == "+14155550100"  # E.164 left as is
     assert rows["linked"]["reset_status"] == "pending"
     assert rows["linked"]["link_expires_at"] == iso(now + timedelta(days=14))
-    expired = rows["'=HYPERLINK(\"http://x\")"]
+    expired = rows['\'=HYPERLINK("http://x")']
     assert (expired["reset_status"], expired["links_sent"]) == ("expired", "2")
     assert expired["link_expires_at"] == iso(now - timedelta(days=6))
     assert rows["done"]["reset_status"] == "completed"
@@ -417,23 +483,32 @@ def test_import_completions_rejects_and_idempotency(session, campaign, tmp_path)
         add_contact(session, campaign, key)
     add_contact(session, campaign, "card", "card")
     assert ensure_resets(session, campaign) == 3
-    token = issue_token(session, campaign,
-                               session.scalar(select(Contact.id).where(Contact.key == "a")), None)
-    source = write(tmp_path / "idp.csv", (
-        "Customer ID,E-mail,Completed At\r\n"
-        "a,,2026-11-25T10:00:00Z\r\n"            # 2: by key
-        ",B@Example.com,2026-11-25 11:00\r\n"    # 3: by email, domain case differs
-        "zz,,2026-11-25T10:00:00Z\r\n"           # 4: unknown key
-        "c,,not a date\r\n"                      # 5: bad time
-        "card,,2026-11-25T10:00:00Z\r\n"         # 6: no passwords exposed
-        "\"a\",,2026-11-26T10:00:00Z\r\n"        # 7: same contact again
-        ",=cmd|' /C calc'!A0,2026-11-25\r\n"     # 8: unknown email, formula cell
-        ",,2026-11-25\r\n"                       # 9: neither key nor email
-    ))
+    token = issue_token(
+        session, campaign, session.scalar(select(Contact.id).where(Contact.key == "a")), None
+    )
+    source = write(
+        tmp_path / "idp.csv",
+        (
+            "Customer ID,E-mail,Completed At\r\n"
+            "a,,2026-11-25T10:00:00Z\r\n"  # 2: by key
+            ",B@Example.com,2026-11-25 11:00\r\n"  # 3: by email, domain case differs
+            "zz,,2026-11-25T10:00:00Z\r\n"  # 4: unknown key
+            "c,,not a date\r\n"  # 5: bad time
+            "card,,2026-11-25T10:00:00Z\r\n"  # 6: no passwords exposed
+            '"a",,2026-11-26T10:00:00Z\r\n'  # 7: same contact again
+            ",=cmd|' /C calc'!A0,2026-11-25\r\n"  # 8: unknown email, formula cell
+            ",,2026-11-25\r\n"  # 9: neither key nor email
+        ),
+    )
     rejects = tmp_path / "rejects.csv"
     summary = import_completions(session, campaign, source, rejects_path=rejects)
-    assert summary.as_dict() == {"read": 8, "completed": 2, "already_completed": 1,
-                                 "rejected": 5, "dry_run": False}
+    assert summary.as_dict() == {
+        "read": 8,
+        "completed": 2,
+        "already_completed": 1,
+        "rejected": 5,
+        "dry_run": False,
+    }
     rows = read_csv(rejects)
     assert [r["line"] for r in rows] == ["4", "5", "6", "8", "9"]
     assert "unknown key 'zz'" in rows[0]["reason"]
@@ -441,19 +516,30 @@ def test_import_completions_rejects_and_idempotency(session, campaign, tmp_path)
     assert "no exposed password" in rows[2]["reason"]
     assert rows[3]["E-mail"].startswith("'=")  # neutralized, as in the exports
     assert list(rows[0]) == ["line", "reason", "Customer ID", "E-mail", "Completed At"]
-    done = {c.key: r for r, c in session.execute(
-        select(PasswordReset, Contact).join(Contact, Contact.id == PasswordReset.contact_id))}
+    done = {
+        c.key: r
+        for r, c in session.execute(
+            select(PasswordReset, Contact).join(Contact, Contact.id == PasswordReset.contact_id)
+        )
+    }
     assert done["a"].status == "completed" and done["b"].status == "completed"
     assert done["a"].completed_at == datetime.fromisoformat("2026-11-25T10:00:00+00:00")
     assert done["a"].completed_via == "import"
     assert done["c"].status == "pending"
     assert session.scalar(select(ResetToken.revoked_at)) is not None
-    assert complete(session, campaign, token=token, completed_at=utcnow(),
-                           source="webhook").status == 409
+    assert (
+        complete(session, campaign, token=token, completed_at=utcnow(), source="webhook").status
+        == 409
+    )
     assert completions(session) == 2
     again = import_completions(session, campaign, source, rejects_path=rejects)
-    assert again.as_dict() == {"read": 8, "completed": 0, "already_completed": 3,
-                               "rejected": 5, "dry_run": False}
+    assert again.as_dict() == {
+        "read": 8,
+        "completed": 0,
+        "already_completed": 3,
+        "rejected": 5,
+        "dry_run": False,
+    }
     assert completions(session) == 2
 
 
@@ -470,9 +556,11 @@ def test_import_is_all_or_nothing_on_a_bad_file(session, campaign, tmp_path):
         import_completions(session, campaign, bad, rejects_path=tmp_path / "r.csv")
     assert snapshot(session) == before
     assert not (tmp_path / "r.csv").exists()
-    for text, problem in [("key,when_done\na,2026-11-25\n", "no completed_at column"),
-                          ("name,completed_at\nx,2026-11-25\n", "no key or email column"),
-                          ("", "empty")]:
+    for text, problem in [
+        ("key,when_done\na,2026-11-25\n", "no completed_at column"),
+        ("name,completed_at\nx,2026-11-25\n", "no key or email column"),
+        ("", "empty"),
+    ]:
         with pytest.raises(NotifyError, match=problem):
             import_completions(session, campaign, write(tmp_path / "x.csv", text))
     with pytest.raises(NotifyError, match="no such file"):
@@ -503,29 +591,48 @@ def test_cli_export_and_complete(env, campaign_file, tmp_path):
         campaign = make_campaign(session, campaign_file)
         add_contact(session, campaign, "a")
         add_contact(session, campaign, "b")
-    source = write(tmp_path / "idp.csv", "email,completed_at\na@example.com,2026-11-25\n"
-                                         "nobody@example.com,2026-11-25\n")
-    dry = run("resets", "complete", str(source), "--campaign", "acme-2026-11", "--dry-run",
-              "--json")
+    source = write(
+        tmp_path / "idp.csv",
+        "email,completed_at\na@example.com,2026-11-25\nnobody@example.com,2026-11-25\n",
+    )
+    dry = run(
+        "resets", "complete", str(source), "--campaign", "acme-2026-11", "--dry-run", "--json"
+    )
     assert json.loads(dry.output.strip().splitlines()[-1])["completed"] == 1
-    result = run("resets", "complete", str(source), "--campaign", "acme-2026-11",
-                 "--rejects", str(tmp_path / "rej.csv"), "--json")
+    result = run(
+        "resets",
+        "complete",
+        str(source),
+        "--campaign",
+        "acme-2026-11",
+        "--rejects",
+        str(tmp_path / "rej.csv"),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1]) == {
-        "read": 2, "completed": 1, "already_completed": 0, "rejected": 1, "dry_run": False}
+        "read": 2,
+        "completed": 1,
+        "already_completed": 0,
+        "rejected": 1,
+        "dry_run": False,
+    }
     assert read_csv(tmp_path / "rej.csv")[0]["line"] == "3"
     out = tmp_path / "out.csv"
     result = run("resets", "export", "acme-2026-11", "-o", str(out))
     assert result.exit_code == 0 and "Wrote 2 reset(s)" in result.output
     assert {r["contact_key"]: r["reset_status"] for r in read_csv(out)} == {
-        "a": "completed", "b": "pending"}
+        "a": "completed",
+        "b": "pending",
+    }
     with db.session_scope(engine) as session:
         audit = {a.command: a.counts for a in session.scalars(select(AuditRecord))}
     assert audit["resets complete"]["completed"] == 1
     assert audit["resets export"] == {"rows": 2}
     missing = CliRunner().invoke(main, ["resets", "export", "nope", "-o", str(out)])
     assert missing.exit_code == 1 and missing.output.startswith("Error: unknown campaign")
-    bad = CliRunner().invoke(main, ["resets", "complete", str(tmp_path / "none.csv"),
-                                    "--campaign", "acme-2026-11"])
+    bad = CliRunner().invoke(
+        main, ["resets", "complete", str(tmp_path / "none.csv"), "--campaign", "acme-2026-11"]
+    )
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert len(bad.output.strip().splitlines()) == 1

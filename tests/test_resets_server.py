@@ -32,8 +32,9 @@ def seed_token(engine, campaign_file, issued: datetime = RECEIVED - timedelta(da
 def reset_state(engine) -> tuple[str, int]:
     with db.session_scope(engine) as session:
         status = session.scalar(select(PasswordReset.status))
-        done = session.scalar(select(func.count()).select_from(Event)
-                              .where(Event.kind == "reset_completed"))
+        done = session.scalar(
+            select(func.count()).select_from(Event).where(Event.kind == "reset_completed")
+        )
         return status, done
 
 
@@ -65,8 +66,9 @@ async def _complete(engine, body: dict, clock: datetime) -> tuple[int, dict]:
     raw = json.dumps(body).encode()
     app = make_app(engine, Settings(webhook_secret=SECRET), clock=lambda: clock)
     async with TestClient(TestServer(app)) as client:
-        resp = await client.post("/webhooks/resets", data=raw,
-                                 headers={"X-Notify-Signature": signature_for(SECRET, raw)})
+        resp = await client.post(
+            "/webhooks/resets", data=raw, headers={"X-Notify-Signature": signature_for(SECRET, raw)}
+        )
         return resp.status, await resp.json()
 
 
@@ -82,28 +84,33 @@ async def test_a_backdated_completion_cannot_use_an_expired_link(engine, campaig
     issued = RECEIVED - timedelta(days=14, hours=1)
     token = seed_token(engine, campaign_file, issued=issued)
     claimed = RECEIVED - timedelta(hours=2)  # within the link's life
-    status, answer = await _complete(engine, {"token": token, "completed_at": iso(claimed)},
-                                     RECEIVED)
+    status, answer = await _complete(
+        engine, {"token": token, "completed_at": iso(claimed)}, RECEIVED
+    )
     assert status == 410 and "expired" in answer["error"]
     status, _ = await _complete(  # further back into the link's life: too old to believe
-        engine, {"token": token, "completed_at": iso(issued + timedelta(days=1))}, RECEIVED)
+        engine, {"token": token, "completed_at": iso(issued + timedelta(days=1))}, RECEIVED
+    )
     assert status == 400
     assert reset_state(engine) == ("pending", 0)
 
 
-@pytest.mark.parametrize("offset, status, problem", [
-    (timedelta(minutes=6), 400, "in the future"),
-    (timedelta(minutes=4), 200, None),  # clock skew is tolerated
-    (-timedelta(hours=23, minutes=59), 200, None),
-    (-timedelta(hours=24, minutes=1), 400, "more than 24 hours before"),
-    (-timedelta(days=365 * 56), 400, "more than 24 hours before"),  # 1970
-])
-async def test_completed_at_must_be_plausible_at_receipt(engine, campaign_file, offset, status,
-                                                         problem):
+@pytest.mark.parametrize(
+    "offset, status, problem",
+    [
+        (timedelta(minutes=6), 400, "in the future"),
+        (timedelta(minutes=4), 200, None),  # clock skew is tolerated
+        (-timedelta(hours=23, minutes=59), 200, None),
+        (-timedelta(hours=24, minutes=1), 400, "more than 24 hours before"),
+        (-timedelta(days=365 * 56), 400, "more than 24 hours before"),  # 1970
+    ],
+)
+async def test_completed_at_must_be_plausible_at_receipt(
+    engine, campaign_file, offset, status, problem
+):
     token = seed_token(engine, campaign_file, issued=RECEIVED - timedelta(days=3))
     claimed = RECEIVED + offset
-    got, answer = await _complete(engine, {"token": token, "completed_at": iso(claimed)},
-                                  RECEIVED)
+    got, answer = await _complete(engine, {"token": token, "completed_at": iso(claimed)}, RECEIVED)
     assert got == status, answer
     if problem:
         assert problem in answer["error"]
@@ -116,7 +123,8 @@ async def test_completed_at_before_the_link_was_issued_is_400(engine, campaign_f
     issued = RECEIVED - timedelta(hours=1)
     token = seed_token(engine, campaign_file, issued=issued)
     status, answer = await _complete(
-        engine, {"token": token, "completed_at": iso(issued - timedelta(minutes=10))}, RECEIVED)
+        engine, {"token": token, "completed_at": iso(issued - timedelta(minutes=10))}, RECEIVED
+    )
     assert status == 400 and "before this link was issued" in answer["error"]
     assert reset_state(engine) == ("pending", 0)
     status, _ = await _complete(engine, {"token": token, "completed_at": iso(issued)}, RECEIVED)

@@ -18,20 +18,34 @@ from notify.models import Contact
 from notify.rules.check import add_business_days, check_campaign, notice_deadline
 from tests.factories import campaign_toml
 
-EXAMPLE = campaigns.parse_campaign_file(campaigns.Path(__file__).parent.parent / "campaigns"
-                                        / "example.toml")
+EXAMPLE = campaigns.parse_campaign_file(
+    campaigns.Path(__file__).parent.parent / "campaigns" / "example.toml"
+)
 
 
 def config(discovered: str = "2026-03-02", determined: str = "", delay: str = ""):
-    return replace(EXAMPLE, discovered_date=discovered, determined_date=determined,
-                   law_enforcement_delay_until=delay)
+    return replace(
+        EXAMPLE,
+        discovered_date=discovered,
+        determined_date=determined,
+        law_enforcement_delay_until=delay,
+    )
 
 
-@pytest.mark.parametrize(("code", "days", "counted_from"), [
-    ("US-CA", 30, "discovery"), ("US-CO", 30, "determination"), ("US-FL", 30, "determination"),
-    ("US-WA", 30, "discovery"), ("US-NY", 30, "discovery"), ("US-AZ", 45, "determination"),
-    ("US-IN", 45, "discovery"), ("US-TX", 60, "determination"), ("US-CT", 60, "discovery"),
-])
+@pytest.mark.parametrize(
+    ("code", "days", "counted_from"),
+    [
+        ("US-CA", 30, "discovery"),
+        ("US-CO", 30, "determination"),
+        ("US-FL", 30, "determination"),
+        ("US-WA", 30, "discovery"),
+        ("US-NY", 30, "discovery"),
+        ("US-AZ", 45, "determination"),
+        ("US-IN", 45, "discovery"),
+        ("US-TX", 60, "determination"),
+        ("US-CT", 60, "discovery"),
+    ],
+)
 def test_deadlines(code, days, counted_from):
     found = rules.get(code)
     # Discovered March 2, determined March 9: each counts from its own date.
@@ -70,10 +84,14 @@ def run(*args):
 
 
 RESIDENTS = [  # key, country, state, exposures
-    ("ca-1", "US", "CA", "passwords"), ("ca-2", "US", "CA", "identity"),
-    ("ct-1", "US", "CT", "identity"), ("ma-1", "US", "MA", "identity;card"),
-    ("il-1", "US", "Illinois", "card"), ("tx-1", "USA", "TX", "card"),
-    ("fr-1", "France", None, "passwords"), ("nowhere", None, None, "card"),
+    ("ca-1", "US", "CA", "passwords"),
+    ("ca-2", "US", "CA", "identity"),
+    ("ct-1", "US", "CT", "identity"),
+    ("ma-1", "US", "MA", "identity;card"),
+    ("il-1", "US", "Illinois", "card"),
+    ("tx-1", "USA", "TX", "card"),
+    ("fr-1", "France", None, "passwords"),
+    ("nowhere", None, None, "card"),
 ]
 
 
@@ -86,10 +104,20 @@ def loaded(env, tmp_path):
         with db.session_scope(engine) as session:
             campaign = campaigns.get_campaign(session, "acme-2026-11")
             if not session.query(Contact).filter_by(campaign_id=campaign.id).count():
-                session.add_all(Contact(campaign_id=campaign.id, key=k, email=f"{k}@example.com",
-                                        country=c, state=s, exposures=e, extra={})
-                                for k, c, s, e in RESIDENTS)
+                session.add_all(
+                    Contact(
+                        campaign_id=campaign.id,
+                        key=k,
+                        email=f"{k}@example.com",
+                        country=c,
+                        state=s,
+                        exposures=e,
+                        extra={},
+                    )
+                    for k, c, s, e in RESIDENTS
+                )
         return engine
+
     return load
 
 
@@ -106,11 +134,22 @@ def test_json_report_shape_deadlines_and_regulators(loaded):
     assert report["as_of"] == "2026-12-06"
     found = by_code(report)
     for entry in found.values():
-        assert set(entry) == {"code", "residents", "notice_deadline", "days_left", "regulators",
-                              "monitoring_months_required", "variant", "problems"}
+        assert set(entry) == {
+            "code",
+            "residents",
+            "notice_deadline",
+            "days_left",
+            "regulators",
+            "monitoring_months_required",
+            "variant",
+            "problems",
+        }
     assert set(found) == {"US-CA", "US-CT", "US-MA", "US-IL", "US-TX", "EU", "unknown"}
-    assert (found["US-CA"]["residents"], found["US-CA"]["notice_deadline"],
-            found["US-CA"]["days_left"]) == (2, "2026-12-22", 16)
+    assert (
+        found["US-CA"]["residents"],
+        found["US-CA"]["notice_deadline"],
+        found["US-CA"]["days_left"],
+    ) == (2, "2026-12-22", 16)
     assert found["US-TX"]["notice_deadline"] == "2027-01-22"  # 60 days from determination
     assert found["US-CT"]["notice_deadline"] == "2027-01-21"  # 60 days from discovery
     assert found["US-MA"]["notice_deadline"] is None and found["US-MA"]["days_left"] is None
@@ -149,8 +188,9 @@ def test_a_passed_deadline_with_residents_not_reached_exits_1(loaded):
 def test_no_credit_monitoring_is_a_problem_where_the_law_requires_it(loaded, tmp_path):
     engine = loaded()
     text = (tmp_path / "campaign.toml").read_text()
-    no_offer = "\n".join(line for line in text.splitlines()
-                         if not line.startswith("credit_monitoring"))
+    no_offer = "\n".join(
+        line for line in text.splitlines() if not line.startswith("credit_monitoring")
+    )
     (tmp_path / "campaign.toml").write_text(no_offer)
     assert run("campaign", "load", str(tmp_path / "campaign.toml")).exit_code == 0
     with db.session_scope(engine) as session:
@@ -166,17 +206,27 @@ def test_hipaa_counts_every_contact_and_its_thresholds(engine, campaign_file, tm
     path = campaign_toml(tmp_path, regimes='["hipaa"]', discovered_date='"2026-03-02"')
     with db.session_scope(engine) as session:
         campaign, _ = campaigns.load_campaign(session, path)
-        session.add_all(Contact(campaign_id=campaign.id, key=f"k{i}", email=f"k{i}@example.com",
-                                country="US", state="CA" if i < 501 else "NV",
-                                exposures="identity", extra={}) for i in range(600))
+        session.add_all(
+            Contact(
+                campaign_id=campaign.id,
+                key=f"k{i}",
+                email=f"k{i}@example.com",
+                country="US",
+                state="CA" if i < 501 else "NV",
+                exposures="identity",
+                extra={},
+            )
+            for i in range(600)
+        )
     with db.session_scope(engine) as session:
-        report = check_campaign(session, "acme-2026-11", date(2026, 3, 10),
-                                verify_templates=False)
+        report = check_campaign(session, "acme-2026-11", date(2026, 3, 10), verify_templates=False)
     hipaa = next(j for j in report.jurisdictions if j.code == "US-HIPAA")
     assert hipaa.residents.total == 600
     assert hipaa.notice_deadline == date(2026, 5, 1)  # 60 days after discovery
-    due = {r.name.split(" (")[0] + (" log" if "log" in r.name else ""): (r.required, r.due)
-           for r in hipaa.regulators}
+    due = {
+        r.name.split(" (")[0] + (" log" if "log" in r.name else ""): (r.required, r.due)
+        for r in hipaa.regulators
+    }
     assert due["US Department of Health and Human Services"] == (True, date(2026, 5, 1))
     assert due["US Department of Health and Human Services log"] == (False, date(2027, 3, 1))
     assert due["Prominent media outlets"] == (True, date(2026, 5, 1))  # 501 in California

@@ -57,22 +57,40 @@ RUN_TIMEOUT = 120.0
 def _worker_env(pg_url: str, tmp_path: Path, sink: SmtpSink) -> dict[str, str]:
     """The environment of a worker: this test's schema and sink, nothing from the caller."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "TWILIO_"))}
-    return {**base, "NOTIFY_DATABASE_URL": pg_url, "NOTIFY_OUTBOX": str(tmp_path / "outbox"),
-            "NOTIFY_SMTP_HOST": sink.host, "NOTIFY_SMTP_PORT": str(sink.port),
-            "NOTIFY_SMTP_TLS": "none", "NOTIFY_LEASE_SECONDS": str(LEASE)}
+    return {
+        **base,
+        "NOTIFY_DATABASE_URL": pg_url,
+        "NOTIFY_OUTBOX": str(tmp_path / "outbox"),
+        "NOTIFY_SMTP_HOST": sink.host,
+        "NOTIFY_SMTP_PORT": str(sink.port),
+        "NOTIFY_SMTP_TLS": "none",
+        "NOTIFY_LEASE_SECONDS": str(LEASE),
+    }
 
 
 def _start_worker(env: dict[str, str], cwd: Path, name: str) -> subprocess.Popen:
-    return notify_process(env, "send", name, "--yes", "--json", "--email-rate", str(RATE),
-                          "--concurrency", str(CONCURRENCY), cwd=cwd)
+    return notify_process(
+        env,
+        "send",
+        name,
+        "--yes",
+        "--json",
+        "--email-rate",
+        str(RATE),
+        "--concurrency",
+        str(CONCURRENCY),
+        cwd=cwd,
+    )
 
 
 def _leased_by(engine: Engine, pid: int) -> dict[int, tuple[str, datetime]]:
     """Rows a (dead) worker still leases: id -> (status, lease expiry)."""
     with db.session_scope(engine) as session:
         rows = session.execute(
-            select(Message.id, Message.status, Message.lease_expires_at)
-            .where(Message.lease_owner.like(f"%:{pid}:%")))
+            select(Message.id, Message.status, Message.lease_expires_at).where(
+                Message.lease_owner.like(f"%:{pid}:%")
+            )
+        )
         return {mid: (status, expires) for mid, status, expires in rows}
 
 
@@ -81,8 +99,10 @@ def _attempts(engine: Engine) -> dict[int, list[tuple[datetime, str]]]:
     out: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
     with db.session_scope(engine) as session:
         for at, mid, detail in session.execute(
-                select(Event.at, Event.message_id, Event.detail)
-                .where(Event.kind == "sending").order_by(Event.id)):
+            select(Event.at, Event.message_id, Event.detail)
+            .where(Event.kind == "sending")
+            .order_by(Event.id)
+        ):
             out[mid].append((at, detail["worker"]))
     return out
 
@@ -122,8 +142,9 @@ def test_three_workers_one_killed_everyone_told_once_at_one_global_rate(pg_url, 
     engine = db.make_engine(pg_url)
     db.upgrade(engine)
     try:
-        campaign = make_campaign(engine, campaign_toml(
-            tmp_path, channels='["email"]', fallback='"none"'))
+        campaign = make_campaign(
+            engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
+        )
         add_contacts(engine, campaign, CONTACTS, exposures="passwords;card")
         with SmtpSink(parse=False) as sink:  # no parsing: less jitter
             env = _worker_env(pg_url, tmp_path, sink)
@@ -135,8 +156,7 @@ def test_three_workers_one_killed_everyone_told_once_at_one_global_rate(pg_url, 
         engine.dispose()
 
 
-def _run_workers(engine: Engine, env: dict[str, str], cwd: Path, name: str,
-                 sink: SmtpSink) -> dict:
+def _run_workers(engine: Engine, env: dict[str, str], cwd: Path, name: str, sink: SmtpSink) -> dict:
     """A and B, then C joins, then B is killed; returns what the checks need."""
     workers = [_start_worker(env, cwd, name), _start_worker(env, cwd, name)]
     a, b = workers
@@ -160,8 +180,13 @@ def _run_workers(engine: Engine, env: dict[str, str], cwd: Path, name: str,
             if worker.poll() is None:
                 worker.kill()
                 worker.communicate()
-    return {"pids": (a.pid, b.pid, c.pid), "joined_at": joined_at, "killed_at": killed_at,
-            "orphans": orphans, "outputs": outputs}
+    return {
+        "pids": (a.pid, b.pid, c.pid),
+        "joined_at": joined_at,
+        "killed_at": killed_at,
+        "orphans": orphans,
+        "outputs": outputs,
+    }
 
 
 def _check(engine: Engine, run: dict, received: list[Received], connections: int) -> None:
@@ -184,8 +209,7 @@ def _check(engine: Engine, run: dict, received: list[Received], connections: int
         statuses = Counter(session.scalars(select(Message.status)))
         address_of = dict(session.execute(select(Message.address, Message.id)).all())
         leased = session.scalar(select(Message.id).where(Message.lease_owner.is_not(None)))
-        sent_events = Counter(session.scalars(
-            select(Event.message_id).where(Event.kind == "sent")))
+        sent_events = Counter(session.scalars(select(Event.message_id).where(Event.kind == "sent")))
     assert statuses == {"sent": CONTACTS}
     assert len(sent_events) == CONTACTS and set(sent_events.values()) == {1}  # recorded once
     assert leased is None, "a lease outlived the run"
@@ -216,14 +240,16 @@ def _check(engine: Engine, run: dict, received: list[Received], connections: int
         "A+C": _phase_rate(times, run["killed_at"], times[-1] + 1),
     }
     first = times[0]
-    report = (f"busiest 1 s window {busiest} (limit {RATE + 1}) from {busiest_at - first:.2f} s "
-              f"(C joined at {run['joined_at'] - first:.2f} s, B killed at "
-              f"{run['killed_at'] - first:.2f} s); phases "
-              + ", ".join(f"{k}: {n} at {r:.1f}/s" for k, (n, r) in phases.items())
-              + f"; per second {sorted(_windows(times).values())}; taken over {len(orphans)}"
-              f" ({len(in_flight)} in flight, {len(repeated)} re-sent); sent by "
-              f"A {senders[a_pid]}, B {senders[b_pid]}, C {senders[c_pid]}; "
-              f"{connections} SMTP connections")
+    report = (
+        f"busiest 1 s window {busiest} (limit {RATE + 1}) from {busiest_at - first:.2f} s "
+        f"(C joined at {run['joined_at'] - first:.2f} s, B killed at "
+        f"{run['killed_at'] - first:.2f} s); phases "
+        + ", ".join(f"{k}: {n} at {r:.1f}/s" for k, (n, r) in phases.items())
+        + f"; per second {sorted(_windows(times).values())}; taken over {len(orphans)}"
+        f" ({len(in_flight)} in flight, {len(repeated)} re-sent); sent by "
+        f"A {senders[a_pid]}, B {senders[b_pid]}, C {senders[c_pid]}; "
+        f"{connections} SMTP connections"
+    )
     print(report)
     assert busiest <= RATE + 1, report
     for name, (_, rate) in phases.items():  # too fast is the windows' business
@@ -252,8 +278,12 @@ async def test_slots_of_several_workers_keep_one_over_rate_apart(pg_url, tmp_pat
             throttle._slots.clear()
 
     try:
-        await asyncio.gather(*(worker(Throttle(e, campaign.id, "email", rate), 0.05 * i)
-                               for i, e in enumerate(engines)))
+        await asyncio.gather(
+            *(
+                worker(Throttle(e, campaign.id, "email", rate), 0.05 * i)
+                for i, e in enumerate(engines)
+            )
+        )
     finally:
         for e in (engine, *engines):
             e.dispose()
@@ -272,15 +302,19 @@ def test_a_worker_joining_a_planned_campaign_plans_in_linear_time(pg_url, tmp_pa
     engine = db.make_engine(pg_url)
     db.upgrade(engine)
     try:
-        campaign = make_campaign(engine, campaign_toml(
-            tmp_path, channels='["email"]', fallback='"none"'))
+        campaign = make_campaign(
+            engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
+        )
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO contacts (campaign_id, key, name, email, exposures, created_at, "
-                "updated_at) SELECT :c, 'K-' || g, 'Customer ' || g, "
-                "'user' || g || '@example.com', 'card', now() AT TIME ZONE 'utc', "
-                "now() AT TIME ZONE 'utc' FROM generate_series(1, 20000) AS g"),
-                {"c": campaign.id})
+            conn.execute(
+                text(
+                    "INSERT INTO contacts (campaign_id, key, name, email, exposures, created_at, "
+                    "updated_at) SELECT :c, 'K-' || g, 'Customer ' || g, "
+                    "'user' || g || '@example.com', 'card', now() AT TIME ZONE 'utc', "
+                    "now() AT TIME ZONE 'utc' FROM generate_series(1, 20000) AS g"
+                ),
+                {"c": campaign.id},
+            )
         timings = []
         for _ in range(2):  # the first worker, then one that joins
             started = time.perf_counter()

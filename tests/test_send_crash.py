@@ -30,8 +30,17 @@ def test_kill_9_mid_send_then_resume(env, tmp_path):
     add_contacts(engine, campaign, CONTACTS, exposures="passwords;card")
     with SmtpSink() as sink, TwilioDouble(delay=0.02) as tw:
         child_env = smtp_env({**os.environ, **env, **tw.env()}, sink)
-        args = ["send", campaign.name, "--yes", "--email-rate", "120", "--sms-rate", "60",
-                "--concurrency", str(CONCURRENCY)]
+        args = [
+            "send",
+            campaign.name,
+            "--yes",
+            "--email-rate",
+            "120",
+            "--sms-rate",
+            "60",
+            "--concurrency",
+            str(CONCURRENCY),
+        ]
         first = notify_process(child_env, *args)
         wait_for_sink(sink, CONTACTS // 3, [first])
         first.send_signal(signal.SIGKILL)
@@ -47,7 +56,8 @@ def test_kill_9_mid_send_then_resume(env, tmp_path):
         ids_by_rcpt: dict[str, set] = {}
         for r in sink.received:
             ids_by_rcpt.setdefault(r.rcpt_tos[0], set()).add(
-                message_from_bytes(r.data)["Message-ID"])
+                message_from_bytes(r.data)["Message-ID"]
+            )
         sms = Counter(m["to"] for m in tw.messages)
 
     expected_emails = {f"user{i}@example.com" for i in range(CONTACTS)}

@@ -60,8 +60,7 @@ def test_internal_error_stops_the_run_and_a_rerun_finishes(env, tmp_path, monkey
     first = message_statuses(engine)
     assert 0 < first.get("sent", 0) < CONTACTS
     with db.session_scope(engine) as session:  # the stop released every lease
-        assert session.scalar(select(func.count()).where(
-            Message.lease_owner.is_not(None))) == 0
+        assert session.scalar(select(func.count()).where(Message.lease_owner.is_not(None))) == 0
 
     monkeypatch.setattr(runner, broken, real)
     assert _send_in_thread(engine, campaign.name, options) is None
@@ -106,8 +105,7 @@ def test_claim_error_on_one_channel_stops_both_without_hanging(env, tmp_path, mo
         return real(engine, campaign_id, channel, *args, **kwargs)
 
     monkeypatch.setattr(runner, "claim", flaky)
-    options = SendOptions(email_rate=0, sms_rate=5, concurrency=4, batch_size=5,
-                                 progress=False)
+    options = SendOptions(email_rate=0, sms_rate=5, concurrency=4, batch_size=5, progress=False)
     error = _send_in_thread(engine, campaign.name, options)
     assert isinstance(error, RuntimeError) and "claim refused" in str(error)
     monkeypatch.setattr(runner, "claim", real)

@@ -76,23 +76,29 @@ def _event_kinds(engine) -> Counter:
 
 
 def _email_campaign(engine, tmp_path, contacts: int):
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
-                                                   fallback='"none"'))
+    campaign = make_campaign(
+        engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
+    )
     add_contacts(engine, campaign, contacts)
     return campaign
 
 
 @pytest.mark.parametrize("mode", ["refuse", "421", "reset"])
-def test_relay_down_then_back_sends_everyone_once_spending_nothing(env, tmp_path,
-                                                                   monkeypatch, mode):
+def test_relay_down_then_back_sends_everyone_once_spending_nothing(
+    env, tmp_path, monkeypatch, mode
+):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = _email_campaign(engine, tmp_path, 12)
     with SmtpSink() as sink:
         _smtp(monkeypatch, sink)
         sink.go_down(mode, 1.5)
         seen = Seen()
-        summary = send_campaign(engine, load_settings(), campaign.name, SendOptions(
-            email_rate=0, concurrency=3, observer=seen, **FAST))
+        summary = send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(email_rate=0, concurrency=3, observer=seen, **FAST),
+        )
         ids, port = sink.message_ids(), sink.port
         assert sink.refused_while_down > 0 or mode == "refuse"
     assert len(ids) == 12 and len(set(ids)) == 12  # everyone exactly once
@@ -111,16 +117,21 @@ def test_silent_relay_is_an_outage_not_a_hang(env, tmp_path, monkeypatch):
         _smtp(monkeypatch, sink)
         sink.go_down("silent", 1.5)
         seen = Seen()
-        send_campaign(engine, load_settings(), campaign.name, SendOptions(
-            email_rate=0, concurrency=2, observer=seen, provider_timeout=0.3, **FAST))
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(email_rate=0, concurrency=2, observer=seen, provider_timeout=0.3, **FAST),
+        )
         ids = sink.message_ids()
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
     assert "timeout" in seen.started[0] or "Timed out" in seen.started[0]
     assert [r.attempts for r in _rows(engine)] == [1] * 6
 
 
-def test_outage_longer_than_max_outage_ends_the_run_with_everything_pending(env, tmp_path,
-                                                                          monkeypatch):
+def test_outage_longer_than_max_outage_ends_the_run_with_everything_pending(
+    env, tmp_path, monkeypatch
+):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = _email_campaign(engine, tmp_path, 8)
     with SmtpSink() as sink:
@@ -130,8 +141,14 @@ def test_outage_longer_than_max_outage_ends_the_run_with_everything_pending(env,
 
         def run() -> None:
             try:
-                send_campaign(engine, load_settings(), campaign.name, SendOptions(
-                    email_rate=0, concurrency=3, max_outage=1.0, provider_timeout=0.3, **FAST))
+                send_campaign(
+                    engine,
+                    load_settings(),
+                    campaign.name,
+                    SendOptions(
+                        email_rate=0, concurrency=3, max_outage=1.0, provider_timeout=0.3, **FAST
+                    ),
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the test
                 outcome[0] = exc
 
@@ -151,8 +168,7 @@ def test_cli_max_outage_exits_75_then_a_rerun_sends_everyone_once(env, tmp_path,
     with SmtpSink() as sink:
         _smtp(monkeypatch, sink)
         sink.go_down("refuse")
-        result = CliRunner().invoke(main, ["send", campaign.name, "--yes",
-                                           "--max-outage", "2s"])
+        result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--max-outage", "2s"])
         assert result.exit_code == 75, result.output
         last = result.output.strip().splitlines()[-1]
         assert last.startswith("Error: email: smtp:127.0.0.1:") and "still pending" in last
@@ -193,8 +209,12 @@ def test_twilio_5xx_for_a_while_is_an_outage_spending_nothing(env, tmp_path, mon
         _twilio(monkeypatch, tw)
         tw.go_down("5xx", 1.5)
         seen = Seen()
-        send_campaign(engine, load_settings(), campaign.name, SendOptions(
-            sms_rate=0, concurrency=4, observer=seen, **FAST))
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(sms_rate=0, concurrency=4, observer=seen, **FAST),
+        )
         sent = [m["to"] for m in tw.messages]
         assert tw.down_answers >= 3
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 10
@@ -216,8 +236,12 @@ def test_twilio_refusing_connections_then_back(env, tmp_path, monkeypatch):
         _twilio(monkeypatch, tw)
         tw.go_down("refuse", 1.5)
         seen = Seen()
-        send_campaign(engine, load_settings(), campaign.name, SendOptions(
-            sms_rate=0, concurrency=3, observer=seen, **FAST))
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(sms_rate=0, concurrency=3, observer=seen, **FAST),
+        )
         sent = [m["to"] for m in tw.messages]
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 6
     assert len(seen.started) == 1 and len(seen.ended) == 1
@@ -228,14 +252,17 @@ def test_an_isolated_5xx_stays_a_per_message_failure(env, tmp_path, monkeypatch)
     """One number Twilio always answers 500: it spends its attempts and fails; the others
     go out, and the channel never pauses for it."""
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]',
-                                                   max_attempts="3"))
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]', max_attempts="3"))
     add_contacts(engine, campaign, 6, emails=False)
     with TwilioDouble(fail_numbers={"+14155550002"}) as tw:
         _twilio(monkeypatch, tw)
         seen = Seen()
-        send_campaign(engine, load_settings(), campaign.name, SendOptions(
-            sms_rate=0, concurrency=2, observer=seen, **FAST))
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(sms_rate=0, concurrency=2, observer=seen, **FAST),
+        )
     rows = {r.address: r for r in _rows(engine)}
     bad = rows.pop("+14155550002")
     assert (bad.status, bad.attempts, bad.error_code) == ("failed", 3, "500")
@@ -243,8 +270,7 @@ def test_an_isolated_5xx_stays_a_per_message_failure(env, tmp_path, monkeypatch)
     assert seen.started == []
 
 
-def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_path,
-                                                                     monkeypatch):
+def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_path, monkeypatch):
     """An SMS in doubt must be looked up before it is sent again; with Twilio unreachable
     the lookup is an outage like any other (no "Error: Twilio lookup ... failed")."""
     from datetime import timedelta
@@ -260,18 +286,36 @@ def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_p
         _twilio(monkeypatch, tw)
         with db.session_scope(engine) as session:
             plan(session, session.merge(campaign), ("sms",))
-            session.execute(update(Message).values(
-                status="sending", attempts=1, first_attempt_at=utcnow(),
-                lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
+            session.execute(
+                update(Message).values(
+                    status="sending",
+                    attempts=1,
+                    first_attempt_at=utcnow(),
+                    lease_owner="dead-worker",
+                    lease_expires_at=utcnow() - timedelta(seconds=1),
+                )
+            )
             for row in session.scalars(select(Message)):  # their attempts' `sending` commits
-                session.add(Event(campaign_id=row.campaign_id, message_id=row.id,
-                                  contact_id=row.contact_id, at=utcnow(), source="send",
-                                  kind="sending", applied=True,
-                                  detail={"attempt": 1, "content_sha256": "0" * 64}))
+                session.add(
+                    Event(
+                        campaign_id=row.campaign_id,
+                        message_id=row.id,
+                        contact_id=row.contact_id,
+                        at=utcnow(),
+                        source="send",
+                        kind="sending",
+                        applied=True,
+                        detail={"attempt": 1, "content_sha256": "0" * 64},
+                    )
+                )
         tw.go_down("5xx", 1.5)
         seen = Seen()
-        send_campaign(engine, load_settings(), campaign.name, SendOptions(
-            sms_rate=0, concurrency=3, observer=seen, **FAST))
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(sms_rate=0, concurrency=3, observer=seen, **FAST),
+        )
         sent = [m["to"] for m in tw.messages]
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 3
     assert len(seen.started) == 1 and "listing messages" in seen.started[0]
@@ -337,9 +381,20 @@ def test_a_silent_twilio_ends_the_run_soon_after_max_outage(env, tmp_path, monke
 
         def run() -> None:
             try:
-                send_campaign(engine, load_settings(), campaign.name, SendOptions(
-                    sms_rate=2, concurrency=10, max_outage=1.0, provider_timeout=0.3,
-                    outage_backoff=(0.1, 0.4), retry_base=0.05, progress=False))
+                send_campaign(
+                    engine,
+                    load_settings(),
+                    campaign.name,
+                    SendOptions(
+                        sms_rate=2,
+                        concurrency=10,
+                        max_outage=1.0,
+                        provider_timeout=0.3,
+                        outage_backoff=(0.1, 0.4),
+                        retry_base=0.05,
+                        progress=False,
+                    ),
+                )
             except BaseException as exc:  # noqa: BLE001 - handed to the test
                 outcome[0] = exc
 

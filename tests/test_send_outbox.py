@@ -20,8 +20,11 @@ from tests.factories import add_contacts, campaign_toml, count, make_campaign
 
 def _sms_lines(outbox: Path) -> list[dict]:
     path = outbox / "sms.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if path.exists()
+        else []
+    )
 
 
 def test_send_everyone_once_then_nothing(env, tmp_path):
@@ -84,8 +87,9 @@ def test_limit_sends_at_most_n(env, tmp_path):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 10)
-    result = CliRunner().invoke(main, ["send", campaign.name, "--limit", "4", "--yes",
-                                       "--email-rate", "0"])
+    result = CliRunner().invoke(
+        main, ["send", campaign.name, "--limit", "4", "--yes", "--email-rate", "0"]
+    )
     assert result.exit_code == 0, result.output
     with db.session_scope(engine) as session:
         assert count(session, Message, Message.status == "sent") == 4
@@ -109,7 +113,8 @@ def test_unknown_campaign_is_one_line(env):
     result = CliRunner().invoke(main, ["send", "nope", "--yes"])
     assert result.exit_code == 1
     assert result.output.strip() == (
-        "Error: unknown campaign 'nope' (load it with: notify campaign load FILE)")
+        "Error: unknown campaign 'nope' (load it with: notify campaign load FILE)"
+    )
 
 
 def test_reset_links_are_issued_per_message(env, tmp_path):
@@ -117,8 +122,12 @@ def test_reset_links_are_issued_per_message(env, tmp_path):
     campaign = make_campaign(engine, campaign_toml(tmp_path))
     add_contacts(engine, campaign, 2, exposures="passwords")
     add_contacts(engine, campaign, 1, start=10, exposures="card")
-    send_campaign(engine, load_settings(), campaign.name,
-                         SendOptions(email_rate=0, sms_rate=0, progress=False))
+    send_campaign(
+        engine,
+        load_settings(),
+        campaign.name,
+        SendOptions(email_rate=0, sms_rate=0, progress=False),
+    )
     outbox = Path(env["NOTIFY_OUTBOX"])
     bodies = [line["body"] for line in _sms_lines(outbox)]
     with_link = [b for b in bodies if "reset?token=" in b]
@@ -152,19 +161,22 @@ def test_reminder_after_a_completed_reset_is_skipped_not_sent(env, tmp_path):
     later = utcnow() + timedelta(hours=80)
     with db.session_scope(engine) as session:
         stored = campaigns.get_campaign(session, campaign.name)
-        planned = plan_reminders(session, stored, timedelta(hours=72), 2, ["email"],
-                                        now=later)
+        planned = plan_reminders(session, stored, timedelta(hours=72), 2, ["email"], now=later)
         assert planned == 2
-        done = complete(session, stored, key="C-00000", completed_at=utcnow(),
-                               source="test")
+        done = complete(session, stored, key="C-00000", completed_at=utcnow(), source="test")
         assert done.status == 200
-    summary = send_campaign(engine, load_settings(), campaign.name,
-                                   SendOptions(email_rate=0, progress=False,
-                                                      notice="reminder"))
+    summary = send_campaign(
+        engine,
+        load_settings(),
+        campaign.name,
+        SendOptions(email_rate=0, progress=False, notice="reminder"),
+    )
     assert summary.count("sent") == 1
     with db.session_scope(engine) as session:
-        reminders = {m.contact_id: (m.status, m.skip_reason) for m in session.scalars(
-            select(Message).where(Message.notice == "reminder"))}
+        reminders = {
+            m.contact_id: (m.status, m.skip_reason)
+            for m in session.scalars(select(Message).where(Message.notice == "reminder"))
+        }
         first_notices = count(session, Message, Message.notice == "notice")
     assert sorted(reminders.values()) == [("sent", None), ("skipped", "reset completed")]
     assert first_notices == 2  # remind planned no new first notices

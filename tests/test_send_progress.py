@@ -41,8 +41,10 @@ def test_plain_lines_every_interval_with_count_rate_eta_and_failures():
             assert out.getvalue() == ""  # nothing before the interval
     lines = out.getvalue().splitlines()
     # At the current rate (1/s) 70 emails take 70 s; SMS are limited: 5 left at 0.5/s.
-    assert lines == ["email: 30/100 done, 1.0/s, ETA 1m10s, 3 failed",
-                     "sms: 5/10 done, 0.2/s, ETA 10s, 0 failed"]
+    assert lines == [
+        "email: 30/100 done, 1.0/s, ETA 1m10s, 3 failed",
+        "sms: 5/10 done, 0.2/s, ETA 10s, 0 failed",
+    ]
     clock.now += 10
     progress.tick()
     assert len(out.getvalue().splitlines()) == 2  # the next lines come 30 s later
@@ -59,20 +61,26 @@ def test_outage_lines_at_start_every_minute_and_at_end():
     progress.outage_started(state)
     started = out.getvalue().splitlines()
     assert len(started) == 3 and started[2].startswith("sms: 0/3 done")  # every channel
-    assert started[0] == ("email: smtp:relay.example:587 is unavailable (connection refused); "
-                          "the channel is paused and nothing is spent, probing again with "
-                          "backoff.")
-    assert started[1].startswith("email: 0/10 done") and "paused: smtp:relay.example:587" \
-        in started[1]
+    assert started[0] == (
+        "email: smtp:relay.example:587 is unavailable (connection refused); "
+        "the channel is paused and nothing is spent, probing again with "
+        "backoff."
+    )
+    assert (
+        started[1].startswith("email: 0/10 done") and "paused: smtp:relay.example:587" in started[1]
+    )
     out.truncate(0), out.seek(0)
     clock.now += 59
     progress.tick()
     assert "still unavailable" not in out.getvalue()
     clock.now += 1
     progress.tick()
-    assert re.search(r"^email: smtp:relay.example:587 still unavailable since "
-                     r"\d\d:\d\d:\d\d UTC \(1m00s\): connection refused$", out.getvalue(),
-                     re.MULTILINE)
+    assert re.search(
+        r"^email: smtp:relay.example:587 still unavailable since "
+        r"\d\d:\d\d:\d\d UTC \(1m00s\): connection refused$",
+        out.getvalue(),
+        re.MULTILINE,
+    )
     out.truncate(0), out.seek(0)
     clock.now += 15
     progress.outage_ended(state, 75.0)
@@ -84,18 +92,27 @@ def test_outage_lines_at_start_every_minute_and_at_end():
 
 def test_a_send_off_a_terminal_prints_lines_as_it_goes(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
-                                                   fallback='"none"'))
+    campaign = make_campaign(
+        engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
+    )
     add_contacts(engine, campaign, 15)
     out = io.StringIO()
     with SmtpSink() as sink:
         monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
         monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-        send_campaign(engine, load_settings(), campaign.name, SendOptions(
-            email_rate=5, observer=PlainProgress(out, interval=0.5)))
-    counts = [int(m) for m in re.findall(r"^email: (\d+)/15 done, [\d.]+/s, ETA \S+, 0 failed$",
-                                         out.getvalue(), re.MULTILINE)]
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(email_rate=5, observer=PlainProgress(out, interval=0.5)),
+        )
+    counts = [
+        int(m)
+        for m in re.findall(
+            r"^email: (\d+)/15 done, [\d.]+/s, ETA \S+, 0 failed$", out.getvalue(), re.MULTILINE
+        )
+    ]
     assert len(counts) >= 2 and counts == sorted(counts) and counts[0] < 15
 
 

@@ -25,21 +25,26 @@ def test_permanent_codes_fail_at_once_and_429_is_retried(env, tmp_path, monkeypa
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
     add_contacts(engine, campaign, 12, emails=False)
-    with TwilioDouble(invalid={"+14155550003"}, opted_out={"+14155550004"}, rate=4,
-                      burst=1, retry_after=1) as tw:
+    with TwilioDouble(
+        invalid={"+14155550003"}, opted_out={"+14155550004"}, rate=4, burst=1, retry_after=1
+    ) as tw:
         _twilio_env(monkeypatch, tw)
         summary = send_campaign(
-            engine, load_settings(), campaign.name,
-            SendOptions(sms_rate=0, concurrency=4, retry_base=0.05, progress=False))
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(sms_rate=0, concurrency=4, retry_base=0.05, progress=False),
+        )
         accepted = [m["to"] for m in tw.messages]
         assert tw.rejected_429 > 0  # the double pushed back, and nothing was lost
-    assert sorted(accepted) == sorted(
-        f"+1415555{i:04d}" for i in range(12) if i not in (3, 4))
+    assert sorted(accepted) == sorted(f"+1415555{i:04d}" for i in range(12) if i not in (3, 4))
     assert len(accepted) == len(set(accepted))
     assert summary.count("failed") == 2
     with db.session_scope(engine) as session:
-        failed = {m.address: m.error_code for m in session.scalars(
-            select(Message).where(Message.status == "failed"))}
+        failed = {
+            m.address: m.error_code
+            for m in session.scalars(select(Message).where(Message.status == "failed"))
+        }
         assert failed == {"+14155550003": "21211", "+14155550004": "21610"}
         sent = session.scalars(select(Message).where(Message.status == "sent")).all()
         assert all(m.provider_message_id.startswith("SM") for m in sent)
@@ -52,17 +57,25 @@ def test_sms_in_doubt_is_reconciled_not_resent(env, tmp_path, monkeypatch):
     with TwilioDouble() as tw:
         _twilio_env(monkeypatch, tw)
         settings = load_settings()
-        send_campaign(engine, settings, campaign.name,
-                             SendOptions(sms_rate=0, progress=False))
+        send_campaign(engine, settings, campaign.name, SendOptions(sms_rate=0, progress=False))
         assert len(tw.messages) == 3
         # Simulate a crash after Twilio accepted the SMS but before `sent` was committed:
         # the row is back in `sending` with an expired lease and no provider id.
         with db.session_scope(engine) as session:
-            session.execute(update(Message).where(Message.address == "+14155550001").values(
-                status="sending", provider_message_id=None, sent_at=None,
-                lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
-        summary = send_campaign(engine, settings, campaign.name,
-                                       SendOptions(sms_rate=0, progress=False))
+            session.execute(
+                update(Message)
+                .where(Message.address == "+14155550001")
+                .values(
+                    status="sending",
+                    provider_message_id=None,
+                    sent_at=None,
+                    lease_owner="dead-worker",
+                    lease_expires_at=utcnow() - timedelta(seconds=1),
+                )
+            )
+        summary = send_campaign(
+            engine, settings, campaign.name, SendOptions(sms_rate=0, progress=False)
+        )
         assert len(tw.messages) == 3  # not sent again
         sid = next(m["sid"] for m in tw.messages if m["to"] == "+14155550001")
     assert summary.count("reconciled") == 1
@@ -80,10 +93,17 @@ def test_sms_in_doubt_that_never_left_is_sent_once(env, tmp_path, monkeypatch):
         settings = load_settings()
         with db.session_scope(engine) as session:
             plan(session, session.merge(campaign), ("sms",))
-            session.execute(update(Message).values(
-                status="sending", attempts=1, first_attempt_at=utcnow(),
-                lease_owner="dead-worker", lease_expires_at=utcnow() - timedelta(seconds=1)))
-        summary = send_campaign(engine, settings, campaign.name,
-                                       SendOptions(sms_rate=0, progress=False))
+            session.execute(
+                update(Message).values(
+                    status="sending",
+                    attempts=1,
+                    first_attempt_at=utcnow(),
+                    lease_owner="dead-worker",
+                    lease_expires_at=utcnow() - timedelta(seconds=1),
+                )
+            )
+        summary = send_campaign(
+            engine, settings, campaign.name, SendOptions(sms_rate=0, progress=False)
+        )
         assert len(tw.messages) == 1
     assert summary.count("sent") == 1 and summary.count("reconciled") == 0

@@ -31,14 +31,18 @@ def _smtp_env(monkeypatch, sink: SmtpSink) -> None:
 
 def test_transient_failures_are_retried_until_sent(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
-                                                   fallback='"none"'))
+    campaign = make_campaign(
+        engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
+    )
     add_contacts(engine, campaign, 20)
     with SmtpSink(fail_every=4, drop_every=7) as sink:
         _smtp_env(monkeypatch, sink)
         summary = send_campaign(
-            engine, load_settings(), campaign.name,
-            SendOptions(email_rate=0, concurrency=3, retry_base=0.05, progress=False))
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(email_rate=0, concurrency=3, retry_base=0.05, progress=False),
+        )
         received = {r.rcpt_tos[0] for r in sink.received}
         assert sink.failed > 0 and sink.dropped > 0
     assert received == {f"user{i}@example.com" for i in range(20)}
@@ -50,16 +54,20 @@ def test_transient_failures_are_retried_until_sent(env, tmp_path, monkeypatch):
         assert count(session, Event, Event.kind == "retry") == summary.count("retry")
 
 
-def test_permanent_failure_is_final_with_code_and_falls_back_to_sms(env, tmp_path,
-                                                                    monkeypatch):
+def test_permanent_failure_is_final_with_code_and_falls_back_to_sms(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]',
-                                                   fallback='"sms"'))
+    campaign = make_campaign(
+        engine, campaign_toml(tmp_path, channels='["email"]', fallback='"sms"')
+    )
     add_contacts(engine, campaign, 3)
     with SmtpSink(reject={"user1@example.com"}) as sink:
         _smtp_env(monkeypatch, sink)
-        send_campaign(engine, load_settings(), campaign.name,
-                             SendOptions(email_rate=0, sms_rate=0, progress=False))
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(email_rate=0, sms_rate=0, progress=False),
+        )
         assert sink.count == 2
     with db.session_scope(engine) as session:
         failed = session.scalars(select(Message).where(Message.status == "failed")).one()
@@ -67,7 +75,8 @@ def test_permanent_failure_is_final_with_code_and_falls_back_to_sms(env, tmp_pat
         assert failed.error_code == "550" and failed.attempts == 1
         sms = session.scalars(select(Message).where(Message.channel == "sms")).all()
         assert [(m.contact_id, m.is_fallback, m.status) for m in sms] == [
-            (failed.contact_id, True, "sent")]
+            (failed.contact_id, True, "sent")
+        ]
 
 
 def test_message_id_is_deterministic_per_row(env, tmp_path, monkeypatch):
@@ -76,25 +85,38 @@ def test_message_id_is_deterministic_per_row(env, tmp_path, monkeypatch):
     add_contacts(engine, campaign, 3)
     with SmtpSink() as sink:
         _smtp_env(monkeypatch, sink)
-        send_campaign(engine, load_settings(), campaign.name,
-                             SendOptions(email_rate=0, progress=False))
+        send_campaign(
+            engine, load_settings(), campaign.name, SendOptions(email_rate=0, progress=False)
+        )
         ids = {r.rcpt_tos[0]: message_from_bytes(r.data)["Message-ID"] for r in sink.received}
         parts = [message_from_bytes(r.data).get_content_type() for r in sink.received]
     assert parts == ["multipart/alternative"] * 3
     with db.session_scope(engine) as session:
         for m in session.scalars(select(Message)):
             assert m.provider_message_id == ids[m.address]
-            assert f".{m.id}." in m.provider_message_id or f".{m.id}@" in \
-                m.provider_message_id
+            assert f".{m.id}." in m.provider_message_id or f".{m.id}@" in m.provider_message_id
 
 
 @contextmanager
 def sink_process(tmp_path: Path):
     """The sink in a process of its own, so arrival times carry no GIL contention of ours."""
     port_file, record = tmp_path / "sink.port", tmp_path / "sink.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.smtp_sink", "--port", "0",
-                             "--port-file", str(port_file), "--record", str(record),
-                             "--no-parse"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.smtp_sink",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--record",
+            str(record),
+            "--no-parse",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while not port_file.exists():
@@ -115,11 +137,13 @@ def test_rate_is_held_in_every_one_second_window(env, tmp_path, monkeypatch):
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(port))
         monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
         summary = send_campaign(
-            engine, load_settings(), campaign.name,
-            SendOptions(email_rate=10, concurrency=8, progress=False))
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(email_rate=10, concurrency=8, progress=False),
+        )
         arrivals = [json.loads(line)["monotonic"] for line in record.read_text().splitlines()]
-        connections = {json.loads(line)["connection"] for line in record.read_text()
-                       .splitlines()}
+        connections = {json.loads(line)["connection"] for line in record.read_text().splitlines()}
     assert len(arrivals) == 45
     # bucket depth 1: no one-second window holds more than rate + 1, measured at the sink
     assert window_max(arrivals, 1.0) <= 11
@@ -135,9 +159,13 @@ def test_slow_rates_start_no_more_messages_than_fit_the_slot_horizon():
 
     from notify.config import Settings
 
-    job = SimpleNamespace(campaign=SimpleNamespace(name="x"), channels=("email",),
-                          rates={"email": 0.5, "sms": 50.0, "other": None}, concurrency=20,
-                          config=SimpleNamespace(sms_from=None))
+    job = SimpleNamespace(
+        campaign=SimpleNamespace(name="x"),
+        channels=("email",),
+        rates={"email": 0.5, "sms": 50.0, "other": None},
+        concurrency=20,
+        config=SimpleNamespace(sms_from=None),
+    )
     runner = Runner(None, Settings(), job, SendOptions(progress=False))
     assert runner._consumers("email") == int(0.5 * SLOT_AHEAD) == 5
     assert runner._consumers("sms") == 20  # the rate fills 20 in well under SLOT_AHEAD
@@ -156,8 +184,7 @@ def test_wrong_credentials_stop_the_run_and_cost_no_attempt(env, tmp_path, monke
         _smtp_env(monkeypatch, sink)
         monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
         monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
-        result = CliRunner().invoke(main, ["send", campaign.name, "--yes",
-                                           "--concurrency", "5"])
+        result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--concurrency", "5"])
         assert result.exit_code == 1
         error = result.output.strip().splitlines()[-1]
         assert error.startswith("Error: ") and "refused" in error and "guess" not in error

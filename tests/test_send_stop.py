@@ -27,8 +27,15 @@ def test_ctrl_c_records_what_is_in_flight_and_leaves_nothing_in_doubt(env, tmp_p
     add_contacts(engine, campaign, CONTACTS, exposures="passwords")
     with SmtpSink() as sink:
         child_env = smtp_env({**os.environ, **env}, sink)
-        args = ["send", campaign.name, "--yes", "--email-rate", "100",
-                "--concurrency", str(CONCURRENCY)]
+        args = [
+            "send",
+            campaign.name,
+            "--yes",
+            "--email-rate",
+            "100",
+            "--concurrency",
+            str(CONCURRENCY),
+        ]
         first = notify_process(child_env, *args)
         wait_for_sink(sink, CONTACTS // 4, [first])
         first.send_signal(signal.SIGINT)
@@ -39,8 +46,7 @@ def test_ctrl_c_records_what_is_in_flight_and_leaves_nothing_in_doubt(env, tmp_p
 
         statuses = message_statuses(engine)
         with db.session_scope(engine) as session:
-            leased = session.scalar(select(func.count()).where(
-                Message.lease_owner.is_not(None)))
+            leased = session.scalar(select(func.count()).where(Message.lease_owner.is_not(None)))
         # Every message begun was handed over and its answer recorded: none in doubt.
         assert statuses["sending"] == 0 and leased == 0
         assert statuses["sent"] == stopped_at
@@ -65,8 +71,16 @@ def test_ctrl_c_at_a_slow_rate_sends_only_what_was_in_flight(env, tmp_path):
     add_contacts(engine, campaign, 60, exposures="card")
     with SmtpSink() as sink:
         child_env = smtp_env({**os.environ, **env}, sink)
-        first = notify_process(child_env, "send", campaign.name, "--yes", "--email-rate",
-                               str(rate), "--concurrency", str(concurrency))
+        first = notify_process(
+            child_env,
+            "send",
+            campaign.name,
+            "--yes",
+            "--email-rate",
+            str(rate),
+            "--concurrency",
+            str(concurrency),
+        )
         wait_for_sink(sink, 8, [first])
         at_stop = sink.count
         first.send_signal(signal.SIGINT)

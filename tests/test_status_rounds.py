@@ -28,13 +28,16 @@ ROUNDS = "0008_tallies_by_round"  # the migration that counts messages by round
 def _backdate_sends(engine, days: int) -> None:
     """Make every message look sent ``days`` ago (the clock, moved for the reminder rule)."""
     with engine.begin() as conn:
-        conn.execute(text("UPDATE messages SET sent_at = :t WHERE sent_at IS NOT NULL"),
-                     {"t": (utcnow() - timedelta(days=days)).replace(tzinfo=None)})
+        conn.execute(
+            text("UPDATE messages SET sent_at = :t WHERE sent_at IS NOT NULL"),
+            {"t": (utcnow() - timedelta(days=days)).replace(tzinfo=None)},
+        )
 
 
 def _send(engine, name: str) -> None:
-    send_campaign(engine, load_settings(), name,
-                         SendOptions(email_rate=0, sms_rate=0, progress=False))
+    send_campaign(
+        engine, load_settings(), name, SendOptions(email_rate=0, sms_rate=0, progress=False)
+    )
 
 
 def test_status_counts_first_notices_and_each_reminder_round_apart(env, tmp_path):
@@ -47,21 +50,23 @@ def test_status_counts_first_notices_and_each_reminder_round_apart(env, tmp_path
     for expected in (5, 5):  # two reminder rounds, each to the 5 who have not reset
         _backdate_sends(engine, 4)
         with db.session_scope(engine) as session:
-            planned = plan_reminders(session, session.merge(campaign),
-                                            timedelta(hours=72), 2, ("email",))
+            planned = plan_reminders(
+                session, session.merge(campaign), timedelta(hours=72), 2, ("email",)
+            )
         assert planned == expected
         _send(engine, campaign.name)
     assert_tallies_exact(engine, campaign.id)
 
     statements: list[str] = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda *args: statements.append(args[2].lower()))
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2].lower()))
     now = datetime(2026, 11, 27, 10, 2, tzinfo=UTC)
     with db.session_scope(engine) as session:
         report = campaign_status(session, campaign.name, now=now)
     assert not [s for s in statements if "from messages" in s]  # counts, never a scan
-    rounds = [(r["notice"], r["sequence"], r["label"], r["totals"], r["reached"])
-              for r in report["rounds"]]
+    rounds = [
+        (r["notice"], r["sequence"], r["label"], r["totals"], r["reached"])
+        for r in report["rounds"]
+    ]
     assert rounds == [
         ("notice", 0, "first notice", {"email": 8}, {"email": 7}),
         ("reminder", 1, "reminder 1", {"email": 5}, {"email": 5}),
@@ -77,14 +82,18 @@ def test_status_counts_first_notices_and_each_reminder_round_apart(env, tmp_path
     assert re.fullmatch(r"  first notice +email +7 +1 +8", lines[2])
     assert re.fullmatch(r"  reminder 1 +email +5 +0 +5", lines[3])
     assert re.fullmatch(r"  reminder 2 +email +5 +0 +5", lines[4])
-    berlin = format_status(report, zone=__import__("notify.localtime").localtime
-                                   .named_zone("Europe/Berlin"))
+    berlin = format_status(
+        report, zone=__import__("notify.localtime").localtime.named_zone("Europe/Berlin")
+    )
     assert berlin[0].endswith("(as of 2026-11-27 11:02 CET)")
 
     cli = CliRunner().invoke(main, ["status", campaign.name, "--json"], catch_exceptions=False)
     data = json.loads(cli.output)
     assert [(r["notice"], r["sequence"]) for r in data["rounds"]] == [
-        ("notice", 0), ("reminder", 1), ("reminder", 2)]
+        ("notice", 0),
+        ("reminder", 1),
+        ("reminder", 2),
+    ]
     text_out = CliRunner().invoke(main, ["status", campaign.name]).output
     assert "reminder 2" in text_out and "first notice" in text_out
 
@@ -95,18 +104,31 @@ def test_migration_recounts_by_round_and_back(env, tmp_path):
     before = ScriptDirectory.from_config(config).get_revision(ROUNDS).down_revision
     command.upgrade(config, before)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO campaigns (id, name, settings, created_at, updated_at) "
-                          "VALUES (1, 'old', '{}', '2026-11-01', '2026-11-01')"))
-        conn.execute(text(
-            "INSERT INTO contacts (id, campaign_id, key, exposures, created_at, updated_at) "
-            "VALUES (1, 1, 'k1', 'passwords', '2026-11-01', '2026-11-01')"))
-        for notice, sequence, status in (("notice", 0, "sent"), ("reminder", 1, "sent"),
-                                         ("reminder", 2, "pending")):
-            conn.execute(text(
-                "INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
-                "status, attempts, is_fallback, created_at) VALUES "
-                "(1, 1, 'email', :n, :s, :st, 0, false, '2026-11-01')"),
-                {"n": notice, "s": sequence, "st": status})
+        conn.execute(
+            text(
+                "INSERT INTO campaigns (id, name, settings, created_at, updated_at) "
+                "VALUES (1, 'old', '{}', '2026-11-01', '2026-11-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO contacts (id, campaign_id, key, exposures, created_at, updated_at) "
+                "VALUES (1, 1, 'k1', 'passwords', '2026-11-01', '2026-11-01')"
+            )
+        )
+        for notice, sequence, status in (
+            ("notice", 0, "sent"),
+            ("reminder", 1, "sent"),
+            ("reminder", 2, "pending"),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
+                    "status, attempts, is_fallback, created_at) VALUES "
+                    "(1, 1, 'email', :n, :s, :st, 0, false, '2026-11-01')"
+                ),
+                {"n": notice, "s": sequence, "st": status},
+            )
     db.upgrade(engine)
     counts = assert_tallies_exact(engine, 1)
     assert counts["message:email:sent:notice:0"] == 1
@@ -117,8 +139,14 @@ def test_migration_recounts_by_round_and_back(env, tmp_path):
     assert assert_tallies_exact(engine, 1)["message:email:sent:reminder:2"] == 1
     command.downgrade(config, before)
     with engine.connect() as conn:
-        names = dict(conn.execute(text(
-            "SELECT name, sum(n) FROM tallies WHERE campaign_id = 1 AND name LIKE 'message:%' "
-            "GROUP BY name")).all())
+        names = dict(
+            conn.execute(
+                text(
+                    "SELECT name, sum(n) FROM tallies "
+                    "WHERE campaign_id = 1 AND name LIKE 'message:%' "
+                    "GROUP BY name"
+                )
+            ).all()
+        )
     assert names == {"message:email:sent": 3}
     engine.dispose()

@@ -29,8 +29,9 @@ def run(*args: str):
 
 
 def with_templates(campaign_file: Path, folder: str = "notices") -> None:
-    campaign_file.write_text(campaign_file.read_text().replace(
-        "[throttle]", f'templates = "{folder}"\n\n[throttle]'))
+    campaign_file.write_text(
+        campaign_file.read_text().replace("[throttle]", f'templates = "{folder}"\n\n[throttle]')
+    )
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -47,8 +48,10 @@ def engine_of(env):
 def stored(env) -> tuple[int, int]:
     """(campaigns, template versions) in the database."""
     with db.session_scope(engine_of(env)) as session:
-        return (session.scalar(select(func.count()).select_from(Campaign)),
-                session.scalar(select(func.count()).select_from(TemplateVersion)))
+        return (
+            session.scalar(select(func.count()).select_from(Campaign)),
+            session.scalar(select(func.count()).select_from(TemplateVersion)),
+        )
 
 
 def current_version(env) -> str:
@@ -58,8 +61,10 @@ def current_version(env) -> str:
 
 
 def subjects(outbox: Path) -> list[str]:
-    return sorted(message_from_bytes(p.read_bytes(), policy=email_policy.default)["Subject"]
-                  for p in (outbox / "email").glob("*.eml"))
+    return sorted(
+        message_from_bytes(p.read_bytes(), policy=email_policy.default)["Subject"]
+        for p in (outbox / "email").glob("*.eml")
+    )
 
 
 def one_line_error(result) -> str:
@@ -71,9 +76,11 @@ def one_line_error(result) -> str:
 
 
 def email_only(campaign_file: Path) -> None:
-    campaign_file.write_text(campaign_file.read_text().replace(
-        'channels = ["email", "sms"]', 'channels = ["email"]').replace(
-        'fallback = "sms"', 'fallback = "none"'))
+    campaign_file.write_text(
+        campaign_file.read_text()
+        .replace('channels = ["email", "sms"]', 'channels = ["email"]')
+        .replace('fallback = "sms"', 'fallback = "none"')
+    )
 
 
 # --- the snapshot ----------------------------------------------------------------------------
@@ -112,7 +119,8 @@ def test_send_renders_the_stored_version_without_the_folder(env, campaign_file, 
 
 
 def test_changing_templates_means_loading_again_and_sent_messages_keep_theirs(
-        env, campaign_file, tmp_path):
+    env, campaign_file, tmp_path
+):
     email_only(campaign_file)
     notices = write(tmp_path / "notices", {"card/email.subject.j2": SUBJECT_V1})
     with_templates(campaign_file)
@@ -137,13 +145,19 @@ def test_changing_templates_means_loading_again_and_sent_messages_keep_theirs(
     add_contacts(engine, campaign, 1, start=20, exposures="card")
     assert run("send", NAME, "--yes").exit_code == 0
     with db.session_scope(engine) as session:
-        by_key = {key: version for key, version in session.execute(
-            text("SELECT c.key, m.template_version FROM messages m "
-                 "JOIN contacts c ON c.id = m.contact_id"))}
-    assert by_key == {"C-00000": first, "C-00001": first, "C-00010": first,
-                      "C-00020": second}
-    assert subjects(Path(env["NOTIFY_OUTBOX"])) == [
-        "Version one: your card at Acme Corp"] * 3 + ["Version two: your card at Acme Corp"]
+        by_key = {
+            key: version
+            for key, version in session.execute(
+                text(
+                    "SELECT c.key, m.template_version FROM messages m "
+                    "JOIN contacts c ON c.id = m.contact_id"
+                )
+            )
+        }
+    assert by_key == {"C-00000": first, "C-00001": first, "C-00010": first, "C-00020": second}
+    assert subjects(Path(env["NOTIFY_OUTBOX"])) == ["Version one: your card at Acme Corp"] * 3 + [
+        "Version two: your card at Acme Corp"
+    ]
     again = run("campaign", "load", str(campaign_file))
     assert "(unchanged)" in again.output and current_version(env) == second
     assert stored(env) == (1, 2)
@@ -160,8 +174,12 @@ def test_the_same_files_are_one_stored_version(env, campaign_file, tmp_path):
 def test_a_version_altered_in_the_database_is_never_sent(env, campaign_file):
     assert run("campaign", "load", str(campaign_file)).exit_code == 0
     with db.session_scope(engine_of(env)) as session:
-        session.execute(text("UPDATE template_versions SET files = REPLACE(files, "
-                             "'Notice of Data Breach', 'Nothing to see')"))
+        session.execute(
+            text(
+                "UPDATE template_versions SET files = REPLACE(files, "
+                "'Notice of Data Breach', 'Nothing to see')"
+            )
+        )
     error = one_line_error(run("send", NAME, "--yes", "--dry-run"))
     assert "does not match its files" in error
 
@@ -186,8 +204,11 @@ def test_a_link_to_proc_environ_is_refused(env, campaign_file, tmp_path, monkeyp
         assert run("campaign", "load", str(campaign_file)).exit_code == 0
     (notices / "_shared").mkdir()
     os.symlink("/proc/self/environ", notices / "_shared" / "footer.txt.j2")
-    result = run("campaign", "load", str(campaign_file)) if command == "load" \
+    result = (
+        run("campaign", "load", str(campaign_file))
+        if command == "load"
         else run("templates", "check", "--campaign", NAME)
+    )
     error = one_line_error(result)
     assert error.startswith("Error: notices/_shared/footer.txt.j2: a symbolic link to /proc/")
     assert "outside notices" in error
@@ -196,8 +217,9 @@ def test_a_link_to_proc_environ_is_refused(env, campaign_file, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("templates", ["../../usr", "/usr/share", "..", "link-out"])
-def test_a_templates_folder_outside_the_campaign_folder_is_refused(env, campaign_file,
-                                                                    tmp_path, templates):
+def test_a_templates_folder_outside_the_campaign_folder_is_refused(
+    env, campaign_file, tmp_path, templates
+):
     os.symlink("/usr", tmp_path / "link-out")
     with_templates(campaign_file, templates)
     error = one_line_error(run("campaign", "load", str(campaign_file)))
@@ -249,82 +271,116 @@ def test_links_within_the_folder_are_fine(env, campaign_file, tmp_path):
     assert '"card/email.subject.j2": "Version one' in files and "README" not in files
 
 
-@pytest.mark.parametrize("kind,tag,name", [
-    ("card", "include", "../../secret.j2"),
-    ("identity", "include", "SECRET"),  # the absolute path of secret.j2
-    ("passwords", "extends", "notes.txt"),
-    ("card", "import", "/etc/passwd"),
-    ("identity", "from", "../x.j2"),
-    ("passwords", "include", "_shared/missing.txt.j2"),
-])
-def test_a_reference_leaving_the_stored_set_is_refused_at_load(env, campaign_file, tmp_path,
-                                                               kind, tag, name):
+@pytest.mark.parametrize(
+    "kind,tag,name",
+    [
+        ("card", "include", "../../secret.j2"),
+        ("identity", "include", "SECRET"),  # the absolute path of secret.j2
+        ("passwords", "extends", "notes.txt"),
+        ("card", "import", "/etc/passwd"),
+        ("identity", "from", "../x.j2"),
+        ("passwords", "include", "_shared/missing.txt.j2"),
+    ],
+)
+def test_a_reference_leaving_the_stored_set_is_refused_at_load(
+    env, campaign_file, tmp_path, kind, tag, name
+):
     secret = tmp_path / "secret.j2"
     secret.write_text("TOP SECRET\n")
     name = str(secret) if name == "SECRET" else name
-    statement = {"include": f"{{% include {name!r} %}}", "extends": f"{{% extends {name!r} %}}",
-                 "import": f"{{% import {name!r} as x %}}",
-                 "from": f"{{% from {name!r} import y %}}"}[tag]
-    write(tmp_path / "notices", {
-        f"{kind}/email.subject.j2": "Your notice\n" + statement + "\n",
-        "notes.txt": "a file in the folder, but not a template\n",
-    })
+    statement = {
+        "include": f"{{% include {name!r} %}}",
+        "extends": f"{{% extends {name!r} %}}",
+        "import": f"{{% import {name!r} as x %}}",
+        "from": f"{{% from {name!r} import y %}}",
+    }[tag]
+    write(
+        tmp_path / "notices",
+        {
+            f"{kind}/email.subject.j2": "Your notice\n" + statement + "\n",
+            "notes.txt": "a file in the folder, but not a template\n",
+        },
+    )
     with_templates(campaign_file)
     for command in (("campaign", "load", str(campaign_file)),):
         result = run(*command)
         error = one_line_error(result)
-        assert error == (f"Error: notices/{kind}/email.subject.j2, line 2: includes {name!r}, "
-                         "which is not in notices or the defaults"), error
+        assert error == (
+            f"Error: notices/{kind}/email.subject.j2, line 2: includes {name!r}, "
+            "which is not in notices or the defaults"
+        ), error
         assert "TOP SECRET" not in result.output and "not a template" not in result.output
     assert stored(env) == (0, 0)
 
 
-@pytest.mark.parametrize("statement", [
-    "{% include name %}", '{% include "_shared/" ~ name %}', "{% extends [name] %}",
-    '{% import name ~ ".j2" as x %}'])
-def test_an_include_named_by_an_expression_is_refused_at_load(env, campaign_file, tmp_path,
-                                                               statement):
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "{% include name %}",
+        '{% include "_shared/" ~ name %}',
+        "{% extends [name] %}",
+        '{% import name ~ ".j2" as x %}',
+    ],
+)
+def test_an_include_named_by_an_expression_is_refused_at_load(
+    env, campaign_file, tmp_path, statement
+):
     write(tmp_path / "notices", {"card/sms.txt.j2": "Hi\n" + statement + "\n"})
     with_templates(campaign_file)
     error = one_line_error(run("campaign", "load", str(campaign_file)))
-    assert error.startswith("Error: notices/card/sms.txt.j2, line 2: includes a template named "
-                            "by an expression"), error
+    assert error.startswith(
+        "Error: notices/card/sms.txt.j2, line 2: includes a template named by an expression"
+    ), error
     assert stored(env) == (0, 0)
 
 
 def test_references_within_the_stored_set_load(env, campaign_file, tmp_path):
-    write(tmp_path / "notices", {
-        "card/email.txt.j2": '{% extends "defaults/card/email.txt.j2" %}\n',
-        "card/email.html.j2": '{% extends "_shared/notice.html.j2" %}\n',
-        "card/sms.txt.j2": '{% include ["_shared/sms.txt.j2", "card/extra.j2"] %}\n',
-        "card/extra.j2": "more\n",
-    })
+    write(
+        tmp_path / "notices",
+        {
+            "card/email.txt.j2": '{% extends "defaults/card/email.txt.j2" %}\n',
+            "card/email.html.j2": '{% extends "_shared/notice.html.j2" %}\n',
+            "card/sms.txt.j2": '{% include ["_shared/sms.txt.j2", "card/extra.j2"] %}\n',
+            "card/extra.j2": "more\n",
+        },
+    )
     with_templates(campaign_file)
     result = run("campaign", "load", str(campaign_file))
     assert result.exit_code == 0, result.output
     assert stored(env) == (1, 1)
 
 
-def test_a_folder_changed_after_load_to_include_outside_fails_the_check(env, campaign_file,
-                                                                       tmp_path):
+def test_a_folder_changed_after_load_to_include_outside_fails_the_check(
+    env, campaign_file, tmp_path
+):
     notices = write(tmp_path / "notices", {"card/email.subject.j2": SUBJECT_V1})
     with_templates(campaign_file)
     assert run("campaign", "load", str(campaign_file)).exit_code == 0
     (notices / "card" / "email.subject.j2").write_text('{% include "/etc/passwd" %}\n')
     error = one_line_error(run("templates", "check", "--campaign", NAME))
-    assert error == ("Error: notices/card/email.subject.j2, line 1: includes '/etc/passwd', "
-                     "which is not in notices or the defaults"), error
+    assert error == (
+        "Error: notices/card/email.subject.j2, line 1: includes '/etc/passwd', "
+        "which is not in notices or the defaults"
+    ), error
     assert "root:" not in error
 
 
 def test_check_warns_when_one_part_of_a_notice_is_overridden(env, campaign_file, tmp_path):
-    notices = write(tmp_path / "notices", {"card/email.txt.j2": (
-        '{% extends "defaults/card/email.txt.j2" %}\n'
-        "{% block first_step %}\nCall us first.\n{% endblock %}\n")})
+    notices = write(
+        tmp_path / "notices",
+        {
+            "card/email.txt.j2": (
+                '{% extends "defaults/card/email.txt.j2" %}\n'
+                "{% block first_step %}\nCall us first.\n{% endblock %}\n"
+            )
+        },
+    )
     with_templates(campaign_file)
     loaded = run("campaign", "load", str(campaign_file))
-    warning = ("Warning: notices/card/email.txt.j2 overrides one part of the notice but not "
-               "card/email.html.j2")
+    warning = (
+        "Warning: notices/card/email.txt.j2 overrides one part of the notice but not "
+        "card/email.html.j2"
+    )
     assert loaded.exit_code == 0 and warning in loaded.output
     check = run("templates", "check", "--campaign", NAME)
     assert check.exit_code == 0, check.output

@@ -26,8 +26,13 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
 TOKEN = "T" * t.TOKEN_LENGTH
 # One phrase from each kind's advice, and from each kind's line in "What Information ...".
 ADVICE_MARKS = {
-    "identity": ["Equifax (1-800-685-1111", "Experian (1-888-397-3742",
-                 "TransUnion (1-888-909-8872", "IdentityTheft.gov", "credit monitoring"],
+    "identity": [
+        "Equifax (1-800-685-1111",
+        "Experian (1-888-397-3742",
+        "TransUnion (1-888-909-8872",
+        "IdentityTheft.gov",
+        "credit monitoring",
+    ],
     "card": ["Check your card statements", "dispute", "reissue your card"],
     "passwords": ["used the same or a similar password", "two-step verification"],
 }
@@ -54,8 +59,14 @@ def link(config) -> str:
 
 
 def person(*kinds: str, name: str | None = "Jane Doe", **extra) -> ContactView:
-    return ContactView(key="C-1", name=name, email="jane@example.com", phone="+14155550123",
-                       exposures=list(kinds), extra=extra)
+    return ContactView(
+        key="C-1",
+        name=name,
+        email="jane@example.com",
+        phone="+14155550123",
+        exposures=list(kinds),
+        extra=extra,
+    )
 
 
 def override(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -83,15 +94,23 @@ def test_highest_exposure_picks_the_template_and_lists_every_kind(notices, link)
             for mark in ADVICE_MARKS[kind]:
                 assert mark in body, (kind, mark)
         # advice in rank order: identity, then card, then passwords
-        assert body.index("Your identity") < body.index("Your payment card") \
+        assert (
+            body.index("Your identity")
+            < body.index("Your payment card")
             < body.index("Your password")
+        )
     assert "identity information, payment card information and password" in sms.text
 
 
-@pytest.mark.parametrize("kinds, folder", [
-    (["passwords"], "passwords"), (["card"], "card"), (["card", "passwords"], "card"),
-    (["identity", "passwords"], "identity"),
-])
+@pytest.mark.parametrize(
+    "kinds, folder",
+    [
+        (["passwords"], "passwords"),
+        (["card"], "card"),
+        (["card", "passwords"], "card"),
+        (["identity", "passwords"], "identity"),
+    ],
+)
 def test_each_exposure_has_its_own_folder(notices, kinds, folder):
     assert notices.render_email(person(*kinds)).template == folder
     assert notices.render_sms(person(*kinds)).template == folder
@@ -134,12 +153,20 @@ def test_html_escapes_contact_data_and_text_keeps_it(notices):
 
 
 def test_advice_is_escaped_in_html_and_its_links_are_clickable(tmp_path, config):
-    folder = override(tmp_path, {"_shared/advice/card.txt.j2": (
-        'Your card\nSee https://bank.example/help?a=1&b=2. Or <b>call</b> "us".\n')})
+    folder = override(
+        tmp_path,
+        {
+            "_shared/advice/card.txt.j2": (
+                'Your card\nSee https://bank.example/help?a=1&b=2. Or <b>call</b> "us".\n'
+            )
+        },
+    )
     mail = Notices(config, folder).render_email(person("card", name="Eve"))
-    assert ('See <a href="https://bank.example/help?a=1&amp;b=2">'
-            'https://bank.example/help?a=1&amp;b=2</a>. Or &lt;b&gt;call&lt;/b&gt; '
-            '&#34;us&#34;.') in mail.html
+    assert (
+        'See <a href="https://bank.example/help?a=1&amp;b=2">'
+        "https://bank.example/help?a=1&amp;b=2</a>. Or &lt;b&gt;call&lt;/b&gt; "
+        "&#34;us&#34;."
+    ) in mail.html
     assert 'See https://bank.example/help?a=1&b=2. Or <b>call</b> "us".' in mail.text
 
 
@@ -151,11 +178,25 @@ def test_missing_name_gets_a_polite_greeting(notices):
 def test_contact_view_from_model():
     from notify.models import Contact
 
-    row = Contact(key="C-9", name="  Ann  ", email="ann@example.com", phone=None,
-                  exposures="identity;passwords", extra=None, country="US")
+    row = Contact(
+        key="C-9",
+        name="  Ann  ",
+        email="ann@example.com",
+        phone=None,
+        exposures="identity;passwords",
+        extra=None,
+        country="US",
+    )
     view = ContactView.from_model(row)
-    assert view == ContactView(key="C-9", name="Ann", email="ann@example.com", phone=None,
-                               exposures=["identity", "passwords"], extra={}, country="US")
+    assert view == ContactView(
+        key="C-9",
+        name="Ann",
+        email="ann@example.com",
+        phone=None,
+        exposures=["identity", "passwords"],
+        extra={},
+        country="US",
+    )
 
 
 def test_contact_without_exposure_is_an_error(notices):
@@ -173,17 +214,22 @@ def test_subject_cannot_carry_line_breaks(tmp_path, config):
     mail = notices.render_email(person("card", name=evil))
     assert not any(c in mail.subject for c in "\r\n\u2028")
     assert mail.subject == "Notice for Eve Bcc: victim@example.com body X"
-    parsed = message_from_bytes(build_email(config, mail, "jane@example.com", "<a.1@acme.example>"),
-                                policy=email_policy.default)
+    parsed = message_from_bytes(
+        build_email(config, mail, "jane@example.com", "<a.1@acme.example>"),
+        policy=email_policy.default,
+    )
     assert parsed["Bcc"] is None
     assert parsed["Subject"] == mail.subject
 
 
 def test_templates_are_sandboxed_and_cannot_change_the_campaign(tmp_path, config):
-    folder = override(tmp_path, {
-        "card/email.subject.j2": "{{ contact.__class__.__mro__ }}",
-        "identity/email.subject.j2": "{{ campaign.pop('organization') }}",
-    })
+    folder = override(
+        tmp_path,
+        {
+            "card/email.subject.j2": "{{ contact.__class__.__mro__ }}",
+            "identity/email.subject.j2": "{{ campaign.pop('organization') }}",
+        },
+    )
     notices = Notices(config, folder)
     with pytest.raises(TemplateError, match=r"card/email\.subject\.j2, line 1"):
         notices.render_email(person("card"))
@@ -193,10 +239,13 @@ def test_templates_are_sandboxed_and_cannot_change_the_campaign(tmp_path, config
 
 
 def test_undefined_name_is_reported_with_file_and_line(tmp_path, config):
-    folder = override(tmp_path, {
-        "passwords/email.txt.j2": "Hello\n\n{{ contact.nmae }}\n",
-        "_shared/advice/card.txt.j2": "Your card\n{{ no_such_thing }}\n",
-    })
+    folder = override(
+        tmp_path,
+        {
+            "passwords/email.txt.j2": "Hello\n\n{{ contact.nmae }}\n",
+            "_shared/advice/card.txt.j2": "Your card\n{{ no_such_thing }}\n",
+        },
+    )
     notices = Notices(config, folder)
     with pytest.raises(TemplateError) as caught:
         notices.render_email(person("passwords"))
@@ -239,10 +288,16 @@ def test_override_folder_first_then_defaults(tmp_path, config, notices):
 
 
 def test_override_can_extend_the_default_of_the_same_name(tmp_path, config):
-    folder = override(tmp_path, {"card/email.txt.j2": (
-        '{% extends "defaults/card/email.txt.j2" %}\n'
-        "{% block first_step %}\nCall us first: we will cancel the card for you.\n{% endblock %}\n"
-    )})
+    folder = override(
+        tmp_path,
+        {
+            "card/email.txt.j2": (
+                '{% extends "defaults/card/email.txt.j2" %}\n'
+                "{% block first_step %}\n"
+                "Call us first: we will cancel the card for you.\n{% endblock %}\n"
+            )
+        },
+    )
     text = Notices(config, folder).render_email(person("card")).text
     assert "Call us first: we will cancel the card for you." in text
     assert "What You Can Do" in text
@@ -274,17 +329,24 @@ def test_every_default_template_passes_check(notices):
 
 
 def test_defaults_pass_check_for_a_campaign_with_only_the_required_fields(tmp_path):
-    bare = CampaignConfig(name="bare", organization="Zed Ltd", sender_email="it@zed.example",
-                          reset_url="https://zed.example/r/{token}")
+    bare = CampaignConfig(
+        name="bare",
+        organization="Zed Ltd",
+        sender_email="it@zed.example",
+        reset_url="https://zed.example/r/{token}",
+    )
     assert Notices(bare, None).check() == []
 
 
 def test_check_flags_missing_headings_missing_link_and_stray_files(tmp_path, config):
-    folder = override(tmp_path, {
-        "identity/email.txt.j2": "Notice of Data Breach\n\nWhat Happened\n{{ organization }}\n",
-        "passwords/reminder.sms.txt.j2": "{{ organization }}: please reset your password.",
-        "card/email.text.j2": "typo in the name",
-    })
+    folder = override(
+        tmp_path,
+        {
+            "identity/email.txt.j2": "Notice of Data Breach\n\nWhat Happened\n{{ organization }}\n",
+            "passwords/reminder.sms.txt.j2": "{{ organization }}: please reset your password.",
+            "card/email.text.j2": "typo in the name",
+        },
+    )
     problems = Notices(config, folder).check()
     text = "\n".join(problems)
     assert "identity/email.txt.j2: missing the heading 'What Information Was Involved'" in text
@@ -299,8 +361,9 @@ def test_check_flags_an_sms_over_three_segments(tmp_path, config):
     notices = Notices(config, folder)
     with pytest.raises(TemplateError, match="needs 4 segments"):
         notices.render_sms(person("card"))
-    assert any("card/sms.txt.j2: the SMS for exposures card needs 4 segments" in p
-               for p in notices.check())
+    assert any(
+        "card/sms.txt.j2: the SMS for exposures card needs 4 segments" in p for p in notices.check()
+    )
 
 
 def test_check_flags_an_sms_that_does_not_point_to_the_notice(tmp_path, config):
@@ -311,21 +374,31 @@ def test_check_flags_an_sms_that_does_not_point_to_the_notice(tmp_path, config):
 # --- SMS segments ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, segments", [
-    ("", 0),
-    ("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3),
-    ("a" * 459, 3), ("a" * 460, 4),
-    ("€" * 80, 1),  # extension characters take two septets
-    ("€" * 81, 2),
-    ("a" * 159 + "€", 2),  # 161 septets
-    ("a" * 152 + "{" + "a" * 8, 2),  # the escape pair is never split across parts
-    ("a" * 152 + "{" + "a" * 153, 3),
-    ("ł" * 70, 1), ("ł" * 71, 2), ("ł" * 201, 3), ("ł" * 202, 4),  # UCS-2
-    ("a" * 69 + "ł", 1),
-    ("a" * 159 + "ł", 3),  # one non-GSM character turns a 1-part GSM-7 text into 3 UCS-2
-    ("😀" * 35, 1),  # 70 UTF-16 units
-    ("😀" * 36, 2),  # surrogate pairs are not split: 33 per part
-])
+@pytest.mark.parametrize(
+    "text, segments",
+    [
+        ("", 0),
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("a" * 459, 3),
+        ("a" * 460, 4),
+        ("€" * 80, 1),  # extension characters take two septets
+        ("€" * 81, 2),
+        ("a" * 159 + "€", 2),  # 161 septets
+        ("a" * 152 + "{" + "a" * 8, 2),  # the escape pair is never split across parts
+        ("a" * 152 + "{" + "a" * 153, 3),
+        ("ł" * 70, 1),
+        ("ł" * 71, 2),
+        ("ł" * 201, 3),
+        ("ł" * 202, 4),  # UCS-2
+        ("a" * 69 + "ł", 1),
+        ("a" * 159 + "ł", 3),  # one non-GSM character turns a 1-part GSM-7 text into 3 UCS-2
+        ("😀" * 35, 1),  # 70 UTF-16 units
+        ("😀" * 36, 2),  # surrogate pairs are not split: 33 per part
+    ],
+)
 def test_sms_segments(text, segments):
     assert sms_segments(text) == segments
 
@@ -393,12 +466,15 @@ def test_idna_recipient(config, notices):
     assert parse(unicode_domain)["To"] == "jane@xn--bcher-kva.example"
 
 
-@pytest.mark.parametrize("to, message_id", [
-    ("jane@example.com\r\nBcc: x@example.com", "<x.1@acme.example>"),
-    ("not-an-address", "<x.1@acme.example>"),
-    ("jane@example.com", "<x.1@acme.example>\r\nBcc: x@example.com"),
-    ("jane@example.com", "no-brackets@acme.example"),
-])
+@pytest.mark.parametrize(
+    "to, message_id",
+    [
+        ("jane@example.com\r\nBcc: x@example.com", "<x.1@acme.example>"),
+        ("not-an-address", "<x.1@acme.example>"),
+        ("jane@example.com", "<x.1@acme.example>\r\nBcc: x@example.com"),
+        ("jane@example.com", "no-brackets@acme.example"),
+    ],
+)
 def test_build_email_refuses_bad_recipients_and_ids(config, notices, to, message_id):
     mail = notices.render_email(person("card"))
     with pytest.raises(MessageError):

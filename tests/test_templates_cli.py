@@ -32,7 +32,8 @@ def test_check_a_campaign_with_a_good_override(env, campaign_file):
     with db.session_scope(db.connect(env["NOTIFY_DATABASE_URL"])) as session:
         notices = notices_for(session, campaigns.get_campaign(session, "acme-2026-11"))
     assert notices.templates.overrides == {
-        "card/email.subject.j2": "Important: your card at {{ organization }}\n"}
+        "card/email.subject.j2": "Important: your card at {{ organization }}\n"
+    }
 
 
 def test_check_a_campaign_with_a_broken_override(env, campaign_file):

@@ -35,8 +35,15 @@ RAW = ["\x1b", "\x07", "\x9b", "\x85", "\u202e", "\u2066", "\u2069", "\u200b", "
 ESCAPED = ["\\x1b[2J", "\\x1b]0;pwned\\x07", "\\u009b31m", "\\u202egpj.exe"]
 CAMPAIGN_SHOWN = "acme\\x1b]2;t\\x07\\u202e-11"
 COMMANDS = [
-    (["lookup", "c1"], [*ESCAPED, CAMPAIGN_SHOWN, "ann\\x1b[31m@example.com",
-                        "opted out\\x1b[H\\x1b[2J\\u0085\\u202e"]),
+    (
+        ["lookup", "c1"],
+        [
+            *ESCAPED,
+            CAMPAIGN_SHOWN,
+            "ann\\x1b[31m@example.com",
+            "opted out\\x1b[H\\x1b[2J\\u0085\\u202e",
+        ],
+    ),
     (["lookup", "c1", "--json"], ["\\u202egpj.exe", "\\u0085\\u202e"]),
     (["contacts", "list", "--campaign", CAMPAIGN], ESCAPED),
     (["contacts", "list", "--campaign", CAMPAIGN, "--format", "csv"], ESCAPED),
@@ -52,12 +59,15 @@ def hostile(env, engine, campaign_file):
     """The sample campaign, then control and bidi characters written straight in by SQL."""
     seed_sample(engine, campaign_file)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE contacts SET name = :name, extra = :extra "
-                          "WHERE key IN ('c1', 'c5')"), {"name": NAME, "extra": json.dumps(EXTRA)})
-        conn.execute(text("UPDATE contacts SET email = :email WHERE key = 'c1'"),
-                     {"email": EMAIL})
-        conn.execute(text("UPDATE messages SET error_message = :error WHERE error_code = '21610'"),
-                     {"error": ERROR})
+        conn.execute(
+            text("UPDATE contacts SET name = :name, extra = :extra WHERE key IN ('c1', 'c5')"),
+            {"name": NAME, "extra": json.dumps(EXTRA)},
+        )
+        conn.execute(text("UPDATE contacts SET email = :email WHERE key = 'c1'"), {"email": EMAIL})
+        conn.execute(
+            text("UPDATE messages SET error_message = :error WHERE error_code = '21610'"),
+            {"error": ERROR},
+        )
     # An audited command run under a hostile --actor puts it in the audit trail.
     loaded = CliRunner().invoke(main, ["--actor", ACTOR, "campaign", "load", str(campaign_file)])
     assert loaded.exit_code == 0, loaded.output
@@ -98,8 +108,13 @@ def on_terminal(args: list[str]) -> tuple[int, str]:
     """Run ``notify args`` in a real process whose stdout and stderr are a terminal (a pty);
     its exit status and everything it wrote."""
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "notify", *args], stdin=subprocess.DEVNULL,
-                               stdout=slave, stderr=slave, env=os.environ.copy())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notify", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=os.environ.copy(),
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -119,12 +134,18 @@ def test_a_real_process_prints_escaped_on_a_terminal_and_a_pipe(hostile):
         status, output = on_terminal(args)
         assert status == 0, output
         assert_clean(output, expected)
-        piped = subprocess.run([sys.executable, "-m", "notify", *args], capture_output=True,
-                               env=os.environ.copy(), timeout=120)
+        piped = subprocess.run(
+            [sys.executable, "-m", "notify", *args],
+            capture_output=True,
+            env=os.environ.copy(),
+            timeout=120,
+        )
         assert piped.returncode == 0, piped.stderr
         # Off a terminal click drops CSI sequences itself; the rest is escaped the same way.
-        assert_clean(piped.stdout.decode() + piped.stderr.decode(),
-                     [e for e in expected if "\\x1b[" not in e])
+        assert_clean(
+            piped.stdout.decode() + piped.stderr.decode(),
+            [e for e in expected if "\\x1b[" not in e],
+        )
     # An error naming a hostile value (stderr) and the values typed on the command line.
     status, output = on_terminal(["lookup", "x\x1b[2J\u202e", "--campaign", "no\x1b]0;t\x07"])
     assert status != 0
@@ -134,17 +155,20 @@ def test_a_real_process_prints_escaped_on_a_terminal_and_a_pipe(hostile):
 def test_stdout_csv_with_dash_stays_byte_exact(hostile, tmp_path):
     """An export to `-o -` is the file's bytes, raw characters included: files are data."""
     target = tmp_path / "d.csv"
-    CliRunner().invoke(main, ["export", "deliveries", CAMPAIGN, "-o", str(target)],
-                       catch_exceptions=False)
-    piped = CliRunner().invoke(main, ["export", "deliveries", CAMPAIGN, "-o", "-"],
-                               catch_exceptions=False)
+    CliRunner().invoke(
+        main, ["export", "deliveries", CAMPAIGN, "-o", str(target)], catch_exceptions=False
+    )
+    piped = CliRunner().invoke(
+        main, ["export", "deliveries", CAMPAIGN, "-o", "-"], catch_exceptions=False
+    )
     assert piped.stdout_bytes == target.read_bytes()
     assert "\u202e".encode() in target.read_bytes()
 
 
 def test_escape_is_visible_idempotent_and_keeps_layout_and_scripts():
     assert terminal.escape("a\x1bb\x07\x00\x7f\x9b\u202e\u061c\u200e\U000e0041") == (
-        "a\\x1bb\\x07\\x00\\u007f\\u009b\\u202e\\u061c\\u200e\\udb40\\udc41")
+        "a\\x1bb\\x07\\x00\\u007f\\u009b\\u202e\\u061c\\u200e\\udb40\\udc41"
+    )
     assert terminal.escape("50%\rdone\r\n") == "50%\\x0ddone\r\n"  # CRLF ends a CSV line
     kept = "line\n\tcaf\u00e9 \u0645\u06cc\u200c\u0634\u0648\u0645 \U0001f469\u200d\U0001f4bb"
     assert terminal.escape(kept) == kept
@@ -157,9 +181,13 @@ def test_escape_is_visible_idempotent_and_keeps_layout_and_scripts():
 
 def test_pattern_covers_every_control_and_format_character():
     keep = {"\n", "\t", "\u200c", "\u200d"}
-    missing = [f"U+{code:04X}" for code in range(sys.maxunicode + 1)
-               if unicodedata.category(chr(code)) in ("Cc", "Cf", "Zl", "Zp", "Cs")
-               and chr(code) not in keep and not terminal.UNSAFE.fullmatch(chr(code))]
+    missing = [
+        f"U+{code:04X}"
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) in ("Cc", "Cf", "Zl", "Zp", "Cs")
+        and chr(code) not in keep
+        and not terminal.UNSAFE.fullmatch(chr(code))
+    ]
     assert not missing
 
 
@@ -167,8 +195,9 @@ def test_progress_keeps_its_cursor_codes_and_escapes_its_text():
     screen = io.StringIO()
     safe = terminal.SafeStream(screen)  # what sys.stderr is under notify
     times = iter([0.0, 1.0, 2.0])
-    with RowProgress("export deliveries a\x1b[2Jb", 10, stream=safe, terminal=True,
-                     clock=lambda: next(times)) as progress:
+    with RowProgress(
+        "export deliveries a\x1b[2Jb", 10, stream=safe, terminal=True, clock=lambda: next(times)
+    ) as progress:
         progress.update(5)
     drawn = screen.getvalue()
     assert drawn.startswith("\r\x1b[K")  # the redraw works
@@ -177,8 +206,9 @@ def test_progress_keeps_its_cursor_codes_and_escapes_its_text():
     lines = io.StringIO()
     plain = PlainProgress(terminal.SafeStream(lines), clock=lambda: 0.0)
     plain.begin({"sms": 1}, {})
-    plain.outage_started(OutageState(channel="sms", provider="twilio",
-                                     error="down\x1b]0;x\x07", started=0.0))
+    plain.outage_started(
+        OutageState(channel="sms", provider="twilio", error="down\x1b]0;x\x07", started=0.0)
+    )
     assert "down\\x1b]0;x\\x07" in lines.getvalue() and "\x1b" not in lines.getvalue()
 
 

@@ -48,24 +48,28 @@ def messages(engine):
 
 def audits(engine, command="send"):
     with db.session_scope(engine) as session:
-        return session.scalars(select(AuditRecord).where(AuditRecord.command == command)
-                               ).all()
+        return session.scalars(select(AuditRecord).where(AuditRecord.command == command)).all()
 
 
 def test_no_provider_and_no_outbox_is_one_line_and_changes_nothing(no_outbox, tmp_path):
     engine, campaign = setup_campaign(no_outbox, tmp_path)
-    for args in (["send", campaign.name, "--yes"], ["send", campaign.name, "--dry-run"],
-                 ["remind", campaign.name, "--after", "1h", "--yes"]):
+    for args in (
+        ["send", campaign.name, "--yes"],
+        ["send", campaign.name, "--dry-run"],
+        ["remind", campaign.name, "--after", "1h", "--yes"],
+    ):
         result = run(*args)
         assert result.exit_code == 1, result.output
         assert result.output == (
             "Error: email: no provider configured: set NOTIFY_SMTP_HOST (and NOTIFY_SMTP_PORT, "
             "NOTIFY_SMTP_USERNAME, NOTIFY_SMTP_PASSWORD), or ask for the outbox folder with "
-            "--outbox or NOTIFY_OUTBOX\n")
+            "--outbox or NOTIFY_OUTBOX\n"
+        )
     assert messages(engine) == []
     # Only the evidence of the refused run (failed runs are audited too), nothing sent.
     assert [(a.outcome, a.counts.get("error", "")[:25]) for a in audits(engine)] == [
-        ("failed", "email: no provider config")]
+        ("failed", "email: no provider config")
+    ]
     with db.session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(PasswordReset)) == 0
     assert not (tmp_path / "outbox").exists()
@@ -80,9 +84,11 @@ def test_a_channel_without_provider_stops_the_others_too(no_outbox, tmp_path, mo
         result = run("send", campaign.name, "--yes")
         assert sink.received == []
     assert result.exit_code == 1
-    assert result.output == ("Error: sms: no provider configured: set TWILIO_ACCOUNT_SID and "
-                             "TWILIO_AUTH_TOKEN, or ask for the outbox folder with --outbox "
-                             "or NOTIFY_OUTBOX\n")
+    assert result.output == (
+        "Error: sms: no provider configured: set TWILIO_ACCOUNT_SID and "
+        "TWILIO_AUTH_TOKEN, or ask for the outbox folder with --outbox "
+        "or NOTIFY_OUTBOX\n"
+    )
     assert messages(engine) == []
 
 
@@ -102,7 +108,9 @@ def test_outbox_flag_records_outbox_everywhere(no_outbox, tmp_path):
     assert {m.provider_message_id for m in rows if m.channel == "sms"} == set(sids)
     (record,) = audits(engine)
     assert (record.arguments["email_transport"], record.arguments["sms_transport"]) == (
-        "outbox", "outbox")
+        "outbox",
+        "outbox",
+    )
     lookup = run("lookup", "C-00001")
     assert "  email notice: sent to user1@example.com via outbox;" in lookup.stdout
     assert "  SMS notice: sent to +14155550001 via outbox;" in lookup.stdout
@@ -113,8 +121,7 @@ def test_outbox_flag_records_outbox_everywhere(no_outbox, tmp_path):
     assert {r["transport"] for r in exported} == {"outbox"}
 
 
-def test_smtp_is_recorded_with_its_host_and_outbox_env_only_fills_gaps(env, tmp_path,
-                                                                       monkeypatch):
+def test_smtp_is_recorded_with_its_host_and_outbox_env_only_fills_gaps(env, tmp_path, monkeypatch):
     engine, campaign = setup_campaign(env, tmp_path)
     with SmtpSink() as sink:
         monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
@@ -126,7 +133,9 @@ def test_smtp_is_recorded_with_its_host_and_outbox_env_only_fills_gaps(env, tmp_
     # NOTIFY_OUTBOX is set (env fixture): SMS, which has no provider, goes there; email
     # goes to the relay.
     assert {(m.channel, m.transport) for m in messages(engine)} == {
-        ("email", f"smtp:{sink.host}"), ("sms", "outbox")}
+        ("email", f"smtp:{sink.host}"),
+        ("sms", "outbox"),
+    }
     with open(Path(env["NOTIFY_OUTBOX"]) / "sms.jsonl") as handle:
         assert len(handle.readlines()) == 3
 
@@ -156,8 +165,10 @@ def test_the_prompt_says_where_each_channel_goes(no_outbox, tmp_path, monkeypatc
     result = run("send", campaign.name, "--outbox")
     assert result.exit_code == 0, result.output
     folder = (tmp_path / "outbox").resolve()
-    assert asked == [f"Send 3 email to outbox folder {folder}, 3 sms to outbox folder "
-                     f"{folder} for campaign {campaign.name}?"]
+    assert asked == [
+        f"Send 3 email to outbox folder {folder}, 3 sms to outbox folder "
+        f"{folder} for campaign {campaign.name}?"
+    ]
     assert "Nothing sent." in result.output
     assert messages(engine) == []
 
@@ -170,8 +181,10 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
     status = run("status", campaign.name, "--json")
     resets = json.loads(status.stdout)["resets"]
     assert (resets["total"], resets["pending"], resets["before_first_send"]) == (3, 3, True)
-    assert ("Resets:      3 required (passwords exposed), no link sent yet"
-            in run("status", campaign.name).stdout)
+    assert (
+        "Resets:      3 required (passwords exposed), no link sent yet"
+        in run("status", campaign.name).stdout
+    )
     with SmtpSink(fail_every=1) as sink:  # 451 to every DATA: transient, until attempts end
         monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
         monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
@@ -180,8 +193,12 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
         from notify.send.options import SendOptions
         from notify.send.runner import send_campaign
 
-        send_campaign(engine, load_settings(), campaign.name,
-                             SendOptions(email_rate=0, retry_base=0.01, progress=False))
+        send_campaign(
+            engine,
+            load_settings(),
+            campaign.name,
+            SendOptions(email_rate=0, retry_base=0.01, progress=False),
+        )
     rows = messages(engine)
     assert {m.status for m in rows} == {"failed"} and all(m.attempts > 1 for m in rows)
     with db.session_scope(engine) as session:
@@ -197,20 +214,27 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
         from notify.send.options import SendOptions
         from notify.send.runner import send_campaign
 
-        send_campaign(engine, load_settings(), other.name,
-                             SendOptions(email_rate=0, retry_base=0.01, progress=False))
+        send_campaign(
+            engine,
+            load_settings(),
+            other.name,
+            SendOptions(email_rate=0, retry_base=0.01, progress=False),
+        )
     with db.session_scope(engine) as session:
         sent = session.scalars(select(Message).where(Message.campaign_id == other.id)).all()
         assert {m.status for m in sent} == {"sent"} and any(m.attempts > 1 for m in sent)
-        links = session.scalars(select(PasswordReset.links_sent).where(
-            PasswordReset.campaign_id == other.id)).all()
+        links = session.scalars(
+            select(PasswordReset.links_sent).where(PasswordReset.campaign_id == other.id)
+        ).all()
     assert links == [1, 1, 1]
 
 
 def setup_second(engine, tmp_path):
     folder = tmp_path / "second"
     folder.mkdir()
-    campaign = make_campaign(engine, campaign_toml(folder, name='"acme-2027-01"',
-                                                   channels='["email"]', fallback='"none"'))
+    campaign = make_campaign(
+        engine,
+        campaign_toml(folder, name='"acme-2027-01"', channels='["email"]', fallback='"none"'),
+    )
     add_contacts(engine, campaign, 3, exposures="passwords", start=50)
     return campaign, None

@@ -25,14 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def email(row_id: int) -> Outgoing:
     mid = f"<{row_id}@acme.example>"
     data = f"From: a@acme.example\r\nMessage-ID: {mid}\r\nSubject: s\r\n\r\nbody\r\n".encode()
-    return Outgoing(row_id, "email", "ann@example.com", data=data, message_id=mid,
-                    sender="a@acme.example")
+    return Outgoing(
+        row_id, "email", "ann@example.com", data=data, message_id=mid, sender="a@acme.example"
+    )
 
 
 def start(module: str, *args: str, port_file: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0",
-                             "--port-file", str(port_file), *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--port", "0", "--port-file", str(port_file), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 20
     while not port_file.exists():
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -48,32 +52,46 @@ def stop(proc: subprocess.Popen) -> int:
 
 async def test_standalone_sink_records_one_line_per_message(tmp_path):
     record, port_file = tmp_path / "received.jsonl", tmp_path / "port"
-    proc = start("tests.smtp_sink", "--record", str(record), "--fail-every", "3",
-                 port_file=port_file)
+    proc = start(
+        "tests.smtp_sink", "--record", str(record), "--fail-every", "3", port_file=port_file
+    )
     try:
         port = int(port_file.read_text())
-        smtp = SmtpMessenger(Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none"),
-                             2, timeout=5.0)
+        smtp = SmtpMessenger(
+            Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none"), 2, timeout=5.0
+        )
         results = [await smtp.push(email(i)) for i in range(4)]
         await smtp.close()
     finally:
         assert stop(proc) == 0
     assert [r.outcome for r in results] == ["sent", "sent", "retry", "sent"]
     rows = read_record(record)
-    assert [r["message_id"] for r in rows] == ["<0@acme.example>", "<1@acme.example>",
-                                              "<3@acme.example>"]
+    assert [r["message_id"] for r in rows] == [
+        "<0@acme.example>",
+        "<1@acme.example>",
+        "<3@acme.example>",
+    ]
     assert rows[0]["rcpt"] == ["ann@example.com"] and rows[0]["time"] <= time.time()
     assert b"listening 127.0.0.1:" in proc.stdout.read()
 
 
 async def test_standalone_twilio_double_and_control_endpoints(tmp_path):
     record, port_file = tmp_path / "sms.jsonl", tmp_path / "port"
-    proc = start("tests.twilio_double", "--record", str(record), "--invalid", "+15005550001",
-                 port_file=port_file)
+    proc = start(
+        "tests.twilio_double",
+        "--record",
+        str(record),
+        "--invalid",
+        "+15005550001",
+        port_file=port_file,
+    )
     try:
         url = f"http://127.0.0.1:{int(port_file.read_text())}"
-        settings = Settings(twilio_account_sid=DEFAULT_ACCOUNT_SID,
-                            twilio_auth_token=DEFAULT_AUTH_TOKEN, twilio_api_url=url)
+        settings = Settings(
+            twilio_account_sid=DEFAULT_ACCOUNT_SID,
+            twilio_auth_token=DEFAULT_AUTH_TOKEN,
+            twilio_api_url=url,
+        )
         async with TwilioMessenger(settings, 2, default_sender="+14155550199") as tw:
             ok = await tw.push(Outgoing(1, "sms", "+14155550100", body="hi"))
             bad = await tw.push(Outgoing(2, "sms", "+15005550001", body="hi"))
@@ -96,21 +114,24 @@ async def test_standalone_twilio_double_and_control_endpoints(tmp_path):
 
 async def test_sink_fast_mode_counts_without_keeping_data():
     with SmtpSink(parse=False) as sink:
-        async with SmtpMessenger(Settings(smtp_host="127.0.0.1", smtp_port=sink.port,
-                                          smtp_tls="none"), 4, timeout=5.0) as smtp:
+        async with SmtpMessenger(
+            Settings(smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="none"), 4, timeout=5.0
+        ) as smtp:
             await asyncio.gather(*(smtp.push(email(i)) for i in range(20)))
         assert sink.wait_for(20, timeout=5)
         got = sink.received
         assert all(r.data is None and r.headers is None for r in got)
-        assert sorted(r.message_id for r in got) == sorted(f"<{i}@acme.example>"
-                                                          for i in range(20))
+        assert sorted(r.message_id for r in got) == sorted(f"<{i}@acme.example>" for i in range(20))
         assert sink.window_max(60) == 20
 
 
 async def test_double_token_bucket_holds_the_rate():
     with TwilioDouble(rate=20, burst=1) as double:
-        settings = Settings(twilio_account_sid=double.account_sid,
-                            twilio_auth_token=double.auth_token, twilio_api_url=double.url)
+        settings = Settings(
+            twilio_account_sid=double.account_sid,
+            twilio_auth_token=double.auth_token,
+            twilio_api_url=double.url,
+        )
         async with TwilioMessenger(settings, 4, default_sender="+14155550199") as tw:
             started = time.monotonic()
             while time.monotonic() - started < 0.6:  # hammer it; 429s come back at once
@@ -137,6 +158,8 @@ def test_sink_reset_and_env(tmp_path):
         assert os.path.exists(tmp_path / "r.jsonl")
     double = TwilioDouble()
     double.port = 8099
-    assert double.env() == {"TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
-                            "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
-                            "NOTIFY_TWILIO_API_URL": "http://127.0.0.1:8099"}
+    assert double.env() == {
+        "TWILIO_ACCOUNT_SID": DEFAULT_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN,
+        "NOTIFY_TWILIO_API_URL": "http://127.0.0.1:8099",
+    }

@@ -17,16 +17,25 @@ from notify.transports.outbox import OutboxEmail, OutboxSms, eml_path, read_sms_
 from notify.transports.smtp import SmtpMessenger
 from notify.transports.twilio_sms import TwilioMessenger
 
-CONFIG = CampaignConfig(name="c", organization="Acme", sender_email="security@acme.example",
-                        sms_from="+14155550199")
+CONFIG = CampaignConfig(
+    name="c", organization="Acme", sender_email="security@acme.example", sms_from="+14155550199"
+)
 
 
 def email(row_id: int, text: str = "hello") -> Outgoing:
     mid = f"<{row_id}.c@acme.example>"
-    data = (f"From: security@acme.example\r\nTo: a@example.com\r\nMessage-ID: {mid}\r\n"
-            f"Subject: Notice\r\n\r\n{text}\r\n").encode()
-    return Outgoing(row_id=row_id, channel="email", to="a@example.com", data=data,
-                    message_id=mid, sender="security@acme.example")
+    data = (
+        f"From: security@acme.example\r\nTo: a@example.com\r\nMessage-ID: {mid}\r\n"
+        f"Subject: Notice\r\n\r\n{text}\r\n"
+    ).encode()
+    return Outgoing(
+        row_id=row_id,
+        channel="email",
+        to="a@example.com",
+        data=data,
+        message_id=mid,
+        sender="security@acme.example",
+    )
 
 
 def sms(row_id: int, to: str = "+14155550100", body: str = "Notice") -> Outgoing:
@@ -62,7 +71,12 @@ async def test_outbox_sms_appends_json_lines(tmp_path):
     assert re.fullmatch(r"outbox-[0-9a-f]{32}", one["sid"]) and one["sid"] == first.provider_id
     assert not re.fullmatch(r"SM[0-9a-f]{32}", one["sid"])  # never taken for a Twilio SID
     assert (one["row_id"], one["to"], one["from"], one["body"], one["status"]) == (
-        1, "+14155550100", "+14155550199", "Notice", "sent")
+        1,
+        "+14155550100",
+        "+14155550199",
+        "Notice",
+        "sent",
+    )
     assert datetime.fromisoformat(one["created_at"]).utcoffset() == timedelta(0)
     assert two["from"] == "MG" + "a" * 32 and two["sid"] == second.provider_id != first.provider_id
 
@@ -106,7 +120,9 @@ async def test_outbox_sms_find_sent_by_number_and_time(tmp_path):
     assert found[0].body == "Notice" and found[0].to == "+14155550100"
     naive = (datetime.now(UTC) - timedelta(hours=2)).replace(tzinfo=None)  # DB style: UTC
     assert {f.provider_id for f in await outbox.find_sent("+14155550100", naive)} == {
-        old.provider_id, new.provider_id}
+        old.provider_id,
+        new.provider_id,
+    }
 
 
 async def test_outbox_sms_fetch_status_reports_delivered(tmp_path):
@@ -136,10 +152,15 @@ def test_make_messenger_picks_the_transport(tmp_path):
     assert make_messenger("sms", override, CONFIG, 4).default_sender == "+14155550000"
     smtp = make_messenger("email", Settings(smtp_host="127.0.0.1"), CONFIG, 4)
     assert isinstance(smtp, SmtpMessenger) and smtp.default_sender == "security@acme.example"
-    twilio = make_messenger("sms", Settings(twilio_account_sid="AC1", twilio_auth_token="t"),
-                            CONFIG, 4)
+    twilio = make_messenger(
+        "sms", Settings(twilio_account_sid="AC1", twilio_auth_token="t"), CONFIG, 4
+    )
     assert isinstance(twilio, TwilioMessenger) and twilio.name == "twilio"
     assert (smtp.name, smtp.channel, sms_outbox.name, sms_outbox.channel) == (
-        "smtp", "email", "outbox-sms", "sms")
+        "smtp",
+        "email",
+        "outbox-sms",
+        "sms",
+    )
     with pytest.raises(ConfigError):
         make_messenger("fax", plain, CONFIG, 1)

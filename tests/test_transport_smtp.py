@@ -26,8 +26,7 @@ def email(row_id: int, to: str = "ann@example.com") -> Outgoing:
         "Content-Transfer-Encoding: 8bit\r\n\r\n"
         f"Dear customer {row_id},\r\n.leading dot survives\r\nZ\u00fcrich\r\n"
     ).encode()
-    return Outgoing(row_id=row_id, channel="email", to=to, data=data, message_id=mid,
-                    sender=SENDER)
+    return Outgoing(row_id=row_id, channel="email", to=to, data=data, message_id=mid, sender=SENDER)
 
 
 def messenger(sink: SmtpSink, concurrency: int = 1, mode: str = "none", **kwargs) -> SmtpMessenger:
@@ -95,10 +94,13 @@ async def test_550_at_rcpt_is_failed_with_code_and_message():
         assert after.outcome == "sent" and sink.count == 1 and sink.connections == 1
 
 
-@pytest.mark.parametrize(("reply", "outcome"), [
-    ("553 5.7.1 Sender address not allowed", "failed"),
-    ("451 4.7.1 Try again later", "retry"),
-])
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        ("553 5.7.1 Sender address not allowed", "failed"),
+        ("451 4.7.1 Try again later", "retry"),
+    ],
+)
 async def test_refused_sender_at_mail_is_classified_by_its_code(reply, outcome):
     other = "alerts@acme.example"
     with SmtpSink(reject_senders={SENDER: reply}) as sink:
@@ -140,8 +142,9 @@ async def test_refused_connection_is_a_retry():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, never listening: connections are refused
-        smtp = SmtpMessenger(Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none"),
-                             2, timeout=2.0)
+        smtp = SmtpMessenger(
+            Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none"), 2, timeout=2.0
+        )
         result = await smtp.push(email(1))
     assert result.outcome == "retry" and result.error_code == "disconnected"
 
@@ -154,8 +157,11 @@ async def test_silent_server_is_a_timeout():
     thread = threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True)
     thread.start()
     try:
-        smtp = SmtpMessenger(Settings(smtp_host="127.0.0.1", smtp_port=server.getsockname()[1],
-                                      smtp_tls="none"), 1, timeout=0.5)
+        smtp = SmtpMessenger(
+            Settings(smtp_host="127.0.0.1", smtp_port=server.getsockname()[1], smtp_tls="none"),
+            1,
+            timeout=0.5,
+        )
         result = await smtp.push(email(1))
     finally:
         thread.join(2)
@@ -185,8 +191,9 @@ async def test_implicit_tls_mode_trusting_ssl_cert_file(monkeypatch):
 
 async def test_untrusted_certificate_is_a_config_error():
     with SmtpSink(tls="tls") as sink:
-        smtp = SmtpMessenger(Settings(smtp_host="127.0.0.1", smtp_port=sink.port,
-                                      smtp_tls="tls"), 1, timeout=5.0)
+        smtp = SmtpMessenger(
+            Settings(smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="tls"), 1, timeout=5.0
+        )
         with pytest.raises(TransportConfigError, match="CERTIFICATE_VERIFY_FAILED"):
             await smtp.push(email(1))
         assert sink.count == 0
@@ -263,8 +270,9 @@ async def test_relay_unavailable_is_an_outage_not_the_message(fault):
     assert not result.in_doubt
 
 
-@pytest.mark.parametrize(("sink_args", "code"), [({"fail_every": 1}, "451"),
-                                                 ({"reject": {"ann@example.com"}}, "550")])
+@pytest.mark.parametrize(
+    ("sink_args", "code"), [({"fail_every": 1}, "451"), ({"reject": {"ann@example.com"}}, "550")]
+)
 async def test_answers_about_the_message_are_no_outage(sink_args, code):
     with SmtpSink(**sink_args) as sink:
         async with messenger(sink) as smtp:

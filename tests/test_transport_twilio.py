@@ -28,16 +28,22 @@ BOB = "+14155550111"
 
 
 def settings_for(double: TwilioDouble, **overrides) -> Settings:
-    values = {"twilio_account_sid": double.account_sid, "twilio_auth_token": double.auth_token,
-              "twilio_api_url": double.url}
+    values = {
+        "twilio_account_sid": double.account_sid,
+        "twilio_auth_token": double.auth_token,
+        "twilio_api_url": double.url,
+    }
     return Settings(**{**values, **overrides})
 
 
 def messenger(double: TwilioDouble, concurrency: int = 4, **kwargs) -> TwilioMessenger:
-    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in ("public_url",
-                                                                 "twilio_auth_token")}
-    return TwilioMessenger(settings_for(double, **overrides), concurrency,
-                           default_sender=FROM, **{"timeout": 5.0, **kwargs})
+    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in ("public_url", "twilio_auth_token")}
+    return TwilioMessenger(
+        settings_for(double, **overrides),
+        concurrency,
+        default_sender=FROM,
+        **{"timeout": 5.0, **kwargs},
+    )
 
 
 def sms(row_id: int, to: str = ANN, body: str = "Acme: your data was exposed.", **kw) -> Outgoing:
@@ -78,7 +84,11 @@ async def test_created_message_is_sent_with_its_sid(twilio_double):
     assert re.fullmatch(r"SM[0-9a-f]{32}", result.provider_id)
     [stored] = twilio_double.messages  # it went to the double: the base URL override works
     assert (stored["sid"], stored["to"], stored["from"], stored["body"]) == (
-        result.provider_id, ANN, FROM, "Acme: your data was exposed.")
+        result.provider_id,
+        ANN,
+        FROM,
+        "Acme: your data was exposed.",
+    )
     assert stored["status_callback"] is None  # no NOTIFY_PUBLIC_URL, no callback
 
 
@@ -107,12 +117,19 @@ async def test_status_callback_passed_when_public_url_is_set(twilio_double):
     assert stored["status_callback"] == "https://notify.acme.example/webhooks/twilio/status"
 
 
-@pytest.mark.parametrize(("number", "code"), [("+15005550001", "21211"), ("12345", "21211"),
-                                              ("+15005550004", "21610"),
-                                              ("+15005550009", "21408")])
+@pytest.mark.parametrize(
+    ("number", "code"),
+    [
+        ("+15005550001", "21211"),
+        ("12345", "21211"),
+        ("+15005550004", "21610"),
+        ("+15005550009", "21408"),
+    ],
+)
 async def test_permanent_errors_fail_with_twilio_code(number, code):
-    with TwilioDouble(invalid={"+15005550001"}, opted_out={"+15005550004"},
-                      errors={"+15005550009": 21408}) as double:
+    with TwilioDouble(
+        invalid={"+15005550001"}, opted_out={"+15005550004"}, errors={"+15005550009": 21408}
+    ) as double:
         async with messenger(double) as tw:
             result = await tw.push(sms(1, to=number))
         assert result.outcome == "failed" and result.error_code == code
@@ -123,8 +140,9 @@ async def test_permanent_errors_fail_with_twilio_code(number, code):
 async def test_429_is_a_retry_with_retry_after():
     with TwilioDouble(rate=1, burst=1, retry_after=7) as double:
         async with messenger(double, concurrency=5) as tw:
-            results = await asyncio.gather(*(tw.push(sms(i, to=f"+1415555{i:04d}"))
-                                             for i in range(5)))
+            results = await asyncio.gather(
+                *(tw.push(sms(i, to=f"+1415555{i:04d}")) for i in range(5))
+            )
         sent = [r for r in results if r.outcome == "sent"]
         limited = [r for r in results if r.outcome == "retry"]
         assert len(sent) == 1 and len(limited) == 4 and double.rejected_429 == 4
@@ -134,11 +152,16 @@ async def test_429_is_a_retry_with_retry_after():
 
 async def test_retry_after_is_per_request_under_concurrency():
     numbers = [f"+1415555{i:04d}" for i in range(12)]
-    with TwilioDouble(rate=0.001, burst=4, retry_after=7, fail_numbers=numbers,
-                      fail_status=503, fail_retry_after=11) as double:
+    with TwilioDouble(
+        rate=0.001,
+        burst=4,
+        retry_after=7,
+        fail_numbers=numbers,
+        fail_status=503,
+        fail_retry_after=11,
+    ) as double:
         async with messenger(double, concurrency=12) as tw:
-            results = await asyncio.gather(*(tw.push(sms(i, to=n))
-                                             for i, n in enumerate(numbers)))
+            results = await asyncio.gather(*(tw.push(sms(i, to=n)) for i, n in enumerate(numbers)))
     pairs = sorted((r.error_code, r.retry_after) for r in results)
     assert pairs == [("429", 7.0)] * 8 + [("503", 11.0)] * 4
 
@@ -180,8 +203,12 @@ async def test_unreachable_api_is_a_retry():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
-        tw = TwilioMessenger(Settings(twilio_account_sid="AC1", twilio_auth_token="t",
-                                      twilio_api_url=url), 1, default_sender=FROM, timeout=2.0)
+        tw = TwilioMessenger(
+            Settings(twilio_account_sid="AC1", twilio_auth_token="t", twilio_api_url=url),
+            1,
+            default_sender=FROM,
+            timeout=2.0,
+        )
         result = await tw.push(sms(1))
         await tw.close()
     assert result.outcome == "retry" and result.error_code == "disconnected"
@@ -232,8 +259,13 @@ async def test_fetch_status(twilio_double):
 
 
 async def test_fetch_status_network_error_is_a_transport_error():
-    tw = TwilioMessenger(Settings(twilio_account_sid="AC1", twilio_auth_token="t",
-                                  twilio_api_url="http://127.0.0.1:9"), 1, timeout=2.0)
+    tw = TwilioMessenger(
+        Settings(
+            twilio_account_sid="AC1", twilio_auth_token="t", twilio_api_url="http://127.0.0.1:9"
+        ),
+        1,
+        timeout=2.0,
+    )
     with pytest.raises(TransportError):
         await tw.fetch_status("SM" + "0" * 32)
     await tw.close()
@@ -249,8 +281,10 @@ async def test_signed_status_callbacks_verify(twilio_double, callbacks):
     validator = RequestValidator(twilio_double.auth_token)
     for url, form, signature in callbacks.received:
         assert url == callbacks.url + "/webhooks/twilio/status"
-        assert form["MessageSid"] == sent.provider_id and form["AccountSid"] == \
-            twilio_double.account_sid
+        assert (
+            form["MessageSid"] == sent.provider_id
+            and form["AccountSid"] == twilio_double.account_sid
+        )
         assert validator.validate(url, form, signature)
         assert not RequestValidator("another-token").validate(url, form, signature)
     assert [c["status"] for c in twilio_double.callbacks] == [204, 204, 204]

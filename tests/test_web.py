@@ -88,8 +88,10 @@ def test_wrong_passwords_lock_the_account(server, page):
     assert "/login" in page.url
     listed = json.loads(cli(server.env, "users", "list", "--format", "json").stdout)
     assert next(u for u in listed if u["name"] == "support")["locked_until"]
-    assert [r["outcome"] for r in server.audit("web sign-in")] == [
-        "refused"] * 4 + ["locked", "locked"]
+    assert [r["outcome"] for r in server.audit("web sign-in")] == ["refused"] * 4 + [
+        "locked",
+        "locked",
+    ]
     sign_in(page, server, "admin")  # other accounts are not affected
     assert page.url.endswith("/search")
 
@@ -113,13 +115,13 @@ def test_a_form_without_the_right_csrf_token_changes_nothing(server, page):
     form.get_by_role("button", name="Add user").click()
     expect(page.get_by_role("heading", name="This form has expired")).to_be_visible()
     assert 403 in response_status
-    names = [u["name"] for u in json.loads(
-        cli(server.env, "users", "list", "--format", "json").stdout)]
+    names = [
+        u["name"] for u in json.loads(cli(server.env, "users", "list", "--format", "json").stdout)
+    ]
     assert "mallory" not in names
 
     # A request from another site carries no token either (and no cookie: SameSite).
-    answer = page.request.post(server.url + "/users", form={"name": "mallory",
-                                                            "role": "admin"})
+    answer = page.request.post(server.url + "/users", form={"name": "mallory", "role": "admin"})
     assert answer.status == 403
 
 
@@ -142,14 +144,25 @@ def test_admin_adds_and_removes_a_user(server, page):
 # --- roles ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("role, allowed, forbidden", [
-    ("support", ["/search"], ["/campaigns", "/campaigns/acme-2026-11",
-                              "/campaigns/acme-2026-11/deliveries.csv", "/audit", "/users"]),
-    ("compliance", ["/search", "/campaigns", "/campaigns/acme-2026-11", "/audit"], ["/users"]),
-    ("admin", ["/search", "/campaigns", "/audit", "/users"], []),
-])
-def test_each_role_sees_its_pages_and_gets_403_elsewhere(server, page, role, allowed,
-                                                         forbidden):
+@pytest.mark.parametrize(
+    "role, allowed, forbidden",
+    [
+        (
+            "support",
+            ["/search"],
+            [
+                "/campaigns",
+                "/campaigns/acme-2026-11",
+                "/campaigns/acme-2026-11/deliveries.csv",
+                "/audit",
+                "/users",
+            ],
+        ),
+        ("compliance", ["/search", "/campaigns", "/campaigns/acme-2026-11", "/audit"], ["/users"]),
+        ("admin", ["/search", "/campaigns", "/audit", "/users"], []),
+    ],
+)
+def test_each_role_sees_its_pages_and_gets_403_elsewhere(server, page, role, allowed, forbidden):
     sign_in(page, server, role)
     for path in allowed:
         assert page.goto(server.url + path).status == 200, path
@@ -166,10 +179,17 @@ def test_each_role_sees_its_pages_and_gets_403_elsewhere(server, page, role, all
 # --- support search ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query", [
-    "c1", "ANN.EXAMPLE@example.com", "(415) 555-0101", "+1 415 555 0101", "ann example",
-    "Ann  Example",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "c1",
+        "ANN.EXAMPLE@example.com",
+        "(415) 555-0101",
+        "+1 415 555 0101",
+        "ann example",
+        "Ann  Example",
+    ],
+)
 def test_search_by_key_email_phone_or_name_answers_with_the_verdict(server, page, query):
     sign_in(page, server, "support")
     page.get_by_label("Name, email, phone number or customer key").fill(query)
@@ -190,9 +210,13 @@ def test_unreached_verdict_link_expiry_and_not_in_this_breach(server, page):
     page.goto(server.url + "/search?q=bob@b%C3%BCcher.example")
     expect(page.get_by_test_id("verdict")).to_have_text(
         "Not reached: email bounced (5.1.1 =cmd|' /C calc'!A0), "
-        "SMS undelivered (30003 unreachable handset)")
-    assert re.fullmatch(r"(Pending|Expired); 2 links sent, (expires|expired) \d+ \w+ \d{4} "
-                        r"\d\d:\d\d\.", page.get_by_test_id("reset").inner_text())
+        "SMS undelivered (30003 unreachable handset)"
+    )
+    assert re.fullmatch(
+        r"(Pending|Expired); 2 links sent, (expires|expired) \d+ \w+ \d{4} "
+        r"\d\d:\d\d\.",
+        page.get_by_test_id("reset").inner_text(),
+    )
     page.goto(server.url + "/search?q=nobody%40example.com")
     expect(page.get_by_role("heading", name="Not in this breach")).to_be_visible()
     assert page.locator(".verdict").count() == 0
@@ -210,7 +234,8 @@ def test_times_in_the_viewers_zone_with_utc_on_hover(server, browser):
     assert first.get_attribute("title") == "2026-11-27 10:02 UTC"
     page.goto(server.url + "/search?q=c5")  # a second time on the same day: the hour only
     expect(page.get_by_test_id("verdict")).to_have_text(
-        "Reached by email on 27 Nov 2026 05:02, SMS delivered 05:02")
+        "Reached by email on 27 Nov 2026 05:02, SMS delivered 05:02"
+    )
     assert "America/New_York" in page.locator("footer").inner_text()
     context.close()
 
@@ -222,7 +247,8 @@ def test_search_and_downloads_work_without_javascript(server, browser, tmp_path)
     page.get_by_label("Name, email, phone number or customer key").fill("4155550101")
     page.get_by_role("button", name="Search").click()
     expect(page.get_by_test_id("verdict")).to_have_text(
-        "Reached by email on 2026-11-27 10:02 UTC, SMS failed (21610 opted out)")
+        "Reached by email on 2026-11-27 10:02 UTC, SMS failed (21610 opted out)"
+    )
     page.goto(server.url + "/campaigns/acme-2026-11")
     with page.expect_download() as info:
         page.get_by_role("link", name="Events: the raw event log").click()
@@ -240,9 +266,10 @@ def _table_counts(page) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for row in page.get_by_test_id("counts").locator("tbody tr").all():
         channel = row.get_attribute("data-channel")
-        counts[channel] = {cell.get_attribute("data-status"): int(cell.inner_text()
-                                                                   .replace(",", ""))
-                           for cell in row.locator("td").all()}
+        counts[channel] = {
+            cell.get_attribute("data-status"): int(cell.inner_text().replace(",", ""))
+            for cell in row.locator("td").all()
+        }
     return counts
 
 
@@ -256,8 +283,9 @@ def test_campaign_page_counts_equal_notify_status_json(server, page):
     assert any(url.endswith("/static/app.css") for url in requested)
     status = server.status_json()
     shown = _table_counts(page)
-    assert {ch: {s: n for s, n in by.items() if s != "total"} for ch, by in shown.items()} \
-        == status["messages"]
+    assert {
+        ch: {s: n for s, n in by.items() if s != "total"} for ch, by in shown.items()
+    } == status["messages"]
     assert {ch: by["total"] for ch, by in shown.items()} == status["totals"]
     assert page.get_by_test_id("reached").inner_text() == f"{status['reach']['reached_pct']}%"
     funnel = page.locator(".funnel").inner_text()
@@ -270,20 +298,27 @@ def test_campaign_page_counts_equal_notify_status_json(server, page):
     assert page.locator("meta[http-equiv=refresh]").count() == 0
 
 
-@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres",
-                                                           marks=pytest.mark.postgres)],
-                         indirect=True)
-def test_downloaded_csvs_are_byte_equal_to_notify_export(browser, db_url, tmp_path,
-                                                         campaign_file):
+@pytest.mark.parametrize(
+    "db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_downloaded_csvs_are_byte_equal_to_notify_export(browser, db_url, tmp_path, campaign_file):
     with running_server(db_url, tmp_path, campaign_file) as server:
         context = browser.new_context(accept_downloads=True)
         page = context.new_page()
         sign_in(page, server, "compliance")
         page.goto(server.url + "/campaigns/acme-2026-11")
-        commands = {"deliveries": ["export", "deliveries"], "unreached": ["export", "unreached"],
-                    "events": ["export", "events"], "resets": ["resets", "export"]}
-        for what, label in [("deliveries", "Deliveries"), ("unreached", "Unreached"),
-                            ("resets", "Resets"), ("events", "Events")]:
+        commands = {
+            "deliveries": ["export", "deliveries"],
+            "unreached": ["export", "unreached"],
+            "events": ["export", "events"],
+            "resets": ["resets", "export"],
+        }
+        for what, label in [
+            ("deliveries", "Deliveries"),
+            ("unreached", "Unreached"),
+            ("resets", "Resets"),
+            ("events", "Events"),
+        ]:
             with page.expect_download() as info:
                 page.get_by_role("link", name=re.compile(f"^{label}:")).click()
             assert info.value.suggested_filename == f"{what}-acme-2026-11.csv"
@@ -302,7 +337,8 @@ def test_downloaded_csvs_are_byte_equal_to_notify_export(browser, db_url, tmp_pa
         downloads = server.audit("web export")
         assert [(r["command"], r["actor"], r["campaign"]) for r in downloads] == [
             (f"web export {w}", "compliance", "acme-2026-11")
-            for w in ("deliveries", "unreached", "resets", "events", "deliveries")]
+            for w in ("deliveries", "unreached", "resets", "events", "deliveries")
+        ]
         assert downloads[0]["counts"] == {"rows": 8}
 
 
@@ -357,8 +393,13 @@ def test_keyboard_reaches_the_search_with_a_visible_focus(server, page):
 
 
 def test_rules_check_page_matches_notify_rules_check(server, page):
-    done = subprocess.run([sys.executable, "-m", "notify", "rules", "check", "acme-2026-11",
-                           "--json"], env=server.env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "notify", "rules", "check", "acme-2026-11", "--json"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     expected = json.loads(done.stdout.splitlines()[-1])
     sign_in(page, server, "support")
     assert page.goto(server.url + "/campaigns/acme-2026-11/rules").status == 403
@@ -367,8 +408,7 @@ def test_rules_check_page_matches_notify_rules_check(server, page):
     page.goto(server.url + "/campaigns/acme-2026-11")
     page.get_by_role("link", name="Rules check").click()
     rows = page.get_by_test_id("rules").locator("tbody tr").all()
-    shown = [(r.locator("th").inner_text(), int(r.locator("td").first.inner_text()))
-             for r in rows]
+    shown = [(r.locator("th").inner_text(), int(r.locator("td").first.inner_text())) for r in rows]
     assert shown == [(j["code"], j["residents"]) for j in expected["jurisdictions"]]
     assert shown  # the sample's contacts live in US-CA
 
@@ -414,9 +454,17 @@ def test_every_page_has_aa_contrast_and_labelled_fields(server, browser):
     pages = ["/login"]
     assert page.evaluate(CONTRAST_JS) == {"failures": [], "unlabelled": []}, "/login"
     sign_in(page, server, "admin")
-    for path in ("/search?q=c1", "/search?q=c2", "/search?q=c3", "/search?q=nobody",
-                 "/campaigns", "/campaigns/acme-2026-11", "/audit", "/users",
-                 "/campaigns/acme-2026-11/rules"):
+    for path in (
+        "/search?q=c1",
+        "/search?q=c2",
+        "/search?q=c3",
+        "/search?q=nobody",
+        "/campaigns",
+        "/campaigns/acme-2026-11",
+        "/audit",
+        "/users",
+        "/campaigns/acme-2026-11/rules",
+    ):
         page.goto(server.url + path)
         pages.append(path)
         assert page.evaluate(CONTRAST_JS) == {"failures": [], "unlabelled": []}, path

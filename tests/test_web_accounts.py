@@ -31,27 +31,36 @@ def run(*args, stdin=None):
 
 
 def test_users_add_list_remove(env):
-    added = run("users", "add", "alice", "--role", "admin", "--password-stdin",
-                stdin=PASSWORD + "\n")
+    added = run(
+        "users", "add", "alice", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
+    )
     assert added.exit_code == 0, added.output
-    assert run("users", "add", "bob", "--role", "support", "--password-stdin",
-               stdin=PASSWORD + "\n").exit_code == 0
+    assert (
+        run(
+            "users", "add", "bob", "--role", "support", "--password-stdin", stdin=PASSWORD + "\n"
+        ).exit_code
+        == 0
+    )
     listed = json.loads(run("users", "list", "--format", "json").output)
     assert [(u["name"], u["role"], u["locked_until"]) for u in listed] == [
-        ("alice", "admin", None), ("bob", "support", None)]
+        ("alice", "admin", None),
+        ("bob", "support", None),
+    ]
     assert run("users", "list", "--format", "csv").output.splitlines() == [
         "name,role,locked_until,last_login_at,created_at",
-        f"alice,admin,,,{listed[0]['created_at']}", f"bob,support,,,{listed[1]['created_at']}"]
-    assert run("users", "list", "--csv").output == run("users", "list", "--format",
-                                                       "csv").output
+        f"alice,admin,,,{listed[0]['created_at']}",
+        f"bob,support,,,{listed[1]['created_at']}",
+    ]
+    assert run("users", "list", "--csv").output == run("users", "list", "--format", "csv").output
     table = run("users", "list").output.splitlines()
     assert table[0].split() == ["name", "role", "locked_until", "last_login_at", "created_at"]
     assert table[1].split()[:4] == ["alice", "admin", "-", "-"]
     assert table[1].endswith(" UTC")  # times on screen in the screen zone (UTC here)
     removed = run("users", "remove", "bob")
     assert removed.exit_code == 0 and "Removed user 'bob'" in removed.output
-    assert [u["name"] for u in json.loads(run("users", "list", "--format", "json").output)] \
-        == ["alice"]
+    assert [u["name"] for u in json.loads(run("users", "list", "--format", "json").output)] == [
+        "alice"
+    ]
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
         stored = session.query(WebUser).one()
@@ -59,27 +68,38 @@ def test_users_add_list_remove(env):
         assert PASSWORD not in stored.password_hash
         from notify.audit import records
 
-        trail = [(r.command, r.arguments) for r in records(session)
-                 if r.command.startswith("users")]
-    assert trail == [("users add", {"name": "alice", "role": "admin"}),
-                     ("users add", {"name": "bob", "role": "support"}),
-                     ("users remove", {"name": "bob", "role": "support"})]
+        trail = [
+            (r.command, r.arguments) for r in records(session) if r.command.startswith("users")
+        ]
+    assert trail == [
+        ("users add", {"name": "alice", "role": "admin"}),
+        ("users add", {"name": "bob", "role": "support"}),
+        ("users remove", {"name": "bob", "role": "support"}),
+    ]
 
 
 def test_users_add_prompts_for_the_password_twice(env):
-    result = run("users", "add", "carol", "--role", "compliance",
-                 stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    result = run("users", "add", "carol", "--role", "compliance", stdin=f"{PASSWORD}\n{PASSWORD}\n")
     assert result.exit_code == 0, result.output
     assert PASSWORD not in result.output
 
 
-@pytest.mark.parametrize("args, stdin, message", [
-    (["users", "add", "al ice", "--role", "admin", "--password-stdin"], PASSWORD,
-     "user name 'al ice': use 1 to 128 characters without spaces"),
-    (["users", "add", "al", "--role", "admin", "--password-stdin"], "short",
-     "the password must be at least 12 characters long"),
-    (["users", "remove", "nobody"], None, "no user named 'nobody' (see: notify users list)"),
-])
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (
+            ["users", "add", "al ice", "--role", "admin", "--password-stdin"],
+            PASSWORD,
+            "user name 'al ice': use 1 to 128 characters without spaces",
+        ),
+        (
+            ["users", "add", "al", "--role", "admin", "--password-stdin"],
+            "short",
+            "the password must be at least 12 characters long",
+        ),
+        (["users", "remove", "nobody"], None, "no user named 'nobody' (see: notify users list)"),
+    ],
+)
 def test_bad_input_is_one_line(env, args, stdin, message):
     result = run(*args, stdin=stdin and stdin + "\n")
     assert result.exit_code == 1
@@ -88,15 +108,15 @@ def test_bad_input_is_one_line(env, args, stdin, message):
 
 def test_a_name_cannot_be_added_twice(env):
     for expected in (0, 1):
-        result = run("users", "add", "al", "--role", "admin", "--password-stdin",
-                     stdin=PASSWORD + "\n")
+        result = run(
+            "users", "add", "al", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
+        )
         assert result.exit_code == expected
     assert "already exists" in result.output
 
 
 def test_unknown_role_is_refused(env):
-    result = run("users", "add", "al", "--role", "root", "--password-stdin",
-                 stdin=PASSWORD + "\n")
+    result = run("users", "add", "al", "--role", "root", "--password-stdin", stdin=PASSWORD + "\n")
     assert result.exit_code == 2 and "'root' is not one of" in result.output
 
 
@@ -142,15 +162,15 @@ def test_signing_key_is_created_once_and_kept(engine, monkeypatch):
     assert auth.signing_key(engine) != first
 
 
-@pytest.mark.parametrize("query", ["Ann Example", "ann example", "ANN EXAMPLE",
-                                   "  Ann   Example "])
+@pytest.mark.parametrize("query", ["Ann Example", "ann example", "ANN EXAMPLE", "  Ann   Example "])
 def test_name_search_on_the_index(engine, campaign_file, query):
     seed_sample(engine, campaign_file)
     with db.session_scope(engine) as session:
         found = search.search(session, query, now=NOW)
     assert [c["key"] for c in found] == ["c1"]
-    assert found[0]["web_verdict"].text == ("Reached by email on 2026-11-27 10:02 UTC, "
-                                            "SMS failed (21610 opted out)")
+    assert found[0]["web_verdict"].text == (
+        "Reached by email on 2026-11-27 10:02 UTC, SMS failed (21610 opted out)"
+    )
 
 
 def test_name_search_uses_the_name_index(engine):
@@ -159,14 +179,24 @@ def test_name_search_uses_the_name_index(engine):
     assert "ix_contacts_name" in {i["name"] for i in inspect(engine).get_indexes("contacts")}
 
 
-@pytest.mark.parametrize("key, kind, text", [
-    ("c2", "unreached", "Not reached: email bounced (5.1.1 =cmd|' /C calc'!A0), "
-                        "SMS undelivered (30003 unreachable handset)"),
-    ("c3", "waiting", "Not reached yet: email pending (not sent yet), SMS skipped (no phone)"),
-    ("c4", "waiting", "Not contacted yet: no message has been planned for this customer."),
-    ("c5", "reached", "Reached by email on 2026-11-27 10:02 UTC, "
-                      "SMS delivered 2026-11-27 10:02 UTC"),
-])
+@pytest.mark.parametrize(
+    "key, kind, text",
+    [
+        (
+            "c2",
+            "unreached",
+            "Not reached: email bounced (5.1.1 =cmd|' /C calc'!A0), "
+            "SMS undelivered (30003 unreachable handset)",
+        ),
+        ("c3", "waiting", "Not reached yet: email pending (not sent yet), SMS skipped (no phone)"),
+        ("c4", "waiting", "Not contacted yet: no message has been planned for this customer."),
+        (
+            "c5",
+            "reached",
+            "Reached by email on 2026-11-27 10:02 UTC, SMS delivered 2026-11-27 10:02 UTC",
+        ),
+    ],
+)
 def test_verdicts(engine, campaign_file, key, kind, text):
     seed_sample(engine, campaign_file)
     with db.session_scope(engine) as session:
@@ -188,10 +218,16 @@ def test_users_add_without_a_terminal_names_the_flag(env, tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "notify", "users", "add", "dave", "--role",
-                             "support"], stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, env={**os.environ, **env}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "notify", "users", "add", "dave", "--role", "support"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
     assert result.returncode == 1
-    assert result.stderr == ("Error: no terminal to ask for the password on: pipe it in with "
-                             "--password-stdin\n")
+    assert result.stderr == (
+        "Error: no terminal to ask for the password on: pipe it in with --password-stdin\n"
+    )
     assert run("users", "list", "--format", "json").output.strip() == "[]"

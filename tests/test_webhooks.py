@@ -34,14 +34,31 @@ def seed(engine, campaign_file, *, sid: str | None = SID, status: str = "sent") 
     """One campaign, one contact, one SMS (and an email) and return the SMS row id."""
     with db.session_scope(engine) as session:
         campaign, _ = campaigns.load_campaign(session, campaign_file)
-        contact = Contact(campaign_id=campaign.id, key="c1", email="ann@example.com",
-                          phone="+14155550100", exposures="passwords")
+        contact = Contact(
+            campaign_id=campaign.id,
+            key="c1",
+            email="ann@example.com",
+            phone="+14155550100",
+            exposures="passwords",
+        )
         session.add(contact)
         session.flush()
-        email = Message(campaign_id=campaign.id, contact_id=contact.id, channel="email",
-                        status="sent", address=contact.email, provider_message_id="<e1@x>")
-        sms = Message(campaign_id=campaign.id, contact_id=contact.id, channel="sms",
-                      status=status, address=contact.phone, provider_message_id=sid)
+        email = Message(
+            campaign_id=campaign.id,
+            contact_id=contact.id,
+            channel="email",
+            status="sent",
+            address=contact.email,
+            provider_message_id="<e1@x>",
+        )
+        sms = Message(
+            campaign_id=campaign.id,
+            contact_id=contact.id,
+            channel="sms",
+            status=status,
+            address=contact.phone,
+            provider_message_id=sid,
+        )
         session.add_all([email, sms])
         session.flush()
         return sms.id
@@ -54,16 +71,25 @@ def signed(params: dict, url: str = URL, token: str = TOKEN) -> tuple[bytes, dic
 
 
 def callback(status: str, sid: str = SID, **extra) -> dict:
-    return {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
-            "AccountSid": "AC" + "0" * 32, "To": "+14155550100", "From": "+14155550199",
-            "ApiVersion": "2010-04-01", **extra}
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": "AC" + "0" * 32,
+        "To": "+14155550100",
+        "From": "+14155550199",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
 
 
 def state(engine, row_id: int) -> tuple[Message, list[Event]]:
     with db.session_scope(engine) as session:
         message = session.get(Message, row_id)
-        found = list(session.scalars(select(Event).where(Event.message_id == row_id)
-                                     .order_by(Event.id)))
+        found = list(
+            session.scalars(select(Event).where(Event.message_id == row_id).order_by(Event.id))
+        )
         return message, found
 
 
@@ -101,8 +127,11 @@ async def test_bad_signature_is_403_and_changes_nothing(engine, campaign_file, c
     if how == "missing":
         resp = await client.post("/webhooks/twilio/status", data=urlencode(params), headers=FORM)
     elif how == "wrong":
-        resp = await client.post("/webhooks/twilio/status", data=urlencode(params),
-                                 headers={**FORM, "X-Twilio-Signature": "bm9wZQ=="})
+        resp = await client.post(
+            "/webhooks/twilio/status",
+            data=urlencode(params),
+            headers={**FORM, "X-Twilio-Signature": "bm9wZQ=="},
+        )
     elif how == "other-url":
         resp = await post(client, params, url="https://evil.example/webhooks/twilio/status")
     elif how == "other-token":
@@ -129,9 +158,13 @@ async def test_unconfigured_server_refuses_callbacks(engine, campaign_file):
 async def test_sha256_shared_key_signature_is_accepted(engine, campaign_file, client):
     row = seed(engine, campaign_file)
     params = callback("delivered")
-    headers = {**FORM, "X-Twilio-Webhooks-Signature-Settings": "key=k1,algorithm=HMAC_SHA256",
-               "X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(
-                   URL, params, algorithm="HMAC_SHA256")}
+    headers = {
+        **FORM,
+        "X-Twilio-Webhooks-Signature-Settings": "key=k1,algorithm=HMAC_SHA256",
+        "X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(
+            URL, params, algorithm="HMAC_SHA256"
+        ),
+    }
     resp = await client.post("/webhooks/twilio/status", data=urlencode(params), headers=headers)
     assert resp.status == 200
     assert state(engine, row)[0].status == "delivered"
@@ -161,15 +194,23 @@ async def test_oversized_body_is_413(engine, campaign_file, client):
 async def test_late_and_duplicate_callbacks_never_move_backwards(engine, campaign_file, client):
     row = seed(engine, campaign_file, status="sending")
     # A second "delivered" with other parameters (Twilio adds fields) is a new report.
-    for params in (callback("delivered"), callback("sent"),
-                   callback("delivered", RawDlrDoneDate="2612011200"), callback("queued")):
+    for params in (
+        callback("delivered"),
+        callback("sent"),
+        callback("delivered", RawDlrDoneDate="2612011200"),
+        callback("queued"),
+    ):
         resp = await post(client, params)
         assert resp.status == 200
     message, log = state(engine, row)
     assert message.status == "delivered"
     assert message.sent_at is None  # "sent" arrived after "delivered": an event only
     assert [(e.kind, e.applied) for e in log] == [
-        ("delivered", True), ("sent", False), ("delivered", False), ("queued", False)]
+        ("delivered", True),
+        ("sent", False),
+        ("delivered", False),
+        ("queued", False),
+    ]
 
 
 async def test_failed_callback_keeps_error_and_plans_nothing(engine, campaign_file, client):
@@ -179,22 +220,31 @@ async def test_failed_callback_keeps_error_and_plans_nothing(engine, campaign_fi
     assert resp.status == 200
     message, log = state(engine, row)
     assert (message.status, message.error_code, message.error_message) == (
-        "failed", "21610", "opted out")
+        "failed",
+        "21610",
+        "opted out",
+    )
     assert log[0].detail["error_code"] == "21610"
     assert count(engine, Message) == before  # no fallback for a failed SMS
 
 
 async def test_undelivered_keeps_twilio_error_message(engine, campaign_file, client):
     row = seed(engine, campaign_file)
-    await post(client, callback("undelivered", ErrorCode="30003",
-                                ErrorMessage="Unreachable destination handset"))
+    await post(
+        client,
+        callback("undelivered", ErrorCode="30003", ErrorMessage="Unreachable destination handset"),
+    )
     message, _ = state(engine, row)
     assert (message.status, message.error_code, message.error_message) == (
-        "undelivered", "30003", "Unreachable destination handset")
+        "undelivered",
+        "30003",
+        "Unreachable destination handset",
+    )
 
 
 async def test_early_callback_is_kept_then_applied_when_sid_is_stored(
-        engine, campaign_file, client):
+    engine, campaign_file, client
+):
     row = seed(engine, campaign_file, sid=None, status="sending")
     early_sid = "SM" + "b" * 32
     resp = await post(client, callback("delivered", sid=early_sid))
@@ -219,7 +269,8 @@ async def test_early_callback_is_kept_then_applied_when_sid_is_stored(
 
 
 async def test_send_engine_applies_early_callbacks_when_it_records_sent(
-        engine, campaign_file, client):
+    engine, campaign_file, client
+):
     """record_sent (the engine's group write) links and applies a callback that came first."""
     from types import SimpleNamespace
 
@@ -230,16 +281,29 @@ async def test_send_engine_applies_early_callbacks_when_it_records_sent(
     assert (await post(client, callback("delivered", sid=early_sid))).status == 202
     with db.session_scope(engine) as session:
         message = session.get(Message, row)
-        other = Message(campaign_id=message.campaign_id, contact_id=message.contact_id,
-                        channel="sms", notice="reminder", status="sending",
-                        address=message.address)
+        other = Message(
+            campaign_id=message.campaign_id,
+            contact_id=message.contact_id,
+            channel="sms",
+            notice="reminder",
+            status="sending",
+            address=message.address,
+        )
         session.add(other)
         session.flush()
-        job = SimpleNamespace(campaign=SimpleNamespace(id=message.campaign_id),
-                              config=SimpleNamespace(reset_url=None))
-        sents = [Sent(job, SimpleNamespace(id=m.id, contact_id=m.contact_id,
-                                                  channel="sms"), sid, "queued", {})
-                 for m, sid in ((message, early_sid), (other, other_sid))]
+        job = SimpleNamespace(
+            campaign=SimpleNamespace(id=message.campaign_id), config=SimpleNamespace(reset_url=None)
+        )
+        sents = [
+            Sent(
+                job,
+                SimpleNamespace(id=m.id, contact_id=m.contact_id, channel="sms"),
+                sid,
+                "queued",
+                {},
+            )
+            for m, sid in ((message, early_sid), (other, other_sid))
+        ]
         other_id = other.id
     with db.session_scope(engine) as session:
         record_sent(session, sents)
@@ -247,8 +311,9 @@ async def test_send_engine_applies_early_callbacks_when_it_records_sent(
     assert state(engine, other_id)[0].status == "sent"  # no callback of its own yet
 
 
-async def test_early_callback_applied_if_sid_stored_meanwhile(engine, campaign_file, client,
-                                                               monkeypatch):
+async def test_early_callback_applied_if_sid_stored_meanwhile(
+    engine, campaign_file, client, monkeypatch
+):
     row = seed(engine, campaign_file, sid=None, status="sent")
     early_sid = "SM" + "c" * 32
     real = tracking.handle_callback
@@ -268,15 +333,17 @@ async def test_early_callback_applied_if_sid_stored_meanwhile(engine, campaign_f
 def test_append_only_guard_allows_only_the_early_link(engine, campaign_file):
     seed(engine, campaign_file)
     with db.session_scope(engine) as session:
-        event = events.record(session, source="webhook", kind="sent", applied=False,
-                              provider_message_id="SMx")
+        event = events.record(
+            session, source="webhook", kind="sent", applied=False, provider_message_id="SMx"
+        )
         session.flush()
     with pytest.raises(AppendOnlyError), db.session_scope(engine) as session:
         session.get(Event, event.id).kind = "delivered"
 
 
-async def test_resets_route_delegates_and_keeps_nothing_on_error(engine, campaign_file, client,
-                                                                 monkeypatch):
+async def test_resets_route_delegates_and_keeps_nothing_on_error(
+    engine, campaign_file, client, monkeypatch
+):
     seed(engine, campaign_file)
     calls = []
 
@@ -286,12 +353,14 @@ async def test_resets_route_delegates_and_keeps_nothing_on_error(engine, campaig
         return (200, {"ok": True}) if signature == "sha256=good" else (409, {"error": "done"})
 
     monkeypatch.setattr("notify.server.handle_webhook", handle_webhook)
-    resp = await client.post("/webhooks/resets", data=b'{"token": "t"}',
-                             headers={"X-Notify-Signature": "sha256=bad"})
+    resp = await client.post(
+        "/webhooks/resets", data=b'{"token": "t"}', headers={"X-Notify-Signature": "sha256=bad"}
+    )
     assert resp.status == 409 and await resp.json() == {"error": "done"}
     assert count(engine, AuditRecord) == 0  # rolled back
-    resp = await client.post("/webhooks/resets", data=b'{"token": "t"}',
-                             headers={"X-Notify-Signature": "sha256=good"})
+    resp = await client.post(
+        "/webhooks/resets", data=b'{"token": "t"}', headers={"X-Notify-Signature": "sha256=good"}
+    )
     assert resp.status == 200 and await resp.json() == {"ok": True}
     assert count(engine, AuditRecord) == 1
     assert calls[0] == (b'{"token": "t"}', "sha256=bad", PUBLIC)
@@ -321,8 +390,11 @@ def test_serve_binds_loopback_by_default_and_audits(env, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen == {"host": "127.0.0.1", "port": 8080}
     assert "NOTIFY_PUBLIC_URL" in result.output  # warns that Twilio callbacks are refused
-    result = CliRunner().invoke(main, ["--actor", "ops", "serve", "--host", "0.0.0.0",
-                                       "--port", "9000"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["--actor", "ops", "serve", "--host", "0.0.0.0", "--port", "9000"],
+        catch_exceptions=False,
+    )
     assert seen == {"host": "0.0.0.0", "port": 9000}
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with db.session_scope(engine) as session:
@@ -331,8 +403,9 @@ def test_serve_binds_loopback_by_default_and_audits(env, monkeypatch):
 
 
 @pytest.mark.parametrize("path", ["server", "deferred"])
-def test_sqlite_callback_waits_for_a_concurrent_writer(sqlite_url, campaign_file, monkeypatch,
-                                                        path):
+def test_sqlite_callback_waits_for_a_concurrent_writer(
+    sqlite_url, campaign_file, monkeypatch, path
+):
     """A callback that reads, then writes while `notify send` writes: on SQLite the server
     must wait for the other writer (BEGIN IMMEDIATE), not fail on a stale snapshot as a
     plain deferred transaction does."""

@@ -82,7 +82,7 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 ERROR_TEXT = {
     21211: "The 'To' number {to} is not a valid phone number.",
     21408: "Permission to send an SMS has not been enabled for the region indicated by "
-           "the 'To' number: {to}.",
+    "the 'To' number: {to}.",
     21610: "Attempt to send to unsubscribed recipient",
     21614: "'To' number is not a valid mobile number",
     21602: "Message body is required.",
@@ -111,9 +111,14 @@ def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
     return RequestValidator(auth_token).compute_signature(url, params)
 
 
-async def post_signed(url: str, params: dict[str, str], auth_token: str = DEFAULT_AUTH_TOKEN,
-                      *, signature: str | None = None, sign_url: str | None = None,
-                      ) -> tuple[int, str]:
+async def post_signed(
+    url: str,
+    params: dict[str, str],
+    auth_token: str = DEFAULT_AUTH_TOKEN,
+    *,
+    signature: str | None = None,
+    sign_url: str | None = None,
+) -> tuple[int, str]:
     """POST a form to ``url`` signed as Twilio would; returns (HTTP status, body).
 
     ``sign_url`` signs for another URL than the one posted to (what a proxy in front of
@@ -130,10 +135,18 @@ def _rfc2822(when: datetime | None) -> str | None:
     return format_datetime(when) if when else None
 
 
-def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None,
-           ) -> web.Response:
-    body = {"code": code, "message": message, "status": status,
-            "more_info": f"https://www.twilio.com/docs/errors/{code}"}
+def _error(
+    status: int,
+    code: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {
+        "code": code,
+        "message": message,
+        "status": status,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+    }
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -160,16 +173,29 @@ class _Message:
     def json(self) -> dict[str, Any]:
         uri = f"{API.format(account=self.account)}/Messages/{self.sid}.json"
         return {
-            "account_sid": self.account, "api_version": "2010-04-01", "body": self.body,
-            "date_created": _rfc2822(self.created), "date_sent": _rfc2822(self.sent),
-            "date_updated": _rfc2822(self.updated), "direction": "outbound-api",
+            "account_sid": self.account,
+            "api_version": "2010-04-01",
+            "body": self.body,
+            "date_created": _rfc2822(self.created),
+            "date_sent": _rfc2822(self.sent),
+            "date_updated": _rfc2822(self.updated),
+            "direction": "outbound-api",
             "error_code": self.error_code,
             "error_message": "Unreachable destination handset" if self.error_code else None,
-            "from": self.from_, "messaging_service_sid": self.service, "num_media": "0",
-            "num_segments": str(segments(self.body)), "price": None, "price_unit": "USD",
-            "sid": self.sid, "status": self.status, "to": self.to, "uri": uri,
-            "subresource_uris": {"media": uri.replace(".json", "/Media.json"),
-                                 "feedback": uri.replace(".json", "/Feedback.json")},
+            "from": self.from_,
+            "messaging_service_sid": self.service,
+            "num_media": "0",
+            "num_segments": str(segments(self.body)),
+            "price": None,
+            "price_unit": "USD",
+            "sid": self.sid,
+            "status": self.status,
+            "to": self.to,
+            "uri": uri,
+            "subresource_uris": {
+                "media": uri.replace(".json", "/Media.json"),
+                "feedback": uri.replace(".json", "/Feedback.json"),
+            },
         }
 
 
@@ -297,14 +323,16 @@ class TwilioDouble:
     def __enter__(self) -> TwilioDouble:
         return self.start()
 
-    def add_message(self, to: str, body: str, created: datetime,
-                    from_: str = "+15005550006") -> str:
+    def add_message(
+        self, to: str, body: str, created: datetime, from_: str = "+15005550006"
+    ) -> str:
         """Store a message as if created at ``created`` by someone else (another campaign,
         a login code): what a reconciliation must not mistake for ours. Returns its SID."""
         with self._lock:
             self.creates += 1
-            message = _Message(self.account_sid, {"To": to, "From": from_, "Body": body},
-                               self.creates)
+            message = _Message(
+                self.account_sid, {"To": to, "From": from_, "Body": body}, self.creates
+            )
             message.created = message.updated = created
             self._messages[message.sid] = message
         return message.sid
@@ -331,7 +359,8 @@ class TwilioDouble:
                     transport.abort()
             if seconds is not None:
                 asyncio.get_running_loop().call_later(
-                    seconds, lambda: asyncio.ensure_future(self._listen_again()))
+                    seconds, lambda: asyncio.ensure_future(self._listen_again())
+                )
 
         asyncio.run_coroutine_threadsafe(stop_listening(), self._loop).result(10)
 
@@ -364,18 +393,23 @@ class TwilioDouble:
 
     def env(self) -> dict[str, str]:
         """Environment variables that point notify at this double."""
-        return {"TWILIO_ACCOUNT_SID": self.account_sid, "TWILIO_AUTH_TOKEN": self.auth_token,
-                "NOTIFY_TWILIO_API_URL": self.url}
+        return {
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+            "NOTIFY_TWILIO_API_URL": self.url,
+        }
 
     # -- the API ---------------------------------------------------------------------------
 
     def _authorized(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
-        expected = "Basic " + base64.b64encode(
-            f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        expected = (
+            "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        )
         if header != expected or request.match_info["account"] != self.account_sid:
-            return _error(401, 20003, "Authenticate",
-                          headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+            return _error(
+                401, 20003, "Authenticate", headers={"WWW-Authenticate": 'Basic realm="Twilio API"'}
+            )
         return None
 
     def _take_token(self) -> float | None:
@@ -404,14 +438,16 @@ class TwilioDouble:
             with self._lock:
                 self.rejected_429 += 1
             seconds = self.retry_after if self.retry_after is not None else max(1, math.ceil(wait))
-            return _error(429, 20429, "Too Many Requests",
-                          headers={"Retry-After": f"{seconds:g}"})
+            return _error(429, 20429, "Too Many Requests", headers={"Retry-After": f"{seconds:g}"})
         to = form.get("To", "")
         if (self.fail_every and number % self.fail_every == 0) or to in self.fail_numbers:
             with self._lock:
                 self.failed_5xx += 1
-            headers = ({"Retry-After": f"{self.fail_retry_after:g}"}
-                       if self.fail_retry_after is not None else None)
+            headers = (
+                {"Retry-After": f"{self.fail_retry_after:g}"}
+                if self.fail_retry_after is not None
+                else None
+            )
             return _error(self.fail_status, 20500, "Internal Server Error", headers=headers)
         problem = self._validate(form)
         if problem:
@@ -442,9 +478,19 @@ class TwilioDouble:
         with self._lock:
             self._messages[message.sid] = message
         if self.record_path:
-            line = json.dumps({"sid": message.sid, "to": message.to, "from": message.from_,
-                               "body": message.body, "time": time.time(),
-                               "monotonic": message.arrived}) + "\n"
+            line = (
+                json.dumps(
+                    {
+                        "sid": message.sid,
+                        "to": message.to,
+                        "from": message.from_,
+                        "body": message.body,
+                        "time": time.time(),
+                        "monotonic": message.arrived,
+                    }
+                )
+                + "\n"
+            )
             fd = os.open(self.record_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line.encode())
@@ -452,7 +498,8 @@ class TwilioDouble:
                 os.close(fd)
         if self.auto_deliver is not None:
             asyncio.get_running_loop().call_later(
-                self.auto_deliver, lambda: asyncio.ensure_future(self._deliver(message.sid)))
+                self.auto_deliver, lambda: asyncio.ensure_future(self._deliver(message.sid))
+            )
         return message
 
     async def _fetch(self, request: web.Request) -> web.Response:
@@ -477,23 +524,38 @@ class TwilioDouble:
             chosen = self._filtered(query)
         except ValueError as exc:
             return _error(400, 20001, f"Invalid parameter: {exc}")
-        rows = chosen[page * size:(page + 1) * size]
+        rows = chosen[page * size : (page + 1) * size]
         params = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
         base = f"{API.format(account=self.account_sid)}/Messages.json"
 
         def page_uri(n: int) -> str:
-            return base + "?" + urlencode({**params, "PageSize": size, "Page": n,
-                                           **({"PageToken": f"PA{n}"} if n else {})})
+            return (
+                base
+                + "?"
+                + urlencode(
+                    {
+                        **params,
+                        "PageSize": size,
+                        "Page": n,
+                        **({"PageToken": f"PA{n}"} if n else {}),
+                    }
+                )
+            )
 
         more = (page + 1) * size < len(chosen)
-        return web.json_response({
-            "messages": [m.json() for m in rows],
-            "first_page_uri": page_uri(0), "uri": page_uri(page),
-            "next_page_uri": page_uri(page + 1) if more else None,
-            "previous_page_uri": page_uri(page - 1) if page else None,
-            "page": page, "page_size": size, "start": page * size,
-            "end": page * size + max(0, len(rows) - 1),
-        })
+        return web.json_response(
+            {
+                "messages": [m.json() for m in rows],
+                "first_page_uri": page_uri(0),
+                "uri": page_uri(page),
+                "next_page_uri": page_uri(page + 1) if more else None,
+                "previous_page_uri": page_uri(page - 1) if page else None,
+                "page": page,
+                "page_size": size,
+                "start": page * size,
+                "end": page * size + max(0, len(rows) - 1),
+            }
+        )
 
     def _filtered(self, query: Any) -> list[_Message]:
         with self._lock:
@@ -505,8 +567,9 @@ class TwilioDouble:
         for key, keep in (("DateSent", "eq"), ("DateSent>", "ge"), ("DateSent<", "le")):
             if key in query:
                 moment, whole_day = _parse_filter_date(query[key])
-                chosen = [m for m in chosen if m.sent and self._date_ok(m.sent, moment,
-                                                                        whole_day, keep)]
+                chosen = [
+                    m for m in chosen if m.sent and self._date_ok(m.sent, moment, whole_day, keep)
+                ]
         # Newest first, as Twilio lists them.
         return sorted(chosen, key=lambda m: (m.created, m.number), reverse=True)
 
@@ -518,8 +581,12 @@ class TwilioDouble:
 
     # -- status changes and callbacks ------------------------------------------------------
 
-    async def _advance(self, sid: str, status: str, error_code: int | None = None,
-                       ) -> int | None:
+    async def _advance(
+        self,
+        sid: str,
+        status: str,
+        error_code: int | None = None,
+    ) -> int | None:
         with self._lock:
             message = self._messages[sid]
             now = datetime.now(UTC)
@@ -538,9 +605,14 @@ class TwilioDouble:
 
     def _callback_params(self, message: _Message) -> dict[str, str]:
         params = {
-            "AccountSid": message.account, "ApiVersion": "2010-04-01",
-            "From": message.from_ or "", "MessageSid": message.sid, "SmsSid": message.sid,
-            "MessageStatus": message.status, "SmsStatus": message.status, "To": message.to,
+            "AccountSid": message.account,
+            "ApiVersion": "2010-04-01",
+            "From": message.from_ or "",
+            "MessageSid": message.sid,
+            "SmsSid": message.sid,
+            "MessageStatus": message.status,
+            "SmsStatus": message.status,
+            "To": message.to,
         }
         if message.service:
             params["MessagingServiceSid"] = message.service
@@ -578,17 +650,26 @@ class TwilioDouble:
         assert self._loop is not None, "double not started"
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
-    async def advance(self, sid: str, status: str, error_code: int | None = None,
-                      ) -> int | None:
+    async def advance(
+        self,
+        sid: str,
+        status: str,
+        error_code: int | None = None,
+    ) -> int | None:
         """Set a message's status and POST the signed callback; returns its HTTP status."""
         return await self._run(self._advance(sid, status, error_code))
 
-    def advance_sync(self, sid: str, status: str, error_code: int | None = None,
-                     ) -> int | None:
+    def advance_sync(
+        self,
+        sid: str,
+        status: str,
+        error_code: int | None = None,
+    ) -> int | None:
         """:meth:`advance` for synchronous code (never from the loop serving the callback)."""
         assert self._loop is not None, "double not started"
         return asyncio.run_coroutine_threadsafe(
-            self._advance(sid, status, error_code), self._loop).result(30)
+            self._advance(sid, status, error_code), self._loop
+        ).result(30)
 
     async def deliver_all(self, final: str = "delivered") -> int:
         """Move every non-final message to sent, then ``final`` (``undelivered`` for numbers
@@ -606,8 +687,9 @@ class TwilioDouble:
         """Every created message (Twilio JSON plus ``status_callback``), in creation order."""
         with self._lock:
             ordered = sorted(self._messages.values(), key=lambda m: m.number)
-            return [{**m.json(), "status_callback": m.callback, "arrived": m.arrived}
-                    for m in ordered]
+            return [
+                {**m.json(), "status_callback": m.callback, "arrived": m.arrived} for m in ordered
+            ]
 
     def message(self, sid: str) -> dict[str, Any]:
         """One created message by SID."""
@@ -624,9 +706,14 @@ class TwilioDouble:
         """Counters: created, 429s, 5xx, callbacks, window_max over one second."""
         with self._lock:
             created, callbacks = len(self._messages), len(self.callbacks)
-        return {"created": created, "creates": self.creates, "rejected_429": self.rejected_429,
-                "failed_5xx": self.failed_5xx, "callbacks": callbacks,
-                "window_max_1s": self.window_max(1.0)}
+        return {
+            "created": created,
+            "creates": self.creates,
+            "rejected_429": self.rejected_429,
+            "failed_5xx": self.failed_5xx,
+            "callbacks": callbacks,
+            "window_max_1s": self.window_max(1.0),
+        }
 
     # -- control endpoints (for tests driving a subprocess) --------------------------------
 
@@ -642,8 +729,11 @@ class TwilioDouble:
         return web.json_response({"callback_status": status})
 
     async def _ctl_deliver_all(self, request: web.Request) -> web.Response:
-        final = (await request.json()).get("status", "delivered") if request.can_read_body \
+        final = (
+            (await request.json()).get("status", "delivered")
+            if request.can_read_body
             else "delivered"
+        )
         with self._lock:
             sids = [m.sid for m in self._messages.values() if m.status not in FINAL]
         for sid in sids:
@@ -681,10 +771,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port-file")
     args = parser.parse_args(argv)
     double = TwilioDouble(
-        args.sid, args.token, host=args.host, port=args.port, rate=args.rate, burst=args.burst,
-        invalid=_numbers(args.invalid), opted_out=_numbers(args.opted_out),
-        undeliverable=_numbers(args.undeliverable), fail_every=args.fail_every,
-        delay=args.delay, auto_deliver=args.auto_deliver, record_path=args.record,
+        args.sid,
+        args.token,
+        host=args.host,
+        port=args.port,
+        rate=args.rate,
+        burst=args.burst,
+        invalid=_numbers(args.invalid),
+        opted_out=_numbers(args.opted_out),
+        undeliverable=_numbers(args.undeliverable),
+        fail_every=args.fail_every,
+        delay=args.delay,
+        auto_deliver=args.auto_deliver,
+        record_path=args.record,
     )
     serve_until_signalled(double, args.port_file, lambda: [f"listening {double.url}"])
 

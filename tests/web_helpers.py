@@ -27,8 +27,14 @@ ROLES = ("support", "compliance", "admin")
 
 def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """``notify ARGS`` in a child process; fails the test on a non-zero exit."""
-    done = subprocess.run([sys.executable, "-m", "notify", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "notify", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -61,10 +67,21 @@ class Server:
             from notify.models import AuditRecord
 
             with db.session_scope(engine) as session:
-                return [{"actor": r.actor, "command": r.command, "campaign": r.campaign,
-                         "arguments": r.arguments, "counts": r.counts, "outcome": r.outcome}
-                        for r in session.scalars(select(AuditRecord).where(
-                            AuditRecord.command.startswith(command)).order_by(AuditRecord.id))]
+                return [
+                    {
+                        "actor": r.actor,
+                        "command": r.command,
+                        "campaign": r.campaign,
+                        "arguments": r.arguments,
+                        "counts": r.counts,
+                        "outcome": r.outcome,
+                    }
+                    for r in session.scalars(
+                        select(AuditRecord)
+                        .where(AuditRecord.command.startswith(command))
+                        .order_by(AuditRecord.id)
+                    )
+                ]
         finally:
             engine.dispose()
 
@@ -85,21 +102,31 @@ def running_server(db_url: str, folder: Path, campaign_file: Path) -> Iterator[S
     from notify.web import users
 
     with db.session_scope(engine) as session:  # where c1's email was handed over
-        session.execute(update(Message).where(Message.contact_id == ids["c1"],
-                                              Message.channel == "email")
-                        .values(transport="smtp:relay.acme.example"))
+        session.execute(
+            update(Message)
+            .where(Message.contact_id == ids["c1"], Message.channel == "email")
+            .values(transport="smtp:relay.acme.example")
+        )
 
     with db.session_scope(engine) as session:  # `notify users add` is tested on its own
         for role in ROLES:
             users.add_user(session, role, role, PASSWORD)
     engine.dispose()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NOTIFY_", "TWILIO_")) or k == "NOTIFY_TEST_POSTGRES_URL"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NOTIFY_", "TWILIO_")) or k == "NOTIFY_TEST_POSTGRES_URL"
+    }
     env.update(NOTIFY_DATABASE_URL=db_url, NOTIFY_OUTBOX=str(folder / "outbox"))
     port = free_port()
     log = open(folder / "serve.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "notify", "serve", "--port", str(port)],
-                               env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notify", "serve", "--port", str(port)],
+        env=env,
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

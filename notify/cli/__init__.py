@@ -19,11 +19,27 @@ from notify.cli.terminal import installed
 # when that command runs (or help lists them all), so `notify status` does not pay for
 # importing the send engine, Jinja2 or the importer.
 COMMANDS = {
-    "audit": "audit", "bounces": "bounces", "campaign": "campaign", "codes": "codes",
-    "contacts": "contacts", "demo": "demo", "export": "export", "init": "init",
-    "lookup": "lookup", "plan": "plan", "preview": "preview", "remind": "remind",
-    "report": "report", "requeue": "requeue", "resets": "resets", "rules": "rules", "send": "send",
-    "serve": "serve", "status": "status", "sync": "sync", "templates": "templates",
+    "audit": "audit",
+    "bounces": "bounces",
+    "campaign": "campaign",
+    "codes": "codes",
+    "contacts": "contacts",
+    "demo": "demo",
+    "export": "export",
+    "init": "init",
+    "lookup": "lookup",
+    "plan": "plan",
+    "preview": "preview",
+    "remind": "remind",
+    "report": "report",
+    "requeue": "requeue",
+    "resets": "resets",
+    "rules": "rules",
+    "send": "send",
+    "serve": "serve",
+    "status": "status",
+    "sync": "sync",
+    "templates": "templates",
     "users": "users",
 }
 
@@ -48,11 +64,18 @@ class LazyGroup(NotifyGroup):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="notify")
-@click.option("--actor", envvar="NOTIFY_ACTOR", help="Name recorded in the audit trail "
-              "(default: the OS user).")
-@click.option("--db", "database", metavar="URL|PATH",
-              help="The database to use: a SQLAlchemy URL, or the path of a SQLite file "
-                   "(overrides NOTIFY_DATABASE_URL).")
+@click.option(
+    "--actor",
+    envvar="NOTIFY_ACTOR",
+    help="Name recorded in the audit trail (default: the OS user).",
+)
+@click.option(
+    "--db",
+    "database",
+    metavar="URL|PATH",
+    help="The database to use: a SQLAlchemy URL, or the path of a SQLite file "
+    "(overrides NOTIFY_DATABASE_URL).",
+)
 @click.pass_context
 def main(ctx: click.Context, actor: str | None, database: str | None) -> None:
     """Send, track and prove data-breach notices.
@@ -70,5 +93,3 @@ def main(ctx: click.Context, actor: str | None, database: str | None) -> None:
     campaign load and demo create a database; other commands refuse a missing SQLite file.
     """
     ctx.obj = App(actor=actor, database=database)
-
-

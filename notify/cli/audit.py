@@ -11,8 +11,16 @@ from notify.cli import main
 from notify.cli.common import App, pass_app
 from notify.cli.listing import Column, emit, list_options
 
-AUDIT_COLUMNS = (Column("id"), Column("at", time=True), Column("actor"), Column("command"),
-                 Column("campaign"), Column("outcome"), Column("arguments"), Column("counts"))
+AUDIT_COLUMNS = (
+    Column("id"),
+    Column("at", time=True),
+    Column("actor"),
+    Column("command"),
+    Column("campaign"),
+    Column("outcome"),
+    Column("arguments"),
+    Column("counts"),
+)
 
 
 def _as_dict(record) -> dict:
@@ -30,8 +38,7 @@ def _as_dict(record) -> dict:
 
 @main.command("audit")
 @click.option("--campaign", default=None, metavar="NAME", help="Only records of this campaign.")
-@click.option("--limit", type=click.IntRange(1), default=None,
-              help="Only the newest N records.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the newest N records.")
 @list_options
 @pass_app
 def audit(app: App, campaign: str | None, limit: int | None, fmt: str, zone: tzinfo) -> None:
@@ -51,6 +58,11 @@ def audit(app: App, campaign: str | None, limit: int | None, fmt: str, zone: tzi
         rows = [_as_dict(r) for r in audit_log.records(session, campaign)]
     if limit:
         rows = rows[-limit:]
-    emit(rows, AUDIT_COLUMNS, fmt, zone,
-         empty="No audit records" + (f" for {campaign}." if campaign else "."),
-         json_value={"campaign": campaign, "records": rows})
+    emit(
+        rows,
+        AUDIT_COLUMNS,
+        fmt,
+        zone,
+        empty="No audit records" + (f" for {campaign}." if campaign else "."),
+        json_value={"campaign": campaign, "records": rows},
+    )

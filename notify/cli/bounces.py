@@ -20,8 +20,9 @@ def bounces() -> None:
 
 @bounces.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--campaign", "campaign_name", metavar="NAME",
-              help="Match only emails of this campaign.")
+@click.option(
+    "--campaign", "campaign_name", metavar="NAME", help="Match only emails of this campaign."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @pass_app
 def bounces_import(app: App, path: Path, campaign_name: str | None, as_json: bool) -> None:
@@ -51,28 +52,48 @@ def bounces_import(app: App, path: Path, campaign_name: str | None, as_json: boo
         campaign = campaigns.get_campaign(session, campaign_name) if campaign_name else None
         report = dsn.import_path(session, path, campaign=campaign)
         counts = report.counts()
-        audit_log.record(session, "bounces import", campaign=campaign_name,
-                         arguments={"path": str(path)}, counts=counts, actor=app.actor)
+        audit_log.record(
+            session,
+            "bounces import",
+            campaign=campaign_name,
+            arguments={"path": str(path)},
+            counts=counts,
+            actor=app.actor,
+        )
     if as_json:
-        echo_json({**counts, "unmatched_items": report.unmatched,
-                   "unparseable_items": [{"file": f, "reason": r} for f, r in report.unparseable],
-                   "skipped_items": [{"file": s.file, "position": s.position, "reason": s.reason}
-                                     for s in report.skipped],
-                   "fallbacks_by_campaign": [
-                       {"campaign": name, "fallbacks_queued": n}
-                       for name, n in sorted(report.fallbacks_by_campaign.items())]})
+        echo_json(
+            {
+                **counts,
+                "unmatched_items": report.unmatched,
+                "unparseable_items": [{"file": f, "reason": r} for f, r in report.unparseable],
+                "skipped_items": [
+                    {"file": s.file, "position": s.position, "reason": s.reason}
+                    for s in report.skipped
+                ],
+                "fallbacks_by_campaign": [
+                    {"campaign": name, "fallbacks_queued": n}
+                    for name, n in sorted(report.fallbacks_by_campaign.items())
+                ],
+            }
+        )
         return
     _print_bounces(report)
 
 
 def _print_bounces(report) -> None:
-    click.echo(f"Read {report.messages} message(s): {report.dsns} delivery status "
-               f"notification(s) with {report.recipients} recipient report(s).")
-    click.echo(f"Bounced: {report.bounced} email(s) newly marked bounced; "
-               f"{report.already_final} already final.")
+    click.echo(
+        f"Read {report.messages} message(s): {report.dsns} delivery status "
+        f"notification(s) with {report.recipients} recipient report(s)."
+    )
+    click.echo(
+        f"Bounced: {report.bounced} email(s) newly marked bounced; "
+        f"{report.already_final} already final."
+    )
     click.echo(f"Events only (delayed/delivered/relayed/expanded): {report.events_only}.")
-    click.echo(f"Matched: {report.verified} by a verified VERP tag, {report.by_recipient} by "
-               "recipient (an email to that address in the last 30 days).")
+    click.echo(
+        f"Matched: {report.verified} by a verified VERP tag, {report.by_recipient} by "
+        "recipient (an email to that address in the last 30 days)."
+    )
     for name, n in sorted(report.fallbacks_by_campaign.items()):
         click.echo(f"Queued {n} SMS fallback(s) for {name}; send them with: notify send {name}")
     if not report.fallbacks:
@@ -89,5 +110,3 @@ def _print_bounces(report) -> None:
         click.echo(f"Skipped ({len(report.skipped)}), not applied:")
         for item in report.skipped:
             click.echo(f"  {item.file}, {item.position}: {item.reason}")
-
-

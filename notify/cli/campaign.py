@@ -40,24 +40,35 @@ def campaign_load(app: App, file: str) -> None:
     app.creates = True  # loading the first campaign is how a database is set up
     with app.session() as session:
         loaded = campaigns.load(session, file)
-        audit_log.record(session, "campaign load", campaign=loaded.campaign.name,
-                         arguments={"file": file, "template_version": loaded.template_version},
-                         counts={"created": int(loaded.created),
-                                 "templates_changed": int(loaded.templates_changed)},
-                         actor=app.actor)
+        audit_log.record(
+            session,
+            "campaign load",
+            campaign=loaded.campaign.name,
+            arguments={"file": file, "template_version": loaded.template_version},
+            counts={
+                "created": int(loaded.created),
+                "templates_changed": int(loaded.templates_changed),
+            },
+            actor=app.actor,
+        )
     verb = "Created" if loaded.created else "Updated"
-    click.echo(f"{verb} campaign {config.name!r} ({config.organization}); "
-               f"channels: {', '.join(config.channels)}.")
+    click.echo(
+        f"{verb} campaign {config.name!r} ({config.organization}); "
+        f"channels: {', '.join(config.channels)}."
+    )
     source = f"{config.templates} over the defaults" if config.templates else "the defaults"
     state = "new version" if loaded.templates_changed else "unchanged"
-    click.echo(f"Templates: {source}, stored as version {loaded.template_version[:16]} "
-               f"({state}).")
+    click.echo(f"Templates: {source}, stored as version {loaded.template_version[:16]} ({state}).")
     for warning in loaded.warnings:
         click.echo(f"Warning: {warning}", err=True)
 
 
-CAMPAIGN_COLUMNS = (Column("name"), Column("organization"), Column("channels"),
-                    Column("updated_at", time=True))
+CAMPAIGN_COLUMNS = (
+    Column("name"),
+    Column("organization"),
+    Column("channels"),
+    Column("updated_at", time=True),
+)
 
 
 @campaign.command("list")
@@ -73,9 +84,18 @@ def campaign_list(app: App, fmt: str, zone: tzinfo) -> None:
     """
     with app.session() as session:
         rows = [
-            {"name": c.name, "organization": c.settings.get("organization"),
-             "channels": c.settings.get("channels"), "updated_at": c.updated_at}
+            {
+                "name": c.name,
+                "organization": c.settings.get("organization"),
+                "channels": c.settings.get("channels"),
+                "updated_at": c.updated_at,
+            }
             for c in campaigns.list_campaigns(session)
         ]
-    emit(rows, CAMPAIGN_COLUMNS, fmt, zone,
-         empty="No campaigns yet. Load one with: notify campaign load FILE")
+    emit(
+        rows,
+        CAMPAIGN_COLUMNS,
+        fmt,
+        zone,
+        empty="No campaigns yet. Load one with: notify campaign load FILE",
+    )

@@ -18,8 +18,13 @@ def codes_group() -> None:
 
 @codes_group.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--campaign", "campaign_name", required=True, metavar="NAME",
-              help="The campaign whose pool the codes join.")
+@click.option(
+    "--campaign",
+    "campaign_name",
+    required=True,
+    metavar="NAME",
+    help="The campaign whose pool the codes join.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 def codes_import(app: App, file: Path, campaign_name: str, as_json: bool) -> None:
@@ -44,19 +49,37 @@ def codes_import(app: App, file: Path, campaign_name: str, as_json: bool) -> Non
         summary = codes.import_codes(session, campaign, file)
         session.flush()
         state = codes.pool_state(session, campaign)
-        audit_log.record(session, "codes import", campaign=campaign_name,
-                         arguments={"file": str(file)},
-                         counts={"read": summary.read, "added": summary.added,
-                                 "already": summary.already}, actor=app.actor)
+        audit_log.record(
+            session,
+            "codes import",
+            campaign=campaign_name,
+            arguments={"file": str(file)},
+            counts={"read": summary.read, "added": summary.added, "already": summary.already},
+            actor=app.actor,
+        )
     if as_json:
-        echo_json({"campaign": campaign_name, "read": summary.read, "added": summary.added,
-                   "already_in_pool": summary.already, "pool": state.total, "free": state.free,
-                   "assigned": state.assigned, "waiting": state.waiting})
+        echo_json(
+            {
+                "campaign": campaign_name,
+                "read": summary.read,
+                "added": summary.added,
+                "already_in_pool": summary.already,
+                "pool": state.total,
+                "free": state.free,
+                "assigned": state.assigned,
+                "waiting": state.waiting,
+            }
+        )
         return
-    click.echo(f"Added {summary.added:,} code(s) to the pool of {campaign_name} "
-               f"({summary.already:,} already there). Pool: {state.total:,} code(s), "
-               f"{state.assigned:,} given, {state.free:,} free; {state.waiting:,} contact(s) "
-               f"with identity data exposed are waiting for one.")
+    click.echo(
+        f"Added {summary.added:,} code(s) to the pool of {campaign_name} "
+        f"({summary.already:,} already there). Pool: {state.total:,} code(s), "
+        f"{state.assigned:,} given, {state.free:,} free; {state.waiting:,} contact(s) "
+        f"with identity data exposed are waiting for one."
+    )
     if state.free < state.waiting:
-        click.echo(f"Warning: {state.waiting - state.free:,} more code(s) are needed before "
-                   f"notify send will start.", err=True)
+        click.echo(
+            f"Warning: {state.waiting - state.free:,} more code(s) are needed before "
+            f"notify send will start.",
+            err=True,
+        )

@@ -31,7 +31,6 @@ class App:
     creates: bool = False
     outbox: bool = False  # --outbox: every channel to the outbox folder
 
-
     @cached_property
     def settings(self) -> Settings:
         settings = self._settings or load_settings()
@@ -81,8 +80,10 @@ def echo_json(data: Any) -> None:
 def db_failure(exc: DBAPIError) -> str:
     """One line for a database failure in the middle of a command."""
     reason = " ".join(str(exc.orig or exc).split())[:300]
-    return (f"the database failed: {reason}. Every committed change is kept; "
-            "run the command again once the database is back (a send resumes).")
+    return (
+        f"the database failed: {reason}. Every committed change is kept; "
+        "run the command again once the database is back (a send resumes)."
+    )
 
 
 class NotifyGroup(click.Group):
@@ -122,6 +123,9 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(compact)
     if not compact or not match or not any(match.groups()):
         raise NotifyError(f"--after: {text!r} is not a duration (examples: 72h, 3d, 90m, 1h30m)")
-    parts = {unit: int(value) for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
-             if value}
+    parts = {
+        unit: int(value)
+        for unit, value in zip(_DURATION_UNITS, match.groups(), strict=True)
+        if value
+    }
     return timedelta(**parts)

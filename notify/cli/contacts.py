@@ -37,39 +37,95 @@ def contacts() -> None:
 
 @contacts.command("import")
 @click.argument("file", type=click.Path(path_type=str))
-@click.option("--campaign", "campaign_name", required=True, metavar="NAME",
-              help="The campaign the customers belong to (see: notify campaign list).")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=str),
-              metavar="FILE", help="Write rejected rows to this CSV: line, reason, then the "
-              "source columns.")
-@click.option("--dry-run", is_flag=True, help="Validate and report exactly what the import "
-              "would do; write nothing to the database (--rejects is still written).")
-@click.option("--default-region", default="US", show_default=True, metavar="R",
-              help="Region for phone numbers written without +country code (when the row has "
-              "no country).")
-@click.option("--map", "mappings", multiple=True, metavar="COLUMN=FIELD",
-              help="Read COLUMN as FIELD (key, name, first_name, last_name, email, phone, "
-              "exposure, passwords, card, identity, country, state, locale). Repeatable.")
-@click.option("--map-value", "value_maps", multiple=True, metavar="WORD=KIND",
-              help="Read WORD in an exposure cell or flag header as KIND (passwords, card, "
-              "identity), e.g. \"PAN=card\". Repeatable.")
-@click.option("--sheet", metavar="NAME|N", help="The workbook sheet to read, by name or "
-              "number (1 = first). Default: the first sheet with a recognizable header.")
-@click.option("--header-row", type=click.IntRange(min=1), metavar="N",
-              help="The header is on this line (sheet row). Default: the first of the first "
-              "20 rows in which at least two cells name fields.")
-@click.option("--merge-on", type=click.Choice(["email", "phone"]), default=None,
-              help="A new key whose email (phone) already belongs to another contact is "
-              "merged into that contact instead of becoming a second one.")
-@click.option("--update", is_flag=True, help="A row of a known contact replaces its email, "
-              "phone and name (default: the first values are kept, with a warning).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Also print the summary as one JSON object on the last line.")
+@click.option(
+    "--campaign",
+    "campaign_name",
+    required=True,
+    metavar="NAME",
+    help="The campaign the customers belong to (see: notify campaign list).",
+)
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    metavar="FILE",
+    help="Write rejected rows to this CSV: line, reason, then the source columns.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate and report exactly what the import "
+    "would do; write nothing to the database (--rejects is still written).",
+)
+@click.option(
+    "--default-region",
+    default="US",
+    show_default=True,
+    metavar="R",
+    help="Region for phone numbers written without +country code (when the row has no country).",
+)
+@click.option(
+    "--map",
+    "mappings",
+    multiple=True,
+    metavar="COLUMN=FIELD",
+    help="Read COLUMN as FIELD (key, name, first_name, last_name, email, phone, "
+    "exposure, passwords, card, identity, country, state, locale). Repeatable.",
+)
+@click.option(
+    "--map-value",
+    "value_maps",
+    multiple=True,
+    metavar="WORD=KIND",
+    help="Read WORD in an exposure cell or flag header as KIND (passwords, card, "
+    'identity), e.g. "PAN=card". Repeatable.',
+)
+@click.option(
+    "--sheet",
+    metavar="NAME|N",
+    help="The workbook sheet to read, by name or "
+    "number (1 = first). Default: the first sheet with a recognizable header.",
+)
+@click.option(
+    "--header-row",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="The header is on this line (sheet row). Default: the first of the first "
+    "20 rows in which at least two cells name fields.",
+)
+@click.option(
+    "--merge-on",
+    type=click.Choice(["email", "phone"]),
+    default=None,
+    help="A new key whose email (phone) already belongs to another contact is "
+    "merged into that contact instead of becoming a second one.",
+)
+@click.option(
+    "--update",
+    is_flag=True,
+    help="A row of a known contact replaces its email, "
+    "phone and name (default: the first values are kept, with a warning).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Also print the summary as one JSON object on the last line.",
+)
 @pass_app
 def contacts_import(
-    app: App, file: str, campaign_name: str, rejects_path: str | None, dry_run: bool,
-    default_region: str, mappings: tuple[str, ...], value_maps: tuple[str, ...],
-    sheet: str | None, header_row: int | None, merge_on: str | None, update: bool,
+    app: App,
+    file: str,
+    campaign_name: str,
+    rejects_path: str | None,
+    dry_run: bool,
+    default_region: str,
+    mappings: tuple[str, ...],
+    value_maps: tuple[str, ...],
+    sheet: str | None,
+    header_row: int | None,
+    merge_on: str | None,
+    update: bool,
     as_json: bool,
 ) -> None:
     """Import the affected customers in FILE into a campaign.
@@ -101,25 +157,46 @@ def contacts_import(
     mapping = importer.parse_mapping(mappings)
     value_map = importer.parse_value_map(value_maps)
     importer.check_region(default_region)
-    with _ImportProgress(f"contacts import {file}", quiet=as_json) as progress, \
-            app.session() as session:
+    with (
+        _ImportProgress(f"contacts import {file}", quiet=as_json) as progress,
+        app.session() as session,
+    ):
         campaign = campaigns.get_campaign(session, campaign_name)
         summary = importer.import_contacts(
-            session, campaign, file, default_region=default_region, mapping=mapping,
-            rejects_path=rejects_path, dry_run=dry_run, progress=progress.stage,
-            sheet=sheet, header_row=header_row, merge_on=merge_on, update=update,
+            session,
+            campaign,
+            file,
+            default_region=default_region,
+            mapping=mapping,
+            rejects_path=rejects_path,
+            dry_run=dry_run,
+            progress=progress.stage,
+            sheet=sheet,
+            header_row=header_row,
+            merge_on=merge_on,
+            update=update,
             value_map=value_map,
         )
         if summary.all_rejected:
             session.rollback()  # nothing of a list where no row was usable
         elif not dry_run:
             audit_log.record(
-                session, "contacts import", campaign=campaign.name,
-                arguments={"file": file, "rejects": rejects_path,
-                           "default_region": default_region, "map": list(mappings),
-                           "map_value": list(value_maps), "sheet": sheet,
-                           "header_row": header_row, "merge_on": merge_on, "update": update},
-                counts={**summary.json(), "updated": summary.updated}, actor=app.actor,
+                session,
+                "contacts import",
+                campaign=campaign.name,
+                arguments={
+                    "file": file,
+                    "rejects": rejects_path,
+                    "default_region": default_region,
+                    "map": list(mappings),
+                    "map_value": list(value_maps),
+                    "sheet": sheet,
+                    "header_row": header_row,
+                    "merge_on": merge_on,
+                    "update": update,
+                },
+                counts={**summary.json(), "updated": summary.updated},
+                actor=app.actor,
             )
     _report(summary, campaign_name, file, rejects_path)
     if as_json:
@@ -173,8 +250,9 @@ class _ImportProgress:
         return text + f", {_duration(elapsed)} elapsed"
 
 
-def _report(summary: importer.ImportSummary, campaign: str, file: str,
-            rejects_path: str | None) -> None:
+def _report(
+    summary: importer.ImportSummary, campaign: str, file: str, rejects_path: str | None
+) -> None:
     """The summary line, what was read (format, sheet, key), then the rejected and warned
     rows, repeated reasons grouped."""
     if summary.all_rejected:
@@ -185,17 +263,26 @@ def _report(summary: importer.ImportSummary, campaign: str, file: str,
         verb = "Imported"
     click.echo(f"{verb} {file} into {campaign}: {outcome_text(summary)}.")
     read = f"Read {summary.kind}" + (f", sheet {summary.sheet!r}" if summary.sheet else "")
-    key = (f"key column {summary.key_column!r}" if summary.key_column else
-           "no key column: contacts are keyed by email, else phone")
+    key = (
+        f"key column {summary.key_column!r}"
+        if summary.key_column
+        else "no key column: contacts are keyed by email, else phone"
+    )
     click.echo(f"{read}; {key}.")
     if summary.possible_duplicates:
-        click.echo(f"Possible duplicates: {summary.possible_duplicates:,} new contact(s) share "
-                   "an email or phone with another key (see the warnings; --merge-on email|"
-                   "phone merges them).")
+        click.echo(
+            f"Possible duplicates: {summary.possible_duplicates:,} new contact(s) share "
+            "an email or phone with another key (see the warnings; --merge-on email|"
+            "phone merges them)."
+        )
     for note in summary.notes:
         click.echo(f"Note: {note}.")
-    _problems("Rejected", summary.rejects, summary.rejected,
-              f"see {rejects_path}" if rejects_path else "see --rejects")
+    _problems(
+        "Rejected",
+        summary.rejects,
+        summary.rejected,
+        f"see {rejects_path}" if rejects_path else "see --rejects",
+    )
     _problems("Warnings", summary.warned, summary.warnings, "")
     if rejects_path and summary.rejected:
         click.echo(f"Rejected rows written to {rejects_path}.")
@@ -206,10 +293,15 @@ def outcome_text(summary: importer.ImportSummary) -> str:
     2 with warnings``: what the import did to the campaign, in the order a person asks it
     (a re-import of the same file reads "0 new, N already present, 0 changed")."""
     repeats = summary.merged - summary.present  # rows naming a contact named earlier in the file
-    text = (f"{summary.read:,} row{'s' if summary.read != 1 else ''}: {summary.imported:,} new, "
-            f"{summary.present:,} already present, {summary.updated:,} changed")
-    rest = [f"{n:,} {what}" for n, what in ((repeats, "repeated in the file"),
-                                              (summary.rejected, "rejected")) if n]
+    text = (
+        f"{summary.read:,} row{'s' if summary.read != 1 else ''}: {summary.imported:,} new, "
+        f"{summary.present:,} already present, {summary.updated:,} changed"
+    )
+    rest = [
+        f"{n:,} {what}"
+        for n, what in ((repeats, "repeated in the file"), (summary.rejected, "rejected"))
+        if n
+    ]
     if rest:
         text += "; " + ", ".join(rest)
     if summary.warnings:
@@ -231,8 +323,7 @@ def _problems(title: str, problems: list[importer.Problem], total: int, hint: st
     repeated = Counter(p.reason for p in problems)
     groups: dict[str, list[importer.Problem]] = {}
     for problem in problems:
-        key = problem.reason if repeated[problem.reason] > 1 else \
-            _QUOTED.sub('"…"', problem.reason)
+        key = problem.reason if repeated[problem.reason] > 1 else _QUOTED.sub('"…"', problem.reason)
         groups.setdefault(key, []).append(problem)
     shown = 0
     for pattern, members in groups.items():
@@ -245,22 +336,35 @@ def _problems(title: str, problems: list[importer.Problem], total: int, hint: st
         same = all(m.reason == members[0].reason for m in members)
         lines = ", ".join(str(m.line) for m in members[:SHOWN_LINES])
         more = ", ..." if len(members) > SHOWN_LINES else ""
-        click.echo(f"  {len(members):,} rows: {members[0].reason if same else pattern} "
-                   f"(lines {lines}{more})")
+        click.echo(
+            f"  {len(members):,} rows: {members[0].reason if same else pattern} "
+            f"(lines {lines}{more})"
+        )
     hidden = sum(len(m) for m in list(groups.values())[shown:]) + total - len(problems)
     if hidden > 0:
         click.echo(f"  ... and {hidden:,} more" + (f"; {hint}" if hint else ""))
 
 
 LIST_COLUMNS = (
-    Column("key"), Column("name"), Column("email"), Column("phone"), Column("exposures"),
-    Column("country"), Column("state"), Column("created_at", time=True),
+    Column("key"),
+    Column("name"),
+    Column("email"),
+    Column("phone"),
+    Column("exposures"),
+    Column("country"),
+    Column("state"),
+    Column("created_at", time=True),
 )
 
 
 @contacts.command("list")
-@click.option("--campaign", "campaign_name", required=True, metavar="NAME",
-              help="The campaign whose contacts to list.")
+@click.option(
+    "--campaign",
+    "campaign_name",
+    required=True,
+    metavar="NAME",
+    help="The campaign whose contacts to list.",
+)
 @list_options
 @pass_app
 def contacts_list(app: App, campaign_name: str, fmt: str, zone: tzinfo) -> None:
@@ -277,25 +381,51 @@ def contacts_list(app: App, campaign_name: str, fmt: str, zone: tzinfo) -> None:
     with app.session() as session:
         campaign = campaigns.get_campaign(session, campaign_name)
         rows = list(roster.contact_rows(session, campaign))
-    emit(rows, LIST_COLUMNS, fmt, zone,
-         empty=f"No contacts in {campaign_name} yet. Import some with: notify contacts "
-               f"import FILE --campaign {campaign_name}")
+    emit(
+        rows,
+        LIST_COLUMNS,
+        fmt,
+        zone,
+        empty=f"No contacts in {campaign_name} yet. Import some with: notify contacts "
+        f"import FILE --campaign {campaign_name}",
+    )
 
 
 @contacts.command("remove")
 @click.argument("keys", nargs=-1, metavar="[KEY]...")
-@click.option("--campaign", "campaign_name", required=True, metavar="NAME",
-              help="The campaign the contacts belong to.")
-@click.option("--keys-from", "keys_from", type=click.Path(dir_okay=False, path_type=str),
-              metavar="FILE", help="Read the keys from FILE: its key column (any list format "
-              "import reads), or one key a line.")
+@click.option(
+    "--campaign",
+    "campaign_name",
+    required=True,
+    metavar="NAME",
+    help="The campaign the contacts belong to.",
+)
+@click.option(
+    "--keys-from",
+    "keys_from",
+    type=click.Path(dir_okay=False, path_type=str),
+    metavar="FILE",
+    help="Read the keys from FILE: its key column (any list format "
+    "import reads), or one key a line.",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Also print the counts as one JSON "
-              "object on the last line.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Also print the counts as one JSON object on the last line.",
+)
 @pass_app
-def contacts_remove(app: App, keys: tuple[str, ...], campaign_name: str, keys_from: str | None,
-                    dry_run: bool, yes: bool, as_json: bool) -> None:
+def contacts_remove(
+    app: App,
+    keys: tuple[str, ...],
+    campaign_name: str,
+    keys_from: str | None,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Take back contacts imported by mistake (KEY... or --keys-from FILE).
 
     All or nothing: a key that is not in the campaign, or a contact who already has a message
@@ -322,23 +452,33 @@ def contacts_remove(app: App, keys: tuple[str, ...], campaign_name: str, keys_fr
                 echo_json(plan.counts())
             raise SystemExit(1)
         if dry_run:
-            click.echo(f"Dry run (nothing removed): would remove {len(plan.removed):,} "
-                       f"contact(s) from {campaign_name} and {plan.messages:,} unsent "
-                       "message(s).")
+            click.echo(
+                f"Dry run (nothing removed): would remove {len(plan.removed):,} "
+                f"contact(s) from {campaign_name} and {plan.messages:,} unsent "
+                "message(s)."
+            )
             if as_json:
                 echo_json(plan.counts())
             return
         if not yes:
             if not sys.stdin.isatty():
                 raise NotifyError("removing contacts needs confirmation: add --yes")
-            click.confirm(f"Remove {len(plan.removed):,} contact(s) from {campaign_name}?",
-                          abort=True)
+            click.confirm(
+                f"Remove {len(plan.removed):,} contact(s) from {campaign_name}?", abort=True
+            )
         result = roster.remove(session, campaign, wanted)
-        audit_log.record(session, "contacts remove", campaign=campaign.name,
-                         arguments={"keys": result.removed[:1000], "keys_from": keys_from},
-                         counts=result.counts(), actor=app.actor)
-    click.echo(f"Removed {len(result.removed):,} contact(s) from {campaign_name} and "
-               f"{result.messages:,} unsent message(s).")
+        audit_log.record(
+            session,
+            "contacts remove",
+            campaign=campaign.name,
+            arguments={"keys": result.removed[:1000], "keys_from": keys_from},
+            counts=result.counts(),
+            actor=app.actor,
+        )
+    click.echo(
+        f"Removed {len(result.removed):,} contact(s) from {campaign_name} and "
+        f"{result.messages:,} unsent message(s)."
+    )
     if as_json:
         echo_json(result.counts())
 
@@ -349,10 +489,12 @@ def _refusal(plan, campaign: str) -> None:
     if plan.unknown:
         shown = ", ".join(repr(k) for k in plan.unknown[:10])
         more = f" and {len(plan.unknown) - 10:,} more" if len(plan.unknown) > 10 else ""
-        click.echo(f"  {len(plan.unknown):,} key(s) not in the campaign: {shown}{more}",
-                   err=True)
+        click.echo(f"  {len(plan.unknown):,} key(s) not in the campaign: {shown}{more}", err=True)
     for key, statuses in list(plan.refused.items())[:10]:
-        click.echo(f"  {key!r}: a message was already handed to a provider ({statuses}); "
-                   "it cannot be taken back", err=True)
+        click.echo(
+            f"  {key!r}: a message was already handed to a provider ({statuses}); "
+            "it cannot be taken back",
+            err=True,
+        )
     if len(plan.refused) > 10:
         click.echo(f"  ... and {len(plan.refused) - 10:,} more handed over", err=True)

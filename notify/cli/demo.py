@@ -9,8 +9,12 @@ from notify.cli.common import App, pass_app
 
 
 @main.command()
-@click.option("--dir", "folder", type=click.Path(file_okay=False),
-              help="Folder to run in (empty or new). Default: a fresh temporary folder.")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False),
+    help="Folder to run in (empty or new). Default: a fresh temporary folder.",
+)
 @pass_app
 def demo(app: App, folder: str | None) -> None:
     """Run the whole job on the example campaign and customer list.

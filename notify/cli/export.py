@@ -13,13 +13,21 @@ from notify.cli.common import App, json_line, pass_app
 from notify.cli.progress import RowProgress
 from notify.csvsafe import is_stdout
 
-_OUTPUT = click.option("-o", "--output", required=True, metavar="FILE.csv",
-                       type=click.Path(dir_okay=False, path_type=Path),
-                       help="CSV file to write (replaced only once complete); - for standard "
-                            "output.")
+_OUTPUT = click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="FILE.csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write (replaced only once complete); - for standard output.",
+)
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-_BOM = click.option("--bom", is_flag=True, help="Start the file with a UTF-8 byte-order mark "
-                    "(Excel then reads accents and non-Latin names right).")
+_BOM = click.option(
+    "--bom",
+    is_flag=True,
+    help="Start the file with a UTF-8 byte-order mark "
+    "(Excel then reads accents and non-Latin names right).",
+)
 
 
 def where(output: Path | str) -> str:
@@ -62,13 +70,20 @@ def _export_command(what: str, writer: str) -> Callable[[Callable[[], None]], cl
                 rows = write(app.engine, name, output, progress=progress.update, bom=bom)
             # Exports carry personal data out of the system: the trail records who took what.
             with app.session() as session:
-                audit_log.record(session, f"export {what}", campaign=name,
-                                 arguments={"campaign": name, "output": str(output),
-                                            "bom": bom},
-                                 counts={"rows": rows}, actor=app.actor)
-            summary(output, as_json, {"campaign": name, "export": what, "rows": rows,
-                                      "output": str(output)},
-                    f"Wrote {rows:,} {what} row(s) of {name} to {where(output)}.")
+                audit_log.record(
+                    session,
+                    f"export {what}",
+                    campaign=name,
+                    arguments={"campaign": name, "output": str(output), "bom": bom},
+                    counts={"rows": rows},
+                    actor=app.actor,
+                )
+            summary(
+                output,
+                as_json,
+                {"campaign": name, "export": what, "rows": rows, "output": str(output)},
+                f"Wrote {rows:,} {what} row(s) of {name} to {where(output)}.",
+            )
 
         return command
 

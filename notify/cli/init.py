@@ -23,8 +23,7 @@ def init(app: App) -> None:
     before = db.current_revision(engine)
     head = db.upgrade(engine)
     with db.session_scope(engine) as session:
-        audit_log.record(session, "init", arguments={"from": before, "to": head},
-                         actor=app.actor)
+        audit_log.record(session, "init", arguments={"from": before, "to": head}, actor=app.actor)
     click.echo(init_text(app.database_name, before, head))
 
 

@@ -63,9 +63,11 @@ def local_option(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(*args, zone=localtime.screen_zone(local), **kwargs)
 
     return click.option(
-        "--local", is_flag=True,
+        "--local",
+        is_flag=True,
         help="Show times in the local time zone (NOTIFY_TIMEZONE, else the machine's) "
-             "instead of UTC.")(wrapper)
+        "instead of UTC.",
+    )(wrapper)
 
 
 def list_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,8 +75,9 @@ def list_options(func: Callable[..., Any]) -> Callable[..., Any]:
     command; the command receives ``fmt`` (one of FORMATS) and ``zone``."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, output_format: str | None, as_json: bool, as_csv: bool,
-                **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, output_format: str | None, as_json: bool, as_csv: bool, **kwargs: Any
+    ) -> Any:
         chosen = {f for f, on in (("json", as_json), ("csv", as_csv)) if on}
         if output_format:
             chosen.add(output_format)
@@ -83,9 +86,12 @@ def list_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(*args, fmt=chosen.pop() if chosen else "table", **kwargs)
 
     options = [
-        click.option("--format", "output_format", type=click.Choice(FORMATS),
-                     help="Output: an aligned table with a header (default), CSV with a "
-                          "header, or JSON."),
+        click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(FORMATS),
+            help="Output: an aligned table with a header (default), CSV with a header, or JSON.",
+        ),
         click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv."),
         click.option("--json", "as_json", is_flag=True, help="Same as --format json."),
     ]
@@ -94,8 +100,15 @@ def list_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return local_option(wrapper)
 
 
-def emit(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], fmt: str,
-         zone: tzinfo | None = None, *, empty: str = "", json_value: Any = None) -> None:
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    fmt: str,
+    zone: tzinfo | None = None,
+    *,
+    empty: str = "",
+    json_value: Any = None,
+) -> None:
     """Print ``rows`` as ``fmt`` (see the module docstring).
 
     ``empty`` is printed instead of a table when there is no row (CSV still prints its
@@ -116,18 +129,26 @@ def emit(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], fmt: str,
             click.echo(line)
 
 
-def table_lines(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column],
-                zone: tzinfo | None = None) -> list[str]:
+def table_lines(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], zone: tzinfo | None = None
+) -> list[str]:
     """A header and aligned rows (numbers right-aligned), two spaces between columns."""
     cells = [[_screen(row.get(c.key), c, zone) for c in columns] for row in rows]
-    numeric = [all(isinstance(row.get(c.key), int | float) and not isinstance(row.get(c.key), bool)
-                   for row in rows) for c in columns]
+    numeric = [
+        all(
+            isinstance(row.get(c.key), int | float) and not isinstance(row.get(c.key), bool)
+            for row in rows
+        )
+        for c in columns
+    ]
     table = [[c.title for c in columns], *cells]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     out = []
     for line in table:
-        parts = [cell.rjust(w) if right else cell.ljust(w)
-                 for cell, w, right in zip(line, widths, numeric, strict=True)]
+        parts = [
+            cell.rjust(w) if right else cell.ljust(w)
+            for cell, w, right in zip(line, widths, numeric, strict=True)
+        ]
         out.append("  ".join(parts).rstrip())
     return out
 

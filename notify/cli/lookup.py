@@ -14,8 +14,13 @@ from notify.cli.listing import local_option
 
 @main.command()
 @click.argument("query")
-@click.option("--campaign", "campaign", default=None, metavar="NAME",
-              help="Only this campaign (default: all).")
+@click.option(
+    "--campaign",
+    "campaign",
+    default=None,
+    metavar="NAME",
+    help="Only this campaign (default: all).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @local_option
 @pass_app

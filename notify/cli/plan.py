@@ -12,9 +12,13 @@ from notify.cli.common import App, echo_json, pass_app
 
 @main.command("plan")
 @click.argument("name")
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
-              default=None, metavar="YYYY-MM-DD[THH:MM]",
-              help="When sending would start, UTC (default: now).")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    metavar="YYYY-MM-DD[THH:MM]",
+    help="When sending would start, UTC (default: now).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
 @pass_app
 def plan_command(app: App, name: str, start: datetime | None, as_json: bool) -> None:

@@ -23,8 +23,10 @@ def _find_contact(session, campaign: Campaign, key: str) -> Contact:
         select(Contact).where(Contact.campaign_id == campaign.id, Contact.key == key)
     )
     if contact is None:
-        raise NotFound(f"no contact with key {key!r} in campaign {campaign.name!r} "
-                       "(search by email or phone with: notify lookup QUERY)")
+        raise NotFound(
+            f"no contact with key {key!r} in campaign {campaign.name!r} "
+            "(search by email or phone with: notify lookup QUERY)"
+        )
     return contact
 
 
@@ -33,20 +35,26 @@ def _check_request(view: ContactView, channel: str, notice: str) -> None:
     if not address:
         other = "sms" if channel == "email" else "email"
         noun = "no email address" if channel == "email" else "no phone number"
-        raise NotifyError(f"contact {view.key!r} has {noun}, so nothing is sent to them by "
-                          f"{channel} (try --channel {other})")
+        raise NotifyError(
+            f"contact {view.key!r} has {noun}, so nothing is sent to them by "
+            f"{channel} (try --channel {other})"
+        )
     if notice == "reminder" and not notices_mod.needs_reset(view):
-        raise NotifyError(f"reminders go only to contacts whose password was exposed; "
-                          f"{view.key!r} had: {', '.join(view.exposures)}")
+        raise NotifyError(
+            f"reminders go only to contacts whose password was exposed; "
+            f"{view.key!r} had: {', '.join(view.exposures)}"
+        )
 
 
-def _print_email(notices: Notices, campaign: Campaign, view: ContactView, notice: str,
-                 show_html: bool, raw: bool) -> None:
+def _print_email(
+    notices: Notices, campaign: Campaign, view: ContactView, notice: str, show_html: bool, raw: bool
+) -> None:
     config = notices.config
     reset = notices_mod.reset_link(config, PREVIEW_TOKEN) if notices_mod.needs_reset(view) else None
     rendered = notices.render_email(view, notice=notice, reset_url=reset)
-    data = mime.build_email(config, rendered, view.email or "",
-                            mime.preview_message_id(config, campaign.id))
+    data = mime.build_email(
+        config, rendered, view.email or "", mime.preview_message_id(config, campaign.id)
+    )
     if raw:  # byte for byte what the relay gets (only the Date and Message-ID will differ)
         click.echo(data.decode("utf-8", "replace").replace("\r\n", "\n"), nl=False)
         return
@@ -78,25 +86,41 @@ def _print_sms(app: App, notices: Notices, view: ContactView, notice: str) -> No
     encoding = sms_encoding(rendered.text)
     click.echo(f"Segments: {rendered.segments} ({encoding}, {len(rendered.text)} characters)")
     if reset:
-        click.echo(f"Reset link: shown as {PREVIEW_TOKEN}; the real token "
-                   f"({notices_mod.TOKEN_LENGTH} characters, counted above) is issued at send.")
+        click.echo(
+            f"Reset link: shown as {PREVIEW_TOKEN}; the real token "
+            f"({notices_mod.TOKEN_LENGTH} characters, counted above) is issued at send."
+        )
     click.echo("")
     click.echo(text)
 
 
 @main.command()
-@click.option("--campaign", "campaign_name", required=True, metavar="NAME",
-              help="The campaign.")
+@click.option("--campaign", "campaign_name", required=True, metavar="NAME", help="The campaign.")
 @click.option("--contact", "key", required=True, metavar="KEY", help="The contact's key.")
-@click.option("--channel", type=click.Choice(CHANNELS),
-              help="email or sms (default: email, or sms for a contact without email).")
-@click.option("--notice", type=click.Choice(NOTICES), default="notice", show_default=True,
-              help="The first notice, or the password reminder.")
+@click.option(
+    "--channel",
+    type=click.Choice(CHANNELS),
+    help="email or sms (default: email, or sms for a contact without email).",
+)
+@click.option(
+    "--notice",
+    type=click.Choice(NOTICES),
+    default="notice",
+    show_default=True,
+    help="The first notice, or the password reminder.",
+)
 @click.option("--html", "show_html", is_flag=True, help="Also print the HTML part of the email.")
 @click.option("--raw", is_flag=True, help="Print the whole email as sent (MIME, all parts).")
 @pass_app
-def preview(app: App, campaign_name: str, key: str, channel: str | None, notice: str,
-            show_html: bool, raw: bool) -> None:
+def preview(
+    app: App,
+    campaign_name: str,
+    key: str,
+    channel: str | None,
+    notice: str,
+    show_html: bool,
+    raw: bool,
+) -> None:
     """Print exactly what one contact gets, without sending anything.
 
     Email: the headers and the text part (--html adds the HTML part, --raw prints the whole
@@ -118,8 +142,11 @@ def preview(app: App, campaign_name: str, key: str, channel: str | None, notice:
     _check_request(view, channel, notice)
     config = notices.config
     if channel not in config.channels:
-        when = ("only as the fallback when email fails" if config.fallback == channel
-                else "never (not among its channels)")
+        when = (
+            "only as the fallback when email fails"
+            if config.fallback == channel
+            else "never (not among its channels)"
+        )
         click.echo(f"Note: campaign {config.name!r} sends {channel} {when}.", err=True)
     if channel == "email":
         _print_email(notices, campaign, view, notice, show_html, raw)

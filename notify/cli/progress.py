@@ -37,10 +37,17 @@ class RowProgress:
     that stream is one, ``clock`` to ``time.monotonic`` (tests inject all three).
     """
 
-    def __init__(self, label: str, total: int | None = None, unit: str = "rows", *,
-                 stream: IO[str] | None = None, terminal: bool | None = None,
-                 interval: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        unit: str = "rows",
+        *,
+        stream: IO[str] | None = None,
+        terminal: bool | None = None,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label, self.total, self.unit = label, total, unit
         # The raw stream: the redraw's cursor codes must reach the terminal as they are;
         # the line's text (the label holds a campaign name) is escaped here instead.

@@ -19,15 +19,27 @@ def report_group() -> None:
 
 @report_group.command("regulators")
 @click.argument("name")
-@click.option("-o", "--output", required=True, metavar="DIR",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to write the reports to (created if missing).")
-@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              metavar="YYYY-MM-DD", help="Judge due dates on this day (default: today, UTC).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the reports to (created if missing).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Judge due dates on this day (default: today, UTC).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
-def report_regulators(app: App, name: str, output: Path, as_of: datetime | None,
-                      as_json: bool) -> None:
+def report_regulators(
+    app: App, name: str, output: Path, as_of: datetime | None, as_json: bool
+) -> None:
     """Write, for each regulator campaign NAME must notify (by the residents' numbers and the
     law of their jurisdiction, see notify rules check), a filled report as Markdown and HTML:
     residents affected by state or country, dates, what happened, what was done, contact,
@@ -42,20 +54,34 @@ def report_regulators(app: App, name: str, output: Path, as_of: datetime | None,
     from notify.regulators import write_reports
 
     if str(output) == "-":
-        raise click.UsageError("-o -: the reports are several files; name a folder "
-                               "(e.g. -o regulators/)")
+        raise click.UsageError(
+            "-o -: the reports are several files; name a folder (e.g. -o regulators/)"
+        )
     day = as_of.date() if as_of else datetime.now(UTC).date()
     with app.session() as session:
         files = write_reports(session, name, output, day)
-        audit_log.record(session, "report regulators", campaign=name,
-                         arguments={"campaign": name, "output": str(output)},
-                         counts={"files": len(files)}, actor=app.actor)
+        audit_log.record(
+            session,
+            "report regulators",
+            campaign=name,
+            arguments={"campaign": name, "output": str(output)},
+            counts={"files": len(files)},
+            actor=app.actor,
+        )
     reports = sorted(p.name for p in files if p.suffix == ".md")
     if as_json:
-        echo_json({"campaign": name, "output": str(output), "reports": reports,
-                   "files": [p.name for p in files]})
+        echo_json(
+            {
+                "campaign": name,
+                "output": str(output),
+                "reports": reports,
+                "files": [p.name for p in files],
+            }
+        )
         return
-    click.echo(f"Wrote {len(reports)} regulator report(s) (Markdown and HTML) and counts.csv "
-               f"for {name} to {output}:")
+    click.echo(
+        f"Wrote {len(reports)} regulator report(s) (Markdown and HTML) and counts.csv "
+        f"for {name} to {output}:"
+    )
     for report in reports:
         click.echo(f"  {report[:-3]}")

@@ -20,9 +20,14 @@ def resets() -> None:
 
 @resets.command("export")
 @click.argument("name")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              metavar="FILE.csv",
-              help="CSV file to write (replaced atomically); - for standard output.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE.csv",
+    help="CSV file to write (replaced atomically); - for standard output.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 def resets_export(app: App, name: str, output: str, as_json: bool) -> None:
@@ -43,23 +48,36 @@ def resets_export(app: App, name: str, output: str, as_json: bool) -> None:
         with RowProgress(f"resets export {name}") as progress:
             rows = export.export_resets(session, campaign, output, progress=progress.update)
         # Exports of personal data are recorded too: compliance asks who took a copy.
-        audit_log.record(session, "resets export", campaign=name,
-                         arguments={"output": output}, counts={"rows": rows}, actor=app.actor)
-    summary(output, as_json, {"campaign": name, "export": "resets", "rows": rows,
-                              "output": output},
-            f"Wrote {rows:,} reset(s) of {name!r} to {where(output)}.")
+        audit_log.record(
+            session,
+            "resets export",
+            campaign=name,
+            arguments={"output": output},
+            counts={"rows": rows},
+            actor=app.actor,
+        )
+    summary(
+        output,
+        as_json,
+        {"campaign": name, "export": "resets", "rows": rows, "output": output},
+        f"Wrote {rows:,} reset(s) of {name!r} to {where(output)}.",
+    )
 
 
 @resets.command("complete")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--campaign", "campaign_name", required=True, help="Campaign name.")
-@click.option("--rejects", type=click.Path(dir_okay=False),
-              help="Write rows that could not be applied here (line, reason, source columns).")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False),
+    help="Write rows that could not be applied here (line, reason, source columns).",
+)
 @click.option("--dry-run", is_flag=True, help="Check and count; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (last line).")
 @pass_app
-def resets_complete(app: App, file: str, campaign_name: str, rejects: str | None,
-                    dry_run: bool, as_json: bool) -> None:
+def resets_complete(
+    app: App, file: str, campaign_name: str, rejects: str | None, dry_run: bool, as_json: bool
+) -> None:
     """Apply password-reset completions reported by the identity provider.
 
     FILE is a CSV with a key or email column and completed_at (ISO-8601). Rows already
@@ -73,12 +91,18 @@ def resets_complete(app: App, file: str, campaign_name: str, rejects: str | None
     """
     with app.session() as session:
         campaign = campaigns.get_campaign(session, campaign_name)
-        summary = completions.import_completions(session, campaign, file, rejects_path=rejects,
-                                               dry_run=dry_run)
+        summary = completions.import_completions(
+            session, campaign, file, rejects_path=rejects, dry_run=dry_run
+        )
         if not dry_run:
-            audit_log.record(session, "resets complete", campaign=campaign_name,
-                             arguments={"file": file, "rejects": rejects},
-                             counts=summary.as_dict(), actor=app.actor)
+            audit_log.record(
+                session,
+                "resets complete",
+                campaign=campaign_name,
+                arguments={"file": file, "rejects": rejects},
+                counts=summary.as_dict(),
+                actor=app.actor,
+            )
     for line in summary.lines():
         click.echo(line)
     if rejects and summary.rejected:

@@ -25,8 +25,14 @@ def rules_group() -> None:
 
 @rules_group.command("check")
 @click.argument("name")
-@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              metavar="YYYY-MM-DD", help="Judge deadlines on this day (default: today, UTC).")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Judge deadlines on this day (default: today, UTC).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_app
 def rules_check(app: App, name: str, as_of: datetime | None, as_json: bool) -> None:

@@ -30,8 +30,7 @@ def _max_outage(ctx: click.Context, param: click.Parameter, text: str) -> float:
     try:
         seconds = parse_duration(text).total_seconds()
     except NotifyError:
-        raise click.BadParameter(f"{text!r} is not a duration (examples: 15m, 90s, 1h)"
-                                 ) from None
+        raise click.BadParameter(f"{text!r} is not a duration (examples: 15m, 90s, 1h)") from None
     if seconds <= 0:
         raise click.BadParameter(f"{text!r}: must be longer than 0s")
     ctx.meta["notify.max_outage"] = seconds
@@ -41,27 +40,52 @@ def _max_outage(ctx: click.Context, param: click.Parameter, text: str) -> float:
 def send_options(func):
     """The flags `notify send` and `notify remind` share."""
     options = [
-        click.option("--channel", "channel", type=click.Choice(["email", "sms", "all"]),
-                     default="all", show_default=True, help="Which channel to send."),
+        click.option(
+            "--channel",
+            "channel",
+            type=click.Choice(["email", "sms", "all"]),
+            default="all",
+            show_default=True,
+            help="Which channel to send.",
+        ),
         click.option("--dry-run", is_flag=True, help="Render and count; send nothing."),
         click.option("--limit", type=click.IntRange(min=1), help="Send at most N messages."),
-        click.option("--email-rate", type=click.FloatRange(min=0),
-                     help="Emails per second across all workers (0 = no limit)."),
-        click.option("--sms-rate", type=click.FloatRange(min=0),
-                     help="SMS per second across all workers (0 = no limit)."),
-        click.option("--concurrency", type=click.IntRange(min=1),
-                     help="Messages in flight per channel."),
-        click.option("--outbox", is_flag=True, expose_value=False, callback=_use_outbox,
-                     help="Write every message to the outbox folder (NOTIFY_OUTBOX, default "
-                          "./outbox) instead of SMTP or Twilio."),
+        click.option(
+            "--email-rate",
+            type=click.FloatRange(min=0),
+            help="Emails per second across all workers (0 = no limit).",
+        ),
+        click.option(
+            "--sms-rate",
+            type=click.FloatRange(min=0),
+            help="SMS per second across all workers (0 = no limit).",
+        ),
+        click.option(
+            "--concurrency", type=click.IntRange(min=1), help="Messages in flight per channel."
+        ),
+        click.option(
+            "--outbox",
+            is_flag=True,
+            expose_value=False,
+            callback=_use_outbox,
+            help="Write every message to the outbox folder (NOTIFY_OUTBOX, default "
+            "./outbox) instead of SMTP or Twilio.",
+        ),
         click.option("--yes", "assume_yes", is_flag=True, help="Do not ask for confirmation."),
-        click.option("--json", "as_json", is_flag=True,
-                     help="Print the summary as one JSON object."),
-        click.option("--max-outage", default="15m", show_default=True, metavar="DURATION",
-                     expose_value=False, callback=_max_outage,
-                     help="How long a provider may stay unavailable (the channel pauses, "
-                     "nothing is spent) before the run stops with exit status 75, "
-                     "everything unsent still pending: 90s, 15m, 1h."),
+        click.option(
+            "--json", "as_json", is_flag=True, help="Print the summary as one JSON object."
+        ),
+        click.option(
+            "--max-outage",
+            default="15m",
+            show_default=True,
+            metavar="DURATION",
+            expose_value=False,
+            callback=_max_outage,
+            help="How long a provider may stay unavailable (the channel pauses, "
+            "nothing is spent) before the run stops with exit status 75, "
+            "everything unsent still pending: 90s, 15m, 1h.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -73,16 +97,29 @@ def _use_outbox(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
         ctx.ensure_object(App).outbox = True
 
 
-def build_options(channel: str, dry_run: bool, limit: int | None, email_rate: float | None,
-                  sms_rate: float | None, concurrency: int | None, assume_yes: bool,
-                  notice: str | None = None) -> SendOptions:
+def build_options(
+    channel: str,
+    dry_run: bool,
+    limit: int | None,
+    email_rate: float | None,
+    sms_rate: float | None,
+    concurrency: int | None,
+    assume_yes: bool,
+    notice: str | None = None,
+) -> SendOptions:
     """SendOptions from the shared flags (and NOTIFY_LEASE_SECONDS from the environment)."""
     from notify.send.options import SendOptions
 
     options = SendOptions(
-        channels=None if channel == "all" else (channel,), dry_run=dry_run, limit=limit,
-        email_rate=email_rate, sms_rate=sms_rate, concurrency=concurrency,
-        assume_yes=assume_yes, notice=notice, lease_seconds=lease_seconds(),
+        channels=None if channel == "all" else (channel,),
+        dry_run=dry_run,
+        limit=limit,
+        email_rate=email_rate,
+        sms_rate=sms_rate,
+        concurrency=concurrency,
+        assume_yes=assume_yes,
+        notice=notice,
+        lease_seconds=lease_seconds(),
     )
     context = click.get_current_context(silent=True)
     if context is not None and "notify.max_outage" in context.meta:
@@ -105,8 +142,9 @@ def lease_seconds(env: Mapping[str, str] | None = None) -> float:
     except ValueError:
         value = float("nan")
     if not low <= value <= high:  # also rejects nan and inf
-        raise ConfigError(f"NOTIFY_LEASE_SECONDS: {text!r} is not a number of seconds "
-                          f"from {low:g} to {high:g}")
+        raise ConfigError(
+            f"NOTIFY_LEASE_SECONDS: {text!r} is not a number of seconds from {low:g} to {high:g}"
+        )
     return value
 
 
@@ -121,14 +159,22 @@ def confirm_send(app: App, name: str, options: SendOptions) -> bool:
     if total == 0:
         return True
     if not sys.stdin.isatty():
-        raise NotifyError(f"about to send {total} messages for {name}; add --yes to confirm "
-                          "when not running on a terminal")
+        raise NotifyError(
+            f"about to send {total} messages for {name}; add --yes to confirm "
+            "when not running on a terminal"
+        )
     what = ", ".join(f"{n} {ch} to {app.destination(ch)}" for ch, n in counts.items())
     return click.confirm(f"Send {what} for campaign {name}?", default=False)
 
 
-def run_and_report(app: App, command: str, name: str, options: SendOptions,
-                   as_json: bool, prepare: Callable[[], dict] | None = None) -> None:
+def run_and_report(
+    app: App,
+    command: str,
+    name: str,
+    options: SendOptions,
+    as_json: bool,
+    prepare: Callable[[], dict] | None = None,
+) -> None:
     """Run the engine, print the summary, write the audit record, set the exit status.
 
     ``prepare`` (remind's planning) runs first, inside the audited run, and returns counts
@@ -139,12 +185,23 @@ def run_and_report(app: App, command: str, name: str, options: SendOptions,
 
     if options.observer is None:
         options.observer = reporter(options.progress and not options.dry_run)
-    arguments = {"channels": options.channels, "limit": options.limit,
-                 "email_rate": options.email_rate, "sms_rate": options.sms_rate,
-                 "concurrency": options.concurrency, "notice": options.notice}
+    arguments = {
+        "channels": options.channels,
+        "limit": options.limit,
+        "email_rate": options.email_rate,
+        "sms_rate": options.sms_rate,
+        "concurrency": options.concurrency,
+        "notice": options.notice,
+    }
     # The record is written however the run ends (failed, Ctrl-C, outage too long).
-    with audit_log.recorded_run(app.session, command, campaign=name, actor=app.actor,
-                                arguments=arguments, enabled=not options.dry_run) as run:
+    with audit_log.recorded_run(
+        app.session,
+        command,
+        campaign=name,
+        actor=app.actor,
+        arguments=arguments,
+        enabled=not options.dry_run,
+    ) as run:
         extra_counts = prepare() if prepare is not None else {}
         run.counts = dict(extra_counts)
         summary = send_campaign(app.engine, app.settings, name, options)
@@ -165,9 +222,18 @@ def run_and_report(app: App, command: str, name: str, options: SendOptions,
 @click.argument("name")
 @send_options
 @pass_app
-def send(app: App, name: str, channel: str, dry_run: bool, limit: int | None,
-         email_rate: float | None, sms_rate: float | None, concurrency: int | None,
-         assume_yes: bool, as_json: bool) -> None:
+def send(
+    app: App,
+    name: str,
+    channel: str,
+    dry_run: bool,
+    limit: int | None,
+    email_rate: float | None,
+    sms_rate: float | None,
+    concurrency: int | None,
+    assume_yes: bool,
+    as_json: bool,
+) -> None:
     """Send campaign NAME's notices: every contact once per channel.
 
     Safe to run again at any time (after a crash, Ctrl-C, or in several processes at
@@ -183,8 +249,7 @@ def send(app: App, name: str, channel: str, dry_run: bool, limit: int | None,
       notify send acme-2026-11 --outbox --yes        # to ./outbox, nothing leaves
       notify send acme-2026-11 --channel email --email-rate 50 --concurrency 20 --yes
     """
-    options = build_options(channel, dry_run, limit, email_rate, sms_rate, concurrency,
-                            assume_yes)
+    options = build_options(channel, dry_run, limit, email_rate, sms_rate, concurrency, assume_yes)
     if not confirm_send(app, name, options):
         click.echo("Nothing sent.")
         return

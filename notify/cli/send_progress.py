@@ -71,9 +71,13 @@ def _clock_time(state: OutageState, now: float) -> str:
 class PlainProgress:
     """Progress as plain lines on ``stream`` (stderr off a terminal)."""
 
-    def __init__(self, stream: TextIO | None = None, interval: float = PLAIN_INTERVAL,
-                 outage_interval: float = OUTAGE_REMINDER,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        interval: float = PLAIN_INTERVAL,
+        outage_interval: float = OUTAGE_REMINDER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.interval = interval
         self.outage_interval = outage_interval
@@ -102,21 +106,27 @@ class PlainProgress:
         """``email: 120/400 sent, 4.0/s, ETA 1m10s, 2 failed`` (and the outage, if any)."""
         count, now = self.channels[channel], self.clock()
         eta = count.eta(now, self.started)
-        parts = [f"{channel}: {count.done}/{count.total} done",
-                 f"{count.current_rate(now, self.started):.1f}/s",
-                 f"ETA {format_duration(eta) if eta is not None else 'unknown'}",
-                 f"{count.failed} failed"]
+        parts = [
+            f"{channel}: {count.done}/{count.total} done",
+            f"{count.current_rate(now, self.started):.1f}/s",
+            f"ETA {format_duration(eta) if eta is not None else 'unknown'}",
+            f"{count.failed} failed",
+        ]
         if count.outage is not None:
-            parts.append(f"paused: {count.outage.provider} unavailable for "
-                         f"{format_duration(now - count.outage.started)}")
+            parts.append(
+                f"paused: {count.outage.provider} unavailable for "
+                f"{format_duration(now - count.outage.started)}"
+            )
         return ", ".join(parts)
 
     def outage_started(self, state: OutageState) -> None:
         """A provider went down."""
         now = self.clock()
         self._count(state.channel).outage = state
-        self._print(f"{state.channel}: {state.provider} is unavailable ({state.error}); "
-                    "the channel is paused and nothing is spent, probing again with backoff.")
+        self._print(
+            f"{state.channel}: {state.provider} is unavailable ({state.error}); "
+            "the channel is paused and nothing is spent, probing again with backoff."
+        )
         self._next_outage_line[state.channel] = now + self.outage_interval
         self._lines()
 
@@ -124,8 +134,10 @@ class PlainProgress:
         """The provider is back."""
         self._count(state.channel).outage = None
         self._next_outage_line.pop(state.channel, None)
-        self._print(f"{state.channel}: {state.provider} is back after "
-                    f"{format_duration(seconds)}; sending resumes.")
+        self._print(
+            f"{state.channel}: {state.provider} is back after "
+            f"{format_duration(seconds)}; sending resumes."
+        )
         self._lines()
 
     def tick(self) -> None:
@@ -134,9 +146,11 @@ class PlainProgress:
         for channel, due in list(self._next_outage_line.items()):
             state = self.channels[channel].outage
             if state is not None and now >= due:
-                self._print(f"{channel}: {state.provider} still unavailable since "
-                            f"{_clock_time(state, now)} "
-                            f"({format_duration(now - state.started)}): {state.error}")
+                self._print(
+                    f"{channel}: {state.provider} still unavailable since "
+                    f"{_clock_time(state, now)} "
+                    f"({format_duration(now - state.started)}): {state.error}"
+                )
                 self._next_outage_line[channel] = now + self.outage_interval
         if now >= self._next_line:
             self._lines()
@@ -166,10 +180,15 @@ class TerminalProgress(PlainProgress):
         # the escaping (notify/cli/terminal.py), and what it prints is escaped in _print.
         self.console = Console(file=raw(self.stream))
         self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.1f}/s"), TextColumn("ETA {task.fields[eta]}"),
-            TextColumn("failed {task.fields[failed]}"), TextColumn("{task.fields[note]}"),
-            console=self.console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f}/s"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("failed {task.fields[failed]}"),
+            TextColumn("{task.fields[note]}"),
+            console=self.console,
+            transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
 
@@ -180,8 +199,9 @@ class TerminalProgress(PlainProgress):
         """Sending starts: one bar per channel."""
         super().begin(totals, rates)
         for channel, total in totals.items():
-            self.tasks[channel] = self.bar.add_task(channel, total=total, rate=0.0,
-                                                    eta="-", failed=0, note="")
+            self.tasks[channel] = self.bar.add_task(
+                channel, total=total, rate=0.0, eta="-", failed=0, note=""
+            )
         self.bar.start()
 
     def done(self, channel: str, outcome: str) -> None:
@@ -192,15 +212,19 @@ class TerminalProgress(PlainProgress):
     def outage_started(self, state: OutageState) -> None:
         """A provider went down: say so once, and show it on the bar."""
         self._count(state.channel).outage = state
-        self._print(f"{state.channel}: {state.provider} is unavailable ({state.error}); "
-                    "the channel is paused and nothing is spent, probing again with backoff.")
+        self._print(
+            f"{state.channel}: {state.provider} is unavailable ({state.error}); "
+            "the channel is paused and nothing is spent, probing again with backoff."
+        )
         self._refresh(state.channel)
 
     def outage_ended(self, state: OutageState, seconds: float) -> None:
         """The provider is back."""
         self._count(state.channel).outage = None
-        self._print(f"{state.channel}: {state.provider} is back after "
-                    f"{format_duration(seconds)}; sending resumes.")
+        self._print(
+            f"{state.channel}: {state.provider} is back after "
+            f"{format_duration(seconds)}; sending resumes."
+        )
         self._refresh(state.channel)
 
     def tick(self) -> None:
@@ -213,11 +237,21 @@ class TerminalProgress(PlainProgress):
             return
         count, now = self.channels[channel], self.clock()
         eta = count.eta(now, self.started)
-        note = "" if count.outage is None else \
-            f"paused: {count.outage.provider} down {format_duration(now - count.outage.started)}"
-        self.bar.update(self.tasks[channel], completed=count.done, total=count.total,
-                        rate=count.current_rate(now, self.started), failed=count.failed,
-                        eta=format_duration(eta) if eta is not None else "?", note=escape(note))
+        note = (
+            ""
+            if count.outage is None
+            else f"paused: {count.outage.provider} down "
+            f"{format_duration(now - count.outage.started)}"
+        )
+        self.bar.update(
+            self.tasks[channel],
+            completed=count.done,
+            total=count.total,
+            rate=count.current_rate(now, self.started),
+            failed=count.failed,
+            eta=format_duration(eta) if eta is not None else "?",
+            note=escape(note),
+        )
 
     def end(self) -> None:
         """Leave the final bars on screen."""

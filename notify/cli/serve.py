@@ -13,11 +13,19 @@ from notify.config import check_webhook_secret
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; loopback unless a proxy or Twilio must reach it "
-                   "directly.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
-              help="TCP port to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; loopback unless a proxy or Twilio must reach it directly.",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="TCP port to listen on.",
+)
 @pass_app
 def serve(app: App, host: str, port: int) -> None:
     """Serve the web view and receive Twilio status callbacks and reset completions.
@@ -40,16 +48,20 @@ def serve(app: App, host: str, port: int) -> None:
     check_webhook_secret(settings.webhook_secret)  # before anything is opened or recorded
     engine = app.engine  # connects and upgrades the schema before we listen
     with app.session() as session:
-        audit_log.record(session, "serve", arguments={"host": host, "port": port},
-                         actor=app.actor)
+        audit_log.record(session, "serve", arguments={"host": host, "port": port}, actor=app.actor)
     if settings.status_callback_url and settings.twilio_auth_token:
         click.echo(f"Twilio status callbacks expected at {settings.status_callback_url}")
     else:
-        click.echo("Warning: Twilio status callbacks will be refused (403): set "
-                   "NOTIFY_PUBLIC_URL and TWILIO_AUTH_TOKEN to verify their signatures. "
-                   "Without them, use: notify sync sms NAME", err=True)
+        click.echo(
+            "Warning: Twilio status callbacks will be refused (403): set "
+            "NOTIFY_PUBLIC_URL and TWILIO_AUTH_TOKEN to verify their signatures. "
+            "Without them, use: notify sync sms NAME",
+            err=True,
+        )
     if not settings.webhook_secret:
-        click.echo("Warning: NOTIFY_WEBHOOK_SECRET is not set: reset completions will be "
-                   "refused.", err=True)
+        click.echo(
+            "Warning: NOTIFY_WEBHOOK_SECRET is not set: reset completions will be refused.",
+            err=True,
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server.serve(engine, settings, host, port, announce=click.echo)

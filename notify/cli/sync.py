@@ -20,8 +20,12 @@ def sync() -> None:
 
 @sync.command("sms")
 @click.argument("name")
-@click.option("--concurrency", type=click.IntRange(1, 100), default=None,
-              help="Parallel lookups (default: the campaign's throttle.concurrency).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Parallel lookups (default: the campaign's throttle.concurrency).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @pass_app
 def sync_sms(app: App, name: str, concurrency: int | None, as_json: bool) -> None:
@@ -46,8 +50,7 @@ def sync_sms(app: App, name: str, concurrency: int | None, as_json: bool) -> Non
 
     async def run() -> tracking.SyncReport:
         async with messenger:
-            return await tracking.sync_sms(app.engine, campaign_id, messenger,
-                                           concurrency=workers)
+            return await tracking.sync_sms(app.engine, campaign_id, messenger, concurrency=workers)
 
     arguments = {"campaign": name, "concurrency": workers, "transport": messenger.name}
     try:
@@ -55,25 +58,37 @@ def sync_sms(app: App, name: str, concurrency: int | None, as_json: bool) -> Non
     except NotifyError as exc:
         # What was learned before the failure is committed: the trail must say so.
         with app.session() as session:
-            audit_log.record(session, "sync sms", campaign=name, arguments=arguments,
-                             counts={"error": str(exc)}, actor=app.actor, outcome="error")
+            audit_log.record(
+                session,
+                "sync sms",
+                campaign=name,
+                arguments=arguments,
+                counts={"error": str(exc)},
+                actor=app.actor,
+                outcome="error",
+            )
         raise
     counts = report.as_dict()
     with app.session() as session:
-        audit_log.record(session, "sync sms", campaign=name, arguments=arguments,
-                         counts=counts, actor=app.actor)
+        audit_log.record(
+            session, "sync sms", campaign=name, arguments=arguments, counts=counts, actor=app.actor
+        )
     # Nothing was learned when every lookup failed: a cron job must not read it as success.
-    failed = NotifyError(f"every lookup at {messenger.name} failed; nothing changed: run "
-                         "notify sync sms again once it answers")
+    failed = NotifyError(
+        f"every lookup at {messenger.name} failed; nothing changed: run "
+        "notify sync sms again once it answers"
+    )
     if as_json:
         echo_json({"campaign": name, **counts})
         if counts["errors"] and counts["errors"] == counts["checked"]:
             raise failed
         return
     changed = ", ".join(f"{n} {status}" for status, n in counts["by_status"].items()) or "none"
-    click.echo(f"Checked {counts['checked']} SMS of {name} with {messenger.name}: changed "
-               f"{changed}; {counts['unchanged']} unchanged; {counts['not_found']} unknown to "
-               f"the provider; {counts['errors']} lookup errors.")
+    click.echo(
+        f"Checked {counts['checked']} SMS of {name} with {messenger.name}: changed "
+        f"{changed}; {counts['unchanged']} unchanged; {counts['not_found']} unknown to "
+        f"the provider; {counts['errors']} lookup errors."
+    )
     if counts["early_applied"]:
         click.echo(f"Applied {counts['early_applied']} status callbacks that had arrived early.")
     for sample in report.error_samples:

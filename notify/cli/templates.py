@@ -18,9 +18,13 @@ def templates_group() -> None:
 
 
 @templates_group.command("check")
-@click.option("--campaign", "campaign_name", metavar="NAME",
-              help="Check this campaign's notices (its overrides over the defaults) with its "
-                   "fields. Default: the built-in notices with the example campaign.")
+@click.option(
+    "--campaign",
+    "campaign_name",
+    metavar="NAME",
+    help="Check this campaign's notices (its overrides over the defaults) with its "
+    "fields. Default: the built-in notices with the example campaign.",
+)
 @pass_app
 def templates_check(app: App, campaign_name: str | None) -> None:
     """Render every notice for every case, and fail on any problem.
@@ -57,8 +61,9 @@ def templates_check(app: App, campaign_name: str | None) -> None:
         notices, problems, warnings = checked.notices, checked.problems, checked.warnings
         problems = problems + variants
         what = f"campaign {campaign_name!r}"
-        source = (f"{folder} over the defaults" if folder else "the defaults") \
-            + f", stored version {notices.version[:16]}"
+        source = (
+            f"{folder} over the defaults" if folder else "the defaults"
+        ) + f", stored version {notices.version[:16]}"
     else:
         example = data_dir("campaigns") / "example.toml"
         notices = Notices(campaigns.parse_campaign_file(example), None)
@@ -70,7 +75,10 @@ def templates_check(app: App, campaign_name: str | None) -> None:
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
-        raise TemplateError(f"{len(problems)} problem(s) in the notices of {what}; "
-                            "fix them before sending")
-    click.echo(f"Templates OK for {what}: notice and reminder, email and SMS, all 7 exposure "
-               f"combinations ({source}).")
+        raise TemplateError(
+            f"{len(problems)} problem(s) in the notices of {what}; fix them before sending"
+        )
+    click.echo(
+        f"Templates OK for {what}: notice and reminder, email and SMS, all 7 exposure "
+        f"combinations ({source})."
+    )

@@ -22,12 +22,19 @@ def users() -> None:
 
 @users.command("add")
 @click.argument("name")
-@click.option("--role", required=True, type=click.Choice(WEB_ROLES),
-              help="support: search and timelines; compliance: also campaigns' exports and "
-                   "the audit log; admin: also manages users.")
-@click.option("--password-stdin", is_flag=True,
-              help="Read the password from the first line of standard input instead of "
-                   "prompting (for scripts).")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(WEB_ROLES),
+    help="support: search and timelines; compliance: also campaigns' exports and "
+    "the audit log; admin: also manages users.",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input instead of "
+    "prompting (for scripts).",
+)
 @pass_app
 def users_add(app: App, name: str, role: str, password_stdin: bool) -> None:
     """Create the web account NAME with a role; the password is prompted (twice).
@@ -47,21 +54,30 @@ def users_add(app: App, name: str, role: str, password_stdin: bool) -> None:
     elif sys.__stdin__ is not None and sys.stdin is sys.__stdin__ and not sys.stdin.isatty():
         # The process has no terminal (a script, cron): getpass would warn that the password
         # may be echoed, then abort on the empty input.
-        raise NotifyError("no terminal to ask for the password on: pipe it in with "
-                          "--password-stdin")
+        raise NotifyError(
+            "no terminal to ask for the password on: pipe it in with --password-stdin"
+        )
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     accounts.check_password(password)
     with app.session() as session:
         accounts.add_user(session, name, role, password)
-        audit_log.record(session, "users add", arguments={"name": name, "role": role},
-                         actor=app.actor)
-    click.echo(f"Added user {name!r} with role {role}. They sign in at the address "
-               "`notify serve` listens on.")
+        audit_log.record(
+            session, "users add", arguments={"name": name, "role": role}, actor=app.actor
+        )
+    click.echo(
+        f"Added user {name!r} with role {role}. They sign in at the address "
+        "`notify serve` listens on."
+    )
 
 
-USER_COLUMNS = (Column("name"), Column("role"), Column("locked_until", time=True),
-                Column("last_login_at", time=True), Column("created_at", time=True))
+USER_COLUMNS = (
+    Column("name"),
+    Column("role"),
+    Column("locked_until", time=True),
+    Column("last_login_at", time=True),
+    Column("created_at", time=True),
+)
 
 
 @users.command("list")
@@ -79,8 +95,13 @@ def users_list(app: App, fmt: str, zone: tzinfo) -> None:
 
     with app.session() as session:
         rows = [accounts.user_row(user) for user in accounts.list_users(session)]
-    emit(rows, USER_COLUMNS, fmt, zone,
-         empty="No users yet. Create the first admin with: notify users add NAME --role admin")
+    emit(
+        rows,
+        USER_COLUMNS,
+        fmt,
+        zone,
+        empty="No users yet. Create the first admin with: notify users add NAME --role admin",
+    )
 
 
 @users.command("remove")
@@ -97,6 +118,7 @@ def users_remove(app: App, name: str) -> None:
 
     with app.session() as session:
         user = accounts.remove_user(session, name)
-        audit_log.record(session, "users remove", arguments={"name": name, "role": user.role},
-                         actor=app.actor)
+        audit_log.record(
+            session, "users remove", arguments={"name": name, "role": user.role}, actor=app.actor
+        )
     click.echo(f"Removed user {name!r}.")

@@ -78,8 +78,12 @@ class CompletionResult:
     def body(self) -> dict[str, Any]:
         """The webhook's JSON answer (never the token)."""
         if self.ok:
-            return {"status": COMPLETED, "campaign": self.campaign,
-                    "contact_key": self.contact_key, "completed_at": iso(self.completed_at)}
+            return {
+                "status": COMPLETED,
+                "campaign": self.campaign,
+                "contact_key": self.contact_key,
+                "completed_at": iso(self.completed_at),
+            }
         return {"status": "error", "error": self.message}
 
 
@@ -97,9 +101,17 @@ def failure(status: int, message: str) -> CompletionResult:
     return CompletionResult(status=status, message=message)
 
 
-def complete(session: Session, campaign: Campaign | None, *, token: str | None = None,
-             key: str | None = None, email: str | None = None, completed_at: datetime,
-             source: str, received_at: datetime | None = None) -> CompletionResult:
+def complete(
+    session: Session,
+    campaign: Campaign | None,
+    *,
+    token: str | None = None,
+    key: str | None = None,
+    email: str | None = None,
+    completed_at: datetime,
+    source: str,
+    received_at: datetime | None = None,
+) -> CompletionResult:
     """Mark a contact's reset completed, by link token, key or email; once.
 
     Status 200 completed; 400 bad request (not exactly one of token/key/email, ambiguous
@@ -113,8 +125,11 @@ def complete(session: Session, campaign: Campaign | None, *, token: str | None =
     :data:`CLOCK_SKEW` before the link was issued a 400: a backdated body cannot complete an
     expired link. Both times are stored.
     """
-    given = [name for name, value in (("token", token), ("key", key), ("email", email))
-             if value not in (None, "")]
+    given = [
+        name
+        for name, value in (("token", token), ("key", key), ("email", email))
+        if value not in (None, "")
+    ]
     if len(given) != 1:
         return failure(400, "give exactly one of token, key or email")
     completed_at = as_utc(completed_at)
@@ -129,17 +144,24 @@ def complete(session: Session, campaign: Campaign | None, *, token: str | None =
     if problem is not None:
         return problem
     _apply(session, target, completed_at, source, by=given[0], received_at=received)
-    return CompletionResult(200, "password reset completed", campaign=target.campaign.name,
-                            contact_key=target.contact_key, completed_at=completed_at)
+    return CompletionResult(
+        200,
+        "password reset completed",
+        campaign=target.campaign.name,
+        contact_key=target.contact_key,
+        completed_at=completed_at,
+    )
 
 
-def _target_by_token(session: Session, campaign: Campaign | None,
-                     token: str) -> _Target | CompletionResult:
+def _target_by_token(
+    session: Session, campaign: Campaign | None, token: str
+) -> _Target | CompletionResult:
     if not isinstance(token, str) or not _TOKEN_SHAPE.match(token):
         return failure(404, "unknown token")
     row = session.execute(
-        select(ResetToken.id, ResetToken.reset_id, PasswordReset.campaign_id,
-               PasswordReset.contact_id)
+        select(
+            ResetToken.id, ResetToken.reset_id, PasswordReset.campaign_id, PasswordReset.contact_id
+        )
         .join(PasswordReset, PasswordReset.id == ResetToken.reset_id)
         .where(ResetToken.token_hash == hash_token(token))
     ).first()
@@ -149,8 +171,7 @@ def _target_by_token(session: Session, campaign: Campaign | None,
     # token re-read below sees any revocation the previous one made.
     reset = reset_of(session, row.campaign_id, row.contact_id, lock=True)
     token_row = session.scalar(
-        select(ResetToken).where(ResetToken.id == row.id)
-        .execution_options(populate_existing=True)
+        select(ResetToken).where(ResetToken.id == row.id).execution_options(populate_existing=True)
     )
     if reset is None:  # a token's reset is never deleted
         return failure(404, "unknown token")
@@ -159,8 +180,9 @@ def _target_by_token(session: Session, campaign: Campaign | None,
     return _Target(owner, row.contact_id, key, reset, token_row)
 
 
-def _contacts_matching(session: Session, campaign: Campaign | None, *, key: str | None,
-                       email: str | None) -> list[Row[int, int, str, str]]:
+def _contacts_matching(
+    session: Session, campaign: Campaign | None, *, key: str | None, email: str | None
+) -> list[Row[int, int, str, str]]:
     """(contact id, campaign id, key, exposures) of contacts with this key or email."""
     base = select(Contact.id, Contact.campaign_id, Contact.key, Contact.exposures)
     if campaign is not None:
@@ -176,13 +198,15 @@ def _contacts_matching(session: Session, campaign: Campaign | None, *, key: str 
     return rows
 
 
-def _target_by_identity(session: Session, campaign: Campaign | None, *, key: str | None,
-                        email: str | None) -> _Target | CompletionResult:
+def _target_by_identity(
+    session: Session, campaign: Campaign | None, *, key: str | None, email: str | None
+) -> _Target | CompletionResult:
     what = "key" if key else "email"
     if not isinstance(key if key else email, str):
         return failure(400, f"{what} must be a string")
-    rows = _contacts_matching(session, campaign, key=key if key else None,
-                              email=email if not key else None)
+    rows = _contacts_matching(
+        session, campaign, key=key if key else None, email=email if not key else None
+    )
     if not rows:
         return failure(404, f"no contact with this {what}")
     rows = [row for row in rows if exposes_passwords(row.exposures)]
@@ -190,8 +214,9 @@ def _target_by_identity(session: Session, campaign: Campaign | None, *, key: str
         return failure(404, f"the contact with this {what} has no exposed password to reset")
     campaign_ids = {row.campaign_id for row in rows}
     if len(campaign_ids) > 1:
-        return failure(400, f"this {what} matches contacts in {len(campaign_ids)} campaigns; "
-                     "name the campaign")
+        return failure(
+            400, f"this {what} matches contacts in {len(campaign_ids)} campaigns; name the campaign"
+        )
     if len(rows) > 1:
         return failure(400, f"this {what} matches {len(rows)} contacts; use their key")
     row = rows[0]
@@ -203,8 +228,9 @@ def _target_by_identity(session: Session, campaign: Campaign | None, *, key: str
     return _Target(owner, row.id, row.key, reset)
 
 
-def _check_target(target: _Target, completed_at: datetime,
-                  received: datetime | None) -> CompletionResult | None:
+def _check_target(
+    target: _Target, completed_at: datetime, received: datetime | None
+) -> CompletionResult | None:
     if target.reset.status == COMPLETED:
         return failure(409, "password reset already completed")
     token = target.token
@@ -218,8 +244,15 @@ def _check_target(target: _Target, completed_at: datetime,
     return None
 
 
-def _apply(session: Session, target: _Target, completed_at: datetime, source: str,
-           *, by: str, received_at: datetime | None = None) -> None:
+def _apply(
+    session: Session,
+    target: _Target,
+    completed_at: datetime,
+    source: str,
+    *,
+    by: str,
+    received_at: datetime | None = None,
+) -> None:
     received = received_at or utcnow()
     reset = target.reset
     reset.status = COMPLETED
@@ -229,31 +262,60 @@ def _apply(session: Session, target: _Target, completed_at: datetime, source: st
     if target.token is not None:
         target.token.used_at = completed_at
     _revoke_open_tokens(session, [reset.id], utcnow())
-    events.record(session, source="reset", kind="reset_completed",
-                  campaign_id=target.campaign.id, contact_id=target.contact_id,
-                  at=completed_at, detail={"via": source, "by": by, "received_at": iso(received)})
+    events.record(
+        session,
+        source="reset",
+        kind="reset_completed",
+        campaign_id=target.campaign.id,
+        contact_id=target.contact_id,
+        at=completed_at,
+        detail={"via": source, "by": by, "received_at": iso(received)},
+    )
     session.flush()
 
 
 def _revoke_open_tokens(session: Session, reset_ids: list[int], at: datetime) -> None:
     session.execute(
         update(ResetToken)
-        .where(ResetToken.reset_id.in_(reset_ids), ResetToken.revoked_at.is_(None),
-               ResetToken.used_at.is_(None))
+        .where(
+            ResetToken.reset_id.in_(reset_ids),
+            ResetToken.revoked_at.is_(None),
+            ResetToken.used_at.is_(None),
+        )
         .values(revoked_at=at)
         .execution_options(synchronize_session="fetch")
     )
 
 
-
-_KEY_HEADERS = {squash(n) for n in (
-    "key", "contact key", "id", "customer id", "client id", "account id", "account", "user id",
-)}
+_KEY_HEADERS = {
+    squash(n)
+    for n in (
+        "key",
+        "contact key",
+        "id",
+        "customer id",
+        "client id",
+        "account id",
+        "account",
+        "user id",
+    )
+}
 _EMAIL_HEADERS = {squash(n) for n in ("email", "e-mail", "email address", "mail")}
-_TIME_HEADERS = {squash(n) for n in (
-    "completed_at", "completed", "completed at", "completion time", "reset at",
-    "reset completed at", "reset_completed_at", "reset time", "timestamp", "date",
-)}
+_TIME_HEADERS = {
+    squash(n)
+    for n in (
+        "completed_at",
+        "completed",
+        "completed at",
+        "completion time",
+        "reset at",
+        "reset completed at",
+        "reset_completed_at",
+        "reset time",
+        "timestamp",
+        "date",
+    )
+}
 
 
 @dataclass
@@ -267,9 +329,13 @@ class CompletionsSummary:
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"read": self.read, "completed": self.completed,
-                "already_completed": self.already_completed, "rejected": self.rejected,
-                "dry_run": self.dry_run}
+        return {
+            "read": self.read,
+            "completed": self.completed,
+            "already_completed": self.already_completed,
+            "rejected": self.rejected,
+            "dry_run": self.dry_run,
+        }
 
     def lines(self) -> list[str]:
         verb = "would complete" if self.dry_run else "completed"
@@ -311,8 +377,13 @@ class _Rejects:
             return
         try:
             self._handle = tempfile.NamedTemporaryFile(
-                "w", encoding="utf-8", newline="", dir=self.path.parent or Path("."),
-                prefix=f".{self.path.name}.", suffix=".tmp", delete=False,
+                "w",
+                encoding="utf-8",
+                newline="",
+                dir=self.path.parent or Path("."),
+                prefix=f".{self.path.name}.",
+                suffix=".tmp",
+                delete=False,
             )
         except OSError as exc:
             raise NotifyError(f"{self.path}: cannot write: {exc.strerror}") from None
@@ -321,8 +392,9 @@ class _Rejects:
 
     def add(self, row: _Row) -> None:
         if self._writer is not None:
-            self._writer.writerow([row.line, row.reason,
-                                   *(csvsafe.neutralize(c) for c in row.cells)])
+            self._writer.writerow(
+                [row.line, row.reason, *(csvsafe.neutralize(c) for c in row.cells)]
+            )
 
     def finish(self) -> None:
         if self._handle is not None and self.path is not None:
@@ -337,9 +409,14 @@ class _Rejects:
             self._handle = None
 
 
-def import_completions(session: Session, campaign: Campaign, path: str | Path, *,
-                       rejects_path: str | Path | None = None,
-                       dry_run: bool = False) -> CompletionsSummary:
+def import_completions(
+    session: Session,
+    campaign: Campaign,
+    path: str | Path,
+    *,
+    rejects_path: str | Path | None = None,
+    dry_run: bool = False,
+) -> CompletionsSummary:
     """Apply the identity provider's completions (CSV: key or email, completed_at).
 
     Rows that cannot be applied are rejected with their line number (header = line 1) and a
@@ -422,8 +499,9 @@ def _rows(path: Path, reader, columns: _Columns) -> Iterator[_Row]:
         except StopIteration:
             return
         except UnicodeDecodeError:
-            raise NotifyError(f"{path}: not UTF-8 text (after line {line - 1}); "
-                              "nothing was applied") from None
+            raise NotifyError(
+                f"{path}: not UTF-8 text (after line {line - 1}); nothing was applied"
+            ) from None
         except csv.Error as exc:
             raise NotifyError(f"{path}, line {line}: {exc}; nothing was applied") from None
         start, line = line, reader.line_num + 1
@@ -437,8 +515,9 @@ def _cell(cells: list[str], index: int | None) -> str:
 
 
 def _parse_row(line: int, cells: list[str], columns: _Columns) -> _Row:
-    row = _Row(line=line, cells=cells, key=_cell(cells, columns.key),
-               email=_cell(cells, columns.email))
+    row = _Row(
+        line=line, cells=cells, key=_cell(cells, columns.key), email=_cell(cells, columns.email)
+    )
     text = _cell(cells, columns.time)
     if not row.key and not row.email:
         row.reason = "no key or email"
@@ -463,8 +542,14 @@ def _batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
         yield batch
 
 
-def _import_batch(session: Session, campaign: Campaign, batch: list[_Row],
-                  summary: CompletionsSummary, done: set[int], rejects: _Rejects) -> None:
+def _import_batch(
+    session: Session,
+    campaign: Campaign,
+    batch: list[_Row],
+    summary: CompletionsSummary,
+    done: set[int],
+    rejects: _Rejects,
+) -> None:
     summary.read += len(batch)
     _resolve_contacts(session, campaign, [r for r in batch if r.reason is None])
     wanted = {r.contact_id for r in batch if r.reason is None}
@@ -489,7 +574,8 @@ def _import_batch(session: Session, campaign: Campaign, batch: list[_Row],
 def _resolve_contacts(session: Session, campaign: Campaign, rows: list[_Row]) -> None:
     """Set ``contact_id`` on each row, or a reject reason; a key wins over an email."""
     base = select(Contact.id, Contact.key, Contact.email, Contact.exposures).where(
-        Contact.campaign_id == campaign.id)
+        Contact.campaign_id == campaign.id
+    )
     keys = {r.key for r in rows if r.key}
     by_key = {c.key: c for c in session.execute(base.where(Contact.key.in_(keys)))} if keys else {}
     need_email = [r for r in rows if r.key not in by_key and r.email]
@@ -502,9 +588,15 @@ def _resolve_contacts(session: Session, campaign: Campaign, rows: list[_Row]) ->
             if normalized is not None:
                 matches = by_email.get(normalized) or by_email.get(normalized.lower(), [])
         if not matches:
-            row.reason = f"unknown key {row.key!r}" if row.key and not row.email else (
-                f"no contact with key {row.key!r} or email {row.email!r}" if row.key
-                else f"no contact with email {row.email!r}")
+            row.reason = (
+                f"unknown key {row.key!r}"
+                if row.key and not row.email
+                else (
+                    f"no contact with key {row.key!r} or email {row.email!r}"
+                    if row.key
+                    else f"no contact with email {row.email!r}"
+                )
+            )
         elif len(matches) > 1:
             row.reason = f"email {row.email!r} matches {len(matches)} contacts; give the key"
         elif not exposes_passwords(matches[0].exposures):
@@ -528,8 +620,9 @@ def _contacts_by_email(session: Session, base, emails: set[str]) -> dict[str, li
     return found
 
 
-def _locked_resets(session: Session, campaign: Campaign,
-                   contact_ids: set[int | None]) -> dict[int, tuple[int, str]]:
+def _locked_resets(
+    session: Session, campaign: Campaign, contact_ids: set[int | None]
+) -> dict[int, tuple[int, str]]:
     """(reset id, status) by contact, created where missing, rows locked for the update.
 
     Plain columns, not ORM objects: the batch is then written with a few bulk statements.
@@ -547,7 +640,10 @@ def _locked_resets(session: Session, campaign: Campaign,
     missing = [i for i in ids if i not in states]
     if missing:
         source = select(
-            Contact.campaign_id, Contact.id, literal(PENDING), literal(0),
+            Contact.campaign_id,
+            Contact.id,
+            literal(PENDING),
+            literal(0),
             literal(utcnow(), UTCDateTime()),
         ).where(Contact.campaign_id == campaign.id, Contact.id.in_(missing))
         columns = ["campaign_id", "contact_id", "status", "links_sent", "created_at"]
@@ -556,8 +652,7 @@ def _locked_resets(session: Session, campaign: Campaign,
     return states
 
 
-def _complete_many(session: Session, campaign: Campaign,
-                   items: list[tuple[_Row, int]]) -> None:
+def _complete_many(session: Session, campaign: Campaign, items: list[tuple[_Row, int]]) -> None:
     """Complete a batch with three bulk statements (resets, events, revocations)."""
     if not items:
         return
@@ -565,27 +660,42 @@ def _complete_many(session: Session, campaign: Campaign,
     session.execute(
         resets_table.update()
         .where(resets_table.c.id == bindparam("reset_id"))
-        .values(status=COMPLETED, completed_at=bindparam("done_at"), completed_via="import",
-                completion_received_at=utcnow()),
+        .values(
+            status=COMPLETED,
+            completed_at=bindparam("done_at"),
+            completed_via="import",
+            completion_received_at=utcnow(),
+        ),
         [{"reset_id": reset_id, "done_at": row.completed_at} for row, reset_id in items],
     )
-    session.execute(Event.__table__.insert(), [
-        {"campaign_id": campaign.id, "message_id": None, "contact_id": row.contact_id,
-         "provider_message_id": None, "at": row.completed_at, "source": "reset",
-         "kind": "reset_completed", "applied": True,
-         "detail": {"via": "import", "by": "key" if row.key else "email", "line": row.line}}
-        for row, _ in items
-    ])
+    session.execute(
+        Event.__table__.insert(),
+        [
+            {
+                "campaign_id": campaign.id,
+                "message_id": None,
+                "contact_id": row.contact_id,
+                "provider_message_id": None,
+                "at": row.completed_at,
+                "source": "reset",
+                "kind": "reset_completed",
+                "applied": True,
+                "detail": {"via": "import", "by": "key" if row.key else "email", "line": row.line},
+            }
+            for row, _ in items
+        ],
+    )
     tokens = ResetToken.__table__
     session.execute(
         tokens.update()
-        .where(tokens.c.reset_id.in_([reset_id for _, reset_id in items]),
-               tokens.c.revoked_at.is_(None), tokens.c.used_at.is_(None))
+        .where(
+            tokens.c.reset_id.in_([reset_id for _, reset_id in items]),
+            tokens.c.revoked_at.is_(None),
+            tokens.c.used_at.is_(None),
+        )
         .values(revoked_at=utcnow())
     )
     # Objects the caller holds for these rows are now stale: reload them on next access.
     for obj in list(session.identity_map.values()):
         if isinstance(obj, (PasswordReset, ResetToken)):
             session.expire(obj)
-
-

@@ -37,9 +37,17 @@ from notify.resets.tokens import ensure_resets
 from notify.times import as_utc
 
 
-def plan_reminders(session: Session, campaign: Campaign, after: timedelta, max_reminders: int,
-                   channels: Iterable[str], now: datetime | None = None, *,
-                   dry_run: bool = False, limit: int | None = None) -> int:
+def plan_reminders(
+    session: Session,
+    campaign: Campaign,
+    after: timedelta,
+    max_reminders: int,
+    channels: Iterable[str],
+    now: datetime | None = None,
+    *,
+    dry_run: bool = False,
+    limit: int | None = None,
+) -> int:
     """Create the due reminder rows (pending); returns how many (would be) created.
 
     Due, per contact and channel: passwords exposed and reset not completed; the channel's
@@ -89,9 +97,14 @@ class Upcoming:
     last_at: datetime | None = None  # when the latest of them falls due
 
 
-def upcoming_reminders(session: Session, campaign: Campaign, after: timedelta,
-                       max_reminders: int, channels: Iterable[str],
-                       now: datetime | None = None) -> Upcoming:
+def upcoming_reminders(
+    session: Session,
+    campaign: Campaign,
+    after: timedelta,
+    max_reminders: int,
+    channels: Iterable[str],
+    now: datetime | None = None,
+) -> Upcoming:
     """The reminders that are not due yet but will be: how many, and when the first and
     the last fall due (the latest message on the channel reached less than ``after`` ago,
     reset not completed, fewer than ``max_reminders`` so far). What ``remind --dry-run``
@@ -103,8 +116,10 @@ def upcoming_reminders(session: Session, campaign: Campaign, after: timedelta,
     for channel in dict.fromkeys(channels):
         reached_at = _upcoming_stats(campaign.id, channel, max_reminders, cutoff)
         n, low, high = session.execute(
-            select(func.count(), func.min(reached_at.c.at), func.max(reached_at.c.at))
-            .select_from(reached_at)).one()
+            select(func.count(), func.min(reached_at.c.at), func.max(reached_at.c.at)).select_from(
+                reached_at
+            )
+        ).one()
         if not n:
             continue
         count += n
@@ -171,31 +186,68 @@ def _insert_reminders(session: Session, campaign: Campaign, due, now: datetime) 
     one statement (a data-modifying CTE), so the ids never travel to Python and back.
     """
     messages, event_table = Message.__table__, Event.__table__
-    columns = ["campaign_id", "contact_id", "channel", "notice", "sequence", "is_fallback",
-               "status", "address", "attempts", "created_at"]
-    created = (insert_for(session, messages).from_select(columns, due)
-               .on_conflict_do_nothing()
-               .returning(messages.c.id, messages.c.contact_id))
+    columns = [
+        "campaign_id",
+        "contact_id",
+        "channel",
+        "notice",
+        "sequence",
+        "is_fallback",
+        "status",
+        "address",
+        "attempts",
+        "created_at",
+    ]
+    created = (
+        insert_for(session, messages)
+        .from_select(columns, due)
+        .on_conflict_do_nothing()
+        .returning(messages.c.id, messages.c.contact_id)
+    )
     detail = {"planned": "reminder"}
     if session.get_bind().dialect.name == "postgresql":
         new = created.cte("new_reminders")
         source = select(
-            literal(campaign.id), new.c.id, new.c.contact_id, literal(now, UTCDateTime()),
-            literal("reset"), literal("pending"), literal(True),
+            literal(campaign.id),
+            new.c.id,
+            new.c.contact_id,
+            literal(now, UTCDateTime()),
+            literal("reset"),
+            literal("pending"),
+            literal(True),
             literal(detail, event_table.c.detail.type),
         )
-        stmt = (event_table.insert()
-                .from_select(["campaign_id", "message_id", "contact_id", "at", "source", "kind",
-                              "applied", "detail"], source)
-                .add_cte(new))
+        stmt = (
+            event_table.insert()
+            .from_select(
+                [
+                    "campaign_id",
+                    "message_id",
+                    "contact_id",
+                    "at",
+                    "source",
+                    "kind",
+                    "applied",
+                    "detail",
+                ],
+                source,
+            )
+            .add_cte(new)
+        )
         return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
     rows = session.execute(created).all()
     events.insert_planned(session, campaign.id, rows, now, "reset", detail)
     return len(rows)
 
 
-def _due_reminders(campaign_id: int, channel: str, cutoff: datetime, max_reminders: int,
-                   now: datetime, limit: int | None):
+def _due_reminders(
+    campaign_id: int,
+    channel: str,
+    cutoff: datetime,
+    max_reminders: int,
+    now: datetime,
+    limit: int | None,
+):
     """SELECT of the Message rows to insert for one channel (see :func:`plan_reminders`).
 
     One aggregate pass over the channel's messages per contact: the highest sequence, the
@@ -228,9 +280,16 @@ def _due_reminders(campaign_id: int, channel: str, cutoff: datetime, max_reminde
     )
     query = (
         select(
-            Contact.campaign_id, Contact.id, literal(channel), literal("reminder"),
-            stats.c.last_sequence + 1, literal(False), literal("pending"), address,
-            literal(0), literal(now, UTCDateTime()),
+            Contact.campaign_id,
+            Contact.id,
+            literal(channel),
+            literal("reminder"),
+            stats.c.last_sequence + 1,
+            literal(False),
+            literal("pending"),
+            address,
+            literal(0),
+            literal(now, UTCDateTime()),
         )
         .select_from(Contact)
         .join(stats, stats.c.contact_id == Contact.id)

@@ -55,8 +55,9 @@ def exposes_passwords(stored: str | None) -> bool:
 def lapsed(now: datetime) -> ColumnElement[bool]:
     """SQL condition: a pending reset whose newest link expired before ``now`` (the rule's
     ``expired``; written so that ``ix_resets_state`` can count them)."""
-    return and_(PasswordReset.status == PENDING,
-                PasswordReset.link_expires_at < literal(now, UTCDateTime()))
+    return and_(
+        PasswordReset.status == PENDING, PasswordReset.link_expires_at < literal(now, UTCDateTime())
+    )
 
 
 def status_expression(now: datetime, *, absent: str | None = PENDING) -> ColumnElement[Any]:
@@ -78,8 +79,9 @@ def status_expression(now: datetime, *, absent: str | None = PENDING) -> ColumnE
     )
 
 
-def state_of(status: str | None, link_expires_at: datetime | None,
-             now: datetime | None = None) -> str | None:
+def state_of(
+    status: str | None, link_expires_at: datetime | None, now: datetime | None = None
+) -> str | None:
     """Python twin of :func:`status_expression`, for a row already loaded; None when there
     is no reset row."""
     if status is None:

@@ -53,15 +53,19 @@ def ensure_resets(session: Session, campaign: Campaign) -> int:
     table it fills can turn quadratic on PostgreSQL when the planner thinks it is empty.)
     """
     source = select(
-        Contact.campaign_id, Contact.id, literal(PENDING), literal(0),
+        Contact.campaign_id,
+        Contact.id,
+        literal(PENDING),
+        literal(0),
         literal(utcnow(), UTCDateTime()),
     ).where(Contact.campaign_id == campaign.id, has_passwords())
     columns = ["campaign_id", "contact_id", "status", "links_sent", "created_at"]
     return insert_ignoring_duplicates(session, PasswordReset.__table__, columns, source)
 
 
-def reset_of(session: Session, campaign_id: int, contact_id: int, *, lock: bool = False,
-              create: bool = False) -> PasswordReset | None:
+def reset_of(
+    session: Session, campaign_id: int, contact_id: int, *, lock: bool = False, create: bool = False
+) -> PasswordReset | None:
     """The contact's reset record; created first when asked and passwords were exposed."""
     query = (
         select(PasswordReset)
@@ -74,7 +78,10 @@ def reset_of(session: Session, campaign_id: int, contact_id: int, *, lock: bool 
     if reset is not None or not create:
         return reset
     source = select(
-        Contact.campaign_id, Contact.id, literal(PENDING), literal(0),
+        Contact.campaign_id,
+        Contact.id,
+        literal(PENDING),
+        literal(0),
         literal(utcnow(), UTCDateTime()),
     ).where(Contact.id == contact_id, Contact.campaign_id == campaign_id, has_passwords())
     columns = ["campaign_id", "contact_id", "status", "links_sent", "created_at"]
@@ -82,8 +89,13 @@ def reset_of(session: Session, campaign_id: int, contact_id: int, *, lock: bool 
     return session.scalar(query)
 
 
-def issue_token(session: Session, campaign: Campaign, contact_id: int, message_id: int | None,
-                now: datetime | None = None) -> str | None:
+def issue_token(
+    session: Session,
+    campaign: Campaign,
+    contact_id: int,
+    message_id: int | None,
+    now: datetime | None = None,
+) -> str | None:
     """A fresh reset-link token for one message to this contact, or None when there is no link.
 
     The raw token (256 random bits, URL-safe) is returned for rendering and never stored: the
@@ -100,13 +112,24 @@ def issue_token(session: Session, campaign: Campaign, contact_id: int, message_i
         return None
     raw = secrets.token_urlsafe(TOKEN_BYTES)
     expires = now + timedelta(days=config.reset_token_ttl_days)
-    session.add(ResetToken(reset_id=reset.id, message_id=message_id, token_hash=hash_token(raw),
-                           created_at=now, expires_at=expires))
+    session.add(
+        ResetToken(
+            reset_id=reset.id,
+            message_id=message_id,
+            token_hash=hash_token(raw),
+            created_at=now,
+            expires_at=expires,
+        )
+    )
     # In SQL, so concurrent workers issuing links to the same contact all count.
     newest = case(
-        (or_(PasswordReset.link_expires_at.is_(None),
-             PasswordReset.link_expires_at < literal(expires, UTCDateTime())),
-         literal(expires, UTCDateTime())),
+        (
+            or_(
+                PasswordReset.link_expires_at.is_(None),
+                PasswordReset.link_expires_at < literal(expires, UTCDateTime()),
+            ),
+            literal(expires, UTCDateTime()),
+        ),
         else_=PasswordReset.link_expires_at,
     )
     session.execute(
@@ -123,7 +146,8 @@ _LINK_COUNT = bulk.Statement(
     "UPDATE password_resets SET links_sent = links_sent + 1, "
     "link_expires_at = CASE WHEN link_expires_at IS NULL OR link_expires_at < :expires "
     "THEN :expires ELSE link_expires_at END WHERE id = :id",
-    expires=UTCDateTime())
+    expires=UTCDateTime(),
+)
 _tokens = ResetToken.__table__
 # The link each message carried (its latest attempt's token), through ix_reset_tokens_message.
 _LINKS_OF = (
@@ -134,16 +158,19 @@ _LINKS_OF = (
 _INSERT_TOKEN = bulk.insert_into(ResetToken.__table__)
 _resets = PasswordReset.__table__
 # Built once: the engine looks links up for every group of messages it sends.
-_RESETS_OF = (
-    select(_resets.c.contact_id, _resets.c.id, _resets.c.status)
-    .where(_resets.c.campaign_id == bindparam("campaign"),
-           _resets.c.contact_id.in_(bindparam("contacts", expanding=True)))
+_RESETS_OF = select(_resets.c.contact_id, _resets.c.id, _resets.c.status).where(
+    _resets.c.campaign_id == bindparam("campaign"),
+    _resets.c.contact_id.in_(bindparam("contacts", expanding=True)),
 )
 
 
-def issue_tokens(session: Session, campaign: Campaign,
-                 requests: list[tuple[int, int | None]], now: datetime | None = None,
-                 raw_tokens: list[str] | None = None) -> list[str | None]:
+def issue_tokens(
+    session: Session,
+    campaign: Campaign,
+    requests: list[tuple[int, int | None]],
+    now: datetime | None = None,
+    raw_tokens: list[str] | None = None,
+) -> list[str | None]:
     """:func:`issue_token` for many (contact_id, message_id) at once, in a few statements.
 
     The send engine calls this for every group of messages it is about to send, so a link
@@ -161,8 +188,7 @@ def issue_tokens(session: Session, campaign: Campaign,
     expires = now + timedelta(days=config.reset_token_ttl_days)
     contact_ids = {contact_id for contact_id, _ in requests}
     conn = session.connection()
-    rows = conn.execute(_RESETS_OF, {"campaign": campaign.id,
-                                     "contacts": list(contact_ids)}).all()
+    rows = conn.execute(_RESETS_OF, {"campaign": campaign.id, "contacts": list(contact_ids)}).all()
     found = {contact_id: (reset_id, status) for contact_id, reset_id, status in rows}
     for contact_id in contact_ids - found.keys():  # rare: contact added after planning
         reset = reset_of(session, campaign.id, contact_id, create=True)
@@ -177,9 +203,17 @@ def issue_tokens(session: Session, campaign: Campaign,
             continue
         raw = raw_tokens[n] if raw_tokens is not None else new_token()
         tokens.append(raw)
-        token_rows.append({"reset_id": state[0], "message_id": message_id,
-                           "token_hash": hash_token(raw), "created_at": now,
-                           "expires_at": expires, "revoked_at": None, "used_at": None})
+        token_rows.append(
+            {
+                "reset_id": state[0],
+                "message_id": message_id,
+                "token_hash": hash_token(raw),
+                "created_at": now,
+                "expires_at": expires,
+                "revoked_at": None,
+                "used_at": None,
+            }
+        )
     # Not counted here: an attempt is not a link sent (it may fail before the hand-over).
     # count_links_sent counts it once the provider has the message.
     _INSERT_TOKEN.execute(conn, token_rows)
@@ -202,8 +236,7 @@ def count_links_sent(session: Session, message_ids: list[int]) -> int:
         return 0
     conn = session.connection()
     rows = conn.execute(_LINKS_OF, {"messages": list(message_ids)}).all()
-    _LINK_COUNT.execute(conn, [{"id": reset_id, "expires": expires}
-                               for reset_id, expires in rows])
+    _LINK_COUNT.execute(conn, [{"id": reset_id, "expires": expires} for reset_id, expires in rows])
     return len(rows)
 
 
@@ -212,5 +245,3 @@ def reset_url(config: CampaignConfig, raw_token: str) -> str:
     if not config.reset_url:
         raise ConfigError(f"campaign {config.name!r} has no reset_url")
     return config.reset_url.replace("{token}", raw_token)
-
-

@@ -23,9 +23,23 @@ NOTICE_FROM = ("discovery", "determination")
 REGULATOR_FROM = ("discovery", "determination", "consumer_notice", "year_end")
 VARIANTS = ("standard", "US-MA", "US-IL", "US-CA")
 UNKNOWN = "unknown"
-TOP_KEYS = ("name", "law", "notice", "law_enforcement_delay", "regulators", "cra", "content",
-            "variant", "monitoring", "substitute", "electronic", "credentials", "source",
-            "last_checked", "confidence")
+TOP_KEYS = (
+    "name",
+    "law",
+    "notice",
+    "law_enforcement_delay",
+    "regulators",
+    "cra",
+    "content",
+    "variant",
+    "monitoring",
+    "substitute",
+    "electronic",
+    "credentials",
+    "source",
+    "last_checked",
+    "confidence",
+)
 
 
 class RulesError(NotifyError):
@@ -84,8 +98,9 @@ class Jurisdiction:
         return self.confidence.split()[0]
 
 
-def _need(code: str, table: dict[str, Any], key: str, kind: type | tuple[type, ...],
-          where: str = "") -> Any:
+def _need(
+    code: str, table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str = ""
+) -> Any:
     if key not in table:
         raise RulesError(f"{DATA_FILE.name}: [{code}] {where}{key}: missing")
     value = table[key]
@@ -96,8 +111,19 @@ def _need(code: str, table: dict[str, Any], key: str, kind: type | tuple[type, .
 
 def _regulator(code: str, i: int, raw: dict[str, Any]) -> Regulator:
     where = f"regulators[{i}]."
-    known = {"name", "threshold", "wants", "days", "hours", "from", "business_days", "before",
-             "below", "per_state", "effective"}
+    known = {
+        "name",
+        "threshold",
+        "wants",
+        "days",
+        "hours",
+        "from",
+        "business_days",
+        "before",
+        "below",
+        "per_state",
+        "effective",
+    }
     for key in raw:
         if key not in known:
             raise RulesError(f"{DATA_FILE.name}: [{code}] {where}{key}: unknown field")
@@ -115,8 +141,10 @@ def _regulator(code: str, i: int, raw: dict[str, Any]) -> Regulator:
         effective=raw.get("effective"),
     )
     if (reg.days is not None or reg.hours is not None) and reg.from_ not in REGULATOR_FROM:
-        raise RulesError(f"{DATA_FILE.name}: [{code}] {where}from: {reg.from_!r} must be one of "
-                         + ", ".join(REGULATOR_FROM))
+        raise RulesError(
+            f"{DATA_FILE.name}: [{code}] {where}from: {reg.from_!r} must be one of "
+            + ", ".join(REGULATOR_FROM)
+        )
     if reg.effective is not None and not isinstance(reg.effective, date):
         raise RulesError(f"{DATA_FILE.name}: [{code}] {where}effective: not a date")
     return reg
@@ -130,30 +158,37 @@ def _jurisdiction(code: str, raw: dict[str, Any]) -> Jurisdiction:
     standard = _need(code, notice, "standard", str, "notice.")
     days = notice.get("days")
     if days is not None and notice.get("from") not in NOTICE_FROM:
-        raise RulesError(f"{DATA_FILE.name}: [{code}] notice.from: {notice.get('from')!r} must "
-                         "be " + " or ".join(NOTICE_FROM))
+        raise RulesError(
+            f"{DATA_FILE.name}: [{code}] notice.from: {notice.get('from')!r} must "
+            "be " + " or ".join(NOTICE_FROM)
+        )
     effective = notice.get("effective")
     if effective is not None and not isinstance(effective, date):
         raise RulesError(f"{DATA_FILE.name}: [{code}] notice.effective: not a date")
-    regulators = tuple(_regulator(code, i, r)
-                       for i, r in enumerate(_need(code, raw, "regulators", list)))
+    regulators = tuple(
+        _regulator(code, i, r) for i, r in enumerate(_need(code, raw, "regulators", list))
+    )
     cra = _need(code, raw, "cra", dict)
     note = _need(code, cra, "note", str, "cra.")
     threshold = cra.get("threshold")
     known = not cra.get("unknown", False)
     if threshold is None and known and cra.get("required") is not False:
-        raise RulesError(f"{DATA_FILE.name}: [{code}] cra: needs threshold, required = false "
-                         "or unknown = true")
+        raise RulesError(
+            f"{DATA_FILE.name}: [{code}] cra: needs threshold, required = false or unknown = true"
+        )
     content = _need(code, raw, "content", dict)
     monitoring = _need(code, raw, "monitoring", dict)
     variant = _need(code, raw, "variant", str)
     if variant not in VARIANTS:
-        raise RulesError(f"{DATA_FILE.name}: [{code}] variant: {variant!r} must be one of "
-                         + ", ".join(VARIANTS))
+        raise RulesError(
+            f"{DATA_FILE.name}: [{code}] variant: {variant!r} must be one of " + ", ".join(VARIANTS)
+        )
     confidence = _need(code, raw, "confidence", str)
     if not confidence or confidence.split()[0] not in CONFIDENCE:
-        raise RulesError(f"{DATA_FILE.name}: [{code}] confidence: {confidence!r} must start "
-                         "with high, medium or low")
+        raise RulesError(
+            f"{DATA_FILE.name}: [{code}] confidence: {confidence!r} must start "
+            "with high, medium or low"
+        )
     last_checked = _need(code, raw, "last_checked", date)
     return Jurisdiction(
         code=code,
@@ -206,42 +241,124 @@ def get(code: str) -> Jurisdiction | None:
 # --- where a contact lives -----------------------------------------------------------------
 
 US_STATES = {
-    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California",
-    "CO": "Colorado", "CT": "Connecticut", "DE": "Delaware", "DC": "District of Columbia",
-    "FL": "Florida", "GA": "Georgia", "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois",
-    "IN": "Indiana", "IA": "Iowa", "KS": "Kansas", "KY": "Kentucky", "LA": "Louisiana",
-    "ME": "Maine", "MD": "Maryland", "MA": "Massachusetts", "MI": "Michigan", "MN": "Minnesota",
-    "MS": "Mississippi", "MO": "Missouri", "MT": "Montana", "NE": "Nebraska", "NV": "Nevada",
-    "NH": "New Hampshire", "NJ": "New Jersey", "NM": "New Mexico", "NY": "New York",
-    "NC": "North Carolina", "ND": "North Dakota", "OH": "Ohio", "OK": "Oklahoma",
-    "OR": "Oregon", "PA": "Pennsylvania", "RI": "Rhode Island", "SC": "South Carolina",
-    "SD": "South Dakota", "TN": "Tennessee", "TX": "Texas", "UT": "Utah", "VT": "Vermont",
-    "VA": "Virginia", "WA": "Washington", "WV": "West Virginia", "WI": "Wisconsin",
-    "WY": "Wyoming", "PR": "Puerto Rico",
+    "AL": "Alabama",
+    "AK": "Alaska",
+    "AZ": "Arizona",
+    "AR": "Arkansas",
+    "CA": "California",
+    "CO": "Colorado",
+    "CT": "Connecticut",
+    "DE": "Delaware",
+    "DC": "District of Columbia",
+    "FL": "Florida",
+    "GA": "Georgia",
+    "HI": "Hawaii",
+    "ID": "Idaho",
+    "IL": "Illinois",
+    "IN": "Indiana",
+    "IA": "Iowa",
+    "KS": "Kansas",
+    "KY": "Kentucky",
+    "LA": "Louisiana",
+    "ME": "Maine",
+    "MD": "Maryland",
+    "MA": "Massachusetts",
+    "MI": "Michigan",
+    "MN": "Minnesota",
+    "MS": "Mississippi",
+    "MO": "Missouri",
+    "MT": "Montana",
+    "NE": "Nebraska",
+    "NV": "Nevada",
+    "NH": "New Hampshire",
+    "NJ": "New Jersey",
+    "NM": "New Mexico",
+    "NY": "New York",
+    "NC": "North Carolina",
+    "ND": "North Dakota",
+    "OH": "Ohio",
+    "OK": "Oklahoma",
+    "OR": "Oregon",
+    "PA": "Pennsylvania",
+    "RI": "Rhode Island",
+    "SC": "South Carolina",
+    "SD": "South Dakota",
+    "TN": "Tennessee",
+    "TX": "Texas",
+    "UT": "Utah",
+    "VT": "Vermont",
+    "VA": "Virginia",
+    "WA": "Washington",
+    "WV": "West Virginia",
+    "WI": "Wisconsin",
+    "WY": "Wyoming",
+    "PR": "Puerto Rico",
 }
 EU_MEMBERS = {
-    "AT": "Austria", "BE": "Belgium", "BG": "Bulgaria", "HR": "Croatia", "CY": "Cyprus",
-    "CZ": "Czechia", "DK": "Denmark", "EE": "Estonia", "FI": "Finland", "FR": "France",
-    "DE": "Germany", "GR": "Greece", "HU": "Hungary", "IE": "Ireland", "IT": "Italy",
-    "LV": "Latvia", "LT": "Lithuania", "LU": "Luxembourg", "MT": "Malta", "NL": "Netherlands",
-    "PL": "Poland", "PT": "Portugal", "RO": "Romania", "SK": "Slovakia", "SI": "Slovenia",
-    "ES": "Spain", "SE": "Sweden",
+    "AT": "Austria",
+    "BE": "Belgium",
+    "BG": "Bulgaria",
+    "HR": "Croatia",
+    "CY": "Cyprus",
+    "CZ": "Czechia",
+    "DK": "Denmark",
+    "EE": "Estonia",
+    "FI": "Finland",
+    "FR": "France",
+    "DE": "Germany",
+    "GR": "Greece",
+    "HU": "Hungary",
+    "IE": "Ireland",
+    "IT": "Italy",
+    "LV": "Latvia",
+    "LT": "Lithuania",
+    "LU": "Luxembourg",
+    "MT": "Malta",
+    "NL": "Netherlands",
+    "PL": "Poland",
+    "PT": "Portugal",
+    "RO": "Romania",
+    "SK": "Slovakia",
+    "SI": "Slovenia",
+    "ES": "Spain",
+    "SE": "Sweden",
 }
 _COUNTRY_ALIASES = {
-    "US": "US", "USA": "US", "UNITEDSTATES": "US", "UNITEDSTATESOFAMERICA": "US", "AMERICA": "US",
-    "GB": "GB", "UK": "GB", "UNITEDKINGDOM": "GB", "GREATBRITAIN": "GB", "ENGLAND": "GB",
-    "SCOTLAND": "GB", "WALES": "GB", "NORTHERNIRELAND": "GB",
-    "CA": "CA", "CAN": "CA", "CANADA": "CA",
-    "AU": "AU", "AUS": "AU", "AUSTRALIA": "AU",
-    "PR": "PR", "PUERTORICO": "PR", "EL": "GR", "CZECHREPUBLIC": "CZ", "HOLLAND": "NL",
-    "DEUTSCHLAND": "DE", "ESPANA": "ES", "ITALIA": "IT",
+    "US": "US",
+    "USA": "US",
+    "UNITEDSTATES": "US",
+    "UNITEDSTATESOFAMERICA": "US",
+    "AMERICA": "US",
+    "GB": "GB",
+    "UK": "GB",
+    "UNITEDKINGDOM": "GB",
+    "GREATBRITAIN": "GB",
+    "ENGLAND": "GB",
+    "SCOTLAND": "GB",
+    "WALES": "GB",
+    "NORTHERNIRELAND": "GB",
+    "CA": "CA",
+    "CAN": "CA",
+    "CANADA": "CA",
+    "AU": "AU",
+    "AUS": "AU",
+    "AUSTRALIA": "AU",
+    "PR": "PR",
+    "PUERTORICO": "PR",
+    "EL": "GR",
+    "CZECHREPUBLIC": "CZ",
+    "HOLLAND": "NL",
+    "DEUTSCHLAND": "DE",
+    "ESPANA": "ES",
+    "ITALIA": "IT",
 }
 _COUNTRY_ALIASES.update({name.upper().replace(" ", ""): iso for iso, name in EU_MEMBERS.items()})
 _COUNTRY_ALIASES.update({iso: iso for iso in EU_MEMBERS})
 _STATE_ALIASES = {name.upper().replace(" ", ""): abbr for abbr, name in US_STATES.items()}
 _STATE_ALIASES.update({abbr: abbr for abbr in US_STATES})
-_STATE_ALIASES.update({"WASHINGTONDC": "DC", "DISTRICTOFCOLUMBIA": "DC", "CALIF": "CA",
-                       "MASS": "MA"})
+_STATE_ALIASES.update(
+    {"WASHINGTONDC": "DC", "DISTRICTOFCOLUMBIA": "DC", "CALIF": "CA", "MASS": "MA"}
+)
 
 
 def _squash(value: str | None) -> str:

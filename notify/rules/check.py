@@ -84,9 +84,14 @@ class JurisdictionCheck:
             "residents": self.residents.total,
             "notice_deadline": self.notice_deadline.isoformat() if self.notice_deadline else None,
             "days_left": self.days_left,
-            "regulators": [{"name": r.name, "required": r.required,
-                            "due": r.due.isoformat() if r.due else None}
-                           for r in self.regulators],
+            "regulators": [
+                {
+                    "name": r.name,
+                    "required": r.required,
+                    "due": r.due.isoformat() if r.due else None,
+                }
+                for r in self.regulators
+            ],
             "monitoring_months_required": self.monitoring_months_required,
             "variant": self.variant,
             "problems": self.problems,
@@ -108,8 +113,11 @@ class RulesReport:
 
     def as_json(self) -> dict[str, Any]:
         """``{"campaign", "as_of", "jurisdictions": [...]}``."""
-        return {"campaign": self.campaign, "as_of": self.as_of.isoformat(),
-                "jurisdictions": [j.as_json() for j in self.jurisdictions]}
+        return {
+            "campaign": self.campaign,
+            "as_of": self.as_of.isoformat(),
+            "jurisdictions": [j.as_json() for j in self.jurisdictions],
+        }
 
 
 # --- dates ----------------------------------------------------------------------------------
@@ -137,8 +145,10 @@ def _base(config: CampaignConfig, counted_from: str | None) -> tuple[date | None
         if determined:
             return determined, None
         if discovered:
-            return discovered, ("determined_date is not set: the deadline counts from "
-                                "discovered_date (the earliest it can be)")
+            return discovered, (
+                "determined_date is not set: the deadline counts from "
+                "discovered_date (the earliest it can be)"
+            )
     return discovered, None
 
 
@@ -160,8 +170,10 @@ def notice_deadline(rules: Jurisdiction, config: CampaignConfig) -> tuple[date |
         notes.append(note)
     discovered = _date(config.discovered_date) or base
     if rules.notice_effective and discovered < rules.notice_effective:
-        notes.append(f"the {rules.notice_days}-day deadline applies to breaches discovered from "
-                     f"{rules.notice_effective.isoformat()}; before: {rules.notice_standard}")
+        notes.append(
+            f"the {rules.notice_days}-day deadline applies to breaches discovered from "
+            f"{rules.notice_effective.isoformat()}; before: {rules.notice_standard}"
+        )
         return None, notes
     deadline = base + timedelta(days=rules.notice_days)
     delay = _date(config.law_enforcement_delay_until)
@@ -171,8 +183,9 @@ def notice_deadline(rules: Jurisdiction, config: CampaignConfig) -> tuple[date |
     return deadline, notes
 
 
-def regulator_due(reg: Regulator, config: CampaignConfig, deadline: date | None,
-                  first_notice: date | None) -> date | None:
+def regulator_due(
+    reg: Regulator, config: CampaignConfig, deadline: date | None, first_notice: date | None
+) -> date | None:
     """When a regulator notice is due (None: no fixed time, e.g. "as soon as practicable").
 
     Relative to the consumer notice: the day the first resident was sent one, else the notice
@@ -196,8 +209,9 @@ def regulator_due(reg: Regulator, config: CampaignConfig, deadline: date | None,
     return base + timedelta(days=reg.days or 0)
 
 
-def _regulators(rules: Jurisdiction, config: CampaignConfig, residents: Residents,
-                deadline: date | None) -> tuple[list[RegulatorDue], list[str]]:
+def _regulators(
+    rules: Jurisdiction, config: CampaignConfig, residents: Residents, deadline: date | None
+) -> tuple[list[RegulatorDue], list[str]]:
     dues: list[RegulatorDue] = []
     notes: list[str] = []
     discovered = _date(config.discovered_date)
@@ -207,12 +221,19 @@ def _regulators(rules: Jurisdiction, config: CampaignConfig, residents: Resident
         if reg.effective and discovered and discovered < reg.effective:
             required = False
             notes.append(f"{reg.name}: applies to breaches from {reg.effective.isoformat()}")
-        dues.append(RegulatorDue(reg.name, required,
-                                 regulator_due(reg, config, deadline, residents.first_notice),
-                                 reg.wants, reg.before))
+        dues.append(
+            RegulatorDue(
+                reg.name,
+                required,
+                regulator_due(reg, config, deadline, residents.first_notice),
+                reg.wants,
+                reg.before,
+            )
+        )
     if rules.cra_threshold is not None:
-        dues.append(RegulatorDue(CRA_NAME, residents.total >= rules.cra_threshold, None,
-                                 rules.cra_note))
+        dues.append(
+            RegulatorDue(CRA_NAME, residents.total >= rules.cra_threshold, None, rules.cra_note)
+        )
     elif not rules.cra_known:
         notes.append(f"consumer reporting agencies: threshold not determined ({rules.cra_note})")
     return dues, notes
@@ -221,8 +242,9 @@ def _regulators(rules: Jurisdiction, config: CampaignConfig, residents: Resident
 # --- the campaign's residents ----------------------------------------------------------------
 
 
-def residents_by_jurisdiction(session: Session, campaign: Campaign,
-                              config: CampaignConfig | None = None) -> dict[str, Residents]:
+def residents_by_jurisdiction(
+    session: Session, campaign: Campaign, config: CampaignConfig | None = None
+) -> dict[str, Residents]:
     """Contacts counted by jurisdiction code (``unknown`` for no usable country or state),
     plus ``US-HIPAA`` for every contact when the campaign's regimes include HIPAA.
 
@@ -230,12 +252,16 @@ def residents_by_jurisdiction(session: Session, campaign: Campaign,
     the number of contacts.
     """
     config = config or config_of(campaign)
-    notified = exists().where(and_(Message.contact_id == Contact.id,
-                                   Message.sent_at.is_not(None)))
+    notified = exists().where(and_(Message.contact_id == Contact.id, Message.sent_at.is_not(None)))
     rows = session.execute(
-        select(Contact.country, Contact.state, Contact.exposures, func.count(),
-               func.sum(case((notified, 1), else_=0)),
-               func.sum(case((ContactReach.reached_n > 0, 1), else_=0)))
+        select(
+            Contact.country,
+            Contact.state,
+            Contact.exposures,
+            func.count(),
+            func.sum(case((notified, 1), else_=0)),
+            func.sum(case((ContactReach.reached_n > 0, 1), else_=0)),
+        )
         .outerjoin(ContactReach, ContactReach.contact_id == Contact.id)
         .where(Contact.campaign_id == campaign.id)
         .group_by(Contact.country, Contact.state, Contact.exposures)
@@ -257,13 +283,16 @@ def residents_by_jurisdiction(session: Session, campaign: Campaign,
     firsts = session.execute(
         select(Contact.country, Contact.state, func.min(Message.sent_at))
         .join(Message, Message.contact_id == Contact.id)
-        .where(Contact.campaign_id == campaign.id, Message.notice == "notice",
-               Message.sent_at.is_not(None))
+        .where(
+            Contact.campaign_id == campaign.id,
+            Message.notice == "notice",
+            Message.sent_at.is_not(None),
+        )
         .group_by(Contact.country, Contact.state)
     )
     for country, state, first in firsts:
         code = rules_mod.residence(country, state)
-        for target in ([code, "US-HIPAA"] if hipaa else [code]):
+        for target in [code, "US-HIPAA"] if hipaa else [code]:
             if target in found and first is not None:
                 day = first.date()
                 res = found[target]
@@ -275,8 +304,11 @@ def variant_problems(session: Session, campaign: Campaign, notices) -> list[str]
     """What ``templates check --campaign`` adds: every notice variant the campaign's contacts
     need (jurisdiction x exposures), rendered and checked against its content rules."""
     residents = residents_by_jurisdiction(session, campaign)
-    needs = {code: set(res.combos) for code, res in residents.items()
-             if rules_mod.get(code) is not None and code != "US-HIPAA"}
+    needs = {
+        code: set(res.combos)
+        for code, res in residents.items()
+        if rules_mod.get(code) is not None and code != "US-HIPAA"
+    }
     found = verify_notices(notices, needs)
     return [problem for code in sorted(found) for problem in found[code]]
 
@@ -285,8 +317,9 @@ def _order(code: str) -> tuple[int, str]:
     return (2 if code == UNKNOWN else 1 if code not in rules_mod.load_rules() else 0, code)
 
 
-def check_campaign(session: Session, name: str, as_of: date, *,
-                   verify_templates: bool = True) -> RulesReport:
+def check_campaign(
+    session: Session, name: str, as_of: date, *, verify_templates: bool = True
+) -> RulesReport:
     """The rules check of campaign ``name`` on day ``as_of`` (see the module docstring)."""
     campaign = get_campaign(session, name)
     config = config_of(campaign)
@@ -296,19 +329,38 @@ def check_campaign(session: Session, name: str, as_of: date, *,
     if verify_templates:
         from notify.templates import notices_for
 
-        needs = {code: set(res.combos) for code, res in residents.items()
-                 if rules_mod.get(code) is not None and code != "US-HIPAA"}
+        needs = {
+            code: set(res.combos)
+            for code, res in residents.items()
+            if rules_mod.get(code) is not None and code != "US-HIPAA"
+        }
         template_problems = verify_notices(notices_for(session, campaign), needs)
     checks: list[JurisdictionCheck] = []
     for code in sorted(residents, key=_order):
         res = residents[code]
         rules = rules_mod.get(code)
         if rules is None:
-            why = ("no country or state" if code == UNKNOWN
-                   else f"country {code!r} is not in the rules data")
-            checks.append(JurisdictionCheck(
-                code, "", res, None, None, [], 0, 0, "standard", [],
-                [f"{res.total:,} contact(s) with {why}: which law applies cannot be told"], None))
+            why = (
+                "no country or state"
+                if code == UNKNOWN
+                else f"country {code!r} is not in the rules data"
+            )
+            checks.append(
+                JurisdictionCheck(
+                    code,
+                    "",
+                    res,
+                    None,
+                    None,
+                    [],
+                    0,
+                    0,
+                    "standard",
+                    [],
+                    [f"{res.total:,} contact(s) with {why}: which law applies cannot be told"],
+                    None,
+                )
+            )
             continue
         deadline, notes = notice_deadline(rules, config)
         regulators, reg_notes = _regulators(rules, config, res, deadline)
@@ -316,58 +368,91 @@ def check_campaign(session: Session, name: str, as_of: date, *,
         problems: list[str] = []
         days_left = (deadline - as_of).days if deadline else None
         if deadline and days_left is not None and days_left < 0 and res.unreached:
-            problems.append(f"the notice deadline {deadline.isoformat()} has passed and "
-                            f"{res.unreached:,} resident(s) are not reached (export them with "
-                            f"notify export unreached for postal or substitute notice)")
+            problems.append(
+                f"the notice deadline {deadline.isoformat()} has passed and "
+                f"{res.unreached:,} resident(s) are not reached (export them with "
+                f"notify export unreached for postal or substitute notice)"
+            )
         required = rules.monitoring_months if res.identity else 0
         if required and not offered:
-            problems.append(f"{res.identity:,} resident(s) with identity data exposed must be "
-                            f"offered {required} months of free credit monitoring "
-                            f"({rules.monitoring_when}); the campaign sets no credit_monitoring")
-        variant_problems = [p for p in template_problems.get(code, [])
-                            if "credit monitoring" not in p or offered]
+            problems.append(
+                f"{res.identity:,} resident(s) with identity data exposed must be "
+                f"offered {required} months of free credit monitoring "
+                f"({rules.monitoring_when}); the campaign sets no credit_monitoring"
+            )
+        variant_problems = [
+            p for p in template_problems.get(code, []) if "credit monitoring" not in p or offered
+        ]
         problems += variant_problems
         variants = sorted({variant_name(code, kinds) for kinds in res.combos})
-        checks.append(JurisdictionCheck(
-            code=code, name=rules.name, residents=res, notice_deadline=deadline,
-            days_left=days_left, regulators=regulators, monitoring_months_required=required,
-            monitoring_months_offered=max(offered, required) if offered and required else offered,
-            variant="+".join(variants), problems=problems, notes=notes, rules=rules,
-            templates_ok=not variant_problems))
+        checks.append(
+            JurisdictionCheck(
+                code=code,
+                name=rules.name,
+                residents=res,
+                notice_deadline=deadline,
+                days_left=days_left,
+                regulators=regulators,
+                monitoring_months_required=required,
+                monitoring_months_offered=max(offered, required)
+                if offered and required
+                else offered,
+                variant="+".join(variants),
+                problems=problems,
+                notes=notes,
+                rules=rules,
+                templates_ok=not variant_problems,
+            )
+        )
     return RulesReport(campaign=name, as_of=as_of, jurisdictions=checks)
 
 
 def format_report(report: RulesReport) -> list[str]:
     """The human form of the rules check, one line per fact."""
-    lines = [f"Rules check of {report.campaign} as of {report.as_of.isoformat()} "
-             "(not legal advice: see docs/compliance.md)"]
+    lines = [
+        f"Rules check of {report.campaign} as of {report.as_of.isoformat()} "
+        "(not legal advice: see docs/compliance.md)"
+    ]
     if not report.jurisdictions:
         lines.append("  no contacts yet")
     for j in report.jurisdictions:
         res = j.residents
         title = f"{j.code} {j.name}".strip()
         lines.append("")
-        lines.append(f"{title}: {res.total:,} resident(s), {res.reached:,} reached, "
-                     f"{res.unreached:,} not reached"
-                     + (f" [confidence: {j.rules.confidence}]" if j.rules else ""))
+        lines.append(
+            f"{title}: {res.total:,} resident(s), {res.reached:,} reached, "
+            f"{res.unreached:,} not reached"
+            + (f" [confidence: {j.rules.confidence}]" if j.rules else "")
+        )
         if j.rules:
             if j.notice_deadline and j.days_left is not None:
-                left = (f"{j.days_left} day(s) left" if j.days_left >= 0
-                        else f"{-j.days_left} day(s) ago")
+                left = (
+                    f"{j.days_left} day(s) left"
+                    if j.days_left >= 0
+                    else f"{-j.days_left} day(s) ago"
+                )
                 lines.append(f"  notice deadline: {j.notice_deadline.isoformat()} ({left})")
             else:
                 lines.append(f"  notice deadline: no fixed date: {j.rules.notice_standard}")
             for reg in j.regulators:
                 state = "required" if reg.required else "not required (below threshold)"
                 due = f", due {reg.due.isoformat()}" if reg.due and reg.required else ""
-                before = ", before the consumer notice" if reg.before_consumer_notice and \
-                    reg.required else ""
+                before = (
+                    ", before the consumer notice"
+                    if reg.before_consumer_notice and reg.required
+                    else ""
+                )
                 lines.append(f"  {reg.name}: {state}{due}{before}")
             if j.monitoring_months_required:
-                lines.append(f"  credit monitoring: {j.monitoring_months_required} months "
-                             f"required, {j.monitoring_months_offered or 'none'} offered")
-            meets = ("the campaign's notices meet it" if j.templates_ok
-                     else "the campaign's notices do NOT meet it")
+                lines.append(
+                    f"  credit monitoring: {j.monitoring_months_required} months "
+                    f"required, {j.monitoring_months_offered or 'none'} offered"
+                )
+            meets = (
+                "the campaign's notices meet it"
+                if j.templates_ok
+                else "the campaign's notices do NOT meet it"
+            )
             lines.append(f"  notice variant: {j.variant} ({meets})")
         for note in j.notes:
             lines.append(f"  note: {note}")

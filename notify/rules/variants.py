@@ -23,13 +23,20 @@ POLICE_REPORT = "police report"
 SECURITY_FREEZE = "security freeze"
 NO_CHARGE = "no charge"
 CA_TITLE = "Notice of Data Breach"
-CA_HEADINGS = ("What Happened", "What Information Was Involved", "What We Are Doing",
-               "What You Can Do", "For More Information")
+CA_HEADINGS = (
+    "What Happened",
+    "What Information Was Involved",
+    "What We Are Doing",
+    "What You Can Do",
+    "For More Information",
+)
 CREDENTIALS_DIRECTIVE = "change your password"
 # "1,234 Illinois residents", "12 residents of Massachusetts", "affected 345 customers"
 _COUNT_PHRASE = re.compile(
     r"\b\d[\d,.]*\s+(?:[A-Z][a-z]+\s+){0,2}(?:residents?|customers?|individuals?|people|persons?"
-    r"|consumers?|accounts?)\b", re.I)
+    r"|consumers?|accounts?)\b",
+    re.I,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,45 +105,66 @@ def verify(rules: NoticeRules, text: str, *, description: str = "") -> list[str]
     found: list[str] = []
     name = rules.name or rules.code
     if rules.omit_nature and description.strip() and _has(text, description.strip()[:80]):
-        found.append(f"{name} notices must not describe the nature of the breach, but this one "
-                     "includes the campaign description")
+        found.append(
+            f"{name} notices must not describe the nature of the breach, but this one "
+            "includes the campaign description"
+        )
     if rules.omit_count:
         phrase = _COUNT_PHRASE.search(" ".join(text.split()))
         if phrase:
-            found.append(f"{name} notices must not state the number of residents affected, "
-                         f"but this one says {phrase.group(0)!r}")
+            found.append(
+                f"{name} notices must not state the number of residents affected, "
+                f"but this one says {phrase.group(0)!r}"
+            )
     if rules.police_report and not _has(text, POLICE_REPORT):
-        found.append(f"{name} notices must tell the resident of the right to obtain a police "
-                     f"report (no {POLICE_REPORT!r} in it)")
+        found.append(
+            f"{name} notices must tell the resident of the right to obtain a police "
+            f"report (no {POLICE_REPORT!r} in it)"
+        )
     if rules.free_freeze and not (_has(text, SECURITY_FREEZE) and _has(text, NO_CHARGE)):
-        found.append(f"{name} notices must explain how to request a security freeze and that "
-                     f"there is no charge for it (needs {SECURITY_FREEZE!r} and {NO_CHARGE!r})")
+        found.append(
+            f"{name} notices must explain how to request a security freeze and that "
+            f"there is no charge for it (needs {SECURITY_FREEZE!r} and {NO_CHARGE!r})"
+        )
     if rules.variant == "US-CA":
         if rules.credentials_form:
             if not _has(text, CREDENTIALS_DIRECTIVE):
-                found.append(f"{name} credentials-only notices must direct the person to "
-                             f"change the password ({CREDENTIALS_DIRECTIVE!r})")
+                found.append(
+                    f"{name} credentials-only notices must direct the person to "
+                    f"change the password ({CREDENTIALS_DIRECTIVE!r})"
+                )
         else:
             missing = [h for h in (CA_TITLE, *CA_HEADINGS) if not _has(text, h)]
             if missing:
-                found.append(f"{name} notices need the title and headings of Civ. Code "
-                             f"1798.82; missing {missing[0]!r}")
+                found.append(
+                    f"{name} notices need the title and headings of Civ. Code "
+                    f"1798.82; missing {missing[0]!r}"
+                )
     if rules.monitoring_required:
         months = rules.monitoring_months
         if months < rules.monitoring_required:
-            found.append(f"{name} requires {rules.monitoring_required} months of free credit "
-                         f"monitoring for identity data; the campaign offers "
-                         f"{months or 'none'} (set credit_monitoring in the campaign file)")
+            found.append(
+                f"{name} requires {rules.monitoring_required} months of free credit "
+                f"monitoring for identity data; the campaign offers "
+                f"{months or 'none'} (set credit_monitoring in the campaign file)"
+            )
         elif not re.search(rf"\b{months}[- ]months?\b", text, re.I):
-            found.append(f"{name} requires {rules.monitoring_required} months of credit "
-                         f"monitoring, but the notice does not offer \"{months} months\"")
+            found.append(
+                f"{name} requires {rules.monitoring_required} months of credit "
+                f'monitoring, but the notice does not offer "{months} months"'
+            )
     return found
 
 
 # --- checking what a campaign's contacts will get -----------------------------------------
 
-_SAMPLE_RESIDENCE = {"EU": ("FR", None), "GB": ("GB", None), "CA": ("CA", None),
-                     "AU": ("AU", None), "US-HIPAA": ("US", None)}
+_SAMPLE_RESIDENCE = {
+    "EU": ("FR", None),
+    "GB": ("GB", None),
+    "CA": ("CA", None),
+    "AU": ("AU", None),
+    "US-HIPAA": ("US", None),
+}
 _TAGS = re.compile(r"<[^>]+>")
 
 
@@ -170,12 +198,21 @@ def verify_notices(notices, needs: dict[str, set[tuple[str, ...]]]) -> dict[str,
         country, state = sample_residence(code)
         problems: list[str] = []
         for kinds in sorted(combos):
-            view = ContactView(key="sample-0001", name="Alex Sample", email="alex@example.com",
-                               phone="+14155550123", exposures=list(kinds), extra={},
-                               country=country, state=state, enrollment_code="SAMPLE-CODE")
+            view = ContactView(
+                key="sample-0001",
+                name="Alex Sample",
+                email="alex@example.com",
+                phone="+14155550123",
+                exposures=list(kinds),
+                extra={},
+                country=country,
+                state=state,
+                enrollment_code="SAMPLE-CODE",
+            )
             reset = link if "passwords" in kinds else None
-            rules = notice_rules(code, tuple(kinds), int((config.credit_monitoring or {})
-                                                         .get("months") or 0))
+            rules = notice_rules(
+                code, tuple(kinds), int((config.credit_monitoring or {}).get("months") or 0)
+            )
             where = f"[{variant_name(code, tuple(kinds))}, {'+'.join(kinds)}]"
             bodies: list[tuple[str, str]] = []
             try:
@@ -189,9 +226,15 @@ def verify_notices(notices, needs: dict[str, set[tuple[str, ...]]]) -> dict[str,
                 continue
             for part, body in bodies:
                 if part == "SMS":  # a short pointer to the full notice: only what it must not say
-                    checks = NoticeRules(**{**_fields(rules), "police_report": False,
-                                            "free_freeze": False, "monitoring_required": 0,
-                                            "variant": "standard"})
+                    checks = NoticeRules(
+                        **{
+                            **_fields(rules),
+                            "police_report": False,
+                            "free_freeze": False,
+                            "monitoring_required": 0,
+                            "variant": "standard",
+                        }
+                    )
                 else:
                     checks = rules
                 for problem in verify(checks, body, description=config.description):

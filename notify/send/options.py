@@ -97,8 +97,11 @@ class SendSummary:
 
     def count(self, outcome: str, channel: str | None = None) -> int:
         """How many messages of this run ended in ``outcome`` (sent, failed, retry, ...)."""
-        return sum(n for (ch, out), n in self.done.items()
-                   if out == outcome and (channel is None or ch == channel))
+        return sum(
+            n
+            for (ch, out), n in self.done.items()
+            if out == outcome and (channel is None or ch == channel)
+        )
 
     def lines(self) -> list[str]:
         """Printable summary, one line per channel plus a headline."""
@@ -107,8 +110,10 @@ class SendSummary:
             head = "Interrupted; in-flight messages were recorded. Run again to resume"
         out = [f"{head}: campaign {self.campaign} in {self.elapsed:.1f}s."]
         if not self.totals:  # a bare headline read as if something had been sent
-            out.append(f"  no messages: the campaign has no contacts yet (import them with: "
-                       f"notify contacts import FILE --campaign {self.campaign})")
+            out.append(
+                f"  no messages: the campaign has no contacts yet (import them with: "
+                f"notify contacts import FILE --campaign {self.campaign})"
+            )
         for channel in sorted(self.totals):
             if self.dry_run:
                 out.append(f"  {channel}: {self.dry_run_text(channel)}")
@@ -116,8 +121,11 @@ class SendSummary:
             statuses = self.totals[channel]
             total = sum(statuses.values())
             parts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-            run = ", ".join(f"{n} {RUN_WORDS.get(out, out)}"
-                            for (ch, out), n in sorted(self.done.items()) if ch == channel)
+            run = ", ".join(
+                f"{n} {RUN_WORDS.get(out, out)}"
+                for (ch, out), n in sorted(self.done.items())
+                if ch == channel
+            )
             out.append(f"  {channel}: {total} messages ({parts}); this run: {run or 'nothing'}")
         return out
 
@@ -132,8 +140,11 @@ class SendSummary:
         for reason, n in self.skipped.get(channel, {}).items():
             reasons[SKIP_WORDS.get(reason, reason)] += n
         parts += [f"{n:,} skipped ({reason})" for reason, n in sorted(reasons.items())]
-        ended = sum(n for s, n in statuses.items()
-                    if s not in REACHED_STATUSES and s not in (*IN_FLIGHT_STATUSES, Status.SKIPPED))
+        ended = sum(
+            n
+            for s, n in statuses.items()
+            if s not in REACHED_STATUSES and s not in (*IN_FLIGHT_STATUSES, Status.SKIPPED)
+        )
         if ended:
             parts.append(f"{ended:,} failed earlier")
         return ", ".join(parts)

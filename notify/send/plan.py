@@ -63,8 +63,11 @@ def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions
         verp_key = verp.key(session) if config.bounce_address else None
     problems = notices.check()
     if problems:
-        more = f" (and {len(problems) - 1} more; see notify templates check)" \
-            if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more; see notify templates check)"
+            if len(problems) > 1
+            else ""
+        )
         raise NotifyError(f"templates: {problems[0]}{more}")
     channels = _channels(config, options)
     return Job(
@@ -76,10 +79,10 @@ def load_job(engine: Engine, settings: Settings, name: str, options: SendOptions
         # outbox (unless asked for).
         transports={channel: settings.transport(channel) for channel in channels},
         rates={
-            "email": config.throttle.email_per_second if options.email_rate is None
+            "email": config.throttle.email_per_second
+            if options.email_rate is None
             else options.email_rate,
-            "sms": config.throttle.sms_per_second if options.sms_rate is None
-            else options.sms_rate,
+            "sms": config.throttle.sms_per_second if options.sms_rate is None else options.sms_rate,
         },
         concurrency=options.concurrency or config.throttle.concurrency,
         max_attempts=config.throttle.max_attempts,
@@ -97,9 +100,11 @@ def _channels(config: CampaignConfig, options: SendOptions) -> tuple[str, ...]:
             raise NotifyError(f"--channel: {unknown[0]!r} is not email, sms or all")
         wanted = [c for c in wanted if c in options.channels]
         if not wanted:
-            raise NotifyError(f"--channel {','.join(options.channels)}: the campaign "
-                              f"{config.name} does not use it (channels: "
-                              f"{', '.join(config.channels)})")
+            raise NotifyError(
+                f"--channel {','.join(options.channels)}: the campaign "
+                f"{config.name} does not use it (channels: "
+                f"{', '.join(config.channels)})"
+            )
     return tuple(wanted)
 
 
@@ -142,8 +147,9 @@ def _ensure_resets(session: Session, campaign: Campaign) -> None:
     reset_tokens.ensure_resets(session, campaign)
 
 
-def pending_counts(engine: Engine, settings: Settings, name: str,
-                   options: SendOptions) -> dict[str, int]:
+def pending_counts(
+    engine: Engine, settings: Settings, name: str, options: SendOptions
+) -> dict[str, int]:
     """How many messages a send would attempt now, by channel (plans, then rolls back)."""
     job = load_job(engine, settings, name, options)
     session = Session(engine)

@@ -124,14 +124,14 @@ HELD_BACK_POLL = 0.2
 class Runner:
     """One worker's run over one campaign: a pipeline per channel."""
 
-    def __init__(self, engine: Engine, settings: Settings, job: Job, options: SendOptions
-                 ) -> None:
+    def __init__(self, engine: Engine, settings: Settings, job: Job, options: SendOptions) -> None:
         self.engine = engine
         self.settings = settings
         self.job = job
         self.options = options
         self.worker = options.worker_id or (
-            f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+            f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
         self.summary = SendSummary(campaign=job.campaign.name)
         self.stop = asyncio.Event()
         self.claimed = 0
@@ -171,27 +171,39 @@ class Runner:
             stack.push_async_callback(asyncio.to_thread, self.recorder.close)
             messengers: dict[str, Messenger] = {}
             for ch in self.job.channels:
-                messengers[ch] = make_messenger(ch, self.settings, self.job.config,
-                                                self.job.concurrency,
-                                                timeout=self.options.provider_timeout)
+                messengers[ch] = make_messenger(
+                    ch,
+                    self.settings,
+                    self.job.config,
+                    self.job.concurrency,
+                    timeout=self.options.provider_timeout,
+                )
                 stack.push_async_callback(messengers[ch].close)
             stack.callback(asyncio.create_task(self._heartbeat()).cancel)
             low, high = self.options.outage_backoff
             self.outages = {
-                ch: ChannelOutage(ch, messengers[ch].provider, backoff_min=low,
-                                  backoff_max=high, max_outage=self.options.max_outage,
-                                  on_start=self._outage_started, on_end=self._outage_ended)
+                ch: ChannelOutage(
+                    ch,
+                    messengers[ch].provider,
+                    backoff_min=low,
+                    backoff_max=high,
+                    max_outage=self.options.max_outage,
+                    on_start=self._outage_started,
+                    on_end=self._outage_ended,
+                )
                 for ch in self.job.channels
             }
             if self.observer is not None:
                 stack.callback(self.observer.end)
                 totals = await asyncio.to_thread(_totals_to_send, self)
-                self.observer.begin(totals, {ch: self.job.rates.get(ch) or None
-                                             for ch in self.job.channels})
+                self.observer.begin(
+                    totals, {ch: self.job.rates.get(ch) or None for ch in self.job.channels}
+                )
             stack.callback(asyncio.create_task(self._tick()).cancel)
             outcomes = await asyncio.gather(
                 *(self._pipeline(ch, messengers[ch]) for ch in self.job.channels),
-                return_exceptions=True)  # the teardown runs only once all have ended
+                return_exceptions=True,
+            )  # the teardown runs only once all have ended
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     self._fail(outcome)
@@ -221,14 +233,13 @@ class Runner:
         ahead = self._ahead(channel, n_consumers)
         # Prepared messages are committed `sending`, in flight: keep only a few waiting.
         ready: asyncio.Queue[_Ready | None] = asyncio.Queue(maxsize=ahead)
-        throttle = Throttle(self.engine, self.job.campaign.id, channel,
-                            self.job.rates.get(channel))
-        preparer = asyncio.create_task(self._prepare(channel, claimed, ready, n_consumers,
-                                                     ahead))
+        throttle = Throttle(self.engine, self.job.campaign.id, channel, self.job.rates.get(channel))
+        preparer = asyncio.create_task(self._prepare(channel, claimed, ready, n_consumers, ahead))
         outage = self.outages[channel]
-        consumers = [asyncio.create_task(self._consume(claimed, ready, messenger, throttle,
-                                                       outage))
-                     for _ in range(n_consumers)]
+        consumers = [
+            asyncio.create_task(self._consume(claimed, ready, messenger, throttle, outage))
+            for _ in range(n_consumers)
+        ]
         try:
             await self._produce(channel, claimed)
         except Exception as exc:  # e.g. a claim the database refused: stop every channel
@@ -266,8 +277,13 @@ class Runner:
     def _fallback_may_come(self, channel: str) -> bool:
         """True while the email pipeline runs and its failures may still queue SMS."""
         config = self.job.config
-        return (channel == "sms" and config.fallback == "sms" and "sms" not in config.channels
-                and "email" in self.job.channels and "email" not in self.finished)
+        return (
+            channel == "sms"
+            and config.fallback == "sms"
+            and "sms" not in config.channels
+            and "email" in self.job.channels
+            and "email" not in self.finished
+        )
 
     async def _produce(self, channel: str, queue: asyncio.Queue) -> None:
         size = self._batch_size(channel)
@@ -281,16 +297,24 @@ class Runner:
                 continue
             want = size if remaining is None else min(size, remaining)
             batch = await asyncio.to_thread(
-                claim, self.engine, self.job.campaign.id, channel, self.worker, want,
-                self.options.lease_seconds, self.options.notice)
+                claim,
+                self.engine,
+                self.job.campaign.id,
+                channel,
+                self.worker,
+                want,
+                self.options.lease_seconds,
+                self.options.notice,
+            )
             if batch:
                 self.claimed += len(batch)
                 for item in batch:
                     queue.put_nowait(item)
                 continue
             await queue.join()
-            wait = await asyncio.to_thread(outstanding, self.engine, self.job.campaign.id,
-                                           channel, self.options.notice)
+            wait = await asyncio.to_thread(
+                outstanding, self.engine, self.job.campaign.id, channel, self.options.notice
+            )
             if wait is None:
                 if not self._fallback_may_come(channel):
                     return
@@ -300,8 +324,14 @@ class Runner:
             except TimeoutError:
                 pass
 
-    async def _prepare(self, channel: str, claimed: asyncio.Queue, ready: asyncio.Queue,
-                       n_consumers: int, ahead: int) -> None:
+    async def _prepare(
+        self,
+        channel: str,
+        claimed: asyncio.Queue,
+        ready: asyncio.Queue,
+        n_consumers: int,
+        ahead: int,
+    ) -> None:
         """Begin and render claimed messages in small groups; queue them for the consumers.
 
         Ends (telling every consumer to end) at the producer's end-of-work marker. Once the
@@ -331,7 +361,7 @@ class Runner:
                     items = []
                 elif items:
                     group = items[:1] if probe is not None else items
-                    items = items[len(group):]
+                    items = items[len(group) :]
                     try:
                         await self._prepare_group(group, claimed, ready, probe)
                     except Exception as exc:
@@ -386,8 +416,13 @@ class Runner:
             if expired is not None:
                 self._give_up(expired)
 
-    async def _prepare_group(self, items: list[Item], claimed: asyncio.Queue,
-                             ready: asyncio.Queue, probe: int | None = None) -> None:
+    async def _prepare_group(
+        self,
+        items: list[Item],
+        claimed: asyncio.Queue,
+        ready: asyncio.Queue,
+        probe: int | None = None,
+    ) -> None:
         """Begin and render ``items``; each ends queued for a consumer (which marks it done)
         or marked done here, even when this raises (the producer waits for every one).
 
@@ -434,8 +469,7 @@ class Runner:
             else:
                 drafts.append(draft)
         begun = await self.recorder.batched_all(begin_attempts, [d[1] for d in drafts])
-        for (item, begin, outgoing, content), (ok, token, _at) in zip(drafts, begun,
-                                                                     strict=True):
+        for (item, begin, outgoing, content), (ok, token, _at) in zip(drafts, begun, strict=True):
             if not ok:
                 results[item.id] = None
             elif begin.want_token and token != begin.token:
@@ -445,8 +479,7 @@ class Runner:
                 results[item.id] = _Ready(item, outgoing, content)
         return [results[item.id] for item in items]
 
-    async def _draft(self, item: Item, now: datetime
-                     ) -> tuple[Item, Begin, Outgoing, dict] | None:
+    async def _draft(self, item: Item, now: datetime) -> tuple[Item, Begin, Outgoing, dict] | None:
         """One message rendered for the attempt beginning ``now`` (with a fresh reset link
         when it carries one); None when the template failed (then recorded `failed`)."""
         job = self.job
@@ -466,8 +499,16 @@ class Runner:
             await self.recorder.call(record_failed, job, item, "template", str(exc), {})
             self._done(item, "failed")
             return None
-        begin = Begin(job, item, self.worker, self.options.lease_seconds, want, token,
-                      content["content_sha256"], now)
+        begin = Begin(
+            job,
+            item,
+            self.worker,
+            self.options.lease_seconds,
+            want,
+            token,
+            content["content_sha256"],
+            now,
+        )
         return item, begin, outgoing, content
 
     async def _without_link(self, item: Item) -> _Ready | None:
@@ -482,8 +523,14 @@ class Runner:
         await self.recorder.call(record_content, self.job, item, content["content_sha256"])
         return _Ready(item, outgoing, content)
 
-    async def _consume(self, claimed: asyncio.Queue, ready: asyncio.Queue, messenger,
-                       throttle: Throttle, outage: ChannelOutage) -> None:
+    async def _consume(
+        self,
+        claimed: asyncio.Queue,
+        ready: asyncio.Queue,
+        messenger,
+        throttle: Throttle,
+        outage: ChannelOutage,
+    ) -> None:
         while True:
             prepared = await ready.get()
             if prepared is None:
@@ -499,8 +546,9 @@ class Runner:
                 outage.settle(prepared.probe)  # a probe that got no answer: probe again
                 claimed.task_done()
 
-    async def _deliver(self, ready: _Ready, messenger, throttle: Throttle,
-                       outage: ChannelOutage) -> None:
+    async def _deliver(
+        self, ready: _Ready, messenger, throttle: Throttle, outage: ChannelOutage
+    ) -> None:
         """Reconcile, begin, render and hand over one message (an SMS in doubt)."""
         item = ready.item
         if self.stop.is_set() or outage.hold_back(ready.probe):
@@ -522,8 +570,9 @@ class Runner:
             prepared.probe = ready.probe
             await self._hand_over(prepared, messenger, throttle, outage)
 
-    async def _hand_over(self, prepared: _Ready, messenger, throttle: Throttle,
-                         outage: ChannelOutage) -> None:
+    async def _hand_over(
+        self, prepared: _Ready, messenger, throttle: Throttle, outage: ChannelOutage
+    ) -> None:
         """Push one begun message through its messenger, then record the answer.
 
         A begun message is committed `sending`: it is handed over even while the run is
@@ -564,8 +613,9 @@ class Runner:
             # Wrong credentials or relay setup: every message would fail the same way. Put
             # this one back (due now) and stop the run with the reason.
             back = Result(outcome="retry", error_code="config", error_message=str(exc))
-            await self.recorder.call(record_put_back, job, item, back, content,
-                                     handed_over, False, "retry")
+            await self.recorder.call(
+                record_put_back, job, item, back, content, handed_over, False, "retry"
+            )
             self.fatal = self.fatal or exc
             self.stop.set()
             return
@@ -577,8 +627,9 @@ class Runner:
         if outage.report(result.outage, result.error_message, item.id, prepared.probe):
             # The provider is down: this message goes back unspent (and so do the earlier
             # 5xx answers of the streak that turned out to be an outage).
-            await self.recorder.call(record_put_back, job, item, result, content,
-                                     handed_over, result.in_doubt, "outage")
+            await self.recorder.call(
+                record_put_back, job, item, result, content, handed_over, result.in_doubt, "outage"
+            )
             refund = outage.refund()
             if refund:
                 await self.recorder.call(refund_attempts, job, refund)
@@ -588,8 +639,9 @@ class Runner:
             throttle.pause(result.retry_after or 1.0)
         await self._record(item, result, content)
 
-    async def _slot_unless_held_back(self, throttle: Throttle, outage: ChannelOutage,
-                                     probe: int | None) -> None:
+    async def _slot_unless_held_back(
+        self, throttle: Throttle, outage: ChannelOutage, probe: int | None
+    ) -> None:
         """Wait for a rate slot; raise HeldBack instead when the message is held back while
         it waits (a slow rate would otherwise make every consumer in line wait its slot
         before the run could end). The acquisition is not cancelled (the throttle's shared
@@ -612,25 +664,37 @@ class Runner:
         spending its attempt (an outage, a run given up, or a transport set up wrong)."""
         kind = "outage" if outage.active or isinstance(self.fatal, OutageTooLong) else "retry"
         state = outage.state
-        error = self.fatal if self.fatal is not None else (
-            state.error if state is not None else None)
-        back = Result(outcome="retry", error_code="config" if kind == "retry" else "outage",
-                      error_message=str(error))
-        await self.recorder.call(record_put_back, self.job, prepared.item, back,
-                                 prepared.content, False, False, kind)
+        error = (
+            self.fatal if self.fatal is not None else (state.error if state is not None else None)
+        )
+        back = Result(
+            outcome="retry",
+            error_code="config" if kind == "retry" else "outage",
+            error_message=str(error),
+        )
+        await self.recorder.call(
+            record_put_back, self.job, prepared.item, back, prepared.content, False, False, kind
+        )
 
     async def _adoptable(self, result: Result) -> Result:
         """A timed-out SMS push found at the provider: adopt the first matching SID no row
         holds; when every match belongs to another row, this one is still in doubt."""
-        known = await asyncio.to_thread(known_provider_ids, self.engine,
-                                        list(result.candidates))
+        known = await asyncio.to_thread(known_provider_ids, self.engine, list(result.candidates))
         for sid in result.candidates:
             if sid not in known:
-                return Result("sent", provider_id=sid, provider_status=result.provider_status,
-                              error_message=result.error_message)
-        return Result("retry", error_code="timeout", outage="connection", in_doubt=True,
-                      error_message="timed out; the matching SMS at the provider belongs "
-                                    "to another message")
+                return Result(
+                    "sent",
+                    provider_id=sid,
+                    provider_status=result.provider_status,
+                    error_message=result.error_message,
+                )
+        return Result(
+            "retry",
+            error_code="timeout",
+            outage="connection",
+            in_doubt=True,
+            error_message="timed out; the matching SMS at the provider belongs to another message",
+        )
 
     def _render(self, item: Item, token: str | None) -> tuple[Outgoing, dict]:
         job = self.job
@@ -644,23 +708,32 @@ class Runner:
             raise NotifyError(f"message {item.id} has no address")
         rendered: templates.RenderedEmail | templates.RenderedSms
         if item.channel == "email":
-            rendered = job.notices.render_email(item.view, notice=item.notice,
-                                                reset_url=reset_url)
+            rendered = job.notices.render_email(item.view, notice=item.notice, reset_url=reset_url)
             message_id = mime.message_id_for(job.config, job.campaign.id, item.id)
             # Date = the first attempt, so a re-send after a crash is the same message.
-            data = mime.build_email(job.config, rendered, to, message_id,
-                                    when=item.first_attempt_at or utcnow())
-            outgoing = Outgoing(row_id=item.id, channel="email", to=to, data=data,
-                                message_id=message_id, sender=job.envelope_sender(item.id))
+            data = mime.build_email(
+                job.config, rendered, to, message_id, when=item.first_attempt_at or utcnow()
+            )
+            outgoing = Outgoing(
+                row_id=item.id,
+                channel="email",
+                to=to,
+                data=data,
+                message_id=message_id,
+                sender=job.envelope_sender(item.id),
+            )
             digest = hashlib.sha256(data).hexdigest()
         else:
-            rendered = job.notices.render_sms(item.view, notice=item.notice,
-                                              reset_url=reset_url)
-            outgoing = Outgoing(row_id=item.id, channel="sms", to=to,
-                                body=rendered.text, sender=self.sms_from)
+            rendered = job.notices.render_sms(item.view, notice=item.notice, reset_url=reset_url)
+            outgoing = Outgoing(
+                row_id=item.id, channel="sms", to=to, body=rendered.text, sender=self.sms_from
+            )
             digest = hashlib.sha256(rendered.text.encode()).hexdigest()
-        content = {"template": f"{rendered.template}/{item.notice}",
-                   "template_version": rendered.version, "content_sha256": digest}
+        content = {
+            "template": f"{rendered.template}/{item.notice}",
+            "template_version": rendered.version,
+            "content_sha256": digest,
+        }
         return outgoing, content
 
     async def _record(self, item: Item, result: Result, content: dict) -> None:
@@ -668,15 +741,17 @@ class Runner:
         if result.outcome == "sent":
             provider_id = result.provider_id
             await self.recorder.batched(
-                record_sent, Sent(job, item, provider_id, result.provider_status, content))
+                record_sent, Sent(job, item, provider_id, result.provider_status, content)
+            )
             self._done(item, "sent")
         elif result.outcome == "retry" and item.attempts + 1 < self._attempt_cap(result):
             delay = self._backoff(item.attempts + 1, result.retry_after)
             await self.recorder.call(record_retry, job, item, result, delay, content)
             self._done(item, "retry", final=False)
         else:
-            await self.recorder.call(record_failed, job, item, result.error_code,
-                                     result.error_message, content)
+            await self.recorder.call(
+                record_failed, job, item, result.error_code, result.error_message, content
+            )
             self._done(item, "failed")
 
     def _attempt_cap(self, result: Result) -> int:
@@ -704,18 +779,26 @@ class Runner:
             return False  # nothing on record to prove a match with
         since = min(at for at, _ in proofs) - ADOPT_SKEW
         found = await messenger.find_sent(item.address, since)
-        matching = [f for f in found if f.body is not None and f.created_at is not None
-                    and _proves(f, proofs)]
+        matching = [
+            f
+            for f in found
+            if f.body is not None and f.created_at is not None and _proves(f, proofs)
+        ]
         known = await asyncio.to_thread(
-            known_provider_ids, self.engine, [f.provider_id for f in matching])
-        fresh = sorted((f for f in matching if f.provider_id not in known),
-                       key=lambda f: f.created_at)
+            known_provider_ids, self.engine, [f.provider_id for f in matching]
+        )
+        fresh = sorted(
+            (f for f in matching if f.provider_id not in known), key=lambda f: f.created_at
+        )
         if not fresh:
             return False
         match = fresh[0]
         await self.recorder.batched(
-            record_sent, Sent(self.job, item, match.provider_id, match.status, {}, "reconcile",
-                              match.created_at))
+            record_sent,
+            Sent(
+                self.job, item, match.provider_id, match.status, {}, "reconcile", match.created_at
+            ),
+        )
         self._done(item, "reconciled")
         return True
 
@@ -728,8 +811,7 @@ class Runner:
         while True:
             await asyncio.sleep(self.options.lease_seconds / 3)
             try:
-                await asyncio.to_thread(renew, self.engine, self.worker,
-                                        self.options.lease_seconds)
+                await asyncio.to_thread(renew, self.engine, self.worker, self.options.lease_seconds)
             except Exception:  # a missed renewal is retried; the lease still has time
                 continue
 
@@ -750,16 +832,17 @@ class Runner:
 
     def _request_stop(self) -> None:
         if not self.stop.is_set():
-            print("\nStopping: finishing and recording the messages in flight...",
-                  file=sys.stderr)
+            print("\nStopping: finishing and recording the messages in flight...", file=sys.stderr)
         self.stop.set()
 
 
 def _release_unused(throttle: Throttle) -> Callable[[asyncio.Future], None]:
     """A callback giving back a slot acquired for a message that was held back meanwhile."""
+
     def done(slot: asyncio.Future) -> None:
         if not slot.cancelled() and slot.exception() is None:
             throttle.release()
+
     return done
 
 
@@ -778,8 +861,9 @@ def _proves(found, proofs: list[tuple[datetime, str]]) -> bool:
     over, created at or after that attempt began (less ADOPT_SKEW)."""
     digest = hashlib.sha256(found.body.encode()).hexdigest()
     created = _aware(found.created_at)
-    return any(digest == expected and created >= _aware(began) - ADOPT_SKEW
-               for began, expected in proofs)
+    return any(
+        digest == expected and created >= _aware(began) - ADOPT_SKEW for began, expected in proofs
+    )
 
 
 def _aware(value: datetime) -> datetime:
@@ -789,8 +873,11 @@ def _aware(value: datetime) -> datetime:
 def _in_doubt_sms(item: Item) -> bool:
     """An SMS attempted before (a crash, a lost answer, a retry): the provider may already
     have it. Its attempt count may be 0 (given back after an outage), its status says."""
-    return item.channel == "sms" and item.status == Status.SENDING \
+    return (
+        item.channel == "sms"
+        and item.status == Status.SENDING
         and item.first_attempt_at is not None
+    )
 
 
 async def _take_some(queue: asyncio.Queue, most: int) -> list:
@@ -822,8 +909,9 @@ def _recorder(engine: Engine):
 def _totals_to_send(runner: Runner) -> dict[str, int]:
     """Messages this run is to attempt, per channel (for the observer's progress)."""
     with Session(runner.engine) as session:
-        counts = in_flight_counts(session, runner.job.campaign.id, runner.job.channels,
-                                  runner.options.notice)
+        counts = in_flight_counts(
+            session, runner.job.campaign.id, runner.job.channels, runner.options.notice
+        )
     totals = {ch: counts.get(ch, 0) for ch in runner.job.channels}
     if runner.options.limit is not None:
         left = runner.options.limit
@@ -844,8 +932,9 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
             if options.notice != "reminder":
                 summary.planned = plan(session, job.campaign, job.channels)
                 session.flush()
-            for message, contact in in_flight_messages(session, job.campaign.id, job.channels,
-                                                       options.notice, options.limit):
+            for message, contact in in_flight_messages(
+                session, job.campaign.id, job.channels, options.notice, options.limit
+            ):
                 view = templates.ContactView.from_model(contact)
                 url = placeholder if templates.needs_reset(view) else None
                 if message.channel == "email":
@@ -862,8 +951,9 @@ def _dry_run(engine: Engine, job: Job, options: SendOptions) -> SendSummary:
     return summary
 
 
-async def run_campaign(engine: Engine, settings: Settings, name: str,
-                       options: SendOptions) -> SendSummary:
+async def run_campaign(
+    engine: Engine, settings: Settings, name: str, options: SendOptions
+) -> SendSummary:
     """Plan the campaign's rows and send everything pending (async entry point)."""
     job = await asyncio.to_thread(load_job, engine, settings, name, options)
     if options.dry_run:
@@ -881,8 +971,9 @@ async def run_campaign(engine: Engine, settings: Settings, name: str,
     return summary
 
 
-def send_campaign(engine: Engine, settings: Settings, name: str,
-                  options: SendOptions | None = None) -> SendSummary:
+def send_campaign(
+    engine: Engine, settings: Settings, name: str, options: SendOptions | None = None
+) -> SendSummary:
     """Plan and send a campaign to completion; safe to run again, and in several processes."""
     # The event loop keeps the rate; hand it the GIL within 1 ms of the recorder thread
     # holding it (Python's default, 5 ms, is a whole slot at 200/s).

@@ -53,14 +53,18 @@ if TYPE_CHECKING:
     from notify.send.plan import Job
 
 
-
-def skipped_counts(session: Session, campaign_id: int, channels: tuple[str, ...],
-                   options: SendOptions) -> dict[str, dict[str, int]]:
+def skipped_counts(
+    session: Session, campaign_id: int, channels: tuple[str, ...], options: SendOptions
+) -> dict[str, dict[str, int]]:
     """Skipped messages by channel and reason (of the notices this send covers)."""
     rows = session.execute(
         select(Message.channel, Message.skip_reason, func.count())
-        .where(Message.campaign_id == campaign_id, Message.status == Status.SKIPPED,
-               Message.channel.in_(channels), *notice_filter(options.notice))
+        .where(
+            Message.campaign_id == campaign_id,
+            Message.status == Status.SKIPPED,
+            Message.channel.in_(channels),
+            *notice_filter(options.notice),
+        )
         .group_by(Message.channel, Message.skip_reason)
     )
     counts: dict[str, dict[str, int]] = {}
@@ -117,8 +121,14 @@ def plan_first_notices(session: Session, campaign_id: int, channel: str, now: da
     returns how many rows were created."""
     col = "email" if channel == "email" else "phone"
     reason = "no email address" if channel == "email" else "no phone number"
-    params = {"channel": channel, "campaign_id": campaign_id, "reason": reason,
-              "now": now, "false": False, "true": True}
+    params = {
+        "channel": channel,
+        "campaign_id": campaign_id,
+        "reason": reason,
+        "now": now,
+        "false": False,
+        "true": True,
+    }
     stmt = text(_PLAN_SQL.format(col=col)).bindparams(bindparam("now", type_=UTCDateTime()))
     created = rowcount(session.execute(stmt, params))
     skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
@@ -139,30 +149,46 @@ def hash_anti_joins(session: Session):
         return lambda: None
     before = session.scalar(text("SELECT current_setting('enable_nestloop')"))
     session.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
-    return lambda: session.execute(text("SELECT set_config('enable_nestloop', :v, true)"),
-                                   {"v": before})
+    return lambda: session.execute(
+        text("SELECT set_config('enable_nestloop', :v, true)"), {"v": before}
+    )
 
 
-def in_flight_counts(session: Session, campaign_id: int, channels: tuple[str, ...],
-                     notice: str | None) -> dict[Any, int]:
+def in_flight_counts(
+    session: Session, campaign_id: int, channels: tuple[str, ...], notice: str | None
+) -> dict[Any, int]:
     """Messages still to attempt (pending or sending) by channel, of ``notice`` if given."""
-    return dict(session.execute(
-        select(Message.channel, func.count()).where(
+    return dict(
+        session.execute(
+            select(Message.channel, func.count())
+            .where(
+                Message.campaign_id == campaign_id,
+                Message.status.in_(IN_FLIGHT_STATUSES),
+                Message.channel.in_(channels),
+                *notice_filter(notice),
+            )
+            .group_by(Message.channel)
+        ).all()
+    )
+
+
+def in_flight_messages(
+    session: Session,
+    campaign_id: int,
+    channels: tuple[str, ...],
+    notice: str | None,
+    limit: int | None,
+) -> Any:
+    """The messages still to attempt with their contacts, oldest first (the dry run's)."""
+    query = (
+        select(Message, Contact)
+        .join(Contact, Contact.id == Message.contact_id)
+        .where(
             Message.campaign_id == campaign_id,
             Message.status.in_(IN_FLIGHT_STATUSES),
             Message.channel.in_(channels),
             *notice_filter(notice),
-        ).group_by(Message.channel)).all())
-
-
-def in_flight_messages(session: Session, campaign_id: int, channels: tuple[str, ...],
-                       notice: str | None, limit: int | None) -> Any:
-    """The messages still to attempt with their contacts, oldest first (the dry run's)."""
-    query = (
-        select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
-        .where(Message.campaign_id == campaign_id,
-               Message.status.in_(IN_FLIGHT_STATUSES),
-               Message.channel.in_(channels), *notice_filter(notice))
+        )
         .order_by(Message.id)
     )
     if limit is not None:
@@ -194,8 +220,15 @@ _messages = Message.__table__
 _contacts = Contact.__table__
 
 
-def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: int,
-          lease_seconds: float, notice: str | None = None) -> list[Item]:
+def claim(
+    engine: Engine,
+    campaign_id: int,
+    channel: str,
+    worker: str,
+    count: int,
+    lease_seconds: float,
+    notice: str | None = None,
+) -> list[Item]:
     """Lease up to ``count`` claimable rows of one channel to ``worker``; oldest first.
 
     Claimable: pending or sending (in doubt or waiting to retry), not leased by a live
@@ -220,39 +253,76 @@ def claim(engine: Engine, campaign_id: int, channel: str, worker: str, count: in
         # so the cost of a claim would grow with the campaign.
         for status in (Status.SENDING, Status.PENDING):
             if len(ids) < count:
-                ids += _lease(session, [*conditions, m.status == status],
-                              count - len(ids), worker, until)
+                ids += _lease(
+                    session, [*conditions, m.status == status], count - len(ids), worker, until
+                )
         if not ids:
             return []
         # Plain columns, not ORM objects: a claim loads hundreds of rows on the hot path.
-        rows = session.connection().execute(
-            select(*_CLAIM_MESSAGE, *_CLAIM_CONTACT)
-            .join_from(_messages, _contacts, _contacts.c.id == _messages.c.contact_id)
-            .where(_messages.c.id.in_(ids))
-            .order_by(_messages.c.id)
-        ).all()
+        rows = (
+            session.connection()
+            .execute(
+                select(*_CLAIM_MESSAGE, *_CLAIM_CONTACT)
+                .join_from(_messages, _contacts, _contacts.c.id == _messages.c.contact_id)
+                .where(_messages.c.id.in_(ids))
+                .order_by(_messages.c.id)
+            )
+            .all()
+        )
         return [
-            Item(id=r.id, contact_id=r.contact_id, channel=r.channel, notice=r.notice,
-                 sequence=r.sequence, status=r.status, attempts=r.attempts,
-                 first_attempt_at=r.first_attempt_at, address=r.address,
-                 view=templates.ContactView.from_model(r))
+            Item(
+                id=r.id,
+                contact_id=r.contact_id,
+                channel=r.channel,
+                notice=r.notice,
+                sequence=r.sequence,
+                status=r.status,
+                attempts=r.attempts,
+                first_attempt_at=r.first_attempt_at,
+                address=r.address,
+                view=templates.ContactView.from_model(r),
+            )
             for r in rows
         ]
 
 
-_CLAIM_MESSAGE = tuple(_messages.c[n] for n in (
-    "id", "contact_id", "channel", "notice", "sequence", "status", "attempts",
-    "first_attempt_at", "address"))
+_CLAIM_MESSAGE = tuple(
+    _messages.c[n]
+    for n in (
+        "id",
+        "contact_id",
+        "channel",
+        "notice",
+        "sequence",
+        "status",
+        "attempts",
+        "first_attempt_at",
+        "address",
+    )
+)
 
 
 # The columns ContactView.from_model reads (their names do not clash with the above).
-_CLAIM_CONTACT = tuple(_contacts.c[n] for n in (
-    "key", "name", "email", "phone", "exposures", "extra", "country", "state", "locale",
-    "enrollment_code"))
+_CLAIM_CONTACT = tuple(
+    _contacts.c[n]
+    for n in (
+        "key",
+        "name",
+        "email",
+        "phone",
+        "exposures",
+        "extra",
+        "country",
+        "state",
+        "locale",
+        "enrollment_code",
+    )
+)
 
 
-def _lease(session: Session, conditions: list, count: int, worker: str,
-           until: datetime) -> list[int]:
+def _lease(
+    session: Session, conditions: list, count: int, worker: str, until: datetime
+) -> list[int]:
     """Lease up to ``count`` rows matching ``conditions`` (lowest ids first); their ids."""
     m = _messages.c
     candidates = select(m.id).where(and_(*conditions)).order_by(m.id).limit(count)
@@ -264,19 +334,27 @@ def _lease(session: Session, conditions: list, count: int, worker: str,
         # loop that re-runs the locking subquery for every row of messages (it does on a
         # table not yet analyzed): quadratic, and it keeps rows locked that it then does not
         # claim, so other workers' status updates wait for the whole statement.
-        picked = (candidates.with_for_update(skip_locked=True)
-                  .cte("claimable").prefix_with("MATERIALIZED"))
+        picked = (
+            candidates.with_for_update(skip_locked=True)
+            .cte("claimable")
+            .prefix_with("MATERIALIZED")
+        )
         target = m.id == picked.c.id
-    return list(session.connection().execute(
-        update(_messages)
-        .where(target)
-        .values(lease_owner=worker, lease_expires_at=until)
-        .returning(m.id)
-    ).scalars())
+    return list(
+        session.connection()
+        .execute(
+            update(_messages)
+            .where(target)
+            .values(lease_owner=worker, lease_expires_at=until)
+            .returning(m.id)
+        )
+        .scalars()
+    )
 
 
-def outstanding(engine: Engine, campaign_id: int, channel: str,
-                notice: str | None = None) -> float | None:
+def outstanding(
+    engine: Engine, campaign_id: int, channel: str, notice: str | None = None
+) -> float | None:
     """None when the channel has nothing left to do; else seconds until something may be.
 
     Rows leased by other live workers, and rows waiting to retry, keep a run going: `notify
@@ -284,8 +362,9 @@ def outstanding(engine: Engine, campaign_id: int, channel: str,
     """
     now = utcnow()
     with Session(engine) as session:
-        query = select(func.count(), func.min(Message.lease_expires_at),
-                       func.min(Message.next_attempt_at)).where(
+        query = select(
+            func.count(), func.min(Message.lease_expires_at), func.min(Message.next_attempt_at)
+        ).where(
             Message.campaign_id == campaign_id,
             Message.channel == channel,
             Message.status.in_(IN_FLIGHT_STATUSES),
@@ -305,7 +384,8 @@ def release(engine: Engine, worker: str) -> None:
     """Give back every row this worker still leases (a clean stop leaves none in flight)."""
     with Session(engine) as session, session.begin():
         session.execute(
-            update(Message).where(Message.lease_owner == worker)
+            update(Message)
+            .where(Message.lease_owner == worker)
             .values(lease_owner=None, lease_expires_at=None)
             .execution_options(synchronize_session=False)
         )
@@ -322,12 +402,27 @@ def renew(engine: Engine, worker: str, lease_seconds: float) -> None:
         )
 
 
-def _event(session: Session, item: Item, campaign_id: int, kind: str, source: str,
-           now: datetime, detail: dict | None = None) -> None:
-    session.execute(insert(Event).values(
-        campaign_id=campaign_id, message_id=item.id, contact_id=item.contact_id, at=now,
-        source=source, kind=kind, applied=True, detail=detail,
-    ))
+def _event(
+    session: Session,
+    item: Item,
+    campaign_id: int,
+    kind: str,
+    source: str,
+    now: datetime,
+    detail: dict | None = None,
+) -> None:
+    session.execute(
+        insert(Event).values(
+            campaign_id=campaign_id,
+            message_id=item.id,
+            contact_id=item.contact_id,
+            at=now,
+            source=source,
+            kind=kind,
+            applied=True,
+            detail=detail,
+        )
+    )
 
 
 _BEGIN = bulk.Statement(
@@ -335,11 +430,15 @@ _BEGIN = bulk.Statement(
     "first_attempt_at = COALESCE(first_attempt_at, :now), next_attempt_at = NULL, "
     "last_event_at = :now, lease_expires_at = :until "
     "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')",
-    now=UTCDateTime(), until=UTCDateTime())
+    now=UTCDateTime(),
+    until=UTCDateTime(),
+)
 
 
-_INSERT_EVENT = bulk.insert_into(Event.__table__, *(
-    name for name in Event.__table__.c.keys() if name not in ("id", "replay_key")))
+_INSERT_EVENT = bulk.insert_into(
+    Event.__table__,
+    *(name for name in Event.__table__.c.keys() if name not in ("id", "replay_key")),
+)
 
 
 @dataclass
@@ -360,8 +459,9 @@ class Begin:
     now: datetime | None = None  # when the attempt began (taken before rendering)
 
 
-def begin_attempts(session: Session, begins: list[Begin]
-                   ) -> list[tuple[bool, str | None, datetime]]:
+def begin_attempts(
+    session: Session, begins: list[Begin]
+) -> list[tuple[bool, str | None, datetime]]:
     """Commit `sending` (and issue reset tokens) for a group, before the provider is called.
 
     Returns (ok, raw token, attempt time) per message; not ok when the lease was lost to
@@ -371,19 +471,32 @@ def begin_attempts(session: Session, begins: list[Begin]
     """
     default = utcnow()
     nows = {b.item.id: b.now or default for b in begins}
-    params = [{"id": b.item.id, "worker": b.worker, "now": nows[b.item.id],
-               "until": nows[b.item.id] + timedelta(seconds=b.lease_seconds),
-               "transport": b.job.transports.get(b.item.channel)} for b in begins]
+    params = [
+        {
+            "id": b.item.id,
+            "worker": b.worker,
+            "now": nows[b.item.id],
+            "until": nows[b.item.id] + timedelta(seconds=b.lease_seconds),
+            "transport": b.job.transports.get(b.item.channel),
+        }
+        for b in begins
+    ]
     conn = session.connection()
     updated = _BEGIN.execute(conn, params)
     ok_ids = {b.item.id for b in begins}
     if updated != len(begins):  # rare: find which rows this statement really moved
         moved: set[int] = set()
         for now in set(nows.values()):
-            moved |= set(session.scalars(select(Message.id).where(
-                Message.id.in_([i for i in ok_ids if nows[i] == now]),
-                Message.lease_owner == begins[0].worker,
-                Message.status == Status.SENDING, Message.last_event_at == now)))
+            moved |= set(
+                session.scalars(
+                    select(Message.id).where(
+                        Message.id.in_([i for i in ok_ids if nows[i] == now]),
+                        Message.lease_owner == begins[0].worker,
+                        Message.status == Status.SENDING,
+                        Message.last_event_at == now,
+                    )
+                )
+            )
         ok_ids = moved
     linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
     tokens: dict[int, str | None] = {}
@@ -391,20 +504,27 @@ def begin_attempts(session: Session, begins: list[Begin]
         from notify.resets import tokens as reset_tokens
 
         issued = reset_tokens.issue_tokens(
-            session, linked[0].job.campaign, [(b.item.contact_id, b.item.id) for b in linked],
+            session,
+            linked[0].job.campaign,
+            [(b.item.contact_id, b.item.id) for b in linked],
             now=nows[linked[0].item.id],
-            raw_tokens=[b.token or reset_tokens.new_token() for b in linked])
+            raw_tokens=[b.token or reset_tokens.new_token() for b in linked],
+        )
         tokens = {b.item.id: token for b, token in zip(linked, issued, strict=True)}
     events = []
     for b in begins:
         if b.item.id not in ok_ids:
             continue
-        detail = {"attempt": b.item.attempts + 1, "worker": b.worker,
-                  "transport": b.job.transports.get(b.item.channel)}
+        detail = {
+            "attempt": b.item.attempts + 1,
+            "worker": b.worker,
+            "transport": b.job.transports.get(b.item.channel),
+        }
         if b.content_sha256 and (not b.want_token or tokens.get(b.item.id) == b.token):
             detail["content_sha256"] = b.content_sha256
-        events.append(_event_row(b.job.campaign.id, b.item, Status.SENDING, "send",
-                                 nows[b.item.id], detail))
+        events.append(
+            _event_row(b.job.campaign.id, b.item, Status.SENDING, "send", nows[b.item.id], detail)
+        )
     _INSERT_EVENT.execute(conn, events)
     # A reminder exists only to carry a fresh link: if the reset was completed since it was
     # planned, there is nothing to remind of.
@@ -418,16 +538,24 @@ def begin_attempts(session: Session, begins: list[Begin]
 def record_content(session: Session, job: Job, item: Item, content_sha256: str) -> None:
     """The hash of what an attempt hands over, when it is not the one its `sending` event
     could carry (the message was rendered again without its reset link)."""
-    _event(session, item, job.campaign.id, "content", "send", utcnow(),
-           {"attempt": item.attempts + 1, "content_sha256": content_sha256})
+    _event(
+        session,
+        item,
+        job.campaign.id,
+        "content",
+        "send",
+        utcnow(),
+        {"attempt": item.attempts + 1, "content_sha256": content_sha256},
+    )
 
 
 def attempt_proofs(engine: Engine, message_id: int) -> list[tuple[datetime, str]]:
     """(when the attempt began, hash of what it handed over) for every attempt on record."""
     with Session(engine) as session:
         rows = session.execute(
-            select(Event.at, Event.detail).where(Event.message_id == message_id,
-                                                 Event.kind.in_(("sending", "content")))
+            select(Event.at, Event.detail).where(
+                Event.message_id == message_id, Event.kind.in_(("sending", "content"))
+            )
         ).all()
     proofs = []
     for at, detail in rows:
@@ -439,18 +567,34 @@ def attempt_proofs(engine: Engine, message_id: int) -> list[tuple[datetime, str]
 
 def _skip_completed(session: Session, begin: Begin, now: datetime) -> None:
     session.execute(
-        update(Message).where(Message.id == begin.item.id)
-        .values(status=Status.SKIPPED, skip_reason="reset completed", last_event_at=now,
-                lease_owner=None, lease_expires_at=None)
+        update(Message)
+        .where(Message.id == begin.item.id)
+        .values(
+            status=Status.SKIPPED,
+            skip_reason="reset completed",
+            last_event_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
         .execution_options(synchronize_session=False)
     )
-    session.execute(insert(Event).values(**_event_row(
-        begin.job.campaign.id, begin.item, Status.SKIPPED, "send", now,
-        {"reason": "reset completed"})))
+    session.execute(
+        insert(Event).values(
+            **_event_row(
+                begin.job.campaign.id,
+                begin.item,
+                Status.SKIPPED,
+                "send",
+                now,
+                {"reason": "reset completed"},
+            )
+        )
+    )
 
 
-def _event_row(campaign_id: int, item: Item, kind: str, source: str, now: datetime,
-               detail: dict | None) -> dict:
+def _event_row(
+    campaign_id: int, item: Item, kind: str, source: str, now: datetime, detail: dict | None
+) -> dict:
     return event_values(campaign_id, item.id, item.contact_id, kind, source, now, detail)
 
 
@@ -462,7 +606,9 @@ _SENT = bulk.Statement(
     "template_version = COALESCE(:template_version, template_version), "
     "content_sha256 = COALESCE(:content_sha256, content_sha256) "
     "WHERE id = :id AND status IN ('pending', 'sending')",
-    now=UTCDateTime(), sent_at=UTCDateTime())
+    now=UTCDateTime(),
+    sent_at=UTCDateTime(),
+)
 
 
 @dataclass
@@ -485,12 +631,21 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
     # In contact order: the status triggers update each contact's reach row, and workers that
     # lock those rows in one order cannot deadlock each other (email and SMS of one contact
     # may be recorded by two workers at once).
-    updated = _SENT.execute(conn, [
-        {"id": x.item.id, "now": now, "sent_at": x.sent_at or now, "pid": x.provider_id,
-         "template": x.content.get("template"),
-         "template_version": x.content.get("template_version"),
-         "content_sha256": x.content.get("content_sha256")}
-        for x in sorted(sents, key=lambda x: x.item.contact_id)])
+    updated = _SENT.execute(
+        conn,
+        [
+            {
+                "id": x.item.id,
+                "now": now,
+                "sent_at": x.sent_at or now,
+                "pid": x.provider_id,
+                "template": x.content.get("template"),
+                "template_version": x.content.get("template_version"),
+                "content_sha256": x.content.get("content_sha256"),
+            }
+            for x in sorted(sents, key=lambda x: x.item.contact_id)
+        ],
+    )
     _count_links(session, sents, updated, now)
     events = []
     for x in sents:
@@ -499,8 +654,10 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
             detail["provider_status"] = x.provider_status
         events.append(_event_row(x.job.campaign.id, x.item, Status.SENT, x.source, now, detail))
     _INSERT_EVENT.execute(conn, events)
-    _apply_early(session, {x.provider_id: x.item.id for x in sents
-                           if x.item.channel == "sms" and x.provider_id})
+    _apply_early(
+        session,
+        {x.provider_id: x.item.id for x in sents if x.item.channel == "sms" and x.provider_id},
+    )
     return [None] * len(sents)
 
 
@@ -510,13 +667,21 @@ def _count_links(session: Session, sents: list[Sent], updated: int, now: datetim
     Only messages that can carry a link are looked up (passwords exposed, a reset_url), and
     only those this statement moved to `sent` (rarely not all: then the moved ones are read).
     """
-    linked = [x.item.id for x in sents
-              if x.job.config.reset_url and templates.needs_reset(x.item.view)]
+    linked = [
+        x.item.id for x in sents if x.job.config.reset_url and templates.needs_reset(x.item.view)
+    ]
     if not linked:
         return
     if updated != len(sents):
-        linked = list(session.scalars(select(Message.id).where(
-            Message.id.in_(linked), Message.status == Status.SENT, Message.last_event_at == now)))
+        linked = list(
+            session.scalars(
+                select(Message.id).where(
+                    Message.id.in_(linked),
+                    Message.status == Status.SENT,
+                    Message.last_event_at == now,
+                )
+            )
+        )
     from notify.resets import tokens as reset_tokens
 
     reset_tokens.count_links_sent(session, linked)
@@ -533,9 +698,13 @@ def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
     from notify import tracking
 
     waiting = session.scalars(
-        select(Event.provider_message_id).distinct().where(
+        select(Event.provider_message_id)
+        .distinct()
+        .where(
             Event.provider_message_id.in_(list(message_ids)),
-            Event.message_id.is_(None), Event.applied.is_(False))
+            Event.message_id.is_(None),
+            Event.applied.is_(False),
+        )
     ).all()
     for sid in waiting:
         if sid is None:  # not among the ids asked for: never NULL
@@ -545,29 +714,55 @@ def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
             tracking.apply_early_events(session, message)
 
 
-def record_retry(session: Session, job: Job, item: Item, result: Result, delay: float,
-                 content: dict, handed_over: bool = True) -> None:
+def record_retry(
+    session: Session,
+    job: Job,
+    item: Item,
+    result: Result,
+    delay: float,
+    content: dict,
+    handed_over: bool = True,
+) -> None:
     """Due again after ``delay``. A message that never reached the provider (the transport's
     setup failed first) gives its attempt back: it was begun, not tried."""
     now = utcnow()
     given_back = {} if handed_over else {"attempts": Message.attempts - 1}
     session.execute(
-        update(Message).where(Message.id == item.id)
-        .values(next_attempt_at=now + timedelta(seconds=delay), lease_owner=None,
-                lease_expires_at=None, error_code=result.error_code,
-                error_message=(result.error_message or "")[:2000], last_event_at=now,
-                **given_back, **content)
+        update(Message)
+        .where(Message.id == item.id)
+        .values(
+            next_attempt_at=now + timedelta(seconds=delay),
+            lease_owner=None,
+            lease_expires_at=None,
+            error_code=result.error_code,
+            error_message=(result.error_message or "")[:2000],
+            last_event_at=now,
+            **given_back,
+            **content,
+        )
         .execution_options(synchronize_session=False)
     )
-    detail = {"code": result.error_code, "message": (result.error_message or "")[:500],
-              "retry_in_s": round(delay, 3), "attempt": item.attempts + 1}
+    detail = {
+        "code": result.error_code,
+        "message": (result.error_message or "")[:500],
+        "retry_in_s": round(delay, 3),
+        "attempt": item.attempts + 1,
+    }
     if not handed_over:
         detail["handed_over"] = False
     _event(session, item, job.campaign.id, "retry", "send", now, detail)
 
 
-def record_put_back(session: Session, job: Job, item: Item, result: Result, content: dict,
-                    handed_over: bool, in_doubt: bool, kind: str) -> None:
+def record_put_back(
+    session: Session,
+    job: Job,
+    item: Item,
+    result: Result,
+    content: dict,
+    handed_over: bool,
+    in_doubt: bool,
+    kind: str,
+) -> None:
     """Due again at once, the attempt given back: the provider was down (``kind``
     "outage") or the transport's setup is wrong ("retry"), nothing about this message.
 
@@ -580,16 +775,27 @@ def record_put_back(session: Session, job: Job, item: Item, result: Result, cont
     if item.status == Status.PENDING and not in_doubt:
         values.update(status=Status.PENDING, first_attempt_at=None)
     session.execute(
-        update(Message).where(Message.id == item.id, Message.attempts > 0)
-        .values(next_attempt_at=None, lease_owner=None, lease_expires_at=None,
-                error_code=result.error_code,
-                error_message=(result.error_message or "")[:2000], last_event_at=now,
-                **values, **content)
+        update(Message)
+        .where(Message.id == item.id, Message.attempts > 0)
+        .values(
+            next_attempt_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            error_code=result.error_code,
+            error_message=(result.error_message or "")[:2000],
+            last_event_at=now,
+            **values,
+            **content,
+        )
         .execution_options(synchronize_session=False)
     )
-    detail = {"code": result.error_code, "message": (result.error_message or "")[:500],
-              "attempt": item.attempts + 1, "attempt_spent": False,
-              "handed_over": handed_over}
+    detail = {
+        "code": result.error_code,
+        "message": (result.error_message or "")[:500],
+        "attempt": item.attempts + 1,
+        "attempt_spent": False,
+        "handed_over": handed_over,
+    }
     if in_doubt:
         detail["in_doubt"] = True
     _event(session, item, job.campaign.id, kind, "send", now, detail)
@@ -606,37 +812,64 @@ def refund_attempts(session: Session, job: Job, ids: list[int]) -> None:
         .execution_options(synchronize_session=False)
     ).all()
     for message_id, contact_id in rows:
-        session.execute(insert(Event).values(
-            campaign_id=job.campaign.id, message_id=message_id, contact_id=contact_id, at=now,
-            source="send", kind="outage", applied=True,
-            detail={"attempt_given_back": True,
-                    "reason": "the provider's 5xx answers turned out to be an outage"}))
+        session.execute(
+            insert(Event).values(
+                campaign_id=job.campaign.id,
+                message_id=message_id,
+                contact_id=contact_id,
+                at=now,
+                source="send",
+                kind="outage",
+                applied=True,
+                detail={
+                    "attempt_given_back": True,
+                    "reason": "the provider's 5xx answers turned out to be an outage",
+                },
+            )
+        )
 
 
 def unlease(engine: Engine, message_id: int, worker: str) -> None:
     """Give one claimed message back, not begun (due again at once)."""
     with Session(engine) as session, session.begin():
         session.execute(
-            update(Message).where(Message.id == message_id, Message.lease_owner == worker)
+            update(Message)
+            .where(Message.id == message_id, Message.lease_owner == worker)
             .values(lease_owner=None, lease_expires_at=None)
             .execution_options(synchronize_session=False)
         )
 
 
-def record_failed(session: Session, job: Job, item: Item, code: str | None,
-                  message: str | None, content: dict) -> None:
+def record_failed(
+    session: Session, job: Job, item: Item, code: str | None, message: str | None, content: dict
+) -> None:
     """``failed`` for good (a permanent refusal, attempts used up, a template error), then
     the fallback SMS when the campaign has one."""
     now = utcnow()
     session.execute(
-        update(Message).where(Message.id == item.id)
-        .values(status=Status.FAILED, error_code=code, error_message=(message or "")[:2000],
-                last_event_at=now, lease_owner=None, lease_expires_at=None,
-                next_attempt_at=None, **content)
+        update(Message)
+        .where(Message.id == item.id)
+        .values(
+            status=Status.FAILED,
+            error_code=code,
+            error_message=(message or "")[:2000],
+            last_event_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            **content,
+        )
         .execution_options(synchronize_session=False)
     )
-    _event(session, item, job.campaign.id, Status.FAILED, "send", now,
-           {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1})
+    _event(
+        session,
+        item,
+        job.campaign.id,
+        Status.FAILED,
+        "send",
+        now,
+        {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1},
+    )
     row = session.get(Message, item.id)
     if row is not None:
         session.refresh(row)
@@ -648,6 +881,8 @@ def known_provider_ids(engine: Engine, ids: list[str]) -> set[str]:
     if not ids:
         return set()
     with Session(engine) as session:
-        return set(session.scalars(
-            select(Message.provider_message_id).where(Message.provider_message_id.in_(ids))
-        ))
+        return set(
+            session.scalars(
+                select(Message.provider_message_id).where(Message.provider_message_id.in_(ids))
+            )
+        )

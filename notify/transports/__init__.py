@@ -37,8 +37,13 @@ __all__ = [
 ]
 
 
-def make_messenger(channel: str, settings: Settings, config: CampaignConfig,
-                   concurrency: int, timeout: float | None = None) -> Messenger:
+def make_messenger(
+    channel: str,
+    settings: Settings,
+    config: CampaignConfig,
+    concurrency: int,
+    timeout: float | None = None,
+) -> Messenger:
     """The messenger for ``channel`` ("email" or "sms") under these settings.
 
     The default sender is the campaign's ``sender_email`` for email, and ``NOTIFY_SMS_FROM``
@@ -51,8 +56,9 @@ def make_messenger(channel: str, settings: Settings, config: CampaignConfig,
         if settings.smtp_host:
             from notify.transports.smtp import SmtpMessenger
 
-            return SmtpMessenger(settings, concurrency, default_sender=config.sender_email,
-                                 **limits)
+            return SmtpMessenger(
+                settings, concurrency, default_sender=config.sender_email, **limits
+            )
         from notify.transports.outbox import OutboxEmail
 
         return OutboxEmail(settings.outbox)

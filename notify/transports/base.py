@@ -58,8 +58,7 @@ class Outgoing:
     # The channel's rate slot, awaited by the messenger at the last moment before the message
     # is handed over (after SMTP's MAIL and RCPT, before DATA), so that the time the provider
     # sees a message varies as little as possible around its slot; None = no rate limit.
-    ready: Callable[[], Awaitable[None]] | None = field(default=None, repr=False,
-                                                        compare=False)
+    ready: Callable[[], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
     # Whether a push whose answer was lost may still look the message up at the provider
     # (SMS): not once its channel was declared down (only the probe talks to the provider
     # then) or the run is giving up; the message then stays in doubt, looked up next time.

@@ -155,7 +155,8 @@ class OutboxSms(Messenger):
         sender = item.sender or self.default_sender
         if not sender:
             raise TransportConfigError(
-                "no SMS sender: set NOTIFY_SMS_FROM or the campaign's sms_from")
+                "no SMS sender: set NOTIFY_SMS_FROM or the campaign's sms_from"
+            )
         await item.wait_ready()
         sid = OUTBOX_SID_PREFIX + uuid.uuid4().hex
         record = {
@@ -192,4 +193,3 @@ class OutboxSms(Messenger):
             if record.get("sid") == provider_id:
                 return _found(record, status="delivered")
         return None
-

@@ -85,8 +85,7 @@ def _is_config_problem(exc: BaseException) -> bool:
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return True
     # aiosmtplib raises a bare SMTPException when the relay lacks STARTTLS or AUTH.
-    return type(exc) is aiosmtplib.SMTPException and (
-        "STARTTLS" in str(exc) or "AUTH" in str(exc))
+    return type(exc) is aiosmtplib.SMTPException and ("STARTTLS" in str(exc) or "AUTH" in str(exc))
 
 
 @lru_cache(maxsize=16)
@@ -109,8 +108,10 @@ async def _envelope(client: aiosmtplib.SMTP, sender: str, to: str, options: list
     """MAIL and RCPT for plain addresses, as aiosmtplib's ``mail``/``rcpt`` send them, without
     parsing both addresses again for every message."""
     reply = await client.execute_command(
-        b"MAIL", b"FROM:<" + sender.encode("ascii") + b">",
-        *(option.encode("ascii") for option in options))
+        b"MAIL",
+        b"FROM:<" + sender.encode("ascii") + b">",
+        *(option.encode("ascii") for option in options),
+    )
     if reply.code != 250:
         raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
     reply = await client.execute_command(b"RCPT", b"TO:<" + to.encode("ascii") + b">")
@@ -159,7 +160,8 @@ class SmtpMessenger(Messenger):
             # getfqdn may block on DNS: do it once, off the loop, and not for long.
             try:
                 self._local_hostname = await asyncio.wait_for(
-                    asyncio.to_thread(socket.getfqdn), self.timeout)
+                    asyncio.to_thread(socket.getfqdn), self.timeout
+                )
             except TimeoutError:
                 self._local_hostname = socket.gethostname()
         client = aiosmtplib.SMTP(
@@ -179,14 +181,14 @@ class SmtpMessenger(Messenger):
             if exc.code < 500:  # e.g. 454: the relay cannot check credentials right now
                 raise
             raise TransportConfigError(
-                f"SMTP login to {self.host} as {self.username!r} refused: "
-                f"{exc.code} {exc.message}") from None
+                f"SMTP login to {self.host} as {self.username!r} refused: {exc.code} {exc.message}"
+            ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
             if _is_config_problem(exc):
                 raise TransportConfigError(
-                    f"SMTP relay {self.host}:{self.port} (NOTIFY_SMTP_TLS={self.mode}): "
-                    f"{exc}") from None
+                    f"SMTP relay {self.host}:{self.port} (NOTIFY_SMTP_TLS={self.mode}): {exc}"
+                ) from None
             raise
         self.connections_opened += 1
         return _Conn(client)
@@ -254,12 +256,14 @@ class SmtpMessenger(Messenger):
         except (aiosmtplib.SMTPException, OSError) as exc:
             conn.close()
             return self._connection_failure(exc, in_doubt=stage[0] == "data")
-        return Result("sent", provider_id=item.message_id,
-                      provider_status=("250 " + reply.strip())[:200])
+        return Result(
+            "sent", provider_id=item.message_id, provider_status=("250 " + reply.strip())[:200]
+        )
 
     @staticmethod
-    async def _transaction(client: aiosmtplib.SMTP, sender: str, item: Outgoing,
-                           stage: list[str]) -> str:
+    async def _transaction(
+        client: aiosmtplib.SMTP, sender: str, item: Outgoing, stage: list[str]
+    ) -> str:
         """MAIL, RCPT, the rate slot, then DATA; returns the DATA reply.
 
         aiosmtplib's ``sendmail`` runs the three commands in one go; they are split here so
@@ -307,9 +311,13 @@ class SmtpMessenger(Messenger):
         else:
             code = "timeout" if isinstance(exc, TimeoutError) else "disconnected"
             text = str(exc) or type(exc).__name__
-        return Result("retry", error_code=code,
-                      error_message=f"{self.host}:{self.port}: {text}"[:500],
-                      outage="connection", in_doubt=in_doubt)
+        return Result(
+            "retry",
+            error_code=code,
+            error_message=f"{self.host}:{self.port}: {text}"[:500],
+            outage="connection",
+            in_doubt=in_doubt,
+        )
 
     @property
     def provider(self) -> str:

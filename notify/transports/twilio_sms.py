@@ -66,8 +66,9 @@ RETRYABLE_CODES = {20429, 21611}
 # 4xx codes that mean the account or credentials are wrong for every message.
 CONFIG_CODES = {20003, 20005, 20404}
 
-_RESPONSE_BOX: ContextVar[dict[str, Any] | None] = ContextVar("notify_twilio_response",
-                                                               default=None)
+_RESPONSE_BOX: ContextVar[dict[str, Any] | None] = ContextVar(
+    "notify_twilio_response", default=None
+)
 
 
 class NotifyHttpClient(AsyncTwilioHttpClient):
@@ -83,7 +84,8 @@ class NotifyHttpClient(AsyncTwilioHttpClient):
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.pool_size))
+                connector=aiohttp.TCPConnector(limit=self.pool_size)
+            )
         return self._session
 
     async def request(
@@ -105,8 +107,13 @@ class NotifyHttpClient(AsyncTwilioHttpClient):
             headers["Authorization"] = "Basic " + pair
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
         async with self._get_session().request(
-            method.upper(), url, params=params, data=data, headers=headers,
-            timeout=limit, allow_redirects=allow_redirects,
+            method.upper(),
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=limit,
+            allow_redirects=allow_redirects,
         ) as resp:
             text = await resp.text()
         box = _RESPONSE_BOX.get()
@@ -189,7 +196,8 @@ class TwilioMessenger(Messenger):
         sender = item.sender or self.default_sender
         if not sender:
             raise TransportConfigError(
-                "no SMS sender: set NOTIFY_SMS_FROM or the campaign's sms_from")
+                "no SMS sender: set NOTIFY_SMS_FROM or the campaign's sms_from"
+            )
         kwargs: dict[str, Any] = {"to": item.to, "body": item.body}
         if sender.startswith("MG"):
             kwargs["messaging_service_sid"] = sender
@@ -212,8 +220,12 @@ class TwilioMessenger(Messenger):
             return self._classify_rest(exc, box)
         except aiohttp.ClientConnectorError as exc:
             # Never connected: the request cannot have reached Twilio.
-            return Result("retry", error_code="disconnected", error_message=str(exc)[:500],
-                          outage="connection")
+            return Result(
+                "retry",
+                error_code="disconnected",
+                error_message=str(exc)[:500],
+                outage="connection",
+            )
         except (TimeoutError, aiohttp.ClientError) as exc:
             return await self._in_doubt(item, kwargs, started, exc)
         finally:
@@ -227,18 +239,24 @@ class TwilioMessenger(Messenger):
         if status == 401 or code in CONFIG_CODES:
             raise TransportConfigError(
                 f"Twilio refused account {self.account_sid}: {text} "
-                "(check TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)") from None
+                "(check TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)"
+            ) from None
         if status == 429 or status >= 500 or code in RETRYABLE_CODES:
             headers = box.get("headers") or {}
             retry_after = parse_retry_after(headers.get("Retry-After"))
             error_code = str(status) if status == 429 or status >= 500 else str(code)
-            return Result("retry", error_code=error_code, error_message=text,
-                          retry_after=retry_after,
-                          outage="server" if status >= 500 else None)
+            return Result(
+                "retry",
+                error_code=error_code,
+                error_message=text,
+                retry_after=retry_after,
+                outage="server" if status >= 500 else None,
+            )
         return Result("failed", error_code=str(code or status), error_message=text)
 
-    async def _in_doubt(self, item: Outgoing, kwargs: dict[str, Any], started: datetime,
-                        exc: BaseException) -> Result:
+    async def _in_doubt(
+        self, item: Outgoing, kwargs: dict[str, Any], started: datetime, exc: BaseException
+    ) -> Result:
         """Timeout or lost connection after sending: ask Twilio before anyone sends again."""
         code = "timeout" if isinstance(exc, TimeoutError) else "disconnected"
         detail = f"{code} talking to Twilio: {exc}".strip()[:500]
@@ -254,19 +272,32 @@ class TwilioMessenger(Messenger):
             else:
                 sender = kwargs.get("from_")
                 # Proof: exactly this body, created at or after this push began.
-                hits = [hit for hit in found if hit.body == item.body
-                        and (hit.created_at is None
-                             or as_utc(hit.created_at) >= as_utc(started) - CREATED_SLACK)]
+                hits = [
+                    hit
+                    for hit in found
+                    if hit.body == item.body
+                    and (
+                        hit.created_at is None
+                        or as_utc(hit.created_at) >= as_utc(started) - CREATED_SLACK
+                    )
+                ]
                 if hits:
-                    log.info("in-doubt SMS to row %s found at Twilio as %s",
-                             item.row_id, hits[0].provider_id)
-                    return Result("sent", provider_id=hits[0].provider_id,
-                                  provider_status=hits[0].status,
-                                  error_message=f"reconciled after {code}"
-                                  + ("" if sender else " (messaging service)"),
-                                  candidates=tuple(hit.provider_id for hit in hits))
-        return Result("retry", error_code=code, error_message=detail, outage="connection",
-                      in_doubt=True)
+                    log.info(
+                        "in-doubt SMS to row %s found at Twilio as %s",
+                        item.row_id,
+                        hits[0].provider_id,
+                    )
+                    return Result(
+                        "sent",
+                        provider_id=hits[0].provider_id,
+                        provider_status=hits[0].status,
+                        error_message=f"reconciled after {code}"
+                        + ("" if sender else " (messaging service)"),
+                        candidates=tuple(hit.provider_id for hit in hits),
+                    )
+        return Result(
+            "retry", error_code=code, error_message=detail, outage="connection", in_doubt=True
+        )
 
     async def find_sent(self, to: str, since: datetime) -> list[Found]:
         """Messages to ``to`` created at or after ``since`` (less 2 s), oldest first.
@@ -290,8 +321,9 @@ class TwilioMessenger(Messenger):
         except TwilioException as exc:
             self._raise_lookup(exc, f"listing messages to {to}")
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ProviderDown(f"Twilio lookup of messages to {to} failed: "
-                               f"{_network_text(exc)}") from None
+            raise ProviderDown(
+                f"Twilio lookup of messages to {to} failed: {_network_text(exc)}"
+            ) from None
         found.sort(key=lambda f: f.created_at or datetime.max.replace(tzinfo=UTC))
         return found
 
@@ -306,8 +338,9 @@ class TwilioMessenger(Messenger):
         except TwilioException as exc:
             self._raise_lookup(exc, f"fetching {provider_id}")
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ProviderDown(f"Twilio lookup of {provider_id} failed: "
-                               f"{_network_text(exc)}") from None
+            raise ProviderDown(
+                f"Twilio lookup of {provider_id} failed: {_network_text(exc)}"
+            ) from None
         return _found(message)
 
     def _raise_lookup(self, exc: TwilioException, what: str) -> None:
@@ -317,7 +350,8 @@ class TwilioMessenger(Messenger):
         if status == 401 or getattr(exc, "code", None) == 20003:
             raise TransportConfigError(
                 f"Twilio refused account {self.account_sid} while {what} "
-                "(check TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)") from None
+                "(check TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)"
+            ) from None
         text = _error_text(exc)
         if len(exc.args) > 1:  # a page error carries the response: Twilio's own message
             try:

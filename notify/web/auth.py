@@ -43,8 +43,7 @@ def signing_key(engine: Engine) -> bytes:
         return hashlib.sha256(configured.encode()).digest()
     for _ in range(2):
         with db.session_scope(engine) as session:
-            stored = session.scalar(select(WebSetting.value)
-                                    .where(WebSetting.name == KEY_SETTING))
+            stored = session.scalar(select(WebSetting.value).where(WebSetting.name == KEY_SETTING))
             if stored:
                 return bytes.fromhex(stored)
         try:
@@ -56,8 +55,11 @@ def signing_key(engine: Engine) -> bytes:
 
 
 def _sign(key: bytes, text: str) -> str:
-    return base64.urlsafe_b64encode(
-        hmac.new(key, text.encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    return (
+        base64.urlsafe_b64encode(hmac.new(key, text.encode(), hashlib.sha256).digest())
+        .decode()
+        .rstrip("=")
+    )
 
 
 def _pack(key: bytes, fields: list[str]) -> str:
@@ -94,8 +96,7 @@ def new_session(key: bytes, name: str, epoch: int, now: float | None = None) -> 
     return _pack(key, [name, str(epoch), str(expires), secrets.token_urlsafe(16)]), lifetime
 
 
-def read_session(key: bytes, cookie: str | None, now: float | None = None
-                 ) -> SessionCookie | None:
+def read_session(key: bytes, cookie: str | None, now: float | None = None) -> SessionCookie | None:
     """The session a cookie holds, or None when unsigned, tampered with or expired."""
     fields = _unpack(key, cookie)
     if not fields or len(fields) != 4:

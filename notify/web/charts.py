@@ -15,8 +15,14 @@ from markupsafe import Markup
 from notify.times import iso_utc
 
 STATUS_COLOURS = {
-    "delivered": "#1a7f37", "sent": "#2f6fb3", "pending": "#6e7781", "sending": "#9a6700",
-    "failed": "#c62828", "bounced": "#8e24aa", "undelivered": "#bc4c00", "skipped": "#3d444d",
+    "delivered": "#1a7f37",
+    "sent": "#2f6fb3",
+    "pending": "#6e7781",
+    "sending": "#9a6700",
+    "failed": "#c62828",
+    "bounced": "#8e24aa",
+    "undelivered": "#bc4c00",
+    "skipped": "#3d444d",
 }
 LINE = "#2f6fb3"
 GRID = "#d0d7de"
@@ -30,8 +36,9 @@ def minute_series(counts: dict[str, int]) -> tuple[list[tuple[datetime, float]],
     point the average per minute. Returns the points and the bucket size in minutes."""
     if not counts:
         return [], 1
-    parsed = {datetime.strptime(k, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): n
-              for k, n in counts.items()}
+    parsed = {
+        datetime.strptime(k, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): n for k, n in counts.items()
+    }
     # One quiet minute on each side, so a burst within a single minute still draws a peak.
     start, end = min(parsed) - timedelta(minutes=1), max(parsed) + timedelta(minutes=1)
     minutes = int((end - start).total_seconds() // 60) + 1
@@ -57,8 +64,14 @@ def _utc_label(when: datetime) -> Markup:
     return Markup('<tspan data-utc="{}">{}</tspan>').format(iso, when.strftime("%d %b %H:%M UTC"))
 
 
-def line_chart(points: list[tuple[datetime, float]], title: str, description: str,
-               y_label: str, width: int = 640, height: int = 220) -> Markup:
+def line_chart(
+    points: list[tuple[datetime, float]],
+    title: str,
+    description: str,
+    y_label: str,
+    width: int = 640,
+    height: int = 220,
+) -> Markup:
     """An area/line chart of a time series (x: time, y: value), with its axis extremes."""
     if not points:
         return Markup('<p class="empty">{}</p>').format(f"{title}: nothing yet.")
@@ -74,8 +87,9 @@ def line_chart(points: list[tuple[datetime, float]], title: str, description: st
         return top + plot_h - plot_h * v / peak
 
     coords = [(x(i), y(v)) for i, (_, v) in enumerate(points)]
-    line = " ".join(f"{'M' if i == 0 else 'L'}{cx:.1f},{cy:.1f}" for i, (cx, cy) in
-                    enumerate(coords))
+    line = " ".join(
+        f"{'M' if i == 0 else 'L'}{cx:.1f},{cy:.1f}" for i, (cx, cy) in enumerate(coords)
+    )
     area = f"{line} L{coords[-1][0]:.1f},{top + plot_h} L{coords[0][0]:.1f},{top + plot_h} Z"
     peak_text = f"{peak:,.0f}" if peak >= 10 else f"{peak:,.1f}"
     parts = [
@@ -105,8 +119,9 @@ def line_chart(points: list[tuple[datetime, float]], title: str, description: st
     return Markup("".join(parts))
 
 
-def status_bars(messages: dict[str, dict[str, int]], labels: dict[str, str],
-                width: int = 640) -> Markup:
+def status_bars(
+    messages: dict[str, dict[str, int]], labels: dict[str, str], width: int = 640
+) -> Markup:
     """One horizontal bar per channel, split by status, with a legend of counts."""
     if not messages:
         return Markup('<p class="empty">No messages yet.</p>')
@@ -123,29 +138,37 @@ def status_bars(messages: dict[str, dict[str, int]], labels: dict[str, str],
         legend.append((status, x, bars_h + 12 + row * 22))
         x += item_w
     height = bars_h + 22 * (row + 1) + 6
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="Messages by status, per channel">'
-             "<title>Messages by status, per channel</title>"]
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Messages by status, per channel">'
+        "<title>Messages by status, per channel</title>"
+    ]
     desc = []
     for row, (channel, by_status) in enumerate(messages.items()):
         total = sum(by_status.values()) or 1
         top = gap + row * (bar_h + gap)
-        parts.append(f'<text x="{left - 8}" y="{top + bar_h / 2 + 4}" text-anchor="end" '
-                     f'font-size="13" fill="{TEXT}">{escape(labels.get(channel, channel))}'
-                     "</text>")
+        parts.append(
+            f'<text x="{left - 8}" y="{top + bar_h / 2 + 4}" text-anchor="end" '
+            f'font-size="13" fill="{TEXT}">{escape(labels.get(channel, channel))}'
+            "</text>"
+        )
         offset = 0.0
         for status, n in by_status.items():
             if not n:
                 continue
             w = plot_w * n / total
-            parts.append(f'<rect x="{left + offset:.1f}" y="{top}" width="{max(w, 1):.1f}" '
-                         f'height="{bar_h}" fill="{STATUS_COLOURS.get(status, GRID)}">'
-                         f"<title>{escape(channel)} {escape(status)}: {n:,}</title></rect>")
+            parts.append(
+                f'<rect x="{left + offset:.1f}" y="{top}" width="{max(w, 1):.1f}" '
+                f'height="{bar_h}" fill="{STATUS_COLOURS.get(status, GRID)}">'
+                f"<title>{escape(channel)} {escape(status)}: {n:,}</title></rect>"
+            )
             offset += w
         desc.append(f"{channel}: " + ", ".join(f"{s} {n}" for s, n in by_status.items() if n))
     for status, x, y in legend:
-        parts.append(f'<rect x="{x}" y="{y - 11}" width="12" height="12" '
-                     f'fill="{STATUS_COLOURS[status]}"/><text x="{x + 17}" y="{y}" '
-                     f'font-size="13" fill="{TEXT}">{status}</text>')
+        parts.append(
+            f'<rect x="{x}" y="{y - 11}" width="12" height="12" '
+            f'fill="{STATUS_COLOURS[status]}"/><text x="{x + 17}" y="{y}" '
+            f'font-size="13" fill="{TEXT}">{status}</text>'
+        )
     parts.append(f"<desc>{escape('; '.join(desc))}</desc></svg>")
     return Markup("".join(parts))

@@ -54,8 +54,9 @@ class _ChunkSink:
             self._put(None)
 
 
-async def stream_csv(request: web.Request, executor: Executor, filename: str,
-                     produce: Callable[[Any], int]) -> tuple[web.StreamResponse, int]:
+async def stream_csv(
+    request: web.Request, executor: Executor, filename: str, produce: Callable[[Any], int]
+) -> tuple[web.StreamResponse, int]:
     """Send ``produce(csv_writer)``'s output as a CSV attachment; returns the response and
     the row count. An error after the first byte aborts the connection, so the client never
     keeps a cut file that looks complete."""
@@ -69,12 +70,14 @@ async def stream_csv(request: web.Request, executor: Executor, filename: str,
         finally:
             sink.close()
 
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/csv; charset=utf-8",
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        }
+    )
     await response.prepare(request)
     job = loop.run_in_executor(executor, run)
     try:

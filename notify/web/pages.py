@@ -42,8 +42,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The pages load nothing from anywhere else; no inline script or style either.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "style-src 'self'; script-src 'self'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "style-src 'self'; script-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -65,7 +65,8 @@ class WebState:
     engine: Engine
     secure_cookies: bool
     executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="web"))
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="web")
+    )
     key: bytes | None = None
     templates: jinja2.Environment = field(default_factory=lambda: _environment())
 
@@ -98,9 +99,13 @@ def time_tag(value: str | datetime | None, fallback: str = "-") -> Markup:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["t"] = time_tag
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["pretty_json"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True)
@@ -109,16 +114,30 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render(request: web.Request, template: str, status: int = 200,
-           viewer: Viewer | None = None, **context: Any) -> web.Response:
+def render(
+    request: web.Request,
+    template: str,
+    status: int = 200,
+    viewer: Viewer | None = None,
+    **context: Any,
+) -> web.Response:
     """An HTML page with the security headers."""
     state = request.app[STATE]
     html = state.templates.get_template(template).render(
-        viewer=viewer, path=request.path, refresh=context.pop("refresh", None),
+        viewer=viewer,
+        path=request.path,
+        refresh=context.pop("refresh", None),
         section=context.pop("section", None),
-        has_rules=_has_rules(), **context)
-    return web.Response(text=html, status=status, content_type="text/html",
-                        charset="utf-8", headers=SECURITY_HEADERS)
+        has_rules=_has_rules(),
+        **context,
+    )
+    return web.Response(
+        text=html,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers=SECURITY_HEADERS,
+    )
 
 
 def _has_rules() -> bool:
@@ -177,8 +196,9 @@ def _nonce(request: web.Request, key: bytes) -> str | None:
 
 def forbidden(request: web.Request, viewer: Viewer, needed: str) -> web.Response:
     """The 403 page: says which role the page needs, so the user knows whom to ask."""
-    return render(request, "forbidden.html", status=403, viewer=viewer, needed=needed,
-                  title="Not allowed")
+    return render(
+        request, "forbidden.html", status=403, viewer=viewer, needed=needed, title="Not allowed"
+    )
 
 
 def requires(role: str) -> Callable[[Callable[..., Awaitable[web.StreamResponse]]], Handler]:
@@ -195,9 +215,11 @@ def requires(role: str) -> Callable[[Callable[..., Awaitable[web.StreamResponse]
                 return forbidden(request, viewer, role)
             if request.method == "POST":
                 form = await request.post()
-                if not auth.csrf_ok(await signing_key(request),
-                                    _nonce(request, await signing_key(request)),
-                                    _text(form.get("csrf"))):
+                if not auth.csrf_ok(
+                    await signing_key(request),
+                    _nonce(request, await signing_key(request)),
+                    _text(form.get("csrf")),
+                ):
                     return csrf_refused(request, viewer)
             return await handler(request, viewer)
 
@@ -216,12 +238,25 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _record(engine: Engine, command: str, actor: str, campaign: str | None = None,
-            arguments: dict[str, Any] | None = None, counts: dict[str, Any] | None = None,
-            outcome: str = "ok") -> None:
+def _record(
+    engine: Engine,
+    command: str,
+    actor: str,
+    campaign: str | None = None,
+    arguments: dict[str, Any] | None = None,
+    counts: dict[str, Any] | None = None,
+    outcome: str = "ok",
+) -> None:
     with db.session_scope(db.writer(engine)) as session:
-        audit.record(session, command, campaign=campaign, arguments=arguments,
-                     counts=counts, actor=actor, outcome=outcome)
+        audit.record(
+            session,
+            command,
+            campaign=campaign,
+            arguments=arguments,
+            counts=counts,
+            actor=actor,
+            outcome=outcome,
+        )
 
 
 # --- sign in and out --------------------------------------------------------------------------
@@ -234,20 +269,34 @@ def _safe_next(target: str | None) -> str:
     return "/search"
 
 
-async def login_page(request: web.Request, message: str | None = None,
-                     status: int = 200, kind: str = "error") -> web.Response:
+async def login_page(
+    request: web.Request, message: str | None = None, status: int = 200, kind: str = "error"
+) -> web.Response:
     """GET /login: the sign-in form, with a fresh pre-session CSRF cookie."""
     key = await signing_key(request)
     cookie = auth.new_login_nonce(key)
     nonce = auth.read_login_nonce(key, cookie)
     assert nonce is not None
-    response = render(request, "login.html", status=status, title="Sign in",
-                      csrf=auth.csrf_token(key, nonce), message=message, kind=kind,
-                      next=_safe_next(request.query.get("next")),
-                      signed_out=request.query.get("signed_out") == "1")
-    response.set_cookie(auth.LOGIN_COOKIE, cookie, httponly=True, samesite="Strict",
-                        secure=request.app[STATE].secure_cookies, path="/",
-                        max_age=int(auth.LOGIN_LIFETIME.total_seconds()))
+    response = render(
+        request,
+        "login.html",
+        status=status,
+        title="Sign in",
+        csrf=auth.csrf_token(key, nonce),
+        message=message,
+        kind=kind,
+        next=_safe_next(request.query.get("next")),
+        signed_out=request.query.get("signed_out") == "1",
+    )
+    response.set_cookie(
+        auth.LOGIN_COOKIE,
+        cookie,
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[STATE].secure_cookies,
+        path="/",
+        max_age=int(auth.LOGIN_LIFETIME.total_seconds()),
+    )
     return response
 
 
@@ -255,9 +304,13 @@ def _sign_in(engine: Engine, name: str, password: str) -> tuple[users.LoginResul
     with db.session_scope(db.writer(engine)) as session:
         result = users.authenticate(session, name, password)
         outcome = {"ok": "ok", "wrong": "refused", "locked": "locked"}[result.reason]
-        audit.record(session, "web sign-in", arguments={"name": name[:128]},
-                     actor=(result.user.name if result.user else name[:128] or "-"),
-                     outcome=outcome)
+        audit.record(
+            session,
+            "web sign-in",
+            arguments={"name": name[:128]},
+            actor=(result.user.name if result.user else name[:128] or "-"),
+            outcome=outcome,
+        )
         return result, (result.user.session_epoch if result.user else 0)
 
 
@@ -275,14 +328,24 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if result.reason == "locked":
         until = lookup._human_iso(iso_utc(result.locked_until))
         return await login_page(
-            request, f"Too many failed sign-ins: this account is locked until {until}. "
-                     "Wait, or ask an admin.", 429)
+            request,
+            f"Too many failed sign-ins: this account is locked until {until}. "
+            "Wait, or ask an admin.",
+            429,
+        )
     if result.user is None:
         return await login_page(request, "Wrong user name or password.", 401)
     cookie, lifetime = auth.new_session(key, result.user.name, epoch)
     response = web.HTTPSeeOther(_safe_next(_text(form.get("next"))))
-    response.set_cookie(auth.SESSION_COOKIE, cookie, httponly=True, samesite="Strict",
-                        secure=request.app[STATE].secure_cookies, path="/", max_age=lifetime)
+    response.set_cookie(
+        auth.SESSION_COOKIE,
+        cookie,
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[STATE].secure_cookies,
+        path="/",
+        max_age=lifetime,
+    )
     response.del_cookie(auth.LOGIN_COOKIE, path="/")
     return response
 
@@ -312,18 +375,28 @@ async def index(request: web.Request) -> web.StreamResponse:
 # --- support search ---------------------------------------------------------------------------
 
 
-def run_search(engine: Engine, query: str, actor: str,
-               now: datetime | None = None) -> list[dict[str, Any]]:
+def run_search(
+    engine: Engine, query: str, actor: str, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """The search and its audit records: one per customer record shown, one per search."""
     # One transaction for the search and its audit records: one connection, one commit.
     with db.session_scope(db.writer(engine)) as session:
         contacts = search.search(session, query, now)
-        audit.record(session, "web search", arguments={"query": query[:200]},
-                     counts={"matches": len(contacts)}, actor=actor)
+        audit.record(
+            session,
+            "web search",
+            arguments={"query": query[:200]},
+            counts={"matches": len(contacts)},
+            actor=actor,
+        )
         for contact in contacts:
-            audit.record(session, "web view contact", campaign=contact["campaign"],
-                         arguments={"contact_key": contact["key"], "query": query[:200]},
-                         actor=actor)
+            audit.record(
+                session,
+                "web view contact",
+                campaign=contact["campaign"],
+                arguments={"contact_key": contact["key"], "query": query[:200]},
+                actor=actor,
+            )
     return contacts
 
 
@@ -333,10 +406,16 @@ async def search_page(request: web.Request, viewer: Viewer) -> web.StreamRespons
     query = request.query.get("q", "").strip()[:320]
     contacts = None
     if query:
-        contacts = await run_db(request, run_search, request.app[STATE].engine, query,
-                                viewer.name)
-    return render(request, "search.html", viewer=viewer, title="Search", query=query,
-                  contacts=contacts, section="search")
+        contacts = await run_db(request, run_search, request.app[STATE].engine, query, viewer.name)
+    return render(
+        request,
+        "search.html",
+        viewer=viewer,
+        title="Search",
+        query=query,
+        contacts=contacts,
+        section="search",
+    )
 
 
 # --- campaigns --------------------------------------------------------------------------------
@@ -344,17 +423,25 @@ async def search_page(request: web.Request, viewer: Viewer) -> web.StreamRespons
 
 def _campaign_rows(engine: Engine) -> list[dict[str, Any]]:
     with db.session_scope(engine) as session:
-        return [campaign_status(session, c.name) | {
-                    "organization": c.settings.get("organization")}
-                for c in list_campaigns(session)]
+        return [
+            campaign_status(session, c.name) | {"organization": c.settings.get("organization")}
+            for c in list_campaigns(session)
+        ]
 
 
 @requires("compliance")
 async def campaigns_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """GET /campaigns: every campaign with its reach, and its downloads."""
     rows = await run_db(request, _campaign_rows, request.app[STATE].engine)
-    return render(request, "campaigns.html", viewer=viewer, title="Campaigns", rows=rows,
-                  section="campaigns", exports=EXPORT_LABELS)
+    return render(
+        request,
+        "campaigns.html",
+        viewer=viewer,
+        title="Campaigns",
+        rows=rows,
+        section="campaigns",
+        exports=EXPORT_LABELS,
+    )
 
 
 def _campaign_data(engine: Engine, name: str) -> dict[str, Any] | None:
@@ -371,8 +458,14 @@ async def campaign_page(request: web.Request, viewer: Viewer) -> web.StreamRespo
     name = request.match_info["name"]
     data = await run_db(request, _campaign_data, request.app[STATE].engine, name)
     if data is None:
-        return render(request, "not_found.html", status=404, viewer=viewer,
-                      title="No such campaign", what=f"campaign {name!r}")
+        return render(
+            request,
+            "not_found.html",
+            status=404,
+            viewer=viewer,
+            title="No such campaign",
+            what=f"campaign {name!r}",
+        )
     sent, bucket = charts.minute_series(data["series"]["sent_per_minute"])
     done, done_bucket = charts.minute_series(data["series"]["completions_per_minute"])
     per = "minute" if bucket == 1 else f"minute (average over {bucket} minutes)"
@@ -380,26 +473,45 @@ async def campaign_page(request: web.Request, viewer: Viewer) -> web.StreamRespo
     def drawn(width: int) -> dict[str, Markup]:
         return {
             "sent": charts.line_chart(
-                sent, "Messages sent per minute", f"Messages handed to a provider per {per}, "
-                "over the campaign.", "per minute", width=width),
-            "status": charts.status_bars(data["status"]["messages"], CHANNEL_LABEL,
-                                         width=width),
+                sent,
+                "Messages sent per minute",
+                f"Messages handed to a provider per {per}, over the campaign.",
+                "per minute",
+                width=width,
+            ),
+            "status": charts.status_bars(data["status"]["messages"], CHANNEL_LABEL, width=width),
             "resets": charts.line_chart(
-                charts.cumulative(done, done_bucket), "Reset completions over time",
-                "Password resets completed so far, over the campaign.", "completed",
-                width=width),
+                charts.cumulative(done, done_bucket),
+                "Reset completions over time",
+                "Password resets completed so far, over the campaign.",
+                "completed",
+                width=width,
+            ),
         }
 
     # Drawn twice: a laptop and a phone size (CSS shows one), so the labels stay legible.
     wide, narrow = drawn(640), drawn(340)
-    figures = {key: Markup('<div class="fig-wide">{}</div><div class="fig-narrow">{}</div>')
-               .format(wide[key], narrow[key])
-               for key in wide}
+    figures = {
+        key: Markup('<div class="fig-wide">{}</div><div class="fig-narrow">{}</div>').format(
+            wide[key], narrow[key]
+        )
+        for key in wide
+    }
     live = data["in_flight"] > 0 and request.query.get("refresh") != "off"
-    return render(request, "campaign.html", viewer=viewer, title=f"Campaign {name}",
-                  data=data, figures=figures, report=data["status"], section="campaigns",
-                  refresh=progress.REFRESH if live else None, live=live,
-                  statuses=charts.STATUS_COLOURS, exports=EXPORT_LABELS)
+    return render(
+        request,
+        "campaign.html",
+        viewer=viewer,
+        title=f"Campaign {name}",
+        data=data,
+        figures=figures,
+        report=data["status"],
+        section="campaigns",
+        refresh=progress.REFRESH if live else None,
+        live=live,
+        statuses=charts.STATUS_COLOURS,
+        exports=EXPORT_LABELS,
+    )
 
 
 def _campaign_exists(engine: Engine, name: str) -> bool:
@@ -416,10 +528,15 @@ async def download(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """GET /campaigns/{name}/{what}.csv: the export, streamed, audited with the user."""
     name, what = request.match_info["name"], request.match_info["what"]
     state = request.app[STATE]
-    if what not in EXPORT_LABELS or not await run_db(request, _campaign_exists,
-                                                      state.engine, name):
-        return render(request, "not_found.html", status=404, viewer=viewer,
-                      title="Not found", what=f"export {what!r} of campaign {name!r}")
+    if what not in EXPORT_LABELS or not await run_db(request, _campaign_exists, state.engine, name):
+        return render(
+            request,
+            "not_found.html",
+            status=404,
+            viewer=viewer,
+            title="Not found",
+            what=f"export {what!r} of campaign {name!r}",
+        )
     from notify import export
 
     def produce(writer: Any) -> int:
@@ -428,14 +545,32 @@ async def download(request: web.Request, viewer: Viewer) -> web.StreamResponse:
 
     command = f"web export {what}"
     try:
-        response, rows = await downloads.stream_csv(request, state.executor,
-                                                    f"{what}-{name}.csv", produce)
+        response, rows = await downloads.stream_csv(
+            request, state.executor, f"{what}-{name}.csv", produce
+        )
     except BaseException:
-        await run_db(request, _record, state.engine, command, viewer.name, name,
-                     {"campaign": name}, None, "interrupted")
+        await run_db(
+            request,
+            _record,
+            state.engine,
+            command,
+            viewer.name,
+            name,
+            {"campaign": name},
+            None,
+            "interrupted",
+        )
         raise
-    await run_db(request, _record, state.engine, command, viewer.name, name,
-                 {"campaign": name}, {"rows": rows})
+    await run_db(
+        request,
+        _record,
+        state.engine,
+        command,
+        viewer.name,
+        name,
+        {"campaign": name},
+        {"rows": rows},
+    )
     return response
 
 
@@ -461,10 +596,22 @@ async def rules_page(request: web.Request, viewer: Viewer) -> web.StreamResponse
         raise web.HTTPNotFound()
     report = await run_db(request, _rules, request.app[STATE].engine, name)
     if report is None:
-        return render(request, "not_found.html", status=404, viewer=viewer,
-                      title="No such campaign", what=f"campaign {name!r}")
-    return render(request, "rules.html", viewer=viewer, title=f"Rules check {name}",
-                  report=report, section="campaigns")
+        return render(
+            request,
+            "not_found.html",
+            status=404,
+            viewer=viewer,
+            title="No such campaign",
+            what=f"campaign {name!r}",
+        )
+    return render(
+        request,
+        "rules.html",
+        viewer=viewer,
+        title=f"Rules check {name}",
+        report=report,
+        section="campaigns",
+    )
 
 
 # --- audit log --------------------------------------------------------------------------------
@@ -485,8 +632,10 @@ class AuditFilters:
     @classmethod
     def parse(cls, query: Any) -> AuditFilters:
         """Read the filters; a date that is not YYYY-MM-DD is reported, not guessed."""
-        values = {k: query.get(k, "").strip()[:200]
-                  for k in ("actor", "command", "campaign", "since", "until")}
+        values = {
+            k: query.get(k, "").strip()[:200]
+            for k in ("actor", "command", "campaign", "since", "until")
+        }
         problems = []
         for k in ("since", "until"):
             if values[k]:
@@ -496,13 +645,19 @@ class AuditFilters:
                     problems.append(f"{k}: {values[k]!r} is not a date like 2026-12-02")
                     values[k] = ""
         before = query.get("before", "")
-        return cls(**values, before=int(before) if before.isdigit() else None,
-                   problems=tuple(problems))
+        return cls(
+            **values, before=int(before) if before.isdigit() else None, problems=tuple(problems)
+        )
 
     def query_string(self, **changes: Any) -> str:
         """These filters as a query string, with ``changes`` applied."""
-        values = {"actor": self.actor, "command": self.command, "campaign": self.campaign,
-                  "since": self.since, "until": self.until} | changes
+        values = {
+            "actor": self.actor,
+            "command": self.command,
+            "campaign": self.campaign,
+            "since": self.since,
+            "until": self.until,
+        } | changes
         return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
 
@@ -531,9 +686,17 @@ async def audit_page(request: web.Request, viewer: Viewer) -> web.StreamResponse
     """GET /audit: the audit log, newest first, filtered by user, command, campaign, dates."""
     filters = AuditFilters.parse(request.query)
     rows = await run_db(request, audit_rows, request.app[STATE].engine, filters)
-    older = (filters.query_string(before=rows[-1].id) if len(rows) == AUDIT_PAGE else None)
-    return render(request, "audit.html", viewer=viewer, title="Audit log", rows=rows,
-                  filters=filters, older=older, section="audit")
+    older = filters.query_string(before=rows[-1].id) if len(rows) == AUDIT_PAGE else None
+    return render(
+        request,
+        "audit.html",
+        viewer=viewer,
+        title="Audit log",
+        rows=rows,
+        filters=filters,
+        older=older,
+        section="audit",
+    )
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -544,11 +707,26 @@ def _users(engine: Engine) -> list[dict[str, object]]:
         return [users.user_row(u) for u in users.list_users(session)]
 
 
-async def _users_page(request: web.Request, viewer: Viewer, message: str | None = None,
-                      kind: str = "ok", status: int = 200) -> web.Response:
+async def _users_page(
+    request: web.Request,
+    viewer: Viewer,
+    message: str | None = None,
+    kind: str = "ok",
+    status: int = 200,
+) -> web.Response:
     rows = await run_db(request, _users, request.app[STATE].engine)
-    return render(request, "users.html", status=status, viewer=viewer, title="Users",
-                  rows=rows, roles=WEB_ROLES, message=message, kind=kind, section="users")
+    return render(
+        request,
+        "users.html",
+        status=status,
+        viewer=viewer,
+        title="Users",
+        rows=rows,
+        roles=WEB_ROLES,
+        message=message,
+        kind=kind,
+        section="users",
+    )
 
 
 @requires("admin")
@@ -560,15 +738,15 @@ async def users_page(request: web.Request, viewer: Viewer) -> web.StreamResponse
 def _add_user(engine: Engine, actor: str, name: str, role: str, password: str) -> None:
     with db.session_scope(db.writer(engine)) as session:
         users.add_user(session, name, role, password)
-        audit.record(session, "users add", arguments={"name": name, "role": role},
-                     actor=actor)
+        audit.record(session, "users add", arguments={"name": name, "role": role}, actor=actor)
 
 
 def _remove_user(engine: Engine, actor: str, name: str) -> None:
     with db.session_scope(db.writer(engine)) as session:
         user = users.remove_user(session, name)
-        audit.record(session, "users remove", arguments={"name": name, "role": user.role},
-                     actor=actor)
+        audit.record(
+            session, "users remove", arguments={"name": name, "role": user.role}, actor=actor
+        )
 
 
 @requires("admin")
@@ -605,9 +783,12 @@ async def static(request: web.Request) -> web.StreamResponse:
     path = HERE / "static" / name
     if "/" in name or path.suffix not in STATIC_TYPES or not path.is_file():
         raise web.HTTPNotFound()
-    return web.Response(body=path.read_bytes(), content_type=STATIC_TYPES[path.suffix],
-                        charset="utf-8", headers={"Cache-Control": "max-age=300",
-                                                  "X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=STATIC_TYPES[path.suffix],
+        charset="utf-8",
+        headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
@@ -625,8 +806,9 @@ def mount(app: web.Application, engine: Engine, public_url: str | None = None) -
     """Add the web view's routes to the `notify serve` application.
 
     Cookies are marked Secure when the public URL is HTTPS (the TLS proxy in front)."""
-    app[STATE] = WebState(engine=engine,
-                          secure_cookies=bool(public_url and public_url.startswith("https:")))
+    app[STATE] = WebState(
+        engine=engine, secure_cookies=bool(public_url and public_url.startswith("https:"))
+    )
     app.router.add_get("/", index)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login_submit)

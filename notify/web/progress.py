@@ -35,8 +35,9 @@ def per_minute(session: Session, column: Any, *where: Any) -> dict[str, int]:
     """How many rows have ``column`` in each minute (UTC), for the rows matching ``where``."""
     sqlite = session.get_bind().dialect.name == "sqlite"
     bucket = _minute(column, sqlite)
-    rows = session.execute(select(bucket, func.count()).where(column.is_not(None), *where)
-                           .group_by(bucket))
+    rows = session.execute(
+        select(bucket, func.count()).where(column.is_not(None), *where).group_by(bucket)
+    )
     return {minute.replace("T", " "): n for minute, n in rows if minute}
 
 
@@ -57,27 +58,38 @@ def campaign_page(session: Session, name: str, now: datetime | None = None) -> d
     now = now or utcnow()
     status = campaign_status(session, name, now=now)
     campaign = get_campaign(session, name)
-    in_flight = sum(sum(by.get(s, 0) for s in IN_FLIGHT_STATUSES)
-                    for by in status["messages"].values())
+    in_flight = sum(
+        sum(by.get(s, 0) for s in IN_FLIGHT_STATUSES) for by in status["messages"].values()
+    )
     url = str(session.get_bind().engine.url)
 
     def sends() -> dict[str, int]:
         return per_minute(session, Message.sent_at, Message.campaign_id == campaign.id)
 
     def completions() -> dict[str, int]:
-        return per_minute(session, PasswordReset.completed_at,
-                          PasswordReset.campaign_id == campaign.id,
-                          PasswordReset.status == "completed")
+        return per_minute(
+            session,
+            PasswordReset.completed_at,
+            PasswordReset.campaign_id == campaign.id,
+            PasswordReset.status == "completed",
+        )
 
     def links() -> int:
-        return session.scalar(select(func.count()).select_from(PasswordReset).where(
-            PasswordReset.campaign_id == campaign.id, PasswordReset.links_sent > 0)) or 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(PasswordReset)
+                .where(PasswordReset.campaign_id == campaign.id, PasswordReset.links_sent > 0)
+            )
+            or 0
+        )
 
     fresh = in_flight == 0  # a finished campaign's series do not change: no need to cache
     series = {
         "sent_per_minute": sends() if fresh else _cached((url, f"{name}:sent"), sends),
-        "completions_per_minute": (completions() if fresh else
-                                   _cached((url, f"{name}:done"), completions)),
+        "completions_per_minute": (
+            completions() if fresh else _cached((url, f"{name}:done"), completions)
+        ),
     }
     resets = status["resets"]
     funnel = [
@@ -85,5 +97,10 @@ def campaign_page(session: Session, name: str, now: datetime | None = None) -> d
         ("Sent a reset link", links() if resets["total"] else 0),
         ("Completed the reset", resets["completed"]),
     ]
-    return {"status": status, "in_flight": in_flight, "series": series, "funnel": funnel,
-            "organization": campaign.settings.get("organization")}
+    return {
+        "status": status,
+        "in_flight": in_flight,
+        "series": series,
+        "funnel": funnel,
+        "organization": campaign.settings.get("organization"),
+    }

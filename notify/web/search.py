@@ -28,8 +28,13 @@ def name_variants(text: str) -> set[str]:
     name = " ".join(text.split())
     if not name:
         return set()
-    return {name, name.lower(), name.upper(), name.title(),
-            re.sub(r"\w+", lambda m: m.group(0).capitalize(), name)}
+    return {
+        name,
+        name.lower(),
+        name.upper(),
+        name.title(),
+        re.sub(r"\w+", lambda m: m.group(0).capitalize(), name),
+    }
 
 
 def find(session: Session, query: str) -> list[tuple]:
@@ -39,8 +44,11 @@ def find(session: Session, query: str) -> list[tuple]:
     names = name_variants(query)
     if names and len(found) < MAX_RESULTS:
         seen = {contact.id for contact, _ in found}
-        found += [row for row in lookup._contacts_where(session, Contact.name.in_(names), None)
-                  if row[0].id not in seen]
+        found += [
+            row
+            for row in lookup._contacts_where(session, Contact.name.in_(names), None)
+            if row[0].id not in seen
+        ]
     return found[:MAX_RESULTS]
 
 
@@ -55,16 +63,19 @@ class Verdict:
     @property
     def text(self) -> str:
         """The sentence with times in UTC (for the audit and for readers without JS)."""
-        return "".join(text if when is None else lookup._human_iso(when)
-                       for text, when in self.parts)
+        return "".join(
+            text if when is None else lookup._human_iso(when) for text, when in self.parts
+        )
 
 
 def _clause(message: dict[str, Any], lead: str) -> list[tuple[str, str | None]]:
     label = CHANNEL_LABEL.get(message["channel"], message["channel"])
     status = message["status"]
     if status in REACHED_STATUSES:
-        return [(f"{lead}{label} {status} ", None),
-                ("", message["delivered_at"] or message["sent_at"])]
+        return [
+            (f"{lead}{label} {status} ", None),
+            ("", message["delivered_at"] or message["sent_at"]),
+        ]
     if status == Status.PENDING:
         return [(f"{lead}{label} pending (not sent yet)", None)]
     if status == Status.SENDING:
@@ -74,20 +85,25 @@ def _clause(message: dict[str, Any], lead: str) -> list[tuple[str, str | None]]:
 
 
 def verdict(messages: list[dict[str, Any]]) -> Verdict:
-    """"Reached by email on 2 Dec 14:05, SMS delivered 14:06": how (and whether) the
+    """ "Reached by email on 2 Dec 14:05, SMS delivered 14:06": how (and whether) the
     notice reached the customer, first reaching channel first."""
     if not messages:
-        return Verdict("waiting", [("Not contacted yet: no message has been planned for "
-                                    "this customer.", None)])
+        return Verdict(
+            "waiting", [("Not contacted yet: no message has been planned for this customer.", None)]
+        )
     best = lookup._best_per_channel(messages)
-    reached = sorted((m for m in best.values() if m["status"] in REACHED_STATUSES),
-                     key=lambda m: m["delivered_at"] or m["sent_at"] or "")
+    reached = sorted(
+        (m for m in best.values() if m["status"] in REACHED_STATUSES),
+        key=lambda m: m["delivered_at"] or m["sent_at"] or "",
+    )
     others = [m for m in best.values() if m["status"] not in REACHED_STATUSES]
     if reached:
         first = reached[0]
         label = CHANNEL_LABEL.get(first["channel"], first["channel"])
         parts: list[tuple[str, str | None]] = [
-            (f"Reached by {label} on ", None), ("", first["delivered_at"] or first["sent_at"])]
+            (f"Reached by {label} on ", None),
+            ("", first["delivered_at"] or first["sent_at"]),
+        ]
         for message in [*reached[1:], *others]:
             parts += _clause(message, ", ")
         return Verdict("reached", parts)

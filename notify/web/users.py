@@ -63,8 +63,13 @@ def add_user(session: Session, name: str, role: str, password: str) -> WebUser:
     check_password(password)
     if get_user(session, name) is not None:
         raise NotifyError(f"user {name!r} already exists (remove it first to replace it)")
-    user = WebUser(name=name, role=role, password_hash=hash_password(password),
-                   failed_logins=0, session_epoch=0)
+    user = WebUser(
+        name=name,
+        role=role,
+        password_hash=hash_password(password),
+        failed_logins=0,
+        session_epoch=0,
+    )
     session.add(user)
     session.flush()
     return user
@@ -113,8 +118,9 @@ class LoginResult:
     locked_until: datetime | None = None
 
 
-def authenticate(session: Session, name: str, password: str,
-                 now: datetime | None = None) -> LoginResult:
+def authenticate(
+    session: Session, name: str, password: str, now: datetime | None = None
+) -> LoginResult:
     """Check a sign-in; counts failures, locks after MAX_FAILED, resets on success.
 
     The caller commits: the failure count must be kept even though the sign-in is refused.
