@@ -1,4 +1,4 @@
-"""Settings from the environment (DESIGN.md, Configuration); a campaign file holds the rest."""
+"""Settings from the environment (docs/contracts.md); a campaign file holds the rest."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from notify.errors import ConfigError
 
-# DESIGN.md: a claimed batch is leased for at most 30 s without renewal.
+# docs/contracts.md: a claimed batch is leased for at most 30 s without renewal.
 LEASE_SECONDS = 30.0
 
 SMTP_TLS_MODES = ("starttls", "tls", "none")

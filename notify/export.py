@@ -65,7 +65,7 @@ DELIVERY_COLUMNS = (
     "content_sha256",
     "reset_status",
     "reset_completed_at",
-    # Appended (DESIGN.md, December): read them by name.
+    # Appended (docs/contracts.md, December): read them by name.
     "transport",  # where the message was handed over: smtp:HOST, twilio or outbox
     "template_version",  # the stored template version the message was rendered from
     "state",
@@ -288,7 +288,7 @@ def export_deliveries(
     progress: Progress | None = None,
     bom: bool = False,
 ) -> int:
-    """One CSV row per message of the campaign (DESIGN.md columns); returns the row count.
+    """One CSV row per message of the campaign (docs/contracts.md columns); returns the row count.
 
     `now` decides which pending reset links count as expired (tests inject it); `progress`
     is called with the rows written so far every PROGRESS_EVERY rows."""

@@ -1,4 +1,4 @@
-"""The affected-customer list -> the ``contacts`` table (DESIGN.md, "Affected-customer list").
+"""The affected-customer list -> the ``contacts`` table (docs/contracts.md).
 
 The pipeline works on whole columns, so a million-row list costs a few seconds:
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from notify.errors import NotifyError
 
-# Probes back off from BACKOFF_MIN to BACKOFF_MAX seconds (DESIGN.md: 1 s to 60 s).
+# Probes back off from BACKOFF_MIN to BACKOFF_MAX seconds (docs/contracts.md: 1 s to 60 s).
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 60.0
 # --max-outage default: 15 minutes.

@@ -5,7 +5,7 @@ middle. Then, at the recording SMTP sink and in the database:
 
 * every contact got the notice exactly once, apart from at most --concurrency emails that B
   had in flight at the instant of the kill, re-sent with the same Message-ID;
-* no one-second window held more than rate + 1 messages (DESIGN.md: bucket depth 1), and the
+* no one-second window held more than rate + 1 messages (docs/contracts.md: bucket depth 1), and the
   total rate stayed at the configured rate while C joined and B left;
 * all three workers sent; the survivors took B's leased batch over, only once its lease
   (NOTIFY_LEASE_SECONDS) had run out;

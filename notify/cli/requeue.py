@@ -16,7 +16,7 @@ from notify.errors import NotifyError
 if TYPE_CHECKING:  # the engine (jinja2, aiosmtplib, twilio) loads when a send starts
     pass
 
-# DESIGN.md: a lease lasts at most 30 s. Below a second, a busy database could let a live
+# docs/contracts.md: a lease lasts at most 30 s. Below a second, a busy database could let a live
 # worker's lease run out between two renewals (every third of the lease).
 LEASE_RANGE = (1.0, LEASE_SECONDS)
 

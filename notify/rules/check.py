@@ -78,7 +78,7 @@ class JurisdictionCheck:
     templates_ok: bool = True  # the campaign's notices meet the variant's content rules
 
     def as_json(self) -> dict[str, Any]:
-        """The contract shape of one jurisdiction (DESIGN.md, "Law as data")."""
+        """The contract shape of one jurisdiction (docs/contracts.md, "Law as data")."""
         return {
             "code": self.code,
             "residents": self.residents.total,
