@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     and_,
@@ -138,29 +139,44 @@ def _stored_time(value: datetime | str) -> datetime:
     return as_utc(value)
 
 
-def _upcoming_stats(campaign_id: int, channel: str, max_reminders: int, cutoff: datetime):
-    """Per contact that will be due on ``channel``: when its latest message reached it."""
+def _round_stats(campaign_id: int, channel: str, reached: Any, *extra: Any) -> Any:
+    """Per contact on ``channel``: its highest sequence, the highest one ``reached``, and
+    its reminder count (plus ``extra`` columns): the aggregate both the due and the
+    upcoming reminders are judged from."""
     messages = Message.__table__
-    reached = messages.c.status.in_(sorted(REACHED_STATUSES))
-    at = func.coalesce(messages.c.sent_at, messages.c.delivered_at)
-    stats = (
+    return (
         select(
             messages.c.contact_id,
             func.max(messages.c.sequence).label("last_sequence"),
             func.max(case((reached, messages.c.sequence))).label("reached_sequence"),
-            func.max(case((reached, at))).label("reached_at"),
+            *extra,
             func.sum(case((messages.c.notice == "reminder", 1), else_=0)).label("reminders"),
         )
         .where(messages.c.campaign_id == campaign_id, messages.c.channel == channel)
         .group_by(messages.c.contact_id)
         .subquery("stats")
     )
-    address = Contact.email if channel == "email" else Contact.phone
-    completed = exists().where(
+
+
+def _reset_completed() -> Any:
+    """EXISTS: the contact (of the outer query) has completed its reset."""
+    return exists().where(
         PasswordReset.campaign_id == Contact.campaign_id,
         PasswordReset.contact_id == Contact.id,
         PasswordReset.status == COMPLETED,
     )
+
+
+def _upcoming_stats(campaign_id: int, channel: str, max_reminders: int, cutoff: datetime):
+    """Per contact that will be due on ``channel``: when its latest message reached it."""
+    messages = Message.__table__
+    reached = messages.c.status.in_(sorted(REACHED_STATUSES))
+    at = func.coalesce(messages.c.sent_at, messages.c.delivered_at)
+    stats = _round_stats(
+        campaign_id, channel, reached, func.max(case((reached, at))).label("reached_at")
+    )
+    address = Contact.email if channel == "email" else Contact.phone
+    completed = _reset_completed()
     return (
         select(stats.c.reached_at.label("at"))
         .select_from(Contact)
@@ -261,23 +277,9 @@ def _due_reminders(
         func.coalesce(messages.c.sent_at, messages.c.delivered_at)
         <= literal(cutoff, UTCDateTime()),
     )
-    stats = (
-        select(
-            messages.c.contact_id,
-            func.max(messages.c.sequence).label("last_sequence"),
-            func.max(case((reached_early, messages.c.sequence))).label("reached_sequence"),
-            func.sum(case((messages.c.notice == "reminder", 1), else_=0)).label("reminders"),
-        )
-        .where(messages.c.campaign_id == campaign_id, messages.c.channel == channel)
-        .group_by(messages.c.contact_id)
-        .subquery("stats")
-    )
+    stats = _round_stats(campaign_id, channel, reached_early)
     address = Contact.email if channel == "email" else Contact.phone
-    completed = exists().where(
-        PasswordReset.campaign_id == Contact.campaign_id,
-        PasswordReset.contact_id == Contact.id,
-        PasswordReset.status == COMPLETED,
-    )
+    completed = _reset_completed()
     query = (
         select(
             Contact.campaign_id,
