@@ -452,20 +452,25 @@ def _campaign_data(engine: Engine, name: str) -> dict[str, Any] | None:
             return None
 
 
+def _no_such_campaign(request: web.Request, viewer: Viewer, name: str) -> web.StreamResponse:
+    """The 404 page for a campaign name the database does not know."""
+    return render(
+        request,
+        "not_found.html",
+        status=404,
+        viewer=viewer,
+        title="No such campaign",
+        what=f"campaign {name!r}",
+    )
+
+
 @requires("compliance")
 async def campaign_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """GET /campaigns/{name}: live counts, reach, resets funnel, charts, downloads."""
     name = request.match_info["name"]
     data = await run_db(request, _campaign_data, request.app[STATE].engine, name)
     if data is None:
-        return render(
-            request,
-            "not_found.html",
-            status=404,
-            viewer=viewer,
-            title="No such campaign",
-            what=f"campaign {name!r}",
-        )
+        return _no_such_campaign(request, viewer, name)
     sent, bucket = charts.minute_series(data["series"]["sent_per_minute"])
     done, done_bucket = charts.minute_series(data["series"]["completions_per_minute"])
     per = "minute" if bucket == 1 else f"minute (average over {bucket} minutes)"
@@ -596,14 +601,7 @@ async def rules_page(request: web.Request, viewer: Viewer) -> web.StreamResponse
         raise web.HTTPNotFound()
     report = await run_db(request, _rules, request.app[STATE].engine, name)
     if report is None:
-        return render(
-            request,
-            "not_found.html",
-            status=404,
-            viewer=viewer,
-            title="No such campaign",
-            what=f"campaign {name!r}",
-        )
+        return _no_such_campaign(request, viewer, name)
     return render(
         request,
         "rules.html",
