@@ -289,7 +289,7 @@ def _choose_sheet(path: Path, names: list[str], wanted: str) -> str:
 
 def _sheet_grid(path: Path, book: pd.ExcelFile, name: str, kind: str) -> _Grid:
     try:
-        frame = book.parse(name, header=None, dtype=object)
+        frame = pd.read_excel(book, sheet_name=name, header=None, dtype=object)
     except Exception as exc:
         raise NotifyError(
             f"{path}: not a readable workbook (sheet {name!r}: "
@@ -395,16 +395,13 @@ def _json_grid(path: Path, data: bytes) -> _Grid:
             frame = pd.read_json(
                 io.BytesIO(data),
                 orient="records",
-                dtype=False,
-                convert_dates=False,
+                dtype=False,  # no conversion at all, dates included
                 convert_axes=False,
             )
             lines = _array_record_lines(data)
             kind = "JSON array"
         else:
-            frame = pd.read_json(
-                io.BytesIO(data), lines=True, dtype=False, convert_dates=False, convert_axes=False
-            )
+            frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False, convert_axes=False)
             lines = np.array(
                 [n for n, line in enumerate(data.splitlines(), 1) if line.strip()], dtype=np.int64
             )
