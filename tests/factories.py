@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from notify import campaigns, db
-from notify.models import Campaign, Contact, Message
+from notify.models import Campaign, Contact, Message, utcnow
+from notify.send.plan import plan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
 
@@ -84,3 +87,52 @@ def message_statuses(engine) -> Counter:
     """How many messages are in each status (all campaigns)."""
     with db.session_scope(engine) as session:
         return Counter(session.scalars(select(Message.status)))
+
+
+def email_campaign(engine, tmp_path: Path, contacts: int, **changes: str) -> Campaign:
+    """An email-only campaign without fallback (the example with ``changes``) and ``contacts``
+    contacts, for tests that send through one relay."""
+    campaign = make_campaign(
+        engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"', **changes)
+    )
+    add_contacts(engine, campaign, contacts)
+    return campaign
+
+
+def sms_campaign(engine, tmp_path: Path, contacts: int, **changes: str) -> Campaign:
+    """An SMS-only campaign (the example with ``changes``) and ``contacts`` contacts that
+    have a phone number and no email, for tests that send through Twilio."""
+    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]', **changes))
+    add_contacts(engine, campaign, contacts, emails=False)
+    return campaign
+
+
+def point_at(monkeypatch, double) -> None:
+    """Point notify's transport at a test double (SmtpSink or TwilioDouble) for this test,
+    through the environment variables the double names."""
+    for key, value in double.env().items():
+        monkeypatch.setenv(key, value)
+
+
+def leave_in_doubt(session: Session, *where, **values: Any) -> None:
+    """Leave the messages ``where`` selects as a worker that died mid-send does: `sending`
+    under the lease of "dead-worker", expired a second ago (plus ``values``), so the next
+    run must reconcile them before anything is sent again."""
+    session.execute(
+        update(Message)
+        .where(*where)
+        .values(
+            status="sending",
+            lease_owner="dead-worker",
+            lease_expires_at=utcnow() - timedelta(seconds=1),
+            **values,
+        )
+    )
+
+
+def plan_in_doubt(engine, campaign: Campaign, channel: str = "sms") -> None:
+    """Plan ``channel`` and leave every message as a first attempt a dead worker began and
+    never recorded: in doubt before anything was sent."""
+    with db.session_scope(engine) as session:
+        plan(session, session.merge(campaign), (channel,))
+        leave_in_doubt(session, attempts=1, first_attempt_at=utcnow())

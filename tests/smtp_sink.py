@@ -392,6 +392,14 @@ class SmtpSink:
         assert self._controller is not None, "sink not started"
         return self._controller.port
 
+    def env(self) -> dict[str, str]:
+        """Environment variables that point notify at this sink (as TwilioDouble.env)."""
+        return {
+            "NOTIFY_SMTP_HOST": self.host,
+            "NOTIFY_SMTP_PORT": str(self.port),
+            "NOTIFY_SMTP_TLS": self.tls,
+        }
+
     def client_context(self) -> ssl.SSLContext:
         """An SSL context that trusts this sink's certificate."""
         return ssl.create_default_context(cafile=str(self.cafile) if self.cafile else None)

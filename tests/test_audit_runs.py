@@ -10,7 +10,7 @@ from notify import audit, db
 from notify.cli import main
 from notify.errors import NotifyError
 from notify.models import AuditRecord
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, point_at
 from tests.smtp_sink import SmtpSink
 
 
@@ -23,18 +23,12 @@ def runs(engine, command: str = "send") -> list[AuditRecord]:
         )
 
 
-def smtp_env(monkeypatch, sink: SmtpSink) -> None:
-    monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-    monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-
-
 def test_a_send_stopped_by_an_error_is_audited_as_failed(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 5)
     with SmtpSink(auth={"mailer": "s3cret"}) as sink:
-        smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
         monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
         result = CliRunner().invoke(main, ["--actor", "ops", "send", campaign.name, "--yes"])
@@ -50,7 +44,7 @@ def test_a_send_ended_by_a_long_outage_is_audited_with_exit_status_75(env, tmp_p
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 3)
     with SmtpSink() as sink:
-        smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         sink.go_down("refuse")
         result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--max-outage", "2s"])
         assert result.exit_code == 75, result.output
@@ -106,7 +100,7 @@ def test_a_remind_that_fails_is_audited_with_what_it_planned(env, campaign_file,
     seed_due(env, campaign_file)
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     with SmtpSink(auth={"mailer": "s3cret"}) as sink:
-        smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
         monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
         result = CliRunner().invoke(

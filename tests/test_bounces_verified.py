@@ -20,7 +20,7 @@ from notify.models import Campaign, Contact, Event, Message
 from notify.send.options import SendOptions
 from notify.send.plan import plan
 from notify.send.runner import send_campaign
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, point_at
 from tests.smtp_sink import SmtpSink
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # the injected clock of the matching tests
@@ -72,12 +72,6 @@ Subject: Notice of Data Breach
 """.replace("\n", "\r\n").encode()
 
 
-def smtp_env(monkeypatch, sink: SmtpSink) -> None:
-    monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-    monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-
-
 def emails(engine) -> dict[str, Message]:
     """Email rows by address."""
     with db.session_scope(engine) as session:
@@ -111,7 +105,7 @@ def test_verp_through_the_smtp_sink_and_back(env, tmp_path, monkeypatch):
     )
     add_contacts(engine, campaign, 3)
     with SmtpSink() as sink:
-        smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         summary = send_campaign(
             engine, load_settings(), campaign.name, SendOptions(email_rate=0, progress=False)
         )
@@ -201,7 +195,7 @@ def test_without_bounce_address_the_envelope_sender_is_the_sender(env, tmp_path,
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 1)
     with SmtpSink() as sink:
-        smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         send_campaign(
             engine, load_settings(), campaign.name, SendOptions(email_rate=0, progress=False)
         )

@@ -21,7 +21,7 @@ from notify.resets.reminders import plan_reminders
 from notify.send.options import SendOptions
 from notify.send.plan import plan
 from notify.send.runner import send_campaign
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, point_at
 from tests.smtp_sink import SmtpSink
 
 
@@ -33,12 +33,6 @@ def send(engine, name):
     return send_campaign(
         engine, load_settings(), name, SendOptions(email_rate=0, sms_rate=0, progress=False)
     )
-
-
-def smtp(monkeypatch, sink):
-    monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-    monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
 
 
 def rows(engine, key, channel="email"):
@@ -65,7 +59,7 @@ def test_corrected_addresses_get_a_new_message_on_the_next_send(env, tmp_path, m
     set_contact(engine, "C-00002", email=None)  # skipped: no email address
     set_contact(engine, "C-00003", phone=None)  # skipped: no phone number
     with SmtpSink(reject={"user1@example.com"}) as sink:
-        smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         send(engine, campaign.name)
     assert rows(engine, "C-00001")[0][2] == "failed"
     assert rows(engine, "C-00002")[0][2] == "skipped"
@@ -75,7 +69,7 @@ def test_corrected_addresses_get_a_new_message_on_the_next_send(env, tmp_path, m
     set_contact(engine, "C-00002", email="added2@example.com")
     set_contact(engine, "C-00003", phone="+14155559999")
     with SmtpSink(reject={"user1@example.com"}) as sink:
-        smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         summary = send(engine, campaign.name)
         received = sorted(r.rcpt_tos[0] for r in sink.received)
     assert received == ["added2@example.com", "fixed1@example.com"]
@@ -141,7 +135,7 @@ def test_requeue_gives_final_failures_another_chance(env, tmp_path, monkeypatch)
     add_contacts(engine, campaign, 4, exposures="passwords")
     refused = {"user1@example.com", "user2@example.com"}
     with SmtpSink(reject=refused) as sink:
-        smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         send(engine, campaign.name)
     with db.session_scope(engine) as session:  # one of them bounced later instead
         session.execute(
@@ -163,7 +157,7 @@ def test_requeue_gives_final_failures_another_chance(env, tmp_path, monkeypatch)
     again = run("requeue", campaign.name, "--yes")
     assert "Nothing to requeue" in again.stdout  # planned once, whatever the re-runs
     with SmtpSink() as sink:  # the relay accepts them now
-        smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         summary = send(engine, campaign.name)
         received = sorted(r.rcpt_tos[0] for r in sink.received)
     assert received == ["user1@example.com", "user2@example.com", "user3@example.com"]
@@ -246,7 +240,7 @@ def test_a_corrected_import_reaches_the_person_end_to_end(env, tmp_path, monkeyp
     )
     assert run("contacts", "import", str(first), "--campaign", "acme-2026-11").exit_code == 0
     with SmtpSink(reject={"bob@old.example"}) as sink:
-        smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         assert run("send", "acme-2026-11", "--yes").exit_code == 0
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     assert [r[2] for r in rows(engine, "C-1")] == ["skipped"]
@@ -259,7 +253,7 @@ def test_a_corrected_import_reaches_the_person_end_to_end(env, tmp_path, monkeyp
     imported = run("contacts", "import", str(fixed), "--campaign", "acme-2026-11", "--update")
     assert imported.exit_code == 0, imported.output
     with SmtpSink(reject={"bob@old.example"}) as sink:
-        smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         sent = run("send", "acme-2026-11", "--yes")
         assert sent.exit_code == 0, sent.output
         assert sorted(r.rcpt_tos[0] for r in sink.received) == [

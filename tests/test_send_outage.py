@@ -16,9 +16,14 @@ from notify.config import load_settings
 from notify.models import Event, Message
 from notify.outage import OutageTooLong
 from notify.send.options import SendOptions
-from notify.send.plan import plan
 from notify.send.runner import send_campaign
-from tests.factories import add_contacts, campaign_toml, make_campaign, message_statuses
+from tests.factories import (
+    email_campaign,
+    message_statuses,
+    plan_in_doubt,
+    point_at,
+    sms_campaign,
+)
 from tests.smtp_sink import SmtpSink
 from tests.twilio_double import TwilioDouble
 
@@ -52,17 +57,6 @@ class Seen:
         pass
 
 
-def _smtp(monkeypatch, sink: SmtpSink) -> None:
-    monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-    monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
-
-
-def _twilio(monkeypatch, tw: TwilioDouble) -> None:
-    for key, value in tw.env().items():
-        monkeypatch.setenv(key, value)
-
-
 def _rows(engine) -> list[Message]:
     with db.session_scope(engine) as session:
         rows = session.scalars(select(Message).order_by(Message.id)).all()
@@ -75,12 +69,26 @@ def _event_kinds(engine) -> Counter:
         return Counter(session.scalars(select(Event.kind)))
 
 
-def _email_campaign(engine, tmp_path, contacts: int):
-    campaign = make_campaign(
-        engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
-    )
-    add_contacts(engine, campaign, contacts)
-    return campaign
+def _send(engine, campaign, **options):
+    """One engine-level run with the fast probe backoff; returns its summary."""
+    return send_campaign(engine, load_settings(), campaign.name, SendOptions(**options, **FAST))
+
+
+def _send_in_thread(engine, campaign, wait: float, **options) -> tuple[BaseException | None, bool]:
+    """``_send`` in a thread, waited for up to ``wait`` s (a hung run must not hang the
+    test): returns what it raised and whether it is still running."""
+    outcome: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            _send(engine, campaign, **options)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome[0] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(wait)
+    return outcome[0], thread.is_alive()
 
 
 @pytest.mark.parametrize("mode", ["refuse", "421", "reset"])
@@ -88,17 +96,12 @@ def test_relay_down_then_back_sends_everyone_once_spending_nothing(
     env, tmp_path, monkeypatch, mode
 ):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = _email_campaign(engine, tmp_path, 12)
+    campaign = email_campaign(engine, tmp_path, 12)
     with SmtpSink() as sink:
-        _smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         sink.go_down(mode, 1.5)
         seen = Seen()
-        summary = send_campaign(
-            engine,
-            load_settings(),
-            campaign.name,
-            SendOptions(email_rate=0, concurrency=3, observer=seen, **FAST),
-        )
+        summary = _send(engine, campaign, email_rate=0, concurrency=3, observer=seen)
         ids, port = sink.message_ids(), sink.port
         assert sink.refused_while_down > 0 or mode == "refuse"
     assert len(ids) == 12 and len(set(ids)) == 12  # everyone exactly once
@@ -112,17 +115,12 @@ def test_relay_down_then_back_sends_everyone_once_spending_nothing(
 
 def test_silent_relay_is_an_outage_not_a_hang(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = _email_campaign(engine, tmp_path, 6)
+    campaign = email_campaign(engine, tmp_path, 6)
     with SmtpSink() as sink:
-        _smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         sink.go_down("silent", 1.5)
         seen = Seen()
-        send_campaign(
-            engine,
-            load_settings(),
-            campaign.name,
-            SendOptions(email_rate=0, concurrency=2, observer=seen, provider_timeout=0.3, **FAST),
-        )
+        _send(engine, campaign, email_rate=0, concurrency=2, observer=seen, provider_timeout=0.3)
         ids = sink.message_ids()
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
     assert "timeout" in seen.started[0] or "Timed out" in seen.started[0]
@@ -133,30 +131,15 @@ def test_outage_longer_than_max_outage_ends_the_run_with_everything_pending(
     env, tmp_path, monkeypatch
 ):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = _email_campaign(engine, tmp_path, 8)
+    campaign = email_campaign(engine, tmp_path, 8)
     with SmtpSink() as sink:
-        _smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         sink.go_down("silent")
-        outcome: list[BaseException | None] = [None]
-
-        def run() -> None:
-            try:
-                send_campaign(
-                    engine,
-                    load_settings(),
-                    campaign.name,
-                    SendOptions(
-                        email_rate=0, concurrency=3, max_outage=1.0, provider_timeout=0.3, **FAST
-                    ),
-                )
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                outcome[0] = exc
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        thread.join(30)
-        assert not thread.is_alive(), "a silent relay hung the run"
-    assert isinstance(outcome[0], OutageTooLong) and outcome[0].exit_code == 75
+        outcome, running = _send_in_thread(
+            engine, campaign, 30, email_rate=0, concurrency=3, max_outage=1.0, provider_timeout=0.3
+        )
+        assert not running, "a silent relay hung the run"
+    assert isinstance(outcome, OutageTooLong) and outcome.exit_code == 75
     rows = _rows(engine)
     assert {r.status for r in rows} == {"pending"}
     assert all(r.attempts == 0 and r.lease_owner is None for r in rows)
@@ -164,9 +147,9 @@ def test_outage_longer_than_max_outage_ends_the_run_with_everything_pending(
 
 def test_cli_max_outage_exits_75_then_a_rerun_sends_everyone_once(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = _email_campaign(engine, tmp_path, 10)
+    campaign = email_campaign(engine, tmp_path, 10)
     with SmtpSink() as sink:
-        _smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         sink.go_down("refuse")
         result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--max-outage", "2s"])
         assert result.exit_code == 75, result.output
@@ -186,9 +169,9 @@ def test_cli_max_outage_exits_75_then_a_rerun_sends_everyone_once(env, tmp_path,
 
 def test_cli_prints_when_an_outage_starts_and_ends(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = _email_campaign(engine, tmp_path, 6)
+    campaign = email_campaign(engine, tmp_path, 6)
     with SmtpSink() as sink:
-        _smtp(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         sink.go_down("refuse", 2.5)
         result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--email-rate", "0"])
         ids, port = sink.message_ids(), sink.port
@@ -203,18 +186,12 @@ def test_cli_prints_when_an_outage_starts_and_ends(env, tmp_path, monkeypatch):
 
 def test_twilio_5xx_for_a_while_is_an_outage_spending_nothing(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 10, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 10)
     with TwilioDouble() as tw:
-        _twilio(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         tw.go_down("5xx", 1.5)
         seen = Seen()
-        send_campaign(
-            engine,
-            load_settings(),
-            campaign.name,
-            SendOptions(sms_rate=0, concurrency=4, observer=seen, **FAST),
-        )
+        _send(engine, campaign, sms_rate=0, concurrency=4, observer=seen)
         sent = [m["to"] for m in tw.messages]
         assert tw.down_answers >= 3
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 10
@@ -230,18 +207,12 @@ def test_twilio_5xx_for_a_while_is_an_outage_spending_nothing(env, tmp_path, mon
 
 def test_twilio_refusing_connections_then_back(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 6, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 6)
     with TwilioDouble() as tw:
-        _twilio(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         tw.go_down("refuse", 1.5)
         seen = Seen()
-        send_campaign(
-            engine,
-            load_settings(),
-            campaign.name,
-            SendOptions(sms_rate=0, concurrency=3, observer=seen, **FAST),
-        )
+        _send(engine, campaign, sms_rate=0, concurrency=3, observer=seen)
         sent = [m["to"] for m in tw.messages]
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 6
     assert len(seen.started) == 1 and len(seen.ended) == 1
@@ -252,17 +223,11 @@ def test_an_isolated_5xx_stays_a_per_message_failure(env, tmp_path, monkeypatch)
     """One number Twilio always answers 500: it spends its attempts and fails; the others
     go out, and the channel never pauses for it."""
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]', max_attempts="3"))
-    add_contacts(engine, campaign, 6, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 6, max_attempts="3")
     with TwilioDouble(fail_numbers={"+14155550002"}) as tw:
-        _twilio(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         seen = Seen()
-        send_campaign(
-            engine,
-            load_settings(),
-            campaign.name,
-            SendOptions(sms_rate=0, concurrency=2, observer=seen, **FAST),
-        )
+        _send(engine, campaign, sms_rate=0, concurrency=2, observer=seen)
     rows = {r.address: r for r in _rows(engine)}
     bad = rows.pop("+14155550002")
     assert (bad.status, bad.attempts, bad.error_code) == ("failed", 3, "500")
@@ -273,28 +238,14 @@ def test_an_isolated_5xx_stays_a_per_message_failure(env, tmp_path, monkeypatch)
 def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_path, monkeypatch):
     """An SMS in doubt must be looked up before it is sent again; with Twilio unreachable
     the lookup is an outage like any other (no "Error: Twilio lookup ... failed")."""
-    from datetime import timedelta
-
-    from sqlalchemy import update
-
     from notify.models import utcnow
 
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 3, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 3)
     with TwilioDouble() as tw:
-        _twilio(monkeypatch, tw)
+        point_at(monkeypatch, tw)
+        plan_in_doubt(engine, campaign)
         with db.session_scope(engine) as session:
-            plan(session, session.merge(campaign), ("sms",))
-            session.execute(
-                update(Message).values(
-                    status="sending",
-                    attempts=1,
-                    first_attempt_at=utcnow(),
-                    lease_owner="dead-worker",
-                    lease_expires_at=utcnow() - timedelta(seconds=1),
-                )
-            )
             for row in session.scalars(select(Message)):  # their attempts' `sending` commits
                 session.add(
                     Event(
@@ -310,12 +261,7 @@ def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_p
                 )
         tw.go_down("5xx", 1.5)
         seen = Seen()
-        send_campaign(
-            engine,
-            load_settings(),
-            campaign.name,
-            SendOptions(sms_rate=0, concurrency=3, observer=seen, **FAST),
-        )
+        _send(engine, campaign, sms_rate=0, concurrency=3, observer=seen)
         sent = [m["to"] for m in tw.messages]
     assert sorted(sent) == sorted(set(sent)) and len(sent) == 3
     assert len(seen.started) == 1 and "listing messages" in seen.started[0]
@@ -370,41 +316,19 @@ def test_a_silent_twilio_ends_the_run_soon_after_max_outage(env, tmp_path, monke
     import time
 
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 30, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 30)
     with SilentListener() as silent:
         monkeypatch.setenv("NOTIFY_TWILIO_API_URL", f"http://127.0.0.1:{silent.port}")
         monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
-        outcome: list[BaseException | None] = [None]
         started = time.monotonic()
-
-        def run() -> None:
-            try:
-                send_campaign(
-                    engine,
-                    load_settings(),
-                    campaign.name,
-                    SendOptions(
-                        sms_rate=2,
-                        concurrency=10,
-                        max_outage=1.0,
-                        provider_timeout=0.3,
-                        outage_backoff=(0.1, 0.4),
-                        retry_base=0.05,
-                        progress=False,
-                    ),
-                )
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                outcome[0] = exc
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        thread.join(60)
+        outcome, running = _send_in_thread(
+            engine, campaign, 60, sms_rate=2, concurrency=10, max_outage=1.0, provider_timeout=0.3
+        )
         took = time.monotonic() - started
-        assert not thread.is_alive(), "a silent Twilio hung the run"
+        assert not running, "a silent Twilio hung the run"
         connections = len(silent.accepted)
-    assert isinstance(outcome[0], OutageTooLong) and outcome[0].exit_code == 75, outcome[0]
+    assert isinstance(outcome, OutageTooLong) and outcome.exit_code == 75, outcome
     # The outage starts when the first push has timed out and its lookup too (0.6 s); it is
     # declared too long 1 s later, and the run ends within about one more step timeout.
     assert took < 3.5, f"the run took {took:.1f}s after a 1 s --max-outage"

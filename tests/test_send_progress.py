@@ -15,7 +15,7 @@ from notify.config import load_settings
 from notify.outage import OutageState
 from notify.send.options import SendOptions
 from notify.send.runner import send_campaign
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, point_at
 from tests.smtp_sink import SmtpSink
 
 
@@ -98,9 +98,7 @@ def test_a_send_off_a_terminal_prints_lines_as_it_goes(env, tmp_path, monkeypatc
     add_contacts(engine, campaign, 15)
     out = io.StringIO()
     with SmtpSink() as sink:
-        monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-        monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-        monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
+        point_at(monkeypatch, sink)
         send_campaign(
             engine,
             load_settings(),

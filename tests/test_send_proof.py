@@ -18,17 +18,19 @@ from notify.send.options import SendOptions
 from notify.send.plan import load_job, plan
 from notify.send.runner import send_campaign
 from notify.send.store import Begin, begin_attempts, claim
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import (
+    add_contacts,
+    campaign_toml,
+    leave_in_doubt,
+    make_campaign,
+    point_at,
+    sms_campaign,
+)
 from tests.smtp_sink import SmtpSink
 from tests.test_transport_twilio import messenger, sms
 from tests.twilio_double import TwilioDouble
 
 NUMBER = "+14155550000"
-
-
-def _twilio(monkeypatch, tw: TwilioDouble) -> None:
-    for key, value in tw.env().items():
-        monkeypatch.setenv(key, value)
 
 
 def _crashed_attempt(engine, campaign) -> tuple[str, object]:
@@ -66,10 +68,9 @@ def _crashed_attempt(engine, campaign) -> tuple[str, object]:
 )
 def test_an_unrelated_sms_to_the_number_is_not_adopted(env, tmp_path, monkeypatch, unrelated):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 1, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 1)
     with TwilioDouble() as tw:
-        _twilio(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         body, began = _crashed_attempt(engine, campaign)
         if unrelated.startswith("other"):
             foreign = tw.add_message(
@@ -91,10 +92,9 @@ def test_an_unrelated_sms_to_the_number_is_not_adopted(env, tmp_path, monkeypatc
 
 def test_the_exact_sms_is_adopted(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 1, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 1)
     with TwilioDouble() as tw:
-        _twilio(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         body, began = _crashed_attempt(engine, campaign)
         tw.add_message(NUMBER, "Acme: your login code is 481516", began + timedelta(seconds=1))
         ours = tw.add_message(NUMBER, body, began + timedelta(seconds=1))
@@ -110,10 +110,9 @@ def test_the_exact_sms_is_adopted(env, tmp_path, monkeypatch):
 
 def test_an_sms_another_row_holds_is_not_adopted(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 1, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 1)
     with TwilioDouble() as tw:
-        _twilio(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         body, began = _crashed_attempt(engine, campaign)
         taken = tw.add_message(NUMBER, body, began + timedelta(seconds=1))
         # The same text already recorded for another message (another campaign's row).
@@ -158,21 +157,12 @@ def test_every_copy_of_a_resent_email_has_its_hash_on_record(env, tmp_path, monk
     )
     add_contacts(engine, campaign, 1, exposures="passwords")
     with SmtpSink() as sink:
-        monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-        monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-        monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
+        point_at(monkeypatch, sink)
         options = SendOptions(email_rate=0, progress=False)
         send_campaign(engine, load_settings(), campaign.name, options)
         # A crash before `sent` was committed: in doubt, sent again.
         with db.session_scope(engine) as session:
-            session.execute(
-                update(Message).values(
-                    status="sending",
-                    sent_at=None,
-                    lease_owner="dead-worker",
-                    lease_expires_at=utcnow() - timedelta(seconds=1),
-                )
-            )
+            leave_in_doubt(session, sent_at=None)
         send_campaign(engine, load_settings(), campaign.name, options)
         copies = [r.data for r in sink.received]
         ids = sink.message_ids()

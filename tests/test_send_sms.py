@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from notify import db
 from notify.config import load_settings
-from notify.models import Message, utcnow
+from notify.models import Message
 from notify.send.options import SendOptions
-from notify.send.plan import plan
 from notify.send.runner import send_campaign
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import leave_in_doubt, plan_in_doubt, point_at, sms_campaign
 from tests.twilio_double import TwilioDouble
-
-
-def _twilio_env(monkeypatch, tw: TwilioDouble) -> None:
-    for key, value in tw.env().items():
-        monkeypatch.setenv(key, value)
 
 
 def test_permanent_codes_fail_at_once_and_429_is_retried(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 12, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 12)
     with TwilioDouble(
         invalid={"+14155550003"}, opted_out={"+14155550004"}, rate=4, burst=1, retry_after=1
     ) as tw:
-        _twilio_env(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         summary = send_campaign(
             engine,
             load_settings(),
@@ -52,26 +43,20 @@ def test_permanent_codes_fail_at_once_and_429_is_retried(env, tmp_path, monkeypa
 
 def test_sms_in_doubt_is_reconciled_not_resent(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 3, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 3)
     with TwilioDouble() as tw:
-        _twilio_env(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         settings = load_settings()
         send_campaign(engine, settings, campaign.name, SendOptions(sms_rate=0, progress=False))
         assert len(tw.messages) == 3
         # Simulate a crash after Twilio accepted the SMS but before `sent` was committed:
         # the row is back in `sending` with an expired lease and no provider id.
         with db.session_scope(engine) as session:
-            session.execute(
-                update(Message)
-                .where(Message.address == "+14155550001")
-                .values(
-                    status="sending",
-                    provider_message_id=None,
-                    sent_at=None,
-                    lease_owner="dead-worker",
-                    lease_expires_at=utcnow() - timedelta(seconds=1),
-                )
+            leave_in_doubt(
+                session,
+                Message.address == "+14155550001",
+                provider_message_id=None,
+                sent_at=None,
             )
         summary = send_campaign(
             engine, settings, campaign.name, SendOptions(sms_rate=0, progress=False)
@@ -86,22 +71,11 @@ def test_sms_in_doubt_is_reconciled_not_resent(env, tmp_path, monkeypatch):
 
 def test_sms_in_doubt_that_never_left_is_sent_once(env, tmp_path, monkeypatch):
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["sms"]'))
-    add_contacts(engine, campaign, 1, emails=False)
+    campaign = sms_campaign(engine, tmp_path, 1)
     with TwilioDouble() as tw:
-        _twilio_env(monkeypatch, tw)
+        point_at(monkeypatch, tw)
         settings = load_settings()
-        with db.session_scope(engine) as session:
-            plan(session, session.merge(campaign), ("sms",))
-            session.execute(
-                update(Message).values(
-                    status="sending",
-                    attempts=1,
-                    first_attempt_at=utcnow(),
-                    lease_owner="dead-worker",
-                    lease_expires_at=utcnow() - timedelta(seconds=1),
-                )
-            )
+        plan_in_doubt(engine, campaign)
         summary = send_campaign(
             engine, settings, campaign.name, SendOptions(sms_rate=0, progress=False)
         )

@@ -17,16 +17,10 @@ from notify.config import load_settings
 from notify.models import Event, Message
 from notify.send.options import SendOptions
 from notify.send.runner import SLOT_AHEAD, Runner, send_campaign
-from tests.factories import add_contacts, campaign_toml, count, make_campaign
+from tests.factories import add_contacts, campaign_toml, count, make_campaign, point_at
 from tests.smtp_sink import SmtpSink, window_max
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _smtp_env(monkeypatch, sink: SmtpSink) -> None:
-    monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-    monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-    monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
 
 
 def test_transient_failures_are_retried_until_sent(env, tmp_path, monkeypatch):
@@ -36,7 +30,7 @@ def test_transient_failures_are_retried_until_sent(env, tmp_path, monkeypatch):
     )
     add_contacts(engine, campaign, 20)
     with SmtpSink(fail_every=4, drop_every=7) as sink:
-        _smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         summary = send_campaign(
             engine,
             load_settings(),
@@ -61,7 +55,7 @@ def test_permanent_failure_is_final_with_code_and_falls_back_to_sms(env, tmp_pat
     )
     add_contacts(engine, campaign, 3)
     with SmtpSink(reject={"user1@example.com"}) as sink:
-        _smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         send_campaign(
             engine,
             load_settings(),
@@ -84,7 +78,7 @@ def test_message_id_is_deterministic_per_row(env, tmp_path, monkeypatch):
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 3)
     with SmtpSink() as sink:
-        _smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         send_campaign(
             engine, load_settings(), campaign.name, SendOptions(email_rate=0, progress=False)
         )
@@ -181,7 +175,7 @@ def test_wrong_credentials_stop_the_run_and_cost_no_attempt(env, tmp_path, monke
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 30)
     with SmtpSink(auth={"mailer": "s3cret"}) as sink:
-        _smtp_env(monkeypatch, sink)
+        point_at(monkeypatch, sink)
         monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
         monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
         result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--concurrency", "5"])

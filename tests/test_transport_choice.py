@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from notify import db
 from notify.cli import main
 from notify.models import AuditRecord, Message, PasswordReset
-from tests.factories import add_contacts, campaign_toml, make_campaign
+from tests.factories import add_contacts, campaign_toml, make_campaign, point_at
 from tests.smtp_sink import SmtpSink
 
 TWILIO_SID = re.compile(r"SM[0-9a-f]{32}")
@@ -78,9 +78,7 @@ def test_no_provider_and_no_outbox_is_one_line_and_changes_nothing(no_outbox, tm
 def test_a_channel_without_provider_stops_the_others_too(no_outbox, tmp_path, monkeypatch):
     engine, campaign = setup_campaign(no_outbox, tmp_path)
     with SmtpSink() as sink:
-        monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-        monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-        monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
+        point_at(monkeypatch, sink)
         result = run("send", campaign.name, "--yes")
         assert sink.received == []
     assert result.exit_code == 1
@@ -124,9 +122,7 @@ def test_outbox_flag_records_outbox_everywhere(no_outbox, tmp_path):
 def test_smtp_is_recorded_with_its_host_and_outbox_env_only_fills_gaps(env, tmp_path, monkeypatch):
     engine, campaign = setup_campaign(env, tmp_path)
     with SmtpSink() as sink:
-        monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-        monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-        monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
+        point_at(monkeypatch, sink)
         result = run("send", campaign.name, "--yes")
         assert result.exit_code == 0, result.output
         assert len(sink.received) == 3
@@ -186,9 +182,7 @@ def test_links_sent_counts_handed_over_messages_only(env, tmp_path, monkeypatch)
         in run("status", campaign.name).stdout
     )
     with SmtpSink(fail_every=1) as sink:  # 451 to every DATA: transient, until attempts end
-        monkeypatch.setenv("NOTIFY_SMTP_HOST", sink.host)
-        monkeypatch.setenv("NOTIFY_SMTP_PORT", str(sink.port))
-        monkeypatch.setenv("NOTIFY_SMTP_TLS", "none")
+        point_at(monkeypatch, sink)
         from notify.config import load_settings
         from notify.send.options import SendOptions
         from notify.send.runner import send_campaign
