@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -358,19 +357,10 @@ def run(label: str, url: str, csv_path: Path, rows: int) -> dict:
 
 
 def _postgres(csv_path: Path, rows: int) -> None:
-    from sqlalchemy import create_engine, text
+    from bench_db import postgres_schema
 
-    schema = "bench_" + uuid.uuid4().hex[:10]
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        run("postgresql", f"{PG_URL}{sep}options=-csearch_path%3D{schema}", csv_path, rows)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(PG_URL) as url:
+        run("postgresql", url, csv_path, rows)
 
 
 def main() -> None:

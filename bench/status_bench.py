@@ -13,36 +13,19 @@ The report must not depend on the number of contacts: it reads the tallies only.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from bench_db import example_database, series
+from sqlalchemy import text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from notify import campaigns, db  # noqa: E402
-from notify.status import campaign_status  # noqa: E402
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
-PG_URL = os.environ.get(
-    "NOTIFY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from notify import db
+from notify.status import campaign_status
 
 
 def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
     """Contacts, their first notices (sent) and two reminder rounds for every tenth."""
     started = time.perf_counter()
-    series = (
-        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-        "SELECT i FROM s"
-        if sqlite
-        else "SELECT generate_series(1, :n) AS i"
-    )
     now = "CURRENT_TIMESTAMP"
     with engine.begin() as conn:
         conn.execute(
@@ -50,7 +33,7 @@ def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
                 "INSERT INTO contacts "
                 "(campaign_id, key, email, exposures, created_at, updated_at) "
                 f"SELECT :c, 'K' || i, 'u' || i || '@example.com', 'passwords', {now}, {now} "
-                f"FROM ({series}) AS g"
+                f"FROM ({series(sqlite)}) AS g"
             ),
             {"c": campaign_id, "n": contacts},
         )
@@ -74,21 +57,7 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file instead")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    schema = None
-    if args.sqlite:
-        folder = tempfile.mkdtemp(prefix="status-bench-")
-        url = f"sqlite:///{folder}/bench.db"
-    else:
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        with create_engine(PG_URL).begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    engine = db.make_engine(url)
-    try:
-        db.upgrade(engine)
-        with db.session_scope(engine) as session:
-            campaign, _ = campaigns.load_campaign(session, EXAMPLE)
-            campaign_id, name = campaign.id, campaign.name
+    with example_database(args.sqlite, "status-bench-") as (engine, campaign_id, name):
         filled = fill(engine, campaign_id, args.contacts, args.sqlite)
         timings = []
         for _ in range(args.repeat):
@@ -106,11 +75,6 @@ def main() -> None:
             f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
             f"{args.repeat} runs)"
         )
-    finally:
-        engine.dispose()
-        if schema:
-            with create_engine(PG_URL).begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 if __name__ == "__main__":

@@ -13,36 +13,18 @@ each kind, and for a miss ("Not in this breach"). The goal is under 100 ms per s
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from bench_db import example_database, series
+from sqlalchemy import text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from notify import campaigns, db  # noqa: E402
-from notify.web import pages  # noqa: E402
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
-PG_URL = os.environ.get(
-    "NOTIFY_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from notify.web import pages
 
 
 def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
     """Contacts C<i> "Customer <i>" u<i>@example.com +1415(2000000 + i), one sent email each."""
     started = time.perf_counter()
-    series = (
-        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-        "SELECT i FROM s"
-        if sqlite
-        else "SELECT generate_series(1, :n) AS i"
-    )
     phone = "'+1415' || (2000000 + i)" if sqlite else "'+1415' || (2000000 + i)::text"
     now = "CURRENT_TIMESTAMP"
     with engine.begin() as conn:
@@ -51,7 +33,7 @@ def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
                 f"INSERT INTO contacts (campaign_id, key, name, email, phone, exposures, "
                 f"created_at, updated_at) SELECT :c, 'C' || i, 'Customer ' || i, "
                 f"'u' || i || '@example.com', {phone}, 'identity;passwords', {now}, {now} "
-                f"FROM ({series}) AS g"
+                f"FROM ({series(sqlite)}) AS g"
             ),
             {"c": campaign_id, "n": contacts},
         )
@@ -76,21 +58,7 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file instead")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    schema = None
-    if args.sqlite:
-        folder = tempfile.mkdtemp(prefix="web-search-bench-")
-        url = f"sqlite:///{folder}/bench.db"
-    else:
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        with create_engine(PG_URL).begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    engine = db.make_engine(url)
-    try:
-        db.upgrade(engine)
-        with db.session_scope(engine) as session:
-            campaign, _ = campaigns.load_campaign(session, EXAMPLE)
-            campaign_id = campaign.id
+    with example_database(args.sqlite, "web-search-bench-") as (engine, campaign_id, _name):
         filled = fill(engine, campaign_id, args.contacts, args.sqlite)
         i = args.contacts // 2 + 7
         queries = {
@@ -117,11 +85,6 @@ def main() -> None:
                 f"{args.repeat} runs)"
             )
         print(f"slowest median: {worst:.1f} ms (goal: under 100 ms)")
-    finally:
-        engine.dispose()
-        if schema:
-            with create_engine(PG_URL).begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 if __name__ == "__main__":
