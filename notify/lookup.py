@@ -26,7 +26,7 @@ from notify.models import (
     Status,
     utcnow,
 )
-from notify.resets.state import state_of
+from notify.resets.state import PENDING, status_expression
 from notify.status import CHANNEL_LABEL, channel_order
 from notify.times import iso_utc
 
@@ -97,27 +97,27 @@ def _message_view(message: Message, timeline: list[Event]) -> dict[str, Any]:
     }
 
 
-def _reset_view(
-    reset: PasswordReset | None, contact: Contact, now: datetime
-) -> dict[str, Any] | None:
+def _reset_view(reset: tuple[PasswordReset, str] | None, contact: Contact) -> dict[str, Any] | None:
+    """The contact's reset, with its status as the one rule computed it; None without one."""
     if reset is None:
         if "passwords" not in exposures.split(contact.exposures):
             return None
         # Passwords exposed, and no reset record yet (made when notify send first plans the
         # campaign): required all the same, and no link sent.
         return {
-            "status": "pending",
+            "status": PENDING,
             "completed_at": None,
             "completed_via": None,
             "links_sent": 0,
             "link_expires_at": None,
         }
+    record, status = reset
     return {
-        "status": state_of(reset.status, reset.link_expires_at, now),
-        "completed_at": _iso(reset.completed_at),
-        "completed_via": reset.completed_via,
-        "links_sent": reset.links_sent,
-        "link_expires_at": _iso(reset.link_expires_at),
+        "status": status,
+        "completed_at": _iso(record.completed_at),
+        "completed_via": record.completed_via,
+        "links_sent": record.links_sent,
+        "link_expires_at": _iso(record.link_expires_at),
     }
 
 
@@ -227,10 +227,11 @@ def describe(session: Session, found: list[tuple], now: datetime) -> list[dict[s
         ):
             timelines[event.message_id].append(event)
     # By (campaign_id, contact_id): the only index on password_resets (uq_resets_contact).
+    # The status comes from the one reset-status rule, in the query, judged at ``now``.
     resets = {
-        r.contact_id: r
-        for r in session.scalars(
-            select(PasswordReset).where(
+        r.contact_id: (r, status)
+        for r, status in session.execute(
+            select(PasswordReset, status_expression(now)).where(
                 or_(
                     *(
                         and_(
@@ -262,7 +263,7 @@ def describe(session: Session, found: list[tuple], now: datetime) -> list[dict[s
                 "country": contact.country,
                 "state": contact.state,
                 "messages": views,
-                "reset": _reset_view(resets.get(contact.id), contact, now),
+                "reset": _reset_view(resets.get(contact.id), contact),
             }
         )
     return results

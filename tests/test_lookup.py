@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from notify import campaigns, db, lookup
 from notify.cli import main
-from notify.models import Contact
+from notify.models import Contact, PasswordReset
 from tests.test_status import NOW, seed_sample
 
 
@@ -180,3 +182,21 @@ def test_an_empty_query_is_a_usage_error_not_an_answer(env, query):
     assert result.exit_code == 2
     assert "QUERY is empty: give a key, an email or a phone number" in result.output
     assert "No contact" not in result.output
+
+
+def test_reset_status_is_judged_by_the_one_rule_at_the_injected_time(engine, campaign_file):
+    """Lookup selects the status through state.status_expression at its ``now``: pending
+    just before the newest link lapses, expired just after."""
+    seed_sample(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        expires = session.scalar(
+            select(PasswordReset.link_expires_at)
+            .join(Contact, Contact.id == PasswordReset.contact_id)
+            .where(Contact.key == "c5")
+        )
+        for now, expected in (
+            (expires - timedelta(seconds=1), "pending"),
+            (expires + timedelta(seconds=1), "expired"),
+        ):
+            reset = lookup.lookup(session, "c5", now=now)["contacts"][0]["reset"]
+            assert reset["status"] == expected

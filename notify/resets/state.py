@@ -2,9 +2,9 @@
 
 A reset is ``completed`` once a completion was applied; otherwise ``expired`` when its newest
 link has lapsed, else ``pending`` (``EXPIRED`` is derived, never stored). ``status``,
-``lookup``, the resets export and the web view all ask here, in SQL
-(:func:`status_expression`) or in Python for a loaded row (:func:`state_of`), so every place
-agrees on what "expired" means.
+``lookup``, the resets export and the web view all ask here, and the rule is written once, in
+SQL (:func:`status_expression`, :func:`lapsed`): each selects the status in its own query, so
+every place agrees on what "expired" means. No Python twin: two copies of a rule drift.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from notify.models import (
     UTCDateTime,
     utcnow,
 )
-from notify.times import as_utc, iso_utc
+from notify.times import iso_utc
 
 PENDING = "pending"
 COMPLETED = "completed"
@@ -77,20 +77,6 @@ def status_expression(now: datetime, *, absent: str | None = PENDING) -> ColumnE
         (lapsed(now), literal(EXPIRED)),
         else_=literal(PENDING),
     )
-
-
-def state_of(
-    status: str | None, link_expires_at: datetime | None, now: datetime | None = None
-) -> str | None:
-    """Python twin of :func:`status_expression`, for a row already loaded; None when there
-    is no reset row."""
-    if status is None:
-        return None
-    if status == COMPLETED:
-        return COMPLETED
-    if link_expires_at is not None and as_utc(link_expires_at) < as_utc(now or utcnow()):
-        return EXPIRED
-    return PENDING
 
 
 def counts(session: Session, campaign: Campaign, now: datetime | None = None) -> dict[str, int]:
