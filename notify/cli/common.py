@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from notify import db
+from notify import db, times
 from notify.config import Settings, load_settings
 from notify.errors import NotifyError
 
@@ -129,3 +130,32 @@ def parse_duration(text: str) -> timedelta:
         if value
     }
     return timedelta(**parts)
+
+
+def require_terminal(about: str) -> None:
+    """Refuse to wait for an answer nobody can give: a command that asks before it acts
+    needs --yes when stdin is not a terminal (cron, a pipe). ``about`` says what it was
+    about to do ("about to send 3 messages for acme-2026-11")."""
+    if not sys.stdin.isatty():
+        raise NotifyError(f"{about}; add --yes to confirm when not running on a terminal")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def as_of_option(judged: str) -> Callable[[F], F]:
+    """The --as-of YYYY-MM-DD flag of the commands that judge dates against the law
+    (`rules check`, `report regulators`); ``judged`` names what is judged on that day."""
+    return click.option(
+        "--as-of",
+        "as_of",
+        type=click.DateTime(formats=["%Y-%m-%d"]),
+        default=None,
+        metavar="YYYY-MM-DD",
+        help=f"Judge {judged} on this day (default: today, UTC).",
+    )
+
+
+def as_of_day(as_of: datetime | None) -> date:
+    """The day --as-of names, else today in UTC (deadlines are calendar dates)."""
+    return as_of.date() if as_of else times.utcnow().date()

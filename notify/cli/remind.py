@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import tzinfo
 
 import click
@@ -10,10 +9,9 @@ from sqlalchemy import func, select
 
 from notify import localtime
 from notify.cli import main
-from notify.cli.common import App, echo_json, parse_duration, pass_app
+from notify.cli.common import App, echo_json, parse_duration, pass_app, require_terminal
 from notify.cli.listing import local_option
 from notify.cli.send import build_options, run_and_report, send_options
-from notify.errors import NotifyError
 from notify.models import IN_FLIGHT_STATUSES, Message
 from notify.resets import reminders
 
@@ -183,9 +181,5 @@ def plural(n: int, noun: str) -> str:
 
 def _confirmed(name: str, total: int, where: str) -> bool:
     """Ask on a terminal; without one, --yes is required (as for `notify send`)."""
-    if not sys.stdin.isatty():
-        raise NotifyError(
-            f"about to send {total} reminder(s) for {name}; add --yes to "
-            "confirm when not running on a terminal"
-        )
+    require_terminal(f"about to send {total} reminder(s) for {name}")
     return click.confirm(f"Send {total} reminder(s) for campaign {name} ({where})?", default=False)

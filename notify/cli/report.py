@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 
 from notify import audit as audit_log
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
+from notify.cli.common import App, as_of_day, as_of_option, echo_json, pass_app
 
 
 @main.group("report")
@@ -27,14 +27,7 @@ def report_group() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder to write the reports to (created if missing).",
 )
-@click.option(
-    "--as-of",
-    "as_of",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    metavar="YYYY-MM-DD",
-    help="Judge due dates on this day (default: today, UTC).",
-)
+@as_of_option("due dates")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 def report_regulators(
@@ -57,7 +50,7 @@ def report_regulators(
         raise click.UsageError(
             "-o -: the reports are several files; name a folder (e.g. -o regulators/)"
         )
-    day = as_of.date() if as_of else datetime.now(UTC).date()
+    day = as_of_day(as_of)
     with app.session() as session:
         files = write_reports(session, name, output, day)
         audit_log.record(

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING
-
 import click
 
 from notify import audit as audit_log
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
-from notify.config import LEASE_SECONDS
-from notify.errors import NotifyError
-
-if TYPE_CHECKING:  # the engine (jinja2, aiosmtplib, twilio) loads when a send starts
-    pass
-
-# docs/contracts.md: a lease lasts at most 30 s. Below a second, a busy database could let a live
-# worker's lease run out between two renewals (every third of the lease).
-LEASE_RANGE = (1.0, LEASE_SECONDS)
+from notify.cli.common import App, echo_json, pass_app, require_terminal
 
 
 @main.command()
@@ -77,11 +65,8 @@ def requeue(
     if not dry_run and not assume_yes:
         with app.session() as session:
             due = plan(session, True).total
-        if due and not sys.stdin.isatty():
-            raise NotifyError(
-                f"about to requeue {due} message(s) of {name}; add --yes to "
-                "confirm when not running on a terminal"
-            )
+        if due:
+            require_terminal(f"about to requeue {due} message(s) of {name}")
         if due and not click.confirm(
             f"Requeue {due} message(s) of campaign {name}?", default=False
         ):

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime
+from datetime import datetime
 
 import click
 
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
-
-
-def today() -> date:
-    """Today in UTC (the deadlines are calendar dates)."""
-    from datetime import UTC
-
-    return datetime.now(UTC).date()
+from notify.cli.common import App, as_of_day, as_of_option, echo_json, pass_app
 
 
 @main.group("rules")
@@ -25,14 +18,7 @@ def rules_group() -> None:
 
 @rules_group.command("check")
 @click.argument("name")
-@click.option(
-    "--as-of",
-    "as_of",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    metavar="YYYY-MM-DD",
-    help="Judge deadlines on this day (default: today, UTC).",
-)
+@as_of_option("deadlines")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_app
 def rules_check(app: App, name: str, as_of: datetime | None, as_json: bool) -> None:
@@ -52,7 +38,7 @@ def rules_check(app: App, name: str, as_of: datetime | None, as_json: bool) -> N
     """
     from notify.rules.check import check_campaign, format_report
 
-    day = as_of.date() if as_of else today()
+    day = as_of_day(as_of)
     with app.session() as session:
         report = check_campaign(session, name, day)
     if as_json:

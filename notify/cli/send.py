@@ -11,7 +11,7 @@ import click
 
 from notify import audit as audit_log
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
+from notify.cli.common import App, echo_json, pass_app, require_terminal
 from notify.config import LEASE_SECONDS
 from notify.errors import ConfigError, NotifyError
 
@@ -158,11 +158,7 @@ def confirm_send(app: App, name: str, options: SendOptions) -> bool:
     total = sum(counts.values())
     if total == 0:
         return True
-    if not sys.stdin.isatty():
-        raise NotifyError(
-            f"about to send {total} messages for {name}; add --yes to confirm "
-            "when not running on a terminal"
-        )
+    require_terminal(f"about to send {total} messages for {name}")
     what = ", ".join(f"{n} {ch} to {app.destination(ch)}" for ch, n in counts.items())
     return click.confirm(f"Send {what} for campaign {name}?", default=False)
 
