@@ -548,34 +548,28 @@ async def download(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         with db.session_scope(state.engine) as session:
             return export.write_export(session, what, get_campaign(session, name), writer)
 
-    command = f"web export {what}"
+    async def record(counts: dict[str, Any] | None, outcome: str = "ok") -> None:
+        await run_db(
+            request,
+            _record,
+            state.engine,
+            f"web export {what}",
+            viewer.name,
+            name,
+            {"campaign": name},
+            counts,
+            outcome,
+        )
+
+    # Recorded however the download ends: one that did not finish is `interrupted`.
     try:
         response, rows = await downloads.stream_csv(
             request, state.executor, f"{what}-{name}.csv", produce
         )
     except BaseException:
-        await run_db(
-            request,
-            _record,
-            state.engine,
-            command,
-            viewer.name,
-            name,
-            {"campaign": name},
-            None,
-            "interrupted",
-        )
+        await record(None, "interrupted")
         raise
-    await run_db(
-        request,
-        _record,
-        state.engine,
-        command,
-        viewer.name,
-        name,
-        {"campaign": name},
-        {"rows": rows},
-    )
+    await record({"rows": rows})
     return response
 
 
