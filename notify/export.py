@@ -563,14 +563,22 @@ def _write_rows(
     """Write rows (cells neutralized) atomically (:func:`notify.csvsafe.atomic_csv`: a temp
     file in the same folder, renamed into place once complete, or ``-`` for standard
     output); returns the row count. ``progress`` gets the rows written every 1000 rows."""
-    count = 0
     with atomic_csv(path) as writer:
         writer.writerow(list(header))
-        for row in rows:
-            writer.writerow([neutralize(cell) for cell in row])
-            count += 1
-            if progress is not None and not count % PROGRESS_EVERY:
-                progress(count)
+        return _write_neutralized(writer, rows, progress)
+
+
+def _write_neutralized(
+    writer: Any, rows: Iterable[Iterable[Any]], progress: Progress | None = None
+) -> int:
+    """Write every row with each cell neutralized to a csv writer; returns the row count.
+    ``progress`` gets the rows written every PROGRESS_EVERY rows."""
+    count = 0
+    for row in rows:
+        writer.writerow([neutralize(cell) for cell in row])
+        count += 1
+        if progress is not None and not count % PROGRESS_EVERY:
+            progress(count)
     return count
 
 
@@ -587,11 +595,7 @@ def write_export(
     files (same code), so a download is byte-equal to the command's file. Returns rows."""
     if what == "resets":
         writer.writerow(RESET_COLUMNS)
-        count = 0
-        for row in reset_rows(session, campaign, now):
-            writer.writerow([neutralize(cell) for cell in row])
-            count += 1
-        return count
+        return _write_neutralized(writer, reset_rows(session, campaign, now))
     if what == "deliveries":
         writer.writerow(DELIVERY_COLUMNS)
         return _write_deliveries(session, campaign, writer, now)
