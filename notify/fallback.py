@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import literal, null, select, true
 from sqlalchemy.orm import Session
 
 from notify import events
 from notify.campaigns import CampaignConfig
-from notify.models import FAILED_STATUSES, Contact, Message, Status
+from notify.models import FAILED_STATUSES, Contact, Message, Status, UTCDateTime, utcnow
 
 
 def plan_fallback(session: Session, config: CampaignConfig, email: Message) -> Message | None:
@@ -37,8 +37,32 @@ def queue_sms(
     """
     if config.fallback != "sms" or "sms" in config.channels or not contact.phone:
         return None
-    existing = session.scalar(
-        select(Message.id).where(
+    now = utcnow()
+    row = select(
+        literal(email.campaign_id),
+        literal(email.contact_id),
+        literal("sms"),
+        literal(email.notice),
+        literal(email.sequence),
+        literal(True),
+        literal(Status.PENDING),
+        null(),
+        literal(contact.phone),
+        literal(0),
+        literal(now, UTCDateTime()),
+    ).where(true())  # SQLite reads INSERT ... SELECT ... ON CONFLICT only after a WHERE
+    created = events.create_messages(
+        session,
+        row,
+        campaign_id=email.campaign_id,
+        at=now,
+        source="fallback",
+        detail={"because": because},
+    )
+    if not created:
+        return None
+    return session.scalar(
+        select(Message).where(
             Message.campaign_id == email.campaign_id,
             Message.contact_id == email.contact_id,
             Message.channel == "sms",
@@ -46,22 +70,3 @@ def queue_sms(
             Message.sequence == email.sequence,
         )
     )
-    if existing is not None:
-        return None
-    sms = Message(
-        campaign_id=email.campaign_id,
-        contact_id=email.contact_id,
-        channel="sms",
-        notice=email.notice,
-        sequence=email.sequence,
-        is_fallback=True,
-        status=Status.PENDING,
-        address=contact.phone,
-        attempts=0,
-    )
-    session.add(sms)
-    session.flush()
-    events.record(
-        session, source="fallback", kind=Status.PENDING, message=sms, detail={"because": because}
-    )
-    return sms

@@ -21,12 +21,11 @@ constraint ``uq_messages_once`` settles concurrent runs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, column, text
 from sqlalchemy.orm import Session
 
 from notify import events
@@ -62,18 +61,13 @@ WHERE m.campaign_id = :campaign_id AND m.channel = :channel
                          OR o.status IN ('pending', 'sending', 'sent', 'delivered')))
 """
 
-_INSERT_NEXT = (
+# The next message after each of those (``events.create_messages`` inserts it).
+_NEXT = (
     """
-INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, is_fallback, status,
-                      address, attempts, created_at)
 SELECT m.campaign_id, m.contact_id, m.channel, m.notice, m.sequence + 1, m.is_fallback,
-       'pending', c.{col}, 0, :now
+       'pending', NULL, c.{col}, 0, :now
 """
     + _LAST_UNREACHED
-    + """
-ON CONFLICT DO NOTHING
-RETURNING id, contact_id
-"""
 )
 
 _COUNT = "SELECT m.status, count(*) " + _LAST_UNREACHED + " GROUP BY m.status"
@@ -82,21 +76,31 @@ _COUNT = "SELECT m.status, count(*) " + _LAST_UNREACHED + " GROUP BY m.status"
 _CORRECTED = "AND (m.address IS NULL OR m.address <> c.{col})"
 
 
-def _statement(sql: str, col: str, extra: str = ""):
+def _statement(sql: str, col: str, extra: str = "") -> TextClause:
     stmt = text(sql.format(col=col, extra=extra.format(col=col)))
     stmt = stmt.bindparams(bindparam("statuses", expanding=True))
     return stmt.bindparams(bindparam("now", type_=UTCDateTime())) if ":now" in sql else stmt
 
 
-def _insert_events(
+def _plan_next(
     session: Session,
     campaign_id: int,
-    rows: Sequence[Sequence[Any]],
-    now: datetime,
+    col: str,
+    extra: str,
+    params: dict[str, Any],
     source: str,
-    detail: dict,
-) -> None:
-    events.insert_planned(session, campaign_id, rows, now, source, detail)
+    detail: dict[str, Any],
+) -> int:
+    """Create the next message after each last unreached one :data:`_LAST_UNREACHED`
+    selects (with ``extra`` conditions); how many."""
+    rows = (
+        _statement(_NEXT, col, extra)
+        .bindparams(**params)
+        .columns(*(column(name) for name in events.MESSAGE_COLUMNS))
+    )
+    return events.create_messages(
+        session, rows, campaign_id=campaign_id, at=params["now"], source=source, detail=detail
+    )
 
 
 def plan_corrections(
@@ -113,25 +117,21 @@ def plan_corrections(
     for channel in channels:
         if channel not in config.channels:
             continue
-        col = ADDRESS_COLUMN[channel]
-        rows = session.execute(
-            _statement(_INSERT_NEXT, col, _CORRECTED),
-            {
-                "campaign_id": campaign.id,
-                "channel": channel,
-                "statuses": list(UNREACHED),
-                "now": now,
-            },
-        ).all()
-        _insert_events(
+        params = {
+            "campaign_id": campaign.id,
+            "channel": channel,
+            "statuses": list(UNREACHED),
+            "now": now,
+        }
+        created[channel] = _plan_next(
             session,
             campaign.id,
-            rows,
-            now,
+            ADDRESS_COLUMN[channel],
+            _CORRECTED,
+            params,
             "plan",
             {"planned": "correction", "reason": "address changed"},
         )
-        created[channel] = len(rows)
     return created
 
 
@@ -187,18 +187,18 @@ def requeue(
     result = RequeueResult(campaign=campaign.name, dry_run=dry_run)
     for ch in channels:
         col = ADDRESS_COLUMN[ch]
-        params = {
+        params: dict[str, Any] = {
             "campaign_id": campaign.id,
             "channel": ch,
             "statuses": statuses,
             "now": now,
-            "error_code": error_code,
         }
+        if error_code is not None:
+            params["error_code"] = error_code
         result.by_channel[ch] = Counter(
             dict(session.execute(_statement(_COUNT, col, extra), params).all())
         )
         if dry_run or not result.by_channel[ch]:
             continue
-        rows = session.execute(_statement(_INSERT_NEXT, col, extra), params).all()
-        _insert_events(session, campaign.id, rows, now, "requeue", {"planned": "requeue"})
+        _plan_next(session, campaign.id, col, extra, params, "requeue", {"planned": "requeue"})
     return result

@@ -15,19 +15,18 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    null,
     select,
 )
 from sqlalchemy.orm import Session
 
 from notify import events
-from notify.db import insert_for, rowcount
 from notify.errors import NotifyError
 from notify.models import (
     CHANNELS,
     REACHED_STATUSES,
     Campaign,
     Contact,
-    Event,
     Message,
     PasswordReset,
     UTCDateTime,
@@ -80,7 +79,14 @@ def plan_reminders(
         if dry_run:
             total += session.scalar(select(func.count()).select_from(due.subquery())) or 0
         else:
-            total += _insert_reminders(session, campaign, due, now)
+            total += events.create_messages(
+                session,
+                due,
+                campaign_id=campaign.id,
+                at=now,
+                source="reset",
+                detail={"planned": "reminder"},
+            )
     if total and not dry_run:  # California 1798.82(d)(5) holds for reminders too
         from notify.campaigns import config_of
         from notify.rules.business_email import skip_business_credentials
@@ -194,68 +200,6 @@ def _upcoming_stats(campaign_id: int, channel: str, max_reminders: int, cutoff: 
     )
 
 
-def _insert_reminders(session: Session, campaign: Campaign, due, now: datetime) -> int:
-    """Insert the due rows (skipping any a concurrent run made) and one "pending" event each.
-
-    RETURNING gives exactly the rows this statement created, so each gets one event, in the
-    same transaction, whatever other runs do at the same time. On PostgreSQL both inserts are
-    one statement (a data-modifying CTE), so the ids never travel to Python and back.
-    """
-    messages, event_table = Message.__table__, Event.__table__
-    columns = [
-        "campaign_id",
-        "contact_id",
-        "channel",
-        "notice",
-        "sequence",
-        "is_fallback",
-        "status",
-        "address",
-        "attempts",
-        "created_at",
-    ]
-    created = (
-        insert_for(session, messages)
-        .from_select(columns, due)
-        .on_conflict_do_nothing()
-        .returning(messages.c.id, messages.c.contact_id)
-    )
-    detail = {"planned": "reminder"}
-    if session.get_bind().dialect.name == "postgresql":
-        new = created.cte("new_reminders")
-        source = select(
-            literal(campaign.id),
-            new.c.id,
-            new.c.contact_id,
-            literal(now, UTCDateTime()),
-            literal("reset"),
-            literal("pending"),
-            literal(True),
-            literal(detail, event_table.c.detail.type),
-        )
-        stmt = (
-            event_table.insert()
-            .from_select(
-                [
-                    "campaign_id",
-                    "message_id",
-                    "contact_id",
-                    "at",
-                    "source",
-                    "kind",
-                    "applied",
-                    "detail",
-                ],
-                source,
-            )
-            .add_cte(new)
-        )
-        return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
-    rows = session.execute(created).all()
-    events.insert_planned(session, campaign.id, rows, now, "reset", detail)
-    return len(rows)
-
-
 def _due_reminders(
     campaign_id: int,
     channel: str,
@@ -289,6 +233,7 @@ def _due_reminders(
             stats.c.last_sequence + 1,
             literal(False),
             literal("pending"),
+            null(),
             address,
             literal(0),
             literal(now, UTCDateTime()),

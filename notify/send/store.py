@@ -1,15 +1,15 @@
 """The send engine's SQL, as listmonk's Store: planning, claiming, leasing and recording.
 
-* Planning: one INSERT ... SELECT of the first-notice rows per channel and one of their
-  ``skipped`` events (``plan_first_notices``), the counts a run reports.
+* Planning: the SELECT of the first-notice rows per channel, which ``events.create_messages``
+  inserts with the ``skipped`` events (``plan_first_notices``), the counts a run reports.
 * Claiming and leasing: workers claim batches of rows with a lease (``FOR UPDATE SKIP
   LOCKED`` on PostgreSQL; SQLite serializes writers), renewed while the worker lives
   (``renew``); a dead worker's lease runs out and its rows are taken over.
 * Recording, on the recorder's writer thread: ``sending`` is committed (with the attempt
   count) before the provider is called (``begin_attempts``), and the provider's answer
   (``record_sent``, ``record_retry``, ``record_failed``, ``record_put_back``) before the worker
-  moves on, each with its event rows in the same transaction. The per-message statements are
-  ``bulk.Statement``s run on the driver's cursor.
+  moves on. Each is an ``events.Transition`` (the UPDATE of the row); ``events.change``
+  applies it to a group and writes each row's event in the same transaction.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Engine,
     and_,
     bindparam,
+    column,
     func,
-    insert,
     or_,
     select,
     text,
@@ -32,9 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from notify import bulk, fallback, templates
-from notify.db import is_sqlite, rowcount
-from notify.events import row as event_values
+from notify import events, fallback, templates
+from notify.db import is_sqlite
 from notify.models import (
     IN_FLIGHT_STATUSES,
     Contact,
@@ -89,9 +89,9 @@ class Item:
     view: templates.ContactView
 
 
-_PLAN_SQL = """
-INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, is_fallback, status,
-                      skip_reason, address, attempts, created_at)
+# A contact's first notice on one channel: ``skipped`` with the reason where it has no
+# address there. The NOT EXISTS keeps a re-plan from offering every row to the INSERT.
+_FIRST_NOTICES = """
 SELECT c.campaign_id, c.id, CAST(:channel AS VARCHAR(8)), 'notice', 0, :false,
        CASE WHEN c.{col} IS NULL OR c.{col} = '' THEN 'skipped' ELSE 'pending' END,
        CASE WHEN c.{col} IS NULL OR c.{col} = '' THEN CAST(:reason AS TEXT) END,
@@ -102,38 +102,35 @@ WHERE c.campaign_id = :campaign_id
                   WHERE m.campaign_id = c.campaign_id AND m.contact_id = c.id
                     AND m.channel = CAST(:channel AS VARCHAR(8)) AND m.notice = 'notice'
                     AND m.sequence = 0)
-ON CONFLICT DO NOTHING
-"""
-
-
-_SKIP_EVENTS_SQL = """
-INSERT INTO events (campaign_id, message_id, contact_id, at, source, kind, applied, detail)
-SELECT m.campaign_id, m.id, m.contact_id, :now, 'plan', 'skipped', :true, :detail
-FROM messages m
-WHERE m.campaign_id = :campaign_id AND m.channel = :channel AND m.status = 'skipped'
-  AND m.created_at = :now
 """
 
 
 def plan_first_notices(session: Session, campaign_id: int, channel: str, now: datetime) -> int:
-    """Insert the channel's first-notice rows that do not exist yet (``skipped`` with the
-    reason where the contact has no address for it) and the events of the skipped ones;
-    returns how many rows were created."""
+    """Create the channel's first-notice rows that do not exist yet (``skipped`` with the
+    reason where the contact has no address for it; only those get an event now, the
+    others' first event is their attempt); returns how many rows were created."""
     col = "email" if channel == "email" else "phone"
     reason = "no email address" if channel == "email" else "no phone number"
-    params = {
-        "channel": channel,
-        "campaign_id": campaign_id,
-        "reason": reason,
-        "now": now,
-        "false": False,
-        "true": True,
-    }
-    stmt = text(_PLAN_SQL.format(col=col)).bindparams(bindparam("now", type_=UTCDateTime()))
-    created = rowcount(session.execute(stmt, params))
-    skip = text(_SKIP_EVENTS_SQL).bindparams(bindparam("now", type_=UTCDateTime()))
-    session.execute(skip, {**params, "detail": f'{{"reason": "{reason}"}}'})
-    return created
+    rows = (
+        text(_FIRST_NOTICES.format(col=col))
+        .bindparams(
+            bindparam("now", now, type_=UTCDateTime()),
+            channel=channel,
+            campaign_id=campaign_id,
+            reason=reason,
+            false=False,
+        )
+        .columns(*(column(name) for name in events.MESSAGE_COLUMNS))
+    )
+    return events.create_messages(
+        session,
+        rows,
+        campaign_id=campaign_id,
+        at=now,
+        source="plan",
+        detail={"reason": reason},
+        logged=(Status.SKIPPED,),
+    )
 
 
 def hash_anti_joins(session: Session):
@@ -402,42 +399,42 @@ def renew(engine: Engine, worker: str, lease_seconds: float) -> None:
         )
 
 
-def _event(
-    session: Session,
+def _step(
+    job: Job,
     item: Item,
-    campaign_id: int,
-    kind: str,
-    source: str,
     now: datetime,
-    detail: dict | None = None,
-) -> None:
-    session.execute(
-        insert(Event).values(
-            campaign_id=campaign_id,
-            message_id=item.id,
-            contact_id=item.contact_id,
-            at=now,
-            source=source,
-            kind=kind,
-            applied=True,
-            detail=detail,
-        )
+    detail: dict[str, Any] | None,
+    values: dict[str, Any] | None = None,
+    source: str = "send",
+    kind: str | None = None,
+) -> events.Step:
+    """The change of one claimed message, for :func:`events.change`."""
+    return events.Step(
+        job.campaign.id, item.id, item.contact_id, now, source, detail, values or {}, kind=kind
     )
 
 
-_BEGIN = bulk.Statement(
-    "UPDATE messages SET status = 'sending', attempts = attempts + 1, transport = :transport, "
-    "first_attempt_at = COALESCE(first_attempt_at, :now), next_attempt_at = NULL, "
-    "last_event_at = :now, lease_expires_at = :until "
-    "WHERE id = :id AND lease_owner = :worker AND status IN ('pending', 'sending')",
-    now=UTCDateTime(),
-    until=UTCDateTime(),
+# What an attempt rendered (template, its version, the hash of what was handed over), kept
+# on the row when given.
+_CONTENT = (
+    "template = COALESCE(:template, template), "
+    "template_version = COALESCE(:template_version, template_version), "
+    "content_sha256 = COALESCE(:content_sha256, content_sha256)"
 )
 
 
-_INSERT_EVENT = bulk.insert_into(
-    Event.__table__,
-    *(name for name in Event.__table__.c.keys() if name not in ("id", "replay_key")),
+def _content(content: dict) -> dict[str, Any]:
+    return {name: content.get(name) for name in ("template", "template_version", "content_sha256")}
+
+
+_BEGIN = events.Transition(
+    Status.SENDING,
+    "status = 'sending', attempts = attempts + 1, transport = :transport, "
+    "first_attempt_at = COALESCE(first_attempt_at, :now), next_attempt_at = NULL, "
+    "last_event_at = :now, lease_expires_at = :until",
+    status=Status.SENDING,
+    guard="AND lease_owner = :worker AND status IN ('pending', 'sending')",
+    until=UTCDateTime(),
 )
 
 
@@ -471,64 +468,50 @@ def begin_attempts(
     """
     default = utcnow()
     nows = {b.item.id: b.now or default for b in begins}
-    params = [
-        {
-            "id": b.item.id,
-            "worker": b.worker,
-            "now": nows[b.item.id],
-            "until": nows[b.item.id] + timedelta(seconds=b.lease_seconds),
-            "transport": b.job.transports.get(b.item.channel),
-        }
-        for b in begins
-    ]
-    conn = session.connection()
-    updated = _BEGIN.execute(conn, params)
-    ok_ids = {b.item.id for b in begins}
-    if updated != len(begins):  # rare: find which rows this statement really moved
-        moved: set[int] = set()
-        for now in set(nows.values()):
-            moved |= set(
-                session.scalars(
-                    select(Message.id).where(
-                        Message.id.in_([i for i in ok_ids if nows[i] == now]),
-                        Message.lease_owner == begins[0].worker,
-                        Message.status == Status.SENDING,
-                        Message.last_event_at == now,
-                    )
-                )
-            )
-        ok_ids = moved
-    linked = [b for b in begins if b.item.id in ok_ids and b.want_token]
     tokens: dict[int, str | None] = {}
-    if linked:
-        from notify.resets import tokens as reset_tokens
-
-        issued = reset_tokens.issue_tokens(
-            session,
-            linked[0].job.campaign,
-            [(b.item.contact_id, b.item.id) for b in linked],
-            now=nows[linked[0].item.id],
-            raw_tokens=[b.token or reset_tokens.new_token() for b in linked],
-        )
-        tokens = {b.item.id: token for b, token in zip(linked, issued, strict=True)}
-    events = []
+    steps = []
     for b in begins:
-        if b.item.id not in ok_ids:
-            continue
-        detail = {
-            "attempt": b.item.attempts + 1,
+        transport = b.job.transports.get(b.item.channel)
+        now = nows[b.item.id]
+        detail = {"attempt": b.item.attempts + 1, "worker": b.worker, "transport": transport}
+        values = {
             "worker": b.worker,
-            "transport": b.job.transports.get(b.item.channel),
+            "until": now + timedelta(seconds=b.lease_seconds),
+            "transport": transport,
         }
-        if b.content_sha256 and (not b.want_token or tokens.get(b.item.id) == b.token):
-            detail["content_sha256"] = b.content_sha256
-        events.append(
-            _event_row(b.job.campaign.id, b.item, Status.SENDING, "send", nows[b.item.id], detail)
-        )
-    _INSERT_EVENT.execute(conn, events)
+        steps.append(_step(b.job, b.item, now, detail, values))
+
+    def issue_tokens(begun: set[int]) -> None:
+        # Only for the attempts that really began; a hash goes into the event only when the
+        # token it was rendered with is the one stored.
+        linked = [b for b in begins if b.item.id in begun and b.want_token]
+        if linked:
+            from notify.resets import tokens as reset_tokens
+
+            issued = reset_tokens.issue_tokens(
+                session,
+                linked[0].job.campaign,
+                [(b.item.contact_id, b.item.id) for b in linked],
+                now=nows[linked[0].item.id],
+                raw_tokens=[b.token or reset_tokens.new_token() for b in linked],
+            )
+            tokens.update({b.item.id: t for b, t in zip(linked, issued, strict=True)})
+        for b, step in zip(begins, steps, strict=True):
+            if b.content_sha256 and (not b.want_token or tokens.get(b.item.id) == b.token):
+                assert step.detail is not None
+                step.detail["content_sha256"] = b.content_sha256
+
+    ok_ids = events.change(session, _BEGIN, steps, before_events=issue_tokens)
     # A reminder exists only to carry a fresh link: if the reset was completed since it was
     # planned, there is nothing to remind of.
-    done = [b for b in linked if b.item.notice == "reminder" and tokens.get(b.item.id) is None]
+    done = [
+        b
+        for b in begins
+        if b.item.id in ok_ids
+        and b.want_token
+        and b.item.notice == "reminder"
+        and tokens.get(b.item.id) is None
+    ]
     for b in done:
         _skip_completed(session, b, nows[b.item.id])
         ok_ids.discard(b.item.id)
@@ -538,14 +521,14 @@ def begin_attempts(
 def record_content(session: Session, job: Job, item: Item, content_sha256: str) -> None:
     """The hash of what an attempt hands over, when it is not the one its `sending` event
     could carry (the message was rendered again without its reset link)."""
-    _event(
+    events.record(
         session,
-        item,
-        job.campaign.id,
-        "content",
-        "send",
-        utcnow(),
-        {"attempt": item.attempts + 1, "content_sha256": content_sha256},
+        source="send",
+        kind="content",
+        campaign_id=job.campaign.id,
+        contact_id=item.contact_id,
+        message_id=item.id,
+        detail={"attempt": item.attempts + 1, "content_sha256": content_sha256},
     )
 
 
@@ -565,48 +548,30 @@ def attempt_proofs(engine: Engine, message_id: int) -> list[tuple[datetime, str]
     return proofs
 
 
+_SKIP_COMPLETED = events.Transition(
+    Status.SKIPPED,
+    "status = 'skipped', skip_reason = 'reset completed', last_event_at = :now, "
+    "lease_owner = NULL, lease_expires_at = NULL",
+    status=Status.SKIPPED,
+)
+
+
 def _skip_completed(session: Session, begin: Begin, now: datetime) -> None:
-    session.execute(
-        update(Message)
-        .where(Message.id == begin.item.id)
-        .values(
-            status=Status.SKIPPED,
-            skip_reason="reset completed",
-            last_event_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        insert(Event).values(
-            **_event_row(
-                begin.job.campaign.id,
-                begin.item,
-                Status.SKIPPED,
-                "send",
-                now,
-                {"reason": "reset completed"},
-            )
-        )
+    events.change(
+        session,
+        _SKIP_COMPLETED,
+        [_step(begin.job, begin.item, now, {"reason": "reset completed"})],
     )
 
 
-def _event_row(
-    campaign_id: int, item: Item, kind: str, source: str, now: datetime, detail: dict | None
-) -> dict:
-    return event_values(campaign_id, item.id, item.contact_id, kind, source, now, detail)
-
-
-_SENT = bulk.Statement(
-    "UPDATE messages SET status = 'sent', sent_at = :sent_at, provider_message_id = :pid, "
+_SENT = events.Transition(
+    Status.SENT,
+    "status = 'sent', sent_at = :sent_at, provider_message_id = :pid, "
     "last_event_at = :now, lease_owner = NULL, lease_expires_at = NULL, "
-    "next_attempt_at = NULL, error_code = NULL, error_message = NULL, "
-    "template = COALESCE(:template, template), "
-    "template_version = COALESCE(:template_version, template_version), "
-    "content_sha256 = COALESCE(:content_sha256, content_sha256) "
-    "WHERE id = :id AND status IN ('pending', 'sending')",
-    now=UTCDateTime(),
+    "next_attempt_at = NULL, error_code = NULL, error_message = NULL, " + _CONTENT,
+    status=Status.SENT,
+    guard="AND status IN ('pending', 'sending')",
+    log_unchanged=True,
     sent_at=UTCDateTime(),
 )
 
@@ -627,33 +592,15 @@ class Sent:
 def record_sent(session: Session, sents: list[Sent]) -> list[None]:
     """Commit `sent` with the provider's id for a group (one executemany)."""
     now = utcnow()
-    conn = session.connection()
-    # In contact order: the status triggers update each contact's reach row, and workers that
-    # lock those rows in one order cannot deadlock each other (email and SMS of one contact
-    # may be recorded by two workers at once).
-    updated = _SENT.execute(
-        conn,
-        [
-            {
-                "id": x.item.id,
-                "now": now,
-                "sent_at": x.sent_at or now,
-                "pid": x.provider_id,
-                "template": x.content.get("template"),
-                "template_version": x.content.get("template_version"),
-                "content_sha256": x.content.get("content_sha256"),
-            }
-            for x in sorted(sents, key=lambda x: x.item.contact_id)
-        ],
-    )
-    _count_links(session, sents, updated, now)
-    events = []
+    steps = []
     for x in sents:
         detail = {"provider_id": x.provider_id}
         if x.provider_status:
             detail["provider_status"] = x.provider_status
-        events.append(_event_row(x.job.campaign.id, x.item, Status.SENT, x.source, now, detail))
-    _INSERT_EVENT.execute(conn, events)
+        values = {"sent_at": x.sent_at or now, "pid": x.provider_id, **_content(x.content)}
+        steps.append(_step(x.job, x.item, now, detail, values, source=x.source))
+    recorded = events.change(session, _SENT, steps)
+    _count_links(session, [x for x in sents if x.item.id in recorded])
     _apply_early(
         session,
         {x.provider_id: x.item.id for x in sents if x.item.channel == "sms" and x.provider_id},
@@ -661,27 +608,14 @@ def record_sent(session: Session, sents: list[Sent]) -> list[None]:
     return [None] * len(sents)
 
 
-def _count_links(session: Session, sents: list[Sent], updated: int, now: datetime) -> None:
-    """Count the reset links of the messages this group just recorded as handed over.
-
-    Only messages that can carry a link are looked up (passwords exposed, a reset_url), and
-    only those this statement moved to `sent` (rarely not all: then the moved ones are read).
-    """
+def _count_links(session: Session, sents: list[Sent]) -> None:
+    """Count the reset links of the messages this group just recorded as handed over (only
+    messages that can carry one: passwords exposed, a reset_url)."""
     linked = [
         x.item.id for x in sents if x.job.config.reset_url and templates.needs_reset(x.item.view)
     ]
     if not linked:
         return
-    if updated != len(sents):
-        linked = list(
-            session.scalars(
-                select(Message.id).where(
-                    Message.id.in_(linked),
-                    Message.status == Status.SENT,
-                    Message.last_event_at == now,
-                )
-            )
-        )
     from notify.resets import tokens as reset_tokens
 
     reset_tokens.count_links_sent(session, linked)
@@ -714,6 +648,22 @@ def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
             tracking.apply_early_events(session, message)
 
 
+# The provider's answer, kept on the row while it waits (a retry, a put-back).
+_ERROR = "error_code = :code, error_message = :error"
+
+
+def _error(result: Result) -> dict[str, Any]:
+    return {"code": result.error_code, "error": (result.error_message or "")[:2000]}
+
+
+_RETRY = events.Transition(
+    "retry",
+    "next_attempt_at = :next, lease_owner = NULL, lease_expires_at = NULL, "
+    f"last_event_at = :now, attempts = attempts - :given_back, {_ERROR}, {_CONTENT}",
+    next=UTCDateTime(),
+)
+
+
 def record_retry(
     session: Session,
     job: Job,
@@ -726,23 +676,7 @@ def record_retry(
     """Due again after ``delay``. A message that never reached the provider (the transport's
     setup failed first) gives its attempt back: it was begun, not tried."""
     now = utcnow()
-    given_back = {} if handed_over else {"attempts": Message.attempts - 1}
-    session.execute(
-        update(Message)
-        .where(Message.id == item.id)
-        .values(
-            next_attempt_at=now + timedelta(seconds=delay),
-            lease_owner=None,
-            lease_expires_at=None,
-            error_code=result.error_code,
-            error_message=(result.error_message or "")[:2000],
-            last_event_at=now,
-            **given_back,
-            **content,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    detail = {
+    detail: dict[str, Any] = {
         "code": result.error_code,
         "message": (result.error_message or "")[:500],
         "retry_in_s": round(delay, 3),
@@ -750,7 +684,25 @@ def record_retry(
     }
     if not handed_over:
         detail["handed_over"] = False
-    _event(session, item, job.campaign.id, "retry", "send", now, detail)
+    values = {
+        "next": now + timedelta(seconds=delay),
+        "given_back": 0 if handed_over else 1,
+        **_error(result),
+        **_content(content),
+    }
+    events.change(session, _RETRY, [_step(job, item, now, detail, values)])
+
+
+_PUT_BACK = events.Transition(
+    None,
+    "status = CASE WHEN :as_new THEN 'pending' ELSE status END, "
+    "first_attempt_at = CASE WHEN :as_new THEN NULL ELSE first_attempt_at END, "
+    "attempts = attempts - 1, next_attempt_at = NULL, lease_owner = NULL, "
+    f"lease_expires_at = NULL, last_event_at = :now, {_ERROR}, {_CONTENT}",
+    guard="AND attempts > 0",
+    log_unchanged=True,
+    as_new=Boolean(),
+)
 
 
 def record_put_back(
@@ -770,26 +722,7 @@ def record_put_back(
     if never begun; one that may have (``in_doubt``), or was in doubt or retrying before,
     stays ``sending`` (an SMS is then looked up before it is sent again).
     """
-    now = utcnow()
-    values: dict[str, Any] = {"attempts": Message.attempts - 1}
-    if item.status == Status.PENDING and not in_doubt:
-        values.update(status=Status.PENDING, first_attempt_at=None)
-    session.execute(
-        update(Message)
-        .where(Message.id == item.id, Message.attempts > 0)
-        .values(
-            next_attempt_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            error_code=result.error_code,
-            error_message=(result.error_message or "")[:2000],
-            last_event_at=now,
-            **values,
-            **content,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    detail = {
+    detail: dict[str, Any] = {
         "code": result.error_code,
         "message": (result.error_message or "")[:500],
         "attempt": item.attempts + 1,
@@ -798,35 +731,38 @@ def record_put_back(
     }
     if in_doubt:
         detail["in_doubt"] = True
-    _event(session, item, job.campaign.id, kind, "send", now, detail)
+    values = {
+        "as_new": item.status == Status.PENDING and not in_doubt,
+        **_error(result),
+        **_content(content),
+    }
+    step = _step(job, item, utcnow(), detail, values, kind=kind)
+    step.applied = True  # the attempt is given back even where nothing was left to give
+    events.change(session, _PUT_BACK, [step])
+
+
+_REFUND = events.Transition(
+    "outage",
+    "attempts = attempts - 1, next_attempt_at = NULL, last_event_at = :now",
+    guard="AND status = 'sending' AND attempts > 0",
+)
 
 
 def refund_attempts(session: Session, job: Job, ids: list[int]) -> None:
     """Give back the attempts that 5xx answers spent before they proved an outage."""
     now = utcnow()
-    rows = session.execute(
-        update(Message)
-        .where(Message.id.in_(ids), Message.status == Status.SENDING, Message.attempts > 0)
-        .values(attempts=Message.attempts - 1, next_attempt_at=None)
-        .returning(Message.id, Message.contact_id)
-        .execution_options(synchronize_session=False)
+    detail = {
+        "attempt_given_back": True,
+        "reason": "the provider's 5xx answers turned out to be an outage",
+    }
+    contacts = session.execute(
+        select(Message.id, Message.contact_id).where(Message.id.in_(ids))
     ).all()
-    for message_id, contact_id in rows:
-        session.execute(
-            insert(Event).values(
-                campaign_id=job.campaign.id,
-                message_id=message_id,
-                contact_id=contact_id,
-                at=now,
-                source="send",
-                kind="outage",
-                applied=True,
-                detail={
-                    "attempt_given_back": True,
-                    "reason": "the provider's 5xx answers turned out to be an outage",
-                },
-            )
-        )
+    steps = [
+        events.Step(job.campaign.id, message_id, contact_id, now, "send", detail)
+        for message_id, contact_id in contacts
+    ]
+    events.change(session, _REFUND, steps)
 
 
 def unlease(engine: Engine, message_id: int, worker: str) -> None:
@@ -840,36 +776,22 @@ def unlease(engine: Engine, message_id: int, worker: str) -> None:
         )
 
 
+_FAILED = events.Transition(
+    Status.FAILED,
+    "status = 'failed', last_event_at = :now, lease_owner = NULL, lease_expires_at = NULL, "
+    f"next_attempt_at = NULL, {_ERROR}, {_CONTENT}",
+    status=Status.FAILED,
+)
+
+
 def record_failed(
     session: Session, job: Job, item: Item, code: str | None, message: str | None, content: dict
 ) -> None:
     """``failed`` for good (a permanent refusal, attempts used up, a template error), then
     the fallback SMS when the campaign has one."""
-    now = utcnow()
-    session.execute(
-        update(Message)
-        .where(Message.id == item.id)
-        .values(
-            status=Status.FAILED,
-            error_code=code,
-            error_message=(message or "")[:2000],
-            last_event_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-            **content,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    _event(
-        session,
-        item,
-        job.campaign.id,
-        Status.FAILED,
-        "send",
-        now,
-        {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1},
-    )
+    detail = {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1}
+    values = {"code": code, "error": (message or "")[:2000], **_content(content)}
+    events.change(session, _FAILED, [_step(job, item, utcnow(), detail, values)])
     row = session.get(Message, item.id)
     if row is not None:
         session.refresh(row)
