@@ -120,6 +120,12 @@ def record(
     return event
 
 
+def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append many events that change no message (:func:`row` shapes each), in the caller's
+    transaction: :func:`record` for a batch."""
+    _INSERT_EVENT.execute(session.connection(), rows)
+
+
 # -- creating message rows ---------------------------------------------------------------
 
 

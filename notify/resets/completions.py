@@ -42,7 +42,6 @@ from notify.exposures import squash
 from notify.models import (
     Campaign,
     Contact,
-    Event,
     PasswordReset,
     ResetToken,
     UTCDateTime,
@@ -668,20 +667,18 @@ def _complete_many(session: Session, campaign: Campaign, items: list[tuple[_Row,
         ),
         [{"reset_id": reset_id, "done_at": row.completed_at} for row, reset_id in items],
     )
-    session.execute(
-        Event.__table__.insert(),
+    events.append(
+        session,
         [
-            {
-                "campaign_id": campaign.id,
-                "message_id": None,
-                "contact_id": row.contact_id,
-                "provider_message_id": None,
-                "at": row.completed_at,
-                "source": "reset",
-                "kind": "reset_completed",
-                "applied": True,
-                "detail": {"via": "import", "by": "key" if row.key else "email", "line": row.line},
-            }
+            events.row(
+                campaign.id,
+                None,
+                row.contact_id,
+                "reset_completed",
+                "reset",
+                row.completed_at or utcnow(),
+                {"via": "import", "by": "key" if row.key else "email", "line": row.line},
+            )
             for row, _ in items
         ],
     )
