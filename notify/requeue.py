@@ -180,6 +180,11 @@ def requeue(
     if channel is not None and channel not in CHANNELS:
         raise NotifyError(f"--channel: {channel!r} is not one of {', '.join(CHANNELS)}")
     used = [*config.channels, *(["sms"] if config.fallback == "sms" else [])]
+    if channel is not None and channel not in used:
+        raise NotifyError(
+            f"--channel {channel}: the campaign {campaign.name} does not use it "
+            f"(channels: {', '.join(used)})"
+        )
     channels = [channel] if channel else [ch for ch in CHANNELS if ch in used]
     statuses = [status] if status else list(REQUEUABLE)
     extra = "AND m.error_code = :error_code" if error_code is not None else ""

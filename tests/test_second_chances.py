@@ -202,6 +202,19 @@ def test_requeue_refuses_an_unknown_campaign_in_one_line(env, tmp_path):
     assert result.output.startswith("Error: unknown campaign 'nope'")
 
 
+def test_requeue_of_a_channel_the_campaign_does_not_use_is_an_error(env, tmp_path):
+    """Not "nothing to requeue": the operator asked for the wrong channel."""
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = make_campaign(
+        engine, campaign_toml(tmp_path, channels='["email"]', fallback='"none"')
+    )
+    result = run("requeue", campaign.name, "--channel", "sms", "--yes")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: --channel sms: the campaign {campaign.name} does not use it (channels: email)\n"
+    )
+
+
 def test_a_requeued_message_that_fails_again_is_requeued_after_itself(env, tmp_path):
     """Only the last message of a channel counts: two failures are one more chance, with
     the sequence after the latest."""
