@@ -262,6 +262,23 @@ def _record(
 # --- sign in and out --------------------------------------------------------------------------
 
 
+def _set_cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: float
+) -> None:
+    """Set one of the view's cookies (login form, session) the one way they are all set:
+    out of scripts' reach, never sent by another site, Secure when the public URL is
+    https, for the whole site, for ``max_age`` seconds."""
+    response.set_cookie(
+        name,
+        value,
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[STATE].secure_cookies,
+        path="/",
+        max_age=int(max_age),
+    )
+
+
 def _safe_next(target: str | None) -> str:
     """Only a path on this site (never ``//evil.example``) is followed after sign-in."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
@@ -288,15 +305,7 @@ async def login_page(
         next=_safe_next(request.query.get("next")),
         signed_out=request.query.get("signed_out") == "1",
     )
-    response.set_cookie(
-        auth.LOGIN_COOKIE,
-        cookie,
-        httponly=True,
-        samesite="Strict",
-        secure=request.app[STATE].secure_cookies,
-        path="/",
-        max_age=int(auth.LOGIN_LIFETIME.total_seconds()),
-    )
+    _set_cookie(request, response, auth.LOGIN_COOKIE, cookie, auth.LOGIN_LIFETIME.total_seconds())
     return response
 
 
@@ -337,15 +346,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await login_page(request, "Wrong user name or password.", 401)
     cookie, lifetime = auth.new_session(key, result.user.name, epoch)
     response = web.HTTPSeeOther(_safe_next(_text(form.get("next"))))
-    response.set_cookie(
-        auth.SESSION_COOKIE,
-        cookie,
-        httponly=True,
-        samesite="Strict",
-        secure=request.app[STATE].secure_cookies,
-        path="/",
-        max_age=lifetime,
-    )
+    _set_cookie(request, response, auth.SESSION_COOKIE, cookie, lifetime)
     response.del_cookie(auth.LOGIN_COOKIE, path="/")
     return response
 
