@@ -27,7 +27,6 @@ name silently mangled, and these names go into legal notices.
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 import os
@@ -35,14 +34,13 @@ import queue
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -63,9 +61,9 @@ from notify.addresses import (
     normalize_email,
     normalize_phone,
 )
-from notify.csvsafe import neutralize
 from notify.errors import NotifyError
 from notify.models import Campaign, Contact, utcnow
+from notify.rejects import RejectsFile, check_rejects_path
 
 # Limits: a cell longer than this in a text field is dropped with a warning (a pasted document
 # or a runaway quote, never a name); the key must fit the column.
@@ -326,7 +324,7 @@ def import_contacts(
     if merge_on is not None and merge_on not in MERGE_ON:
         raise NotifyError(f"--merge-on {merge_on!r}: expected email or phone")
     summary = ImportSummary(source=str(path), dry_run=dry_run)
-    target = _check_rejects_path(rejects_path, path)
+    target = check_rejects_path(rejects_path, path)
     mapping = mapping or {}
     value_map = value_map or {}
     recognizes = _recognizer(mapping, value_map)
@@ -364,7 +362,7 @@ def import_contacts(
             value_map=value_map,
             progress=progress,
         )
-        with _RejectsFile(target, table.header) as rejects, _big_page_cache(conn, not dry_run):
+        with RejectsFile(target, table.header) as rejects, _big_page_cache(conn, not dry_run):
             work.rejects = rejects
             try:
                 work.load_existing(conn)
@@ -928,7 +926,7 @@ class _Importer:
         self.update = update
         self.value_map = value_map or {}
         self.progress = progress
-        self.rejects: _RejectsFile | None = None
+        self.rejects: RejectsFile | None = None
         # key -> [exposure mask, email (lower-cased), phone, filled bits, first line or 0 (DB),
         #         pending insert row (list) or None, name]
         self.known: dict[str, list[Any]] = {}
@@ -1124,13 +1122,8 @@ class _Importer:
 
     def _nul_lines(self) -> None:
         """NULs the CSV parser dropped: the rows on those lines are rejected."""
-        lines = self.table.lines
-        for line in self.table.nul_lines:
-            row = int(np.searchsorted(lines, line, side="right")) - 1
-            if row >= 0:
-                self.reasons.setdefault(
-                    row, "a NUL character (byte 0) in the row; fix or remove the row"
-                )
+        for row in self.table.nul_rows():
+            self.reasons.setdefault(row, tabular.NUL_REASON)
 
     def _texts(self, series: pd.Series | None, label: str, limit: int) -> pa.Array:
         """An optional text field: stripped, on one line, dropped with a note when too long;
@@ -1846,53 +1839,3 @@ def _make_writer(conn: Connection) -> _Writer:
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         return _CopyWriter(conn)
     return _Writer(conn)
-
-
-def _check_rejects_path(rejects_path: str | os.PathLike[str] | None, source: Path) -> Path | None:
-    """Refuse a --rejects target that cannot be written before any work is done."""
-    if rejects_path is None:
-        return None
-    target = Path(rejects_path)
-    if target.is_dir():
-        raise NotifyError(f"--rejects {target}: is a folder; give a file name")
-    if not target.parent.is_dir():
-        raise NotifyError(f"--rejects {target}: folder {target.parent} does not exist")
-    if source.exists() and target.exists() and target.resolve() == source.resolve():
-        raise NotifyError(f"--rejects {target}: is the file being imported")
-    return target
-
-
-class _RejectsFile:
-    """The rejects CSV, written to a temporary file that replaces the target only on success."""
-
-    def __init__(self, target: Path | None, header: list[str]) -> None:
-        self.target = target
-        self.header = header
-        self.handle: IO[str] | None = None
-        self.tmp: Path | None = None
-        self.writer: Any = None
-
-    def __enter__(self) -> _RejectsFile:
-        if self.target is not None:
-            fd, tmp = tempfile.mkstemp(
-                dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp"
-            )
-            self.tmp = Path(tmp)
-            self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
-            self.writer = csv.writer(self.handle)
-            self.writer.writerow(["line", "reason", *map(neutralize, self.header)])
-        return self
-
-    def write(self, line: int, reason: str, cells: list[str]) -> None:
-        """One rejected row: its line, why, and its cells, formula-looking ones neutralized."""
-        if self.writer is not None:
-            self.writer.writerow([line, neutralize(reason), *map(neutralize, cells)])
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.handle is None or self.tmp is None or self.target is None:
-            return
-        self.handle.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.target)
-        else:
-            os.unlink(self.tmp)

@@ -41,6 +41,9 @@ MAX_RATIO = 100  # uncompressed / compressed: beyond it, a decompression bomb
 MAX_TEXT_BYTES = 4 * 1000 * 1000 * 1000  # a decompressed text list (a bound, not a goal)
 CSV_CELL_LIMIT = 1 << 20  # beyond 1 MiB a cell is an unclosed quote, not data
 FORMATS = "CSV, TSV, XLSX, XLSM, XLS, ODS, Parquet, JSON Lines or a JSON array"
+#: Why a row on a line holding a NUL byte is rejected: the CSV parser dropped the NUL, so
+#: the cells read are not the cells written.
+NUL_REASON = "a NUL character (byte 0) in the row; fix or remove the row"
 
 #: Whether one header cell (as written) names a field the importer knows.
 Recognizer = Callable[[str], bool]
@@ -61,6 +64,11 @@ class Table:
     notes: list[str] = field(default_factory=list)  # what was inferred (sheet, title rows)
     bad_rows: list[tuple[int, str]] = field(default_factory=list)  # unparseable rows
     nul_lines: list[int] = field(default_factory=list)  # lines holding a NUL the parser dropped
+
+    def nul_rows(self) -> set[int]:
+        """Positions of the data rows that start on or span a line of ``nul_lines``."""
+        found = np.searchsorted(self.lines, self.nul_lines, side="right") - 1
+        return {int(row) for row in found if row >= 0}
 
 
 @dataclass

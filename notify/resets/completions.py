@@ -2,7 +2,8 @@
 
 Completions arrive three ways, all through :func:`complete`: a link token (the identity
 provider's webhook, ``notify.server``), or the contact's key or email (the webhook or the
-``resets complete`` CSV, :func:`import_completions`). Any unexpired, unrevoked token of the
+``resets complete`` file, :func:`import_completions`, read and its rejects written as
+``contacts import`` does: ``tabular``, ``rejects``). Any unexpired, unrevoked token of the
 contact completes the reset, once, and revokes the others. Errors never change anything:
 every check runs before the first write.
 
@@ -13,16 +14,13 @@ with exposed passwords in exactly one campaign (several campaigns -> 400, none -
 
 from __future__ import annotations
 
-import codecs
-import csv
-import os
 import re
-import tempfile
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from sqlalchemy import (
     Row,
@@ -34,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from notify import csvsafe, events
+from notify import events, tabular
 from notify.addresses import email_key
 from notify.db import insert_ignoring_duplicates
 from notify.errors import NotifyError
@@ -47,6 +45,7 @@ from notify.models import (
     UTCDateTime,
     utcnow,
 )
+from notify.rejects import RejectsFile, check_rejects_path
 from notify.resets.state import COMPLETED, PENDING, exposes_passwords, iso
 from notify.resets.tokens import hash_token, reset_of
 from notify.times import as_utc, parse_iso
@@ -316,6 +315,8 @@ _TIME_HEADERS = {
     )
 }
 
+_KNOWN_HEADERS = _KEY_HEADERS | _EMAIL_HEADERS | _TIME_HEADERS
+
 
 @dataclass
 class CompletionsSummary:
@@ -363,51 +364,6 @@ class _Columns:
     time: int
 
 
-@dataclass
-class _Rejects:
-    """Rejected rows streamed to a temp file that replaces ``path`` at the end."""
-
-    path: Path | None
-    _handle: Any = None
-    _writer: Any = None
-
-    def open(self, header: list[str]) -> None:
-        if self.path is None:
-            return
-        try:
-            self._handle = tempfile.NamedTemporaryFile(
-                "w",
-                encoding="utf-8",
-                newline="",
-                dir=self.path.parent or Path("."),
-                prefix=f".{self.path.name}.",
-                suffix=".tmp",
-                delete=False,
-            )
-        except OSError as exc:
-            raise NotifyError(f"{self.path}: cannot write: {exc.strerror}") from None
-        self._writer = csv.writer(self._handle)
-        self._writer.writerow(["line", "reason", *header])
-
-    def add(self, row: _Row) -> None:
-        if self._writer is not None:
-            self._writer.writerow(
-                [row.line, row.reason, *(csvsafe.neutralize(c) for c in row.cells)]
-            )
-
-    def finish(self) -> None:
-        if self._handle is not None and self.path is not None:
-            self._handle.close()
-            os.replace(self._handle.name, self.path)
-            self._handle = None
-
-    def discard(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            Path(self._handle.name).unlink(missing_ok=True)
-            self._handle = None
-
-
 def import_completions(
     session: Session,
     campaign: Campaign,
@@ -416,66 +372,46 @@ def import_completions(
     rejects_path: str | Path | None = None,
     dry_run: bool = False,
 ) -> CompletionsSummary:
-    """Apply the identity provider's completions (CSV: key or email, completed_at).
+    """Apply the identity provider's completions (a key or email column, and completed_at).
 
-    Rows that cannot be applied are rejected with their line number (header = line 1) and a
-    reason; rows of contacts already completed are counted, not rejected, so running the same
-    file again completes nothing new. All-or-nothing: the work runs in a savepoint that is
-    rolled back when the file turns out unreadable halfway, or for ``dry_run``.
+    The file is read as ``contacts import`` reads its list (``tabular.read_table``: CSV, TSV,
+    workbooks, JSON, Parquet, told by content; the same one-line errors), and rejected rows
+    go to the same rejects file (``notify.rejects``). Rows that cannot be applied are
+    rejected with their line number (header = line 1) and a reason; rows of contacts already
+    completed are counted, not rejected, so running the same file again completes nothing
+    new. All-or-nothing: an unreadable file changes nothing, and the work runs in a savepoint
+    that is rolled back on any error, or for ``dry_run``.
     """
     source = Path(path)
-    rejects = _Rejects(Path(rejects_path) if rejects_path else None)
+    target = check_rejects_path(rejects_path, source)
+    table = tabular.read_table(source, _recognizes)
+    columns = _columns(source, table.header)
     summary = CompletionsSummary(dry_run=dry_run)
     session.flush()
     savepoint = session.begin_nested()
     try:
-        with _open_text(source) as handle:
-            reader = csv.reader(handle, dialect=_sniff(source))
-            columns = _columns(source, reader)
-            rejects.open(columns.header)
+        with RejectsFile(target, table.header) as rejects:
             done: set[int] = set()
-            for batch in _batches(_rows(source, reader, columns)):
+            for batch in _batches(table, columns):
                 _import_batch(session, campaign, batch, summary, done, rejects)
+            if dry_run:
+                savepoint.rollback()
+            else:
+                savepoint.commit()
     except BaseException:
-        savepoint.rollback()
-        rejects.discard()
+        if savepoint.is_active:
+            savepoint.rollback()
         raise
-    if dry_run:
-        savepoint.rollback()
-    else:
-        savepoint.commit()
-    rejects.finish()
     return summary
 
 
-def _open_text(path: Path) -> TextIO:
-    try:
-        # Strict decoding: a bad byte anywhere fails the whole import (nothing applied).
-        return open(path, encoding="utf-8-sig", errors="strict", newline="")
-    except FileNotFoundError:
-        raise NotifyError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise NotifyError(f"{path}: is a folder, not a CSV file") from None
-    except OSError as exc:
-        raise NotifyError(f"{path}: cannot read: {exc.strerror}") from None
+def _recognizes(cell: str) -> bool:
+    """Whether a header cell names a column of a completions file (finds the header row)."""
+    return squash(cell) in _KNOWN_HEADERS
 
 
-def _sniff(path: Path) -> type[csv.Dialect] | str:
-    with open(path, "rb") as raw:
-        sample = codecs.decode(raw.read(64 * 1024), "utf-8", "replace")
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
-    except csv.Error:
-        return "excel"
-
-
-def _columns(path: Path, reader: Iterator[list[str]]) -> _Columns:
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise NotifyError(f"{path}: the file is empty (expected a header line)") from None
-    except UnicodeDecodeError:
-        raise NotifyError(f"{path}: not UTF-8 text (line 1)") from None
+def _columns(path: Path, header: list[str]) -> _Columns:
+    """Where the key, email and completed_at columns are; the first of each name wins."""
     names = [squash(name) for name in header]
 
     def find(choices: set[str]) -> int | None:
@@ -489,24 +425,42 @@ def _columns(path: Path, reader: Iterator[list[str]]) -> _Columns:
     return _Columns(header=header, key=key, email=email, time=time)
 
 
-def _rows(path: Path, reader, columns: _Columns) -> Iterator[_Row]:
-    """Data rows with their first line number; each parsed or given a reject reason."""
-    line = 2
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError:
-            raise NotifyError(
-                f"{path}: not UTF-8 text (after line {line - 1}); nothing was applied"
-            ) from None
-        except csv.Error as exc:
-            raise NotifyError(f"{path}, line {line}: {exc}; nothing was applied") from None
-        start, line = line, reader.line_num + 1
-        if not any(cell.strip() for cell in cells):
-            continue
-        yield _parse_row(start, cells, columns)
+def _batches(table: tabular.Table, columns: _Columns) -> Iterator[list[_Row]]:
+    """The data rows in file order, _BATCH at a time, each parsed or given a reject reason.
+
+    Rows the reader could not parse (``bad_rows``) come in their place, rejected with the
+    reader's reason; a row on a line holding a NUL byte (which the CSV parser drops) is
+    rejected as the importer rejects it, rather than matched without it.
+    """
+    frame, lines = table.frame, table.lines
+    unparsed = deque(sorted(table.bad_rows))
+    nul = table.nul_rows()
+    for start in range(0, len(frame), _BATCH):
+        block = frame.iloc[start : start + _BATCH].to_numpy(dtype=object).tolist()
+        batch: list[_Row] = []
+        for offset, cells in enumerate(block):
+            line = int(lines[start + offset])
+            while unparsed and unparsed[0][0] < line:
+                batch.append(_unparsed(*unparsed.popleft()))
+            row = _parse_row(line, _shown(cells, len(columns.header)), columns)
+            if start + offset in nul:
+                row.reason = tabular.NUL_REASON
+            batch.append(row)
+        yield batch
+    if unparsed:
+        yield [_unparsed(line, reason) for line, reason in unparsed]
+
+
+def _unparsed(line: int, reason: str) -> _Row:
+    return _Row(line=line, cells=[], reason=reason)
+
+
+def _shown(cells: list[str], width: int) -> list[str]:
+    """A row's cells as the file has them: the header's width, and any filled cell beyond."""
+    used = len(cells)
+    while used > width and not cells[used - 1].strip():
+        used -= 1
+    return cells[:used]
 
 
 def _cell(cells: list[str], index: int | None) -> str:
@@ -530,24 +484,13 @@ def _parse_row(line: int, cells: list[str], columns: _Columns) -> _Row:
     return row
 
 
-def _batches(rows: Iterator[_Row]) -> Iterator[list[_Row]]:
-    batch: list[_Row] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= _BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _import_batch(
     session: Session,
     campaign: Campaign,
     batch: list[_Row],
     summary: CompletionsSummary,
     done: set[int],
-    rejects: _Rejects,
+    rejects: RejectsFile,
 ) -> None:
     summary.read += len(batch)
     _resolve_contacts(session, campaign, [r for r in batch if r.reason is None])
@@ -558,7 +501,7 @@ def _import_batch(
         contact_id = row.contact_id
         if row.reason is not None or contact_id is None:  # resolved rows have their contact
             summary.rejected += 1
-            rejects.add(row)
+            rejects.write(row.line, row.reason or "", row.cells)
             continue
         reset_id, status = states[contact_id]
         if status == COMPLETED or contact_id in done:
