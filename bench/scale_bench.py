@@ -51,6 +51,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import import_bench  # noqa: E402 - the CSV generator and the import child live there
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from tests.standalone import start_process  # noqa: E402
+
 PG_URL = import_bench.PG_URL
 CAMPAIGN = "acme-2026-11"  # the name import_bench's child loads and imports into
 
@@ -170,30 +172,14 @@ class Sink:
     def __init__(self, workdir: Path, label: str) -> None:
         self.record = workdir / f"sink-{label}.jsonl"
         self.record.unlink(missing_ok=True)
-        port_file = workdir / f"sink-{label}.port"
-        port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.smtp_sink",
-                "--port",
-                "0",
-                "--port-file",
-                str(port_file),
-                "--record",
-                str(self.record),
-                "--no-parse",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
+        self.proc, self.port = start_process(
+            "tests.smtp_sink",
+            "--record",
+            str(self.record),
+            "--no-parse",
+            port_file=workdir / f"sink-{label}.port",
+            timeout=30,
         )
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the SMTP sink did not start")
-            time.sleep(0.05)
-        self.port = int(port_file.read_text())
 
     def stop(self) -> tuple[float, float]:
         """Stop it; returns its (CPU seconds, peak RSS MB)."""

@@ -37,25 +37,11 @@ from sqlalchemy import insert  # noqa: E402
 from notify import campaigns, db, mime, templates  # noqa: E402
 from notify.models import Contact  # noqa: E402
 from tests.smtp_sink import window_max  # noqa: E402
+from tests.standalone import start_process  # noqa: E402
 
 CONCURRENCY = 10
 # Enough messages in flight to cover one message's round trip at 200/s on a busy machine.
 RATE_CONCURRENCY = 20
-
-
-def start_process(args: list[str], port_file: Path) -> tuple[subprocess.Popen, int]:
-    """Start a helper server process and wait for the port it reports."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *args, "--port", "0", "--port-file", str(port_file)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while not port_file.exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit(f"could not start {args[0]}")
-        time.sleep(0.05)
-    return proc, int(port_file.read_text())
 
 
 def make_db(folder: Path, contacts: int, channels: str) -> tuple[str, str]:
@@ -281,8 +267,12 @@ def part_sms(seconds: float) -> None:
         folder = Path(tmp)
         record = folder / "sms.jsonl"
         proc, port = start_process(
-            ["tests.twilio_double", "--rate", str(rate), "--record", str(record)],
-            folder / "tw.port",
+            "tests.twilio_double",
+            "--rate",
+            str(rate),
+            "--record",
+            str(record),
+            port_file=folder / "tw.port",
         )
         try:
             url, name = make_db(folder, contacts, '["sms"]')
@@ -340,7 +330,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "sink.jsonl"
         sink, port = start_process(
-            ["tests.smtp_sink", "--no-parse", "--record", str(record)], Path(tmp) / "sink.port"
+            "tests.smtp_sink",
+            "--no-parse",
+            "--record",
+            str(record),
+            port_file=Path(tmp) / "sink.port",
         )
         try:
             if parts & {"a", "b"}:

@@ -26,12 +26,7 @@ def notify_process(env: dict[str, str], *args: str, cwd: Path | None = None) -> 
 
 def smtp_env(env: dict[str, str], sink: SmtpSink) -> dict[str, str]:
     """``env`` with email going to ``sink`` (plain SMTP on loopback)."""
-    return {
-        **env,
-        "NOTIFY_SMTP_HOST": sink.host,
-        "NOTIFY_SMTP_PORT": str(sink.port),
-        "NOTIFY_SMTP_TLS": "none",
-    }
+    return {**env, **sink.env()}
 
 
 def wait_for_sink(

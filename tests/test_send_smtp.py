@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from email import message_from_bytes
 from pathlib import Path
@@ -19,6 +16,7 @@ from notify.send.options import SendOptions
 from notify.send.runner import SLOT_AHEAD, Runner, send_campaign
 from tests.factories import add_contacts, campaign_toml, count, make_campaign, point_at
 from tests.smtp_sink import SmtpSink, window_max
+from tests.standalone import start_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,29 +92,12 @@ def test_message_id_is_deterministic_per_row(env, tmp_path, monkeypatch):
 @contextmanager
 def sink_process(tmp_path: Path):
     """The sink in a process of its own, so arrival times carry no GIL contention of ours."""
-    port_file, record = tmp_path / "sink.port", tmp_path / "sink.jsonl"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.smtp_sink",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--record",
-            str(record),
-            "--no-parse",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+    record = tmp_path / "sink.jsonl"
+    proc, port = start_process(
+        "tests.smtp_sink", "--record", str(record), "--no-parse", port_file=tmp_path / "sink.port"
     )
     try:
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "sink did not start"
-            time.sleep(0.05)
-        yield int(port_file.read_text()), record
+        yield port, record
     finally:
         proc.terminate()
         proc.wait()

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from notify.transports import Outgoing
 from notify.transports.smtp import SmtpMessenger
 from notify.transports.twilio_sms import TwilioMessenger
 from tests.smtp_sink import SmtpSink, read_record, window_max
+from tests.standalone import start_process
 from tests.twilio_double import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioDouble, segments
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,17 +31,10 @@ def email(row_id: int) -> Outgoing:
 
 
 def start(module: str, *args: str, port_file: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", "0", "--port-file", str(port_file), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    """The double as a process of its own, its output kept for the test to read."""
+    proc, _port = start_process(
+        module, *args, port_file=port_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 20
-    while not port_file.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "double did not start"
-        time.sleep(0.05)
     return proc
 
 
