@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session
 from notify import campaigns, db
 from notify.models import Campaign, Contact, Message, utcnow
 from notify.send.plan import plan
+from tests.smtp_sink import SmtpSink
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.toml"
 
@@ -112,6 +115,18 @@ def point_at(monkeypatch, double) -> None:
     through the environment variables the double names."""
     for key, value in double.env().items():
         monkeypatch.setenv(key, value)
+
+
+@contextmanager
+def login_refused(monkeypatch) -> Iterator[SmtpSink]:
+    """A relay that requires a login (user ``mailer``, password ``s3cret``) with notify
+    pointed at it under the wrong password (``guess``): every connection is refused at
+    AUTH, a configuration error, until the test sets NOTIFY_SMTP_PASSWORD right."""
+    with SmtpSink(auth={"mailer": "s3cret"}) as sink:
+        point_at(monkeypatch, sink)
+        monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
+        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
+        yield sink
 
 
 def leave_in_doubt(session: Session, *where, **values: Any) -> None:

@@ -10,7 +10,7 @@ from notify import audit, db
 from notify.cli import main
 from notify.errors import NotifyError
 from notify.models import AuditRecord
-from tests.factories import add_contacts, campaign_toml, make_campaign, point_at
+from tests.factories import add_contacts, campaign_toml, login_refused, make_campaign, point_at
 from tests.smtp_sink import SmtpSink
 
 
@@ -27,10 +27,7 @@ def test_a_send_stopped_by_an_error_is_audited_as_failed(env, tmp_path, monkeypa
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 5)
-    with SmtpSink(auth={"mailer": "s3cret"}) as sink:
-        point_at(monkeypatch, sink)
-        monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
-        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
+    with login_refused(monkeypatch):
         result = CliRunner().invoke(main, ["--actor", "ops", "send", campaign.name, "--yes"])
         assert result.exit_code == 1
     [record] = runs(engine)
@@ -99,10 +96,7 @@ def test_a_remind_that_fails_is_audited_with_what_it_planned(env, campaign_file,
 
     seed_due(env, campaign_file)
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
-    with SmtpSink(auth={"mailer": "s3cret"}) as sink:
-        point_at(monkeypatch, sink)
-        monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
-        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
+    with login_refused(monkeypatch):
         result = CliRunner().invoke(
             main, ["remind", "acme-2026-11", "--after", "72h", "--channel", "email", "--yes"]
         )

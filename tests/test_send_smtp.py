@@ -14,7 +14,14 @@ from notify.config import load_settings
 from notify.models import Event, Message
 from notify.send.options import SendOptions
 from notify.send.runner import SLOT_AHEAD, Runner, send_campaign
-from tests.factories import add_contacts, campaign_toml, count, make_campaign, point_at
+from tests.factories import (
+    add_contacts,
+    campaign_toml,
+    count,
+    login_refused,
+    make_campaign,
+    point_at,
+)
 from tests.smtp_sink import SmtpSink, window_max
 from tests.standalone import start_process
 
@@ -155,10 +162,7 @@ def test_wrong_credentials_stop_the_run_and_cost_no_attempt(env, tmp_path, monke
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = make_campaign(engine, campaign_toml(tmp_path, channels='["email"]'))
     add_contacts(engine, campaign, 30)
-    with SmtpSink(auth={"mailer": "s3cret"}) as sink:
-        point_at(monkeypatch, sink)
-        monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "mailer")
-        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "guess")
+    with login_refused(monkeypatch) as sink:
         result = CliRunner().invoke(main, ["send", campaign.name, "--yes", "--concurrency", "5"])
         assert result.exit_code == 1
         error = result.output.strip().splitlines()[-1]
