@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,6 +38,23 @@ def series(sqlite: bool) -> str:
             "SELECT i FROM s"
         )
     return "SELECT generate_series(1, :n) AS i"
+
+
+def add_sent_emails(
+    conn: Connection, campaign_id: int, notice: str = "notice", sequence: int = 0, every: int = 1
+) -> None:
+    """One sent email (``notice``, round ``sequence``) to every ``every``-th contact of the
+    campaign, written straight in SQL (the tally triggers count them as for a real send)."""
+    conn.execute(
+        text(
+            "INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
+            "is_fallback, status, address, attempts, created_at, sent_at) "
+            "SELECT campaign_id, id, 'email', :notice, :seq, false, 'sent', email, 1, "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM contacts "
+            "WHERE campaign_id = :c AND id % :every = 0"
+        ),
+        {"c": campaign_id, "notice": notice, "seq": sequence, "every": every},
+    )
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import argparse
 import statistics
 import time
 
-from bench_db import example_database, series
+from bench_db import add_sent_emails, example_database, series
 from sqlalchemy import text
 
 from notify import db
@@ -39,15 +39,7 @@ def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
         )
     for notice, sequence, every in (("notice", 0, 1), ("reminder", 1, 10), ("reminder", 2, 10)):
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    f"INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
-                    f"is_fallback, status, address, attempts, created_at, sent_at) "
-                    f"SELECT campaign_id, id, 'email', :notice, :seq, false, 'sent', email, 1, "
-                    f"{now}, {now} FROM contacts WHERE campaign_id = :c AND id % :every = 0"
-                ),
-                {"c": campaign_id, "notice": notice, "seq": sequence, "every": every},
-            )
+            add_sent_emails(conn, campaign_id, notice, sequence, every)
     return time.perf_counter() - started
 
 

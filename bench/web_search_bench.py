@@ -16,7 +16,7 @@ import argparse
 import statistics
 import time
 
-from bench_db import example_database, series
+from bench_db import add_sent_emails, example_database, series
 from sqlalchemy import text
 
 from notify.web import pages
@@ -37,15 +37,7 @@ def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
             ),
             {"c": campaign_id, "n": contacts},
         )
-        conn.execute(
-            text(
-                f"INSERT INTO messages (campaign_id, contact_id, channel, notice, sequence, "
-                f"is_fallback, status, address, attempts, created_at, sent_at) "
-                f"SELECT campaign_id, id, 'email', 'notice', 0, false, 'sent', email, 1, "
-                f"{now}, {now} FROM contacts WHERE campaign_id = :c"
-            ),
-            {"c": campaign_id},
-        )
+        add_sent_emails(conn, campaign_id)
     if not sqlite:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
