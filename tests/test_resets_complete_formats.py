@@ -182,3 +182,37 @@ def test_a_row_the_reader_cannot_parse_is_rejected_in_its_place(session, campaig
     assert (summary.read, summary.completed, summary.rejected) == (5003, 3, 1)
     assert summary.already_completed == 4999
     assert rejects_rows(rejects)[1][:2] == ["3", "malformed quoting (',' expected after '\"')"]
+
+
+def test_sheet_and_header_row_choose_what_is_read_and_the_note_says_what_was_skipped(
+    env, campaign_file, tmp_path
+):
+    """The reader's advice names --sheet and --header-row: resets complete takes them too."""
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    with db.session_scope(engine) as session:
+        three_contacts(session, make_campaign(session, campaign_file))
+    book = openpyxl.Workbook()
+    book.active.title = "Summary"
+    book.active.append(["key", "completed_at"])
+    book.active.append([1002, datetime(2026, 11, 25, 9, 0)])
+    resets = book.create_sheet("Resets")
+    resets.append(["Exported by the identity provider"])
+    resets.append(["key", "completed_at"])
+    resets.append([1001, datetime(2026, 11, 25, 10, 0)])
+    book.save(tmp_path / "idp.xlsx")
+    args = ["resets", "complete", str(tmp_path / "idp.xlsx"), "--campaign", CAMPAIGN]
+    wrong = CliRunner().invoke(main, [*args, "--sheet", "Resets", "--header-row", "1"])
+    assert wrong.exit_code == 1
+    assert wrong.output.startswith("Error: ") and "no key or email column" in wrong.output
+    result = CliRunner().invoke(main, [*args, "--sheet", "Resets"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        "Read 1 row(s): completed 1 reset(s), 0 already completed, 0 rejected."
+    )
+    assert any(
+        line.startswith("Note: ") and "line 1 above it skipped" in line
+        for line in result.output.splitlines()
+    ), result.output
+    with db.session_scope(engine) as session:
+        done = statuses(session)
+    assert (done["1001"][0], done["1002"][0]) == ("completed", "pending")

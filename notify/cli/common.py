@@ -143,6 +143,24 @@ def require_terminal(about: str) -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def table_options(func: F) -> F:
+    """``--sheet`` and ``--header-row``: which sheet of a workbook, and which line is the
+    header, for every command that reads a list file (``tabular.read_table``)."""
+    func = click.option(
+        "--header-row",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="The header is on this line (sheet row). Default: the first of the first "
+        "20 rows in which at least two cells name fields.",
+    )(func)
+    return click.option(
+        "--sheet",
+        metavar="NAME|N",
+        help="The workbook sheet to read, by name or "
+        "number (1 = first). Default: the first sheet with a recognizable header.",
+    )(func)
+
+
 def as_of_option(judged: str) -> Callable[[F], F]:
     """The --as-of YYYY-MM-DD flag of the commands that judge dates against the law
     (`rules check`, `report regulators`); ``judged`` names what is judged on that day."""

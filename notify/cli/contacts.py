@@ -13,7 +13,7 @@ import click
 from notify import audit as audit_log
 from notify import campaigns
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
+from notify.cli.common import App, echo_json, pass_app, table_options
 from notify.cli.listing import Column, emit, list_options
 from notify.errors import NotifyError
 
@@ -80,19 +80,7 @@ def contacts() -> None:
     help="Read WORD in an exposure cell or flag header as KIND (passwords, card, "
     'identity), e.g. "PAN=card". Repeatable.',
 )
-@click.option(
-    "--sheet",
-    metavar="NAME|N",
-    help="The workbook sheet to read, by name or "
-    "number (1 = first). Default: the first sheet with a recognizable header.",
-)
-@click.option(
-    "--header-row",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="The header is on this line (sheet row). Default: the first of the first "
-    "20 rows in which at least two cells name fields.",
-)
+@table_options
 @click.option(
     "--merge-on",
     type=click.Choice(["email", "phone"]),

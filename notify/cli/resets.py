@@ -7,7 +7,7 @@ import click
 from notify import audit as audit_log
 from notify import campaigns, export
 from notify.cli import main
-from notify.cli.common import App, echo_json, pass_app
+from notify.cli.common import App, echo_json, pass_app, table_options
 from notify.cli.export import summary, where
 from notify.cli.progress import RowProgress
 from notify.resets import completions
@@ -72,34 +72,55 @@ def resets_export(app: App, name: str, output: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False),
     help="Write rows that could not be applied here (line, reason, source columns).",
 )
+@table_options
 @click.option("--dry-run", is_flag=True, help="Check and count; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (last line).")
 @pass_app
 def resets_complete(
-    app: App, file: str, campaign_name: str, rejects: str | None, dry_run: bool, as_json: bool
+    app: App,
+    file: str,
+    campaign_name: str,
+    rejects: str | None,
+    sheet: str | None,
+    header_row: int | None,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Apply password-reset completions reported by the identity provider.
 
-    FILE is a CSV with a key or email column and completed_at (ISO-8601). Rows already
+    FILE is the identity provider's list, in any format `contacts import` reads (CSV, TSV,
+    XLSX, ODS, JSON, Parquet), with a key or email column and completed_at (ISO-8601). Rows already
     completed are counted, not errors, so the same file can be applied again safely. Rows
     that match no contact with exposed passwords are rejected (line numbers: header = 1).
     A file that cannot be read changes nothing.
 
     \b
-    Example:
+    Examples:
       notify resets complete idp-resets.csv --campaign acme-2026-11 --rejects rejected.csv
+      notify resets complete idp.xlsx --campaign acme-2026-11 --sheet Resets --dry-run
     """
     with app.session() as session:
         campaign = campaigns.get_campaign(session, campaign_name)
         summary = completions.import_completions(
-            session, campaign, file, rejects_path=rejects, dry_run=dry_run
+            session,
+            campaign,
+            file,
+            rejects_path=rejects,
+            dry_run=dry_run,
+            sheet=sheet,
+            header_row=header_row,
         )
         if not dry_run:
             audit_log.record(
                 session,
                 "resets complete",
                 campaign=campaign_name,
-                arguments={"file": file, "rejects": rejects},
+                arguments={
+                    "file": file,
+                    "rejects": rejects,
+                    "sheet": sheet,
+                    "header_row": header_row,
+                },
                 counts=summary.as_dict(),
                 actor=app.actor,
             )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -327,6 +327,7 @@ class CompletionsSummary:
     already_completed: int = 0
     rejected: int = 0
     dry_run: bool = False
+    notes: list[str] = field(default_factory=list)  # what the reader inferred (sheet, title)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -341,7 +342,8 @@ class CompletionsSummary:
         verb = "would complete" if self.dry_run else "completed"
         return [
             f"Read {self.read} row(s): {verb} {self.completed} reset(s), "
-            f"{self.already_completed} already completed, {self.rejected} rejected."
+            f"{self.already_completed} already completed, {self.rejected} rejected.",
+            *(f"Note: {note}." for note in self.notes),
         ]
 
 
@@ -371,6 +373,8 @@ def import_completions(
     *,
     rejects_path: str | Path | None = None,
     dry_run: bool = False,
+    sheet: str | None = None,
+    header_row: int | None = None,
 ) -> CompletionsSummary:
     """Apply the identity provider's completions (a key or email column, and completed_at).
 
@@ -384,9 +388,9 @@ def import_completions(
     """
     source = Path(path)
     target = check_rejects_path(rejects_path, source)
-    table = tabular.read_table(source, _recognizes)
+    table = tabular.read_table(source, _recognizes, sheet=sheet, header_row=header_row)
     columns = _columns(source, table.header)
-    summary = CompletionsSummary(dry_run=dry_run)
+    summary = CompletionsSummary(dry_run=dry_run, notes=list(table.notes))
     session.flush()
     savepoint = session.begin_nested()
     try:
