@@ -337,3 +337,66 @@ def test_a_silent_twilio_ends_the_run_soon_after_max_outage(env, tmp_path, monke
     assert {r.status for r in rows} <= {"pending", "sending"}
     assert all(r.provider_message_id is None and r.lease_owner is None for r in rows)
     assert all(r.attempts <= 1 for r in rows)  # nothing was pushed twice
+
+
+class BlackHole:
+    """A loopback port whose connects are never answered (its one-place accept queue is full,
+    so the kernel drops every further SYN): a provider behind a firewall that drops packets,
+    or one whose address is gone."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.queued = socket.create_connection(("127.0.0.1", self.port))  # fills the queue
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.queued.close()
+        self.sock.close()
+
+
+def test_a_twilio_that_never_answers_connect_is_an_outage_at_once_and_nothing_in_doubt(
+    env, tmp_path, monkeypatch
+):
+    """A connection never made carried no request: the outage starts after the connect
+    timeout, not after the step's timeout plus a lookup's, and no message is left in doubt
+    (nothing to look up before it is sent again)."""
+    import time
+
+    from notify.transports import twilio_sms
+
+    monkeypatch.setattr(twilio_sms, "CONNECT_TIMEOUT", 0.3)
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    campaign = sms_campaign(engine, tmp_path, 4)
+    with BlackHole() as hole:
+        monkeypatch.setenv("NOTIFY_TWILIO_API_URL", f"http://127.0.0.1:{hole.port}")
+        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
+        seen = Seen()
+        started = time.monotonic()
+        outcome, running = _send_in_thread(
+            engine,
+            campaign,
+            60,
+            sms_rate=0,
+            concurrency=2,
+            max_outage=1.0,
+            provider_timeout=20,
+            observer=seen,
+        )
+        took = time.monotonic() - started
+    assert not running and isinstance(outcome, OutageTooLong), outcome
+    assert len(seen.started) == 1 and "timeout" in seen.started[0], seen.started
+    # 0.3 s to the outage, 1 s of it, one probe's connect timeout: far below a 20 s step.
+    assert took < 4, f"took {took:.1f}s"
+    rows = _rows(engine)
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0)] * 4
+    with db.session_scope(engine) as session:
+        details = session.scalars(select(Event.detail).where(Event.kind == "outage")).all()
+    assert details and all(not d.get("in_doubt") for d in details)

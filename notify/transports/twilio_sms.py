@@ -57,6 +57,8 @@ from notify.transports.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
+# Seconds to make a TCP connection to the API (at most the step's timeout).
+CONNECT_TIMEOUT = 10.0
 # Twilio's date_created has whole-second resolution; allow that plus a little clock skew.
 CREATED_SLACK = timedelta(seconds=2)
 LIST_PAGE_SIZE = 1000  # Twilio's maximum
@@ -78,6 +80,7 @@ class NotifyHttpClient(AsyncTwilioHttpClient):
         # pool_connections=False: the parent would build its ClientSession here, outside any
         # event loop; ours is made on first use. max_retries=None: no aiohttp_retry wrapper.
         super().__init__(pool_connections=False, timeout=timeout, max_retries=None)
+        self.timeout: float = timeout
         self.pool_size = max(1, pool_size)
         self._session: aiohttp.ClientSession | None = None
 
@@ -105,7 +108,11 @@ class NotifyHttpClient(AsyncTwilioHttpClient):
         if auth:
             pair = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             headers["Authorization"] = "Basic " + pair
-        limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        total = timeout or self.timeout
+        # A connection to Twilio's API is made in well under a second; one still not made
+        # after CONNECT_TIMEOUT is an outage, and says so then rather than after the whole
+        # step's timeout and a lookup's (a connection never made carried no request).
+        limit = aiohttp.ClientTimeout(total=total, sock_connect=min(total, CONNECT_TIMEOUT))
         async with self._get_session().request(
             method.upper(),
             url,
@@ -218,11 +225,12 @@ class TwilioMessenger(Messenger):
             message = await self.client.messages.create_async(**kwargs)
         except TwilioException as exc:
             return self._classify_rest(exc, box)
-        except aiohttp.ClientConnectorError as exc:
-            # Never connected: the request cannot have reached Twilio.
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Never connected (refused, unreachable, or no answer to connect within
+            # CONNECT_TIMEOUT): the request cannot have reached Twilio.
             return Result(
                 "retry",
-                error_code="disconnected",
+                error_code="timeout" if isinstance(exc, TimeoutError) else "disconnected",
                 error_message=str(exc)[:500],
                 outage="connection",
             )
