@@ -231,3 +231,158 @@ def test_users_add_without_a_terminal_names_the_flag(env, tmp_path):
         "Error: no terminal to ask for the password on: pipe it in with --password-stdin\n"
     )
     assert run("users", "list", "--format", "json").output.strip() == "[]"
+
+
+# --- an unknown name cannot be told from an account ------------------------------------------
+
+
+@pytest.fixture
+def fresh_unknown_names():
+    """Each test starts with no failures counted for unknown names (the table is global)."""
+    users.UNKNOWN_NAMES.clear()
+    yield users.UNKNOWN_NAMES
+    users.UNKNOWN_NAMES.clear()
+
+
+def _attempts(engine, name: str, passwords: list[str], now) -> list[tuple]:
+    answers = []
+    for password in passwords:
+        with db.session_scope(engine) as session:
+            result = users.authenticate(session, name, password, now=now)
+            answers.append((result.reason, result.locked_until))
+    return answers
+
+
+def test_an_unknown_name_locks_like_an_account(engine, fresh_unknown_names):
+    """The same answers, in the same order, lock included, for a name with no account."""
+    with db.session_scope(engine) as session:
+        users.add_user(session, "al", "support", PASSWORD)
+    tries = ["wrong password!"] * users.MAX_FAILED + [PASSWORD]
+    real = _attempts(engine, "al", tries, T0)
+    made_up = _attempts(engine, "zed", tries, T0)
+    assert made_up == real
+    assert [reason for reason, _ in made_up] == ["wrong"] * (users.MAX_FAILED - 1) + [
+        "locked",
+        "locked",
+    ]
+    later = T0 + users.LOCKOUT + timedelta(seconds=1)  # the lock lapses for both alike
+    assert _attempts(engine, "zed", ["x" * 12], later) == [("wrong", None)]
+    assert _attempts(engine, "al", ["x" * 12], later) == [("wrong", None)]
+
+
+def test_every_attempt_costs_one_argon2_check(engine, fresh_unknown_names, monkeypatch):
+    """Wrong, unknown and locked all verify one hash with the same parameters, so the time a
+    refusal takes does not tell whether the name exists."""
+    with db.session_scope(engine) as session:
+        users.add_user(session, "al", "support", PASSWORD)
+    checked: list[str] = []
+    real_verify = users._verify
+    monkeypatch.setattr(
+        users,
+        "_verify",
+        lambda hashed, password: checked.append(hashed) or real_verify(hashed, password),
+    )
+    tries = ["wrong password!"] * (users.MAX_FAILED + 2)
+    for name in ("al", "zed"):
+        checked.clear()
+        _attempts(engine, name, tries, T0)
+        assert len(checked) == len(tries), name  # locked answers check a hash too
+    assert not users._HASHER.check_needs_rehash(users._DUMMY_HASH)  # same cost as a real one
+
+
+def test_unknown_names_are_bounded_and_hashed(engine, fresh_unknown_names, monkeypatch):
+    monkeypatch.setattr(fresh_unknown_names, "limit", 3)
+    for name in ("n1", "n2", "n3", "n4", "n5"):
+        fresh_unknown_names.get(name)
+    assert len(fresh_unknown_names) == 3  # the least recently tried are forgotten
+    assert all(isinstance(key, bytes) for key in fresh_unknown_names._rows)
+    assert b"n5" not in b"".join(fresh_unknown_names._rows)
+
+
+async def _login(client, name: str, password: str) -> tuple[int, str]:
+    import re
+
+    page = await client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)
+    resp = await client.post(
+        "/login",
+        data={"csrf": csrf, "next": "/search", "name": name, "password": password},
+        allow_redirects=False,
+    )
+    text = await resp.text()
+    found = re.search(r'id="login-message"[^>]*>(.*?)<', text, re.S)
+    return resp.status, " ".join(found.group(1).split()) if found else ""
+
+
+async def test_sign_in_page_answers_alike_for_real_and_made_up_names(engine, fresh_unknown_names):
+    """Through the web view: the same status codes and messages, word for word, and the
+    typed password is in no audit record."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from notify.audit import records
+    from notify.server import make_app
+    from notify.web import pages
+    from tests.test_webhooks import settings
+
+    with db.session_scope(engine) as session:
+        users.add_user(session, "al", "support", PASSWORD)
+    app = make_app(engine, settings())
+    app[pages.STATE].clock = lambda: T0
+    app[pages.STATE].secure_cookies = False  # the test client speaks plain HTTP
+    tries = [f"guess number {i}!" for i in range(users.MAX_FAILED)] + [PASSWORD]
+    answers: dict[str, list[tuple[int, str]]] = {}
+    async with TestClient(TestServer(app)) as client:
+        for name in ("al", "zed"):
+            answers[name] = [await _login(client, name, password) for password in tries]
+    assert answers["zed"] == answers["al"]
+    wrong = (401, "Wrong user name or password.")
+    locked = (
+        429,
+        "Too many failed sign-ins: this account is locked until 2026-11-27 10:17 UTC. "
+        "Wait, or ask an admin.",
+    )
+    assert answers["al"] == [wrong] * (users.MAX_FAILED - 1) + [locked, locked]
+    with db.session_scope(engine) as session:
+        trail = [r for r in records(session) if r.command == "web sign-in"]
+        stored = json.dumps([(r.arguments, r.actor, r.outcome) for r in trail], default=str)
+    assert len(trail) == 2 * len(tries)
+    assert not any(password in stored for password in tries)
+
+
+# --- notify users unlock ----------------------------------------------------------------------
+
+
+def test_users_unlock_clears_the_lock_and_the_count(env):
+    assert (
+        run(
+            "users", "add", "bob", "--role", "support", "--password-stdin", stdin=PASSWORD + "\n"
+        ).exit_code
+        == 0
+    )
+    engine = db.connect(env["NOTIFY_DATABASE_URL"])
+    _attempts(engine, "bob", ["wrong password!"] * users.MAX_FAILED, T0)
+    with db.session_scope(engine) as session:
+        assert users.authenticate(session, "bob", PASSWORD, now=T0).reason == "locked"
+    unlocked = run("users", "unlock", "bob")
+    assert unlocked.exit_code == 0, unlocked.output
+    assert unlocked.output == "Unlocked user 'bob': they can sign in again.\n"
+    listed = json.loads(run("users", "list", "--format", "json").output)
+    assert listed[0]["locked_until"] is None
+    # The count starts from zero again: four more wrong passwords do not lock.
+    assert _attempts(engine, "bob", ["wrong password!"] * (users.MAX_FAILED - 1), T0) == [
+        ("wrong", None)
+    ] * (users.MAX_FAILED - 1)
+    with db.session_scope(engine) as session:
+        assert users.authenticate(session, "bob", PASSWORD, now=T0).reason == "ok"
+        from notify.audit import records
+
+        trail = [(r.command, r.arguments) for r in records(session) if r.command == "users unlock"]
+    assert trail == [("users unlock", {"name": "bob", "role": "support"})]
+
+
+def test_users_unlock_of_an_unknown_user_is_one_line(env):
+    result = run("users", "unlock", "nobody")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: no user named 'nobody' (see: notify users list)"
+    ]

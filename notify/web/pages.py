@@ -68,6 +68,7 @@ class WebState:
         default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="web")
     )
     key: bytes | None = None
+    clock: Callable[[], datetime] = utcnow  # the sign-in lockout's time (tests inject it)
     templates: jinja2.Environment = field(default_factory=lambda: _environment())
 
 
@@ -309,9 +310,11 @@ async def login_page(
     return response
 
 
-def _sign_in(engine: Engine, name: str, password: str) -> tuple[users.LoginResult, int]:
+def _sign_in(
+    engine: Engine, name: str, password: str, now: datetime
+) -> tuple[users.LoginResult, int]:
     with db.session_scope(db.writer(engine)) as session:
-        result = users.authenticate(session, name, password)
+        result = users.authenticate(session, name, password, now)
         outcome = {"ok": "ok", "wrong": "refused", "locked": "locked"}[result.reason]
         audit.record(
             session,
@@ -333,7 +336,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     name, password = _text(form.get("name")).strip(), _text(form.get("password"))
     if not name or not password:
         return await login_page(request, "Enter your user name and password.", 400)
-    result, epoch = await run_db(request, _sign_in, request.app[STATE].engine, name, password)
+    state = request.app[STATE]
+    result, epoch = await run_db(request, _sign_in, state.engine, name, password, state.clock())
     if result.reason == "locked":
         until = lookup._human_iso(iso_utc(result.locked_until))
         return await login_page(
