@@ -1,12 +1,15 @@
-"""The life of a message row: its creation, every change to it, and the append-only event log.
+"""The life of a message row: its creation, every change of what happened to it, and the
+append-only event log.
 
 One module writes them, so the record of what happened cannot drift from the rows:
 
 * :func:`create_messages` is the one place message rows are created (first notices,
   corrections, requeues, reminders, fallback SMS), each with its first event in the same
   statement (PostgreSQL) or transaction (SQLite).
-* :func:`change` is the one place a message row changes (its status, or the bookkeeping of
-  an attempt: a retry, an outage), each with its event in the same transaction. A
+* :func:`change` is the one place a message row records what happened (its status, or the
+  bookkeeping of an attempt: a retry, an outage), each with its event in the same
+  transaction. (A worker's lease on a row is not something that happened to the message:
+  ``send.store`` claims, renews and releases leases, with no event.) A
   :class:`Transition` names one way a row changes; the send engine's hot path batches many
   rows through one transition, a webhook or a bounce changes one (:func:`advance`).
 * :func:`record` appends an event that changes no message (an early callback, a bounce's
@@ -273,8 +276,8 @@ def change(
     """Apply ``how`` to each step's message and write each one's event, in the caller's
     transaction; returns the ids of the rows it changed.
 
-    The one writer of message rows after their creation, so no status changes without its
-    event. Rows are updated in contact order: the status triggers update each contact's
+    The one writer of what happens to a message after its creation (leases aside, which are
+    ``send.store``'s), so no status changes without its event. Rows are updated in contact order: the status triggers update each contact's
     reach row, and workers that lock those rows in one order cannot deadlock each other.
     ``before_events`` runs between the two, given the changed ids, for work the events
     depend on (the engine issues reset tokens for the attempts that really began).
