@@ -4,7 +4,8 @@ Fills a campaign straight in SQL (1,000,000 contacts with a name, an email and a
 sent email each), then times what one search in the web view does: find the contacts (key,
 email in any case, phone in any format, or name), describe them (messages, timelines,
 reset) and write the audit records (one per search, one per record shown); for a query of
-each kind, and for a miss ("Not in this breach"). The goal is under 100 ms per search.
+each kind, for part of a name (a bounded scan: no index helps "tomer 5000"), and for a miss
+("Not in this breach", the scan's worst case). The goal is under 100 ms per search.
 
     python bench/web_search_bench.py                          # 1,000,000 on PostgreSQL
     python bench/web_search_bench.py --contacts 1000000 --sqlite
@@ -58,23 +59,27 @@ def main() -> None:
             "email": f"U{i}@EXAMPLE.COM",
             "phone": f"(415) {200 + i // 10000}-{i % 10000:04d}",
             "name": f"customer {i}",
+            "part": f"tomer {i // 10}",
+            "words": f"cust {i}",
+            "many": "customer 5",
             "miss": "Nobody Atall",
         }
         print(f"database:   {'SQLite' if args.sqlite else 'PostgreSQL'}")
         print(f"contacts:   {args.contacts:,} (filled in {filled:.1f} s)")
         worst = 0.0
         for kind, query in queries.items():
-            timings, found = [], 0
+            timings, found, note = [], 0, None
             for _ in range(args.repeat):
                 started = time.perf_counter()
-                found = len(pages.run_search(engine, query, "bench"))
+                answer = pages.run_search(engine, query, "bench")
                 timings.append(time.perf_counter() - started)
+                found, note = len(answer.contacts), answer.note
             median = statistics.median(timings) * 1000
             worst = max(worst, median)
             print(
-                f"{kind:<6} {query!r:<26} {found} found  median {median:6.1f} ms  "
+                f"{kind:<6} {query!r:<26} {found:>2} found  median {median:6.1f} ms  "
                 f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
-                f"{args.repeat} runs)"
+                f"{args.repeat} runs)" + (f"  [{note}]" if note else "")
             )
         print(f"slowest median: {worst:.1f} ms (goal: under 100 ms)")
 

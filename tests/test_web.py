@@ -188,6 +188,8 @@ def test_each_role_sees_its_pages_and_gets_403_elsewhere(server, page, role, all
         "+1 415 555 0101",
         "ann example",
         "Ann  Example",
+        "EXAMPLE",  # part of the name, any case
+        "ann ex",
     ],
 )
 def test_search_by_key_email_phone_or_name_answers_with_the_verdict(server, page, query):

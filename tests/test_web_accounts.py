@@ -386,3 +386,134 @@ def test_users_unlock_of_an_unknown_user_is_one_line(env):
     assert result.output.strip().splitlines() == [
         "Error: no user named 'nobody' (see: notify users list)"
     ]
+
+
+# --- the support search finds part of a name ---------------------------------------------------
+
+MORE_NAMES = {
+    "n1": "Anna Schmidt",
+    "n2": "Hans SCHMIDT-Weber",
+    "n3": "Schmidt Anna",
+    "n4": "100% Real_Name",
+    "n5": "Carl Nash",
+}
+
+
+def seed_names(engine, campaign_file) -> None:
+    """The sample campaign plus the names above (keys n1..n5)."""
+    from notify.models import Contact
+
+    seed_sample(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        campaign_id = session.query(Contact.campaign_id).first()[0]
+        for key, name in MORE_NAMES.items():
+            session.add(Contact(campaign_id=campaign_id, key=key, name=name, exposures="card"))
+
+
+@pytest.mark.parametrize(
+    "query, keys",
+    [
+        ("Schmidt", ["n1", "n2", "n3"]),  # any case, anywhere in the name
+        ("schmidt", ["n1", "n2", "n3"]),
+        ("anna schm", ["n1"]),  # every word, in the order typed
+        ("schm  ANNA", ["n3"]),
+        ("dt-we", ["n2"]),
+        ("Ann Example", ["c1"]),  # the whole name still finds it
+        ("ann", ["c1", "n1", "n3"]),
+        ("0% real", ["n4"]),  # % and _ are literal, not wildcards
+        ("l_n", ["n4"]),  # not "Carl Nash"
+        ("%", []),
+        ("a%", []),
+        ("_", []),
+        ("Zed", []),
+    ],
+)
+def test_name_search_matches_part_of_a_name(engine, campaign_file, query, keys):
+    seed_names(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        found = search.search(session, query, now=NOW)
+    assert [c["key"] for c in found] == keys
+
+
+def test_exact_names_come_first_and_more_says_narrow_it(engine, campaign_file, monkeypatch):
+    seed_names(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        assert search.answer(session, "schmidt anna", now=NOW).note is None
+        monkeypatch.setattr(search, "MAX_RESULTS", 2)
+        shown = search.answer(session, "schmidt anna", now=NOW)  # exact spelling: n3 first
+        assert [c["key"] for c in shown.contacts] == ["n3"]
+        many = search.answer(session, "schmidt", now=NOW)
+    assert ([c["key"] for c in many.contacts], many.note) == (["n1", "n2"], search.MORE)
+
+
+def test_a_key_email_or_phone_is_not_scanned_for_as_a_name(engine, campaign_file, monkeypatch):
+    seed_names(engine, campaign_file)
+
+    def no_scan(*args):
+        raise AssertionError("scanned names for a key, an email or a phone")
+
+    monkeypatch.setattr(search, "_name_part_rows", no_scan)
+    with db.session_scope(engine) as session:
+        for query in ("c1", "ann.example@EXAMPLE.com", "(415) 555-0101", "4155550101"):
+            assert [c["key"] for c in search.search(session, query, now=NOW)] == ["c1"]
+
+
+def test_a_scan_over_its_time_stops_and_the_transaction_goes_on(engine):
+    """The bound on the part-of-a-name scan: a statement running longer is stopped (SQLite's
+    progress handler, PostgreSQL's statement_timeout), and the search's transaction still
+    commits its audit records."""
+    from sqlalchemy import text
+
+    from notify.audit import record, records
+
+    slow = (
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000000) "
+        "SELECT count(*) FROM s"
+        if engine.dialect.name == "sqlite"
+        else "SELECT pg_sleep(5)"
+    )
+    with db.session_scope(engine) as session:
+        with pytest.raises(search._TooSlow), search._time_limit(session, 0.05):
+            session.execute(text(slow))
+        with search._time_limit(session, 5):  # a quick one is untouched
+            assert session.scalar(text("SELECT 1")) == 1
+        record(session, "web search", arguments={"query": "x"}, actor="al")
+    if engine.dialect.name != "sqlite":
+        with db.session_scope(engine) as session:  # the limit did not outlive the scan
+            assert session.scalar(text("SHOW statement_timeout")) == "0"
+    with db.session_scope(engine) as session:
+        assert [r.command for r in records(session)] == ["web search"]
+
+
+async def test_search_page_says_when_it_stopped_or_shows_only_some(
+    engine, campaign_file, monkeypatch, fresh_unknown_names
+):
+    """A cut-short scan never says "Not in this breach"; too many matches say to narrow it;
+    the audit counts the note."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from notify.audit import records
+    from notify.server import make_app
+    from notify.web import pages
+    from tests.test_webhooks import settings
+
+    seed_names(engine, campaign_file)
+    with db.session_scope(engine) as session:
+        users.add_user(session, "al", "support", PASSWORD)
+    app = make_app(engine, settings())
+    app[pages.STATE].secure_cookies = False
+    async with TestClient(TestServer(app)) as client:
+        assert (await _login(client, "al", PASSWORD))[0] == 303
+        monkeypatch.setattr(search, "MAX_RESULTS", 2)
+        many = await (await client.get("/search", params={"q": "schmidt"})).text()
+        assert "only the first 2 are shown. Type more of the name" in many
+
+        def too_slow(*args):
+            raise search._TooSlow()
+
+        monkeypatch.setattr(search, "_name_part_rows", too_slow)
+        stopped = await (await client.get("/search", params={"q": "Nobody Atall"})).text()
+    assert "Search stopped early" in stopped and "Not in this breach" not in stopped
+    with db.session_scope(engine) as session:
+        counts = [r.counts for r in records(session) if r.command == "web search"]
+    assert counts == [{"matches": 2, "more": 1}, {"matches": 0, "stopped": 1}]

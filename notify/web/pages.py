@@ -382,19 +382,22 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 def run_search(
     engine: Engine, query: str, actor: str, now: datetime | None = None
-) -> list[dict[str, Any]]:
+) -> search.Answer:
     """The search and its audit records: one per customer record shown, one per search."""
     # One transaction for the search and its audit records: one connection, one commit.
     with db.session_scope(db.writer(engine)) as session:
-        contacts = search.search(session, query, now)
+        answer = search.answer(session, query, now)
+        counts = {"matches": len(answer.contacts)}
+        if answer.note:  # "more": 1 (more matched than shown) or "stopped": 1 (scan cut short)
+            counts[answer.note] = 1
         audit.record(
             session,
             "web search",
             arguments={"query": query[:200]},
-            counts={"matches": len(contacts)},
+            counts=counts,
             actor=actor,
         )
-        for contact in contacts:
+        for contact in answer.contacts:
             audit.record(
                 session,
                 "web view contact",
@@ -402,23 +405,24 @@ def run_search(
                 arguments={"contact_key": contact["key"], "query": query[:200]},
                 actor=actor,
             )
-    return contacts
+    return answer
 
 
 @requires("support")
 async def search_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """GET /search?q=: the verdict first, then exposures, messages and the reset."""
     query = request.query.get("q", "").strip()[:320]
-    contacts = None
+    answer = None
     if query:
-        contacts = await run_db(request, run_search, request.app[STATE].engine, query, viewer.name)
+        answer = await run_db(request, run_search, request.app[STATE].engine, query, viewer.name)
     return render(
         request,
         "search.html",
         viewer=viewer,
         title="Search",
         query=query,
-        contacts=contacts,
+        contacts=answer.contacts if answer else None,
+        note=answer.note if answer else None,
         section="search",
     )
 

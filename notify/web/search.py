@@ -1,25 +1,39 @@
 """The support search: one box for a name, an email, a phone number in any format or a key.
 
-Key, email and phone go through `notify lookup`'s own search and normalization; names are
-matched exactly on ``ix_contacts_name`` in the few spellings lists hold (as typed, lower,
-UPPER, Title Case), the same trade-off the email search makes: every query is a handful of
-index probes, instant at any list size.
+Key, email and phone go through `notify lookup`'s own search and normalization. A name is
+matched by part, in any case: "schmidt" and "anna schm" find "Anna Schmidt" (every typed word,
+in the order typed, anywhere in the name; ``%`` and ``_`` are literal). Exact spellings come
+first from ``ix_contacts_name`` (a handful of index probes). The part match cannot use that
+index, so it scans the contacts, bounded twice: it stops at ``MAX_RESULTS`` matches (the page
+then says "narrow your search") and after ``SCAN_SECONDS`` (the page then says it searched
+only part of the list, never "Not in this breach").
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from notify import lookup
-from notify.models import REACHED_STATUSES, Contact, Status, utcnow
+from notify.models import REACHED_STATUSES, Campaign, Contact, Status, utcnow
 from notify.status import CHANNEL_LABEL
 
 MAX_RESULTS = 50
+# How long the part-of-a-name scan may run: a whole scan of a million contacts fits (0.1 to
+# 0.6 s on a busy machine, see bench/web_search_bench.py); a bigger list or a slower database
+# stops and says so instead of holding the page.
+SCAN_SECONDS = 2.0
+MORE = "more"  # Matches.note: more than MAX_RESULTS matched
+STOPPED = "stopped"  # Matches.note: the scan ran out of time before the end of the list
 
 
 def name_variants(text: str) -> set[str]:
@@ -37,19 +51,114 @@ def name_variants(text: str) -> set[str]:
     }
 
 
-def find(session: Session, query: str) -> list[tuple]:
-    """``(Contact, campaign name)`` rows matching the query by key, email or phone (the
-    lookup's own search, :func:`notify.lookup._find_contacts`) or by name."""
-    found = lookup._find_contacts(session, query, None)
+def name_pattern(text: str) -> str | None:
+    """The LIKE pattern for a typed name part: every word, in order, anywhere (``"anna
+    schm"`` gives ``%anna%schm%``), with ``\\``, ``%`` and ``_`` escaped so they are
+    literal; None when the text cannot be part of a name (no letter, or an email address)."""
+    if "@" in text or not any(c.isalpha() for c in text):
+        return None
+    words = [re.sub(r"([\\%_])", r"\\\1", word) for word in text.split()]
+    return "%" + "%".join(words) + "%"
+
+
+@dataclass
+class Matches:
+    """``(Contact, campaign name)`` rows, and ``note`` (MORE, STOPPED or None)."""
+
+    rows: list[tuple] = field(default_factory=list)
+    note: str | None = None
+
+
+class _TooSlow(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(session: Session, seconds: float) -> Iterator[None]:
+    """Raise _TooSlow when a statement inside runs longer than ``seconds``: SQLite checks a
+    progress handler; PostgreSQL sets statement_timeout in a savepoint (so the cancelled
+    statement does not abort the search's transaction, which still writes the audit)."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        deadline = time.monotonic() + seconds
+        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            yield
+        except OperationalError as exc:
+            if "interrupted" not in str(exc.orig):
+                raise
+            raise _TooSlow() from exc
+        finally:
+            raw.set_progress_handler(None, 0)
+        return
+    try:
+        with session.begin_nested():
+            session.execute(
+                select(func.set_config("statement_timeout", str(int(seconds * 1000)), True))
+            )
+            yield
+            session.execute(select(func.set_config("statement_timeout", "0", True)))
+    except OperationalError as exc:
+        if "statement timeout" not in str(exc.orig):
+            raise
+        raise _TooSlow() from exc
+
+
+def _name_part_rows(session: Session, pattern: str, seconds: float) -> list[tuple]:
+    """Up to MAX_RESULTS + 1 contacts whose name matches ``pattern`` in any case.
+
+    No ORDER BY in SQL: the scan stops at the limit instead of sorting every match."""
+    name = Contact.name
+    dialect = session.get_bind().dialect.name
+    # SQLite's LIKE ignores case already (ASCII letters only): lower() on each row only slows
+    # it. PostgreSQL: lower() on both sides and LIKE scans a third faster than ILIKE.
+    matches = (
+        name.like(pattern, escape="\\")
+        if dialect == "sqlite"
+        else func.lower(name).like(func.lower(pattern), escape="\\")
+    )
+    query = (
+        select(Contact, Campaign.name)
+        .join(Campaign, Campaign.id == Contact.campaign_id)
+        .where(matches)
+        .limit(MAX_RESULTS + 1)
+    )
+    with _time_limit(session, seconds):
+        rows = [tuple(row) for row in session.execute(query)]
+    return sorted(rows, key=lambda row: (row[0].campaign_id, row[0].id))
+
+
+def find(session: Session, query: str, seconds: float | None = None) -> Matches:
+    """Contacts matching the query by key, email or phone (the lookup's own search,
+    :func:`notify.lookup._find_contacts`), else by name: exact spellings first (index), then
+    names holding the typed words (a bounded scan)."""
+    found = Matches(lookup._find_contacts(session, query, None))
+    by_address = bool(found.rows)  # a key, an address or a number: no name scan
     names = name_variants(query)
-    if names and len(found) < MAX_RESULTS:
-        seen = {contact.id for contact, _ in found}
-        found += [
+    if names and len(found.rows) < MAX_RESULTS:
+        seen = {contact.id for contact, _ in found.rows}
+        found.rows += [
             row
             for row in lookup._contacts_where(session, Contact.name.in_(names), None)
             if row[0].id not in seen
         ]
-    return found[:MAX_RESULTS]
+    pattern = None if by_address else name_pattern(query)
+    if pattern:
+        seen = {contact.id for contact, _ in found.rows}
+        try:
+            parts = _name_part_rows(session, pattern, SCAN_SECONDS if seconds is None else seconds)
+        except _TooSlow:
+            found.note = STOPPED
+        else:
+            found.rows += [row for row in parts if row[0].id not in seen]
+            if len(parts) > MAX_RESULTS:
+                found.note = MORE
+    if len(found.rows) > MAX_RESULTS:
+        found.note = found.note or MORE
+    found.rows = found.rows[:MAX_RESULTS]
+    return found
 
 
 @dataclass
@@ -117,13 +226,29 @@ def verdict(messages: list[dict[str, Any]]) -> Verdict:
 def search(session: Session, query: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every matching contact described as `notify lookup` describes it, plus its
     :class:`Verdict` under ``web_verdict``; an empty list when nobody matches."""
+    return answer(session, query, now).contacts
+
+
+@dataclass
+class Answer:
+    """What the search page shows: the contacts described, and the Matches' ``note``."""
+
+    contacts: list[dict[str, Any]]
+    note: str | None = None
+
+
+def answer(
+    session: Session, query: str, now: datetime | None = None, seconds: float | None = None
+) -> Answer:
+    """The search with its note: :func:`search`, plus whether more matched (MORE) or the
+    name scan stopped early (STOPPED), so the page never calls a cut-short search complete."""
     query = query.strip()
     if not query:
-        return []
-    found = find(session, query)
-    if not found:
-        return []
-    contacts = lookup.describe(session, found, now or utcnow())
+        return Answer([])
+    found = find(session, query, seconds)
+    if not found.rows:
+        return Answer([], found.note)
+    contacts = lookup.describe(session, found.rows, now or utcnow())
     for contact in contacts:
         contact["web_verdict"] = verdict(contact["messages"])
-    return contacts
+    return Answer(contacts, found.note)
