@@ -517,3 +517,34 @@ async def test_search_page_says_when_it_stopped_or_shows_only_some(
     with db.session_scope(engine) as session:
         counts = [r.counts for r in records(session) if r.command == "web search"]
     assert counts == [{"matches": 2, "more": 1}, {"matches": 0, "stopped": 1}]
+
+
+async def test_admin_unlocks_a_locked_account_on_the_users_page(engine, fresh_unknown_names):
+    import re
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from notify.audit import records
+    from notify.server import make_app
+    from notify.web import pages
+    from tests.test_webhooks import settings
+
+    with db.session_scope(engine) as session:
+        users.add_user(session, "al", "admin", PASSWORD)
+        users.add_user(session, "bob", "support", PASSWORD)
+    _attempts(engine, "bob", ["wrong password!"] * users.MAX_FAILED, T0)
+    app = make_app(engine, settings())
+    app[pages.STATE].clock = lambda: T0
+    app[pages.STATE].secure_cookies = False
+    async with TestClient(TestServer(app)) as client:
+        assert (await _login(client, "al", PASSWORD))[0] == 303
+        listing = await (await client.get("/users")).text()
+        assert "Unlock bob" in listing and "Unlock al" not in listing  # only the locked one
+        csrf = re.search(r'name="csrf" value="([^"]+)"', listing).group(1)
+        done = await client.post("/users", data={"csrf": csrf, "unlock": "bob"})
+        after = await done.text()
+    assert done.status == 200 and "Unlocked user bob." in after and "Unlock bob" not in after
+    with db.session_scope(engine) as session:
+        assert users.authenticate(session, "bob", PASSWORD, now=T0).reason == "ok"
+        trail = [(r.actor, r.arguments) for r in records(session) if r.command == "users unlock"]
+    assert trail == [("al", {"name": "bob", "role": "support"})]

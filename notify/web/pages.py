@@ -703,9 +703,9 @@ async def audit_page(request: web.Request, viewer: Viewer) -> web.StreamResponse
 # --- users ------------------------------------------------------------------------------------
 
 
-def _users(engine: Engine) -> list[dict[str, object]]:
+def _users(engine: Engine, now: datetime) -> list[dict[str, object]]:
     with db.session_scope(engine) as session:
-        return [users.user_row(u) for u in users.list_users(session)]
+        return [users.user_row(u, now) for u in users.list_users(session)]
 
 
 async def _users_page(
@@ -715,7 +715,8 @@ async def _users_page(
     kind: str = "ok",
     status: int = 200,
 ) -> web.Response:
-    rows = await run_db(request, _users, request.app[STATE].engine)
+    state = request.app[STATE]
+    rows = await run_db(request, _users, state.engine, state.clock())
     return render(
         request,
         "users.html",
@@ -742,6 +743,14 @@ def _add_user(engine: Engine, actor: str, name: str, role: str, password: str) -
         audit.record(session, "users add", arguments={"name": name, "role": role}, actor=actor)
 
 
+def _unlock_user(engine: Engine, actor: str, name: str) -> None:
+    with db.session_scope(db.writer(engine)) as session:
+        user = users.unlock_user(session, name)
+        audit.record(
+            session, "users unlock", arguments={"name": name, "role": user.role}, actor=actor
+        )
+
+
 def _remove_user(engine: Engine, actor: str, name: str) -> None:
     with db.session_scope(db.writer(engine)) as session:
         user = users.remove_user(session, name)
@@ -752,10 +761,15 @@ def _remove_user(engine: Engine, actor: str, name: str) -> None:
 
 @requires("admin")
 async def users_submit(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    """POST /users: add (name, role, password twice) or remove (``remove=NAME``)."""
+    """POST /users: add (name, role, password twice), remove (``remove=NAME``) or lift a
+    lockout (``unlock=NAME``)."""
     form = await request.post()
     engine = request.app[STATE].engine
     try:
+        if form.get("unlock"):
+            name = _text(form.get("unlock"))
+            await run_db(request, _unlock_user, engine, viewer.name, name)
+            return await _users_page(request, viewer, f"Unlocked user {name}.")
         if form.get("remove"):
             name = _text(form.get("remove"))
             if name == viewer.name:
