@@ -250,7 +250,7 @@ class Transition:
         self.update = bulk.Statement(sql, **types)
 
 
-@dataclass
+@dataclass(slots=True)  # one per message on the hot path
 class Step:
     """One message row to change, and what its event says."""
 
