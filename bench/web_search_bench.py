@@ -4,8 +4,9 @@ Fills a campaign straight in SQL (1,000,000 contacts with a name, an email and a
 sent email each), then times what one search in the web view does: find the contacts (key,
 email in any case, phone in any format, or name), describe them (messages, timelines,
 reset) and write the audit records (one per search, one per record shown); for a query of
-each kind, for part of a name (a bounded scan: no index helps "tomer 5000"), and for a miss
-("Not in this breach", the scan's worst case). The goal is under 100 ms per search.
+each kind and for a miss; and for the part-of-a-name search the page offers one click
+further (a bounded scan: no index helps "tomer 5000"). The goal is under 100 ms per search;
+the part-of-a-name scan is bounded (50 matches, 2 s), with no goal.
 
     python bench/web_search_bench.py                          # 1,000,000 on PostgreSQL
     python bench/web_search_bench.py --contacts 1000000 --sqlite
@@ -45,6 +46,10 @@ def fill(engine, campaign_id: int, contacts: int, sqlite: bool) -> float:
     return time.perf_counter() - started
 
 
+# The queries run as the part-of-a-name search (one click on the page), not the default one.
+PART_KINDS = {"part", "words", "many"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=1_000_000)
@@ -68,20 +73,26 @@ def main() -> None:
         print(f"contacts:   {args.contacts:,} (filled in {filled:.1f} s)")
         worst = 0.0
         for kind, query in queries.items():
+            parts = kind in PART_KINDS
             timings, found, note = [], 0, None
             for _ in range(args.repeat):
                 started = time.perf_counter()
-                answer = pages.run_search(engine, query, "bench")
+                answer = pages.run_search(engine, query, "bench", parts=parts)
                 timings.append(time.perf_counter() - started)
                 found, note = len(answer.contacts), answer.note
             median = statistics.median(timings) * 1000
-            worst = max(worst, median)
+            if not parts:
+                worst = max(worst, median)
             print(
                 f"{kind:<6} {query!r:<26} {found:>2} found  median {median:6.1f} ms  "
                 f"(min {min(timings) * 1000:.1f}, max {max(timings) * 1000:.1f}, "
                 f"{args.repeat} runs)" + (f"  [{note}]" if note else "")
             )
-        print(f"slowest median: {worst:.1f} ms (goal: under 100 ms)")
+        print(f"slowest median of a search: {worst:.1f} ms (goal: under 100 ms)")
+        print(
+            "(part, words, many: the part-of-a-name scan, asked for on the page; bounded to "
+            "50 matches and 2 s, no goal)"
+        )
 
 
 if __name__ == "__main__":

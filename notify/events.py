@@ -277,8 +277,9 @@ def change(
     transaction; returns the ids of the rows it changed.
 
     The one writer of what happens to a message after its creation (leases aside, which are
-    ``send.store``'s), so no status changes without its event. Rows are updated in contact order: the status triggers update each contact's
-    reach row, and workers that lock those rows in one order cannot deadlock each other.
+    ``send.store``'s), so no status changes without its event. Rows are updated in contact
+    order: the status triggers update each contact's reach row, and workers that lock those
+    rows in one order cannot deadlock each other.
     ``before_events`` runs between the two, given the changed ids, for work the events
     depend on (the engine issues reset tokens for the attempts that really began).
     """

@@ -188,8 +188,6 @@ def test_each_role_sees_its_pages_and_gets_403_elsewhere(server, page, role, all
         "+1 415 555 0101",
         "ann example",
         "Ann  Example",
-        "EXAMPLE",  # part of the name, any case
-        "ann ex",
     ],
 )
 def test_search_by_key_email_phone_or_name_answers_with_the_verdict(server, page, query):
@@ -205,6 +203,26 @@ def test_search_by_key_email_phone_or_name_answers_with_the_verdict(server, page
     expect(page.locator(".message").first).to_contain_text("smtp:relay.acme.example")
     viewed = server.audit("web view contact")
     assert [(r["actor"], r["arguments"]["contact_key"]) for r in viewed] == [("support", "c1")]
+
+
+@pytest.mark.parametrize("query", ["EXAMPLE", "ann ex"])
+def test_part_of_a_name_is_one_click_away_and_never_called_not_in_this_breach(server, page, query):
+    """Exact spellings answer at once; part of a name is a scan of every name, offered, and
+    a name that matched nothing exactly is not "Not in this breach" before it has run."""
+    sign_in(page, server, "support")
+    page.get_by_label("Name, email, phone number or customer key").fill(query)
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_role("heading", name="No exact match")).to_be_visible()
+    expect(page.get_by_role("heading", name="Not in this breach")).to_have_count(0)
+    page.get_by_role("link", name=f"Search for names containing “{query}”").click()
+    expect(page.get_by_test_id("verdict")).to_have_text(C1_VERDICT)
+    expect(page.get_by_role("heading", name="Ann Example")).to_be_visible()
+    expect(page.locator(".count")).to_have_text(f"1 match (names containing “{query}”)")
+    searches = server.audit("web search")
+    assert [(r["arguments"].get("part_of_name"), r["counts"]["matches"]) for r in searches] == [
+        (None, 0),
+        (True, 1),
+    ]
 
 
 def test_unreached_verdict_link_expiry_and_not_in_this_breach(server, page):

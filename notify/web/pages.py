@@ -381,19 +381,22 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 def run_search(
-    engine: Engine, query: str, actor: str, now: datetime | None = None
+    engine: Engine, query: str, actor: str, now: datetime | None = None, parts: bool = False
 ) -> search.Answer:
     """The search and its audit records: one per customer record shown, one per search."""
     # One transaction for the search and its audit records: one connection, one commit.
     with db.session_scope(db.writer(engine)) as session:
-        answer = search.answer(session, query, now)
+        answer = search.answer(session, query, now, parts=parts)
         counts = {"matches": len(answer.contacts)}
         if answer.note:  # "more": 1 (more matched than shown) or "stopped": 1 (scan cut short)
             counts[answer.note] = 1
+        arguments: dict[str, Any] = {"query": query[:200]}
+        if parts:
+            arguments["part_of_name"] = True
         audit.record(
             session,
             "web search",
-            arguments={"query": query[:200]},
+            arguments=arguments,
             counts=counts,
             actor=actor,
         )
@@ -412,9 +415,12 @@ def run_search(
 async def search_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     """GET /search?q=: the verdict first, then exposures, messages and the reset."""
     query = request.query.get("q", "").strip()[:320]
+    parts = request.query.get("part") == "1"  # the part-of-a-name search, asked for
     answer = None
     if query:
-        answer = await run_db(request, run_search, request.app[STATE].engine, query, viewer.name)
+        answer = await run_db(
+            request, run_search, request.app[STATE].engine, query, viewer.name, None, parts
+        )
     return render(
         request,
         "search.html",
@@ -423,6 +429,8 @@ async def search_page(request: web.Request, viewer: Viewer) -> web.StreamRespons
         query=query,
         contacts=answer.contacts if answer else None,
         note=answer.note if answer else None,
+        parts=parts,
+        part_unsearched=bool(answer and answer.part_unsearched),
         section="search",
     )
 
