@@ -268,6 +268,14 @@ def test_reconcile_lookup_during_an_outage_pauses_instead_of_stopping(env, tmp_p
     assert {r.status for r in _rows(engine)} == {"sent"}
 
 
+def twilio_at(monkeypatch, port: int) -> None:
+    """Point the Twilio client at a loopback port that is no Twilio (credentials that pass
+    the settings' checks)."""
+    monkeypatch.setenv("NOTIFY_TWILIO_API_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
+
+
 class SilentListener:
     """A TCP listener on loopback that accepts every connection and never answers: a Twilio
     endpoint that hangs (each push and each lookup runs into its timeout)."""
@@ -318,9 +326,7 @@ def test_a_silent_twilio_ends_the_run_soon_after_max_outage(env, tmp_path, monke
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = sms_campaign(engine, tmp_path, 30)
     with SilentListener() as silent:
-        monkeypatch.setenv("NOTIFY_TWILIO_API_URL", f"http://127.0.0.1:{silent.port}")
-        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
-        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
+        twilio_at(monkeypatch, silent.port)
         started = time.monotonic()
         outcome, running = _send_in_thread(
             engine, campaign, 60, sms_rate=2, concurrency=10, max_outage=1.0, provider_timeout=0.3
@@ -375,9 +381,7 @@ def test_a_twilio_that_never_answers_connect_is_an_outage_at_once_and_nothing_in
     engine = db.connect(env["NOTIFY_DATABASE_URL"])
     campaign = sms_campaign(engine, tmp_path, 4)
     with BlackHole() as hole:
-        monkeypatch.setenv("NOTIFY_TWILIO_API_URL", f"http://127.0.0.1:{hole.port}")
-        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
-        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
+        twilio_at(monkeypatch, hole.port)
         seen = Seen()
         started = time.monotonic()
         outcome, running = _send_in_thread(

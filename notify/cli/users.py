@@ -114,13 +114,7 @@ def users_remove(app: App, name: str) -> None:
     Example:
       notify users remove bob
     """
-    from notify.web import users as accounts
-
-    with app.session() as session:
-        user = accounts.remove_user(session, name)
-        audit_log.record(
-            session, "users remove", arguments={"name": name, "role": user.role}, actor=app.actor
-        )
+    _on_account(app, name, "remove")
     click.echo(f"Removed user {name!r}.")
 
 
@@ -137,11 +131,18 @@ def users_unlock(app: App, name: str) -> None:
     Example:
       notify users unlock bob
     """
+    _on_account(app, name, "unlock")
+    click.echo(f"Unlocked user {name!r}: they can sign in again.")
+
+
+def _on_account(app: App, name: str, action: str) -> None:
+    """Remove or unlock the account ``name`` and record it (``users remove`` / ``users
+    unlock``, with the account's role) in the same transaction."""
     from notify.web import users as accounts
 
+    change = {"remove": accounts.remove_user, "unlock": accounts.unlock_user}[action]
     with app.session() as session:
-        user = accounts.unlock_user(session, name)
+        user = change(session, name)
         audit_log.record(
-            session, "users unlock", arguments={"name": name, "role": user.role}, actor=app.actor
+            session, f"users {action}", arguments={"name": name, "role": user.role}, actor=app.actor
         )
-    click.echo(f"Unlocked user {name!r}: they can sign in again.")
