@@ -352,7 +352,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(_safe_next(_text(form.get("next"))))
     _set_cookie(request, response, auth.SESSION_COOKIE, cookie, lifetime)
     response.del_cookie(auth.LOGIN_COOKIE, path="/")
-    return response
+    raise response  # a redirect is raised: aiohttp deprecates returning one
 
 
 def _sign_out(engine: Engine, name: str) -> None:
@@ -369,7 +369,7 @@ async def logout(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     await run_db(request, _sign_out, request.app[STATE].engine, viewer.name)
     response = web.HTTPSeeOther("/login?signed_out=1")
     response.del_cookie(auth.SESSION_COOKIE, path="/")
-    return response
+    raise response
 
 
 async def index(request: web.Request) -> web.StreamResponse:
