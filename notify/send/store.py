@@ -652,8 +652,13 @@ def _apply_early(session: Session, message_ids: dict[str, int]) -> None:
 _ERROR = "error_code = :code, error_message = :error"
 
 
-def _error(result: Result) -> dict[str, Any]:
-    return {"code": result.error_code, "error": (result.error_message or "")[:2000]}
+def _error(code: str | None, message: str | None) -> dict[str, Any]:
+    return {"code": code, "error": (message or "")[:2000]}
+
+
+def _error_detail(code: str | None, message: str | None) -> dict[str, Any]:
+    """The provider's answer as its event keeps it (the message shorter than on the row)."""
+    return {"code": code, "message": (message or "")[:500]}
 
 
 _RETRY = events.Transition(
@@ -677,8 +682,7 @@ def record_retry(
     setup failed first) gives its attempt back: it was begun, not tried."""
     now = utcnow()
     detail: dict[str, Any] = {
-        "code": result.error_code,
-        "message": (result.error_message or "")[:500],
+        **_error_detail(result.error_code, result.error_message),
         "retry_in_s": round(delay, 3),
         "attempt": item.attempts + 1,
     }
@@ -687,7 +691,7 @@ def record_retry(
     values = {
         "next": now + timedelta(seconds=delay),
         "given_back": 0 if handed_over else 1,
-        **_error(result),
+        **_error(result.error_code, result.error_message),
         **_content(content),
     }
     events.change(session, _RETRY, [_step(job, item, now, detail, values)])
@@ -723,8 +727,7 @@ def record_put_back(
     stays ``sending`` (an SMS is then looked up before it is sent again).
     """
     detail: dict[str, Any] = {
-        "code": result.error_code,
-        "message": (result.error_message or "")[:500],
+        **_error_detail(result.error_code, result.error_message),
         "attempt": item.attempts + 1,
         "attempt_spent": False,
         "handed_over": handed_over,
@@ -733,7 +736,7 @@ def record_put_back(
         detail["in_doubt"] = True
     values = {
         "as_new": item.status == Status.PENDING and not in_doubt,
-        **_error(result),
+        **_error(result.error_code, result.error_message),
         **_content(content),
     }
     step = _step(job, item, utcnow(), detail, values, kind=kind)
@@ -789,8 +792,8 @@ def record_failed(
 ) -> None:
     """``failed`` for good (a permanent refusal, attempts used up, a template error), then
     the fallback SMS when the campaign has one."""
-    detail = {"code": code, "message": (message or "")[:500], "attempts": item.attempts + 1}
-    values = {"code": code, "error": (message or "")[:2000], **_content(content)}
+    detail = {**_error_detail(code, message), "attempts": item.attempts + 1}
+    values = {**_error(code, message), **_content(content)}
     events.change(session, _FAILED, [_step(job, item, utcnow(), detail, values)])
     row = session.get(Message, item.id)
     if row is not None:
