@@ -181,22 +181,30 @@ def _upcoming_stats(campaign_id: int, channel: str, max_reminders: int, cutoff: 
     stats = _round_stats(
         campaign_id, channel, reached, func.max(case((reached, at))).label("reached_at")
     )
-    address = Contact.email if channel == "email" else Contact.phone
-    completed = _reset_completed()
     return (
         select(stats.c.reached_at.label("at"))
         .select_from(Contact)
         .join(stats, stats.c.contact_id == Contact.id)
         .where(
-            Contact.campaign_id == campaign_id,
-            has_passwords(),
-            ~completed,
-            address.is_not(None),
-            stats.c.reached_sequence == stats.c.last_sequence,
+            *_waiting_for_a_reminder(campaign_id, channel, stats, max_reminders),
             stats.c.reached_at > literal(cutoff, UTCDateTime()),
-            stats.c.reminders < max_reminders,
         )
         .subquery("upcoming")
+    )
+
+
+def _waiting_for_a_reminder(campaign_id: int, channel: str, stats: Any, max_reminders: int):
+    """The conditions both the due and the upcoming reminders share: passwords exposed,
+    reset not completed, an address on the channel, the latest message reached, and fewer
+    than ``max_reminders`` reminders so far (``stats`` is :func:`_round_stats`' subquery)."""
+    address = Contact.email if channel == "email" else Contact.phone
+    return (
+        Contact.campaign_id == campaign_id,
+        has_passwords(),
+        ~_reset_completed(),
+        address.is_not(None),
+        stats.c.reached_sequence == stats.c.last_sequence,
+        stats.c.reminders < max_reminders,
     )
 
 
@@ -223,7 +231,6 @@ def _due_reminders(
     )
     stats = _round_stats(campaign_id, channel, reached_early)
     address = Contact.email if channel == "email" else Contact.phone
-    completed = _reset_completed()
     query = (
         select(
             Contact.campaign_id,
@@ -240,14 +247,7 @@ def _due_reminders(
         )
         .select_from(Contact)
         .join(stats, stats.c.contact_id == Contact.id)
-        .where(
-            Contact.campaign_id == campaign_id,
-            has_passwords(),
-            ~completed,
-            address.is_not(None),
-            stats.c.reached_sequence == stats.c.last_sequence,
-            stats.c.reminders < max_reminders,
-        )
+        .where(*_waiting_for_a_reminder(campaign_id, channel, stats, max_reminders))
         .order_by(Contact.id)
     )
     return query.limit(limit) if limit is not None else query
